@@ -1,0 +1,142 @@
+//! Config errors a person can act on: every error at once, each with file, line, column, the
+//! offending line with a caret under it, and a hint where we have one.
+//!
+//! We render these ourselves rather than through miette: the format is a dozen lines, and
+//! miette's fancy renderer costs more build time than the whole config crate on 2 cores.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// One problem in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Byte range in the source that the message is about.
+    pub span: Range<usize>,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+/// Every problem found in one config file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub source_text: String,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Why a config could not be loaded at all.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "no `corral.toml` in `{}` or any parent directory\n  help: create one, or pass its path with `-f FILE`",
+        .0.display()
+    )]
+    NotFound(PathBuf),
+    #[error("cannot read `{}`: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(src.len());
+    let before = &src[..floor_char_boundary(src, offset)];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = before[line_start..].chars().count() + 1;
+    (line, col)
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+impl ConfigError {
+    fn render_one(&self, f: &mut fmt::Formatter<'_>, d: &Diagnostic) -> fmt::Result {
+        let src = &self.source_text;
+        let (line, col) = line_col(src, d.span.start);
+        writeln!(f, "error: {}", d.message)?;
+        writeln!(f, "  --> {}:{line}:{col}", display_path(&self.file))?;
+        let text = src.lines().nth(line - 1).unwrap_or("");
+        let gutter = line.to_string().len();
+        let width = {
+            let end = floor_char_boundary(src, d.span.end.min(src.len()));
+            let start = floor_char_boundary(src, d.span.start.min(src.len()));
+            let on_line = src[start..end].split('\n').next().unwrap_or("");
+            on_line.chars().count().max(1)
+        };
+        writeln!(f, "{:gutter$} |", "")?;
+        writeln!(f, "{line} | {text}")?;
+        writeln!(
+            f,
+            "{:gutter$} | {}{}",
+            "",
+            " ".repeat(col - 1),
+            "^".repeat(width)
+        )?;
+        if let Some(help) = &d.help {
+            writeln!(f, "{:gutter$} = help: {help}", "")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.diagnostics {
+            self.render_one(f, d)?;
+            writeln!(f)?;
+        }
+        let n = self.diagnostics.len();
+        write!(
+            f,
+            "{}: {n} error{}",
+            display_path(&self.file),
+            if n == 1 { "" } else { "s" }
+        )
+    }
+}
+
+fn display_path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// The closest candidate to `word`, if any is close enough to be a likely typo.
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_characters() {
+        let src = "a = 1\nbé = 2\n";
+        assert_eq!(line_col(src, 0), (1, 1));
+        assert_eq!(line_col(src, 6), (2, 1));
+        assert_eq!(line_col(src, 9), (2, 3)); // after the two-byte é
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(did_you_mean("comand", ["command", "env"]), Some("command"));
+        assert_eq!(did_you_mean("xyz", ["command", "env"]), None);
+    }
+}

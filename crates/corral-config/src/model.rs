@@ -1,0 +1,136 @@
+//! The validated config: what the runtime needs to run each unit. The engine's half (edges,
+//! timings, policies) is in [`Project::plan`].
+
+use std::path::PathBuf;
+
+use corral_engine::{Kind, Plan, ProbeTiming};
+use regex::Regex;
+
+/// A loaded, validated `corral.toml`.
+#[derive(Clone, Debug)]
+pub struct Project {
+    /// The config file.
+    pub file: PathBuf,
+    /// Its directory: relative paths are resolved against it.
+    pub root: PathBuf,
+    /// Where logs and state go: `<root>/.corral`.
+    pub state_dir: PathBuf,
+    /// One entry per unit, in the same order as `plan.units`.
+    pub units: Vec<UnitDef>,
+    pub plan: Plan,
+}
+
+impl Project {
+    pub fn unit(&self, name: &str) -> Option<&UnitDef> {
+        self.units.iter().find(|u| u.name == name)
+    }
+}
+
+/// How to run a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Executed directly, no shell.
+    Argv(Vec<String>),
+    /// Run by `sh -c`.
+    Shell(String),
+}
+
+impl Command {
+    /// The argv to execute, with `{port}` replaced.
+    pub fn to_argv(&self, port: Option<u16>) -> Vec<String> {
+        match self {
+            Command::Argv(v) => v.iter().map(|a| fill_port(a, port)).collect(),
+            Command::Shell(s) => vec!["sh".into(), "-c".into(), fill_port(s, port)],
+        }
+    }
+
+    pub fn display(&self) -> String {
+        match self {
+            Command::Argv(v) => v.join(" "),
+            Command::Shell(s) => s.clone(),
+        }
+    }
+}
+
+/// Replace `{port}` with the unit's first port (declared or allocated).
+pub fn fill_port(s: &str, port: Option<u16>) -> String {
+    match port {
+        Some(p) if s.contains("{port}") => s.replace("{port}", &p.to_string()),
+        _ => s.to_string(),
+    }
+}
+
+/// A declared port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortDecl {
+    Fixed(u16),
+    /// Any free port, chosen at start and kept across restarts; given as `PORT`.
+    Auto,
+}
+
+/// What a health probe checks.
+#[derive(Clone, Debug)]
+pub enum Check {
+    /// A TCP connect to `host:port` succeeds.
+    Tcp { addr: String },
+    /// An HTTP GET answers with `status` (default: any 2xx) and, if set, a body containing `body`.
+    Http {
+        url: String,
+        status: Option<u16>,
+        body: Option<String>,
+    },
+    /// The command exits 0 and, if set, its output contains `output`.
+    Exec {
+        command: Command,
+        output: Option<String>,
+    },
+    /// A line of the unit's output matches.
+    Log { pattern: Regex },
+}
+
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub check: Check,
+    pub timing: ProbeTiming,
+}
+
+/// Log settings of one unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Lines kept in memory. Default 1000.
+    pub ring_lines: usize,
+    /// A log file is rotated when it grows past this. Default 10 MiB.
+    pub max_file_bytes: u64,
+    /// Rotated files kept (`name.log.1` …). Default 3.
+    pub keep_files: u32,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            ring_lines: 1000,
+            max_file_bytes: 10 << 20,
+            keep_files: 3,
+        }
+    }
+}
+
+/// The runtime's half of one unit.
+#[derive(Clone, Debug)]
+pub struct UnitDef {
+    pub name: String,
+    pub kind: Kind,
+    /// None for targets.
+    pub command: Option<Command>,
+    pub workdir: PathBuf,
+    /// The complete environment for the process, inherited variables included, sorted by name.
+    /// `PORT` is added at start when the unit has ports.
+    pub env: Vec<(String, String)>,
+    pub ports: Vec<PortDecl>,
+    /// Kill whatever holds a declared port before starting.
+    pub kill_others: bool,
+    pub readiness: Option<Probe>,
+    pub liveness: Option<Probe>,
+    pub log_ready: Option<Regex>,
+    pub log: LogSettings,
+}

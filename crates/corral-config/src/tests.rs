@@ -1,0 +1,233 @@
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use corral_engine::{Condition, Kind, RestartMode};
+
+use crate::*;
+
+fn env() -> BTreeMap<String, String> {
+    [("HOME".to_string(), "/home/dev".to_string())]
+        .into_iter()
+        .collect()
+}
+
+fn parse(text: &str) -> Result<Project, ConfigError> {
+    // A directory that exists and holds no `.env`.
+    let dir = std::env::temp_dir().join("corral-config-tests-empty");
+    std::fs::create_dir_all(&dir).unwrap();
+    parse_project(&dir.join("corral.toml"), text, &env())
+}
+
+/// The rendered errors, with the temp path replaced for stable snapshots.
+fn errors(text: &str) -> String {
+    let err = parse(text).expect_err("config should be invalid");
+    let dir = err.file.parent().unwrap().display().to_string();
+    err.to_string().replace(&dir, "<dir>")
+}
+
+#[test]
+fn a_full_config_loads() {
+    let p = parse(
+        r#"
+env = { GREETING = "hi ${HOME}", PRICE = "$$5" }
+
+[services.db]
+command = ["python3", "-m", "http.server", "{port}"]
+ports = ["auto"]
+readiness = { tcp = "127.0.0.1:{port}", interval = "200ms", failure_threshold = 5 }
+stop = { signal = "SIGINT", timeout = "3s" }
+
+[services.api]
+command = "echo $GREETING"
+depends_on = { db = "healthy", migrate = "completed_successfully" }
+restart = { mode = "always", max_restarts = 4, backoff_initial = "100ms" }
+liveness = { http = "/health", status = 200, body = "ok" }
+ports = [8080]
+log_ready = "listening on"
+
+[tasks.migrate]
+command = "true"
+depends_on = ["db"]
+
+[targets.all]
+depends_on = ["api"]
+"#,
+    )
+    .unwrap();
+    assert_eq!(p.plan.units.len(), 4);
+    let names: Vec<&str> = p.units.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["db", "api", "migrate", "all"]);
+    let db = &p.plan.units[0];
+    assert_eq!(db.stop_signal, 2);
+    assert_eq!(db.stop_grace, Duration::from_secs(3));
+    assert_eq!(db.readiness.unwrap().interval, Duration::from_millis(200));
+    assert_eq!(db.readiness.unwrap().failure_threshold, 5);
+    let api = &p.plan.units[1];
+    assert_eq!(api.restart.mode, RestartMode::Always);
+    assert_eq!(api.restart.max_restarts, 4);
+    assert_eq!(api.restart.startup_max_restarts, 3, "defaults kept");
+    assert_eq!(api.deps.len(), 2);
+    assert_eq!(api.deps[0].condition, Condition::Healthy);
+    assert_eq!(p.plan.units[2].deps[0].condition, Condition::Started);
+    assert_eq!(p.plan.units[3].kind, Kind::Target);
+    let api_def = &p.units[1];
+    let envmap: BTreeMap<_, _> = api_def.env.iter().cloned().collect();
+    assert_eq!(envmap["GREETING"], "hi /home/dev");
+    assert_eq!(envmap["PRICE"], "$5");
+    let Some(Probe {
+        check: Check::Http { url, status, body },
+        ..
+    }) = &api_def.liveness
+    else {
+        panic!()
+    };
+    assert_eq!(url, "http://127.0.0.1:{port}/health");
+    assert_eq!((*status, body.as_deref()), (Some(200), Some("ok")));
+    assert_eq!(
+        p.units[0].command.as_ref().unwrap().to_argv(Some(4000)),
+        ["python3", "-m", "http.server", "4000"]
+    );
+    assert_eq!(
+        api_def.command.as_ref().unwrap().to_argv(None),
+        ["sh", "-c", "echo $GREETING"]
+    );
+}
+
+#[test]
+fn a_task_dependency_defaults_to_completed_successfully() {
+    let p = parse("[tasks.a]\ncommand = 'true'\n[tasks.b]\ncommand = 'true'\ndepends_on = ['a']\n")
+        .unwrap();
+    assert_eq!(
+        p.plan.units[1].deps[0].condition,
+        Condition::CompletedSuccessfully
+    );
+}
+
+#[test]
+fn env_files_are_read_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), "A=from-dotenv\nB=dotenv\n").unwrap();
+    std::fs::write(dir.path().join("svc.env"), "B=svc-${A}\nC='lit ${A}'\n").unwrap();
+    let text = "[services.s]\ncommand = 'true'\nenv_file = 'svc.env'\nenv = { D = '${B}!' }\n";
+    let p = parse_project(&dir.path().join("corral.toml"), text, &env()).unwrap();
+    let e: BTreeMap<_, _> = p.units[0].env.iter().cloned().collect();
+    assert_eq!(e["A"], "from-dotenv");
+    assert_eq!(e["B"], "svc-from-dotenv");
+    assert_eq!(e["C"], "lit ${A}");
+    assert_eq!(e["D"], "svc-from-dotenv!");
+    assert_eq!(e["HOME"], "/home/dev");
+}
+
+#[test]
+fn syntax_error_has_line_and_column() {
+    insta::assert_snapshot!(errors("[services.a]\ncommand = 'x'\nports = [80,\n"));
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    insta::assert_snapshot!(errors(
+        r#"
+[services.api]
+comand = "python3 app.py"
+depends_on = ["dbb", "cache"]
+restart = { mode = "sometimes", backoff_max = "soon" }
+readiness = { tcp = "127.0.0.1:{port}", http = "/x" }
+
+[services.db]
+command = ["postgres"]
+ports = [70000]
+stop = { signal = "SIGFOO" }
+
+[services.cache]
+command = "redis-server"
+depends_on = { db = "healty" }
+
+[tasks.seed]
+command = []
+depends_on = { db = "log_ready" }
+
+[tagrets.x]
+"#
+    ));
+}
+
+#[test]
+fn a_cycle_shows_its_path() {
+    insta::assert_snapshot!(errors(
+        r#"
+[services.a]
+command = "x"
+depends_on = ["c"]
+
+[services.b]
+command = "x"
+depends_on = ["a"]
+
+[services.c]
+command = "x"
+depends_on = ["b"]
+"#
+    ));
+}
+
+#[test]
+fn bad_names_and_duplicates() {
+    insta::assert_snapshot!(errors(
+        "[services.\"a b\"]\ncommand = 'x'\n[services.web]\ncommand = 'x'\n[tasks.web]\ncommand = 'y'\n[targets.t]\ndepends_on = { web = 'completed' }\n[services.z]\ncommand = 'x'\ndepends_on = { t = 'completed' }\n"
+    ));
+}
+
+#[test]
+fn find_config_walks_up() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(FILE_NAME), "").unwrap();
+    let deep = dir.path().join("a/b");
+    std::fs::create_dir_all(&deep).unwrap();
+    assert_eq!(find_config(&deep).unwrap(), dir.path().join(FILE_NAME));
+    let other = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        find_config(other.path()),
+        Err(LoadError::NotFound(_))
+    ));
+    let _ = Path::new("");
+}
+
+#[test]
+fn garbage_never_panics() {
+    // A cheap fuzz: every prefix of a valid config, and some byte soup, must give Ok or Err.
+    let text = r#"
+[services.api]
+command = ["python3", "-c", "print(1)"]
+depends_on = { db = "healthy" }
+readiness = { http = "/health", interval = "1s" }
+restart = { mode = "always", jitter = 0.2 }
+ports = ["auto", 9000]
+[services.db]
+command = "sleep 10"
+log_ready = "ready (\\d+)"
+"#;
+    for end in 0..=text.len() {
+        if text.is_char_boundary(end) {
+            let _ = parse(&text[..end]);
+        }
+    }
+    let mut rng = fastrand_like(42);
+    for _ in 0..2000 {
+        let len = (rng() % 80) as usize;
+        let soup: String = (0..len)
+            .map(|_| b"[]{}=\"'.,#\n abcdeflmnoprstuy0123456789_-\\"[(rng() % 41) as usize] as char)
+            .collect();
+        let _ = parse(&soup);
+    }
+}
+
+/// A tiny xorshift, so this crate needs no RNG dependency for one test.
+fn fastrand_like(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}

@@ -1,0 +1,711 @@
+//! The state machine. Every rule about dependencies, health thresholds, restart budgets, backoff
+//! and stop order is decided here, in [`Engine::handle`].
+
+use std::time::{Duration, Instant};
+
+use crate::plan::{Condition, Kind, Plan, RestartMode, UnitId};
+use crate::state::{Effect, Event, ExitStatus, ProbeKind, State, TimerKind, Waiting};
+
+/// What the engine knows about one unit besides its spec.
+#[derive(Clone, Debug)]
+pub struct UnitStatus {
+    pub state: State,
+    /// The user asked for this unit (or something that depends on it) to be up.
+    pub wanted: bool,
+    /// Counts spawns; events and timers of an older instance are ignored.
+    pub instance: u64,
+    pub pid: Option<u32>,
+    /// When the current (or last) process was spawned.
+    pub started_at: Option<Instant>,
+    /// When the last process exited.
+    pub ended_at: Option<Instant>,
+    /// Restarts since the counters were last reset.
+    pub restarts: u32,
+    pub last_exit: Option<ExitStatus>,
+    /// The `log_ready` pattern matched a line of the current instance.
+    pub log_ready: bool,
+    /// The last probe failure, for people.
+    pub last_probe_error: Option<String>,
+    startup_failures: u32,
+    ever_ready: bool,
+    restart_after_stop: bool,
+    readiness: Streak,
+    liveness: Streak,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Streak {
+    successes: u32,
+    failures: u32,
+}
+
+impl UnitStatus {
+    fn new() -> UnitStatus {
+        UnitStatus {
+            state: State::Inactive,
+            wanted: false,
+            instance: 0,
+            pid: None,
+            started_at: None,
+            ended_at: None,
+            restarts: 0,
+            last_exit: None,
+            log_ready: false,
+            last_probe_error: None,
+            startup_failures: 0,
+            ever_ready: false,
+            restart_after_stop: false,
+            readiness: Streak::default(),
+            liveness: Streak::default(),
+        }
+    }
+}
+
+/// Whether a dependency condition holds.
+enum Holds {
+    Yes,
+    NotYet,
+    Never(String),
+}
+
+/// The supervisor state machine. Pure: no I/O, no clock (`now` is an argument), no threads. Its
+/// randomness (backoff jitter) comes from a seeded generator, so a run is reproducible.
+pub struct Engine {
+    plan: Plan,
+    units: Vec<UnitStatus>,
+    dependents: Vec<Vec<UnitId>>,
+    rng: fastrand::Rng,
+    shutting_down: bool,
+    force: bool,
+    /// At most this many tasks run at once (`corral run --sequential` sets 1).
+    task_limit: Option<usize>,
+    /// After a required task fails, the tasks not yet started are skipped.
+    fail_fast: bool,
+    a_task_failed: bool,
+    out: Vec<Effect>,
+}
+
+impl Engine {
+    pub fn new(plan: Plan, seed: u64) -> Engine {
+        let mut dependents = vec![Vec::new(); plan.units.len()];
+        for (i, u) in plan.units.iter().enumerate() {
+            for d in &u.deps {
+                dependents[d.unit.0].push(UnitId(i));
+            }
+        }
+        Engine {
+            units: vec![UnitStatus::new(); plan.units.len()],
+            plan,
+            dependents,
+            rng: fastrand::Rng::with_seed(seed),
+            shutting_down: false,
+            force: false,
+            task_limit: None,
+            fail_fast: false,
+            a_task_failed: false,
+            out: Vec::new(),
+        }
+    }
+
+    /// Run tasks one at a time, and skip the rest after the first required failure.
+    pub fn set_sequential(&mut self) {
+        self.task_limit = Some(1);
+        self.fail_fast = true;
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    pub fn unit(&self, id: UnitId) -> &UnitStatus {
+        &self.units[id.0]
+    }
+
+    pub fn state(&self, id: UnitId) -> &State {
+        &self.units[id.0].state
+    }
+
+    pub fn dependents(&self, id: UnitId) -> &[UnitId] {
+        &self.dependents[id.0]
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// No unit has a process, or is about to get one.
+    pub fn all_down(&self) -> bool {
+        self.units.iter().all(|u| !u.state.is_live())
+    }
+
+    /// Every wanted task has finished (or will never run).
+    pub fn tasks_settled(&self) -> bool {
+        self.plan.ids().all(|id| {
+            let u = &self.units[id.0];
+            self.plan.get(id).kind != Kind::Task || !u.wanted || u.state.is_terminal()
+        })
+    }
+
+    /// Feed one event in; get back what the runtime must do, in order.
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Effect> {
+        match event {
+            Event::Up(ids) => self.want(ids),
+            Event::Shutdown => self.shutting_down = true,
+            Event::ForceKill => self.force_kill(),
+            Event::Spawned {
+                unit,
+                instance,
+                pid,
+            } => {
+                if self.is_current(unit, instance) {
+                    self.spawned(unit, pid, now);
+                }
+            }
+            Event::SpawnFailed {
+                unit,
+                instance,
+                error,
+            } => {
+                if self.is_current(unit, instance) {
+                    let u = &mut self.units[unit.0];
+                    u.ended_at = Some(now);
+                    self.task_finished(unit, false);
+                    self.set(unit, State::Failed { reason: error }, None);
+                }
+            }
+            Event::Exited {
+                unit,
+                instance,
+                status,
+            } => {
+                if self.is_current(unit, instance) {
+                    self.exited(unit, status, now);
+                }
+            }
+            Event::ProbeResult {
+                unit,
+                instance,
+                probe,
+                ok,
+                detail,
+            } => {
+                if self.is_current(unit, instance) {
+                    self.probe_result(unit, probe, ok, detail, now);
+                }
+            }
+            Event::LogReady { unit, instance } => {
+                if self.is_current(unit, instance)
+                    && matches!(self.units[unit.0].state, State::Running { .. })
+                    && !self.units[unit.0].log_ready
+                {
+                    self.units[unit.0].log_ready = true;
+                    self.changed(unit, Some("log_ready pattern matched".into()));
+                }
+            }
+            Event::Timer {
+                unit,
+                instance,
+                timer,
+            } => {
+                if self.is_current(unit, instance) {
+                    self.timer_fired(unit, timer, now);
+                }
+            }
+        }
+        self.evaluate(now);
+        std::mem::take(&mut self.out)
+    }
+
+    fn is_current(&self, unit: UnitId, instance: u64) -> bool {
+        self.units
+            .get(unit.0)
+            .is_some_and(|u| u.instance == instance)
+    }
+
+    fn want(&mut self, ids: Vec<UnitId>) {
+        let mut stack = ids;
+        while let Some(id) = stack.pop() {
+            let u = &mut self.units[id.0];
+            if u.wanted {
+                continue;
+            }
+            u.wanted = true;
+            stack.extend(self.plan.units[id.0].deps.iter().map(|d| d.unit));
+        }
+    }
+
+    fn set(&mut self, id: UnitId, state: State, note: Option<String>) {
+        self.units[id.0].state = state;
+        self.changed(id, note);
+    }
+
+    fn changed(&mut self, unit: UnitId, note: Option<String>) {
+        self.out.push(Effect::Changed { unit, note });
+    }
+
+    fn arm(&mut self, unit: UnitId, timer: TimerKind, after: Duration) {
+        let instance = self.units[unit.0].instance;
+        self.out.push(Effect::SetTimer {
+            unit,
+            instance,
+            timer,
+            after,
+        });
+    }
+
+    fn spawned(&mut self, id: UnitId, pid: u32, now: Instant) {
+        let spec = &self.plan.units[id.0];
+        let (readiness, liveness, start_timeout) = (
+            spec.readiness,
+            spec.liveness,
+            spec.effective_start_timeout(),
+        );
+        let u = &mut self.units[id.0];
+        u.pid = Some(pid);
+        u.started_at = Some(now);
+        u.log_ready = false;
+        u.ever_ready = false;
+        u.restart_after_stop = false;
+        u.readiness = Streak::default();
+        u.liveness = Streak::default();
+        let ready = readiness.is_none();
+        u.ever_ready = ready;
+        self.set(
+            id,
+            State::Running { pid, ready },
+            Some(format!("started (pid {pid})")),
+        );
+        if let Some(p) = readiness {
+            if !p.by_log {
+                self.arm(id, TimerKind::Probe(ProbeKind::Readiness), p.start_period);
+            }
+            self.arm(id, TimerKind::StartTimeout, start_timeout);
+        }
+        if let Some(p) = liveness {
+            self.arm(id, TimerKind::Probe(ProbeKind::Liveness), p.start_period);
+        }
+    }
+
+    fn exited(&mut self, id: UnitId, status: ExitStatus, now: Instant) {
+        let kind = self.plan.units[id.0].kind;
+        let u = &mut self.units[id.0];
+        u.pid = None;
+        u.ended_at = Some(now);
+        u.last_exit = Some(status);
+        let restart_after_stop = std::mem::take(&mut u.restart_after_stop);
+        let stopping = matches!(u.state, State::Stopping { .. });
+        if kind == Kind::Task {
+            self.task_finished(id, status.success());
+            self.set(id, State::Exited { status }, Some(format!("{status}")));
+        } else if stopping && !(restart_after_stop && !self.shutting_down) {
+            self.set(id, State::Inactive, Some(format!("stopped ({status})")));
+        } else {
+            // A failed probe or start timeout made us stop it: that is a failure whatever the
+            // exit code says.
+            let failure = restart_after_stop || !status.success();
+            self.after_exit(id, status, failure, now);
+        }
+    }
+
+    fn task_finished(&mut self, id: UnitId, success: bool) {
+        if self.plan.units[id.0].kind == Kind::Task
+            && !success
+            && !self.plan.units[id.0].allow_failure
+        {
+            self.a_task_failed = true;
+        }
+    }
+
+    /// The restart policy, applied after a service's process ended on its own.
+    fn after_exit(&mut self, id: UnitId, status: ExitStatus, failure: bool, now: Instant) {
+        let policy = self.plan.units[id.0].restart;
+        let restart = !self.shutting_down
+            && match policy.mode {
+                RestartMode::Always => true,
+                RestartMode::OnFailure => failure,
+                RestartMode::Never => false,
+            };
+        if !restart {
+            self.set(id, State::Exited { status }, Some(format!("{status}")));
+            return;
+        }
+        let u = &mut self.units[id.0];
+        let uptime = u
+            .started_at
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        if uptime >= policy.reset_after {
+            u.restarts = 0;
+            u.startup_failures = 0;
+        }
+        if uptime < policy.startup_grace {
+            u.startup_failures += 1;
+        } else {
+            u.startup_failures = 0;
+        }
+        if u.startup_failures > policy.startup_max_restarts {
+            let reason = format!(
+                "crashed {} times within {} of starting (last: {status})",
+                u.startup_failures,
+                fmt_duration(policy.startup_grace)
+            );
+            self.set(id, State::Failed { reason }, None);
+            return;
+        }
+        u.restarts += 1;
+        let restart_no = u.restarts;
+        if restart_no > policy.max_restarts {
+            let reason = format!(
+                "restarted {} times, giving up (last: {status})",
+                policy.max_restarts
+            );
+            self.set(id, State::Failed { reason }, None);
+            return;
+        }
+        let base = policy.base_delay(restart_no);
+        let spread = (self.rng.f64() * 2.0 - 1.0) * policy.jitter.clamp(0.0, 1.0);
+        let delay = base.mul_f64(1.0 + spread).min(policy.backoff_max);
+        let note = format!(
+            "{status}; restart {restart_no}/{} in {}",
+            policy.max_restarts,
+            fmt_duration(delay)
+        );
+        self.set(
+            id,
+            State::Backoff {
+                until: now + delay,
+                restart: restart_no,
+            },
+            Some(note),
+        );
+        self.arm(id, TimerKind::Backoff, delay);
+    }
+
+    fn timer_fired(&mut self, id: UnitId, timer: TimerKind, now: Instant) {
+        let spec = &self.plan.units[id.0];
+        let (grace, start_timeout) = (spec.stop_grace, spec.effective_start_timeout());
+        let state = self.units[id.0].state.clone();
+        let instance = self.units[id.0].instance;
+        match (timer, state) {
+            (TimerKind::Probe(probe), State::Running { .. }) => {
+                self.out.push(Effect::RunProbe {
+                    unit: id,
+                    instance,
+                    probe,
+                });
+            }
+            (TimerKind::StartTimeout, State::Running { ready: false, .. })
+                if !self.units[id.0].ever_ready =>
+            {
+                let note = format!("not ready after {}", fmt_duration(start_timeout));
+                self.begin_stop(id, true, Some(note));
+            }
+            (TimerKind::StopGrace, State::Stopping { .. }) => {
+                self.out.push(Effect::Kill { unit: id, instance });
+                self.changed(
+                    id,
+                    Some(format!(
+                        "still running {} after the stop signal; killed",
+                        fmt_duration(grace)
+                    )),
+                );
+            }
+            (TimerKind::Backoff, State::Backoff { .. }) => {
+                // Back to the start pass, which checks dependencies again.
+                self.units[id.0].state = State::Inactive;
+            }
+            _ => {}
+        }
+        let _ = now;
+    }
+
+    fn probe_result(
+        &mut self,
+        id: UnitId,
+        probe: ProbeKind,
+        ok: bool,
+        detail: String,
+        now: Instant,
+    ) {
+        let State::Running { pid, ready } = self.units[id.0].state else {
+            return;
+        };
+        let spec = &self.plan.units[id.0];
+        let Some(timing) = (match probe {
+            ProbeKind::Readiness => spec.readiness,
+            ProbeKind::Liveness => spec.liveness,
+        }) else {
+            return;
+        };
+        let u = &mut self.units[id.0];
+        let streak = match probe {
+            ProbeKind::Readiness => &mut u.readiness,
+            ProbeKind::Liveness => &mut u.liveness,
+        };
+        if ok {
+            streak.successes += 1;
+            streak.failures = 0;
+        } else {
+            streak.failures += 1;
+            streak.successes = 0;
+        }
+        let streak = *streak;
+        if !ok {
+            u.last_probe_error = Some(detail.clone());
+        }
+        match probe {
+            ProbeKind::Readiness => {
+                if ok && !ready && (streak.successes >= timing.success_threshold || timing.by_log) {
+                    self.units[id.0].ever_ready = true;
+                    self.set(
+                        id,
+                        State::Running { pid, ready: true },
+                        Some("ready".into()),
+                    );
+                } else if !ok && ready && streak.failures >= timing.failure_threshold {
+                    let note = format!("not ready: {detail}");
+                    self.set(id, State::Running { pid, ready: false }, Some(note));
+                }
+            }
+            ProbeKind::Liveness => {
+                if !ok && streak.failures >= timing.failure_threshold {
+                    let note = format!(
+                        "liveness probe failed {} times ({detail}); restarting",
+                        streak.failures
+                    );
+                    self.begin_stop(id, true, Some(note));
+                    return;
+                }
+            }
+        }
+        if !timing.by_log {
+            self.arm(id, TimerKind::Probe(probe), timing.interval);
+        }
+        let _ = now;
+    }
+
+    /// Send the stop signal (or SIGKILL when forced) and arm the grace timer.
+    fn begin_stop(&mut self, id: UnitId, then_restart: bool, note: Option<String>) {
+        let spec = &self.plan.units[id.0];
+        let (signal, grace) = (spec.stop_signal, spec.stop_grace);
+        let u = &mut self.units[id.0];
+        let Some(pid) = u.pid else { return };
+        let instance = u.instance;
+        u.restart_after_stop = then_restart;
+        self.set(id, State::Stopping { pid }, note);
+        if self.force {
+            self.out.push(Effect::Kill { unit: id, instance });
+        } else {
+            self.out.push(Effect::Signal {
+                unit: id,
+                instance,
+                signal,
+            });
+            self.arm(id, TimerKind::StopGrace, grace);
+        }
+    }
+
+    fn force_kill(&mut self) {
+        self.shutting_down = true;
+        self.force = true;
+        for i in 0..self.units.len() {
+            let id = UnitId(i);
+            match self.units[i].state {
+                State::Running { .. } => self.begin_stop(id, false, Some("killed".into())),
+                State::Stopping { .. } => {
+                    let instance = self.units[i].instance;
+                    self.out.push(Effect::Kill { unit: id, instance });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn holds(&self, dep: UnitId, condition: Condition) -> Holds {
+        let u = &self.units[dep.0];
+        let spec = &self.plan.units[dep.0];
+        let name = &spec.name;
+        match &u.state {
+            State::Failed { .. } => {
+                if spec.allow_failure
+                    && matches!(
+                        condition,
+                        Condition::Completed | Condition::CompletedSuccessfully
+                    )
+                {
+                    Holds::Yes
+                } else {
+                    Holds::Never(format!("`{name}` failed"))
+                }
+            }
+            State::Skipped { .. } => Holds::Never(format!("`{name}` was skipped")),
+            State::Exited { status } => match condition {
+                Condition::Started | Condition::Completed => Holds::Yes,
+                Condition::CompletedSuccessfully | Condition::Healthy => {
+                    if status.success() || spec.allow_failure {
+                        Holds::Yes
+                    } else {
+                        Holds::Never(format!("`{name}` ended with {status}"))
+                    }
+                }
+                Condition::LogReady => {
+                    if u.log_ready {
+                        Holds::Yes
+                    } else {
+                        Holds::Never(format!(
+                            "`{name}` ended before its log_ready pattern matched"
+                        ))
+                    }
+                }
+            },
+            State::Running { ready, .. } => match condition {
+                Condition::Started => Holds::Yes,
+                Condition::Healthy if *ready => Holds::Yes,
+                Condition::LogReady if u.log_ready => Holds::Yes,
+                _ => Holds::NotYet,
+            },
+            _ => Holds::NotYet,
+        }
+    }
+
+    fn live_tasks(&self) -> usize {
+        self.plan
+            .ids()
+            .filter(|id| self.plan.get(*id).kind == Kind::Task && self.units[id.0].state.is_live())
+            .count()
+    }
+
+    /// Start what can start, block what cannot, and during shutdown stop what may stop.
+    fn evaluate(&mut self, now: Instant) {
+        if self.shutting_down {
+            self.stop_pass();
+            return;
+        }
+        // Starting a target can satisfy others at once, so repeat until nothing moves. Each pass
+        // that repeats starts at least one unit, so this ends.
+        loop {
+            let mut started_any = false;
+            for i in 0..self.units.len() {
+                let id = UnitId(i);
+                if self.start_if_possible(id, now) {
+                    started_any = true;
+                }
+            }
+            if !started_any {
+                break;
+            }
+        }
+    }
+
+    /// Returns whether the unit moved to a state that may unblock others.
+    fn start_if_possible(&mut self, id: UnitId, _now: Instant) -> bool {
+        let u = &self.units[id.0];
+        if !u.wanted || !matches!(u.state, State::Inactive | State::Blocked { .. }) {
+            return false;
+        }
+        let spec = &self.plan.units[id.0];
+        let mut waiting = Vec::new();
+        for dep in &spec.deps {
+            match self.holds(dep.unit, dep.condition) {
+                Holds::Yes => {}
+                Holds::NotYet => waiting.push(Waiting {
+                    name: self.plan.units[dep.unit.0].name.clone(),
+                    condition: dep.condition,
+                }),
+                Holds::Never(why) => {
+                    let reason = format!(
+                        "needs `{}` {}, but {why}",
+                        self.plan.units[dep.unit.0].name, dep.condition
+                    );
+                    self.set(id, State::Skipped { reason }, None);
+                    return true;
+                }
+            }
+        }
+        let kind = spec.kind;
+        if kind == Kind::Task && self.fail_fast && self.a_task_failed {
+            let reason = "an earlier task failed".to_string();
+            self.set(id, State::Skipped { reason }, None);
+            return true;
+        }
+        let no_slot = kind == Kind::Task && self.task_limit.is_some_and(|l| self.live_tasks() >= l);
+        if !waiting.is_empty() || no_slot {
+            if self.units[id.0].state
+                != (State::Blocked {
+                    waiting_on: waiting.clone(),
+                })
+            {
+                self.set(
+                    id,
+                    State::Blocked {
+                        waiting_on: waiting,
+                    },
+                    None,
+                );
+            }
+            return false;
+        }
+        if kind == Kind::Target {
+            self.set(
+                id,
+                State::Running {
+                    pid: 0,
+                    ready: true,
+                },
+                None,
+            );
+            return true;
+        }
+        let u = &mut self.units[id.0];
+        u.instance += 1;
+        let instance = u.instance;
+        self.set(id, State::Starting, None);
+        self.out.push(Effect::Spawn { unit: id, instance });
+        false
+    }
+
+    fn stop_pass(&mut self) {
+        loop {
+            let mut moved = false;
+            for i in 0..self.units.len() {
+                let id = UnitId(i);
+                let dependents_down = self.dependents[i]
+                    .iter()
+                    .all(|d| !self.units[d.0].state.is_live());
+                match self.units[i].state {
+                    State::Blocked { .. } | State::Backoff { .. } => {
+                        self.set(id, State::Inactive, None);
+                    }
+                    State::Running { .. } if dependents_down => {
+                        if self.plan.units[i].kind == Kind::Target {
+                            self.set(id, State::Inactive, None);
+                            moved = true;
+                        } else {
+                            self.begin_stop(id, false, None);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+}
+
+/// `1.5s`, `500ms`, `2m 3s`: short, for messages.
+pub fn fmt_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else if d < Duration::from_secs(60) {
+        let s = d.as_secs_f64();
+        if (s - s.round()).abs() < 0.05 {
+            format!("{}s", s.round() as u64)
+        } else {
+            format!("{s:.1}s")
+        }
+    } else {
+        let s = d.as_secs();
+        format!("{}m {}s", s / 60, s % 60)
+    }
+}

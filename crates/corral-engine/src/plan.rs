@@ -1,0 +1,264 @@
+//! The engine's input: what to run and by which rules. Built by `corral-config` from `corral.toml`;
+//! nothing here knows about commands, files or ports — only names, edges, and timings.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Index of a unit in [`Plan::units`]. Stable for the life of an engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UnitId(pub usize);
+
+/// What a unit is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A long-running process, kept alive by its restart policy.
+    Service,
+    /// A one-shot command: runs once, its exit code is its result. Never restarted.
+    Task,
+    /// A named group with no process: up when all its dependencies hold.
+    Target,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Service => "service",
+            Kind::Task => "task",
+            Kind::Target => "target",
+        }
+    }
+}
+
+/// When a dependency counts as met.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// The dependency's process is running (or, for a task, has run).
+    Started,
+    /// The dependency's readiness probe passed (no probe: as soon as it runs).
+    Healthy,
+    /// The dependency ran and exited, with any status.
+    Completed,
+    /// The dependency ran and exited 0 (or failed with `allow_failure`).
+    CompletedSuccessfully,
+    /// A line of the dependency's output matched its `log_ready` pattern.
+    LogReady,
+}
+
+impl Condition {
+    pub const ALL: [Condition; 5] = [
+        Condition::Started,
+        Condition::Healthy,
+        Condition::Completed,
+        Condition::CompletedSuccessfully,
+        Condition::LogReady,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::Started => "started",
+            Condition::Healthy => "healthy",
+            Condition::Completed => "completed",
+            Condition::CompletedSuccessfully => "completed_successfully",
+            Condition::LogReady => "log_ready",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Condition> {
+        Condition::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dependency {
+    pub unit: UnitId,
+    pub condition: Condition,
+}
+
+/// When a service is restarted after its process exits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartMode {
+    /// Restart after a non-zero exit, a signal, or a failed liveness probe. Default.
+    OnFailure,
+    /// Restart after every exit.
+    Always,
+    /// Never restart.
+    Never,
+}
+
+impl RestartMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartMode::OnFailure => "on-failure",
+            RestartMode::Always => "always",
+            RestartMode::Never => "never",
+        }
+    }
+}
+
+/// Restart budget and backoff. Defaults follow devrig: 10 restarts, 3 within a 2 s startup grace,
+/// 500 ms doubling to 30 s with 10 % jitter, counters reset after 60 s of stable running.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RestartPolicy {
+    pub mode: RestartMode,
+    /// Restarts allowed before the service is `Failed`. Default 10.
+    pub max_restarts: u32,
+    /// Crashes allowed within `startup_grace` of a start, in a row. Default 3.
+    pub startup_max_restarts: u32,
+    /// A run shorter than this counts against the startup budget. Default 2 s.
+    pub startup_grace: Duration,
+    /// First backoff delay; doubles on each restart. Default 500 ms.
+    pub backoff_initial: Duration,
+    /// Backoff ceiling. Default 30 s.
+    pub backoff_max: Duration,
+    /// Random spread of each delay, as a fraction (0.1 = ±10 %). Default 0.1.
+    pub jitter: f64,
+    /// A run at least this long resets the restart counters. Default 60 s.
+    pub reset_after: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            mode: RestartMode::OnFailure,
+            max_restarts: 10,
+            startup_max_restarts: 3,
+            startup_grace: Duration::from_secs(2),
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            jitter: 0.1,
+            reset_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// The delay before restart number `restart` (1-based), before jitter.
+    pub fn base_delay(&self, restart: u32) -> Duration {
+        let doublings = restart.saturating_sub(1).min(32);
+        let delay = self
+            .backoff_initial
+            .saturating_mul(1u32 << doublings.min(31));
+        delay.min(self.backoff_max)
+    }
+}
+
+/// How a probe is carried out matters only to the runtime; the engine needs its timing, and
+/// whether results come from probing on a timer or from watching the output.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProbeTiming {
+    /// Wait this long after start before the first probe. Default 0.
+    pub start_period: Duration,
+    /// Time between probes. Default 1 s.
+    pub interval: Duration,
+    /// One probe's time limit. Default 1 s.
+    pub timeout: Duration,
+    /// Consecutive failures that count as failed. Default 3.
+    pub failure_threshold: u32,
+    /// Consecutive successes that count as passed. Default 1.
+    pub success_threshold: u32,
+    /// The probe is a log-line pattern: the runtime reports matches, nothing is polled.
+    pub by_log: bool,
+}
+
+impl Default for ProbeTiming {
+    fn default() -> Self {
+        ProbeTiming {
+            start_period: Duration::ZERO,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            failure_threshold: 3,
+            success_threshold: 1,
+            by_log: false,
+        }
+    }
+}
+
+impl ProbeTiming {
+    /// How long a start may take for this probe to pass, at the least: the start period plus
+    /// `failure_threshold` full probe rounds. The start timeout stretches to fit it.
+    pub fn time_to_fail(&self) -> Duration {
+        self.start_period + (self.interval + self.timeout) * self.failure_threshold
+    }
+}
+
+/// One unit of the plan.
+#[derive(Clone, Debug)]
+pub struct UnitSpec {
+    pub name: String,
+    pub kind: Kind,
+    pub deps: Vec<Dependency>,
+    pub restart: RestartPolicy,
+    /// Gates dependents waiting on `healthy`; while not passed the unit is running, not ready.
+    pub readiness: Option<ProbeTiming>,
+    /// Failing it stops the process and restarts it through the restart policy.
+    pub liveness: Option<ProbeTiming>,
+    /// The signal number sent to stop the unit's process group. Default SIGTERM (15).
+    pub stop_signal: i32,
+    /// Time between the stop signal and SIGKILL. Default 10 s.
+    pub stop_grace: Duration,
+    /// Time a start may take to become ready before it counts as a failed start. Stretched to
+    /// fit the readiness probe. Default 60 s. Only applies with a readiness probe.
+    pub start_timeout: Duration,
+    /// Tasks only: a failure does not fail the run and does not skip dependents.
+    pub allow_failure: bool,
+}
+
+impl UnitSpec {
+    /// A unit with every default, for tests and for building plans by hand.
+    pub fn new(name: impl Into<String>, kind: Kind) -> UnitSpec {
+        UnitSpec {
+            name: name.into(),
+            kind,
+            deps: Vec::new(),
+            restart: RestartPolicy {
+                mode: if kind == Kind::Service {
+                    RestartMode::OnFailure
+                } else {
+                    RestartMode::Never
+                },
+                ..RestartPolicy::default()
+            },
+            readiness: None,
+            liveness: None,
+            stop_signal: 15,
+            stop_grace: Duration::from_secs(10),
+            start_timeout: Duration::from_secs(60),
+            allow_failure: false,
+        }
+    }
+
+    /// The start timeout after stretching it to fit the readiness probe (zinit's rule).
+    pub fn effective_start_timeout(&self) -> Duration {
+        match &self.readiness {
+            Some(p) if !p.by_log => self.start_timeout.max(p.time_to_fail()),
+            _ => self.start_timeout,
+        }
+    }
+}
+
+/// Everything the engine supervises. Units are in dependency order is not required: the engine
+/// works from the edges. Validation (unknown names, cycles) happens in `corral-config`.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub units: Vec<UnitSpec>,
+}
+
+impl Plan {
+    pub fn find(&self, name: &str) -> Option<UnitId> {
+        self.units.iter().position(|u| u.name == name).map(UnitId)
+    }
+
+    pub fn get(&self, id: UnitId) -> &UnitSpec {
+        &self.units[id.0]
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = UnitId> + '_ {
+        (0..self.units.len()).map(UnitId)
+    }
+}

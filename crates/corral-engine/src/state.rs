@@ -1,0 +1,189 @@
+//! The states a unit can be in, and the vocabulary the engine and runtime speak: events in,
+//! effects out.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::plan::{Condition, UnitId};
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    pub fn success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(s) => write!(f, "signal {s}"),
+        }
+    }
+}
+
+/// One unmet dependency of a blocked unit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    pub name: String,
+    pub condition: Condition,
+}
+
+impl fmt::Display for Waiting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` ({})", self.name, self.condition)
+    }
+}
+
+/// The state of one unit.
+#[derive(Clone, Debug, PartialEq)]
+pub enum State {
+    /// Not wanted, or stopped.
+    Inactive,
+    /// Wanted, but dependencies are not met yet.
+    Blocked { waiting_on: Vec<Waiting> },
+    /// A spawn was asked of the runtime; no PID yet.
+    Starting,
+    /// The process runs. `ready` is false until the readiness probe passes.
+    Running { pid: u32, ready: bool },
+    /// Waiting to restart after a crash.
+    Backoff { until: Instant, restart: u32 },
+    /// The stop signal was sent; SIGKILL follows after the grace period.
+    Stopping { pid: u32 },
+    /// The process ended and will not be restarted (a task that ran, or a service that ended
+    /// under its restart policy).
+    Exited { status: ExitStatus },
+    /// Given up: spawn failed, or the restart budget is spent.
+    Failed { reason: String },
+    /// Will not start: a dependency cannot reach the condition this unit waits on.
+    Skipped { reason: String },
+}
+
+impl State {
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Inactive => "inactive",
+            State::Blocked { .. } => "blocked",
+            State::Starting => "starting",
+            State::Running { ready: true, .. } => "running",
+            State::Running { ready: false, .. } => "running (not ready)",
+            State::Backoff { .. } => "backoff",
+            State::Stopping { .. } => "stopping",
+            State::Exited { .. } => "exited",
+            State::Failed { .. } => "failed",
+            State::Skipped { .. } => "skipped",
+        }
+    }
+
+    /// A process exists (or is being created) for this unit.
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self,
+            State::Starting | State::Running { .. } | State::Stopping { .. }
+        )
+    }
+
+    /// Nothing more will happen to this unit unless somebody asks.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            State::Exited { .. } | State::Failed { .. } | State::Skipped { .. }
+        )
+    }
+}
+
+/// What a probe checks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    Readiness,
+    Liveness,
+}
+
+/// Why the engine asked for a timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimerKind {
+    /// Time to run this probe again.
+    Probe(ProbeKind),
+    /// The start must be ready by now.
+    StartTimeout,
+    /// The stop grace period is over: kill.
+    StopGrace,
+    /// The backoff delay is over: start again.
+    Backoff,
+}
+
+/// Something that happened, fed to [`crate::Engine::handle`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// The user wants these units up (with everything they depend on).
+    Up(Vec<UnitId>),
+    /// Stop everything, dependents first.
+    Shutdown,
+    /// Kill everything now (a second Ctrl-C).
+    ForceKill,
+    Spawned {
+        unit: UnitId,
+        instance: u64,
+        pid: u32,
+    },
+    SpawnFailed {
+        unit: UnitId,
+        instance: u64,
+        error: String,
+    },
+    Exited {
+        unit: UnitId,
+        instance: u64,
+        status: ExitStatus,
+    },
+    ProbeResult {
+        unit: UnitId,
+        instance: u64,
+        probe: ProbeKind,
+        ok: bool,
+        detail: String,
+    },
+    /// A line matched the unit's `log_ready` pattern.
+    LogReady { unit: UnitId, instance: u64 },
+    Timer {
+        unit: UnitId,
+        instance: u64,
+        timer: TimerKind,
+    },
+}
+
+/// Something the runtime must do, returned by [`crate::Engine::handle`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Start the unit's process; report `Spawned` or `SpawnFailed` with this instance number.
+    Spawn { unit: UnitId, instance: u64 },
+    /// Send `signal` to the instance's process group.
+    Signal {
+        unit: UnitId,
+        instance: u64,
+        signal: i32,
+    },
+    /// SIGKILL the instance's process group and everything it started.
+    Kill { unit: UnitId, instance: u64 },
+    /// Run this probe once, within its timeout, and report `ProbeResult`.
+    RunProbe {
+        unit: UnitId,
+        instance: u64,
+        probe: ProbeKind,
+    },
+    /// Report `Timer` after this long.
+    SetTimer {
+        unit: UnitId,
+        instance: u64,
+        timer: TimerKind,
+        after: Duration,
+    },
+    /// The unit changed state; `note` says why, for people.
+    Changed { unit: UnitId, note: Option<String> },
+}

@@ -1,0 +1,33 @@
+//! # corral-runtime: where corral touches the OS
+//!
+//! ## Theory of operation
+//!
+//! [`supervisor::run`] owns the pure [`corral_engine::Engine`] on one task and turns its effects
+//! into system calls. Around it:
+//! - [`reaper`]: corral is a child subreaper; one reaper collects every child (ours and the
+//!   orphans re-parented to us), so there are no zombies and no PID is signalled after reuse.
+//! - [`procs`]: `/proc` reading — process trees, the `CORRAL_INSTANCE_ID` marker that ties a
+//!   process to its unit even after `setsid`, and port holders.
+//! - [`logs`]: per-instance pumps that read stdout/stderr into the unit's log file and ring.
+//! - [`printer`]: the `name | line` terminal view on its own thread; it may drop display lines
+//!   when the terminal is slow, the log files never do.
+//! - [`probe`]: one TCP / HTTP / exec health check.
+//! - [`ports`]: free-port checks, `auto` ports, `kill_others`.
+//!
+//! How a stop works: the engine asks for the stop signal; the supervisor sends it to the unit's
+//! process group and to every stray (descendants outside the group, orphans carrying the unit's
+//! marker). After the grace period the engine asks for SIGKILL, sent the same way. When the
+//! group leader is reaped, the rest of its group is SIGKILLed at once, and a sweep shortly after
+//! kills orphans of exited instances. Before corral exits, every remaining descendant is killed
+//! and reaped. cgroup v2 `cgroup.kill` would make this exact; it is not used yet (these hosts run
+//! cgroup v1).
+
+pub mod logs;
+pub mod ports;
+pub mod printer;
+pub mod probe;
+pub mod procs;
+pub mod reaper;
+pub mod supervisor;
+
+pub use supervisor::{Options, Outcome, RunError, UnitOutcome, run};

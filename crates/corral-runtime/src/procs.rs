@@ -1,0 +1,212 @@
+//! Reading the process table from `/proc`: trees, groups, the environment marker that ties a
+//! process to the unit that started it, and who holds a TCP port. Linux only; elsewhere these
+//! return nothing and corral falls back to process-group signals alone.
+//!
+//! We read `/proc` directly rather than through sysinfo/procfs crates: we need four fields of
+//! `stat` and one variable of `environ`, and the scan must be cheap enough to run on every stop.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+
+/// The environment variable every spawned process carries: `<corral pid>/<unit>/<instance>`.
+/// Children inherit it, so it survives re-parenting and `setsid`, which is how we find the
+/// processes a unit left behind.
+pub const MARKER_VAR: &str = "CORRAL_INSTANCE_ID";
+
+pub fn marker(unit: &str, instance: u64) -> String {
+    format!("{}/{unit}/{instance}", std::process::id())
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ProcInfo {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    /// Zombies count as dead: they only wait to be reaped.
+    pub zombie: bool,
+}
+
+/// Parse `/proc/PID/stat`. The command name may hold spaces and parentheses, so fields are
+/// counted from the last `)`.
+pub fn read_stat(pid: i32) -> Option<ProcInfo> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    let mut f = rest.split(' ');
+    let state = f.next()?;
+    let ppid = f.next()?.parse().ok()?;
+    let pgid = f.next()?.parse().ok()?;
+    Some(ProcInfo {
+        pid,
+        ppid,
+        pgid,
+        zombie: state == "Z",
+    })
+}
+
+/// Every process we can see.
+pub fn snapshot() -> Vec<ProcInfo> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(read_stat)
+        .collect()
+}
+
+/// Children of each PID.
+pub fn children_map(procs: &[ProcInfo]) -> HashMap<i32, Vec<i32>> {
+    let mut m: HashMap<i32, Vec<i32>> = HashMap::new();
+    for p in procs {
+        m.entry(p.ppid).or_default().push(p.pid);
+    }
+    m
+}
+
+/// `root` and all its descendants, parents before children.
+pub fn tree(children: &HashMap<i32, Vec<i32>>, root: i32) -> Vec<i32> {
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        if let Some(c) = children.get(&out[i]) {
+            out.extend(c);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The value of `var` in a process's environment as it started.
+pub fn env_var(pid: i32, var: &str) -> Option<String> {
+    let data = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{var}=");
+    data.split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// The command line of a process, for messages.
+pub fn cmdline(pid: i32) -> String {
+    let data = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let parts: Vec<String> = data
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    parts.join(" ")
+}
+
+/// Live processes of an instance that left its group or lost its parent: descendants of
+/// `leader` outside its group, and corral's own orphaned children carrying `marker` (with
+/// their descendants). The group itself is reached by `killpg`.
+pub fn strays(procs: &[ProcInfo], leader: Option<i32>, marker: &str) -> Vec<i32> {
+    let children = children_map(procs);
+    let by_pid: HashMap<i32, &ProcInfo> = procs.iter().map(|p| (p.pid, p)).collect();
+    let mut found: HashSet<i32> = HashSet::new();
+    if let Some(leader) = leader {
+        for pid in tree(&children, leader) {
+            if by_pid
+                .get(&pid)
+                .is_some_and(|p| p.pgid != leader && !p.zombie)
+            {
+                found.insert(pid);
+            }
+        }
+    }
+    let me = std::process::id() as i32;
+    for &child in children.get(&me).map(Vec::as_slice).unwrap_or(&[]) {
+        if Some(child) != leader && env_var(child, MARKER_VAR).as_deref() == Some(marker) {
+            for pid in tree(&children, child) {
+                if by_pid.get(&pid).is_some_and(|p| !p.zombie) {
+                    found.insert(pid);
+                }
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+/// Orphans re-parented to corral whose marker names no live instance: left behind by a unit
+/// whose leader is gone. `live` holds the markers of instances still running.
+pub fn orphans(procs: &[ProcInfo], registered: &HashSet<i32>, live: &HashSet<String>) -> Vec<i32> {
+    let children = children_map(procs);
+    let me = std::process::id() as i32;
+    let zombie: HashSet<i32> = procs.iter().filter(|p| p.zombie).map(|p| p.pid).collect();
+    let mut out = Vec::new();
+    for &child in children.get(&me).map(Vec::as_slice).unwrap_or(&[]) {
+        if registered.contains(&child) || zombie.contains(&child) {
+            continue;
+        }
+        let owner = env_var(child, MARKER_VAR);
+        if owner.as_ref().is_some_and(|m| live.contains(m)) {
+            continue;
+        }
+        out.extend(
+            tree(&children, child)
+                .into_iter()
+                .filter(|p| !zombie.contains(p)),
+        );
+    }
+    out
+}
+
+/// All live descendants of corral, for the last sweep before corral exits.
+pub fn all_descendants(procs: &[ProcInfo]) -> Vec<i32> {
+    let children = children_map(procs);
+    let zombie: HashSet<i32> = procs.iter().filter(|p| p.zombie).map(|p| p.pid).collect();
+    let me = std::process::id() as i32;
+    tree(&children, me)
+        .into_iter()
+        .filter(|p| *p != me && !zombie.contains(p))
+        .collect()
+}
+
+/// PIDs of processes with a listening TCP socket on `port` (IPv4 or IPv6).
+pub fn port_holders(port: u16) -> Vec<i32> {
+    let mut inodes = HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is "HEXIP:HEXPORT"; state 0A is LISTEN; inode is field 9.
+            if f.len() > 9 && f[3] == "0A" {
+                let local_port = f[1]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok());
+                if local_port == Some(port) {
+                    inodes.insert(format!("socket:[{}]", f[9]));
+                }
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let mut pids = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return pids;
+    };
+    for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let holds = fds.filter_map(|fd| fd.ok()).any(|fd| {
+            fs::read_link(fd.path())
+                .ok()
+                .is_some_and(|l| inodes.contains(l.to_string_lossy().as_ref()))
+        });
+        if holds {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Send `sig` to each PID (best effort: some may be gone already).
+pub fn signal_all(pids: &[i32], sig: nix::sys::signal::Signal) {
+    for &pid in pids {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+    }
+}
