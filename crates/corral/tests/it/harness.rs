@@ -1,0 +1,311 @@
+//! A project in a temp dir, the real binary started in it, and the checks every test shares.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_corral");
+
+/// Helper programs the tests' services run.
+const HELPERS: &[(&str, &str)] = &[
+    (
+        "tree.py",
+        r#"
+# Ignores SIGTERM, forks two children and a third that calls setsid and forks a grandchild.
+# Every process writes its PID to the file in argv[1]. With argv[2], the leader exits after
+# that many seconds, leaving its descendants behind.
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+path = sys.argv[1]
+def note():
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+for i in range(3):
+    if os.fork() == 0:
+        if i == 2:
+            os.setsid()
+            if os.fork() == 0:
+                note()
+                while True: time.sleep(1)
+        note()
+        while True: time.sleep(1)
+note()
+while len(open(path).read().split()) < 5:
+    time.sleep(0.01)
+print("tree ready", flush=True)
+if len(sys.argv) > 2:
+    time.sleep(float(sys.argv[2]))
+    sys.exit(0)
+while True: time.sleep(1)
+"#,
+    ),
+    (
+        "tcp_server.py",
+        r#"
+# Listens on $PORT after argv[1] seconds; answers HTTP GETs with 200 "ok".
+import os, socket, sys, time, signal
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 0)
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(os.environ["PORT"]))); s.listen(16)
+print("listening on", os.environ["PORT"], flush=True)
+while True:
+    c, _ = s.accept()
+    try:
+        c.recv(4096)
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+    except OSError:
+        pass
+    c.close()
+"#,
+    ),
+];
+
+/// A temp project directory with a `corral.toml` and the helper programs.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new(config: &str) -> Project {
+        let dir = tempfile::Builder::new()
+            .prefix("corral-it-")
+            .tempdir()
+            .unwrap();
+        fs::write(dir.path().join("corral.toml"), config).unwrap();
+        for (name, text) in HELPERS {
+            fs::write(dir.path().join(name), text).unwrap();
+        }
+        Project { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        fs::read_to_string(self.path().join(rel)).unwrap_or_default()
+    }
+
+    /// Start `corral ARGS` in the project directory.
+    pub fn start(&self, args: &[&str]) -> Corral {
+        let out = self
+            .path()
+            .join(format!("corral-{}.out", args.join("-").replace('/', "_")));
+        let err = out.with_extension("err");
+        let child = Command::new(BIN)
+            .args(args)
+            .current_dir(self.path())
+            .stdin(Stdio::null())
+            .stdout(File::create(&out).unwrap())
+            .stderr(File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        Corral {
+            pid: child.id() as i32,
+            child,
+            out,
+            err,
+            done: None,
+        }
+    }
+
+    /// Run `corral ARGS` to completion (deadline 60 s).
+    pub fn run(&self, args: &[&str]) -> (ExitStatus, String, String) {
+        let mut c = self.start(args);
+        let status = c.wait(Duration::from_secs(60));
+        let (out, err) = (c.stdout(), c.stderr());
+        assert_no_leftovers(c.pid);
+        (status, out, err)
+    }
+}
+
+/// A running `corral` process. Dropping it kills it (a failed test must not leak).
+pub struct Corral {
+    pub pid: i32,
+    child: Child,
+    out: PathBuf,
+    err: PathBuf,
+    done: Option<ExitStatus>,
+}
+
+impl Corral {
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Wait until stdout contains `needle`; panic with the output after `timeout`.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.stdout();
+            if out.contains(needle) {
+                return out;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no `{needle}` within {timeout:?}.\nstdout:\n{out}\nstderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.pid), sig).unwrap();
+    }
+
+    /// Wait for corral to exit; kill it and panic after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                self.done = Some(s);
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "corral did not exit within {timeout:?}.\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Corral {
+    fn drop(&mut self) {
+        if self.done.is_none() && self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            kill_marked(self.pid);
+        }
+    }
+}
+
+/// Live (non-zombie) processes started by the corral with this PID: they carry its marker.
+pub fn marked_processes(corral_pid: i32) -> Vec<(i32, String)> {
+    let prefix = format!("CORRAL_INSTANCE_ID={corral_pid}/");
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if is_dead(pid) {
+            continue;
+        }
+        let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env
+            .split(|b| *b == 0)
+            .any(|kv| kv.starts_with(prefix.as_bytes()))
+        {
+            let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            found.push((pid, String::from_utf8_lossy(&cmd).replace('\0', " ")));
+        }
+    }
+    found
+}
+
+/// Gone, or a zombie (only waiting to be reaped, by corral or by init).
+pub fn is_dead(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// Every process a corral started is gone (within 5 s). On failure, kills them, then panics.
+pub fn assert_no_leftovers(corral_pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = marked_processes(corral_pid);
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            kill_marked(corral_pid);
+            panic!("corral {corral_pid} left processes behind: {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill_marked(corral_pid: i32) {
+    for (pid, _) in marked_processes(corral_pid) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+/// Zombie children of `pid` (corral must reap what it is parent of).
+pub fn zombie_children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let mut f = rest.split(' ');
+        let (state, ppid) = (f.next(), f.next().and_then(|x| x.parse::<i32>().ok()));
+        if state == Some("Z") && ppid == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Poll `cond` until true; panic with `what` after `timeout`.
+pub fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Lines of corral's own messages (`corral | …`), without the prefix.
+pub fn corral_lines(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("corral"))
+        .filter_map(|l| l.split_once("| ").map(|(_, m)| m.to_string()))
+        .collect()
+}
+
+/// Index of the first corral message containing `needle`; panics if none.
+pub fn position(lines: &[String], needle: &str) -> usize {
+    lines
+        .iter()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with `{needle}` in:\n{}", lines.join("\n")))
+}

@@ -1,0 +1,91 @@
+//! Logs: complete, in order, never blocked by the terminal.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+#[test]
+fn a_200k_line_burst_lands_complete_and_in_order() {
+    let p = Project::new(
+        r#"
+log = { max_file_size = "100MiB" }
+
+[tasks.burst]
+command = ["python3", "-c", "import sys\nw = sys.stdout.write\nfor i in range(200000): w(f'line {i:06} ' + 'x' * 88 + '\\n')"]
+
+[tasks.other]
+command = "echo other ran"
+"#,
+    );
+    // Not quiet: the terminal printer is in the path too and may drop display lines, the file not.
+    let (status, out, _) = p.run(&["run"]);
+    assert!(status.success(), "{out}");
+    let log = p.read(".corral/logs/burst.log");
+    let mut n = 0;
+    for (i, line) in log.lines().enumerate() {
+        let text = line.splitn(3, ' ').nth(2).unwrap();
+        assert_eq!(&text[..12], format!("line {i:06} "), "line {i}");
+        assert_eq!(text.len(), 100);
+        assert!(line.split(' ').nth(1) == Some("out"));
+        n += 1;
+    }
+    assert_eq!(n, 200_000);
+    assert!(p.read(".corral/logs/other.log").contains("out other ran"));
+}
+
+#[test]
+fn stderr_is_tagged_and_long_lines_are_split_not_dropped() {
+    let p = Project::new(
+        r#"
+[tasks.t]
+command = ["python3", "-c", "import sys\nprint('to-err', file=sys.stderr)\nprint('y' * 200000)\nprint('after')"]
+"#,
+    );
+    let (status, out, _) = p.run(&["run", "-q"]);
+    assert!(status.success(), "{out}");
+    let log = p.read(".corral/logs/t.log");
+    let texts: Vec<(&str, &str)> = log
+        .lines()
+        .map(|l| {
+            let mut f = l.splitn(3, ' ');
+            f.next();
+            (f.next().unwrap(), f.next().unwrap_or(""))
+        })
+        .collect();
+    assert!(texts.contains(&("err", "to-err")));
+    let ys: String = texts
+        .iter()
+        .filter(|(_, t)| t.starts_with('y'))
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(ys.len(), 200000);
+    assert_eq!(
+        texts.iter().filter(|(_, t)| t.starts_with('y')).count(),
+        4,
+        "64 KiB pieces"
+    );
+    assert_eq!(texts.last().unwrap().1, "after");
+    let _ = Duration::ZERO;
+}
+
+#[test]
+fn a_flooding_service_does_not_hold_up_another() {
+    let p = Project::new(
+        r#"
+[services.flood]
+command = "yes flood"
+
+[services.ticker]
+command = "for i in 1 2 3 4 5; do echo tick $i; sleep 0.05; done; sleep 30"
+"#,
+    );
+    let mut c = p.start(&["up"]);
+    // The ticker's lines reach its log file on time even while `yes` floods.
+    eventually(Duration::from_secs(20), "ticker logged 5 ticks", || {
+        p.read(".corral/logs/ticker.log").contains("tick 5")
+    });
+    c.signal(nix::sys::signal::Signal::SIGINT);
+    assert!(c.wait(Duration::from_secs(30)).success());
+    assert!(p.read(".corral/logs/flood.log").lines().count() > 1000);
+    assert_no_leftovers(c.pid);
+}

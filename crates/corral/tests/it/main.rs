@@ -1,0 +1,12 @@
+//! Integration tests over the real `corral` binary and real processes. One test binary (one link
+//! step). Every test that starts processes ends with `assert_no_leftovers`, and every wait has a
+//! deadline.
+
+mod harness;
+
+mod config;
+mod logs;
+mod ports;
+mod run;
+mod stop;
+mod up;

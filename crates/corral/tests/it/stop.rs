@@ -1,0 +1,125 @@
+//! Stopping: nothing a service started may outlive it.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::harness::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn pids(p: &Project) -> Vec<i32> {
+    p.read("pids")
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn stop_kills_a_term_ignoring_tree_with_a_setsid_grandchild() {
+    let p = Project::new(
+        r#"
+[services.tree]
+command = ["python3", "tree.py", "pids"]
+stop = { timeout = "1s" }
+"#,
+    );
+    let mut c = p.start(&["up"]);
+    c.wait_for("tree ready", T);
+    let pids = pids(&p);
+    assert_eq!(pids.len(), 5, "leader, 3 children, 1 grandchild");
+    let stop = Instant::now();
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success());
+    let took = stop.elapsed();
+    assert!(
+        took >= Duration::from_secs(1),
+        "waited for the grace period ({took:?})"
+    );
+    let out = c.stdout();
+    assert!(
+        out.contains("still running 1s after the stop signal; killed"),
+        "{out}"
+    );
+    for pid in pids {
+        assert!(is_dead(pid), "pid {pid} survived");
+    }
+    assert_no_leftovers(c.pid);
+}
+
+#[test]
+fn a_leader_that_exits_takes_its_whole_tree_with_it() {
+    let p = Project::new(
+        r#"
+[services.tree]
+command = ["python3", "tree.py", "pids", "0.2"]
+restart = "never"
+
+[services.bystander]
+command = ["sleep", "30"]
+"#,
+    );
+    let mut c = p.start(&["up"]);
+    c.wait_for("tree: exited (exit code 0)", T);
+    let pids = pids(&p);
+    assert_eq!(pids.len(), 5);
+    // While corral still runs: the group and the setsid escapee are gone, and reaped.
+    eventually(Duration::from_secs(5), "the tree is gone", || {
+        pids.iter().all(|p| is_dead(*p))
+    });
+    eventually(Duration::from_secs(5), "no zombie children", || {
+        zombie_children(c.pid).is_empty()
+    });
+    assert_eq!(
+        marked_processes(c.pid).len(),
+        1,
+        "only the bystander is left"
+    );
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success());
+    assert_no_leftovers(c.pid);
+}
+
+#[test]
+fn a_second_interrupt_kills_at_once() {
+    let p = Project::new(
+        r#"
+[services.stubborn]
+command = "trap '' TERM; echo up; while true; do sleep 0.1; done"
+stop = { timeout = "60s" }
+"#,
+    );
+    let mut c = p.start(&["up"]);
+    c.wait_for("stubborn | up", T);
+    c.signal(Signal::SIGINT);
+    c.wait_for("stubborn: stopping", T);
+    let start = Instant::now();
+    c.signal(Signal::SIGINT);
+    c.wait(T);
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "did not wait for the 60 s grace"
+    );
+    assert!(
+        c.stdout()
+            .contains("second interrupt: killing everything now")
+    );
+    assert_no_leftovers(c.pid);
+}
+
+#[test]
+fn sigterm_and_sighup_stop_gracefully() {
+    for sig in [Signal::SIGTERM, Signal::SIGHUP] {
+        let p = Project::new("[services.s]\ncommand = \"echo up; exec sleep 30\"\n");
+        let mut c = p.start(&["up"]);
+        c.wait_for("| up", T);
+        c.signal(sig);
+        assert!(c.wait(T).success(), "{sig}");
+        assert!(
+            c.stdout().contains("s: stopped (signal 15)"),
+            "{sig}: {}",
+            c.stdout()
+        );
+        assert_no_leftovers(c.pid);
+    }
+}

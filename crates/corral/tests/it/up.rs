@@ -1,0 +1,217 @@
+//! `corral up`: dependency order, health gating, restarts, log_ready, failures that stay local.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::harness::*;
+
+const T: Duration = Duration::from_secs(30);
+
+#[test]
+fn dependency_order_is_gated_by_tcp_and_http_health() {
+    let p = Project::new(
+        r#"
+[services.db]
+command = ["python3", "tcp_server.py", "0.6"]
+ports = ["auto"]
+readiness = { tcp = "127.0.0.1:{port}", interval = "100ms" }
+
+[services.api]
+command = ["python3", "tcp_server.py", "0.3"]
+ports = ["auto"]
+depends_on = { db = "healthy" }
+readiness = { http = "/health", status = 200, body = "ok", interval = "100ms" }
+
+[services.web]
+command = ["sleep", "30"]
+depends_on = { api = "healthy" }
+"#,
+    );
+    let mut c = p.start(&["up"]);
+    c.wait_for("web: started", T);
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success());
+    let lines = corral_lines(&c.stdout());
+    assert!(position(&lines, "api: waiting for `db` (healthy)") < position(&lines, "db: ready"));
+    assert!(position(&lines, "db: ready") < position(&lines, "api: started"));
+    assert!(position(&lines, "api: ready") < position(&lines, "web: started"));
+    // Stop runs in reverse: web, then api, then db.
+    assert!(position(&lines, "web: stopped") < position(&lines, "api: stopping"));
+    assert!(position(&lines, "api: stopped") < position(&lines, "db: stopping"));
+    assert_no_leftovers(c.pid);
+}
+
+#[test]
+fn a_crash_loop_backs_off_then_fails_and_leaves_no_zombies() {
+    let p = Project::new(
+        r#"
+[services.flaky]
+command = "echo run; exit 3"
+restart = { max_restarts = 3, startup_max_restarts = 10, backoff_initial = "100ms", jitter = 0.0 }
+
+[services.steady]
+command = ["sleep", "30"]
+"#,
+    );
+    let mut c = p.start(&["up"]);
+    let out = c.wait_for("flaky: failed", T);
+    assert!(
+        out.contains("flaky: failed: restarted 3 times, giving up (last: exit code 3)"),
+        "{out}"
+    );
+    assert!(out.contains("exit code 3; restart 1/3 in 100ms"), "{out}");
+    assert!(out.contains("exit code 3; restart 3/3 in 400ms"), "{out}");
+    // corral reaped every run: no zombie children while it keeps `steady` running.
+    eventually(Duration::from_secs(5), "no zombie children", || {
+        zombie_children(c.pid).is_empty()
+    });
+    // The log file has the four runs, with growing gaps between them (100, 200, 400 ms).
+    let log = p.read(".corral/logs/flaky.log");
+    let times: Vec<f64> = log
+        .lines()
+        .map(|l| timestamp_secs(l.split(' ').next().unwrap()))
+        .collect();
+    assert_eq!(times.len(), 4, "{log}");
+    for (i, want) in [0.1, 0.2, 0.4].iter().enumerate() {
+        let gap = times[i + 1] - times[i];
+        assert!(gap >= want * 0.95, "gap {i} was {gap}s, want ≥ {want}s");
+    }
+    assert!(c.stdout().contains("steady: started"));
+    c.signal(Signal::SIGTERM);
+    assert!(c.wait(T).success(), "stopped by the user: exit 0");
+    assert_no_leftovers(c.pid);
+}
+
+/// Seconds within the minute from an RFC 3339 timestamp like `2026-11-22T21:42:41.123Z`
+/// (enough for gaps shorter than a minute that do not cross the hour).
+fn timestamp_secs(ts: &str) -> f64 {
+    let time = ts.split('T').nth(1).unwrap().trim_end_matches('Z');
+    let parts: Vec<f64> = time.split(':').map(|x| x.parse().unwrap()).collect();
+    parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+}
+
+#[test]
+fn liveness_failure_restarts_the_service() {
+    let p = Project::new(
+        r#"
+[services.app]
+command = "touch alive; echo started; exec sleep 30"
+liveness = { exec = ["test", "-f", "alive"], interval = "100ms", failure_threshold = 2 }
+restart = { backoff_initial = "50ms" }
+"#,
+    );
+    let mut c = p.start(&["up"]);
+    c.wait_for("app: started", T);
+    std::fs::remove_file(p.path().join("alive")).unwrap();
+    let out = c.wait_for("liveness probe failed 2 times", T);
+    assert!(
+        out.contains("`test -f alive` ended with exit code 1"),
+        "{out}"
+    );
+    // Restarted: the new run recreates the file and keeps passing.
+    eventually(T, "second start", || {
+        c.stdout().matches("app: started").count() == 2
+    });
+    eventually(T, "file recreated", || p.path().join("alive").exists());
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success());
+    let log = p.read(".corral/logs/app.log");
+    assert_eq!(log.matches("started").count(), 2, "{log}");
+    assert_no_leftovers(c.pid);
+}
+
+#[test]
+fn log_ready_gates_a_dependent() {
+    let p = Project::new(
+        r#"
+[services.queue]
+command = "echo warming; sleep 0.4; echo queue is READY; exec sleep 30"
+log_ready = "is READY"
+
+[services.consumer]
+command = "echo consuming; exec sleep 30"
+depends_on = { queue = "log_ready" }
+"#,
+    );
+    let mut c = p.start(&["up"]);
+    c.wait_for("consumer: started", T);
+    c.signal(Signal::SIGINT);
+    c.wait(T);
+    let out = c.stdout();
+    let ready = out.find("queue is READY").unwrap();
+    let started = out.find("consumer: started").unwrap();
+    assert!(ready < started, "{out}");
+    assert!(out.contains("consumer: waiting for `queue` (log_ready)"));
+    assert_no_leftovers(c.pid);
+}
+
+#[test]
+fn a_missing_command_fails_only_its_service_and_dependents() {
+    let p = Project::new(
+        r#"
+[services.ghost]
+command = ["no-such-program-corral-test"]
+
+[services.needs-ghost]
+command = ["sleep", "30"]
+depends_on = ["ghost"]
+
+[services.fine]
+command = ["sleep", "30"]
+"#,
+    );
+    let mut c = p.start(&["up"]);
+    let out = c.wait_for("needs-ghost: skipped", T);
+    assert!(
+        out.contains("ghost: failed: command `no-such-program-corral-test` not found (is it installed and on PATH?)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("needs-ghost: skipped: needs `ghost` started, but `ghost` failed"),
+        "{out}"
+    );
+    c.wait_for("fine: started", T);
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success());
+    assert_no_leftovers(c.pid);
+}
+
+#[test]
+fn up_with_names_starts_only_those_and_their_dependencies() {
+    let p = Project::new(
+        r#"
+[services.a]
+command = ["sleep", "30"]
+[services.b]
+command = ["sleep", "30"]
+depends_on = ["a"]
+[services.c]
+command = ["sleep", "30"]
+"#,
+    );
+    let mut c = p.start(&["up", "b"]);
+    c.wait_for("b: started", T);
+    c.signal(Signal::SIGINT);
+    c.wait(T);
+    let out = c.stdout();
+    assert!(out.contains("a: started"));
+    assert!(!out.contains("c: started"), "{out}");
+    assert_no_leftovers(c.pid);
+
+    let (status, _, err) = p.run(&["up", "bb"]);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        err.contains("unknown unit `bb` (did you mean `b`?)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_service_that_exits_cleanly_ends_up_once_everything_is_done() {
+    let p = Project::new("[services.once]\ncommand = \"echo hello\"\n");
+    let (status, out, _) = p.run(&["up"]);
+    assert!(status.success());
+    assert!(out.contains("once   | hello"), "{out}");
+    assert!(out.contains("once: exited (exit code 0)"), "{out}");
+}
