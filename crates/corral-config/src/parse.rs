@@ -592,17 +592,17 @@ fn unit(
             ),
         }
     }
-    if let Some(v) = get(t, "workdir") {
-        if let Some(dir) = w.string(v, "`workdir`") {
-            let dir = w.root.join(dir);
-            if !dir.is_dir() {
-                w.error(
-                    v.span(),
-                    format!("`workdir` `{}` is not a directory", dir.display()),
-                );
-            }
-            def.workdir = dir;
+    if let Some(v) = get(t, "workdir")
+        && let Some(dir) = w.string(v, "`workdir`")
+    {
+        let dir = w.root.join(dir);
+        if !dir.is_dir() {
+            w.error(
+                v.span(),
+                format!("`workdir` `{}` is not a directory", dir.display()),
+            );
         }
+        def.workdir = dir;
     }
 
     let mut env = base_env.clone();
@@ -662,14 +662,14 @@ fn unit(
             }
         }
     }
-    if let Some(l) = &def.liveness {
-        if matches!(l.check, Check::Log { .. }) {
-            w.error(
-                get(t, "liveness").unwrap().span(),
-                "a `log` check can only be a readiness probe",
-            );
-            def.liveness = None;
-        }
+    if let Some(l) = &def.liveness
+        && matches!(l.check, Check::Log { .. })
+    {
+        w.error(
+            get(t, "liveness").unwrap().span(),
+            "a `log` check can only be a readiness probe",
+        );
+        def.liveness = None;
     }
     spec.readiness = def.readiness.as_ref().map(|p| p.timing);
     spec.liveness = def.liveness.as_ref().map(|p| p.timing);
@@ -679,17 +679,17 @@ fn unit(
     if let Some(v) = get(t, "restart") {
         spec.restart = restart(w, v, spec.restart);
     }
-    if let Some(v) = get(t, "stop") {
-        if let Some(st) = w.table(v, "`stop`") {
-            w.check_keys(st, STOP_KEYS, "`stop`");
-            if let Some(sv) = get(st, "signal") {
-                if let Some(sig) = signal(w, sv) {
-                    spec.stop_signal = sig;
-                }
-            }
-            if let Some(tv) = get(st, "timeout") {
-                spec.stop_grace = w.duration(tv, "`stop.timeout`").unwrap_or(spec.stop_grace);
-            }
+    if let Some(v) = get(t, "stop")
+        && let Some(st) = w.table(v, "`stop`")
+    {
+        w.check_keys(st, STOP_KEYS, "`stop`");
+        if let Some(sv) = get(st, "signal")
+            && let Some(sig) = signal(w, sv)
+        {
+            spec.stop_signal = sig;
+        }
+        if let Some(tv) = get(st, "timeout") {
+            spec.stop_grace = w.duration(tv, "`stop.timeout`").unwrap_or(spec.stop_grace);
         }
     }
     if let Some(v) = get(t, "start_timeout") {
@@ -821,10 +821,10 @@ fn probe(w: &mut Walker<'_>, v: &Value<'_>, what: &str, port: Option<PortDecl>) 
         ("interval", &mut timing.interval),
         ("timeout", &mut timing.timeout),
     ] {
-        if let Some(dv) = get(t, key) {
-            if let Some(d) = w.duration(dv, &format!("`{what}.{key}`")) {
-                *slot = d;
-            }
+        if let Some(dv) = get(t, key)
+            && let Some(d) = w.duration(dv, &format!("`{what}.{key}`"))
+        {
+            *slot = d;
         }
     }
     if timing.interval.is_zero() {

@@ -190,7 +190,7 @@ impl Engine {
                 detail,
             } => {
                 if self.is_current(unit, instance) {
-                    self.probe_result(unit, probe, ok, detail, now);
+                    self.probe_result(unit, probe, ok, detail);
                 }
             }
             Event::LogReady { unit, instance } => {
@@ -208,11 +208,11 @@ impl Engine {
                 timer,
             } => {
                 if self.is_current(unit, instance) {
-                    self.timer_fired(unit, timer, now);
+                    self.timer_fired(unit, timer);
                 }
             }
         }
-        self.evaluate(now);
+        self.evaluate();
         std::mem::take(&mut self.out)
     }
 
@@ -264,7 +264,6 @@ impl Engine {
         u.pid = Some(pid);
         u.started_at = Some(now);
         u.log_ready = false;
-        u.ever_ready = false;
         u.restart_after_stop = false;
         u.readiness = Streak::default();
         u.liveness = Streak::default();
@@ -292,17 +291,18 @@ impl Engine {
         u.pid = None;
         u.ended_at = Some(now);
         u.last_exit = Some(status);
-        let restart_after_stop = std::mem::take(&mut u.restart_after_stop);
+        // Stopped by a failed probe or start timeout, not by the user: restart it.
+        let restart_wanted = std::mem::take(&mut u.restart_after_stop) && !self.shutting_down;
         let stopping = matches!(u.state, State::Stopping { .. });
         if kind == Kind::Task {
             self.task_finished(id, status.success());
             self.set(id, State::Exited { status }, Some(format!("{status}")));
-        } else if stopping && !(restart_after_stop && !self.shutting_down) {
+        } else if stopping && !restart_wanted {
             self.set(id, State::Inactive, Some(format!("stopped ({status})")));
         } else {
             // A failed probe or start timeout made us stop it: that is a failure whatever the
             // exit code says.
-            let failure = restart_after_stop || !status.success();
+            let failure = restart_wanted || !status.success();
             self.after_exit(id, status, failure, now);
         }
     }
@@ -380,7 +380,7 @@ impl Engine {
         self.arm(id, TimerKind::Backoff, delay);
     }
 
-    fn timer_fired(&mut self, id: UnitId, timer: TimerKind, now: Instant) {
+    fn timer_fired(&mut self, id: UnitId, timer: TimerKind) {
         let spec = &self.plan.units[id.0];
         let (grace, start_timeout) = (spec.stop_grace, spec.effective_start_timeout());
         let state = self.units[id.0].state.clone();
@@ -415,17 +415,9 @@ impl Engine {
             }
             _ => {}
         }
-        let _ = now;
     }
 
-    fn probe_result(
-        &mut self,
-        id: UnitId,
-        probe: ProbeKind,
-        ok: bool,
-        detail: String,
-        now: Instant,
-    ) {
+    fn probe_result(&mut self, id: UnitId, probe: ProbeKind, ok: bool, detail: String) {
         let State::Running { pid, ready } = self.units[id.0].state else {
             return;
         };
@@ -480,7 +472,6 @@ impl Engine {
         if !timing.by_log {
             self.arm(id, TimerKind::Probe(probe), timing.interval);
         }
-        let _ = now;
     }
 
     /// Send the stop signal (or SIGKILL when forced) and arm the grace timer.
@@ -575,7 +566,7 @@ impl Engine {
     }
 
     /// Start what can start, block what cannot, and during shutdown stop what may stop.
-    fn evaluate(&mut self, now: Instant) {
+    fn evaluate(&mut self) {
         if self.shutting_down {
             self.stop_pass();
             return;
@@ -586,7 +577,7 @@ impl Engine {
             let mut started_any = false;
             for i in 0..self.units.len() {
                 let id = UnitId(i);
-                if self.start_if_possible(id, now) {
+                if self.start_if_possible(id) {
                     started_any = true;
                 }
             }
@@ -597,7 +588,7 @@ impl Engine {
     }
 
     /// Returns whether the unit moved to a state that may unblock others.
-    fn start_if_possible(&mut self, id: UnitId, _now: Instant) -> bool {
+    fn start_if_possible(&mut self, id: UnitId) -> bool {
         let u = &self.units[id.0];
         if !u.wanted || !matches!(u.state, State::Inactive | State::Blocked { .. }) {
             return false;

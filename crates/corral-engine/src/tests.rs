@@ -205,13 +205,10 @@ impl World {
     /// Deliver everything due up to `until`, in time order.
     fn run_until(&mut self, until: Duration) {
         let deadline = self.t0 + until;
-        loop {
-            let Some(i) = (0..self.queue.len())
-                .filter(|&i| self.queue[i].0 <= deadline)
-                .min_by_key(|&i| (self.queue[i].0, self.queue[i].1))
-            else {
-                break;
-            };
+        while let Some(i) = (0..self.queue.len())
+            .filter(|&i| self.queue[i].0 <= deadline)
+            .min_by_key(|&i| (self.queue[i].0, self.queue[i].1))
+        {
             let (at, _, p) = self.queue.swap_remove(i);
             self.now = self.now.max(at);
             match p {

@@ -155,12 +155,12 @@ impl LogFile {
                 return;
             }
             self.size += (stamp.len() + line.len() + 6) as u64;
-            if self.size > self.settings.max_file_bytes {
-                if let Err(e) = self.rotate() {
-                    eprintln!("corral: cannot rotate `{}`: {e}", self.path.display());
-                    self.broken = true;
-                    return;
-                }
+            if self.size > self.settings.max_file_bytes
+                && let Err(e) = self.rotate()
+            {
+                eprintln!("corral: cannot rotate `{}`: {e}", self.path.display());
+                self.broken = true;
+                return;
             }
         }
         let _ = self.out.flush();

@@ -259,14 +259,13 @@ impl Supervisor {
         let mut queue = VecDeque::from([first]);
         let mut signals: Vec<(UnitId, Signal)> = Vec::new();
         while let Some(event) = queue.pop_front() {
-            if let Event::Exited { unit, instance, .. } = &event {
-                if self.live[unit.0]
+            if let Event::Exited { unit, instance, .. } = &event
+                && self.live[unit.0]
                     .as_ref()
                     .is_some_and(|l| l.instance == *instance)
-                {
-                    self.live[unit.0] = None;
-                    self.schedule_sweep();
-                }
+            {
+                self.live[unit.0] = None;
+                self.schedule_sweep();
             }
             for effect in self.engine.handle(event, Instant::now()) {
                 match effect {

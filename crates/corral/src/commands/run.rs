@@ -17,13 +17,13 @@ pub fn run(
 ) -> Result<ExitCode, CliError> {
     let project = load_project(file)?;
     for name in &tasks {
-        if let Some(u) = project.unit(name) {
-            if u.kind != Kind::Task {
-                return Err(CliError::Run(format!(
-                    "`{name}` is a {}, not a task; use `corral up {name}` for it",
-                    u.kind.as_str()
-                )));
-            }
+        if let Some(u) = project.unit(name)
+            && u.kind != Kind::Task
+        {
+            return Err(CliError::Run(format!(
+                "`{name}` is a {}, not a task; use `corral up {name}` for it",
+                u.kind.as_str()
+            )));
         }
     }
     let tasks = if tasks.is_empty() {
