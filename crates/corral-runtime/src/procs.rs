@@ -95,69 +95,94 @@ pub fn cmdline(pid: i32) -> String {
     parts.join(" ")
 }
 
-/// Live processes of an instance that left its group or lost its parent: descendants of
-/// `leader` outside its group, and corral's own orphaned children carrying `marker` (with
-/// their descendants). The group itself is reached by `killpg`.
-pub fn strays(procs: &[ProcInfo], leader: Option<i32>, marker: &str) -> Vec<i32> {
-    let children = children_map(procs);
-    let by_pid: HashMap<i32, &ProcInfo> = procs.iter().map(|p| (p.pid, p)).collect();
-    let mut found: HashSet<i32> = HashSet::new();
-    if let Some(leader) = leader {
-        for pid in tree(&children, leader) {
-            if by_pid
-                .get(&pid)
-                .is_some_and(|p| p.pgid != leader && !p.zombie)
-            {
-                found.insert(pid);
-            }
+/// The process table prepared for finding what belongs to which instance. Built once per
+/// batch of signals: one `/proc` scan, and `environ` read only for corral's own children that
+/// are not leaders it started (orphans), however many units are signalled.
+pub struct Table {
+    procs: HashMap<i32, ProcInfo>,
+    children: HashMap<i32, Vec<i32>>,
+    /// Orphans re-parented to corral, with the marker they carry.
+    orphans: Vec<(i32, Option<String>)>,
+}
+
+impl Table {
+    /// `registered`: PIDs corral started and has not reaped (they are not orphans).
+    pub fn read(registered: &HashSet<i32>) -> Table {
+        let all = snapshot();
+        let children = children_map(&all);
+        let me = std::process::id() as i32;
+        let orphans = children
+            .get(&me)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .filter(|pid| !registered.contains(pid))
+            .map(|&pid| (pid, env_var(pid, MARKER_VAR)))
+            .collect();
+        Table {
+            procs: all.into_iter().map(|p| (p.pid, p)).collect(),
+            children,
+            orphans,
         }
     }
-    let me = std::process::id() as i32;
-    for &child in children.get(&me).map(Vec::as_slice).unwrap_or(&[]) {
-        if Some(child) != leader && env_var(child, MARKER_VAR).as_deref() == Some(marker) {
-            for pid in tree(&children, child) {
-                if by_pid.get(&pid).is_some_and(|p| !p.zombie) {
+
+    fn alive(&self, pid: i32) -> bool {
+        self.procs.get(&pid).is_some_and(|p| !p.zombie)
+    }
+
+    /// Live processes of an instance that left its group or lost their parent: descendants of
+    /// `leader` outside its group, and orphans carrying `marker`, with their descendants. The
+    /// group itself is reached by `killpg`.
+    pub fn strays(&self, leader: Option<i32>, marker: &str) -> Vec<i32> {
+        let mut found: HashSet<i32> = HashSet::new();
+        if let Some(leader) = leader {
+            for pid in tree(&self.children, leader) {
+                if self
+                    .procs
+                    .get(&pid)
+                    .is_some_and(|p| p.pgid != leader && !p.zombie)
+                {
                     found.insert(pid);
                 }
             }
         }
-    }
-    found.into_iter().collect()
-}
-
-/// Orphans re-parented to corral whose marker names no live instance: left behind by a unit
-/// whose leader is gone. `live` holds the markers of instances still running.
-pub fn orphans(procs: &[ProcInfo], registered: &HashSet<i32>, live: &HashSet<String>) -> Vec<i32> {
-    let children = children_map(procs);
-    let me = std::process::id() as i32;
-    let zombie: HashSet<i32> = procs.iter().filter(|p| p.zombie).map(|p| p.pid).collect();
-    let mut out = Vec::new();
-    for &child in children.get(&me).map(Vec::as_slice).unwrap_or(&[]) {
-        if registered.contains(&child) || zombie.contains(&child) {
-            continue;
+        for (orphan, m) in &self.orphans {
+            if m.as_deref() == Some(marker) {
+                found.extend(
+                    tree(&self.children, *orphan)
+                        .into_iter()
+                        .filter(|p| self.alive(*p)),
+                );
+            }
         }
-        let owner = env_var(child, MARKER_VAR);
-        if owner.as_ref().is_some_and(|m| live.contains(m)) {
-            continue;
-        }
-        out.extend(
-            tree(&children, child)
-                .into_iter()
-                .filter(|p| !zombie.contains(p)),
-        );
+        found.into_iter().collect()
     }
-    out
-}
 
-/// All live descendants of corral, for the last sweep before corral exits.
-pub fn all_descendants(procs: &[ProcInfo]) -> Vec<i32> {
-    let children = children_map(procs);
-    let zombie: HashSet<i32> = procs.iter().filter(|p| p.zombie).map(|p| p.pid).collect();
-    let me = std::process::id() as i32;
-    tree(&children, me)
-        .into_iter()
-        .filter(|p| *p != me && !zombie.contains(p))
-        .collect()
+    /// Orphans whose marker names no live instance, with their descendants: left behind by a
+    /// unit whose leader is gone. Orphans of running instances belong to them and are spared.
+    pub fn abandoned(&self, live: &HashSet<String>) -> Vec<i32> {
+        let mut out = Vec::new();
+        for (orphan, m) in &self.orphans {
+            if m.as_ref().is_some_and(|m| live.contains(m)) {
+                continue;
+            }
+            out.extend(
+                tree(&self.children, *orphan)
+                    .into_iter()
+                    .filter(|p| self.alive(*p)),
+            );
+        }
+        out
+    }
+
+    /// All live descendants of corral, for the last sweep before corral exits.
+    pub fn descendants(&self) -> Vec<i32> {
+        let me = std::process::id() as i32;
+        tree(&self.children, me)
+            .into_iter()
+            .filter(|p| *p != me && self.alive(*p))
+            .collect()
+    }
 }
 
 /// PIDs of processes with a listening TCP socket on `port` (IPv4 or IPv6).

@@ -68,7 +68,7 @@ impl Reaper {
     }
 
     /// PIDs we started that are not reaped yet.
-    pub fn registered(&self) -> Vec<i32> {
+    pub fn registered(&self) -> std::collections::HashSet<i32> {
         let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         waiting.keys().copied().collect()
     }

@@ -500,14 +500,14 @@ impl Supervisor {
         if signals.is_empty() {
             return;
         }
-        let snapshot = procs::snapshot();
+        let table = procs::Table::read(&self.reaper.registered());
         for (unit, sig) in signals {
             let Some(live) = &self.live[unit.0] else {
                 continue;
             };
             let leader_alive = self.reaper.signal_group(live.pid, *sig);
             let leader = leader_alive.then_some(live.pid as i32);
-            procs::signal_all(&procs::strays(&snapshot, leader, &live.marker), *sig);
+            procs::signal_all(&table.strays(leader, &live.marker), *sig);
         }
     }
 
@@ -529,15 +529,14 @@ impl Supervisor {
     /// they are part of it (a daemonizing service) and go when it stops.
     fn sweep(&mut self) {
         self.sweep_pending = false;
-        let snapshot = procs::snapshot();
-        let registered: HashSet<i32> = self.reaper.registered().into_iter().collect();
+        let table = procs::Table::read(&self.reaper.registered());
         let live: HashSet<String> = self
             .live
             .iter()
             .flatten()
             .map(|l| l.marker.clone())
             .collect();
-        let orphans = procs::orphans(&snapshot, &registered, &live);
+        let orphans = table.abandoned(&live);
         if !orphans.is_empty() {
             procs::signal_all(&orphans, Signal::SIGKILL);
             self.schedule_sweep();
@@ -549,7 +548,7 @@ impl Supervisor {
     async fn final_sweep(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let left = procs::all_descendants(&procs::snapshot());
+            let left = procs::Table::read(&HashSet::new()).descendants();
             if left.is_empty() || Instant::now() > deadline {
                 if !left.is_empty() {
                     eprintln!("corral: could not end processes {left:?}");
