@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -18,7 +18,6 @@ use corral_engine::{Event, ProbeKind, UnitId};
 use regex::Regex;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
-use tokio::sync::mpsc::UnboundedSender;
 
 use crate::printer::Printer;
 
@@ -58,7 +57,7 @@ pub struct UnitLog {
 impl UnitLog {
     pub fn open(dir: &Path, name: &str, settings: LogSettings) -> io::Result<UnitLog> {
         Ok(UnitLog {
-            ring: Mutex::new(VecDeque::with_capacity(settings.ring_lines.min(4096))),
+            ring: Mutex::new(VecDeque::new()),
             capacity: settings.ring_lines,
             file: Mutex::new(LogFile::open(dir.join(format!("{name}.log")), settings)?),
         })
@@ -102,17 +101,15 @@ impl UnitLog {
             });
         }
     }
-
-    pub fn flush(&self) {
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = file.out.flush();
-    }
 }
 
 /// `<name>.log`, rotated to `<name>.log.1` … `.N` when it grows past the limit.
 struct LogFile {
     path: PathBuf,
-    out: BufWriter<File>,
+    file: File,
+    /// One chunk's lines, formatted, so each chunk is one `write`. Empty (no allocation) while
+    /// the unit is quiet, which keeps hundreds of idle services cheap.
+    buf: Vec<u8>,
     size: u64,
     settings: LogSettings,
     broken: bool,
@@ -124,7 +121,8 @@ impl LogFile {
         let size = file.metadata()?.len();
         Ok(LogFile {
             path,
-            out: BufWriter::with_capacity(64 * 1024, file),
+            file,
+            buf: Vec::new(),
             size,
             settings,
             broken: false,
@@ -138,36 +136,41 @@ impl LogFile {
             return;
         }
         for line in lines {
-            let res = (|| {
-                self.out.write_all(stamp.as_bytes())?;
-                self.out.write_all(b" ")?;
-                self.out.write_all(stream.tag().as_bytes())?;
-                self.out.write_all(b" ")?;
-                self.out.write_all(line)?;
-                self.out.write_all(b"\n")
-            })();
-            if let Err(e) = res {
-                eprintln!(
-                    "corral: cannot write `{}`: {e}; logging to it stops",
-                    self.path.display()
-                );
-                self.broken = true;
-                return;
-            }
-            self.size += (stamp.len() + line.len() + 6) as u64;
+            let before = self.buf.len();
+            self.buf.extend_from_slice(stamp.as_bytes());
+            self.buf.push(b' ');
+            self.buf.extend_from_slice(stream.tag().as_bytes());
+            self.buf.push(b' ');
+            self.buf.extend_from_slice(line);
+            self.buf.push(b'\n');
+            self.size += (self.buf.len() - before) as u64;
             if self.size > self.settings.max_file_bytes
-                && let Err(e) = self.rotate()
+                && let Err(e) = self.write_out().and_then(|_| self.rotate())
             {
-                eprintln!("corral: cannot rotate `{}`: {e}", self.path.display());
-                self.broken = true;
+                self.fail(e);
                 return;
             }
         }
-        let _ = self.out.flush();
+        if let Err(e) = self.write_out() {
+            self.fail(e);
+        }
+    }
+
+    fn write_out(&mut self) -> io::Result<()> {
+        let res = self.file.write_all(&self.buf);
+        self.buf.clear();
+        res
+    }
+
+    fn fail(&mut self, e: io::Error) {
+        eprintln!(
+            "corral: cannot write `{}`: {e}; logging to it stops",
+            self.path.display()
+        );
+        self.broken = true;
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        self.out.flush()?;
         let keep = self.settings.keep_files;
         let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
         if keep == 0 {
@@ -178,11 +181,10 @@ impl LogFile {
             }
             fs::rename(&self.path, numbered(1))?;
         }
-        let file = OpenOptions::new()
+        self.file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)?;
-        self.out = BufWriter::with_capacity(64 * 1024, file);
         self.size = 0;
         Ok(())
     }
@@ -203,7 +205,8 @@ pub struct Pump {
     pub log: Arc<UnitLog>,
     pub printer: Printer,
     pub watch: Watch,
-    pub events: UnboundedSender<Event>,
+    /// Delivers events to the supervisor.
+    pub events: Box<dyn Fn(Event) + Send + Sync>,
 }
 
 /// Splits a byte stream into lines, carrying a partial line between reads.
@@ -261,8 +264,10 @@ impl Pump {
             stream: Stream::Stderr,
             carry: Vec::new(),
         };
-        let mut out_buf = vec![0u8; 64 * 1024];
-        let mut err_buf = vec![0u8; 64 * 1024];
+        // Buffers start small and grow while a stream keeps filling them: an idle service costs
+        // 8 KiB here, a flooding one reads 64 KiB at a time.
+        let mut out_buf = vec![0u8; 4096];
+        let mut err_buf = vec![0u8; 4096];
         let mut lines = Vec::new();
         while out.is_some() || err.is_some() {
             let (n, which) = tokio::select! {
@@ -270,8 +275,8 @@ impl Pump {
                 r = read_some(&mut err, &mut err_buf), if err.is_some() => (r, Stream::Stderr),
             };
             let (splitter, buf, pipe) = match which {
-                Stream::Stdout => (&mut out_split, &out_buf, &mut out),
-                Stream::Stderr => (&mut err_split, &err_buf, &mut err),
+                Stream::Stdout => (&mut out_split, &mut out_buf, &mut out),
+                Stream::Stderr => (&mut err_split, &mut err_buf, &mut err),
             };
             lines.clear();
             match n {
@@ -279,14 +284,18 @@ impl Pump {
                     splitter.finish(&mut lines);
                     *pipe = None;
                 }
-                n => splitter.split(&buf[..n], &mut lines),
+                n => {
+                    splitter.split(&buf[..n], &mut lines);
+                    if n == buf.len() && buf.len() < 64 * 1024 {
+                        buf.resize(buf.len() * 2, 0);
+                    }
+                }
             }
             let stream = splitter.stream;
             if !lines.is_empty() {
                 self.deliver(stream, &lines);
             }
         }
-        self.log.flush();
     }
 
     fn deliver(&mut self, stream: Stream, lines: &[Vec<u8>]) {
@@ -305,7 +314,7 @@ impl Pump {
                     .is_some_and(|r| r.is_match(&text))
                 {
                     self.watch.log_ready = None;
-                    let _ = self.events.send(Event::LogReady {
+                    (self.events)(Event::LogReady {
                         unit: self.unit,
                         instance: self.instance,
                     });
@@ -317,7 +326,7 @@ impl Pump {
                     .is_some_and(|r| r.is_match(&text))
                 {
                     self.watch.readiness = None;
-                    let _ = self.events.send(Event::ProbeResult {
+                    (self.events)(Event::ProbeResult {
                         unit: self.unit,
                         instance: self.instance,
                         probe: ProbeKind::Readiness,

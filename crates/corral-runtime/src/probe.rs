@@ -132,8 +132,11 @@ async fn exec(
     timeout: Duration,
     ctx: ExecContext<'_>,
 ) -> Result<String, String> {
-    let mut cmd = std::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..])
+    let program = crate::procs::resolve_program(&argv[0], ctx.env, ctx.workdir)
+        .ok_or_else(|| format!("command `{}` not found", argv[0]))?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.arg0(&argv[0])
+        .args(&argv[1..])
         .current_dir(ctx.workdir)
         .env_clear()
         .envs(ctx.env.iter().map(|(k, v)| (k, v)))

@@ -235,3 +235,36 @@ pub fn signal_all(pids: &[i32], sig: nix::sys::signal::Signal) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
     }
 }
+
+/// Find `program` the way `execvp` would, on the `PATH` the child will have. Resolving it here
+/// (instead of letting exec search) gives a clear "not found" error, and lets std spawn with
+/// `posix_spawn` (vfork-fast) rather than fork: it falls back to fork when it has to search a
+/// `PATH` other than corral's own.
+pub fn resolve_program(
+    program: &str,
+    env: &[(String, String)],
+    workdir: &std::path::Path,
+) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = workdir.join(program);
+        return p.exists().then_some(p);
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or("/usr/local/bin:/usr/bin:/bin", |(_, v)| v.as_str());
+    path.split(':')
+        .map(|dir| {
+            if dir.is_empty() {
+                workdir.to_path_buf()
+            } else {
+                workdir.join(dir)
+            }
+        })
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+}

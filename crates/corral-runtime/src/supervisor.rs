@@ -197,19 +197,11 @@ pub async fn run(project: Project, options: Options) -> Result<Outcome, RunError
     }
     sup.final_sweep().await;
     let outcome = sup.outcome(interrupted, started.elapsed());
-    let Supervisor {
-        printer,
-        pumps,
-        logs,
-        ..
-    } = sup;
+    let Supervisor { printer, pumps, .. } = sup;
     // Pumps end when the last holder of their pipes is gone, which the final sweep ensured;
     // the deadline is for a process we could not see (another user's, say) holding one open.
     let drain = futures_join(pumps);
     let _ = tokio::time::timeout(Duration::from_secs(3), drain).await;
-    for log in &logs {
-        log.flush();
-    }
     drop(printer);
     if let Some(t) = printer_thread {
         t.finish();
@@ -381,8 +373,16 @@ impl Supervisor {
         let port = self.ports[unit.0];
         let argv = command.to_argv(port);
         let marker = procs::marker(&def.name, instance);
-        let mut cmd = std::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..])
+        let program =
+            procs::resolve_program(&argv[0], &def.env, &def.workdir).ok_or_else(|| {
+                format!(
+                    "command `{}` not found (is it installed and on PATH?)",
+                    argv[0]
+                )
+            })?;
+        let mut cmd = std::process::Command::new(program);
+        cmd.arg0(&argv[0])
+            .args(&argv[1..])
             .current_dir(&def.workdir)
             .env_clear()
             .envs(def.env.iter().map(|(k, v)| (k, v)))
@@ -414,7 +414,10 @@ impl Supervisor {
                 None => None,
             },
         };
-        let events = self.event_sender();
+        let tx = self.tx.clone();
+        let events = Box::new(move |ev| {
+            let _ = tx.send(Msg::Event(ev));
+        });
         let pump = Pump {
             unit,
             instance,
@@ -445,20 +448,6 @@ impl Supervisor {
     fn printer_note(&self, text: String) {
         let printer = self.printer.clone();
         tokio::spawn(async move { printer.system(text).await });
-    }
-
-    /// A sender of engine events for tasks that know nothing of `Msg`.
-    fn event_sender(&self) -> UnboundedSender<Event> {
-        let (etx, mut erx) = unbounded_channel::<Event>();
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = erx.recv().await {
-                if tx.send(Msg::Event(ev)).is_err() {
-                    break;
-                }
-            }
-        });
-        etx
     }
 
     fn run_probe(&self, unit: UnitId, instance: u64, kind: corral_engine::ProbeKind) {

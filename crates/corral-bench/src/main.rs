@@ -1,0 +1,290 @@
+//! corral's benchmarks: the real release binary, each figure beside a baseline measured in the
+//! same run (raw fork+exec, raw pipe-to-file), so that a noisy shared machine cancels out in
+//! the ratio. Run with `scripts/bench` (add `--quick` for N = 10 and 200 only).
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let corral = corral_binary();
+    println!(
+        "corral benchmarks ({}), {} cores",
+        corral.display(),
+        nproc()
+    );
+    println!();
+    start_stop(&corral, if quick { &[10, 200] } else { &[10, 200, 1000] });
+    println!();
+    idle(
+        &corral,
+        200,
+        Duration::from_secs(if quick { 3 } else { 10 }),
+    );
+    println!();
+    log_capture(&corral, 200_000);
+}
+
+fn corral_binary() -> PathBuf {
+    let me = std::env::current_exe().expect("current exe");
+    let bin = me.with_file_name("corral");
+    assert!(
+        bin.exists(),
+        "build corral first: {} is missing (use scripts/bench)",
+        bin.display()
+    );
+    bin
+}
+
+fn nproc() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn project(config: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("corral-bench-")
+        .tempdir()
+        .unwrap();
+    fs::write(dir.path().join("corral.toml"), config).unwrap();
+    dir
+}
+
+fn sleep_services(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("[services.s{i}]\ncommand = [\"sleep\", \"1000\"]\n"))
+        .collect()
+}
+
+/// A running `corral up` whose stdout we read until `count` services have started.
+struct Up {
+    child: Child,
+    drain: Option<std::thread::JoinHandle<()>>,
+}
+
+fn up_until_started(corral: &Path, dir: &Path, count: usize) -> (Up, Duration) {
+    let t0 = Instant::now();
+    let mut child = Command::new(corral)
+        .arg("up")
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut started = 0;
+    let mut line = String::new();
+    while started < count {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            panic!("corral exited before {count} services started");
+        }
+        if line.contains(": started (pid ") {
+            started += 1;
+        }
+    }
+    let took = t0.elapsed();
+    // Keep reading so corral never blocks on a full pipe.
+    let drain = std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = reader.read_to_end(&mut sink);
+    });
+    (
+        Up {
+            child,
+            drain: Some(drain),
+        },
+        took,
+    )
+}
+
+impl Up {
+    fn stop(mut self) -> Duration {
+        let t0 = Instant::now();
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT).unwrap();
+        let status = self.child.wait().unwrap();
+        let took = t0.elapsed();
+        assert!(status.success(), "corral exited with {status}");
+        if let Some(d) = self.drain.take() {
+            let _ = d.join();
+        }
+        took
+    }
+}
+
+fn start_stop(corral: &Path, sizes: &[usize]) {
+    println!("start N `sleep` services to running, then stop them all (median of 3)");
+    println!(
+        "{:>6}  {:>12} {:>12} {:>7}  {:>12} {:>12} {:>7}",
+        "N", "corral start", "fork+exec", "ratio", "corral stop", "kill+wait", "ratio"
+    );
+    for &n in sizes {
+        let dir = project(&sleep_services(n));
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            let (base_start, base_stop) = baseline_start_stop(n);
+            let (up, start) = up_until_started(corral, dir.path(), n);
+            let stop = up.stop();
+            runs.push((start, stop, base_start, base_stop));
+        }
+        runs.sort_by_key(|r| r.0);
+        let (start, stop, bstart, bstop) = runs[1];
+        println!(
+            "{n:>6}  {:>12} {:>12} {:>6.2}x  {:>12} {:>12} {:>6.2}x",
+            ms(start),
+            ms(bstart),
+            ratio(start, bstart),
+            ms(stop),
+            ms(bstop),
+            ratio(stop, bstop)
+        );
+    }
+}
+
+/// The same N processes started with plain fork+exec, then SIGTERMed and waited for.
+fn baseline_start_stop(n: usize) -> (Duration, Duration) {
+    let t0 = Instant::now();
+    let mut children: Vec<Child> = (0..n)
+        .map(|_| {
+            Command::new("sleep")
+                .arg("1000")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let start = t0.elapsed();
+    let t1 = Instant::now();
+    for c in &children {
+        kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM).unwrap();
+    }
+    for c in &mut children {
+        c.wait().unwrap();
+    }
+    (start, t1.elapsed())
+}
+
+fn idle(corral: &Path, n: usize, window: Duration) {
+    println!("corral itself with {n} idle services, over {:?}", window);
+    let dir = project(&sleep_services(n));
+    let (up, _) = up_until_started(corral, dir.path(), n);
+    let pid = up.child.id();
+    std::thread::sleep(Duration::from_millis(500)); // let start-up work settle
+    let (cpu0, _) = cpu_and_rss(pid);
+    let t0 = Instant::now();
+    std::thread::sleep(window);
+    let (cpu1, rss) = cpu_and_rss(pid);
+    let wall = t0.elapsed();
+    let hwm = status_field(pid, "VmHWM:");
+    up.stop();
+    let cpu_pct = (cpu1 - cpu0) / wall.as_secs_f64() * 100.0;
+    println!(
+        "  RSS {:.1} MiB (peak {:.1} MiB)   CPU {cpu_pct:.3} %",
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
+}
+
+/// CPU seconds used so far (user + system) and current RSS in KiB.
+fn cpu_and_rss(pid: u32) -> (f64, u64) {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // After the state field (index 0): utime is field 14 of stat, i.e. index 11 here.
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    (ticks / hz, status_field(pid, "VmRSS:"))
+}
+
+fn status_field(pid: u32, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn log_capture(corral: &Path, lines: usize) {
+    println!("capture {lines} lines of 100 bytes (median of 3)");
+    let dir = project(
+        "log = { max_file_size = \"1GiB\" }\n[tasks.burst]\ncommand = [\"cat\", \"lines.txt\"]\n",
+    );
+    let mut text = String::with_capacity(lines * 100);
+    for i in 0..lines {
+        text.push_str(&format!("{i:09} {}\n", "x".repeat(89)));
+    }
+    fs::write(dir.path().join("lines.txt"), &text).unwrap();
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let log = dir.path().join(".corral/logs/burst.log");
+        let _ = fs::remove_file(&log);
+        let t0 = Instant::now();
+        let status = Command::new(corral)
+            .args(["run", "-q"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        let corral_time = t0.elapsed();
+        assert!(status.success());
+        let got = fs::read_to_string(&log).unwrap();
+        let (count, in_order) = check_order(&got);
+        let t1 = Instant::now();
+        let out = dir.path().join("direct.txt");
+        let status = Command::new("sh")
+            .args(["-c", &format!("cat lines.txt > {}", out.display())])
+            .current_dir(dir.path())
+            .status()
+            .unwrap();
+        let direct = t1.elapsed();
+        assert!(status.success());
+        runs.push((corral_time, direct, count, in_order));
+    }
+    runs.sort_by_key(|r| r.0);
+    let (t, direct, count, in_order) = runs[1];
+    println!(
+        "  corral: {} ({:.0} lines/s)   straight to a file: {} ({:.0} lines/s)   ratio {:.2}x",
+        ms(t),
+        lines as f64 / t.as_secs_f64(),
+        ms(direct),
+        lines as f64 / direct.as_secs_f64(),
+        ratio(t, direct)
+    );
+    println!(
+        "  lines in the log: {count}, lost: {}, in order: {in_order}   (corral's time includes its own start and stop)",
+        lines - count
+    );
+}
+
+fn check_order(log: &str) -> (usize, bool) {
+    let mut count = 0;
+    let mut in_order = true;
+    for (i, line) in log.lines().enumerate() {
+        let n: usize = line
+            .split(' ')
+            .nth(2)
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(usize::MAX);
+        in_order &= n == i;
+        count += 1;
+    }
+    (count, in_order)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
+}
