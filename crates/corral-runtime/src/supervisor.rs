@@ -175,6 +175,18 @@ pub async fn run(project: Project, options: Options) -> Result<Outcome, RunError
     };
 
     let mut interrupted = false;
+    let rel_logs = log_dir
+        .strip_prefix(&sup.project.root)
+        .unwrap_or(&log_dir)
+        .display()
+        .to_string();
+    sup.printer
+        .system(format!(
+            "{} from {}; logs in {rel_logs}/",
+            plural(wanted.len(), "unit"),
+            sup.project.file.display()
+        ))
+        .await;
     sup.handle(Event::Up(wanted)).await;
     loop {
         if sup.engine.is_shutting_down() {
@@ -207,6 +219,10 @@ pub async fn run(project: Project, options: Options) -> Result<Outcome, RunError
         t.finish();
     }
     Ok(outcome)
+}
+
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 async fn futures_join(handles: Vec<JoinHandle<()>>) {
