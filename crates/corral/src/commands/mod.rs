@@ -50,12 +50,17 @@ pub fn load_project(file: Option<&Path>) -> Result<Project, CliError> {
     corral_config::load(&path).map_err(CliError::Config)
 }
 
-/// The tokio runtime every long-running command uses: two workers suit these machines and keep
-/// corral's own footprint small.
-pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+/// Run the supervisor in the foreground on a tokio runtime with two workers: enough for these
+/// machines, and it keeps corral's own footprint small.
+pub fn supervise(
+    project: Project,
+    options: corral_runtime::Options,
+) -> Result<corral_runtime::Outcome, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| CliError::Run(format!("cannot start the async runtime: {e}")))
+        .map_err(|e| CliError::Run(format!("cannot start the async runtime: {e}")))?
+        .block_on(corral_runtime::run(project, options))
+        .map_err(|e| CliError::Run(e.to_string()))
 }

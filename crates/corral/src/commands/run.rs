@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use corral_engine::{Kind, State, fmt_duration};
 use corral_runtime::{Options, UnitOutcome};
 
-use super::{CliError, load_project, runtime};
+use super::{CliError, load_project, supervise};
 
 pub fn run(
     file: Option<&Path>,
@@ -51,9 +51,7 @@ pub fn run(
         quiet,
         ..Options::default()
     };
-    let outcome = runtime()?
-        .block_on(corral_runtime::run(project, options))
-        .map_err(|e| CliError::Run(e.to_string()))?;
+    let outcome = supervise(project, options)?;
 
     let mut passed = 0;
     let mut failed = 0;

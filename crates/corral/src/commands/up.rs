@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use corral_engine::State;
 use corral_runtime::Options;
 
-use super::{CliError, load_project, runtime};
+use super::{CliError, load_project, supervise};
 
 pub fn run(file: Option<&Path>, names: Vec<String>, quiet: bool) -> Result<ExitCode, CliError> {
     let project = load_project(file)?;
@@ -15,9 +15,7 @@ pub fn run(file: Option<&Path>, names: Vec<String>, quiet: bool) -> Result<ExitC
         quiet,
         ..Options::default()
     };
-    let outcome = runtime()?
-        .block_on(corral_runtime::run(project, options))
-        .map_err(|e| CliError::Run(e.to_string()))?;
+    let outcome = supervise(project, options)?;
     // Stopped by the user: success. Ended by itself: success only if nothing failed.
     let failed: Vec<&str> = outcome
         .units

@@ -196,18 +196,19 @@ impl Drop for Corral {
     }
 }
 
+fn all_pids() -> Vec<i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
 /// Live (non-zombie) processes started by the corral with this PID: they carry its marker.
 pub fn marked_processes(corral_pid: i32) -> Vec<(i32, String)> {
     let prefix = format!("CORRAL_INSTANCE_ID={corral_pid}/");
     let mut found = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    for pid in all_pids() {
         if is_dead(pid) {
             continue;
         }
@@ -260,14 +261,7 @@ fn kill_marked(corral_pid: i32) {
 /// Zombie children of `pid` (corral must reap what it is parent of).
 pub fn zombie_children(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(p) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    for p in all_pids() {
         let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
             continue;
         };
