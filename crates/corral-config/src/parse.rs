@@ -20,6 +20,8 @@ use crate::model::*;
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 const TOP_KEYS: &[&str] = &["services", "tasks", "targets", "env", "env_file", "log"];
 const SERVICE_KEYS: &[&str] = &[
     "command",
@@ -214,6 +216,14 @@ impl Walker<'_> {
             return None;
         };
         match humantime::parse_duration(s) {
+            // A bound keeps every sum of durations and every deadline far from overflow.
+            Ok(d) if d > MAX_DURATION => {
+                self.error(
+                    v.span(),
+                    format!("{what}: `{s}` is too long (at most 365 days)"),
+                );
+                None
+            }
             Ok(d) => Some(d),
             Err(e) => {
                 self.error_help(
@@ -910,7 +920,7 @@ fn signal(w: &mut Walker<'_>, v: &Value<'_>) -> Option<i32> {
         ("TERM", 15),
     ];
     if let DeValue::Integer(_) = v.get_ref() {
-        return w.integer(v, "`stop.signal`", 1..65).map(|n| n as i32);
+        return w.integer(v, "`stop.signal`", 1..32).map(|n| n as i32);
     }
     let s = w.string(v, "`stop.signal`")?;
     let bare = s.trim_start_matches("SIG");

@@ -179,6 +179,15 @@ fn bad_names_and_duplicates() {
 }
 
 #[test]
+fn absurd_values_are_refused_not_overflowed() {
+    let err = errors(
+        "[services.s]\ncommand = 'x'\nrestart = { backoff_max = '9999999999y' }\nstop = { signal = 40 }\n",
+    );
+    assert!(err.contains("is too long (at most 365 days)"), "{err}");
+    assert!(err.contains("`stop.signal` must be from 1 to 31"), "{err}");
+}
+
+#[test]
 fn find_config_walks_up() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(FILE_NAME), "").unwrap();
