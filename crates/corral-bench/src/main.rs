@@ -29,6 +29,8 @@ fn main() {
     );
     println!();
     log_capture(&corral, 200_000);
+    println!();
+    restart_latency(&corral, 50);
 }
 
 fn corral_binary() -> PathBuf {
@@ -263,6 +265,49 @@ fn log_capture(corral: &Path, lines: usize) {
     println!(
         "  lines in the log: {count}, lost: {}, in order: {in_order}   (corral's time includes its own start and stop)",
         lines - count
+    );
+}
+
+/// Crash → restart with no backoff delay: the time corral adds per cycle, against a loop that
+/// runs the same crashing command with fork+exec+wait.
+fn restart_latency(corral: &Path, restarts: usize) {
+    println!("restart a crashing service {restarts} times with no backoff delay");
+    let cmd = "echo run; exit 1";
+    let dir = project(&format!(
+        "[services.crash]\ncommand = \"{cmd}\"\nrestart = {{ max_restarts = {restarts}, startup_max_restarts = {restarts}, backoff_initial = \"0ms\", jitter = 0.0 }}\n"
+    ));
+    let t0 = Instant::now();
+    let status = Command::new(corral)
+        .args(["up", "-q"])
+        .current_dir(dir.path())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let corral_time = t0.elapsed();
+    assert_eq!(status.code(), Some(1), "ends Failed");
+    let runs = fs::read_to_string(dir.path().join(".corral/logs/crash.log"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(runs, restarts + 1);
+    let t1 = Instant::now();
+    for _ in 0..=restarts {
+        Command::new("sh")
+            .args(["-c", cmd])
+            .stdout(Stdio::piped())
+            .output()
+            .unwrap();
+    }
+    let direct = t1.elapsed();
+    let per = corral_time / runs as u32;
+    let per_direct = direct / runs as u32;
+    println!(
+        "  corral: {} per crash+restart ({} runs in {})   fork+exec+wait: {} per run   ratio {:.2}x",
+        ms(per),
+        runs,
+        ms(corral_time),
+        ms(per_direct),
+        ratio(per, per_direct)
     );
 }
 
