@@ -355,8 +355,9 @@ impl Engine {
         let restart_no = u.restarts;
         if restart_no > policy.max_restarts {
             let reason = format!(
-                "restarted {} times, giving up (last: {status})",
-                policy.max_restarts
+                "restarted {} time{}, giving up (last: {status})",
+                policy.max_restarts,
+                if policy.max_restarts == 1 { "" } else { "s" }
             );
             self.set(id, State::Failed { reason }, None);
             return;

@@ -89,3 +89,55 @@ command = "for i in 1 2 3 4 5; do echo tick $i; sleep 0.05; done; sleep 30"
     assert!(p.read(".corral/logs/flood.log").lines().count() > 1000);
     assert_no_leftovers(c.pid);
 }
+
+#[test]
+fn log_files_rotate_by_size_and_keep_every_line() {
+    let p = Project::new(
+        r#"
+log = { max_file_size = "64KiB", keep_files = 10 }
+
+[tasks.chatty]
+command = ["python3", "-c", "for i in range(5000): print(f'{i:05} ' + 'z' * 50)"]
+"#,
+    );
+    let (status, out, _) = p.run(&["run", "-q"]);
+    assert!(status.success(), "{out}");
+    // Oldest file has the highest number; read them back in order.
+    let mut files: Vec<(u32, String)> = std::fs::read_dir(p.path().join(".corral/logs"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n = match name.strip_prefix("chatty.log") {
+                Some("") => 0,
+                Some(rest) => rest.trim_start_matches('.').parse().ok()?,
+                None => return None,
+            };
+            Some((n, std::fs::read_to_string(e.path()).unwrap()))
+        })
+        .collect();
+    files.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+    assert!(
+        files.len() >= 4,
+        "rotated into several files: {}",
+        files.len()
+    );
+    let all: Vec<String> = files
+        .iter()
+        .flat_map(|(_, t)| {
+            t.lines()
+                .map(|l| l.splitn(3, ' ').nth(2).unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(all.len(), 5000);
+    for (i, text) in all.iter().enumerate() {
+        assert!(text.starts_with(&format!("{i:05} ")), "line {i}: {text}");
+    }
+    for (_, t) in &files {
+        assert!(
+            t.len() <= 64 * 1024 + 200,
+            "a file outgrew the limit: {}",
+            t.len()
+        );
+    }
+}

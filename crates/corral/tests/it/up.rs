@@ -215,3 +215,56 @@ fn a_service_that_exits_cleanly_ends_up_once_everything_is_done() {
     assert!(out.contains("once   | hello"), "{out}");
     assert!(out.contains("once: exited (exit code 0)"), "{out}");
 }
+
+#[test]
+fn environment_comes_from_dotenv_env_files_and_tables() {
+    let p = Project::new(
+        r#"
+env = { STAGE = "dev", COST = "$$5" }
+
+[tasks.show]
+command = "echo stage=$STAGE db=$DB_URL cost=$COST user=$APP_USER port=$PORT"
+env_file = "app.env"
+env = { DB_URL = "postgres://${APP_USER}@localhost/${STAGE}" }
+"#,
+    );
+    std::fs::write(p.path().join(".env"), "APP_USER=ann\n").unwrap();
+    std::fs::write(
+        p.path().join("app.env"),
+        "# app settings\nAPP_USER=bob\nSTAGE=override-me\n",
+    )
+    .unwrap();
+    let (status, out, _) = p.run(&["run", "-q"]);
+    assert!(status.success(), "{out}");
+    let log = p.read(".corral/logs/show.log");
+    // Later sources win: .env < env_file < the unit's env; the top-level env comes before both.
+    assert!(
+        log.contains(
+            "stage=override-me db=postgres://bob@localhost/override-me cost=$5 user=bob port="
+        ),
+        "{log}"
+    );
+}
+
+#[test]
+fn an_http_probe_that_never_passes_restarts_after_the_start_timeout() {
+    let p = Project::new(
+        r#"
+[services.api]
+command = ["python3", "tcp_server.py"]
+ports = ["auto"]
+readiness = { http = "/", body = "never-there", interval = "100ms", timeout = "100ms", failure_threshold = 2 }
+start_timeout = "100ms"
+restart = { backoff_initial = "50ms", max_restarts = 1 }
+"#,
+    );
+    let mut c = p.start(&["up"]);
+    // 2 × (100 + 100) ms: the start timeout stretched to fit the probe, then a restart.
+    let out = c.wait_for("api: not ready after 400ms", T);
+    assert!(out.contains("restart 1/1"), "{out}");
+    let out = c.wait_for("api: failed: restarted 1 time, giving up", T);
+    assert!(!out.contains("api: ready"), "{out}");
+    c.signal(Signal::SIGINT);
+    c.wait(T);
+    assert_no_leftovers(c.pid);
+}
