@@ -242,8 +242,8 @@ impl UnitSpec {
     }
 }
 
-/// Everything the engine supervises. Units are in dependency order is not required: the engine
-/// works from the edges. Validation (unknown names, cycles) happens in `corral-config`.
+/// Everything the engine supervises. Units may come in any order: the engine works from the
+/// edges. Validation (unknown names, cycles) happens in `corral-config`.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
     pub units: Vec<UnitSpec>,
