@@ -77,6 +77,43 @@ pub enum RunError {
     },
     #[error("cannot start the supervisor: {0}")]
     Setup(std::io::Error),
+    #[error(
+        "another corral (pid {pid}) is already running this project\n  help: stop it first (Ctrl-C in its terminal, or `kill {pid}`)"
+    )]
+    Busy { pid: String },
+}
+
+/// Holds `.corral/corral.lock` while corral runs a project, so that two corrals never
+/// supervise (and write the logs of) the same project at once. The lock is an `flock`, so it
+/// goes away with the process however it dies; the file keeps the holder's PID for the message.
+fn lock_project(state_dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, RunError> {
+    use std::io::{Read, Seek, Write};
+    let path = state_dir.join("corral.lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| RunError::StateDir {
+            path: path.display().to_string(),
+            source,
+        })?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            let _ = lock.set_len(0);
+            let _ = lock.rewind();
+            let _ = write!(lock, "{}", std::process::id());
+            Ok(lock)
+        }
+        Err((mut file, _)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Err(RunError::Busy {
+                pid: pid.trim().to_string(),
+            })
+        }
+    }
 }
 
 enum Msg {
@@ -134,6 +171,7 @@ pub async fn run(project: Project, options: Options) -> Result<Outcome, RunError
         path: log_dir.display().to_string(),
         source,
     })?;
+    let _lock = lock_project(&project.state_dir)?;
     let mut logs = Vec::new();
     for u in &project.units {
         let log = UnitLog::open(&log_dir, &u.name, u.log).map_err(|source| RunError::StateDir {

@@ -268,3 +268,20 @@ restart = { backoff_initial = "50ms", max_restarts = 1 }
     c.wait(T);
     assert_no_leftovers(c.pid);
 }
+
+#[test]
+fn a_second_corral_for_the_same_project_is_refused() {
+    let p = Project::new("[services.s]\ncommand = [\"sleep\", \"30\"]\n");
+    let mut first = p.start(&["up"]);
+    first.wait_for("s: started", T);
+    let (status, _, err) = p.run(&["up"]);
+    assert_eq!(status.code(), Some(1));
+    let want = format!(
+        "another corral (pid {}) is already running this project",
+        first.pid
+    );
+    assert!(err.contains(&want), "{err}");
+    first.signal(Signal::SIGINT);
+    assert!(first.wait(T).success());
+    assert_no_leftovers(first.pid);
+}
