@@ -49,10 +49,8 @@ pub struct UnitOutcome {
     pub kind: Kind,
     pub wanted: bool,
     pub state: State,
-    pub last_exit: Option<ExitStatus>,
     /// Run time of the last process (tasks: how long the task took).
     pub duration: Option<Duration>,
-    pub restarts: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -218,10 +216,14 @@ pub async fn run(project: Project, options: Options) -> Result<Outcome, RunError
         .unwrap_or(&log_dir)
         .display()
         .to_string();
+    let what = if options.names.is_empty() {
+        plural(wanted.len(), "unit")
+    } else {
+        format!("`{}` (with what it depends on)", options.names.join("`, `"))
+    };
     sup.printer
         .system(format!(
-            "{} from {}; logs in {rel_logs}/",
-            plural(wanted.len(), "unit"),
+            "starting {what} from {}; logs in {rel_logs}/",
             sup.project.file.display()
         ))
         .await;
@@ -621,9 +623,7 @@ impl Supervisor {
                     kind: self.engine.plan().get(id).kind,
                     wanted: u.wanted,
                     state: u.state.clone(),
-                    last_exit: u.last_exit,
                     duration,
-                    restarts: u.restarts,
                 }
             })
             .collect();
