@@ -101,7 +101,7 @@ impl RestartMode {
     }
 }
 
-/// Restart budget and backoff. Defaults follow devrig: 10 restarts, 3 within a 2 s startup grace,
+/// Restart budget and backoff. Defaults: 10 restarts, 3 within a 2 s startup grace,
 /// 500 ms doubling to 30 s with 10 % jitter, counters reset after 60 s of stable running.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RestartPolicy {
@@ -233,7 +233,8 @@ impl UnitSpec {
         }
     }
 
-    /// The start timeout after stretching it to fit the readiness probe (zinit's rule).
+    /// The start timeout after stretching it to fit the readiness probe: a probe that is allowed
+    /// to fail `failure_threshold` times must get the time to do so.
     pub fn effective_start_timeout(&self) -> Duration {
         match &self.readiness {
             Some(p) if !p.by_log => self.start_timeout.max(p.time_to_fail()),
