@@ -140,9 +140,18 @@ impl Engine {
 
     /// Every wanted task has finished (or will never run).
     pub fn tasks_settled(&self) -> bool {
+        self.wanted_ended(|kind| kind == Kind::Task)
+    }
+
+    /// Nothing runs and nothing will without the user: every wanted unit has ended.
+    pub fn settled(&self) -> bool {
+        self.all_down() && self.wanted_ended(|_| true)
+    }
+
+    fn wanted_ended(&self, counts: impl Fn(Kind) -> bool) -> bool {
         self.plan.ids().all(|id| {
             let u = &self.units[id.0];
-            self.plan.get(id).kind != Kind::Task || !u.wanted || u.state.is_terminal()
+            !counts(self.plan.get(id).kind) || !u.wanted || u.state.is_terminal()
         })
     }
 

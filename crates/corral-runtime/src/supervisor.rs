@@ -233,7 +233,9 @@ pub async fn run(project: Project, options: Options) -> Result<Outcome, RunError
             if sup.engine.all_down() {
                 break;
             }
-        } else if (options.exit_when_tasks_done && sup.engine.tasks_settled()) || sup.settled() {
+        } else if (options.exit_when_tasks_done && sup.engine.tasks_settled())
+            || sup.engine.settled()
+        {
             sup.handle(Event::Shutdown).await;
             continue;
         }
@@ -272,15 +274,6 @@ async fn futures_join(handles: Vec<JoinHandle<()>>) {
 }
 
 impl Supervisor {
-    /// Nothing is running and nothing ever will without the user: every wanted unit ended.
-    fn settled(&self) -> bool {
-        self.engine.all_down()
-            && self.engine.plan().ids().all(|id| {
-                let u = self.engine.unit(id);
-                !u.wanted || u.state.is_terminal()
-            })
-    }
-
     async fn interrupt(&mut self) {
         if self.engine.is_shutting_down() {
             self.printer
@@ -429,13 +422,8 @@ impl Supervisor {
         let port = self.ports[unit.0];
         let argv = command.to_argv(port);
         let marker = procs::marker(&def.name, instance);
-        let program =
-            procs::resolve_program(&argv[0], &def.env, &def.workdir).ok_or_else(|| {
-                format!(
-                    "command `{}` not found (is it installed and on PATH?)",
-                    argv[0]
-                )
-            })?;
+        let program = procs::resolve_program(&argv[0], &def.env, &def.workdir)
+            .ok_or_else(|| not_found(&argv[0]))?;
         let mut cmd = std::process::Command::new(program);
         cmd.arg0(&argv[0])
             .args(&argv[1..])
@@ -635,15 +623,17 @@ impl Supervisor {
     }
 }
 
+fn not_found(program: &str) -> String {
+    format!("command `{program}` not found (is it installed and on PATH?)")
+}
+
 /// A spawn failure a person can act on.
 fn spawn_error(program: &str, workdir: &std::path::Path, e: std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound if !workdir.is_dir() => {
             format!("working directory `{}` does not exist", workdir.display())
         }
-        std::io::ErrorKind::NotFound => {
-            format!("command `{program}` not found (is it installed and on PATH?)")
-        }
+        std::io::ErrorKind::NotFound => not_found(program),
         std::io::ErrorKind::PermissionDenied => {
             format!("`{program}` is not executable (permission denied)")
         }
