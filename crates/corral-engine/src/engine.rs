@@ -29,6 +29,13 @@ pub struct UnitStatus {
     startup_failures: u32,
     ever_ready: bool,
     restart_after_stop: bool,
+    /// The user asked for this unit to go down (stop, or the first half of a restart).
+    down_requested: bool,
+    /// Start again as soon as the stop requested by the user is done.
+    start_after_stop: bool,
+    /// The user stopped it: it stays down, even when something that depends on it is wanted,
+    /// until the user starts it again.
+    pub held: bool,
     readiness: Streak,
     liveness: Streak,
 }
@@ -55,6 +62,9 @@ impl UnitStatus {
             startup_failures: 0,
             ever_ready: false,
             restart_after_stop: false,
+            down_requested: false,
+            start_after_stop: false,
+            held: false,
             readiness: Streak::default(),
             liveness: Streak::default(),
         }
@@ -161,6 +171,47 @@ impl Engine {
             Event::Up(ids) => self.want(ids),
             Event::Shutdown => self.shutting_down = true,
             Event::ForceKill => self.force_kill(),
+            Event::Start { unit, dependents } => {
+                let ids = self.with_dependents(unit, dependents);
+                self.start(ids);
+            }
+            Event::Stop { unit, dependents } => {
+                for id in self.with_dependents(unit, dependents) {
+                    let u = &mut self.units[id.0];
+                    u.wanted = false;
+                    u.held = true;
+                    u.down_requested = true;
+                    u.start_after_stop = false;
+                }
+            }
+            Event::Restart { unit, dependents } => {
+                let ids = self.with_dependents(unit, dependents);
+                let (live, down): (Vec<UnitId>, Vec<UnitId>) = ids
+                    .into_iter()
+                    .partition(|id| self.units[id.0].state.is_live());
+                for id in live {
+                    let u = &mut self.units[id.0];
+                    u.down_requested = true;
+                    u.start_after_stop = true;
+                }
+                self.start(down);
+            }
+            Event::Adopt {
+                unit,
+                instance,
+                pid,
+                running_for,
+            } => {
+                if unit.0 < self.units.len() && !self.units[unit.0].state.is_live() {
+                    let u = &mut self.units[unit.0];
+                    u.instance = u.instance.max(instance);
+                    u.wanted = true;
+                    self.spawned(unit, pid, now);
+                    let u = &mut self.units[unit.0];
+                    u.started_at = Some(now.checked_sub(running_for).unwrap_or(now));
+                    self.changed(unit, Some(format!("adopted (pid {pid})")));
+                }
+            }
             Event::Spawned {
                 unit,
                 instance,
@@ -235,10 +286,56 @@ impl Engine {
         let mut stack = ids;
         while let Some(id) = stack.pop() {
             let u = &mut self.units[id.0];
-            if u.wanted {
+            if u.wanted || u.held {
                 continue;
             }
             u.wanted = true;
+            stack.extend(self.plan.units[id.0].deps.iter().map(|d| d.unit));
+        }
+    }
+
+    /// `unit`, and with `dependents` everything that (transitively) depends on it.
+    fn with_dependents(&self, unit: UnitId, dependents: bool) -> Vec<UnitId> {
+        if unit.0 >= self.units.len() {
+            return Vec::new();
+        }
+        let mut out = vec![unit];
+        let mut i = 0;
+        while dependents && i < out.len() {
+            for d in &self.dependents[out[i].0] {
+                if !out.contains(d) {
+                    out.push(*d);
+                }
+            }
+            i += 1;
+        }
+        out
+    }
+
+    /// Want these units and their dependencies again. What has ended (failed, skipped, exited)
+    /// goes back to the start line with a fresh budget — except a dependency task that already
+    /// succeeded: it is not run again for a dependent's sake.
+    fn start(&mut self, ids: Vec<UnitId>) {
+        let explicit = ids.clone();
+        let mut seen = vec![false; self.units.len()];
+        let mut stack = ids;
+        while let Some(id) = stack.pop() {
+            if std::mem::replace(&mut seen[id.0], true) {
+                continue;
+            }
+            let kind = self.plan.units[id.0].kind;
+            let u = &mut self.units[id.0];
+            u.wanted = true;
+            u.held = false;
+            u.down_requested = false;
+            let done_task = kind == Kind::Task
+                && matches!(u.state, State::Exited { status } if status.success());
+            let restartable = u.state.is_terminal() || matches!(u.state, State::Backoff { .. });
+            if restartable && (!done_task || explicit.contains(&id)) {
+                u.restarts = 0;
+                u.startup_failures = 0;
+                self.set(id, State::Inactive, None);
+            }
             stack.extend(self.plan.units[id.0].deps.iter().map(|d| d.unit));
         }
     }
@@ -303,10 +400,16 @@ impl Engine {
         // Stopped by a failed probe or start timeout, not by the user: restart it.
         let restart_wanted = std::mem::take(&mut u.restart_after_stop) && !self.shutting_down;
         let stopping = matches!(u.state, State::Stopping { .. });
-        if kind == Kind::Task {
+        let user_stop = std::mem::take(&mut u.down_requested);
+        if std::mem::take(&mut u.start_after_stop) && !self.shutting_down {
+            u.restarts = 0;
+            u.startup_failures = 0;
+            u.wanted = true;
+            self.set(id, State::Inactive, Some(format!("stopped ({status}); starting again")));
+        } else if kind == Kind::Task && !user_stop {
             self.task_finished(id, status.success());
             self.set(id, State::Exited { status }, Some(format!("{status}")));
-        } else if stopping && !restart_wanted {
+        } else if (stopping && !restart_wanted) || user_stop {
             self.set(id, State::Inactive, Some(format!("stopped ({status})")));
         } else {
             // A failed probe or start timeout made us stop it: that is a failure whatever the
@@ -578,8 +681,12 @@ impl Engine {
     /// Start what can start, block what cannot, and during shutdown stop what may stop.
     fn evaluate(&mut self) {
         if self.shutting_down {
-            self.stop_pass();
+            self.stop_pass(|_| true);
             return;
+        }
+        if self.units.iter().any(|u| u.down_requested) {
+            let down: Vec<bool> = self.units.iter().map(|u| u.down_requested).collect();
+            self.stop_pass(|id| down[id.0]);
         }
         // Starting a target can satisfy others at once, so repeat until nothing moves. Each pass
         // that repeats starts at least one unit, so this ends.
@@ -664,20 +771,43 @@ impl Engine {
         false
     }
 
-    fn stop_pass(&mut self) {
+    /// Stop the units `stopping` selects, each once none of its dependents that is also being
+    /// stopped has a process any more: reverse dependency order.
+    fn stop_pass(&mut self, stopping: impl Fn(UnitId) -> bool) {
         loop {
             let mut moved = false;
             for i in 0..self.units.len() {
                 let id = UnitId(i);
+                if !stopping(id) {
+                    continue;
+                }
                 let dependents_down = self.dependents[i]
                     .iter()
-                    .all(|d| !self.units[d.0].state.is_live());
+                    .all(|d| !stopping(*d) || !self.units[d.0].state.is_live());
                 match self.units[i].state {
-                    State::Blocked { .. } | State::Backoff { .. } => {
-                        self.set(id, State::Inactive, None);
+                    State::Blocked { .. } | State::Backoff { .. } | State::Inactive => {
+                        // Nothing runs: a stop is done at once, a restart starts now.
+                        let u = &mut self.units[i];
+                        u.down_requested = false;
+                        if std::mem::take(&mut u.start_after_stop) {
+                            u.wanted = true;
+                        }
+                        if self.units[i].state != State::Inactive {
+                            self.set(id, State::Inactive, None);
+                        }
+                    }
+                    State::Exited { .. } | State::Failed { .. } | State::Skipped { .. } => {
+                        let u = &mut self.units[i];
+                        u.down_requested = false;
+                        u.start_after_stop = false;
                     }
                     State::Running { .. } if dependents_down => {
                         if self.plan.units[i].kind == Kind::Target {
+                            let u = &mut self.units[i];
+                            u.down_requested = false;
+                            if std::mem::take(&mut u.start_after_stop) {
+                                u.wanted = true;
+                            }
                             self.set(id, State::Inactive, None);
                             moved = true;
                         } else {

@@ -127,6 +127,22 @@ pub enum Event {
     Shutdown,
     /// Kill everything now (a second Ctrl-C).
     ForceKill,
+    /// The user starts a unit (again), with what it depends on; `dependents`: and everything
+    /// that depends on it. Failed, exited and skipped units get a fresh restart budget.
+    Start { unit: UnitId, dependents: bool },
+    /// The user stops a unit (and, with `dependents`, everything that depends on it, first).
+    /// It stays down until started again.
+    Stop { unit: UnitId, dependents: bool },
+    /// Stop, then start again at once (no backoff), dependents too if asked.
+    Restart { unit: UnitId, dependents: bool },
+    /// A process found running after a daemon restart belongs to this unit: supervise it as
+    /// instance `instance`, as if it had just been spawned `running_for` ago.
+    Adopt {
+        unit: UnitId,
+        instance: u64,
+        pid: u32,
+        running_for: Duration,
+    },
     Spawned {
         unit: UnitId,
         instance: u64,

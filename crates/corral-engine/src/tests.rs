@@ -764,3 +764,173 @@ fn simulate(seed: u64) {
         }
     }
 }
+
+fn chain() -> World {
+    // db ← api ← web, and an unrelated `other`.
+    let names = ["db", "api", "web", "other"];
+    let db = UnitSpec::new("db", Kind::Service);
+    let mut api = UnitSpec::new("api", Kind::Service);
+    api.deps.push(dep(&names, "db", Condition::Started));
+    let mut web = UnitSpec::new("web", Kind::Service);
+    web.deps.push(dep(&names, "api", Condition::Started));
+    let other = UnitSpec::new("other", Kind::Service);
+    let mut w = World::new(plan(vec![db, api, web, other]));
+    w.up_all();
+    w.run_until(MS * 10);
+    w
+}
+
+fn signal_order(w: &World) -> Vec<String> {
+    w.signals
+        .iter()
+        .map(|(_, u)| w.eng.plan().get(*u).name.clone())
+        .collect()
+}
+
+#[test]
+fn user_stop_with_dependents_goes_in_reverse_order_and_stays_down() {
+    let mut w = chain();
+    let db = w.id("db");
+    for name in ["db", "api", "web"] {
+        w.behaviour.insert(w.id(name), Behaviour::SlowStop(MS * 20));
+    }
+    w.send(Event::Stop {
+        unit: db,
+        dependents: true,
+    });
+    w.run_until(Duration::from_secs(120));
+    assert_eq!(signal_order(&w), ["web", "api", "db"]);
+    for name in ["db", "api", "web"] {
+        assert_eq!(w.state(name), State::Inactive, "{name}");
+        assert_eq!(w.spawn_count(name), 1, "{name} must stay down");
+    }
+    assert!(matches!(w.state("other"), State::Running { .. }));
+}
+
+#[test]
+fn user_stop_without_dependents_leaves_them_running() {
+    let mut w = chain();
+    let api = w.id("api");
+    w.send(Event::Stop {
+        unit: api,
+        dependents: false,
+    });
+    w.run_until(Duration::from_secs(5));
+    assert_eq!(signal_order(&w), ["api"]);
+    assert_eq!(w.state("api"), State::Inactive);
+    assert!(matches!(w.state("web"), State::Running { .. }));
+    // Started again, it comes back; its dependency was never stopped.
+    w.send(Event::Start {
+        unit: api,
+        dependents: false,
+    });
+    assert!(matches!(w.state("api"), State::Running { .. }));
+    assert_eq!(w.spawn_count("api"), 2);
+    assert_eq!(w.spawn_count("db"), 1);
+}
+
+#[test]
+fn restart_with_dependents_stops_in_reverse_and_starts_in_order_without_backoff() {
+    let mut w = chain();
+    let api = w.id("api");
+    let before = w.now;
+    w.send(Event::Restart {
+        unit: api,
+        dependents: true,
+    });
+    w.run_until(MS * 20);
+    assert_eq!(signal_order(&w), ["web", "api"]);
+    assert_eq!(w.spawn_count("api"), 2);
+    assert_eq!(w.spawn_count("web"), 2);
+    assert_eq!(w.spawn_count("db"), 1);
+    // No backoff: both were back at the moment their stop ended.
+    assert!(w.spawns.iter().all(|(t, _)| *t <= before + MS * 10));
+    assert_eq!(w.eng.unit(api).restarts, 0);
+    assert!(matches!(w.state("web"), State::Running { .. }));
+}
+
+#[test]
+fn start_gives_a_failed_unit_a_fresh_budget() {
+    let mut s = UnitSpec::new("bad", Kind::Service);
+    s.restart.max_restarts = 1;
+    s.restart.startup_grace = Duration::ZERO;
+    let mut w = World::new(plan(vec![s]));
+    let id = w.id("bad");
+    w.behaviour.insert(id, Behaviour::ExitAfter(MS * 10, 1));
+    w.up_all();
+    w.run_until(Duration::from_secs(10));
+    assert!(matches!(w.state("bad"), State::Failed { .. }));
+    assert_eq!(w.spawn_count("bad"), 2);
+    w.behaviour.insert(id, Behaviour::Forever);
+    w.send(Event::Start {
+        unit: id,
+        dependents: false,
+    });
+    assert!(matches!(w.state("bad"), State::Running { .. }));
+    assert_eq!(w.spawn_count("bad"), 3);
+}
+
+#[test]
+fn adopted_units_are_not_spawned_again_and_keep_counting_instances() {
+    let names = ["db", "api"];
+    let mut db = UnitSpec::new("db", Kind::Service);
+    db.readiness = Some(probe(100, 3));
+    let mut api = UnitSpec::new("api", Kind::Service);
+    api.deps.push(dep(&names, "db", Condition::Healthy));
+    let mut w = World::new(plan(vec![db, api]));
+    let (db, api) = (w.id("db"), w.id("api"));
+    for (unit, instance, pid) in [(db, 7, 4000), (api, 3, 4001)] {
+        w.live.insert(unit, instance);
+        w.send(Event::Adopt {
+            unit,
+            instance,
+            pid,
+            running_for: Duration::from_secs(30),
+        });
+    }
+    w.up_all();
+    w.run_until(MS * 500);
+    assert_eq!(w.spawns.len(), 0, "adopted units must not be spawned");
+    assert_eq!(
+        w.state("db"),
+        State::Running {
+            pid: 4000,
+            ready: true
+        }
+    );
+    // Its later exit is noticed and the policy applies, under a new instance number.
+    w.send(Event::Exited {
+        unit: api,
+        instance: 3,
+        status: ExitStatus::Code(1),
+    });
+    w.live.remove(&api);
+    w.run_until(Duration::from_secs(2));
+    assert_eq!(w.spawn_count("api"), 1);
+    assert_eq!(w.eng.unit(api).instance, 4);
+}
+
+#[test]
+fn a_stopped_unit_is_held_down_until_started() {
+    let names = ["db", "api"];
+    let db = UnitSpec::new("db", Kind::Service);
+    let mut api = UnitSpec::new("api", Kind::Service);
+    api.deps.push(dep(&names, "db", Condition::Started));
+    let mut w = World::new(plan(vec![db, api]));
+    let db = w.id("db");
+    // As after a daemon restart: the stored "stopped" is applied before `up`.
+    w.send(Event::Stop {
+        unit: db,
+        dependents: false,
+    });
+    w.up_all();
+    w.run_until(Duration::from_secs(5));
+    assert_eq!(w.spawns.len(), 0);
+    assert!(matches!(w.state("api"), State::Blocked { .. }));
+    w.send(Event::Start {
+        unit: db,
+        dependents: false,
+    });
+    assert!(matches!(w.state("db"), State::Running { .. }));
+    assert!(matches!(w.state("api"), State::Running { .. }));
+}
