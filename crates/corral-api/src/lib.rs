@@ -1,1 +1,28 @@
-//! placeholder
+//! # corral-api: the HTTP API
+//!
+//! ## Theory of operation
+//!
+//! [`server::router`] is an axum router over a [`corral_runtime::Control`]: every handler turns
+//! a request into a `Command` for the supervisor (which owns all state) or subscribes to its
+//! event and output broadcasts. Nothing here holds state of its own, so the API cannot disagree
+//! with the supervisor.
+//!
+//! It is served on a Unix socket in the state dir (mode 0600: only the user gets in), and
+//! optionally on loopback TCP for the dashboard and remote tools, where every request needs a
+//! token and a loopback Host header ([`auth`]).
+//!
+//! Errors are JSON `{"code": "...", "message": "..."}` with a 4xx status for bad input; a slow
+//! client of a stream is dropped behind (it is told how many events it missed), never waited on.
+//!
+//! [`client`] is the other end, used by the CLI: HTTP/1.1 over the Unix socket with hyper.
+//! `openapi.json` next to this crate describes every route; a test keeps it in step.
+
+pub mod auth;
+pub mod client;
+pub mod server;
+pub mod wire;
+
+pub use server::{router, serve_tcp, serve_unix, socket_path};
+
+/// The OpenAPI document, as kept in the repository.
+pub const OPENAPI: &str = include_str!("../openapi.json");

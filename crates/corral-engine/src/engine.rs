@@ -135,6 +135,13 @@ impl Engine {
         &self.units[id.0].state
     }
 
+    /// Carry a restart count over from an earlier life of the daemon.
+    pub fn set_restarts(&mut self, id: UnitId, restarts: u32) {
+        if let Some(u) = self.units.get_mut(id.0) {
+            u.restarts = restarts;
+        }
+    }
+
     pub fn dependents(&self, id: UnitId) -> &[UnitId] {
         &self.dependents[id.0]
     }

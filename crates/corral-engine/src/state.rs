@@ -11,6 +11,8 @@ use crate::plan::{Condition, UnitId};
 pub enum ExitStatus {
     Code(i32),
     Signal(i32),
+    /// An adopted process ended: it was not our child, so its status could not be collected.
+    Unknown,
 }
 
 impl ExitStatus {
@@ -24,6 +26,7 @@ impl fmt::Display for ExitStatus {
         match self {
             ExitStatus::Code(c) => write!(f, "exit code {c}"),
             ExitStatus::Signal(s) => write!(f, "signal {s}"),
+            ExitStatus::Unknown => write!(f, "exit status unknown (adopted process)"),
         }
     }
 }

@@ -22,12 +22,17 @@
 //! and reaped. cgroup v2 `cgroup.kill` would make this exact; it is not used yet (these hosts run
 //! cgroup v1).
 
+pub mod keeper;
 pub mod logs;
 pub mod ports;
 pub mod printer;
 pub mod probe;
 pub mod procs;
 pub mod reaper;
+pub mod sockpath;
 pub mod supervisor;
 
-pub use supervisor::{Options, Outcome, RunError, UnitOutcome, run};
+pub use supervisor::{
+    Command, CommandError, Control, LineNotice, Notice, Options, Outcome, Reply, RunError, Snapshot,
+    Supervisor, UnitOutcome, UnitView, prepare, run,
+};

@@ -10,16 +10,12 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use corral_config::LogSettings;
-use corral_engine::{Event, ProbeKind, UnitId};
 use regex::Regex;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
-
-use crate::printer::Printer;
 
 /// A line longer than this is cut into pieces of this size (never dropped).
 pub const MAX_LINE: usize = 64 * 1024;
@@ -31,7 +27,7 @@ pub enum Stream {
 }
 
 impl Stream {
-    fn tag(self) -> &'static str {
+    pub fn tag(self) -> &'static str {
         match self {
             Stream::Stdout => "out",
             Stream::Stderr => "err",
@@ -39,72 +35,73 @@ impl Stream {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogLine {
     pub time: SystemTime,
     pub stream: Stream,
     pub text: String,
 }
 
-/// A unit's log: the ring in memory and the file on disk. Shared by the pumps of successive
-/// instances, so a restart continues the same file.
-pub struct UnitLog {
-    ring: Mutex<VecDeque<LogLine>>,
-    capacity: usize,
-    file: Mutex<LogFile>,
+/// Which lines of a log to return.
+#[derive(Clone, Debug, Default)]
+pub struct Query {
+    /// Only the last N (after the other filters).
+    pub tail: Option<usize>,
+    /// Only lines at or after this time.
+    pub since: Option<SystemTime>,
+    /// Only lines matching this pattern.
+    pub grep: Option<Regex>,
 }
 
-impl UnitLog {
-    pub fn open(dir: &Path, name: &str, settings: LogSettings) -> io::Result<UnitLog> {
-        Ok(UnitLog {
-            ring: Mutex::new(VecDeque::new()),
-            capacity: settings.ring_lines,
-            file: Mutex::new(LogFile::open(dir.join(format!("{name}.log")), settings)?),
-        })
-    }
-
-    /// The last `n` lines kept in memory, oldest first.
-    pub fn tail(&self, n: usize) -> Vec<LogLine> {
-        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        ring.iter()
-            .skip(ring.len().saturating_sub(n))
-            .cloned()
-            .collect()
-    }
-
-    pub fn path(&self) -> PathBuf {
-        self.file
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .path
-            .clone()
-    }
-
-    fn record(&self, time: SystemTime, stream: Stream, lines: &[&[u8]]) {
-        let stamp = humantime::format_rfc3339_millis(time).to_string();
-        {
-            let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-            file.write_lines(&stamp, stream, lines);
-        }
-        if self.capacity == 0 {
-            return;
-        }
-        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        for line in lines {
-            if ring.len() == self.capacity {
-                ring.pop_front();
+/// Read a unit's log files (rotated ones first, oldest first) and return the lines `query`
+/// selects, oldest first. The files are the truth: they hold what the keeper wrote while no
+/// daemon was listening, too.
+pub fn query(dir: &Path, name: &str, keep_files: u32, query: &Query) -> io::Result<Vec<LogLine>> {
+    let base = dir.join(format!("{name}.log"));
+    let mut paths: Vec<PathBuf> = (1..=keep_files)
+        .rev()
+        .map(|n| PathBuf::from(format!("{}.{n}", base.display())))
+        .collect();
+    paths.push(base);
+    let mut out = VecDeque::new();
+    for path in paths {
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for raw in data.split(|b| *b == b'\n') {
+            let Some(line) = parse_line(raw) else { continue };
+            if query.since.is_some_and(|s| line.time < s) {
+                continue;
             }
-            ring.push_back(LogLine {
-                time,
-                stream,
-                text: String::from_utf8_lossy(line).into_owned(),
-            });
+            if query.grep.as_ref().is_some_and(|g| !g.is_match(&line.text)) {
+                continue;
+            }
+            out.push_back(line);
+            if query.tail.is_some_and(|n| out.len() > n) {
+                out.pop_front();
+            }
         }
     }
+    Ok(out.into())
+}
+
+/// One line of a log file: `<rfc3339 time> <out|err> <text>`.
+fn parse_line(raw: &[u8]) -> Option<LogLine> {
+    let mut parts = raw.splitn(3, |b| *b == b' ');
+    let time = humantime::parse_rfc3339(std::str::from_utf8(parts.next()?).ok()?).ok()?;
+    let stream = match parts.next()? {
+        b"out" => Stream::Stdout,
+        b"err" => Stream::Stderr,
+        _ => return None,
+    };
+    let text = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+    Some(LogLine { time, stream, text })
 }
 
 /// `<name>.log`, rotated to `<name>.log.1` … `.N` when it grows past the limit.
-struct LogFile {
+pub struct LogFile {
     path: PathBuf,
     file: File,
     /// One chunk's lines, formatted, so each chunk is one `write`. Empty (no allocation) while
@@ -116,7 +113,7 @@ struct LogFile {
 }
 
 impl LogFile {
-    fn open(path: PathBuf, settings: LogSettings) -> io::Result<LogFile> {
+    pub fn open(path: PathBuf, settings: LogSettings) -> io::Result<LogFile> {
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
         Ok(LogFile {
@@ -131,10 +128,11 @@ impl LogFile {
 
     /// Lines go out as `<time> <out|err> <text>`. Writes are plain blocking writes to the page
     /// cache: cheaper than a hop to a blocking thread for every chunk.
-    fn write_lines(&mut self, stamp: &str, stream: Stream, lines: &[&[u8]]) {
+    pub fn write_lines(&mut self, time: SystemTime, stream: Stream, lines: &[Vec<u8>]) {
         if self.broken {
             return;
         }
+        let stamp = humantime::format_rfc3339_millis(time).to_string();
         for line in lines {
             let before = self.buf.len();
             self.buf.extend_from_slice(stamp.as_bytes());
@@ -190,23 +188,10 @@ impl LogFile {
     }
 }
 
-/// What a pump watches the output for.
-#[derive(Clone, Default)]
-pub struct Watch {
-    /// Report `Event::LogReady` on the first match.
-    pub log_ready: Option<Regex>,
-    /// Report a passing readiness probe on the first match.
-    pub readiness: Option<Regex>,
-}
-
-pub struct Pump {
-    pub unit: UnitId,
-    pub instance: u64,
-    pub log: Arc<UnitLog>,
-    pub printer: Printer,
-    pub watch: Watch,
-    /// Delivers events to the supervisor.
-    pub events: Box<dyn Fn(Event) + Send + Sync>,
+/// Reads an instance's stdout and stderr until both close, and hands each chunk's complete
+/// lines to `sink`.
+pub struct Pump<F: FnMut(Stream, &[Vec<u8>])> {
+    pub sink: F,
 }
 
 /// Splits a byte stream into lines, carrying a partial line between reads.
@@ -251,7 +236,7 @@ fn push_cut(line: Vec<u8>, out: &mut Vec<Vec<u8>>) {
     }
 }
 
-impl Pump {
+impl<F: FnMut(Stream, &[Vec<u8>])> Pump<F> {
     /// Read both pipes until both are closed.
     pub async fn run(mut self, stdout: Option<pipe::Receiver>, stderr: Option<pipe::Receiver>) {
         let mut out = stdout;
@@ -293,50 +278,11 @@ impl Pump {
             }
             let stream = splitter.stream;
             if !lines.is_empty() {
-                self.deliver(stream, &lines);
+                (self.sink)(stream, &lines);
             }
         }
     }
 
-    fn deliver(&mut self, stream: Stream, lines: &[Vec<u8>]) {
-        let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
-        self.log.record(SystemTime::now(), stream, &refs);
-        for line in lines {
-            self.printer.line(self.unit, stream, line);
-        }
-        if self.watch.log_ready.is_some() || self.watch.readiness.is_some() {
-            for line in lines {
-                let text = String::from_utf8_lossy(line);
-                if self
-                    .watch
-                    .log_ready
-                    .as_ref()
-                    .is_some_and(|r| r.is_match(&text))
-                {
-                    self.watch.log_ready = None;
-                    (self.events)(Event::LogReady {
-                        unit: self.unit,
-                        instance: self.instance,
-                    });
-                }
-                if self
-                    .watch
-                    .readiness
-                    .as_ref()
-                    .is_some_and(|r| r.is_match(&text))
-                {
-                    self.watch.readiness = None;
-                    (self.events)(Event::ProbeResult {
-                        unit: self.unit,
-                        instance: self.instance,
-                        probe: ProbeKind::Readiness,
-                        ok: true,
-                        detail: format!("line matched: {text}"),
-                    });
-                }
-            }
-        }
-    }
 }
 
 /// Read from a pipe; an error counts as end of stream.
@@ -391,15 +337,33 @@ mod tests {
             max_file_bytes: 100,
             keep_files: 2,
         };
-        let log = UnitLog::open(&dir, "svc", settings).unwrap();
-        let line = [b'y'; 40];
-        for _ in 0..20 {
-            log.record(SystemTime::now(), Stream::Stdout, &[&line]);
+        let mut log = LogFile::open(dir.join("svc.log"), settings).unwrap();
+        for i in 0..20 {
+            let line = format!("{i:02}{}", "y".repeat(38)).into_bytes();
+            log.write_lines(SystemTime::now(), Stream::Stdout, &[line]);
         }
         assert!(dir.join("svc.log.1").exists());
         assert!(dir.join("svc.log.2").exists());
         assert!(!dir.join("svc.log.3").exists());
-        assert_eq!(log.tail(10).len(), 3);
+        // A query reads the rotated files too, in order.
+        let all = query(&dir, "svc", 2, &Query::default()).unwrap();
+        let numbers: Vec<&str> = all.iter().map(|l| &l.text[..2]).collect();
+        let mut sorted = numbers.clone();
+        sorted.sort();
+        assert_eq!(numbers, sorted);
+        assert_eq!(numbers.last(), Some(&"19"));
+        let q = Query {
+            tail: Some(2),
+            grep: Some(Regex::new("^1[0-8]").unwrap()),
+            since: None,
+        };
+        let got: Vec<String> = query(&dir, "svc", 2, &q)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.text[..2].to_string())
+            .collect();
+        // The files kept hold lines 10–19 (older ones rotated away); of 10–18, the last two.
+        assert_eq!(got, ["17", "18"]);
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -43,6 +43,48 @@ pub fn read_stat(pid: i32) -> Option<ProcInfo> {
     })
 }
 
+/// When the process started, in clock ticks since boot (field 22 of `stat`). With the PID it
+/// names one process for good: a reused PID has a later start time.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    if rest.starts_with('Z') {
+        return None;
+    }
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// How long ago a process with this start time started.
+pub fn age(start_time: u64) -> Option<std::time::Duration> {
+    let uptime: f64 = fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(std::time::Duration::from_secs_f64(
+        (uptime - start_time as f64 / ticks).max(0.0),
+    ))
+}
+
+/// Live processes anywhere on the machine (that we may read) carrying `marker`, with their
+/// descendants. Used for instances we did not start in this life of the daemon: their orphans
+/// were re-parented to init, not to us.
+pub fn with_marker(marker: &str) -> Vec<i32> {
+    let all = snapshot();
+    let children = children_map(&all);
+    let mut found: HashSet<i32> = HashSet::new();
+    for p in &all {
+        if !p.zombie && !found.contains(&p.pid) && env_var(p.pid, MARKER_VAR).as_deref() == Some(marker) {
+            found.extend(tree(&children, p.pid));
+        }
+    }
+    let alive: HashSet<i32> = all.iter().filter(|p| !p.zombie).map(|p| p.pid).collect();
+    found.into_iter().filter(|p| alive.contains(p)).collect()
+}
+
 /// Every process we can see.
 pub fn snapshot() -> Vec<ProcInfo> {
     let Ok(dir) = fs::read_dir("/proc") else {
@@ -267,4 +309,43 @@ pub fn resolve_program(
         })
         .map(|dir| dir.join(program))
         .find(|p| executable(p))
+}
+
+/// A process watched through a pidfd: it cannot be confused with a later process that gets the
+/// same PID, and it becomes readable when the process ends. Linux 5.3+.
+pub struct PidFd(std::os::fd::OwnedFd);
+
+impl PidFd {
+    pub fn open(pid: u32) -> std::io::Result<PidFd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor or -1.
+        let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the descriptor was just created and is owned by nobody else.
+        Ok(PidFd(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    /// Whether the process has ended (poll with zero timeout).
+    pub fn exited(&self) -> bool {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+    }
+
+    /// Wait until the process ends.
+    pub async fn wait(self) {
+        // SAFETY: the AsyncFd owns the descriptor, so it stays open while it is registered.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(self.0, tokio::io::Interest::READABLE)
+        };
+        match fd {
+            Ok(fd) => {
+                let _ = fd.readable().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    }
 }

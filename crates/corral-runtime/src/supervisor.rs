@@ -1,7 +1,17 @@
-//! The supervisor loop: one task owns the engine. Everything else — process waiters, output
-//! pumps, probe runs, timers, OS signals — sends it events over a channel; the loop feeds each
-//! event to the engine and carries out the effects. No state is shared behind locks except the
-//! reaper's table of un-reaped PIDs and each unit's log.
+//! The supervisor loop: one task owns the engine. Everything else — process waiters, the
+//! keeper's tap, probe runs, timers, OS signals, API requests — sends it messages over a
+//! channel; the loop feeds each event to the engine and carries out the effects. No state is
+//! shared behind locks except the reaper's table of un-reaped PIDs.
+//!
+//! What must outlive the daemon goes to the store inside the same step: instance records
+//! (PID + start time + marker) when a process starts and when it ends, held units, auto ports,
+//! restart counters, and the event history — one transaction per message handled.
+//!
+//! On start, instance records left by an earlier daemon are checked: a process that is still
+//! the same process (PID and start time match, and it carries the recorded marker) is adopted —
+//! watched through a pidfd, its output still flowing through the keeper — and anything else
+//! that carries the marker is killed before the unit is started afresh. So there is never a
+//! second instance, and never an orphan.
 //!
 //! Where the OS is touched: `spawn` (fork/exec), `signal_batch` (stop signals and SIGKILL to a
 //! group and its strays), `sweep` (orphans left by exited instances), `final_sweep` (nothing
@@ -9,19 +19,22 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use corral_config::{Check, PortDecl, Project};
 use corral_engine::{Effect, Engine, Event, ExitStatus, Kind, State, UnitId};
+use corral_store::{InstanceRecord, Store};
 use nix::sys::signal::Signal;
-use tokio::net::unix::pipe;
+use regex::Regex;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
-use tokio::task::JoinHandle;
+use tokio::sync::{broadcast, oneshot};
 
-use crate::logs::{Pump, UnitLog, Watch};
+use crate::keeper::{Attach, KeeperLink, TapMsg};
+use crate::logs::Stream;
 use crate::printer::Printer;
 use crate::probe::{self, ExecContext};
 use crate::reaper::Reaper;
@@ -40,6 +53,10 @@ pub struct Options {
     pub quiet: bool,
     /// Seed for backoff jitter. Default: from the clock.
     pub seed: Option<u64>,
+    /// Keep running when every unit has ended (a daemon ends only when told to).
+    pub stay: bool,
+    /// The corral binary, to start the keeper with (`corral __keeper STATE_DIR`).
+    pub exe: PathBuf,
 }
 
 /// How each unit ended up.
@@ -76,15 +93,19 @@ pub enum RunError {
     #[error("cannot start the supervisor: {0}")]
     Setup(std::io::Error),
     #[error(
-        "another corral (pid {pid}) is already running this project\n  help: stop it first (Ctrl-C in its terminal, or `kill {pid}`)"
+        "another corral (pid {pid}) is already running this project\n  help: talk to it (`corral ps`), or stop it first (`corral down`, or Ctrl-C in its terminal)"
     )]
     Busy { pid: String },
+    #[error("{0}")]
+    Store(#[from] corral_store::StoreError),
+    #[error("cannot start the log keeper: {0}")]
+    Keeper(std::io::Error),
 }
 
 /// Holds `.corral/corral.lock` while corral runs a project, so that two corrals never
 /// supervise (and write the logs of) the same project at once. The lock is an `flock`, so it
 /// goes away with the process however it dies; the file keeps the holder's PID for the message.
-fn lock_project(state_dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, RunError> {
+pub fn lock_project(state_dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, RunError> {
     use std::io::{Read, Seek, Write};
     let path = state_dir.join("corral.lock");
     let file = std::fs::OpenOptions::new()
@@ -118,32 +139,193 @@ enum Msg {
     Event(Event),
     /// Look for processes left behind by instances that have exited.
     Sweep,
+    Tap(TapMsg),
+    Request(Request),
 }
 
-/// A process we started for a unit and have not seen exit yet.
+/// What a client (the API) asks of the supervisor.
+#[derive(Clone, Debug)]
+pub enum Command {
+    Start { name: String, dependents: bool },
+    Stop { name: String, dependents: bool },
+    Restart { name: String, dependents: bool },
+    Signal { name: String, signal: i32 },
+    /// Stop everything in reverse order, then end.
+    Shutdown,
+    Snapshot,
+    /// The last N events of the stored history.
+    History(usize),
+}
+
+#[derive(Debug)]
+pub enum Reply {
+    Done(String),
+    Snapshot(Snapshot),
+    History(Vec<Notice>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("no unit named `{name}`{}", match .suggestion { Some(s) => format!(" (did you mean `{s}`?)"), None => String::new() })]
+    UnknownUnit {
+        name: String,
+        suggestion: Option<String>,
+    },
+    #[error("`{0}` has no running process")]
+    NotRunning(String),
+    #[error("corral is shutting down")]
+    ShuttingDown,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub struct Request {
+    command: Command,
+    reply: oneshot::Sender<Result<Reply, CommandError>>,
+}
+
+/// One unit as clients see it.
+#[derive(Clone, Debug)]
+pub struct UnitView {
+    pub name: String,
+    pub kind: Kind,
+    pub state: &'static str,
+    pub pid: Option<u32>,
+    pub ready: bool,
+    pub uptime: Option<Duration>,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+    /// Readiness as people read it: `ready`, `not ready: <last failure>`, or none (no probe).
+    pub health: Option<String>,
+    pub ports: Vec<u16>,
+    /// What a blocked unit waits on, as `name (condition)`.
+    pub waiting_on: Vec<String>,
+    /// Why a unit failed or was skipped.
+    pub reason: Option<String>,
+    pub depends_on: Vec<(String, String)>,
+    pub held: bool,
+    pub wanted: bool,
+    pub adopted: bool,
+    pub keep_files: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub units: Vec<UnitView>,
+    pub shutting_down: bool,
+    pub pid: u32,
+    pub started: SystemTime,
+    pub file: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+/// Something that happened, for the event stream and history.
+#[derive(Clone, Debug)]
+pub struct Notice {
+    pub time: SystemTime,
+    pub unit: String,
+    /// `state` (a state change), `probe` (a health check result).
+    pub kind: &'static str,
+    /// The unit's state after it happened.
+    pub state: String,
+    pub message: String,
+}
+
+/// One line of output, for `logs -f`.
+#[derive(Clone, Debug)]
+pub struct LineNotice {
+    pub unit: String,
+    pub time: SystemTime,
+    pub stream: Stream,
+    pub text: String,
+}
+
+/// The handle clients hold: send commands, subscribe to events and output.
+#[derive(Clone)]
+pub struct Control {
+    tx: UnboundedSender<Msg>,
+    notices: broadcast::Sender<Arc<Notice>>,
+    lines: broadcast::Sender<Arc<LineNotice>>,
+    pub log_dir: PathBuf,
+}
+
+impl Control {
+    /// Ask the supervisor; fails with ShuttingDown if it has already ended.
+    pub async fn ask(&self, command: Command) -> Result<Reply, CommandError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Request(Request { command, reply }))
+            .map_err(|_| CommandError::ShuttingDown)?;
+        rx.await.map_err(|_| CommandError::ShuttingDown)?
+    }
+
+    pub async fn snapshot(&self) -> Result<Snapshot, CommandError> {
+        match self.ask(Command::Snapshot).await? {
+            Reply::Snapshot(s) => Ok(s),
+            _ => Err(CommandError::Invalid("unexpected reply".into())),
+        }
+    }
+
+    pub fn notices(&self) -> broadcast::Receiver<Arc<Notice>> {
+        self.notices.subscribe()
+    }
+
+    pub fn lines(&self) -> broadcast::Receiver<Arc<LineNotice>> {
+        self.lines.subscribe()
+    }
+}
+
+/// What the supervisor watches an instance's output for.
+#[derive(Clone, Default)]
+struct Watch {
+    /// Report `Event::LogReady` on the first match.
+    log_ready: Option<Regex>,
+    /// Report a passing readiness probe on the first match.
+    readiness: Option<Regex>,
+}
+
+/// A process we started (or adopted) for a unit and have not seen exit yet.
 struct Live {
     instance: u64,
     pid: u32,
     marker: String,
+    /// Adopted from an earlier daemon: not our child, watched through a pidfd.
+    adopted: Option<procs::PidFd>,
+    watch: Watch,
 }
 
-struct Supervisor {
+pub struct Supervisor {
     project: Project,
+    options: Options,
     engine: Engine,
     reaper: Reaper,
     printer: Printer,
+    printer_thread: Option<crate::printer::PrinterThread>,
     tx: UnboundedSender<Msg>,
-    logs: Vec<Arc<UnitLog>>,
+    rx: UnboundedReceiver<Msg>,
+    keeper: KeeperLink,
+    store: Store,
+    notices: broadcast::Sender<Arc<Notice>>,
+    lines: broadcast::Sender<Arc<LineNotice>>,
     /// The first port of each unit, once known (auto ports are chosen once and kept).
     ports: Vec<Option<u16>>,
     live: Vec<Option<Live>>,
-    pumps: Vec<JoinHandle<()>>,
+    /// Instances whose output the keeper has not finished yet.
+    draining: HashSet<(String, u64)>,
+    /// Stored held flags and restart counts, to write only what changed.
+    held: Vec<bool>,
+    restarts: Vec<u32>,
+    adopt: Vec<(UnitId, InstanceRecord)>,
+    wanted: Vec<UnitId>,
+    pending_notices: Vec<Arc<Notice>>,
     sweep_pending: bool,
+    started: SystemTime,
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
-/// Run the project in the foreground until it is done or interrupted.
-pub async fn run(project: Project, options: Options) -> Result<Outcome, RunError> {
-    let started = Instant::now();
+/// Set up everything the supervisor needs (state dir, lock, store, keeper, reaper) and decide
+/// what to adopt. Call inside the tokio runtime; then serve `Control` and `run` the supervisor.
+pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Control), RunError> {
     let mut wanted = Vec::new();
     for name in &options.names {
         match project.plan.find(name) {
@@ -169,25 +351,52 @@ pub async fn run(project: Project, options: Options) -> Result<Outcome, RunError
         path: log_dir.display().to_string(),
         source,
     })?;
-    let _lock = lock_project(&project.state_dir)?;
-    let mut logs = Vec::new();
-    for u in &project.units {
-        let log = UnitLog::open(&log_dir, &u.name, u.log).map_err(|source| RunError::StateDir {
-            path: log_dir.join(&u.name).display().to_string(),
-            source,
-        })?;
-        logs.push(Arc::new(log));
-    }
-
+    let lock = lock_project(&project.state_dir)?;
+    let store = Store::open(&project.state_dir)?;
     let reaper = Reaper::start().map_err(RunError::Setup)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Setup)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Setup)?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(RunError::Setup)?;
+    let (tx, rx): (UnboundedSender<Msg>, UnboundedReceiver<Msg>) = unbounded_channel();
+
+    let keeper = {
+        let tap_tx = tx.clone();
+        let exe = options.exe.clone();
+        let state_dir = project.state_dir.clone();
+        let r = reaper.clone();
+        let start = move || -> std::io::Result<()> {
+            let err = std::fs::File::create(state_dir.join("keeper.err"))?;
+            let mut cmd = std::process::Command::new(exe);
+            cmd.arg("__keeper")
+                .arg(&state_dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(err)
+                .process_group(0);
+            r.spawn(&mut cmd).map(drop)
+        };
+        KeeperLink::connect(&project.state_dir, start, move |m| {
+            let _ = tap_tx.send(Msg::Tap(m));
+        })
+        .map_err(RunError::Keeper)?
+    };
+
+    // What an earlier daemon left running: adopt what is still the same process; end the rest.
+    let mut adopt = Vec::new();
+    for rec in store.instances()? {
+        let id = project.plan.find(&rec.unit);
+        let same = procs::start_time(rec.pid as i32) == Some(rec.start_time)
+            && procs::env_var(rec.pid as i32, procs::MARKER_VAR).as_deref() == Some(&rec.marker);
+        match id {
+            Some(id) if same => adopt.push((id, rec)),
+            _ => {
+                end_marked(&rec.marker);
+                store.remove_instance(&rec.unit, rec.instance)?;
+            }
+        }
+    }
 
     let names: Vec<String> = project.units.iter().map(|u| u.name.clone()).collect();
     let (printer, printer_thread) = Printer::start(names, options.quiet);
     let seed = options.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
+        SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
     });
@@ -195,82 +404,461 @@ pub async fn run(project: Project, options: Options) -> Result<Outcome, RunError
     if options.sequential {
         engine.set_sequential();
     }
-    let (tx, mut rx): (UnboundedSender<Msg>, UnboundedReceiver<Msg>) = unbounded_channel();
     let n = project.units.len();
-    let mut sup = Supervisor {
+    let mut ports = vec![None; n];
+    let mut restarts = vec![0; n];
+    for (i, u) in project.units.iter().enumerate() {
+        if u.ports.contains(&PortDecl::Auto) {
+            ports[i] = store.port(&u.name)?;
+        }
+        restarts[i] = store.restarts(&u.name)?;
+        engine.set_restarts(UnitId(i), restarts[i]);
+    }
+    let (notices, _) = broadcast::channel(1024);
+    let (lines, _) = broadcast::channel(4096);
+    let control = Control {
+        tx: tx.clone(),
+        notices: notices.clone(),
+        lines: lines.clone(),
+        log_dir,
+    };
+    let sup = Supervisor {
         project,
+        options,
         engine,
         reaper,
         printer,
+        printer_thread,
         tx,
-        logs,
-        ports: vec![None; n],
+        rx,
+        keeper,
+        store,
+        notices,
+        lines,
+        ports,
         live: (0..n).map(|_| None).collect(),
-        pumps: Vec::new(),
+        draining: HashSet::new(),
+        held: vec![false; n],
+        restarts,
+        adopt,
+        wanted,
+        pending_notices: Vec::new(),
         sweep_pending: false,
+        started: SystemTime::now(),
+        _lock: lock,
     };
+    Ok((sup, control))
+}
 
-    let mut interrupted = false;
-    let rel_logs = log_dir
-        .strip_prefix(&sup.project.root)
-        .unwrap_or(&log_dir)
-        .display()
-        .to_string();
-    let what = if options.names.is_empty() {
-        plural(wanted.len(), "unit")
-    } else {
-        format!("`{}` (with what it depends on)", options.names.join("`, `"))
-    };
-    sup.printer
-        .system(format!(
-            "starting {what} from {}; logs in {rel_logs}/",
-            sup.project.file.display()
-        ))
-        .await;
-    sup.handle(Event::Up(wanted)).await;
+/// Kill every process carrying `marker` (an instance we cannot adopt) and wait, bounded, until
+/// they are gone.
+fn end_marked(marker: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        if sup.engine.is_shutting_down() {
-            if sup.engine.all_down() {
-                break;
+        let left = procs::with_marker(marker);
+        if left.is_empty() || Instant::now() > deadline {
+            return;
+        }
+        procs::signal_all(&left, Signal::SIGKILL);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Run the project in the foreground until it is done or interrupted (no API).
+pub async fn run(project: Project, options: Options) -> Result<Outcome, RunError> {
+    let (sup, _control) = prepare(project, options)?;
+    sup.run().await
+}
+
+impl Supervisor {
+    /// Supervise until done (or told to stop), then make sure nothing is left behind.
+    pub async fn run(mut self) -> Result<Outcome, RunError> {
+        let started = Instant::now();
+        let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Setup)?;
+        let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Setup)?;
+        let mut sighup = signal(SignalKind::hangup()).map_err(RunError::Setup)?;
+        let mut interrupted = false;
+        let log_dir = self.project.state_dir.join("logs");
+        let rel_logs = log_dir
+            .strip_prefix(&self.project.root)
+            .unwrap_or(&log_dir)
+            .display()
+            .to_string();
+        let what = if self.options.names.is_empty() {
+            plural(self.wanted.len(), "unit")
+        } else {
+            format!(
+                "`{}` (with what it depends on)",
+                self.options.names.join("`, `")
+            )
+        };
+        self.printer
+            .system(format!(
+                "starting {what} from {}; logs in {rel_logs}/",
+                self.project.file.display()
+            ))
+            .await;
+        self.begin();
+        for (unit, rec) in std::mem::take(&mut self.adopt) {
+            self.adopt(unit, rec).await;
+        }
+        for name in self.store.held()? {
+            if let Some(unit) = self.project.plan.find(&name) {
+                self.handle(Event::Stop {
+                    unit,
+                    dependents: false,
+                })
+                .await;
             }
-        } else if (options.exit_when_tasks_done && sup.engine.tasks_settled())
-            || sup.engine.settled()
-        {
-            sup.handle(Event::Shutdown).await;
-            continue;
         }
-        tokio::select! {
-            Some(msg) = rx.recv() => match msg {
-                Msg::Event(ev) => sup.handle(ev).await,
-                Msg::Sweep => sup.sweep(),
+        let wanted = std::mem::take(&mut self.wanted);
+        self.handle(Event::Up(wanted)).await;
+        self.commit();
+        loop {
+            if self.engine.is_shutting_down() {
+                if self.engine.all_down() {
+                    break;
+                }
+            } else if !self.options.stay
+                && ((self.options.exit_when_tasks_done && self.engine.tasks_settled())
+                    || self.engine.settled())
+            {
+                self.handle(Event::Shutdown).await;
+                continue;
+            }
+            tokio::select! {
+                Some(msg) = self.rx.recv() => {
+                    self.begin();
+                    self.dispatch(msg).await;
+                    self.commit();
+                }
+                _ = sigint.recv() => { interrupted = true; self.interrupt().await; }
+                _ = sigterm.recv() => { interrupted = true; self.interrupt_gently().await; }
+                _ = sighup.recv() => { interrupted = true; self.interrupt_gently().await; }
+            }
+        }
+        self.commit();
+        // Every line the keeper read must reach the terminal before we end; the deadline is for
+        // a pipe held open by a process we could not see (another user's, say).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while !self.draining.is_empty() {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(Msg::Tap(m))) => self.tap(m),
+                Ok(Some(Msg::Request(r))) => {
+                    let _ = r.reply.send(Err(CommandError::ShuttingDown));
+                }
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        self.final_sweep().await;
+        let outcome = self.outcome(interrupted, started.elapsed());
+        let Supervisor {
+            printer,
+            printer_thread,
+            ..
+        } = self;
+        drop(printer);
+        if let Some(t) = printer_thread {
+            t.finish();
+        }
+        Ok(outcome)
+    }
+
+    fn begin(&self) {
+        if let Err(e) = self.store.begin() {
+            eprintln!("corral: {e}");
+        }
+    }
+
+    /// End the step's transaction, after writing what changed in the engine.
+    fn commit(&mut self) {
+        let mut result = Ok(());
+        for id in self.project.plan.ids() {
+            let u = self.engine.unit(id);
+            let name = &self.project.units[id.0].name;
+            if u.held != self.held[id.0] {
+                self.held[id.0] = u.held;
+                result = result.and(self.store.set_held(name, u.held));
+            }
+            if u.restarts != self.restarts[id.0] {
+                self.restarts[id.0] = u.restarts;
+                result = result.and(self.store.set_restarts(name, u.restarts));
+            }
+        }
+        for n in std::mem::take(&mut self.pending_notices) {
+            if n.kind == "state" {
+                result = result.and(self.store.add_event(&n.unit, n.kind, &n.message));
+            }
+        }
+        if let Err(e) = result.and(self.store.commit()) {
+            eprintln!("corral: {e}");
+        }
+    }
+
+    async fn dispatch(&mut self, msg: Msg) {
+        match msg {
+            Msg::Event(ev) => self.handle(ev).await,
+            Msg::Sweep => self.sweep(),
+            Msg::Tap(m) => self.tap(m),
+            Msg::Request(r) => {
+                let result = self.request(r.command).await;
+                let _ = r.reply.send(result);
+            }
+        }
+    }
+
+    async fn request(&mut self, command: Command) -> Result<Reply, CommandError> {
+        let find = |name: &str| {
+            self.project.plan.find(name).ok_or_else(|| CommandError::UnknownUnit {
+                name: name.to_string(),
+                suggestion: corral_config::did_you_mean(
+                    name,
+                    self.project.units.iter().map(|u| u.name.as_str()),
+                )
+                .map(str::to_string),
+            })
+        };
+        let busy = self.engine.is_shutting_down();
+        match command {
+            Command::Snapshot => Ok(Reply::Snapshot(self.snapshot())),
+            Command::History(n) => {
+                let rows = self
+                    .store
+                    .events(n)
+                    .map_err(|e| CommandError::Invalid(e.to_string()))?;
+                Ok(Reply::History(
+                    rows.into_iter()
+                        .map(|r| Notice {
+                            time: r.time,
+                            state: String::new(),
+                            unit: r.unit,
+                            kind: "state",
+                            message: r.message,
+                        })
+                        .collect(),
+                ))
+            }
+            Command::Shutdown => {
+                if !busy {
+                    self.printer.system("stopping (asked through the API)".into()).await;
+                    self.handle(Event::Shutdown).await;
+                }
+                Ok(Reply::Done("stopping".into()))
+            }
+            Command::Start { .. } | Command::Restart { .. } if busy => {
+                Err(CommandError::ShuttingDown)
+            }
+            Command::Start { name, dependents } => {
+                let unit = find(&name)?;
+                self.handle(Event::Start { unit, dependents }).await;
+                Ok(Reply::Done(format!("{name}: {}", self.engine.state(unit).name())))
+            }
+            Command::Stop { name, dependents } => {
+                let unit = find(&name)?;
+                self.handle(Event::Stop { unit, dependents }).await;
+                Ok(Reply::Done(format!("{name}: {}", self.engine.state(unit).name())))
+            }
+            Command::Restart { name, dependents } => {
+                let unit = find(&name)?;
+                self.handle(Event::Restart { unit, dependents }).await;
+                Ok(Reply::Done(format!("{name}: {}", self.engine.state(unit).name())))
+            }
+            Command::Signal { name, signal } => {
+                let unit = find(&name)?;
+                let sig = Signal::try_from(signal)
+                    .map_err(|_| CommandError::Invalid(format!("no signal number {signal}")))?;
+                let Some(live) = &self.live[unit.0] else {
+                    return Err(CommandError::NotRunning(name));
+                };
+                let pid = live.pid;
+                self.signal_batch(&[(unit, sig)]);
+                Ok(Reply::Done(format!("sent {} to {name} (pid {pid})", sig.as_str())))
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let now = Instant::now();
+        let units = self
+            .project
+            .plan
+            .ids()
+            .map(|id| {
+                let u = self.engine.unit(id);
+                let spec = self.project.plan.get(id);
+                let def = &self.project.units[id.0];
+                let live = self.live[id.0].as_ref();
+                let running = matches!(u.state, State::Running { .. } | State::Stopping { .. });
+                let health = spec.readiness.map(|_| match (&u.state, &u.last_probe_error) {
+                    (State::Running { ready: true, .. }, _) => "ready".to_string(),
+                    (_, Some(e)) => format!("not ready: {e}"),
+                    _ => "not ready".to_string(),
+                });
+                UnitView {
+                    name: spec.name.clone(),
+                    kind: spec.kind,
+                    state: u.state.name(),
+                    pid: live.map(|l| l.pid),
+                    ready: matches!(u.state, State::Running { ready: true, .. }),
+                    uptime: if running {
+                        u.started_at.map(|t| now.saturating_duration_since(t))
+                    } else {
+                        None
+                    },
+                    restarts: u.restarts,
+                    last_exit: u.last_exit.map(|e| e.to_string()),
+                    health,
+                    ports: self.ports[id.0].into_iter().collect(),
+                    waiting_on: match &u.state {
+                        State::Blocked { waiting_on } => {
+                            waiting_on.iter().map(|w| format!("{} ({})", w.name, w.condition)).collect()
+                        }
+                        _ => Vec::new(),
+                    },
+                    reason: match &u.state {
+                        State::Failed { reason } | State::Skipped { reason } => Some(reason.clone()),
+                        _ => None,
+                    },
+                    depends_on: spec
+                        .deps
+                        .iter()
+                        .map(|d| (self.project.plan.get(d.unit).name.clone(), d.condition.to_string()))
+                        .collect(),
+                    held: u.held,
+                    wanted: u.wanted,
+                    adopted: live.is_some_and(|l| l.adopted.is_some()),
+                    keep_files: def.log.keep_files,
+                }
+            })
+            .collect();
+        Snapshot {
+            units,
+            shutting_down: self.engine.is_shutting_down(),
+            pid: std::process::id(),
+            started: self.started,
+            file: self.project.file.clone(),
+            state_dir: self.project.state_dir.clone(),
+        }
+    }
+
+    /// Take over a process an earlier daemon started.
+    async fn adopt(&mut self, unit: UnitId, rec: InstanceRecord) {
+        let (Ok(watch_fd), Ok(check_fd)) = (procs::PidFd::open(rec.pid), procs::PidFd::open(rec.pid)) else {
+            end_marked(&rec.marker);
+            let _ = self.store.remove_instance(&rec.unit, rec.instance);
+            return;
+        };
+        let running_for = procs::age(rec.start_time).unwrap_or_default();
+        self.live[unit.0] = Some(Live {
+            instance: rec.instance,
+            pid: rec.pid,
+            marker: rec.marker.clone(),
+            adopted: Some(check_fd),
+            watch: self.watch_for(unit),
+        });
+        self.draining.insert((rec.unit.clone(), rec.instance));
+        let tx = self.tx.clone();
+        let instance = rec.instance;
+        tokio::spawn(async move {
+            watch_fd.wait().await;
+            let _ = tx.send(Msg::Event(Event::Exited {
+                unit,
+                instance,
+                status: ExitStatus::Unknown,
+            }));
+        });
+        self.handle(Event::Adopt {
+            unit,
+            instance: rec.instance,
+            pid: rec.pid,
+            running_for,
+        })
+        .await;
+    }
+
+    /// Output from the keeper: to the terminal, to `logs -f` clients, and past the patterns.
+    fn tap(&mut self, msg: TapMsg) {
+        match msg {
+            TapMsg::Lines {
+                unit,
+                instance,
+                stream,
+                time,
+                lines,
+            } => {
+                let Some(id) = self.project.plan.find(&unit) else { return };
+                for line in &lines {
+                    self.printer.line(id, stream, line);
+                }
+                if self.lines.receiver_count() > 0 {
+                    for line in &lines {
+                        let _ = self.lines.send(Arc::new(LineNotice {
+                            unit: unit.clone(),
+                            time,
+                            stream,
+                            text: String::from_utf8_lossy(line).into_owned(),
+                        }));
+                    }
+                }
+                self.check_patterns(id, instance, &lines);
+            }
+            TapMsg::Eof { unit, instance } => {
+                self.draining.remove(&(unit, instance));
+            }
+            TapMsg::Lost => {
+                self.draining.clear();
+                if !self.engine.is_shutting_down() {
+                    eprintln!("corral: lost the connection to the log keeper; output of new processes is not captured");
+                }
+            }
+        }
+    }
+
+    fn check_patterns(&mut self, id: UnitId, instance: u64, lines: &[Vec<u8>]) {
+        let Some(live) = self.live[id.0].as_mut().filter(|l| l.instance == instance) else {
+            return;
+        };
+        let watch = &mut live.watch;
+        if watch.log_ready.is_none() && watch.readiness.is_none() {
+            return;
+        }
+        for line in lines {
+            let text = String::from_utf8_lossy(line);
+            if watch.log_ready.as_ref().is_some_and(|r| r.is_match(&text)) {
+                watch.log_ready = None;
+                let _ = self.tx.send(Msg::Event(Event::LogReady { unit: id, instance }));
+            }
+            if watch.readiness.as_ref().is_some_and(|r| r.is_match(&text)) {
+                watch.readiness = None;
+                let _ = self.tx.send(Msg::Event(Event::ProbeResult {
+                    unit: id,
+                    instance,
+                    probe: corral_engine::ProbeKind::Readiness,
+                    ok: true,
+                    detail: format!("line matched: {text}"),
+                }));
+            }
+        }
+    }
+
+    fn watch_for(&self, unit: UnitId) -> Watch {
+        let def = &self.project.units[unit.0];
+        Watch {
+            log_ready: def.log_ready.clone(),
+            readiness: match &def.readiness {
+                Some(p) => match &p.check {
+                    Check::Log { pattern } => Some(pattern.clone()),
+                    _ => None,
+                },
+                None => None,
             },
-            _ = sigint.recv() => { interrupted = true; sup.interrupt().await; }
-            _ = sigterm.recv() => { interrupted = true; sup.interrupt_gently().await; }
-            _ = sighup.recv() => { interrupted = true; sup.interrupt_gently().await; }
         }
     }
-    sup.final_sweep().await;
-    let outcome = sup.outcome(interrupted, started.elapsed());
-    let Supervisor { printer, pumps, .. } = sup;
-    // Pumps end when the last holder of their pipes is gone, which the final sweep ensured;
-    // the deadline is for a process we could not see (another user's, say) holding one open.
-    let drain = futures_join(pumps);
-    let _ = tokio::time::timeout(Duration::from_secs(3), drain).await;
-    drop(printer);
-    if let Some(t) = printer_thread {
-        t.finish();
-    }
-    Ok(outcome)
 }
 
 fn plural(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
-}
-
-async fn futures_join(handles: Vec<JoinHandle<()>>) {
-    for h in handles {
-        let _ = h.await;
-    }
 }
 
 impl Supervisor {
@@ -304,9 +892,28 @@ impl Supervisor {
                 && self.live[unit.0]
                     .as_ref()
                     .is_some_and(|l| l.instance == *instance)
+                && let Some(live) = self.live[unit.0].take()
             {
-                self.live[unit.0] = None;
+                let name = &self.project.units[unit.0].name;
+                if let Err(e) = self.store.remove_instance(name, live.instance) {
+                    eprintln!("corral: {e}");
+                }
+                if live.adopted.is_some() {
+                    // Its orphans went to init, not to us: find them by marker.
+                    procs::signal_all(&procs::with_marker(&live.marker), Signal::SIGKILL);
+                }
                 self.schedule_sweep();
+            }
+            if let Event::ProbeResult { unit, ok, detail, .. } = &event
+                && self.notices.receiver_count() > 0
+            {
+                let _ = self.notices.send(Arc::new(Notice {
+                    time: SystemTime::now(),
+                    unit: self.project.units[unit.0].name.clone(),
+                    kind: "probe",
+                    state: self.engine.state(*unit).name().to_string(),
+                    message: format!("{}: {detail}", if *ok { "ok" } else { "failed" }),
+                }));
             }
             for effect in self.engine.handle(event, Instant::now()) {
                 match effect {
@@ -344,10 +951,12 @@ impl Supervisor {
         self.signal_batch(&signals);
     }
 
-    /// Print a state change.
-    async fn report(&self, unit: UnitId, note: Option<String>) {
+    /// Print a state change, and tell the event stream and history.
+    async fn report(&mut self, unit: UnitId, note: Option<String>) {
         let name = &self.project.units[unit.0].name;
         let state = self.engine.state(unit);
+        // Too routine for the terminal; still an event.
+        let routine = matches!((state, &note), (State::Starting, _) | (State::Inactive, None));
         let text = match (state, note) {
             (State::Running { .. }, Some(n)) | (State::Stopping { .. }, Some(n)) => {
                 format!("{name}: {n}")
@@ -364,10 +973,21 @@ impl Supervisor {
             (State::Exited { status }, _) => format!("{name}: exited ({status})"),
             (State::Backoff { .. }, Some(n)) => format!("{name}: {n}"),
             (State::Inactive, Some(n)) => format!("{name}: {n}"),
-            (State::Starting, _) | (State::Inactive, None) => return,
+            (State::Starting, _) | (State::Inactive, None) => format!("{name}: {}", state.name()),
             (s, None) => format!("{name}: {}", s.name()),
         };
-        self.printer.system(text).await;
+        let notice = Arc::new(Notice {
+            time: SystemTime::now(),
+            unit: name.clone(),
+            kind: "state",
+            state: state.name().to_string(),
+            message: text.clone(),
+        });
+        let _ = self.notices.send(notice.clone());
+        self.pending_notices.push(notice);
+        if !routine {
+            self.printer.system(text).await;
+        }
     }
 
     /// Start a unit's process. Returns `Spawned` or `SpawnFailed` for the engine.
@@ -393,9 +1013,12 @@ impl Supervisor {
         for decl in &def.ports {
             let port = match decl {
                 PortDecl::Fixed(p) => *p,
+                // The port chosen before (in this life of the daemon or an earlier one) is kept
+                // while it is free.
                 PortDecl::Auto => match self.ports[unit.0] {
-                    Some(p) => p,
-                    None => {
+                    Some(p) if ports::is_free(p) => p,
+                    _ => {
+                        self.ports[unit.0] = None;
                         ports::allocate().map_err(|e| format!("cannot find a free port: {e}"))?
                     }
                 },
@@ -417,6 +1040,11 @@ impl Supervisor {
             }
             if self.ports[unit.0].is_none() {
                 self.ports[unit.0] = Some(port);
+                if *decl == PortDecl::Auto
+                    && let Err(e) = self.store.set_port(&def.name, port)
+                {
+                    eprintln!("corral: {e}");
+                }
             }
         }
         let port = self.ports[unit.0];
@@ -443,35 +1071,35 @@ impl Supervisor {
             .spawn(&mut cmd)
             .map_err(|e| spawn_error(&argv[0], &def.workdir, e))?;
         let pid = child.id();
-        let to_pipe = |fd: Option<std::os::fd::OwnedFd>| {
-            fd.and_then(|fd| pipe::Receiver::from_owned_fd(fd).ok())
-        };
-        let stdout = to_pipe(child.stdout.take().map(Into::into));
-        let stderr = to_pipe(child.stderr.take().map(Into::into));
-        let watch = Watch {
-            log_ready: def.log_ready.clone(),
-            readiness: match &def.readiness {
-                Some(p) => match &p.check {
-                    Check::Log { pattern } => Some(pattern.clone()),
-                    _ => None,
-                },
-                None => None,
-            },
-        };
-        let tx = self.tx.clone();
-        let events = Box::new(move |ev| {
-            let _ = tx.send(Msg::Event(ev));
-        });
-        let pump = Pump {
-            unit,
-            instance,
-            log: self.logs[unit.0].clone(),
-            printer: self.printer.clone(),
-            watch,
-            events,
-        };
-        self.pumps.retain(|h| !h.is_finished());
-        self.pumps.push(tokio::spawn(pump.run(stdout, stderr)));
+        // The output pipes go to the keeper, which outlives us; we keep no copy.
+        let out: Option<std::os::fd::OwnedFd> = child.stdout.take().map(Into::into);
+        let err: Option<std::os::fd::OwnedFd> = child.stderr.take().map(Into::into);
+        if let (Some(out), Some(err)) = (&out, &err) {
+            let attach = Attach {
+                unit: def.name.clone(),
+                instance,
+                settings: def.log,
+            };
+            match self.keeper.attach(&attach, out, err) {
+                Ok(()) => {
+                    self.draining.insert((def.name.clone(), instance));
+                }
+                Err(e) => eprintln!("corral: cannot hand the output of `{}` to the log keeper: {e}", def.name),
+            }
+        }
+        drop((out, err));
+        if let Some(start_time) = procs::start_time(pid as i32) {
+            let rec = InstanceRecord {
+                unit: def.name.clone(),
+                instance,
+                pid,
+                start_time,
+                marker: marker.clone(),
+            };
+            if let Err(e) = self.store.put_instance(&rec) {
+                eprintln!("corral: {e}");
+            }
+        }
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let status = exit.await.unwrap_or(ExitStatus::Signal(9));
@@ -481,10 +1109,13 @@ impl Supervisor {
                 status,
             }));
         });
+        let watch = self.watch_for(unit);
         self.live[unit.0] = Some(Live {
             instance,
             pid,
             marker,
+            adopted: None,
+            watch,
         });
         Ok(pid)
     }
@@ -538,6 +1169,14 @@ impl Supervisor {
             let Some(live) = &self.live[unit.0] else {
                 continue;
             };
+            if let Some(pidfd) = &live.adopted {
+                // Not our child: the pidfd says whether the PID is still this process.
+                if !pidfd.exited() {
+                    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(live.pid as i32), *sig);
+                }
+                procs::signal_all(&procs::with_marker(&live.marker), *sig);
+                continue;
+            }
             let leader_alive = self.reaper.signal_group(live.pid, *sig);
             let leader = leader_alive.then_some(live.pid as i32);
             procs::signal_all(&table.strays(leader, &live.marker), *sig);
@@ -581,7 +1220,7 @@ impl Supervisor {
     async fn final_sweep(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let left = procs::Table::read(&HashSet::new()).descendants();
+            let left = procs::Table::read(&self.reaper.registered()).descendants();
             if left.is_empty() || Instant::now() > deadline {
                 if !left.is_empty() {
                     eprintln!("corral: could not end processes {left:?}");

@@ -1,1 +1,393 @@
-//! placeholder
+//! # corral-store: what survives a restart of the daemon
+//!
+//! One SQLite database, `.corral/state.db` (WAL), holding what the daemon must not forget when
+//! it dies or is restarted:
+//! - **held** units: what the user stopped stays stopped;
+//! - **instances**: the PID, process start time and marker of every process the daemon
+//!   started and has not seen exit — the identity a new daemon checks before adopting it;
+//! - **ports**: `auto` ports, so a service keeps its port across restarts;
+//! - **restarts**: restart counters, for `ps`;
+//! - **definitions**: services added at run time through the API;
+//! - **events**: a bounded history of what happened.
+//!
+//! Every change is one statement or one transaction, so a crash leaves either the old or the new
+//! row. Logs are files, not rows (see the runtime's keeper).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// The schema this corral writes. A database with a higher number came from a newer corral.
+const SCHEMA_VERSION: i64 = 1;
+
+/// How many events the history keeps.
+pub const EVENT_HISTORY: i64 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "`{path}` is not a corral state database ({source})\n  help: move it away (corral will start with a fresh one; held services and auto ports are forgotten)"
+    )]
+    Corrupt {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "`{path}` was written by a newer corral (schema {found}, this one knows {SCHEMA_VERSION})\n  help: use the newer corral, or move the file away"
+    )]
+    Newer { path: PathBuf, found: i64 },
+    #[error("state database `{path}`: {source}")]
+    Sql {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+/// A process the daemon started and has not seen end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceRecord {
+    pub unit: String,
+    pub instance: u64,
+    pub pid: u32,
+    /// Start time from `/proc/PID/stat` (clock ticks since boot): with the PID, the identity.
+    pub start_time: u64,
+    pub marker: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRecord {
+    pub id: i64,
+    pub time: SystemTime,
+    pub unit: String,
+    pub kind: String,
+    pub message: String,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    inserts: u64,
+}
+
+impl Store {
+    /// Open (or create) `state_dir/state.db`.
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        let path = state_dir.join("state.db");
+        let corrupt = |source| StoreError::Corrupt {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(|source| StoreError::Sql {
+            path: path.clone(),
+            source,
+        })?;
+        // The first statement is the one that discovers a file that is not a database.
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Newer {
+                path,
+                found: version,
+            });
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(corrupt)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(corrupt)?;
+        conn.busy_timeout(Duration::from_secs(2)).map_err(corrupt)?;
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE IF NOT EXISTS held (unit TEXT PRIMARY KEY);
+             CREATE TABLE IF NOT EXISTS instances (
+                 unit TEXT PRIMARY KEY, instance INTEGER NOT NULL, pid INTEGER NOT NULL,
+                 start_time INTEGER NOT NULL, marker TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS ports (unit TEXT PRIMARY KEY, port INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS restarts (unit TEXT PRIMARY KEY, count INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS definitions (unit TEXT PRIMARY KEY, body TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS events (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT, time_ms INTEGER NOT NULL,
+                 unit TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
+             PRAGMA user_version = 1;
+             COMMIT;",
+        )
+        .map_err(corrupt)?;
+        Ok(Store {
+            conn,
+            path,
+            inserts: 0,
+        })
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sql {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Group the changes that follow into one transaction (ended by [`Store::commit`]).
+    pub fn begin(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN").map_err(|e| self.sql(e))
+    }
+
+    pub fn commit(&self) -> Result<(), StoreError> {
+        if self.conn.is_autocommit() {
+            return Ok(());
+        }
+        self.conn.execute_batch("COMMIT").map_err(|e| self.sql(e))
+    }
+
+    pub fn set_held(&self, unit: &str, held: bool) -> Result<(), StoreError> {
+        let sql = if held {
+            "INSERT OR IGNORE INTO held (unit) VALUES (?1)"
+        } else {
+            "DELETE FROM held WHERE unit = ?1"
+        };
+        self.conn
+            .execute(sql, [unit])
+            .map(drop)
+            .map_err(|e| self.sql(e))
+    }
+
+    pub fn held(&self) -> Result<Vec<String>, StoreError> {
+        self.strings("SELECT unit FROM held ORDER BY unit")
+    }
+
+    fn strings(&self, sql: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+    }
+
+    /// Record a new instance of `unit`, replacing the last one.
+    pub fn put_instance(&self, rec: &InstanceRecord) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO instances (unit, instance, pid, start_time, marker)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    rec.unit,
+                    rec.instance as i64,
+                    rec.pid,
+                    rec.start_time as i64,
+                    rec.marker
+                ])
+            })
+            .map(drop)
+            .map_err(|e| self.sql(e))
+    }
+
+    /// The instance of `unit` has ended (only if it is still this instance).
+    pub fn remove_instance(&self, unit: &str, instance: u64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM instances WHERE unit = ?1 AND instance = ?2")
+            .and_then(|mut s| s.execute(params![unit, instance as i64]))
+            .map(drop)
+            .map_err(|e| self.sql(e))
+    }
+
+    pub fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT unit, instance, pid, start_time, marker FROM instances ORDER BY unit")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(InstanceRecord {
+                    unit: r.get(0)?,
+                    instance: r.get::<_, i64>(1)? as u64,
+                    pid: r.get(2)?,
+                    start_time: r.get::<_, i64>(3)? as u64,
+                    marker: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+    }
+
+    pub fn port(&self, unit: &str) -> Result<Option<u16>, StoreError> {
+        self.conn
+            .query_row("SELECT port FROM ports WHERE unit = ?1", [unit], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    pub fn set_port(&self, unit: &str, port: u16) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO ports (unit, port) VALUES (?1, ?2)",
+                params![unit, port],
+            )
+            .map(drop)
+            .map_err(|e| self.sql(e))
+    }
+
+    pub fn set_restarts(&self, unit: &str, count: u32) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO restarts (unit, count) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute(params![unit, count]))
+            .map(drop)
+            .map_err(|e| self.sql(e))
+    }
+
+    pub fn restarts(&self, unit: &str) -> Result<u32, StoreError> {
+        self.conn
+            .query_row("SELECT count FROM restarts WHERE unit = ?1", [unit], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Services added at run time: name → definition (the same keys as in `corral.toml`, as
+    /// JSON).
+    pub fn definitions(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT unit, body FROM definitions ORDER BY unit")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+    }
+
+    pub fn put_definition(&self, unit: &str, body: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO definitions (unit, body) VALUES (?1, ?2)",
+                params![unit, body],
+            )
+            .map(drop)
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Forget everything about a unit that was removed.
+    pub fn forget(&self, unit: &str) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.sql(e))?;
+        for table in ["definitions", "held", "ports", "restarts"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE unit = ?1"), [unit])
+                .map_err(|e| self.sql(e))?;
+        }
+        tx.commit().map_err(|e| self.sql(e))
+    }
+
+    pub fn add_event(&mut self, unit: &str, kind: &str, message: &str) -> Result<(), StoreError> {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.conn
+            .prepare_cached(
+                "INSERT INTO events (time_ms, unit, kind, message) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute(params![ms, unit, kind, message]))
+            .map_err(|e| self.sql(e))?;
+        self.inserts += 1;
+        // Trim now and then rather than on every insert.
+        if self.inserts % 256 == 0 {
+            self.conn
+                .execute(
+                    "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?1",
+                    [EVENT_HISTORY],
+                )
+                .map_err(|e| self.sql(e))?;
+        }
+        Ok(())
+    }
+
+    /// The last `limit` events, oldest first.
+    pub fn events(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, time_ms, unit, kind, message FROM
+                   (SELECT * FROM events ORDER BY id DESC LIMIT ?1) ORDER BY id",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok(EventRecord {
+                    id: r.get(0)?,
+                    time: UNIX_EPOCH + Duration::from_millis(r.get::<_, i64>(1)?.max(0) as u64),
+                    unit: r.get(2)?,
+                    kind: r.get(3)?,
+                    message: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = Store::open(dir.path()).unwrap();
+            s.set_held("web", true).unwrap();
+            s.set_port("api", 41000).unwrap();
+            s.put_instance(&InstanceRecord {
+                unit: "api".into(),
+                instance: 3,
+                pid: 1234,
+                start_time: 99,
+                marker: "1/api/3".into(),
+            })
+            .unwrap();
+            s.add_event("api", "state", "running").unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.held().unwrap(), ["web"]);
+        assert_eq!(s.port("api").unwrap(), Some(41000));
+        assert_eq!(s.instances().unwrap()[0].pid, 1234);
+        s.remove_instance("api", 2).unwrap();
+        assert_eq!(s.instances().unwrap().len(), 1, "another instance: kept");
+        s.remove_instance("api", 3).unwrap();
+        assert!(s.instances().unwrap().is_empty());
+        assert_eq!(s.events(10).unwrap()[0].message, "running");
+    }
+
+    #[test]
+    fn event_history_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        for i in 0..(EVENT_HISTORY + 600) {
+            s.add_event("u", "state", &i.to_string()).unwrap();
+        }
+        let n: i64 = s
+            .conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert!(n <= EVENT_HISTORY + 256, "{n}");
+    }
+
+    #[test]
+    fn corrupt_and_newer_databases_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("state.db"), vec![b'x'; 4096]).unwrap();
+        let err = Store::open(dir.path()).err().unwrap();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("not a corral state database"));
+
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join("state.db")).unwrap();
+        conn.pragma_update(None, "user_version", 7).unwrap();
+        drop(conn);
+        let err = Store::open(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("newer corral"), "{err}");
+    }
+}

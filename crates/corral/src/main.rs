@@ -29,7 +29,83 @@ enum Command {
         /// Don't show the output of the processes (it still goes to the log files).
         #[arg(short, long)]
         quiet: bool,
+        /// Run in the background as a daemon; `corral down` stops it.
+        #[arg(short, long)]
+        detach: bool,
+        /// Also serve the API on this loopback TCP address (token required; see .corral/token).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// Internal: this process is the daemon `up -d` started.
+        #[arg(long, hide = true)]
+        daemon_child: bool,
     },
+    /// Stop the stack in reverse dependency order, then the daemon.
+    Down,
+    /// List services: state, PID, uptime, restarts, health, ports.
+    Ps {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show logs: the last lines of one or more services, interleaved by time.
+    Logs {
+        /// Services. Default: all.
+        names: Vec<String>,
+        /// Keep following new lines.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many lines (of all shown services together).
+        #[arg(short = 'n', long = "tail", value_name = "N", default_value_t = 100)]
+        tail: usize,
+        /// Only lines since a time (RFC 3339) or a duration ago (`10m`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only lines matching this regular expression.
+        #[arg(long)]
+        grep: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a service (and what it needs). It stays up across daemon restarts.
+    Start {
+        name: String,
+        /// Also start everything that depends on it.
+        #[arg(long)]
+        with_dependents: bool,
+    },
+    /// Stop a service. It stays stopped (across daemon restarts too) until started.
+    Stop {
+        name: String,
+        /// Also stop everything that depends on it (first).
+        #[arg(long)]
+        with_dependents: bool,
+    },
+    /// Stop and start a service at once (no backoff).
+    Restart {
+        name: String,
+        /// Also restart everything that depends on it.
+        #[arg(long)]
+        with_dependents: bool,
+    },
+    /// Send a signal to a service's process group.
+    Kill {
+        name: String,
+        /// TERM, HUP, INT, KILL, USR1, ... or a number.
+        #[arg(short, long, default_value = "TERM")]
+        signal: String,
+    },
+    /// Say why a service is in its state: what it waits on, why it failed.
+    Why { name: String },
+    /// Show the dependency tree with states.
+    Tree,
+    /// Print events (state changes, health results) as they happen.
+    Events {
+        /// First print this many past events.
+        #[arg(short = 'n', long = "history", default_value_t = 0)]
+        history: usize,
+    },
+    /// Internal: the log keeper of a state dir.
+    #[command(name = "__keeper", hide = true)]
+    Keeper { state_dir: PathBuf },
     /// Run tasks (and what they depend on) to completion, then print a summary. Exits 0 only if
     /// every required task passed.
     Run {
@@ -50,7 +126,59 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate => commands::validate::run(cli.file.as_deref()),
-        Command::Up { names, quiet } => commands::up::run(cli.file.as_deref(), names, quiet),
+        Command::Up {
+            names,
+            quiet,
+            detach,
+            listen,
+            daemon_child,
+        } => {
+            if detach {
+                commands::daemon::start(cli.file.as_deref(), names, listen)
+            } else {
+                commands::up::run(cli.file.as_deref(), names, quiet || daemon_child, listen, daemon_child)
+            }
+        }
+        Command::Down => commands::daemon::down(cli.file.as_deref()),
+        Command::Ps { json } => commands::ctl::ps(cli.file.as_deref(), json),
+        Command::Logs {
+            names,
+            follow,
+            tail,
+            since,
+            grep,
+            json,
+        } => commands::ctl::logs(
+            cli.file.as_deref(),
+            commands::ctl::LogArgs {
+                names,
+                follow,
+                tail,
+                since,
+                grep,
+                json,
+            },
+        ),
+        Command::Start {
+            name,
+            with_dependents,
+        } => commands::ctl::act(cli.file.as_deref(), "start", &name, with_dependents),
+        Command::Stop {
+            name,
+            with_dependents,
+        } => commands::ctl::act(cli.file.as_deref(), "stop", &name, with_dependents),
+        Command::Restart {
+            name,
+            with_dependents,
+        } => commands::ctl::act(cli.file.as_deref(), "restart", &name, with_dependents),
+        Command::Kill { name, signal } => commands::ctl::kill(cli.file.as_deref(), &name, &signal),
+        Command::Why { name } => commands::ctl::why(cli.file.as_deref(), &name),
+        Command::Tree => commands::ctl::tree(cli.file.as_deref()),
+        Command::Events { history } => commands::ctl::events(cli.file.as_deref(), history),
+        Command::Keeper { state_dir } => match corral_runtime::keeper::main(&state_dir) {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => Err(commands::CliError::Run(format!("keeper: {e}"))),
+        },
         Command::Run {
             tasks,
             sequential,

@@ -1,5 +1,7 @@
 //! One file per command. Shared here: loading the config and the error type at the edge.
 
+pub mod ctl;
+pub mod daemon;
 pub mod run;
 pub mod up;
 pub mod validate;
@@ -50,17 +52,57 @@ pub fn load_project(file: Option<&Path>) -> Result<Project, CliError> {
     corral_config::load(&path).map_err(CliError::Config)
 }
 
-/// Run the supervisor in the foreground on a tokio runtime with two workers: enough for these
-/// machines, and it keeps corral's own footprint small.
-pub fn supervise(
-    project: Project,
-    options: corral_runtime::Options,
-) -> Result<corral_runtime::Outcome, CliError> {
+/// The tokio runtime for corral: two workers are enough for these machines, and keep corral's
+/// own footprint small.
+pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| CliError::Run(format!("cannot start the async runtime: {e}")))?
-        .block_on(corral_runtime::run(project, options))
-        .map_err(|e| CliError::Run(e.to_string()))
+        .map_err(|e| CliError::Run(format!("cannot start the async runtime: {e}")))
+}
+
+/// What `supervise` serves besides running the project.
+#[derive(Clone, Copy, Default)]
+pub struct Serve {
+    /// The API on `.corral/api.sock`, and the PID file.
+    pub api: bool,
+    /// The API on loopback TCP too.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// Run the supervisor in this process until the project is done or told to stop.
+pub fn supervise(
+    project: Project,
+    mut options: corral_runtime::Options,
+    serve: Serve,
+) -> Result<corral_runtime::Outcome, CliError> {
+    options.exe = std::env::current_exe()
+        .map_err(|e| CliError::Run(format!("cannot find the corral binary: {e}")))?;
+    let state_dir = project.state_dir.clone();
+    runtime()?.block_on(async move {
+        let (sup, control) =
+            corral_runtime::prepare(project, options).map_err(|e| CliError::Run(e.to_string()))?;
+        let socket = corral_api::socket_path(&state_dir);
+        if serve.api {
+            corral_api::serve_unix(control.clone(), &socket)
+                .await
+                .map_err(|e| CliError::Run(format!("cannot serve the API on `{}`: {e}", socket.display())))?;
+            daemon::write_pid_file(&state_dir);
+        }
+        if let Some(addr) = serve.listen {
+            let tokens = corral_api::auth::Tokens::load_or_create(&state_dir)
+                .map_err(|e| CliError::Run(format!("cannot create the API token: {e}")))?;
+            let bound = corral_api::serve_tcp(control.clone(), addr, tokens)
+                .await
+                .map_err(|e| CliError::Run(format!("cannot listen on {addr}: {e}")))?;
+            eprintln!("corral: API on http://{bound} (token in {})", state_dir.join("token").display());
+        }
+        let outcome = sup.run().await.map_err(|e| CliError::Run(e.to_string()));
+        if serve.api {
+            let _ = std::fs::remove_file(&socket);
+            daemon::remove_pid_file(&state_dir);
+        }
+        outcome
+    })
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use corral_engine::{Kind, State, fmt_duration};
 use corral_runtime::{Options, UnitOutcome};
 
-use super::{CliError, load_project, supervise};
+use super::{CliError, Serve, load_project, supervise};
 
 pub fn run(
     file: Option<&Path>,
@@ -51,7 +51,7 @@ pub fn run(
         quiet,
         ..Options::default()
     };
-    let outcome = supervise(project, options)?;
+    let outcome = supervise(project, options, Serve::default())?;
 
     let mut passed = 0;
     let mut failed = 0;

@@ -6,16 +6,25 @@ use std::process::ExitCode;
 use corral_engine::State;
 use corral_runtime::Options;
 
-use super::{CliError, load_project, supervise};
+use super::{CliError, Serve, load_project, supervise};
 
-pub fn run(file: Option<&Path>, names: Vec<String>, quiet: bool) -> Result<ExitCode, CliError> {
+/// `daemon`: stay up when every unit has ended, until `corral down`.
+pub fn run(
+    file: Option<&Path>,
+    names: Vec<String>,
+    quiet: bool,
+    listen: Option<std::net::SocketAddr>,
+    daemon: bool,
+) -> Result<ExitCode, CliError> {
     let project = load_project(file)?;
     let options = Options {
         names,
         quiet,
+        stay: daemon,
         ..Options::default()
     };
-    let outcome = supervise(project, options)?;
+    let serve = Serve { api: true, listen };
+    let outcome = supervise(project, options, serve)?;
     // Stopped by the user: success. Ended by itself: success only if nothing failed.
     let failed: Vec<&str> = outcome
         .units

@@ -1,0 +1,532 @@
+//! The keeper: a small process that holds the output pipes of every service and writes their
+//! log files, so that the daemon can die without losing a line.
+//!
+//! ## Why a separate process
+//!
+//! A service writes to a pipe. If the only reader of that pipe were the daemon, `kill -9` of the
+//! daemon would close the read end: the service's next write gets EPIPE (or SIGPIPE kills it),
+//! and whatever the daemon had read but not yet written to disk is gone. So the daemon creates
+//! each instance's stdout/stderr pipes, hands the read ends to the keeper over a Unix socket
+//! (`SCM_RIGHTS`), and closes its own copies. The keeper reads them, timestamps every line,
+//! writes it to `.corral/logs/NAME.log` *first*, and then offers it to the daemon ("the tap") for
+//! the terminal, `logs -f` and `log_ready` patterns.
+//!
+//! When the daemon dies, the keeper keeps reading and writing files; services never notice.
+//! A new daemon connects to `keeper.sock`, becomes the tap, and the log file has every line
+//! exactly once — it was only ever written by one process, in order. The keeper does nothing
+//! but this, so it has little reason to fail; if it is killed, services get EPIPE like they
+//! would without it.
+//!
+//! It ends by itself once no pipe is left open and no daemon is connected (or, when started but
+//! never used, after a short grace period). One keeper per state dir, guarded by an flock.
+//!
+//! ## Wire format
+//!
+//! Frames in both directions: `u32 length (LE, of what follows) | u8 kind | payload`. File
+//! descriptors ride along with the frame that uses them; since the kernel delivers them no later
+//! than the first byte of that frame, a FIFO of received descriptors matches them up.
+//! - daemon → keeper `ATTACH`: JSON-free fixed fields (see [`Attach`]) + 2 fds (stdout, stderr).
+//! - keeper → daemon `LINES`: one chunk's complete lines of one stream of one instance.
+//! - keeper → daemon `EOF`: both pipes of an instance are closed; all its lines were sent.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice, IoSliceMut, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use corral_config::LogSettings;
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use tokio::net::unix::pipe;
+
+use crate::logs::{LogFile, Pump, Stream};
+use crate::sockpath::SocketPath;
+
+const ATTACH: u8 = 1;
+const LINES: u8 = 10;
+const EOF: u8 = 11;
+
+/// A frame larger than this is a protocol error, not an allocation.
+const MAX_FRAME: usize = 16 << 20;
+
+/// How long a keeper nobody has used waits before it ends.
+const IDLE_GRACE: Duration = Duration::from_secs(10);
+
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("keeper.sock")
+}
+
+/// What the daemon tells the keeper about a new instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attach {
+    pub unit: String,
+    pub instance: u64,
+    pub settings: LogSettings,
+}
+
+impl Attach {
+    fn encode(&self) -> Vec<u8> {
+        let mut p = Vec::new();
+        p.extend_from_slice(&self.instance.to_le_bytes());
+        p.extend_from_slice(&self.settings.max_file_bytes.to_le_bytes());
+        p.extend_from_slice(&self.settings.keep_files.to_le_bytes());
+        p.extend_from_slice(self.unit.as_bytes());
+        p
+    }
+
+    fn decode(p: &[u8]) -> Option<Attach> {
+        let instance = u64::from_le_bytes(p.get(0..8)?.try_into().ok()?);
+        let max_file_bytes = u64::from_le_bytes(p.get(8..16)?.try_into().ok()?);
+        let keep_files = u32::from_le_bytes(p.get(16..20)?.try_into().ok()?);
+        let unit = std::str::from_utf8(p.get(20..)?).ok()?.to_string();
+        Some(Attach {
+            unit,
+            instance,
+            settings: LogSettings {
+                ring_lines: 0,
+                max_file_bytes,
+                keep_files,
+            },
+        })
+    }
+}
+
+/// What the keeper tells the daemon.
+#[derive(Debug)]
+pub enum TapMsg {
+    Lines {
+        unit: String,
+        instance: u64,
+        stream: Stream,
+        time: SystemTime,
+        lines: Vec<Vec<u8>>,
+    },
+    Eof {
+        unit: String,
+        instance: u64,
+    },
+    /// The connection to the keeper is gone (it died, or the daemon is ending).
+    Lost,
+}
+
+fn lines_frame(unit: &str, instance: u64, stream: Stream, time: SystemTime, lines: &[Vec<u8>]) -> Vec<u8> {
+    let ms = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let body: usize = lines.iter().map(|l| l.len() + 4).sum();
+    let mut p = Vec::with_capacity(19 + unit.len() + body + 5);
+    p.extend_from_slice(&[0; 5]);
+    p.extend_from_slice(&instance.to_le_bytes());
+    p.push(matches!(stream, Stream::Stderr) as u8);
+    p.extend_from_slice(&ms.to_le_bytes());
+    p.extend_from_slice(&(unit.len() as u16).to_le_bytes());
+    p.extend_from_slice(unit.as_bytes());
+    for l in lines {
+        p.extend_from_slice(&(l.len() as u32).to_le_bytes());
+        p.extend_from_slice(l);
+    }
+    seal(p, LINES)
+}
+
+fn eof_frame(unit: &str, instance: u64) -> Vec<u8> {
+    let mut p = vec![0; 5];
+    p.extend_from_slice(&instance.to_le_bytes());
+    p.extend_from_slice(unit.as_bytes());
+    seal(p, EOF)
+}
+
+/// Fill in the header of a frame built with 5 bytes of room in front.
+fn seal(mut p: Vec<u8>, kind: u8) -> Vec<u8> {
+    let len = (p.len() - 4) as u32;
+    p[..4].copy_from_slice(&len.to_le_bytes());
+    p[4] = kind;
+    p
+}
+
+fn decode_tap(kind: u8, p: &[u8]) -> Option<TapMsg> {
+    let instance = u64::from_le_bytes(p.get(0..8)?.try_into().ok()?);
+    match kind {
+        LINES => {
+            let stream = if *p.get(8)? == 1 { Stream::Stderr } else { Stream::Stdout };
+            let ms = u64::from_le_bytes(p.get(9..17)?.try_into().ok()?);
+            let name_len = u16::from_le_bytes(p.get(17..19)?.try_into().ok()?) as usize;
+            let unit = String::from_utf8_lossy(p.get(19..19 + name_len)?).into_owned();
+            let mut rest = &p[19 + name_len..];
+            let mut lines = Vec::new();
+            while !rest.is_empty() {
+                let n = u32::from_le_bytes(rest.get(0..4)?.try_into().ok()?) as usize;
+                lines.push(rest.get(4..4 + n)?.to_vec());
+                rest = &rest[4 + n..];
+            }
+            Some(TapMsg::Lines {
+                unit,
+                instance,
+                stream,
+                time: UNIX_EPOCH + Duration::from_millis(ms),
+                lines,
+            })
+        }
+        EOF => Some(TapMsg::Eof {
+            unit: String::from_utf8_lossy(&p[8..]).into_owned(),
+            instance,
+        }),
+        _ => None,
+    }
+}
+
+/// Reads frames from a stream socket, collecting the descriptors that come with them.
+struct FrameReader {
+    sock: UnixStream,
+    buf: Vec<u8>,
+    fds: VecDeque<OwnedFd>,
+}
+
+impl FrameReader {
+    fn new(sock: UnixStream) -> FrameReader {
+        FrameReader {
+            sock,
+            buf: Vec::new(),
+            fds: VecDeque::new(),
+        }
+    }
+
+    /// The next frame, or None at end of stream.
+    fn next(&mut self) -> io::Result<Option<(u8, Vec<u8>)>> {
+        loop {
+            if self.buf.len() >= 5 {
+                let len = u32::from_le_bytes(self.buf[..4].try_into().unwrap_or_default()) as usize;
+                if len == 0 || len > MAX_FRAME {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "bad frame length"));
+                }
+                if self.buf.len() >= 4 + len {
+                    let kind = self.buf[4];
+                    let payload = self.buf[5..4 + len].to_vec();
+                    self.buf.drain(..4 + len);
+                    return Ok(Some((kind, payload)));
+                }
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            let mut cmsg = nix::cmsg_space!([RawFd; 8]);
+            let mut iov = [IoSliceMut::new(&mut chunk)];
+            let msg = match recvmsg::<()>(
+                self.sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(m) => m,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let n = msg.bytes;
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    if let ControlMessageOwned::ScmRights(fds) = c {
+                        // SAFETY: the kernel just installed these descriptors for us; nothing
+                        // else owns them.
+                        self.fds
+                            .extend(fds.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                    }
+                }
+            }
+            if n == 0 {
+                return Ok(None);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Daemon side
+
+/// The daemon's connection to its keeper.
+pub struct KeeperLink {
+    sock: UnixStream,
+    _path: SocketPath,
+}
+
+impl KeeperLink {
+    /// Connect to the keeper of `state_dir`, starting one with `start` if none answers.
+    /// `tap` receives what the keeper sends, on a thread of its own.
+    pub fn connect(
+        state_dir: &Path,
+        start: impl FnOnce() -> io::Result<()>,
+        tap: impl Fn(TapMsg) + Send + 'static,
+    ) -> io::Result<KeeperLink> {
+        let path = SocketPath::new(&socket_path(state_dir))?;
+        let sock = match UnixStream::connect(path.as_path()) {
+            Ok(s) => s,
+            Err(_) => {
+                start()?;
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                loop {
+                    match UnixStream::connect(path.as_path()) {
+                        Ok(s) => break s,
+                        Err(e) if std::time::Instant::now() > deadline => {
+                            return Err(io::Error::new(
+                                e.kind(),
+                                format!("the log keeper did not start: {e}"),
+                            ));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            }
+        };
+        let mut reader = FrameReader::new(sock.try_clone()?);
+        std::thread::Builder::new()
+            .name("keeper-tap".into())
+            .spawn(move || {
+                while let Ok(Some((kind, payload))) = reader.next() {
+                    if let Some(msg) = decode_tap(kind, &payload) {
+                        tap(msg);
+                    }
+                }
+                tap(TapMsg::Lost);
+            })?;
+        Ok(KeeperLink { sock, _path: path })
+    }
+
+    /// Hand an instance's output pipes to the keeper. The caller closes its copies afterwards.
+    pub fn attach(&self, attach: &Attach, stdout: &OwnedFd, stderr: &OwnedFd) -> io::Result<()> {
+        let mut frame = vec![0; 5];
+        frame.extend_from_slice(&attach.encode());
+        let frame = seal(frame, ATTACH);
+        let fds = [stdout.as_raw_fd(), stderr.as_raw_fd()];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let iov = [IoSlice::new(&frame)];
+        let sent = loop {
+            match sendmsg::<()>(self.sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None) {
+                Ok(n) => break n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        (&self.sock).write_all(&frame[sent..])
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keeper side
+
+/// The keeper process: `corral __keeper STATE_DIR`. Returns when there is nothing left to keep.
+pub fn main(state_dir: &Path) -> io::Result<()> {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // A Ctrl-C or a closed terminal is for the daemon to act on, not for the keeper.
+    for sig in [Signal::SIGINT, Signal::SIGHUP, Signal::SIGPIPE] {
+        // SAFETY: setting a signal to SIG_IGN installs no handler code.
+        unsafe { signal(sig, SigHandler::SigIgn) }.map_err(io::Error::from)?;
+    }
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(state_dir.join("keeper.lock"))?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| io::Error::new(io::ErrorKind::AddrInUse, "another keeper runs here"))?;
+    let path = SocketPath::new(&socket_path(state_dir))?;
+    let _ = std::fs::remove_file(path.as_path());
+    let listener = std::os::unix::net::UnixListener::bind(path.as_path())?;
+    std::fs::set_permissions(
+        socket_path(state_dir),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    let log_dir = state_dir.join("logs");
+    std::fs::create_dir_all(&log_dir)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(keep(listener, log_dir));
+    let _ = std::fs::remove_file(path.as_path());
+    result
+}
+
+enum KeeperMsg {
+    Connected,
+    Attach(Attach, OwnedFd, OwnedFd),
+    Disconnected(u64),
+}
+
+/// Where pumps send frames for the daemon: a bounded queue to one writer thread. When the
+/// daemon is away or slow, frames are dropped here — they are already in the log file.
+#[derive(Clone)]
+struct Tap {
+    tx: SyncSender<Vec<u8>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Tap {
+    fn send(&self, frame: Vec<u8>) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(frame) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> io::Result<()> {
+    let (msg_tx, mut msg_rx) = tokio::sync::mpsc::unbounded_channel::<KeeperMsg>();
+    let current: Arc<Mutex<Option<(u64, UnixStream)>>> = Arc::default();
+
+    // Accept daemons on a thread; the newest connection is the tap.
+    {
+        let current = current.clone();
+        let msg_tx = msg_tx.clone();
+        std::thread::Builder::new()
+            .name("keeper-accept".into())
+            .spawn(move || {
+                let mut next_id = 0u64;
+                for conn in listener.incoming() {
+                    let Ok(conn) = conn else { continue };
+                    next_id += 1;
+                    let id = next_id;
+                    let Ok(writer) = conn.try_clone() else { continue };
+                    *current.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, writer));
+                    let _ = msg_tx.send(KeeperMsg::Connected);
+                    let msg_tx = msg_tx.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("keeper-conn".into())
+                        .spawn(move || read_daemon(conn, id, msg_tx));
+                }
+            })?;
+    }
+
+    // Write frames to whichever daemon is connected.
+    let (frame_tx, frame_rx) = sync_channel::<Vec<u8>>(16 * 1024);
+    let tap = Tap {
+        tx: frame_tx,
+        dropped: Arc::default(),
+    };
+    {
+        let current = current.clone();
+        std::thread::Builder::new()
+            .name("keeper-writer".into())
+            .spawn(move || {
+                for frame in frame_rx {
+                    let mut cur = current.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some((_, sock)) = cur.as_mut()
+                        && sock.write_all(&frame).is_err()
+                    {
+                        *cur = None;
+                    }
+                }
+            })?;
+    }
+
+    let mut files: HashMap<String, Arc<Mutex<LogFile>>> = HashMap::new();
+    let mut pumps = tokio::task::JoinSet::new();
+    let mut daemons = 0usize;
+    let idle = tokio::time::sleep(IDLE_GRACE);
+    tokio::pin!(idle);
+    let mut used = false;
+    loop {
+        if used && daemons == 0 && pumps.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            msg = msg_rx.recv() => match msg {
+                Some(KeeperMsg::Connected) => { daemons += 1; used = true; }
+                Some(KeeperMsg::Disconnected(id)) => {
+                    daemons = daemons.saturating_sub(1);
+                    let mut cur = current.lock().unwrap_or_else(|e| e.into_inner());
+                    if cur.as_ref().is_some_and(|(c, _)| *c == id) {
+                        *cur = None;
+                    }
+                }
+                Some(KeeperMsg::Attach(a, out, err)) => {
+                    let file = match files.get(&a.unit) {
+                        Some(f) => f.clone(),
+                        None => {
+                            let f = LogFile::open(log_dir.join(format!("{}.log", a.unit)), a.settings)?;
+                            let f = Arc::new(Mutex::new(f));
+                            files.insert(a.unit.clone(), f.clone());
+                            f
+                        }
+                    };
+                    let out = pipe::Receiver::from_owned_fd(out).ok();
+                    let err = pipe::Receiver::from_owned_fd(err).ok();
+                    let tap = tap.clone();
+                    pumps.spawn(async move {
+                        let (unit, instance) = (a.unit, a.instance);
+                        let sink = {
+                            let unit = unit.clone();
+                            let tap = tap.clone();
+                            move |stream: Stream, lines: &[Vec<u8>]| {
+                                let now = SystemTime::now();
+                                file.lock().unwrap_or_else(|e| e.into_inner()).write_lines(now, stream, lines);
+                                tap.send(lines_frame(&unit, instance, stream, now, lines));
+                            }
+                        };
+                        Pump { sink }.run(out, err).await;
+                        tap.send(eof_frame(&unit, instance));
+                    });
+                }
+                None => return Ok(()),
+            },
+            Some(_) = pumps.join_next(), if !pumps.is_empty() => {}
+            _ = &mut idle, if !used => return Ok(()),
+        }
+    }
+}
+
+/// Read ATTACH frames from one daemon until it disconnects.
+fn read_daemon(conn: UnixStream, id: u64, tx: tokio::sync::mpsc::UnboundedSender<KeeperMsg>) {
+    let mut reader = FrameReader::new(conn);
+    while let Ok(Some((kind, payload))) = reader.next() {
+        if kind != ATTACH {
+            continue;
+        }
+        let (Some(out), Some(err)) = (reader.fds.pop_front(), reader.fds.pop_front()) else {
+            continue;
+        };
+        if let Some(a) = Attach::decode(&payload) {
+            let _ = tx.send(KeeperMsg::Attach(a, out, err));
+        }
+    }
+    let _ = tx.send(KeeperMsg::Disconnected(id));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let lines = vec![b"one".to_vec(), Vec::new(), vec![0xff, b'\n']];
+        let f = lines_frame("api", 7, Stream::Stderr, UNIX_EPOCH + Duration::from_millis(1234), &lines);
+        let (a, b) = UnixStream::pair().unwrap();
+        (&a).write_all(&f).unwrap();
+        (&a).write_all(&eof_frame("api", 7)).unwrap();
+        drop(a);
+        let mut r = FrameReader::new(b);
+        let (kind, p) = r.next().unwrap().unwrap();
+        match decode_tap(kind, &p).unwrap() {
+            TapMsg::Lines { unit, instance, stream, time, lines: got } => {
+                assert_eq!((unit.as_str(), instance, stream), ("api", 7, Stream::Stderr));
+                assert_eq!(time, UNIX_EPOCH + Duration::from_millis(1234));
+                assert_eq!(got, lines);
+            }
+            other => panic!("{other:?}"),
+        }
+        let (kind, p) = r.next().unwrap().unwrap();
+        assert!(matches!(decode_tap(kind, &p), Some(TapMsg::Eof { instance: 7, .. })));
+        assert!(r.next().unwrap().is_none());
+    }
+
+    #[test]
+    fn garbage_frames_are_errors_not_panics() {
+        for bytes in [&[0u8, 0, 0, 0, 1][..], &[255, 255, 255, 255, 1], &[3, 0, 0, 0, 10, 1, 2]] {
+            let (a, b) = UnixStream::pair().unwrap();
+            (&a).write_all(bytes).unwrap();
+            drop(a);
+            let mut r = FrameReader::new(b);
+            if let Ok(Some((kind, p))) = r.next() {
+                let _ = decode_tap(kind, &p);
+            }
+        }
+        assert!(decode_tap(LINES, &[1, 2, 3]).is_none());
+        assert!(Attach::decode(&[0; 5]).is_none());
+    }
+}

@@ -1,0 +1,239 @@
+//! The commands that talk to a running corral (`up` in a terminal, or the daemon) through its
+//! API: `ps`, `logs`, `start`, `stop`, `restart`, `kill`, `why`, `tree`, `events`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use corral_api::client::{Client, ClientError, Method, encode};
+use corral_api::wire;
+
+use super::{CliError, load_project, runtime};
+
+fn client(file: Option<&Path>) -> Result<Client, CliError> {
+    let project = load_project(file)?;
+    Ok(Client::new(&project.state_dir))
+}
+
+fn cli_error(e: ClientError) -> CliError {
+    match e {
+        ClientError::NoDaemon => CliError::Run(
+            "no corral is running for this project\n  help: start one with `corral up -d` (background) or `corral up` (in this terminal)".into(),
+        ),
+        e => CliError::Run(e.to_string()),
+    }
+}
+
+fn call<T: serde::de::DeserializeOwned>(file: Option<&Path>, method: Method, path: &str) -> Result<T, CliError> {
+    let c = client(file)?;
+    runtime()?.block_on(c.call(method, path)).map_err(cli_error)
+}
+
+fn services(file: Option<&Path>) -> Result<Vec<wire::Service>, CliError> {
+    call(file, Method::GET, "/v1/services")
+}
+
+fn uptime(secs: Option<f64>) -> String {
+    match secs {
+        None => "-".into(),
+        Some(s) => corral_engine::fmt_duration(std::time::Duration::from_secs(s as u64)),
+    }
+}
+
+pub fn ps(file: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
+    let list = services(file)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<[String; 8]> = list
+        .iter()
+        .map(|s| {
+            [
+                s.name.clone(),
+                s.kind.clone(),
+                if s.held { format!("{} (held)", s.state) } else { s.state.clone() },
+                s.pid.map_or("-".into(), |p| p.to_string()),
+                uptime(s.uptime_secs),
+                s.restarts.to_string(),
+                s.health.clone().unwrap_or_else(|| "-".into()),
+                if s.ports.is_empty() {
+                    "-".into()
+                } else {
+                    s.ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+                },
+            ]
+        })
+        .collect();
+    let header = ["NAME", "KIND", "STATE", "PID", "UPTIME", "RESTARTS", "HEALTH", "PORTS"];
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let print = |cells: Vec<&str>| {
+        let line: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    };
+    print(header.to_vec());
+    for r in &rows {
+        print(r.iter().map(String::as_str).collect());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub struct LogArgs {
+    pub names: Vec<String>,
+    pub follow: bool,
+    pub tail: usize,
+    pub since: Option<String>,
+    pub grep: Option<String>,
+    pub json: bool,
+}
+
+pub fn logs(file: Option<&Path>, args: LogArgs) -> Result<ExitCode, CliError> {
+    let c = client(file)?;
+    let mut q = format!("tail={}", args.tail);
+    if !args.names.is_empty() {
+        q.push_str(&format!("&services={}", encode(&args.names.join(","))));
+    }
+    if let Some(s) = &args.since {
+        q.push_str(&format!("&since={}", encode(s)));
+    }
+    if let Some(g) = &args.grep {
+        q.push_str(&format!("&grep={}", encode(g)));
+    }
+    let width = args.names.iter().map(String::len).max().unwrap_or(0);
+    let show = |l: &wire::Line| {
+        if args.json {
+            println!("{}", serde_json::to_string(l).unwrap_or_default());
+        } else {
+            let time = humantime::format_rfc3339_millis(wire::from_millis(l.time_ms));
+            let mark = if l.stream == "err" { '!' } else { '|' };
+            println!("{time} {:<width$} {mark} {}", l.unit, l.text, width = width.max(l.unit.len()));
+        }
+    };
+    let rt = runtime()?;
+    if args.follow {
+        q.push_str("&follow=true");
+        rt.block_on(c.stream(&format!("/v1/logs?{q}"), |event, data| {
+            match event {
+                "line" => {
+                    if let Ok(l) = serde_json::from_str::<wire::Line>(data) {
+                        show(&l);
+                    }
+                }
+                "lagged" => eprintln!("corral: (this view fell behind and skipped lines: {data}; the log files have them)"),
+                _ => {}
+            }
+            true
+        }))
+        .map_err(cli_error)?;
+    } else {
+        let lines: Vec<wire::Line> = rt
+            .block_on(c.call(Method::GET, &format!("/v1/logs?{q}")))
+            .map_err(cli_error)?;
+        lines.iter().for_each(show);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn act(file: Option<&Path>, verb: &str, name: &str, dependents: bool) -> Result<ExitCode, CliError> {
+    let done: wire::Done = call(
+        file,
+        Method::POST,
+        &format!("/v1/services/{}/{verb}?dependents={dependents}", encode(name)),
+    )?;
+    println!("{}", done.message);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn kill(file: Option<&Path>, name: &str, signal: &str) -> Result<ExitCode, CliError> {
+    let done: wire::Done = call(
+        file,
+        Method::POST,
+        &format!("/v1/services/{}/signal?signal={}", encode(name), encode(signal)),
+    )?;
+    println!("{}", done.message);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn why(file: Option<&Path>, name: &str) -> Result<ExitCode, CliError> {
+    let s: wire::Service = call(file, Method::GET, &format!("/v1/services/{}", encode(name)))?;
+    let mut lines = vec![format!("{} is {}", s.name, s.state)];
+    if s.held {
+        lines.push(format!("  it was stopped by the user; `corral start {}` brings it back", s.name));
+    }
+    if !s.waiting_on.is_empty() {
+        lines.push(format!("  waiting for: {}", s.waiting_on.join(", ")));
+    }
+    if let Some(r) = &s.reason {
+        lines.push(format!("  because: {r}"));
+    }
+    if let Some(h) = &s.health {
+        lines.push(format!("  health: {h}"));
+    }
+    if let Some(e) = &s.last_exit {
+        lines.push(format!("  last exit: {e}"));
+    }
+    if s.restarts > 0 {
+        lines.push(format!("  restarts: {}", s.restarts));
+    }
+    println!("{}", lines.join("\n"));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn tree(file: Option<&Path>) -> Result<ExitCode, CliError> {
+    let list = services(file)?;
+    // Roots: what nothing depends on; each shows what it needs below it.
+    let needed: std::collections::HashSet<&str> = list
+        .iter()
+        .flat_map(|s| s.depends_on.iter().map(|d| d.name.as_str()))
+        .collect();
+    fn show(list: &[wire::Service], name: &str, cond: Option<&str>, depth: usize, path: &mut Vec<String>) {
+        let Some(s) = list.iter().find(|s| s.name == name) else { return };
+        let cond = cond.map_or(String::new(), |c| format!(" ({c})"));
+        println!("{}{}{cond}: {}", "  ".repeat(depth), s.name, s.state);
+        if path.contains(&s.name) {
+            return;
+        }
+        path.push(s.name.clone());
+        for d in &s.depends_on {
+            show(list, &d.name, Some(&d.condition), depth + 1, path);
+        }
+        path.pop();
+    }
+    for s in list.iter().filter(|s| !needed.contains(s.name.as_str())) {
+        show(&list, &s.name, None, 0, &mut Vec::new());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn events(file: Option<&Path>, history: usize) -> Result<ExitCode, CliError> {
+    let c = client(file)?;
+    let rt = runtime()?;
+    let print = |e: &wire::Event| {
+        let time = humantime::format_rfc3339_millis(wire::from_millis(e.time_ms));
+        println!("{time} {} {}", e.kind, e.message);
+    };
+    if history > 0 {
+        let past: Vec<wire::Event> = rt
+            .block_on(c.call(Method::GET, &format!("/v1/events/history?limit={history}")))
+            .map_err(cli_error)?;
+        past.iter().for_each(print);
+    }
+    rt.block_on(c.stream("/v1/events", |event, data| {
+        if event == "event"
+            && let Ok(e) = serde_json::from_str::<wire::Event>(data)
+        {
+            print(&e);
+        }
+        true
+    }))
+    .map_err(cli_error)?;
+    Ok(ExitCode::SUCCESS)
+}

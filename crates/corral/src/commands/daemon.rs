@@ -1,0 +1,147 @@
+//! `corral up -d` and `corral down`: the daemon's life.
+//!
+//! One daemon per project: it holds `.corral/corral.lock` (an flock, gone however the process
+//! dies) and writes `.corral/daemon.pid` as `PID START_TIME`, so a PID file whose process is gone
+//! — or whose PID now belongs to a process that started later — is recognised as stale.
+
+use std::path::Path;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use corral_api::client::{Client, ClientError, Method};
+use corral_runtime::procs;
+
+use super::{CliError, load_project, runtime};
+
+pub fn pid_file(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("daemon.pid")
+}
+
+pub fn write_pid_file(state_dir: &Path) {
+    let pid = std::process::id();
+    let start = procs::start_time(pid as i32).unwrap_or(0);
+    if let Err(e) = std::fs::write(pid_file(state_dir), format!("{pid} {start}\n")) {
+        eprintln!("corral: cannot write the PID file: {e}");
+    }
+}
+
+pub fn remove_pid_file(state_dir: &Path) {
+    let _ = std::fs::remove_file(pid_file(state_dir));
+}
+
+/// The daemon named by the PID file, if that process still runs: `(pid, start time)`.
+pub fn running_daemon(state_dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(pid_file(state_dir)).ok()?;
+    let mut parts = text.split_whitespace();
+    let pid: u32 = parts.next()?.parse().ok()?;
+    let start: u64 = parts.next()?.parse().ok()?;
+    (procs::start_time(pid as i32) == Some(start)).then_some(pid)
+}
+
+pub fn start(
+    file: Option<&Path>,
+    names: Vec<String>,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<ExitCode, CliError> {
+    let project = load_project(file)?;
+    let state_dir = project.state_dir.clone();
+    std::fs::create_dir_all(&state_dir)
+        .map_err(|e| CliError::Run(format!("cannot create `{}`: {e}", state_dir.display())))?;
+    if let Some(pid) = running_daemon(&state_dir) {
+        return Err(CliError::Run(format!(
+            "a corral daemon (pid {pid}) already runs this project\n  help: `corral ps` to see it, `corral down` to stop it"
+        )));
+    }
+    if pid_file(&state_dir).exists() {
+        remove_pid_file(&state_dir);
+        eprintln!("corral: removed a stale PID file (its process is gone)");
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Run(format!("cannot find the corral binary: {e}")))?;
+    let log_path = state_dir.join("daemon.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| CliError::Run(format!("cannot open `{}`: {e}", log_path.display())))?;
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("-f").arg(&project.file).arg("up").arg("--daemon-child");
+    if let Some(addr) = listen {
+        cmd.arg("--listen").arg(addr.to_string());
+    }
+    cmd.args(&names)
+        .current_dir(&project.root)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| CliError::Run(e.to_string()))?)
+        .stderr(log);
+    // A session of its own: closing the terminal does not reach it.
+    // SAFETY: setsid is async-signal-safe and touches nothing of the parent.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            nix::unistd::setsid().map(drop).map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| CliError::Run(format!("cannot start the daemon: {e}")))?;
+    let client = Client::new(&state_dir);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let rt = runtime()?;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = std::fs::read(&log_path).unwrap_or_default();
+            let tail = String::from_utf8_lossy(&text[(log_start as usize).min(text.len())..]).into_owned();
+            return Err(CliError::Run(format!(
+                "the daemon ended at once ({status}):\n{}",
+                tail.trim_end()
+            )));
+        }
+        let ready: Result<serde_json::Value, ClientError> =
+            rt.block_on(client.call(Method::GET, "/ready"));
+        if ready.is_ok() {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(CliError::Run(format!(
+                "the daemon (pid {}) did not answer within 15 s; see {}",
+                child.id(),
+                log_path.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!(
+        "corral: daemon started (pid {}); `corral ps` to see it, `corral logs -f` to follow, `corral down` to stop",
+        child.id()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn down(file: Option<&Path>) -> Result<ExitCode, CliError> {
+    let project = load_project(file)?;
+    let client = Client::new(&project.state_dir);
+    let rt = runtime()?;
+    let pid = running_daemon(&project.state_dir);
+    let asked: Result<corral_api::wire::Done, ClientError> =
+        rt.block_on(client.call(Method::POST, "/v1/shutdown"));
+    match asked {
+        Ok(_) => {}
+        Err(ClientError::NoDaemon) => {
+            println!("corral: no daemon is running for this project");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(CliError::Run(e.to_string())),
+    }
+    // Stop takes as long as the slowest stop grace; wait for the process itself to end.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while pid.is_some() && running_daemon(&project.state_dir).is_some() {
+        if Instant::now() > deadline {
+            return Err(CliError::Run("the daemon is still stopping after 10 minutes".into()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("corral: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
