@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "corral", version, about, propagate_version = true)]
 struct Cli {
     /// The config file. Default: `corral.toml` in this directory or the nearest parent.
-    #[arg(short = 'f', long = "file", global = true, value_name = "FILE")]
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Option<PathBuf>,
 
     #[command(subcommand)]

@@ -114,6 +114,78 @@ impl Project {
         }
     }
 
+    /// Processes that belong to this project however they were started: anything running in
+    /// its directory with a corral marker (services, even after their corral died), and any
+    /// process naming the directory on its command line (a daemon, the keeper).
+    pub fn processes(&self) -> Vec<(i32, String)> {
+        let root = fs::canonicalize(self.path()).unwrap();
+        let root_s = root.display().to_string();
+        let me = std::process::id() as i32;
+        let mut found = Vec::new();
+        for pid in all_pids() {
+            if pid == me || is_dead(pid) {
+                continue;
+            }
+            let cmd = fs::read(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .split(|b| *b == 0)
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let marked = fs::read(format!("/proc/{pid}/environ"))
+                .unwrap_or_default()
+                .split(|b| *b == 0)
+                .any(|kv| kv.starts_with(b"CORRAL_INSTANCE_ID="));
+            let in_dir = fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c.starts_with(&root));
+            if (marked && in_dir) || cmd.contains(&root_s) {
+                found.push((pid, cmd));
+            }
+        }
+        found
+    }
+
+    /// Nothing of this project is left running (within 5 s); on failure kill it all and panic.
+    pub fn assert_nothing_left(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = self.processes();
+            if left.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.kill_all();
+                panic!("processes left behind: {left:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill_all(&self) {
+        for (pid, _) in self.processes() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+
+    /// One HTTP/1.1 request over the project's API socket: (status, body).
+    pub fn http(&self, method: &str, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let sock = self.path().join(".corral/api.sock");
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).expect("connect to api.sock");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        parse_http(&resp)
+    }
+
+    /// Run a client command (or `up -d`) to completion (deadline 60 s); what it starts may
+    /// outlive it.
+    pub fn run_client(&self, args: &[&str]) -> (ExitStatus, String, String) {
+        let mut c = self.start(args);
+        let status = c.wait(Duration::from_secs(60));
+        (status, c.stdout(), c.stderr())
+    }
+
     /// Run `corral ARGS` to completion (deadline 60 s).
     pub fn run(&self, args: &[&str]) -> (ExitStatus, String, String) {
         let mut c = self.start(args);
@@ -122,6 +194,37 @@ impl Project {
         assert_no_leftovers(c.pid);
         (status, out, err)
     }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        // A failed test must not leak a daemon, a keeper or a service.
+        self.kill_all();
+    }
+}
+
+/// Status and body of a raw HTTP/1.1 response (body de-chunked if needed).
+pub fn parse_http(resp: &str) -> (u16, String) {
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((resp, ""));
+    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return (status, body.to_string());
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    (status, out)
 }
 
 /// A running `corral` process. Dropping it kills it (a failed test must not leak).

@@ -5,6 +5,7 @@
 mod harness;
 
 mod config;
+mod daemon;
 mod logs;
 mod ports;
 mod run;
