@@ -83,6 +83,26 @@ struct App {
     control: Control,
 }
 
+/// Every route, as (method, path): the router below and `openapi.json` must both have exactly
+/// these (a test checks the document).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/health"),
+    ("get", "/ready"),
+    ("get", "/openapi.json"),
+    ("get", "/v1/project"),
+    ("get", "/v1/services"),
+    ("get", "/v1/services/{name}"),
+    ("post", "/v1/services/{name}/start"),
+    ("post", "/v1/services/{name}/stop"),
+    ("post", "/v1/services/{name}/restart"),
+    ("post", "/v1/services/{name}/signal"),
+    ("get", "/v1/services/{name}/logs"),
+    ("get", "/v1/logs"),
+    ("get", "/v1/events"),
+    ("get", "/v1/events/history"),
+    ("post", "/v1/shutdown"),
+];
+
 pub fn router(control: Control) -> Router {
     Router::new()
         .route("/health", get(health))
@@ -498,4 +518,57 @@ async fn history(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Jso
 
 async fn shutdown(State(app): State<App>) -> ApiResult<Json<wire::Done>> {
     act(&app, Command::Shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn openapi_document_lists_exactly_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(crate::OPENAPI).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut documented: Vec<(String, String)> = paths
+            .iter()
+            .flat_map(|(p, ops)| ops.as_object().unwrap().keys().map(move |m| (m.clone(), p.clone())))
+            .collect();
+        documented.sort();
+        let mut routes: Vec<(String, String)> =
+            ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        routes.sort();
+        assert_eq!(documented, routes);
+    }
+
+    #[test]
+    fn query_parsing_refuses_with_reasons() {
+        let m = params(Some("tail=5&grep=a%20b"), &["tail", "grep"]).unwrap();
+        let p = log_params(&m).unwrap();
+        assert_eq!(p.query.tail, Some(5));
+        assert!(p.query.grep.unwrap().is_match("xa by"));
+        let e = params(Some("tial=5"), &["tail"]).unwrap_err();
+        assert!(e.message.contains("unknown query parameter `tial`"), "{}", e.message);
+        assert_eq!(parse_signal("hup").unwrap(), 1);
+        assert_eq!(parse_signal("SIGUSR1").unwrap(), 10);
+        assert!(parse_signal("0").is_err() && parse_signal("32").is_err());
+        let since = log_params(&params(Some("since=10m"), &["since"]).unwrap()).unwrap();
+        assert!(since.query.since.unwrap() < SystemTime::now());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever arrives in a query string: an answer or a 400, never a panic.
+        #[test]
+        fn query_parsing_never_panics(raw in ".{0,200}", key in "(tail|since|grep|follow|services|dependents|signal|limit)", value in ".{0,64}") {
+            let _ = params(Some(&raw), &["tail", "since", "grep", "follow", "services"]).and_then(|m| log_params(&m));
+            let mut m = HashMap::new();
+            m.insert(key.clone(), value.clone());
+            if let Err(e) = log_params(&m) {
+                prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            }
+            let _ = flag(&m, &key);
+            let _ = parse_signal(&value);
+        }
+    }
 }
