@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
 pub use hyper::Method;
+use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
@@ -84,7 +84,11 @@ impl Client {
     }
 
     /// A request whose answer is JSON.
-    pub async fn call<T: DeserializeOwned>(&self, method: Method, path: &str) -> Result<T, ClientError> {
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<T, ClientError> {
         let resp = self.send(method, path).await?;
         let body = resp
             .into_body()
@@ -107,7 +111,9 @@ impl Client {
         let mut buf = String::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| ClientError::Io(e.to_string()))?;
-            let Ok(data) = frame.into_data() else { continue };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
             buf.push_str(&String::from_utf8_lossy(&data));
             while let Some(end) = buf.find("\n\n") {
                 let block: String = buf.drain(..end + 2).collect();
@@ -152,7 +158,9 @@ pub fn encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }

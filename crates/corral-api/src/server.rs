@@ -156,7 +156,9 @@ pub async fn serve_tcp(
     if !addr.ip().is_loopback() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("{addr} is not a loopback address; the TCP API listens on 127.0.0.1 or ::1 only"),
+            format!(
+                "{addr} is not a loopback address; the TCP API listens on 127.0.0.1 or ::1 only"
+            ),
         ));
     }
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -181,7 +183,9 @@ async fn health() -> Json<serde_json::Value> {
 /// Ready when the supervisor answers.
 async fn ready(State(app): State<App>) -> ApiResult<Json<serde_json::Value>> {
     let snap = app.control.snapshot().await?;
-    Ok(Json(serde_json::json!({"status": "ready", "pid": snap.pid})))
+    Ok(Json(
+        serde_json::json!({"status": "ready", "pid": snap.pid}),
+    ))
 }
 
 async fn openapi() -> Response {
@@ -210,11 +214,14 @@ async fn services(State(app): State<App>) -> ApiResult<Json<Vec<wire::Service>>>
 }
 
 fn find<'a>(snap: &'a Snapshot, name: &str) -> ApiResult<&'a corral_runtime::UnitView> {
-    snap.units.iter().find(|u| u.name == name).ok_or_else(|| ApiError {
-        status: StatusCode::NOT_FOUND,
-        code: "unknown_service",
-        message: format!("no service named `{name}`"),
-    })
+    snap.units
+        .iter()
+        .find(|u| u.name == name)
+        .ok_or_else(|| ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "unknown_service",
+            message: format!("no service named `{name}`"),
+        })
 }
 
 async fn service(
@@ -231,12 +238,17 @@ pub fn params(raw: Option<&str>, known: &[&str]) -> ApiResult<HashMap<String, St
     let uri: axum::http::Uri = format!("/?{raw}")
         .parse()
         .map_err(|_| ApiError::bad("the query string is not valid"))?;
-    let axum::extract::Query(map) = axum::extract::Query::<HashMap<String, String>>::try_from_uri(&uri)
-        .map_err(|e| ApiError::bad(format!("the query string is not valid: {e}")))?;
+    let axum::extract::Query(map) =
+        axum::extract::Query::<HashMap<String, String>>::try_from_uri(&uri)
+            .map_err(|e| ApiError::bad(format!("the query string is not valid: {e}")))?;
     if let Some(k) = map.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(ApiError::bad(format!(
             "unknown query parameter `{k}` (this route takes: {})",
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
         )));
     }
     Ok(map)
@@ -246,7 +258,9 @@ pub fn flag(map: &HashMap<String, String>, key: &str) -> ApiResult<bool> {
     match map.get(key).map(String::as_str) {
         None | Some("false") | Some("0") => Ok(false),
         Some("true") | Some("1") | Some("") => Ok(true),
-        Some(v) => Err(ApiError::bad(format!("`{key}` must be true or false, not `{v}`"))),
+        Some(v) => Err(ApiError::bad(format!(
+            "`{key}` must be true or false, not `{v}`"
+        ))),
     }
 }
 
@@ -290,14 +304,24 @@ pub fn parse_signal(s: &str) -> ApiResult<i32> {
         return if (1..=31).contains(&n) {
             Ok(n)
         } else {
-            Err(ApiError::bad(format!("signal number {n} is out of range (1-31)")))
+            Err(ApiError::bad(format!(
+                "signal number {n} is out of range (1-31)"
+            )))
         };
     }
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     name.parse::<nix::sys::signal::Signal>()
         .map(|sig| sig as i32)
-        .map_err(|_| ApiError::bad(format!("unknown signal `{s}` (try TERM, HUP, INT, KILL, USR1 or a number)")))
+        .map_err(|_| {
+            ApiError::bad(format!(
+                "unknown signal `{s}` (try TERM, HUP, INT, KILL, USR1 or a number)"
+            ))
+        })
 }
 
 async fn signal(
@@ -326,7 +350,11 @@ pub fn log_params(map: &HashMap<String, String>) -> ApiResult<LogParams> {
         None => None,
         Some(v) => match v.parse::<usize>() {
             Ok(n) if n <= MAX_TAIL => Some(n),
-            _ => return Err(ApiError::bad(format!("`tail` must be a number from 0 to {MAX_TAIL}, not `{v}`"))),
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "`tail` must be a number from 0 to {MAX_TAIL}, not `{v}`"
+                )));
+            }
         },
     };
     let since = match map.get("since") {
@@ -339,7 +367,12 @@ pub fn log_params(map: &HashMap<String, String>) -> ApiResult<LogParams> {
     };
     let services = map
         .get("services")
-        .map(|s| s.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .map(|s| {
+            s.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     Ok(LogParams {
         services,
@@ -354,9 +387,9 @@ fn parse_since(v: &str) -> ApiResult<SystemTime> {
         return Ok(t);
     }
     match humantime::parse_duration(v) {
-        Ok(d) if d <= Duration::from_secs(100 * 365 * 86_400) => {
-            Ok(SystemTime::now().checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH))
-        }
+        Ok(d) if d <= Duration::from_secs(100 * 365 * 86_400) => Ok(SystemTime::now()
+            .checked_sub(d)
+            .unwrap_or(SystemTime::UNIX_EPOCH)),
         _ => Err(ApiError::bad(format!(
             "`since` must be a time (2026-01-02T15:04:05Z) or a duration ago (10m, 2h), not `{v}`"
         ))),
@@ -370,7 +403,12 @@ fn compile_grep(v: &str) -> ApiResult<Regex> {
         .map_err(|e| ApiError::bad(format!("`grep` is not a valid pattern: {e}")))
 }
 
-fn read_logs(snap: &Snapshot, log_dir: &Path, names: &[String], q: &Query) -> ApiResult<Vec<wire::Line>> {
+fn read_logs(
+    snap: &Snapshot,
+    log_dir: &Path,
+    names: &[String],
+    q: &Query,
+) -> ApiResult<Vec<wire::Line>> {
     let mut all = Vec::new();
     for name in names {
         let unit = find(snap, name)?;
@@ -407,7 +445,10 @@ async fn service_logs(
 }
 
 async fn logs(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Response> {
-    let map = params(q.as_deref(), &["services", "tail", "since", "grep", "follow"])?;
+    let map = params(
+        q.as_deref(),
+        &["services", "tail", "since", "grep", "follow"],
+    )?;
     serve_logs(app, log_params(&map)?).await
 }
 
@@ -487,20 +528,22 @@ async fn events(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Resp
     params(q.as_deref(), &[])?;
     let rx = app.control.notices();
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(n) => return Some((Ok::<_, Infallible>(sse_json("event", &wire::Event::from(&*n))), rx)),
-                Err(RecvError::Lagged(n)) => {
-                    return Some((Ok(sse_json("lagged", &serde_json::json!({"missed": n}))), rx));
-                }
-                Err(RecvError::Closed) => return None,
-            }
-        }
+        let event = match rx.recv().await {
+            Ok(n) => sse_json("event", &wire::Event::from(&*n)),
+            Err(RecvError::Lagged(n)) => sse_json("lagged", &serde_json::json!({"missed": n})),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, Infallible>(event), rx))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
-async fn history(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Json<Vec<wire::Event>>> {
+async fn history(
+    State(app): State<App>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Vec<wire::Event>>> {
     let map = params(q.as_deref(), &["limit"])?;
     let limit = match map.get("limit") {
         None => 100,
@@ -508,7 +551,11 @@ async fn history(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Jso
             .parse::<usize>()
             .ok()
             .filter(|n| *n <= 10_000)
-            .ok_or_else(|| ApiError::bad(format!("`limit` must be a number from 0 to 10000, not `{v}`")))?,
+            .ok_or_else(|| {
+                ApiError::bad(format!(
+                    "`limit` must be a number from 0 to 10000, not `{v}`"
+                ))
+            })?,
     };
     match app.control.ask(Command::History(limit)).await? {
         Reply::History(h) => Ok(Json(h.iter().map(wire::Event::from).collect())),
@@ -531,11 +578,18 @@ mod tests {
         let paths = doc["paths"].as_object().unwrap();
         let mut documented: Vec<(String, String)> = paths
             .iter()
-            .flat_map(|(p, ops)| ops.as_object().unwrap().keys().map(move |m| (m.clone(), p.clone())))
+            .flat_map(|(p, ops)| {
+                ops.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |m| (m.clone(), p.clone()))
+            })
             .collect();
         documented.sort();
-        let mut routes: Vec<(String, String)> =
-            ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        let mut routes: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
         routes.sort();
         assert_eq!(documented, routes);
     }
@@ -547,7 +601,11 @@ mod tests {
         assert_eq!(p.query.tail, Some(5));
         assert!(p.query.grep.unwrap().is_match("xa by"));
         let e = params(Some("tial=5"), &["tail"]).unwrap_err();
-        assert!(e.message.contains("unknown query parameter `tial`"), "{}", e.message);
+        assert!(
+            e.message.contains("unknown query parameter `tial`"),
+            "{}",
+            e.message
+        );
         assert_eq!(parse_signal("hup").unwrap(), 1);
         assert_eq!(parse_signal("SIGUSR1").unwrap(), 10);
         assert!(parse_signal("0").is_err() && parse_signal("32").is_err());

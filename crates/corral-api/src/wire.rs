@@ -113,7 +113,8 @@ pub struct Error {
 }
 
 pub fn millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 pub fn from_millis(ms: u64) -> SystemTime {

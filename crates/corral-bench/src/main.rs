@@ -31,6 +31,116 @@ fn main() {
     log_capture(&corral, 200_000);
     println!();
     restart_latency(&corral, 50);
+    println!();
+    daemon(&corral, 200);
+}
+
+/// Run `corral ARGS` in `dir` to completion; panics if it fails.
+fn corral_cmd(corral: &Path, dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(corral)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "corral {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Poll `corral ps --json` until `n` services run with `adopted == want_adopted`.
+fn wait_running(corral: &Path, dir: &Path, n: usize, adopted: bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ps = corral_cmd(corral, dir, &["ps", "--json"]);
+        let running = ps.matches("\"state\": \"running\"").count();
+        let adopted_n = ps.matches("\"adopted\": true").count();
+        if running == n && (!adopted || adopted_n == n) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {running} of {n} running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn daemon_pid(dir: &Path) -> u32 {
+    fs::read_to_string(dir.join(".corral/daemon.pid"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The daemon with `n` services: `corral ps` latency (against spawning `true`), RSS with a
+/// `logs -f` client attached, and the time to adopt every service after `kill -9`.
+fn daemon(corral: &Path, n: usize) {
+    println!("daemon with {n} services");
+    let dir = project(&sleep_services(n));
+    let t0 = Instant::now();
+    corral_cmd(corral, dir.path(), &["up", "-d"]);
+    wait_running(corral, dir.path(), n, false);
+    let cold = t0.elapsed();
+
+    let runs = 20;
+    let mut ps = Vec::new();
+    let mut base = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        corral_cmd(corral, dir.path(), &["ps"]);
+        ps.push(t.elapsed());
+        let t = Instant::now();
+        Command::new("true").status().unwrap();
+        base.push(t.elapsed());
+    }
+    ps.sort();
+    base.sort();
+    let (ps, base) = (ps[runs / 2], base[runs / 2]);
+    println!(
+        "  corral ps          {:>9}   spawn `true` {:>9}   ratio {:.1}x",
+        ms(ps),
+        ms(base),
+        ratio(ps, base)
+    );
+
+    let mut follower = Command::new(corral)
+        .args(["logs", "-f"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = daemon_pid(dir.path());
+    let (_, rss) = cpu_and_rss(pid);
+    println!(
+        "  daemon RSS with one `logs -f` client: {:.1} MiB",
+        rss as f64 / 1024.0
+    );
+    let _ = follower.kill();
+    let _ = follower.wait();
+
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    while fs::metadata(format!("/proc/{pid}")).is_ok()
+        && !fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let t0 = Instant::now();
+    corral_cmd(corral, dir.path(), &["up", "-d"]);
+    wait_running(corral, dir.path(), n, true);
+    let adopt = t0.elapsed();
+    println!(
+        "  adopt after kill -9 {:>9}   cold start {:>9}   ratio {:.2}x",
+        ms(adopt),
+        ms(cold),
+        ratio(adopt, cold)
+    );
+    corral_cmd(corral, dir.path(), &["down"]);
 }
 
 fn corral_binary() -> PathBuf {

@@ -412,7 +412,11 @@ impl Engine {
             u.restarts = 0;
             u.startup_failures = 0;
             u.wanted = true;
-            self.set(id, State::Inactive, Some(format!("stopped ({status}); starting again")));
+            self.set(
+                id,
+                State::Inactive,
+                Some(format!("stopped ({status}); starting again")),
+            );
         } else if kind == Kind::Task && !user_stop {
             self.task_finished(id, status.success());
             self.set(id, State::Exited { status }, Some(format!("{status}")));

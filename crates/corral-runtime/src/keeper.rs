@@ -113,8 +113,16 @@ pub enum TapMsg {
     Lost,
 }
 
-fn lines_frame(unit: &str, instance: u64, stream: Stream, time: SystemTime, lines: &[Vec<u8>]) -> Vec<u8> {
-    let ms = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+fn lines_frame(
+    unit: &str,
+    instance: u64,
+    stream: Stream,
+    time: SystemTime,
+    lines: &[Vec<u8>],
+) -> Vec<u8> {
+    let ms = time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let body: usize = lines.iter().map(|l| l.len() + 4).sum();
     let mut p = Vec::with_capacity(19 + unit.len() + body + 5);
     p.extend_from_slice(&[0; 5]);
@@ -149,7 +157,11 @@ fn decode_tap(kind: u8, p: &[u8]) -> Option<TapMsg> {
     let instance = u64::from_le_bytes(p.get(0..8)?.try_into().ok()?);
     match kind {
         LINES => {
-            let stream = if *p.get(8)? == 1 { Stream::Stderr } else { Stream::Stdout };
+            let stream = if *p.get(8)? == 1 {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            };
             let ms = u64::from_le_bytes(p.get(9..17)?.try_into().ok()?);
             let name_len = u16::from_le_bytes(p.get(17..19)?.try_into().ok()?) as usize;
             let unit = String::from_utf8_lossy(p.get(19..19 + name_len)?).into_owned();
@@ -198,7 +210,10 @@ impl FrameReader {
             if self.buf.len() >= 5 {
                 let len = u32::from_le_bytes(self.buf[..4].try_into().unwrap_or_default()) as usize;
                 if len == 0 || len > MAX_FRAME {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "bad frame length"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "bad frame length",
+                    ));
                 }
                 if self.buf.len() >= 4 + len {
                     let kind = self.buf[4];
@@ -226,8 +241,10 @@ impl FrameReader {
                     if let ControlMessageOwned::ScmRights(fds) = c {
                         // SAFETY: the kernel just installed these descriptors for us; nothing
                         // else owns them.
-                        self.fds
-                            .extend(fds.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                        self.fds.extend(
+                            fds.into_iter()
+                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                        );
                     }
                 }
             }
@@ -382,7 +399,9 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                     let Ok(conn) = conn else { continue };
                     next_id += 1;
                     let id = next_id;
-                    let Ok(writer) = conn.try_clone() else { continue };
+                    let Ok(writer) = conn.try_clone() else {
+                        continue;
+                    };
                     *current.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, writer));
                     let _ = msg_tx.send(KeeperMsg::Connected);
                     let msg_tx = msg_tx.clone();
@@ -495,7 +514,13 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let lines = vec![b"one".to_vec(), Vec::new(), vec![0xff, b'\n']];
-        let f = lines_frame("api", 7, Stream::Stderr, UNIX_EPOCH + Duration::from_millis(1234), &lines);
+        let f = lines_frame(
+            "api",
+            7,
+            Stream::Stderr,
+            UNIX_EPOCH + Duration::from_millis(1234),
+            &lines,
+        );
         let (a, b) = UnixStream::pair().unwrap();
         (&a).write_all(&f).unwrap();
         (&a).write_all(&eof_frame("api", 7)).unwrap();
@@ -503,21 +528,37 @@ mod tests {
         let mut r = FrameReader::new(b);
         let (kind, p) = r.next().unwrap().unwrap();
         match decode_tap(kind, &p).unwrap() {
-            TapMsg::Lines { unit, instance, stream, time, lines: got } => {
-                assert_eq!((unit.as_str(), instance, stream), ("api", 7, Stream::Stderr));
+            TapMsg::Lines {
+                unit,
+                instance,
+                stream,
+                time,
+                lines: got,
+            } => {
+                assert_eq!(
+                    (unit.as_str(), instance, stream),
+                    ("api", 7, Stream::Stderr)
+                );
                 assert_eq!(time, UNIX_EPOCH + Duration::from_millis(1234));
                 assert_eq!(got, lines);
             }
             other => panic!("{other:?}"),
         }
         let (kind, p) = r.next().unwrap().unwrap();
-        assert!(matches!(decode_tap(kind, &p), Some(TapMsg::Eof { instance: 7, .. })));
+        assert!(matches!(
+            decode_tap(kind, &p),
+            Some(TapMsg::Eof { instance: 7, .. })
+        ));
         assert!(r.next().unwrap().is_none());
     }
 
     #[test]
     fn garbage_frames_are_errors_not_panics() {
-        for bytes in [&[0u8, 0, 0, 0, 1][..], &[255, 255, 255, 255, 1], &[3, 0, 0, 0, 10, 1, 2]] {
+        for bytes in [
+            &[0u8, 0, 0, 0, 1][..],
+            &[255, 255, 255, 255, 1],
+            &[3, 0, 0, 0, 10, 1, 2],
+        ] {
             let (a, b) = UnixStream::pair().unwrap();
             (&a).write_all(bytes).unwrap();
             drop(a);

@@ -71,7 +71,9 @@ pub fn query(dir: &Path, name: &str, keep_files: u32, query: &Query) -> io::Resu
             Err(e) => return Err(e),
         };
         for raw in data.split(|b| *b == b'\n') {
-            let Some(line) = parse_line(raw) else { continue };
+            let Some(line) = parse_line(raw) else {
+                continue;
+            };
             if query.since.is_some_and(|s| line.time < s) {
                 continue;
             }
@@ -282,7 +284,6 @@ impl<F: FnMut(Stream, &[Vec<u8>])> Pump<F> {
             }
         }
     }
-
 }
 
 /// Read from a pipe; an error counts as end of stream.

@@ -77,7 +77,10 @@ pub fn with_marker(marker: &str) -> Vec<i32> {
     let children = children_map(&all);
     let mut found: HashSet<i32> = HashSet::new();
     for p in &all {
-        if !p.zombie && !found.contains(&p.pid) && env_var(p.pid, MARKER_VAR).as_deref() == Some(marker) {
+        if !p.zombie
+            && !found.contains(&p.pid)
+            && env_var(p.pid, MARKER_VAR).as_deref() == Some(marker)
+        {
             found.extend(tree(&children, p.pid));
         }
     }
@@ -319,12 +322,15 @@ impl PidFd {
     pub fn open(pid: u32) -> std::io::Result<PidFd> {
         use std::os::fd::FromRawFd;
         // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor or -1.
-        let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
+        let fd =
+            unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0) };
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: the descriptor was just created and is owned by nobody else.
-        Ok(PidFd(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }))
+        Ok(PidFd(unsafe {
+            std::os::fd::OwnedFd::from_raw_fd(fd as i32)
+        }))
     }
 
     /// Whether the process has ended (poll with zero timeout).

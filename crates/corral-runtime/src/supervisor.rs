@@ -105,7 +105,9 @@ pub enum RunError {
 /// Holds `.corral/corral.lock` while corral runs a project, so that two corrals never
 /// supervise (and write the logs of) the same project at once. The lock is an `flock`, so it
 /// goes away with the process however it dies; the file keeps the holder's PID for the message.
-pub fn lock_project(state_dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, RunError> {
+pub fn lock_project(
+    state_dir: &std::path::Path,
+) -> Result<nix::fcntl::Flock<std::fs::File>, RunError> {
     use std::io::{Read, Seek, Write};
     let path = state_dir.join("corral.lock");
     let file = std::fs::OpenOptions::new()
@@ -146,10 +148,22 @@ enum Msg {
 /// What a client (the API) asks of the supervisor.
 #[derive(Clone, Debug)]
 pub enum Command {
-    Start { name: String, dependents: bool },
-    Stop { name: String, dependents: bool },
-    Restart { name: String, dependents: bool },
-    Signal { name: String, signal: i32 },
+    Start {
+        name: String,
+        dependents: bool,
+    },
+    Stop {
+        name: String,
+        dependents: bool,
+    },
+    Restart {
+        name: String,
+        dependents: bool,
+    },
+    Signal {
+        name: String,
+        signal: i32,
+    },
     /// Stop everything in reverse order, then end.
     Shutdown,
     Snapshot,
@@ -610,14 +624,17 @@ impl Supervisor {
 
     async fn request(&mut self, command: Command) -> Result<Reply, CommandError> {
         let find = |name: &str| {
-            self.project.plan.find(name).ok_or_else(|| CommandError::UnknownUnit {
-                name: name.to_string(),
-                suggestion: corral_config::did_you_mean(
-                    name,
-                    self.project.units.iter().map(|u| u.name.as_str()),
-                )
-                .map(str::to_string),
-            })
+            self.project
+                .plan
+                .find(name)
+                .ok_or_else(|| CommandError::UnknownUnit {
+                    name: name.to_string(),
+                    suggestion: corral_config::did_you_mean(
+                        name,
+                        self.project.units.iter().map(|u| u.name.as_str()),
+                    )
+                    .map(str::to_string),
+                })
         };
         let busy = self.engine.is_shutting_down();
         match command {
@@ -641,7 +658,9 @@ impl Supervisor {
             }
             Command::Shutdown => {
                 if !busy {
-                    self.printer.system("stopping (asked through the API)".into()).await;
+                    self.printer
+                        .system("stopping (asked through the API)".into())
+                        .await;
                     self.handle(Event::Shutdown).await;
                 }
                 Ok(Reply::Done("stopping".into()))
@@ -652,17 +671,26 @@ impl Supervisor {
             Command::Start { name, dependents } => {
                 let unit = find(&name)?;
                 self.handle(Event::Start { unit, dependents }).await;
-                Ok(Reply::Done(format!("{name}: {}", self.engine.state(unit).name())))
+                Ok(Reply::Done(format!(
+                    "{name}: {}",
+                    self.engine.state(unit).name()
+                )))
             }
             Command::Stop { name, dependents } => {
                 let unit = find(&name)?;
                 self.handle(Event::Stop { unit, dependents }).await;
-                Ok(Reply::Done(format!("{name}: {}", self.engine.state(unit).name())))
+                Ok(Reply::Done(format!(
+                    "{name}: {}",
+                    self.engine.state(unit).name()
+                )))
             }
             Command::Restart { name, dependents } => {
                 let unit = find(&name)?;
                 self.handle(Event::Restart { unit, dependents }).await;
-                Ok(Reply::Done(format!("{name}: {}", self.engine.state(unit).name())))
+                Ok(Reply::Done(format!(
+                    "{name}: {}",
+                    self.engine.state(unit).name()
+                )))
             }
             Command::Signal { name, signal } => {
                 let unit = find(&name)?;
@@ -673,7 +701,10 @@ impl Supervisor {
                 };
                 let pid = live.pid;
                 self.signal_batch(&[(unit, sig)]);
-                Ok(Reply::Done(format!("sent {} to {name} (pid {pid})", sig.as_str())))
+                Ok(Reply::Done(format!(
+                    "sent {} to {name} (pid {pid})",
+                    sig.as_str()
+                )))
             }
         }
     }
@@ -690,11 +721,13 @@ impl Supervisor {
                 let def = &self.project.units[id.0];
                 let live = self.live[id.0].as_ref();
                 let running = matches!(u.state, State::Running { .. } | State::Stopping { .. });
-                let health = spec.readiness.map(|_| match (&u.state, &u.last_probe_error) {
-                    (State::Running { ready: true, .. }, _) => "ready".to_string(),
-                    (_, Some(e)) => format!("not ready: {e}"),
-                    _ => "not ready".to_string(),
-                });
+                let health = spec
+                    .readiness
+                    .map(|_| match (&u.state, &u.last_probe_error) {
+                        (State::Running { ready: true, .. }, _) => "ready".to_string(),
+                        (_, Some(e)) => format!("not ready: {e}"),
+                        _ => "not ready".to_string(),
+                    });
                 UnitView {
                     name: spec.name.clone(),
                     kind: spec.kind,
@@ -711,19 +744,27 @@ impl Supervisor {
                     health,
                     ports: self.ports[id.0].into_iter().collect(),
                     waiting_on: match &u.state {
-                        State::Blocked { waiting_on } => {
-                            waiting_on.iter().map(|w| format!("{} ({})", w.name, w.condition)).collect()
-                        }
+                        State::Blocked { waiting_on } => waiting_on
+                            .iter()
+                            .map(|w| format!("{} ({})", w.name, w.condition))
+                            .collect(),
                         _ => Vec::new(),
                     },
                     reason: match &u.state {
-                        State::Failed { reason } | State::Skipped { reason } => Some(reason.clone()),
+                        State::Failed { reason } | State::Skipped { reason } => {
+                            Some(reason.clone())
+                        }
                         _ => None,
                     },
                     depends_on: spec
                         .deps
                         .iter()
-                        .map(|d| (self.project.plan.get(d.unit).name.clone(), d.condition.to_string()))
+                        .map(|d| {
+                            (
+                                self.project.plan.get(d.unit).name.clone(),
+                                d.condition.to_string(),
+                            )
+                        })
                         .collect(),
                     held: u.held,
                     wanted: u.wanted,
@@ -744,7 +785,9 @@ impl Supervisor {
 
     /// Take over a process an earlier daemon started.
     async fn adopt(&mut self, unit: UnitId, rec: InstanceRecord) {
-        let (Ok(watch_fd), Ok(check_fd)) = (procs::PidFd::open(rec.pid), procs::PidFd::open(rec.pid)) else {
+        let (Ok(watch_fd), Ok(check_fd)) =
+            (procs::PidFd::open(rec.pid), procs::PidFd::open(rec.pid))
+        else {
             end_marked(&rec.marker);
             let _ = self.store.remove_instance(&rec.unit, rec.instance);
             return;
@@ -787,7 +830,9 @@ impl Supervisor {
                 time,
                 lines,
             } => {
-                let Some(id) = self.project.plan.find(&unit) else { return };
+                let Some(id) = self.project.plan.find(&unit) else {
+                    return;
+                };
                 for line in &lines {
                     self.printer.line(id, stream, line);
                 }
@@ -809,7 +854,9 @@ impl Supervisor {
             TapMsg::Lost => {
                 self.draining.clear();
                 if !self.engine.is_shutting_down() {
-                    eprintln!("corral: lost the connection to the log keeper; output of new processes is not captured");
+                    eprintln!(
+                        "corral: lost the connection to the log keeper; output of new processes is not captured"
+                    );
                 }
             }
         }
@@ -827,7 +874,9 @@ impl Supervisor {
             let text = String::from_utf8_lossy(line);
             if watch.log_ready.as_ref().is_some_and(|r| r.is_match(&text)) {
                 watch.log_ready = None;
-                let _ = self.tx.send(Msg::Event(Event::LogReady { unit: id, instance }));
+                let _ = self
+                    .tx
+                    .send(Msg::Event(Event::LogReady { unit: id, instance }));
             }
             if watch.readiness.as_ref().is_some_and(|r| r.is_match(&text)) {
                 watch.readiness = None;
@@ -904,7 +953,9 @@ impl Supervisor {
                 }
                 self.schedule_sweep();
             }
-            if let Event::ProbeResult { unit, ok, detail, .. } = &event
+            if let Event::ProbeResult {
+                unit, ok, detail, ..
+            } = &event
                 && self.notices.receiver_count() > 0
             {
                 let _ = self.notices.send(Arc::new(Notice {
@@ -956,7 +1007,10 @@ impl Supervisor {
         let name = &self.project.units[unit.0].name;
         let state = self.engine.state(unit);
         // Too routine for the terminal; still an event.
-        let routine = matches!((state, &note), (State::Starting, _) | (State::Inactive, None));
+        let routine = matches!(
+            (state, &note),
+            (State::Starting, _) | (State::Inactive, None)
+        );
         let text = match (state, note) {
             (State::Running { .. }, Some(n)) | (State::Stopping { .. }, Some(n)) => {
                 format!("{name}: {n}")
@@ -1084,7 +1138,10 @@ impl Supervisor {
                 Ok(()) => {
                     self.draining.insert((def.name.clone(), instance));
                 }
-                Err(e) => eprintln!("corral: cannot hand the output of `{}` to the log keeper: {e}", def.name),
+                Err(e) => eprintln!(
+                    "corral: cannot hand the output of `{}` to the log keeper: {e}",
+                    def.name
+                ),
             }
         }
         drop((out, err));
@@ -1172,7 +1229,8 @@ impl Supervisor {
             if let Some(pidfd) = &live.adopted {
                 // Not our child: the pidfd says whether the PID is still this process.
                 if !pidfd.exited() {
-                    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(live.pid as i32), *sig);
+                    let _ =
+                        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(live.pid as i32), *sig);
                 }
                 procs::signal_all(&procs::with_marker(&live.marker), *sig);
                 continue;

@@ -157,9 +157,7 @@ impl Store {
 
     fn strings(&self, sql: &str) -> Result<Vec<String>, StoreError> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.sql(e))?;
-        let rows = stmt
-            .query_map([], |r| r.get(0))
-            .map_err(|e| self.sql(e))?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.sql(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
     }
 
@@ -293,7 +291,7 @@ impl Store {
             .map_err(|e| self.sql(e))?;
         self.inserts += 1;
         // Trim now and then rather than on every insert.
-        if self.inserts % 256 == 0 {
+        if self.inserts.is_multiple_of(256) {
             self.conn
                 .execute(
                     "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?1",

@@ -136,7 +136,13 @@ fn main() -> ExitCode {
             if detach {
                 commands::daemon::start(cli.file.as_deref(), names, listen)
             } else {
-                commands::up::run(cli.file.as_deref(), names, quiet || daemon_child, listen, daemon_child)
+                commands::up::run(
+                    cli.file.as_deref(),
+                    names,
+                    quiet || daemon_child,
+                    listen,
+                    daemon_child,
+                )
             }
         }
         Command::Down => commands::daemon::down(cli.file.as_deref()),

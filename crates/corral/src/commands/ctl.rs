@@ -23,7 +23,11 @@ fn cli_error(e: ClientError) -> CliError {
     }
 }
 
-fn call<T: serde::de::DeserializeOwned>(file: Option<&Path>, method: Method, path: &str) -> Result<T, CliError> {
+fn call<T: serde::de::DeserializeOwned>(
+    file: Option<&Path>,
+    method: Method,
+    path: &str,
+) -> Result<T, CliError> {
     let c = client(file)?;
     runtime()?.block_on(c.call(method, path)).map_err(cli_error)
 }
@@ -42,7 +46,10 @@ fn uptime(secs: Option<f64>) -> String {
 pub fn ps(file: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
     let list = services(file)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<[String; 8]> = list
@@ -51,7 +58,11 @@ pub fn ps(file: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
             [
                 s.name.clone(),
                 s.kind.clone(),
-                if s.held { format!("{} (held)", s.state) } else { s.state.clone() },
+                if s.held {
+                    format!("{} (held)", s.state)
+                } else {
+                    s.state.clone()
+                },
                 s.pid.map_or("-".into(), |p| p.to_string()),
                 uptime(s.uptime_secs),
                 s.restarts.to_string(),
@@ -59,12 +70,18 @@ pub fn ps(file: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
                 if s.ports.is_empty() {
                     "-".into()
                 } else {
-                    s.ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+                    s.ports
+                        .iter()
+                        .map(u16::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
                 },
             ]
         })
         .collect();
-    let header = ["NAME", "KIND", "STATE", "PID", "UPTIME", "RESTARTS", "HEALTH", "PORTS"];
+    let header = [
+        "NAME", "KIND", "STATE", "PID", "UPTIME", "RESTARTS", "HEALTH", "PORTS",
+    ];
     let mut widths = header.map(str::len);
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -114,7 +131,12 @@ pub fn logs(file: Option<&Path>, args: LogArgs) -> Result<ExitCode, CliError> {
         } else {
             let time = humantime::format_rfc3339_millis(wire::from_millis(l.time_ms));
             let mark = if l.stream == "err" { '!' } else { '|' };
-            println!("{time} {:<width$} {mark} {}", l.unit, l.text, width = width.max(l.unit.len()));
+            println!(
+                "{time} {:<width$} {mark} {}",
+                l.unit,
+                l.text,
+                width = width.max(l.unit.len())
+            );
         }
     };
     let rt = runtime()?;
@@ -142,11 +164,19 @@ pub fn logs(file: Option<&Path>, args: LogArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn act(file: Option<&Path>, verb: &str, name: &str, dependents: bool) -> Result<ExitCode, CliError> {
+pub fn act(
+    file: Option<&Path>,
+    verb: &str,
+    name: &str,
+    dependents: bool,
+) -> Result<ExitCode, CliError> {
     let done: wire::Done = call(
         file,
         Method::POST,
-        &format!("/v1/services/{}/{verb}?dependents={dependents}", encode(name)),
+        &format!(
+            "/v1/services/{}/{verb}?dependents={dependents}",
+            encode(name)
+        ),
     )?;
     println!("{}", done.message);
     Ok(ExitCode::SUCCESS)
@@ -156,7 +186,11 @@ pub fn kill(file: Option<&Path>, name: &str, signal: &str) -> Result<ExitCode, C
     let done: wire::Done = call(
         file,
         Method::POST,
-        &format!("/v1/services/{}/signal?signal={}", encode(name), encode(signal)),
+        &format!(
+            "/v1/services/{}/signal?signal={}",
+            encode(name),
+            encode(signal)
+        ),
     )?;
     println!("{}", done.message);
     Ok(ExitCode::SUCCESS)
@@ -166,7 +200,10 @@ pub fn why(file: Option<&Path>, name: &str) -> Result<ExitCode, CliError> {
     let s: wire::Service = call(file, Method::GET, &format!("/v1/services/{}", encode(name)))?;
     let mut lines = vec![format!("{} is {}", s.name, s.state)];
     if s.held {
-        lines.push(format!("  it was stopped by the user; `corral start {}` brings it back", s.name));
+        lines.push(format!(
+            "  it was stopped by the user; `corral start {}` brings it back",
+            s.name
+        ));
     }
     if !s.waiting_on.is_empty() {
         lines.push(format!("  waiting for: {}", s.waiting_on.join(", ")));
@@ -194,8 +231,16 @@ pub fn tree(file: Option<&Path>) -> Result<ExitCode, CliError> {
         .iter()
         .flat_map(|s| s.depends_on.iter().map(|d| d.name.as_str()))
         .collect();
-    fn show(list: &[wire::Service], name: &str, cond: Option<&str>, depth: usize, path: &mut Vec<String>) {
-        let Some(s) = list.iter().find(|s| s.name == name) else { return };
+    fn show(
+        list: &[wire::Service],
+        name: &str,
+        cond: Option<&str>,
+        depth: usize,
+        path: &mut Vec<String>,
+    ) {
+        let Some(s) = list.iter().find(|s| s.name == name) else {
+            return;
+        };
         let cond = cond.map_or(String::new(), |c| format!(" ({c})"));
         println!("{}{}{cond}: {}", "  ".repeat(depth), s.name, s.state);
         if path.contains(&s.name) {

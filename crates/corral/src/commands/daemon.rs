@@ -66,7 +66,10 @@ pub fn start(
         .map_err(|e| CliError::Run(format!("cannot open `{}`: {e}", log_path.display())))?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("-f").arg(&project.file).arg("up").arg("--daemon-child");
+    cmd.arg("-f")
+        .arg(&project.file)
+        .arg("up")
+        .arg("--daemon-child");
     if let Some(addr) = listen {
         cmd.arg("--listen").arg(addr.to_string());
     }
@@ -79,7 +82,9 @@ pub fn start(
     // SAFETY: setsid is async-signal-safe and touches nothing of the parent.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            nix::unistd::setsid().map(drop).map_err(std::io::Error::from)
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
         });
     }
     let mut child = cmd
@@ -91,7 +96,8 @@ pub fn start(
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             let text = std::fs::read(&log_path).unwrap_or_default();
-            let tail = String::from_utf8_lossy(&text[(log_start as usize).min(text.len())..]).into_owned();
+            let tail =
+                String::from_utf8_lossy(&text[(log_start as usize).min(text.len())..]).into_owned();
             return Err(CliError::Run(format!(
                 "the daemon ended at once ({status}):\n{}",
                 tail.trim_end()
@@ -137,11 +143,12 @@ pub fn down(file: Option<&Path>) -> Result<ExitCode, CliError> {
     let deadline = Instant::now() + Duration::from_secs(600);
     while pid.is_some() && running_daemon(&project.state_dir).is_some() {
         if Instant::now() > deadline {
-            return Err(CliError::Run("the daemon is still stopping after 10 minutes".into()));
+            return Err(CliError::Run(
+                "the daemon is still stopping after 10 minutes".into(),
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     println!("corral: stopped");
     Ok(ExitCode::SUCCESS)
 }
-

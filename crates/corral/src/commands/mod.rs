@@ -87,7 +87,12 @@ pub fn supervise(
         if serve.api {
             corral_api::serve_unix(control.clone(), &socket)
                 .await
-                .map_err(|e| CliError::Run(format!("cannot serve the API on `{}`: {e}", socket.display())))?;
+                .map_err(|e| {
+                    CliError::Run(format!(
+                        "cannot serve the API on `{}`: {e}",
+                        socket.display()
+                    ))
+                })?;
             daemon::write_pid_file(&state_dir);
         }
         if let Some(addr) = serve.listen {
@@ -96,7 +101,10 @@ pub fn supervise(
             let bound = corral_api::serve_tcp(control.clone(), addr, tokens)
                 .await
                 .map_err(|e| CliError::Run(format!("cannot listen on {addr}: {e}")))?;
-            eprintln!("corral: API on http://{bound} (token in {})", state_dir.join("token").display());
+            eprintln!(
+                "corral: API on http://{bound} (token in {})",
+                state_dir.join("token").display()
+            );
         }
         let outcome = sup.run().await.map_err(|e| CliError::Run(e.to_string()));
         if serve.api {

@@ -25,7 +25,11 @@ fn services(p: &Project) -> serde_json::Value {
 }
 
 fn service<'a>(list: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    list.as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap()
 }
 
 fn wait_state(p: &Project, name: &str, state: &str) -> serde_json::Value {
@@ -38,7 +42,12 @@ fn wait_state(p: &Project, name: &str, state: &str) -> serde_json::Value {
 }
 
 fn daemon_pid(p: &Project) -> i32 {
-    p.read(".corral/daemon.pid").split_whitespace().next().unwrap().parse().unwrap()
+    p.read(".corral/daemon.pid")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -57,7 +66,9 @@ fn daemon_serves_the_api_and_the_cli_end_to_end() {
     assert!(ps.starts_with("NAME"), "{ps}");
     assert!(ps.contains(&db_pid.to_string()), "{ps}");
 
-    eventually(Duration::from_secs(10), "log lines", || ok(&p, &["logs", "db"]).contains("db-up"));
+    eventually(Duration::from_secs(10), "log lines", || {
+        ok(&p, &["logs", "db"]).contains("db-up")
+    });
     let both = ok(&p, &["logs", "--grep=-up$"]);
     assert!(both.contains("db-up") && both.contains("api-up"), "{both}");
     assert!(!ok(&p, &["logs", "--grep", "^api"]).contains("db-up"));
@@ -77,7 +88,10 @@ fn daemon_serves_the_api_and_the_cli_end_to_end() {
     eventually(Duration::from_secs(15), "new pids", || {
         let l = services(&p);
         let (d, a) = (service(&l, "db"), service(&l, "api"));
-        d["state"] == "running" && a["state"] == "running" && d["pid"].as_u64() != Some(db_pid) && a["pid"].as_u64() != Some(api_pid)
+        d["state"] == "running"
+            && a["state"] == "running"
+            && d["pid"].as_u64() != Some(db_pid)
+            && a["pid"].as_u64() != Some(api_pid)
     });
     assert!(ok(&p, &["tree"]).contains("api: running\n  db (started): running"));
     // A signal it ignores leaves it be; one that ends it is noticed and the policy restarts it.
@@ -86,11 +100,15 @@ fn daemon_serves_the_api_and_the_cli_end_to_end() {
     assert_eq!(status, 200, "{body}");
     let killed = ok(&p, &["kill", "-s", "HUP", "api"]);
     assert!(killed.contains("SIGHUP"), "{killed}");
-    eventually(Duration::from_secs(15), "api restarted after SIGHUP", || {
-        let l = services(&p);
-        let a = service(&l, "api");
-        a["state"] == "running" && a["pid"].as_u64() != Some(api_pid) && a["restarts"] == 1
-    });
+    eventually(
+        Duration::from_secs(15),
+        "api restarted after SIGHUP",
+        || {
+            let l = services(&p);
+            let a = service(&l, "api");
+            a["state"] == "running" && a["pid"].as_u64() != Some(api_pid) && a["restarts"] == 1
+        },
+    );
 
     // Bad input: a clear 4xx with a JSON reason, never a hang or a 500.
     for (method, path, status, code) in [
@@ -101,28 +119,57 @@ fn daemon_serves_the_api_and_the_cli_end_to_end() {
         ("GET", "/v1/logs?since=yesterday-ish", 400, "bad_request"),
         ("GET", "/v1/logs?services=nope", 404, "unknown_service"),
         ("GET", "/v1/logs?bogus=1", 400, "bad_request"),
-        ("POST", "/v1/services/db/signal?signal=99", 400, "bad_request"),
-        ("POST", "/v1/services/db/signal?signal=BOGUS", 400, "bad_request"),
-        ("POST", "/v1/services/db/stop?dependents=maybe", 400, "bad_request"),
+        (
+            "POST",
+            "/v1/services/db/signal?signal=99",
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/services/db/signal?signal=BOGUS",
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/services/db/stop?dependents=maybe",
+            400,
+            "bad_request",
+        ),
         ("GET", "/v1/events/history?limit=-1", 400, "bad_request"),
         ("GET", "/nope", 404, "not_found"),
         ("DELETE", "/v1/services", 405, "method_not_allowed"),
     ] {
         let (got, body) = p.http(method, path);
         assert_eq!(got, status, "{method} {path}: {body}");
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{method} {path}: {body}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|_| panic!("{method} {path}: {body}"));
         assert_eq!(v["code"], code, "{method} {path}: {body}");
         assert!(!v["message"].as_str().unwrap().is_empty());
     }
     // Happy paths of what the CLI does not cover.
-    for path in ["/health", "/ready", "/openapi.json", "/v1/project", "/v1/services/db", "/v1/services/db/logs?tail=1", "/v1/events/history?limit=5"] {
+    for path in [
+        "/health",
+        "/ready",
+        "/openapi.json",
+        "/v1/project",
+        "/v1/services/db",
+        "/v1/services/db/logs?tail=1",
+        "/v1/events/history?limit=5",
+    ] {
         let (status, body) = p.http("GET", path);
         assert_eq!(status, 200, "{path}: {body}");
-        serde_json::from_str::<serde_json::Value>(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+        serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
     }
     let (_, hist) = p.http("GET", "/v1/events/history?limit=50");
     assert!(hist.contains("api: started"), "{hist}");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p.path().join(".corral/api.sock")).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(p.path().join(".corral/api.sock"))
+            .unwrap()
+            .permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600);
 
     let out = ok(&p, &["down"]);
@@ -131,7 +178,10 @@ fn daemon_serves_the_api_and_the_cli_end_to_end() {
     p.assert_nothing_left();
     let (status, _, err) = p.run_client(&["ps"]);
     assert!(!status.success());
-    assert!(err.contains("no corral is running") && err.contains("corral up -d"), "{err}");
+    assert!(
+        err.contains("no corral is running") && err.contains("corral up -d"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -183,14 +233,24 @@ fn after_kill_9_of_the_daemon_services_are_adopted_with_no_line_lost_or_repeated
     ok(&p, &["up", "-d"]);
     let list = wait_state(&p, "counter", "running");
     let pid = service(&list, "counter")["pid"].as_u64().unwrap();
-    eventually(Duration::from_secs(10), "output", || numbers(&p).len() > 200);
+    eventually(Duration::from_secs(10), "output", || {
+        numbers(&p).len() > 200
+    });
 
     let daemon = daemon_pid(&p);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     eventually(Duration::from_secs(5), "daemon gone", || is_dead(daemon));
     // With no daemon, the service keeps running and its output keeps reaching the file.
     let before = numbers(&p).len();
-    eventually(Duration::from_secs(10), "output while the daemon is dead", || numbers(&p).len() > before + 200);
+    eventually(
+        Duration::from_secs(10),
+        "output while the daemon is dead",
+        || numbers(&p).len() > before + 200,
+    );
     assert!(!is_dead(pid as i32));
 
     ok(&p, &["up", "-d"]);
@@ -198,14 +258,22 @@ fn after_kill_9_of_the_daemon_services_are_adopted_with_no_line_lost_or_repeated
     let c = service(&list, "counter");
     assert_eq!(c["pid"].as_u64(), Some(pid), "same process");
     assert_eq!(c["adopted"], true);
-    let instances = p.processes().into_iter().filter(|(_, cmd)| cmd.contains("itertools")).count();
+    let instances = p
+        .processes()
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains("itertools"))
+        .count();
     assert_eq!(instances, 1, "never a second instance");
     // The new daemon follows the output again.
     let followed = ok(&p, &["logs", "counter", "-n", "3"]);
     assert_eq!(followed.lines().count(), 3, "{followed}");
 
     // Its later exit is noticed, and the restart policy applies.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     eventually(Duration::from_secs(15), "restarted", || {
         let l = services(&p);
         let c = service(&l, "counter");
@@ -217,7 +285,12 @@ fn after_kill_9_of_the_daemon_services_are_adopted_with_no_line_lost_or_repeated
     // Every line once, in order: the first instance counted 0..n without a gap or a repeat
     // across the daemon's death; the restarted one starts at 0 again.
     let all = numbers(&p);
-    let restart = all.iter().skip(1).position(|n| *n == 0).map(|i| i + 1).unwrap_or(all.len());
+    let restart = all
+        .iter()
+        .skip(1)
+        .position(|n| *n == 0)
+        .map(|i| i + 1)
+        .unwrap_or(all.len());
     let first = &all[..restart];
     assert!(first.len() > 400, "{}", first.len());
     for (i, n) in first.iter().enumerate() {
@@ -244,7 +317,9 @@ fn tcp_api_needs_a_token_and_a_loopback_host() {
     let read_only = p.read(".corral/token.read");
     assert_eq!(token.len(), 64);
     for f in [".corral/token", ".corral/token.read"] {
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p.path().join(f)).unwrap().permissions());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(p.path().join(f)).unwrap().permissions(),
+        );
         assert_eq!(mode & 0o777, 0o600, "{f}");
     }
     let req = |method: &str, path: &str, host: &str, auth: Option<&str>| {
@@ -254,7 +329,12 @@ fn tcp_api_needs_a_token_and_a_loopback_host() {
         write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
-        assert!(!resp.to_ascii_lowercase().contains("access-control-allow-origin"), "{resp}");
+        assert!(
+            !resp
+                .to_ascii_lowercase()
+                .contains("access-control-allow-origin"),
+            "{resp}"
+        );
         parse_http(&resp)
     };
     let host = format!("127.0.0.1:{port}");
@@ -264,14 +344,38 @@ fn tcp_api_needs_a_token_and_a_loopback_host() {
     almost.pop();
     almost.push('x');
     assert_eq!(req("GET", "/v1/services", &host, Some(&almost)).0, 401);
-    assert_eq!(req("GET", "/v1/services", &format!("evil.example:{port}"), Some(&token)).0, 403);
-    assert_eq!(req("GET", "/v1/services", "127.0.0.1:1", Some(&token)).0, 403);
+    assert_eq!(
+        req(
+            "GET",
+            "/v1/services",
+            &format!("evil.example:{port}"),
+            Some(&token)
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        req("GET", "/v1/services", "127.0.0.1:1", Some(&token)).0,
+        403
+    );
     assert_eq!(req("GET", "/v1/services", &host, Some(&token)).0, 200);
-    assert_eq!(req("GET", "/v1/services", &format!("localhost:{port}"), Some(&read_only)).0, 200);
+    assert_eq!(
+        req(
+            "GET",
+            "/v1/services",
+            &format!("localhost:{port}"),
+            Some(&read_only)
+        )
+        .0,
+        200
+    );
     let (status, body) = req("POST", "/v1/services/api/stop", &host, Some(&read_only));
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("read_only"));
-    assert_eq!(req("POST", "/v1/services/api/stop", &host, Some(&token)).0, 200);
+    assert_eq!(
+        req("POST", "/v1/services/api/stop", &host, Some(&token)).0,
+        200
+    );
     ok(&p, &["down"]);
     p.assert_nothing_left();
 }

@@ -136,7 +136,8 @@ impl Project {
                 .unwrap_or_default()
                 .split(|b| *b == 0)
                 .any(|kv| kv.starts_with(b"CORRAL_INSTANCE_ID="));
-            let in_dir = fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c.starts_with(&root));
+            let in_dir =
+                fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c.starts_with(&root));
             if (marked && in_dir) || cmd.contains(&root_s) {
                 found.push((pid, cmd));
             }
@@ -211,7 +212,10 @@ pub fn parse_http(resp: &str) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((resp, ""));
-    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         return (status, body.to_string());
     }
     let mut out = String::new();
