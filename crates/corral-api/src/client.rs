@@ -74,13 +74,7 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Io(e.to_string()))?
-            .to_bytes();
-        Err(api_error(status, &body))
+        Err(api_error(status, &read_body(resp).await?))
     }
 
     /// A request whose answer is JSON.
@@ -89,13 +83,7 @@ impl Client {
         method: Method,
         path: &str,
     ) -> Result<T, ClientError> {
-        let resp = self.send(method, path).await?;
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Io(e.to_string()))?
-            .to_bytes();
+        let body = read_body(self.send(method, path).await?).await?;
         serde_json::from_slice(&body).map_err(|e| ClientError::Io(format!("bad answer: {e}")))
     }
 
@@ -136,6 +124,15 @@ impl Client {
         }
         Ok(())
     }
+}
+
+async fn read_body(resp: hyper::Response<Body>) -> Result<Bytes, ClientError> {
+    Ok(resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Io(e.to_string()))?
+        .to_bytes())
 }
 
 fn api_error(status: StatusCode, body: &[u8]) -> ClientError {

@@ -2,13 +2,16 @@
 //!
 //! ## Theory of operation
 //!
-//! [`supervisor::run`] owns the pure [`corral_engine::Engine`] on one task and turns its effects
-//! into system calls. Around it:
+//! [`supervisor::prepare`] sets up a [`Supervisor`] (lock, store, keeper, reaper, adoption) and a
+//! [`Control`] handle for the API; [`Supervisor::run`] owns the pure [`corral_engine::Engine`] on
+//! one task and turns its effects into system calls. Around it:
 //! - [`reaper`]: corral is a child subreaper; one reaper collects every child (ours and the
 //!   orphans re-parented to us), so there are no zombies and no PID is signalled after reuse.
 //! - [`procs`]: `/proc` reading — process trees, the `CORRAL_INSTANCE_ID` marker that ties a
 //!   process to its unit even after `setsid`, and port holders.
-//! - [`logs`]: per-instance pumps that read stdout/stderr into the unit's log file and ring.
+//! - [`keeper`]: the separate process that holds every instance's output pipes and writes the
+//!   log files, so the daemon can die without losing a line; it streams lines back ("the tap").
+//! - [`logs`]: line splitting, the log file format and rotation, and log queries.
 //! - [`printer`]: the `name | line` terminal view on its own thread; it may drop display lines
 //!   when the terminal is slow, the log files never do.
 //! - [`probe`]: one TCP / HTTP / exec health check.
