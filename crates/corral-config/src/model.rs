@@ -97,8 +97,7 @@ pub struct Probe {
 /// Log settings of one unit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogSettings {
-    /// Lines kept in memory. Default 1000.
-    /// Accepted but unused since the keeper writes the logs: queries read the files. Kept so
+    /// Lines kept in memory (default 1000). Accepted but unused since the keeper writes the logs: queries read the files. Kept so
     /// configs stay valid; an in-memory ring may come back for fast tails.
     pub ring_lines: usize,
     /// A log file is rotated when it grows past this. Default 10 MiB.
