@@ -57,6 +57,7 @@ impl From<CommandError> for ApiError {
             CommandError::NotRunning(_) => (StatusCode::CONFLICT, "not_running"),
             CommandError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             CommandError::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            CommandError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         };
         ApiError {
             status,
@@ -91,7 +92,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/openapi.json"),
     ("get", "/v1/project"),
     ("get", "/v1/services"),
+    ("post", "/v1/services"),
     ("get", "/v1/services/{name}"),
+    ("put", "/v1/services/{name}"),
+    ("delete", "/v1/services/{name}"),
+    ("post", "/v1/reload"),
     ("post", "/v1/services/{name}/start"),
     ("post", "/v1/services/{name}/stop"),
     ("post", "/v1/services/{name}/restart"),
@@ -109,8 +114,12 @@ pub fn router(control: Control) -> Router {
         .route("/ready", get(ready))
         .route("/openapi.json", get(openapi))
         .route("/v1/project", get(project))
-        .route("/v1/services", get(services))
-        .route("/v1/services/{name}", get(service))
+        .route("/v1/services", get(services).post(add_service))
+        .route(
+            "/v1/services/{name}",
+            get(service).put(update_service).delete(remove_service),
+        )
+        .route("/v1/reload", post(reload))
         .route("/v1/services/{name}/start", post(start))
         .route("/v1/services/{name}/stop", post(stop))
         .route("/v1/services/{name}/restart", post(restart))
@@ -563,6 +572,115 @@ async fn history(
     }
 }
 
+async fn reload(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Json<wire::Done>> {
+    params(q.as_deref(), &[])?;
+    act(&app, Command::Reload).await
+}
+
+/// A service definition as JSON (the keys of a `[services.NAME]` table in `corral.toml`) →
+/// the TOML body of that table. `name` is taken out: it comes from the URL or is checked
+/// against it.
+pub fn definition(body: &[u8], name_from_url: Option<&str>) -> ApiResult<(String, String)> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad(format!("the body is not JSON: {e}")))?;
+    let serde_json::Value::Object(mut map) = value else {
+        return Err(ApiError::bad(
+            "the body must be a JSON object with the keys of a [services.NAME] table",
+        ));
+    };
+    let name = match (map.remove("name"), name_from_url) {
+        (Some(serde_json::Value::String(n)), Some(u)) if n != u => {
+            return Err(ApiError::bad(format!(
+                "the body names `{n}` but the URL names `{u}`; renaming is remove + add"
+            )));
+        }
+        (Some(serde_json::Value::String(n)), _) => n,
+        (None, Some(u)) => u.to_string(),
+        (Some(_), _) => return Err(ApiError::bad("`name` must be a string")),
+        (None, None) => return Err(ApiError::bad("the body needs a `name`")),
+    };
+    let mut toml = String::new();
+    for (key, value) in &map {
+        toml.push_str(&format!(
+            "{} = {}\n",
+            json_string(key),
+            toml_value(value, key)?
+        ));
+    }
+    Ok((name, toml))
+}
+
+fn json_string(s: &str) -> String {
+    // JSON's string escapes are a subset of TOML basic strings'.
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+fn toml_value(v: &serde_json::Value, path: &str) -> ApiResult<String> {
+    use serde_json::Value;
+    Ok(match v {
+        Value::Null => {
+            return Err(ApiError::bad(format!(
+                "`{path}` is null; leave the key out instead"
+            )));
+        }
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => json_string(s),
+        Value::Array(items) => {
+            let parts: ApiResult<Vec<String>> = items.iter().map(|i| toml_value(i, path)).collect();
+            format!("[{}]", parts?.join(", "))
+        }
+        Value::Object(map) => {
+            let parts: ApiResult<Vec<String>> = map
+                .iter()
+                .map(|(k, v)| Ok(format!("{} = {}", json_string(k), toml_value(v, k)?)))
+                .collect();
+            format!("{{ {} }}", parts?.join(", "))
+        }
+    })
+}
+
+async fn add_service(
+    State(app): State<App>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<wire::Done>)> {
+    let (name, body) = definition(&body, None)?;
+    let done = act(
+        &app,
+        Command::Define {
+            name,
+            body,
+            replace: false,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, done))
+}
+
+async fn update_service(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<wire::Done>> {
+    let (name, body) = definition(&body, Some(&name))?;
+    act(
+        &app,
+        Command::Define {
+            name,
+            body,
+            replace: true,
+        },
+    )
+    .await
+}
+
+async fn remove_service(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<wire::Done>> {
+    act(&app, Command::Remove { name }).await
+}
+
 async fn shutdown(State(app): State<App>) -> ApiResult<Json<wire::Done>> {
     act(&app, Command::Shutdown).await
 }
@@ -617,6 +735,12 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
         /// Whatever arrives in a query string: an answer or a 400, never a panic.
+        #[test]
+        fn definitions_never_panic(body in proptest::collection::vec(any::<u8>(), 0..200), text in ".{0,200}") {
+            let _ = definition(&body, None);
+            let _ = definition(text.as_bytes(), Some("x"));
+        }
+
         #[test]
         fn query_parsing_never_panics(raw in ".{0,200}", key in "(tail|since|grep|follow|services|dependents|signal|limit)", value in ".{0,64}") {
             let _ = params(Some(&raw), &["tail", "since", "grep", "follow", "services"]).and_then(|m| log_params(&m));

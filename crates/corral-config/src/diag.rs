@@ -40,6 +40,10 @@ pub enum LoadError {
     },
     #[error("{0}")]
     Invalid(#[from] ConfigError),
+    #[error(
+        "`{0}` is not a valid name: use letters, digits, `-`, `_` and `.` (at most 64, not starting with `.`)"
+    )]
+    BadName(String),
 }
 
 /// 1-based line and column (in characters) of a byte offset.

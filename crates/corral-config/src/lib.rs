@@ -35,13 +35,34 @@ pub fn find_config(dir: &Path) -> Result<PathBuf, LoadError> {
 
 /// Read and validate the config at `file`, with corral's own environment as the inherited one.
 pub fn load(file: &Path) -> Result<Project, LoadError> {
+    load_with(file, &[])
+}
+
+/// Like [`load`], with services added at run time: `(name, body)` where `body` is the inside of
+/// a `[services.NAME]` table in TOML. They are validated together with the file (names,
+/// dependencies, cycles); an error in one is reported at its line after the file's last line.
+pub fn load_with(file: &Path, added: &[(String, String)]) -> Result<Project, LoadError> {
     let file = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
-    let text = std::fs::read_to_string(&file).map_err(|source| LoadError::Read {
+    let mut text = std::fs::read_to_string(&file).map_err(|source| LoadError::Read {
         path: file.clone(),
         source,
     })?;
+    for (name, body) in added {
+        if !parse::valid_name(name) {
+            return Err(LoadError::BadName(name.clone()));
+        }
+        text.push_str(&format!(
+            "\n# added at run time\n[services.\"{name}\"]\n{body}\n"
+        ));
+    }
     let inherited: BTreeMap<String, String> = std::env::vars().collect();
     Ok(parse_project(&file, &text, &inherited)?)
+}
+
+/// Whether `name` may name a unit (letters, digits, `-`, `_`, `.`; starting with a letter or
+/// digit).
+pub fn is_valid_name(name: &str) -> bool {
+    parse::valid_name(name)
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ pub struct UnitStatus {
     pub state: State,
     /// The user asked for this unit (or something that depends on it) to be up.
     pub wanted: bool,
-    /// Counts spawns; events and timers of an older instance are ignored.
+    /// The current (or last) instance. Numbers are unique across all units of an engine, so an
+    /// event that names the wrong unit (one that was renumbered by a plan change) is ignored too.
     pub instance: u64,
     pub pid: Option<u32>,
     /// When the current (or last) process was spawned.
@@ -92,6 +93,8 @@ pub struct Engine {
     /// After a required task fails, the tasks not yet started are skipped.
     fail_fast: bool,
     a_task_failed: bool,
+    /// The next instance number (shared by all units).
+    next_instance: u64,
     out: Vec<Effect>,
 }
 
@@ -113,6 +116,7 @@ impl Engine {
             task_limit: None,
             fail_fast: false,
             a_task_failed: false,
+            next_instance: 1,
             out: Vec::new(),
         }
     }
@@ -133,6 +137,27 @@ impl Engine {
 
     pub fn state(&self, id: UnitId) -> &State {
         &self.units[id.0].state
+    }
+
+    /// Switch to a changed plan (a reloaded config). `carry[i]` names the old unit whose status
+    /// the new unit `i` keeps (same name), or None for a new unit. The caller has stopped every
+    /// unit whose definition changed or that is gone; units carried over keep their processes
+    /// and instance numbers, so their pending events still apply.
+    pub fn replace_plan(&mut self, plan: Plan, carry: &[Option<UnitId>]) {
+        let mut dependents = vec![Vec::new(); plan.units.len()];
+        for (i, u) in plan.units.iter().enumerate() {
+            for d in &u.deps {
+                dependents[d.unit.0].push(UnitId(i));
+            }
+        }
+        self.units = (0..plan.units.len())
+            .map(|i| match carry.get(i).copied().flatten() {
+                Some(old) => self.units[old.0].clone(),
+                None => UnitStatus::new(),
+            })
+            .collect();
+        self.dependents = dependents;
+        self.plan = plan;
     }
 
     /// Carry a restart count over from an earlier life of the daemon.
@@ -211,7 +236,8 @@ impl Engine {
             } => {
                 if unit.0 < self.units.len() && !self.units[unit.0].state.is_live() {
                     let u = &mut self.units[unit.0];
-                    u.instance = u.instance.max(instance);
+                    u.instance = instance;
+                    self.next_instance = self.next_instance.max(instance + 1);
                     u.wanted = true;
                     self.spawned(unit, pid, now);
                     let u = &mut self.units[unit.0];
@@ -774,9 +800,10 @@ impl Engine {
             );
             return true;
         }
+        let instance = self.next_instance;
+        self.next_instance += 1;
         let u = &mut self.units[id.0];
-        u.instance += 1;
-        let instance = u.instance;
+        u.instance = instance;
         self.set(id, State::Starting, None);
         self.out.push(Effect::Spawn { unit: id, instance });
         false

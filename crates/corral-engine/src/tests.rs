@@ -628,7 +628,7 @@ fn spawn_failure_fails_only_that_unit() {
     }));
     assert!(fx.contains(&Effect::Spawn {
         unit: UnitId(2),
-        instance: 1
+        instance: 2
     }));
     eng.handle(
         Event::SpawnFailed {
@@ -907,7 +907,7 @@ fn adopted_units_are_not_spawned_again_and_keep_counting_instances() {
     w.live.remove(&api);
     w.run_until(Duration::from_secs(2));
     assert_eq!(w.spawn_count("api"), 1);
-    assert_eq!(w.eng.unit(api).instance, 4);
+    assert!(w.eng.unit(api).instance > 7, "above every adopted instance");
 }
 
 #[test]
@@ -933,4 +933,52 @@ fn a_stopped_unit_is_held_down_until_started() {
     });
     assert!(matches!(w.state("db"), State::Running { .. }));
     assert!(matches!(w.state("api"), State::Running { .. }));
+}
+
+#[test]
+fn a_plan_change_keeps_carried_units_and_their_pending_events() {
+    let names = ["db", "api"];
+    let db = UnitSpec::new("db", Kind::Service);
+    let mut api = UnitSpec::new("api", Kind::Service);
+    api.deps.push(dep(&names, "db", Condition::Started));
+    let mut w = World::new(plan(vec![db.clone(), api]));
+    w.up_all();
+    let db_pid = w.eng.unit(w.id("db")).pid;
+    let api_old = w.id("api");
+    w.send(Event::Stop {
+        unit: api_old,
+        dependents: false,
+    });
+    w.run_until(MS * 10);
+    // New plan: `cache` first, then db (unchanged), then api (changed: now needs cache too).
+    let names = ["cache", "db", "api"];
+    let cache = UnitSpec::new("cache", Kind::Service);
+    let mut api = UnitSpec::new("api", Kind::Service);
+    api.deps.push(dep(&names, "db", Condition::Started));
+    api.deps.push(dep(&names, "cache", Condition::Started));
+    let db_old = w.id("db");
+    w.eng.replace_plan(
+        plan(vec![cache, db, api]),
+        &[None, Some(db_old), Some(api_old)],
+    );
+    let (db_new, api_new) = (w.id("db"), w.id("api"));
+    assert_eq!(w.eng.unit(db_new).pid, db_pid, "db keeps its process");
+    // db's live instance moved from index 0 to 1 in the fake world too.
+    let inst = w.live.remove(&db_old).unwrap();
+    w.live.insert(db_new, inst);
+    w.send(Event::Start {
+        unit: api_new,
+        dependents: false,
+    });
+    assert!(matches!(w.state("cache"), State::Running { .. }));
+    assert!(matches!(w.state("api"), State::Running { .. }));
+    assert_eq!(w.spawn_count("db"), 1);
+    // An event addressed to db's old index (now `cache`) with db's instance is ignored.
+    let before = w.state("cache");
+    w.send(Event::Exited {
+        unit: UnitId(0),
+        instance: inst,
+        status: ExitStatus::Code(1),
+    });
+    assert_eq!(w.state("cache"), before);
 }

@@ -32,6 +32,8 @@ enum Msg {
         text: Vec<u8>,
     },
     System(String),
+    /// The units changed (a reload): names by unit id from now on.
+    Names(Vec<String>),
 }
 
 #[derive(Clone)]
@@ -46,7 +48,7 @@ pub struct PrinterThread {
 
 impl Printer {
     /// A printer for `names` (indexed by unit id), writing to stdout. `quiet` prints nothing.
-    pub fn start(names: Vec<String>, quiet: bool) -> (Printer, Option<PrinterThread>) {
+    pub fn start(mut names: Vec<String>, quiet: bool) -> (Printer, Option<PrinterThread>) {
         if quiet {
             return (
                 Printer {
@@ -90,6 +92,10 @@ impl Printer {
                                 .and_then(|_| out.write_all(b"\n"))
                         }
                         Msg::System(text) => writeln!(out, "{sys}{:width$} |{sys:#} {text}", "corral"),
+                        Msg::Names(new) => {
+                            names = new;
+                            Ok(())
+                        }
                     };
                     if rx.is_empty() {
                         let _ = out.flush();
@@ -118,6 +124,13 @@ impl Printer {
             if tx.try_send(msg).is_err() {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// Name units by these names (indexed by unit id) from now on.
+    pub async fn rename(&self, names: Vec<String>) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Msg::Names(names)).await;
         }
     }
 

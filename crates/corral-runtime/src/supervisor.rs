@@ -100,6 +100,8 @@ pub enum RunError {
     Store(#[from] corral_store::StoreError),
     #[error("cannot start the log keeper: {0}")]
     Keeper(std::io::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Holds `.corral/corral.lock` while corral runs a project, so that two corrals never
@@ -169,11 +171,26 @@ pub enum Command {
     Snapshot,
     /// The last N events of the stored history.
     History(usize),
+    /// Read the config file again; restart only the units whose definition changed.
+    Reload,
+    /// Add a service at run time (`replace`: or change one added before). `body` is the inside
+    /// of its `[services.NAME]` table, in TOML. Kept across daemon restarts.
+    Define {
+        name: String,
+        body: String,
+        replace: bool,
+    },
+    /// Remove a service added at run time (stopping it first).
+    Remove {
+        name: String,
+    },
 }
 
 #[derive(Debug)]
 pub enum Reply {
     Done(String),
+    /// Internal: the answer comes later (a reload waiting for stops). Never sent to a client.
+    Pending,
     Snapshot(Snapshot),
     History(Vec<Notice>),
 }
@@ -191,6 +208,8 @@ pub enum CommandError {
     ShuttingDown,
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 pub struct Request {
@@ -332,6 +351,13 @@ pub struct Supervisor {
     adopt: Vec<(UnitId, InstanceRecord)>,
     wanted: Vec<UnitId>,
     pending_notices: Vec<Arc<Notice>>,
+    /// A reload waiting for its changed units to stop.
+    reload: Option<PendingReload>,
+    /// Where to answer when the pending reload is done.
+    reload_reply: Option<oneshot::Sender<Result<Reply, CommandError>>>,
+    /// Instances that belong to a different unit index since a plan change: events of tasks
+    /// started before it (exit watchers, timers, probes) are re-addressed through this.
+    moved: std::collections::HashMap<u64, UnitId>,
     sweep_pending: bool,
     started: SystemTime,
     _lock: nix::fcntl::Flock<std::fs::File>,
@@ -340,6 +366,21 @@ pub struct Supervisor {
 /// Set up everything the supervisor needs (state dir, lock, store, keeper, reaper) and decide
 /// what to adopt. Call inside the tokio runtime; then serve `Control` and `run` the supervisor.
 pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Control), RunError> {
+    let log_dir = project.state_dir.join("logs");
+    std::fs::create_dir_all(&log_dir).map_err(|source| RunError::StateDir {
+        path: log_dir.display().to_string(),
+        source,
+    })?;
+    let lock = lock_project(&project.state_dir)?;
+    let store = Store::open(&project.state_dir)?;
+    // Services added at run time are part of the project.
+    let added = store.definitions()?;
+    let project = if added.is_empty() {
+        project
+    } else {
+        corral_config::load_with(&project.file, &added)
+            .map_err(|e| RunError::Config(e.to_string()))?
+    };
     let mut wanted = Vec::new();
     for name in &options.names {
         match project.plan.find(name) {
@@ -360,13 +401,6 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     if options.names.is_empty() {
         wanted = project.plan.ids().collect();
     }
-    let log_dir = project.state_dir.join("logs");
-    std::fs::create_dir_all(&log_dir).map_err(|source| RunError::StateDir {
-        path: log_dir.display().to_string(),
-        source,
-    })?;
-    let lock = lock_project(&project.state_dir)?;
-    let store = Store::open(&project.state_dir)?;
     let reaper = Reaper::start().map_err(RunError::Setup)?;
     let (tx, rx): (UnboundedSender<Msg>, UnboundedReceiver<Msg>) = unbounded_channel();
 
@@ -457,11 +491,51 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         adopt,
         wanted,
         pending_notices: Vec::new(),
+        reload: None,
+        reload_reply: None,
+        moved: std::collections::HashMap::new(),
         sweep_pending: false,
         started: SystemTime::now(),
         _lock: lock,
     };
     Ok((sup, control))
+}
+
+/// A reload waiting for the units it replaces to stop.
+struct PendingReload {
+    project: Project,
+    /// Units whose definition changed or that are gone: stopped before the swap.
+    replaced: Vec<String>,
+    /// Changed units to start again after the swap (they were wanted).
+    restart: Vec<String>,
+    /// Changed units the user had stopped: they stay stopped.
+    hold: Vec<String>,
+    added: Vec<String>,
+    summary: String,
+}
+
+/// What decides whether a unit changed: its whole definition, with dependencies by name (ids
+/// shift when units are added or removed).
+fn fingerprints(project: &Project) -> std::collections::HashMap<String, String> {
+    project
+        .units
+        .iter()
+        .zip(&project.plan.units)
+        .map(|(def, spec)| {
+            let mut spec = spec.clone();
+            let deps: Vec<(String, String)> = spec
+                .deps
+                .drain(..)
+                .map(|d| {
+                    (
+                        project.plan.get(d.unit).name.clone(),
+                        d.condition.to_string(),
+                    )
+                })
+                .collect();
+            (def.name.clone(), format!("{def:?}|{spec:?}|{deps:?}"))
+        })
+        .collect()
 }
 
 /// Kill every process carrying `marker` (an instance we cannot adopt) and wait, bounded, until
@@ -610,15 +684,46 @@ impl Supervisor {
         }
     }
 
+    /// An event from a task started before a plan change names the unit's old index; its
+    /// instance number says where the unit is now.
+    fn readdress(&self, mut ev: Event) -> Event {
+        if self.moved.is_empty() {
+            return ev;
+        }
+        match &mut ev {
+            Event::Exited { unit, instance, .. }
+            | Event::ProbeResult { unit, instance, .. }
+            | Event::LogReady { unit, instance }
+            | Event::Timer { unit, instance, .. } => {
+                if let Some(id) = self.moved.get(instance) {
+                    *unit = *id;
+                }
+            }
+            _ => {}
+        }
+        ev
+    }
+
     async fn dispatch(&mut self, msg: Msg) {
         match msg {
-            Msg::Event(ev) => self.handle(ev).await,
+            Msg::Event(ev) => {
+                let ev = self.readdress(ev);
+                self.handle(ev).await;
+            }
             Msg::Sweep => self.sweep(),
             Msg::Tap(m) => self.tap(m),
-            Msg::Request(r) => {
-                let result = self.request(r.command).await;
-                let _ = r.reply.send(result);
-            }
+            Msg::Request(r) => match self.request(r.command).await {
+                Ok(Reply::Pending) => self.reload_reply = Some(r.reply),
+                result => {
+                    let _ = r.reply.send(result);
+                }
+            },
+        }
+        if self.reload.is_some()
+            && let Some(summary) = self.finish_reload().await
+            && let Some(reply) = self.reload_reply.take()
+        {
+            let _ = reply.send(Ok(Reply::Done(summary)));
         }
     }
 
@@ -639,6 +744,80 @@ impl Supervisor {
         let busy = self.engine.is_shutting_down();
         match command {
             Command::Snapshot => Ok(Reply::Snapshot(self.snapshot())),
+            Command::Reload | Command::Define { .. } | Command::Remove { .. } if busy => {
+                Err(CommandError::ShuttingDown)
+            }
+            Command::Reload | Command::Define { .. } | Command::Remove { .. }
+                if self.reload.is_some() =>
+            {
+                Err(CommandError::Conflict(
+                    "a reload is still in progress (waiting for changed services to stop)".into(),
+                ))
+            }
+            Command::Reload => {
+                let added = self
+                    .store
+                    .definitions()
+                    .map_err(|e| CommandError::Invalid(e.to_string()))?;
+                self.reload_with(added, None).await
+            }
+            Command::Define {
+                name,
+                body,
+                replace,
+            } => {
+                if !corral_config::is_valid_name(&name) {
+                    return Err(CommandError::Invalid(format!(
+                        "`{name}` is not a valid name: use letters, digits, `-`, `_` and `.`"
+                    )));
+                }
+                let mut added = self
+                    .store
+                    .definitions()
+                    .map_err(|e| CommandError::Invalid(e.to_string()))?;
+                let exists_added = added.iter().any(|(n, _)| *n == name);
+                let in_file = self.project.plan.find(&name).is_some() && !exists_added;
+                if in_file {
+                    return Err(CommandError::Conflict(format!(
+                        "`{name}` is defined in {}; change it there and reload",
+                        self.project.file.display()
+                    )));
+                }
+                match (exists_added, replace) {
+                    (true, false) => {
+                        return Err(CommandError::Conflict(format!(
+                            "a service named `{name}` exists already; update it instead"
+                        )));
+                    }
+                    (false, true) => {
+                        return Err(CommandError::UnknownUnit {
+                            name,
+                            suggestion: None,
+                        });
+                    }
+                    _ => {}
+                }
+                added.retain(|(n, _)| *n != name);
+                added.push((name.clone(), body.clone()));
+                self.reload_with(added, Some((name, Some(body)))).await
+            }
+            Command::Remove { name } => {
+                let mut added = self
+                    .store
+                    .definitions()
+                    .map_err(|e| CommandError::Invalid(e.to_string()))?;
+                if !added.iter().any(|(n, _)| *n == name) {
+                    return Err(match self.project.plan.find(&name) {
+                        Some(_) => CommandError::Conflict(format!(
+                            "`{name}` is defined in {}; remove it there and reload",
+                            self.project.file.display()
+                        )),
+                        None => find(&name).err().unwrap_or(CommandError::NotRunning(name)),
+                    });
+                }
+                added.retain(|(n, _)| *n != name);
+                self.reload_with(added, Some((name, None))).await
+            }
             Command::History(n) => {
                 let rows = self
                     .store
@@ -781,6 +960,204 @@ impl Supervisor {
             file: self.project.file.clone(),
             state_dir: self.project.state_dir.clone(),
         }
+    }
+
+    /// Load the project again (with `added` as the services added at run time), and change to
+    /// it: units whose definition changed, or that are gone, are stopped first (dependents
+    /// keep running); once they are down the plan is swapped, the changed ones start again, and
+    /// new ones start. Unchanged units keep their processes.
+    async fn reload_with(
+        &mut self,
+        added: Vec<(String, String)>,
+        define: Option<(String, Option<String>)>,
+    ) -> Result<Reply, CommandError> {
+        let new = corral_config::load_with(&self.project.file, &added)
+            .map_err(|e| CommandError::Invalid(e.to_string()))?;
+        // The definition is kept only once it is known to be valid.
+        let stored = match &define {
+            Some((name, Some(body))) => self.store.put_definition(name, body),
+            Some((name, None)) => self.store.forget(name),
+            None => Ok(()),
+        };
+        stored.map_err(|e| CommandError::Invalid(e.to_string()))?;
+        let old = fingerprints(&self.project);
+        let now = fingerprints(&new);
+        let changed: Vec<String> = now
+            .iter()
+            .filter(|(n, f)| old.get(*n).is_some_and(|o| o != *f))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let removed: Vec<String> = old
+            .keys()
+            .filter(|n| !now.contains_key(*n))
+            .cloned()
+            .collect();
+        let added_units: Vec<String> = new
+            .units
+            .iter()
+            .filter(|u| !old.contains_key(&u.name))
+            .map(|u| u.name.clone())
+            .collect();
+        if changed.is_empty() && removed.is_empty() && added_units.is_empty() {
+            return Ok(Reply::Done("nothing changed".into()));
+        }
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        let summary = format!(
+            "reloaded: changed {}; added {}; removed {}",
+            list(&changed),
+            list(&added_units),
+            list(&removed)
+        );
+        let mut restart = Vec::new();
+        let mut hold = Vec::new();
+        for name in changed.iter().chain(&removed) {
+            let Some(id) = self.project.plan.find(name) else {
+                continue;
+            };
+            let u = self.engine.unit(id);
+            if changed.contains(name) {
+                if u.held {
+                    hold.push(name.clone());
+                } else if u.wanted || u.state.is_live() {
+                    restart.push(name.clone());
+                }
+            }
+            self.handle(Event::Stop {
+                unit: id,
+                dependents: false,
+            })
+            .await;
+        }
+        self.reload = Some(PendingReload {
+            project: new,
+            replaced: changed.iter().chain(&removed).cloned().collect(),
+            restart,
+            hold,
+            added: added_units,
+            summary,
+        });
+        match self.finish_reload().await {
+            Some(summary) => Ok(Reply::Done(summary)),
+            None => Ok(Reply::Pending),
+        }
+    }
+
+    /// Finish the pending reload if every unit it replaces is down. Returns its summary then.
+    async fn finish_reload(&mut self) -> Option<String> {
+        let pending = self.reload.as_ref()?;
+        let down = pending.replaced.iter().all(|name| {
+            self.project
+                .plan
+                .find(name)
+                .is_none_or(|id| !self.engine.state(id).is_live())
+        });
+        if !down {
+            return None;
+        }
+        let p = self.reload.take()?;
+        let carry: Vec<Option<UnitId>> = p
+            .project
+            .units
+            .iter()
+            .map(|u| {
+                (!p.replaced.contains(&u.name))
+                    .then(|| self.project.plan.find(&u.name))
+                    .flatten()
+            })
+            .collect();
+        // Everything indexed by unit moves with its unit.
+        let mut live = Vec::new();
+        let mut ports = Vec::new();
+        let mut held = Vec::new();
+        let mut restarts = Vec::new();
+        let mut old_to_new = std::collections::HashMap::new();
+        for (i, c) in carry.iter().enumerate() {
+            let def = &p.project.units[i];
+            match c {
+                Some(old) => {
+                    old_to_new.insert(*old, UnitId(i));
+                    live.push(self.live[old.0].take());
+                    ports.push(self.ports[old.0]);
+                    held.push(self.held[old.0]);
+                    restarts.push(self.restarts[old.0]);
+                }
+                None => {
+                    // Stopping it for the reload marked it held in the store; it starts from a
+                    // clean slate (held again below if the user had stopped it).
+                    if let Err(e) = self.store.set_held(&def.name, false) {
+                        eprintln!("corral: {e}");
+                    }
+                    live.push(None);
+                    let port = if def.ports.contains(&PortDecl::Auto) {
+                        self.store.port(&def.name).ok().flatten()
+                    } else {
+                        None
+                    };
+                    ports.push(port);
+                    held.push(false);
+                    restarts.push(0);
+                }
+            }
+        }
+        self.moved.retain(|_, id| match old_to_new.get(id) {
+            Some(new) => {
+                *id = *new;
+                true
+            }
+            None => false,
+        });
+        for (old, new) in &old_to_new {
+            let instance = self.engine.unit(*old).instance;
+            if old != new && instance != 0 {
+                self.moved.insert(instance, *new);
+            }
+        }
+        for name in &p.replaced {
+            if p.project.plan.find(name).is_none()
+                && let Err(e) = self.store.forget(name)
+            {
+                eprintln!("corral: {e}");
+            }
+        }
+        self.engine.replace_plan(p.project.plan.clone(), &carry);
+        self.project = p.project;
+        self.live = live;
+        self.ports = ports;
+        self.held = held;
+        self.restarts = restarts;
+        self.printer
+            .rename(self.project.units.iter().map(|u| u.name.clone()).collect())
+            .await;
+        self.printer.system(p.summary.clone()).await;
+        let ids = |names: &[String]| -> Vec<UnitId> {
+            names
+                .iter()
+                .filter_map(|n| self.project.plan.find(n))
+                .collect()
+        };
+        let (added, restart, hold) = (ids(&p.added), ids(&p.restart), ids(&p.hold));
+        self.handle(Event::Up(added)).await;
+        for unit in restart {
+            self.handle(Event::Start {
+                unit,
+                dependents: false,
+            })
+            .await;
+        }
+        for unit in hold {
+            self.handle(Event::Stop {
+                unit,
+                dependents: false,
+            })
+            .await;
+        }
+        Some(p.summary)
     }
 
     /// Take over a process an earlier daemon started.

@@ -271,12 +271,24 @@ impl Store {
 
     /// Forget everything about a unit that was removed.
     pub fn forget(&self, unit: &str) -> Result<(), StoreError> {
-        let tx = self.conn.unchecked_transaction().map_err(|e| self.sql(e))?;
+        // A savepoint: atomic on its own, and nests inside the supervisor's step transaction.
+        self.conn
+            .execute_batch("SAVEPOINT forget")
+            .map_err(|e| self.sql(e))?;
         for table in ["definitions", "held", "ports", "restarts"] {
-            tx.execute(&format!("DELETE FROM {table} WHERE unit = ?1"), [unit])
-                .map_err(|e| self.sql(e))?;
+            if let Err(e) = self
+                .conn
+                .execute(&format!("DELETE FROM {table} WHERE unit = ?1"), [unit])
+            {
+                let _ = self
+                    .conn
+                    .execute_batch("ROLLBACK TO forget; RELEASE forget");
+                return Err(self.sql(e));
+            }
         }
-        tx.commit().map_err(|e| self.sql(e))
+        self.conn
+            .execute_batch("RELEASE forget")
+            .map_err(|e| self.sql(e))
     }
 
     pub fn add_event(&mut self, unit: &str, kind: &str, message: &str) -> Result<(), StoreError> {
@@ -355,6 +367,11 @@ mod tests {
         assert_eq!(s.instances().unwrap().len(), 1, "another instance: kept");
         s.remove_instance("api", 3).unwrap();
         assert!(s.instances().unwrap().is_empty());
+        s.put_definition("extra", "command = \"true\"").unwrap();
+        s.begin().unwrap();
+        s.forget("extra").unwrap();
+        s.commit().unwrap();
+        assert!(s.definitions().unwrap().is_empty());
         assert_eq!(s.events(10).unwrap()[0].message, "running");
     }
 

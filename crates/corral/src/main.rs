@@ -97,6 +97,8 @@ enum Command {
     Why { name: String },
     /// Show the dependency tree with states.
     Tree,
+    /// Read corral.toml again: restart only what changed, start what is new, stop what is gone.
+    Reload,
     /// Print events (state changes, health results) as they happen.
     Events {
         /// First print this many past events.
@@ -180,6 +182,7 @@ fn main() -> ExitCode {
         Command::Kill { name, signal } => commands::ctl::kill(cli.file.as_deref(), &name, &signal),
         Command::Why { name } => commands::ctl::why(cli.file.as_deref(), &name),
         Command::Tree => commands::ctl::tree(cli.file.as_deref()),
+        Command::Reload => commands::ctl::reload(cli.file.as_deref()),
         Command::Events { history } => commands::ctl::events(cli.file.as_deref(), history),
         Command::Keeper { state_dir } => match corral_runtime::keeper::main(&state_dir) {
             Ok(()) => Ok(ExitCode::SUCCESS),

@@ -1,5 +1,5 @@
 //! The commands that talk to a running corral (`up` in a terminal, or the daemon) through its
-//! API: `ps`, `logs`, `start`, `stop`, `restart`, `kill`, `why`, `tree`, `events`.
+//! API: `ps`, `logs`, `start`, `stop`, `restart`, `kill`, `why`, `tree`, `events`, `reload`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -7,11 +7,10 @@ use std::process::ExitCode;
 use corral_api::client::{Client, ClientError, Method, encode};
 use corral_api::wire;
 
-use super::{CliError, load_project, runtime};
+use super::{CliError, runtime, state_dir};
 
 fn client(file: Option<&Path>) -> Result<Client, CliError> {
-    let project = load_project(file)?;
-    Ok(Client::new(&project.state_dir))
+    Ok(Client::new(&state_dir(file)?))
 }
 
 fn cli_error(e: ClientError) -> CliError {
@@ -178,6 +177,12 @@ pub fn act(
             encode(name)
         ),
     )?;
+    println!("{}", done.message);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn reload(file: Option<&Path>) -> Result<ExitCode, CliError> {
+    let done: wire::Done = call(file, Method::POST, "/v1/reload")?;
     println!("{}", done.message);
     Ok(ExitCode::SUCCESS)
 }

@@ -125,10 +125,10 @@ pub fn start(
 }
 
 pub fn down(file: Option<&Path>) -> Result<ExitCode, CliError> {
-    let project = load_project(file)?;
-    let client = Client::new(&project.state_dir);
+    let state_dir = super::state_dir(file)?;
+    let client = Client::new(&state_dir);
     let rt = runtime()?;
-    let pid = running_daemon(&project.state_dir);
+    let pid = running_daemon(&state_dir);
     let asked: Result<corral_api::wire::Done, ClientError> =
         rt.block_on(client.call(Method::POST, "/v1/shutdown"));
     match asked {
@@ -141,7 +141,7 @@ pub fn down(file: Option<&Path>) -> Result<ExitCode, CliError> {
     }
     // Stop takes as long as the slowest stop grace; wait for the process itself to end.
     let deadline = Instant::now() + Duration::from_secs(600);
-    while pid.is_some() && running_daemon(&project.state_dir).is_some() {
+    while pid.is_some() && running_daemon(&state_dir).is_some() {
         if Instant::now() > deadline {
             return Err(CliError::Run(
                 "the daemon is still stopping after 10 minutes".into(),

@@ -39,17 +39,29 @@ impl fmt::Display for CliError {
     }
 }
 
-/// The project from `-f FILE`, or from the nearest `corral.toml`.
-pub fn load_project(file: Option<&Path>) -> Result<Project, CliError> {
-    let path = match file {
-        Some(f) => f.to_path_buf(),
+/// The config file: `-f FILE`, or the nearest `corral.toml`.
+fn config_path(file: Option<&Path>) -> Result<std::path::PathBuf, CliError> {
+    match file {
+        Some(f) => Ok(f.to_path_buf()),
         None => {
             let cwd = std::env::current_dir()
                 .map_err(|e| CliError::Run(format!("cannot read the current directory: {e}")))?;
-            corral_config::find_config(&cwd).map_err(CliError::Config)?
+            corral_config::find_config(&cwd).map_err(CliError::Config)
         }
-    };
-    corral_config::load(&path).map_err(CliError::Config)
+    }
+}
+
+/// The project from `-f FILE`, or from the nearest `corral.toml`.
+pub fn load_project(file: Option<&Path>) -> Result<Project, CliError> {
+    corral_config::load(&config_path(file)?).map_err(CliError::Config)
+}
+
+/// The state dir of the project, without reading the config: a client of a running corral must
+/// work while the file is being edited (or is broken).
+pub fn state_dir(file: Option<&Path>) -> Result<std::path::PathBuf, CliError> {
+    let path = config_path(file)?;
+    let path = std::path::absolute(&path).unwrap_or(path);
+    Ok(path.parent().unwrap_or(Path::new(".")).join(".corral"))
 }
 
 /// The tokio runtime for corral: two workers are enough for these machines, and keep corral's

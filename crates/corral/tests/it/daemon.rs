@@ -33,12 +33,20 @@ fn service<'a>(list: &'a serde_json::Value, name: &str) -> &'a serde_json::Value
 }
 
 fn wait_state(p: &Project, name: &str, state: &str) -> serde_json::Value {
-    let mut last = serde_json::Value::Null;
-    eventually(Duration::from_secs(15), &format!("{name} {state}"), || {
-        last = services(p);
-        service(&last, name)["state"] == state
-    });
-    last
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let last = services(p);
+        let found = last.as_array().unwrap().iter().find(|s| s["name"] == name);
+        if found.is_some_and(|s| s["state"] == state) {
+            return last;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} not {state} within 15 s: {last:#}\ndaemon log:\n{}",
+            p.read(".corral/daemon.log")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn daemon_pid(p: &Project) -> i32 {
@@ -375,6 +383,211 @@ fn tcp_api_needs_a_token_and_a_loopback_host() {
     assert_eq!(
         req("POST", "/v1/services/api/stop", &host, Some(&token)).0,
         200
+    );
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}
+
+fn pid_of(list: &serde_json::Value, name: &str) -> Option<u64> {
+    list.as_array()?.iter().find(|s| s["name"] == name)?["pid"].as_u64()
+}
+
+#[test]
+fn reload_restarts_only_what_changed() {
+    let p = Project::new(&format!(
+        "{TWO}\n[services.web]\ncommand = \"echo web-up; exec sleep 1000\"\ndepends_on = [\"api\"]\n"
+    ));
+    ok(&p, &["up", "-d"]);
+    let list = wait_state(&p, "web", "running");
+    let (db, api, web) = (
+        pid_of(&list, "db").unwrap(),
+        pid_of(&list, "api").unwrap(),
+        pid_of(&list, "web").unwrap(),
+    );
+    assert_eq!(ok(&p, &["reload"]).trim(), "nothing changed");
+
+    // api changes, web goes, cache comes.
+    std::fs::write(
+        p.path().join("corral.toml"),
+        r#"
+[services.db]
+command = "echo db-up; exec sleep 1000"
+
+[services.cache]
+command = "echo cache-up; exec sleep 1000"
+
+[services.api]
+command = "echo api-v2; exec sleep 1000"
+depends_on = ["db", "cache"]
+"#,
+    )
+    .unwrap();
+    let out = ok(&p, &["reload"]);
+    assert!(
+        out.contains("changed api; added cache; removed web"),
+        "{out}"
+    );
+    let list = wait_state(&p, "api", "running");
+    wait_state(&p, "cache", "running");
+    let list2 = services(&p);
+    assert_eq!(
+        pid_of(&list2, "db"),
+        Some(db),
+        "unchanged db keeps its process"
+    );
+    assert_ne!(pid_of(&list, "api"), Some(api));
+    assert!(list2.as_array().unwrap().iter().all(|s| s["name"] != "web"));
+    eventually(Duration::from_secs(5), "web's process gone", || {
+        is_dead(web as i32)
+    });
+    eventually(Duration::from_secs(10), "new api output", || {
+        ok(&p, &["logs", "api"]).contains("api-v2")
+    });
+
+    // A broken file changes nothing and says where it is broken.
+    std::fs::write(
+        p.path().join("corral.toml"),
+        "[services.db]\ncomand = \"x\"\n",
+    )
+    .unwrap();
+    let (status, _, err) = p.run_client(&["reload"]);
+    assert!(!status.success());
+    assert!(
+        err.contains("corral.toml:2:1") && err.contains("command"),
+        "{err}"
+    );
+    assert_eq!(pid_of(&services(&p), "db"), Some(db));
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}
+
+#[test]
+fn services_added_at_run_time_are_kept_updated_and_removed() {
+    let p = Project::new(TWO);
+    ok(&p, &["up", "-d"]);
+    wait_state(&p, "api", "running");
+    let extra = r#"{"name": "extra", "command": "echo extra-up; exec sleep 1000", "depends_on": ["db"], "env": {"GREETING": "hi \"there\""}}"#;
+    let (status, body) = p.http_body("POST", "/v1/services", extra);
+    assert_eq!(status, 201, "{body}");
+    let list = wait_state(&p, "extra", "running");
+    let first = pid_of(&list, "extra").unwrap();
+    let env = std::fs::read(format!("/proc/{first}/environ")).unwrap();
+    assert!(String::from_utf8_lossy(&env).contains("GREETING=hi \"there\""));
+
+    for (method, path, body, status, code) in [
+        ("POST", "/v1/services", extra, 409, "conflict"),
+        (
+            "POST",
+            "/v1/services",
+            r#"{"name": "db", "command": "true"}"#,
+            409,
+            "conflict",
+        ),
+        ("DELETE", "/v1/services/db", "", 409, "conflict"),
+        (
+            "PUT",
+            "/v1/services/nope",
+            r#"{"command": "true"}"#,
+            404,
+            "unknown_service",
+        ),
+        ("POST", "/v1/services", "not json", 400, "bad_request"),
+        ("POST", "/v1/services", "[1, 2]", 400, "bad_request"),
+        (
+            "POST",
+            "/v1/services",
+            r#"{"command": "true"}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/services",
+            r#"{"name": "x", "command": null}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/services",
+            r#"{"name": "x", "comand": "true"}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/services",
+            r#"{"name": "x", "command": "true", "depends_on": ["nope"]}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/services",
+            r#"{"name": "../x", "command": "true"}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/services",
+            r#"{"name": "x\"]\n[services.y", "command": "true"}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            "PUT",
+            "/v1/services/extra",
+            r#"{"name": "other", "command": "true"}"#,
+            400,
+            "bad_request",
+        ),
+    ] {
+        let (got, answer) = p.http_body(method, path, body);
+        assert_eq!(got, status, "{method} {path} {body}: {answer}");
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(v["code"], code, "{method} {path} {body}: {answer}");
+    }
+    let (_, answer) = p.http_body("POST", "/v1/services", r#"{"name": "x", "comand": "true"}"#);
+    assert!(answer.contains("command"), "a suggestion: {answer}");
+
+    // Update: restarted with the new definition.
+    let (status, body) = p.http_body(
+        "PUT",
+        "/v1/services/extra",
+        r#"{"command": "echo extra-v2; exec sleep 1000"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    eventually(Duration::from_secs(15), "extra restarted", || {
+        let l = services(&p);
+        service(&l, "extra")["state"] == "running" && pid_of(&l, "extra") != Some(first)
+    });
+    // Kept across a daemon restart.
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+    ok(&p, &["up", "-d"]);
+    wait_state(&p, "extra", "running");
+    eventually(Duration::from_secs(10), "v2 output", || {
+        ok(&p, &["logs", "extra"]).contains("extra-v2")
+    });
+    // Removed: stopped and gone, also after a restart.
+    let (status, body) = p.http("DELETE", "/v1/services/extra");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        services(&p)
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["name"] != "extra")
+    );
+    ok(&p, &["down"]);
+    ok(&p, &["up", "-d"]);
+    let list = wait_state(&p, "api", "running");
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["name"] != "extra")
     );
     ok(&p, &["down"]);
     p.assert_nothing_left();

@@ -169,11 +169,21 @@ impl Project {
 
     /// One HTTP/1.1 request over the project's API socket: (status, body).
     pub fn http(&self, method: &str, path: &str) -> (u16, String) {
+        self.http_body(method, path, "")
+    }
+
+    /// The same, with a JSON body.
+    pub fn http_body(&self, method: &str, path: &str, body: &str) -> (u16, String) {
         use std::io::{Read, Write};
         let sock = self.path().join(".corral/api.sock");
         let mut s = std::os::unix::net::UnixStream::connect(&sock).expect("connect to api.sock");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
         parse_http(&resp)
