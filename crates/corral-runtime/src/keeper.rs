@@ -288,7 +288,7 @@ impl KeeperLink {
                                 format!("the log keeper did not start: {e}"),
                             ));
                         }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                        Err(_) => std::thread::sleep(Duration::from_millis(1)),
                     }
                 }
             }

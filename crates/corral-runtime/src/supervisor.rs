@@ -336,7 +336,8 @@ pub struct Supervisor {
     printer_thread: Option<crate::printer::PrinterThread>,
     tx: UnboundedSender<Msg>,
     rx: UnboundedReceiver<Msg>,
-    keeper: KeeperLink,
+    /// None only while corral ends (dropping it lets the keeper go).
+    keeper: Option<KeeperLink>,
     store: Store,
     notices: broadcast::Sender<Arc<Notice>>,
     lines: broadcast::Sender<Arc<LineNotice>>,
@@ -404,27 +405,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     let reaper = Reaper::start().map_err(RunError::Setup)?;
     let (tx, rx): (UnboundedSender<Msg>, UnboundedReceiver<Msg>) = unbounded_channel();
 
-    let keeper = {
-        let tap_tx = tx.clone();
-        let exe = options.exe.clone();
-        let state_dir = project.state_dir.clone();
-        let r = reaper.clone();
-        let start = move || -> std::io::Result<()> {
-            let err = std::fs::File::create(state_dir.join("keeper.err"))?;
-            let mut cmd = std::process::Command::new(exe);
-            cmd.arg("__keeper")
-                .arg(&state_dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(err)
-                .process_group(0);
-            r.spawn(&mut cmd).map(drop)
-        };
-        KeeperLink::connect(&project.state_dir, start, move |m| {
-            let _ = tap_tx.send(Msg::Tap(m));
-        })
-        .map_err(RunError::Keeper)?
-    };
+    let keeper = connect_keeper(&project.state_dir, &options.exe, &reaper, &tx)?;
 
     // What an earlier daemon left running: adopt what is still the same process; end the rest.
     let mut adopt = Vec::new();
@@ -479,7 +460,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         printer_thread,
         tx,
         rx,
-        keeper,
+        keeper: Some(keeper),
         store,
         notices,
         lines,
@@ -536,6 +517,35 @@ fn fingerprints(project: &Project) -> std::collections::HashMap<String, String> 
             (def.name.clone(), format!("{def:?}|{spec:?}|{deps:?}"))
         })
         .collect()
+}
+
+/// Connect to the keeper of `state_dir` (starting one if none answers); what it sends arrives
+/// as `Msg::Tap`.
+fn connect_keeper(
+    state_dir: &std::path::Path,
+    exe: &std::path::Path,
+    reaper: &Reaper,
+    tx: &UnboundedSender<Msg>,
+) -> Result<KeeperLink, RunError> {
+    let start = {
+        let (state_dir, exe, reaper) = (state_dir.to_path_buf(), exe.to_path_buf(), reaper.clone());
+        move || -> std::io::Result<()> {
+            let err = std::fs::File::create(state_dir.join("keeper.err"))?;
+            let mut cmd = std::process::Command::new(exe);
+            cmd.arg("__keeper")
+                .arg(&state_dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(err)
+                .process_group(0);
+            reaper.spawn(&mut cmd).map(drop)
+        }
+    };
+    let tap_tx = tx.clone();
+    KeeperLink::connect(state_dir, start, move |m| {
+        let _ = tap_tx.send(Msg::Tap(m));
+    })
+    .map_err(RunError::Keeper)
 }
 
 /// Kill every process carrying `marker` (an instance we cannot adopt) and wait, bounded, until
@@ -639,6 +649,8 @@ impl Supervisor {
                 _ => break,
             }
         }
+        // Without a daemon connected and with no pipe left, the keeper ends by itself.
+        self.keeper = None;
         self.final_sweep().await;
         let outcome = self.outcome(interrupted, started.elapsed());
         let Supervisor {
@@ -1230,10 +1242,23 @@ impl Supervisor {
             }
             TapMsg::Lost => {
                 self.draining.clear();
-                if !self.engine.is_shutting_down() {
-                    eprintln!(
-                        "corral: lost the connection to the log keeper; output of new processes is not captured"
-                    );
+                if self.engine.is_shutting_down() {
+                    return;
+                }
+                // Output of the processes it held is gone with it; new ones get a new keeper.
+                match connect_keeper(
+                    &self.project.state_dir,
+                    &self.options.exe,
+                    &self.reaper,
+                    &self.tx,
+                ) {
+                    Ok(k) => {
+                        eprintln!(
+                            "corral: the log keeper died; started a new one for new processes"
+                        );
+                        self.keeper = Some(k);
+                    }
+                    Err(e) => eprintln!("corral: the log keeper died and cannot be restarted: {e}"),
                 }
             }
         }
@@ -1511,7 +1536,11 @@ impl Supervisor {
                 instance,
                 settings: def.log,
             };
-            match self.keeper.attach(&attach, out, err) {
+            let attached = match &self.keeper {
+                Some(k) => k.attach(&attach, out, err),
+                None => Err(std::io::Error::other("corral is ending")),
+            };
+            match attached {
                 Ok(()) => {
                     self.draining.insert((def.name.clone(), instance));
                 }
@@ -1663,7 +1692,7 @@ impl Supervisor {
                 break;
             }
             procs::signal_all(&left, Signal::SIGKILL);
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
             self.reaper.reap();
         }
         self.reaper.reap();

@@ -592,3 +592,50 @@ fn services_added_at_run_time_are_kept_updated_and_removed() {
     ok(&p, &["down"]);
     p.assert_nothing_left();
 }
+
+#[test]
+fn a_dead_keeper_is_replaced_for_new_processes() {
+    let p = Project::new(TWO);
+    ok(&p, &["up", "-d"]);
+    wait_state(&p, "api", "running");
+    eventually(Duration::from_secs(10), "first output", || {
+        ok(&p, &["logs", "db"]).contains("db-up")
+    });
+    let keeper = p
+        .processes()
+        .into_iter()
+        .find(|(_, cmd)| cmd.contains("__keeper"))
+        .expect("a keeper runs")
+        .0;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(keeper),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually(Duration::from_secs(5), "keeper gone", || is_dead(keeper));
+    ok(&p, &["restart", "db"]);
+    eventually(
+        Duration::from_secs(10),
+        "output of the restarted db",
+        || ok(&p, &["logs", "db"]).matches("db-up").count() == 2,
+    );
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}
+
+#[test]
+fn foreground_up_serves_the_same_api() {
+    let p = Project::new(TWO);
+    let mut up = p.start(&["up"]);
+    up.wait_for("api: started", Duration::from_secs(15));
+    let list = wait_state(&p, "api", "running");
+    assert!(service(&list, "db")["pid"].as_u64().is_some());
+    // `up -d` refuses while a foreground corral runs the project.
+    let (status, _, err) = p.run_client(&["up", "-d"]);
+    assert!(!status.success());
+    assert!(err.contains("already runs this project"), "{err}");
+    ok(&p, &["down"]);
+    assert!(up.wait(Duration::from_secs(15)).success());
+    assert_no_leftovers(up.pid);
+    p.assert_nothing_left();
+}
