@@ -33,6 +33,72 @@ fn main() {
     restart_latency(&corral, 50);
     println!();
     daemon(&corral, 200);
+    println!();
+    log_query(&corral, 100_000);
+}
+
+/// Median wall time of running `cmd` `runs` times.
+fn median_run(runs: usize, mut cmd: impl FnMut() -> Command) -> Duration {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            let out = cmd().stdout(Stdio::null()).status().unwrap();
+            assert!(out.success());
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[runs / 2]
+}
+
+/// `corral logs` over a log of `lines` lines, against `tail` / `grep` reading the same file.
+fn log_query(corral: &Path, lines: usize) {
+    println!("log queries over {lines} lines (median of 10)");
+    let dir = project(&format!(
+        "[services.s]\ncommand = \"seq 1 {lines}; exec sleep 1000\"\n"
+    ));
+    corral_cmd(corral, dir.path(), &["up", "-d"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !corral_cmd(corral, dir.path(), &["logs", "s", "-n", "1"]).contains(&format!(" {lines}"))
+    {
+        assert!(Instant::now() < deadline, "the log never filled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let file = dir.path().join(".corral/logs/s.log");
+    let run = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let d = dir.path().to_path_buf();
+        median_run(10, move || {
+            let mut c = Command::new(corral);
+            c.args(&args).current_dir(&d);
+            c
+        })
+    };
+    let tail = run(&["logs", "s", "-n", "100"]);
+    let base_tail = median_run(10, || {
+        let mut c = Command::new("tail");
+        c.args(["-n", "100"]).arg(&file);
+        c
+    });
+    println!(
+        "  logs -n 100        {:>9}   tail -n 100 {:>9}   ratio {:.1}x",
+        ms(tail),
+        ms(base_tail),
+        ratio(tail, base_tail)
+    );
+    let grep = run(&["logs", "s", "--grep", "^9999", "-n", "1000"]);
+    let base_grep = median_run(10, || {
+        let mut c = Command::new("grep");
+        c.args([" 9999"]).arg(&file);
+        c
+    });
+    println!(
+        "  logs --grep        {:>9}   grep        {:>9}   ratio {:.1}x",
+        ms(grep),
+        ms(base_grep),
+        ratio(grep, base_grep)
+    );
+    corral_cmd(corral, dir.path(), &["down"]);
 }
 
 /// Run `corral ARGS` in `dir` to completion; panics if it fails.
@@ -117,9 +183,14 @@ fn daemon(corral: &Path, n: usize) {
     std::thread::sleep(Duration::from_millis(500));
     let pid = daemon_pid(dir.path());
     let (_, rss) = cpu_and_rss(pid);
+    let keeper = fs::read_to_string(dir.path().join(".corral/keeper.lock"))
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .map_or(0, |k| status_field(k, "VmRSS:"));
     println!(
-        "  daemon RSS with one `logs -f` client: {:.1} MiB",
-        rss as f64 / 1024.0
+        "  RSS with one `logs -f` client: daemon {:.1} MiB, keeper {:.1} MiB",
+        rss as f64 / 1024.0,
+        keeper as f64 / 1024.0
     );
     let _ = follower.kill();
     let _ = follower.wait();

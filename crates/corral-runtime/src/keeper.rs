@@ -326,6 +326,14 @@ impl KeeperLink {
     }
 }
 
+impl Drop for KeeperLink {
+    /// Shut the connection down for both ends: the tap thread's read returns, and the keeper
+    /// sees the daemon leave (and ends if it holds no pipe).
+    fn drop(&mut self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Keeper side
 
@@ -342,8 +350,11 @@ pub fn main(state_dir: &Path) -> io::Result<()> {
         .truncate(false)
         .write(true)
         .open(state_dir.join("keeper.lock"))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    let mut lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|_| io::Error::new(io::ErrorKind::AddrInUse, "another keeper runs here"))?;
+    // The holder's PID, for people (and the benchmarks) looking for the keeper.
+    lock.set_len(0)?;
+    write!(lock, "{}", std::process::id())?;
     let path = SocketPath::new(&socket_path(state_dir))?;
     let _ = std::fs::remove_file(path.as_path());
     let listener = std::os::unix::net::UnixListener::bind(path.as_path())?;
