@@ -6,7 +6,6 @@
 //! A pump never waits on anything but its pipes and its own file, so a slow terminal or a
 //! flooding neighbour cannot stall it, and a flooding service cannot stall anyone else.
 
-use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -53,40 +52,108 @@ pub struct Query {
     pub grep: Option<Regex>,
 }
 
-/// Read a unit's log files (rotated ones first, oldest first) and return the lines `query`
-/// selects, oldest first. The files are the truth: they hold what the keeper wrote while no
-/// daemon was listening, too.
+/// Read a unit's log files and return the lines `query` selects, oldest first. The files are
+/// the truth: they hold what the keeper wrote while no daemon was listening, too.
+///
+/// The files are read newest first, each from its end backwards, so a `tail` (with or without a
+/// pattern) reads only as much as it needs, and `since` stops at the first older line (lines are
+/// in time order).
 pub fn query(dir: &Path, name: &str, keep_files: u32, query: &Query) -> io::Result<Vec<LogLine>> {
     let base = dir.join(format!("{name}.log"));
-    let mut paths: Vec<PathBuf> = (1..=keep_files)
-        .rev()
-        .map(|n| PathBuf::from(format!("{}.{n}", base.display())))
-        .collect();
-    paths.push(base);
-    let mut out = VecDeque::new();
-    for path in paths {
-        let data = match fs::read(&path) {
-            Ok(d) => d,
+    let paths = std::iter::once(base.clone())
+        .chain((1..=keep_files).map(|n| PathBuf::from(format!("{}.{n}", base.display()))));
+    let wanted = query.tail.unwrap_or(usize::MAX);
+    let mut out = Vec::new();
+    if wanted == 0 {
+        return Ok(out);
+    }
+    'files: for path in paths {
+        let file = match File::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        for raw in data.split(|b| *b == b'\n') {
-            let Some(line) = parse_line(raw) else {
+        for raw in BackwardLines::new(file)? {
+            let Some(line) = parse_line(&raw?) else {
                 continue;
             };
             if query.since.is_some_and(|s| line.time < s) {
-                continue;
+                break 'files;
             }
             if query.grep.as_ref().is_some_and(|g| !g.is_match(&line.text)) {
                 continue;
             }
-            out.push_back(line);
-            if query.tail.is_some_and(|n| out.len() > n) {
-                out.pop_front();
+            out.push(line);
+            if out.len() == wanted {
+                break 'files;
             }
         }
     }
-    Ok(out.into())
+    out.reverse();
+    Ok(out)
+}
+
+/// The lines of a file, last first, read in blocks from the end.
+struct BackwardLines {
+    file: File,
+    /// Bytes of the file not read yet: `0..pos`.
+    pos: u64,
+    /// Read but not yet returned; starts with a possibly partial line.
+    buf: Vec<u8>,
+}
+
+impl BackwardLines {
+    const BLOCK: u64 = 64 * 1024;
+
+    fn new(file: File) -> io::Result<BackwardLines> {
+        let pos = file.metadata()?.len();
+        Ok(BackwardLines {
+            file,
+            pos,
+            buf: Vec::new(),
+        })
+    }
+}
+
+impl Iterator for BackwardLines {
+    type Item = io::Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<io::Result<Vec<u8>>> {
+        use std::io::{Read, Seek, SeekFrom};
+        loop {
+            // A complete line is one with a newline before it (or the start of the file).
+            let end = if self.buf.last() == Some(&b'\n') {
+                self.buf.len() - 1
+            } else {
+                self.buf.len()
+            };
+            if let Some(nl) = self.buf[..end].iter().rposition(|b| *b == b'\n') {
+                let line = self.buf[nl + 1..end].to_vec();
+                self.buf.truncate(nl + 1);
+                return Some(Ok(line));
+            }
+            if self.pos == 0 {
+                if end == 0 {
+                    return None;
+                }
+                let line = self.buf[..end].to_vec();
+                self.buf.clear();
+                return Some(Ok(line));
+            }
+            let n = Self::BLOCK.min(self.pos);
+            self.pos -= n;
+            let mut block = vec![0u8; n as usize];
+            if let Err(e) = self
+                .file
+                .seek(SeekFrom::Start(self.pos))
+                .and_then(|_| self.file.read_exact(&mut block))
+            {
+                return Some(Err(e));
+            }
+            block.extend_from_slice(&self.buf);
+            self.buf = block;
+        }
+    }
 }
 
 /// One line of a log file: `<rfc3339 time> <out|err> <text>`.
@@ -328,6 +395,27 @@ mod tests {
         let out = split_all(&[&input[..1000], &input[1000..]]);
         assert_eq!(out.len(), 3);
         assert_eq!(out.concat(), long);
+    }
+
+    #[test]
+    fn backward_lines_cross_blocks() {
+        let dir = tempfile_dir();
+        let path = dir.join("b.log");
+        let mut text = String::new();
+        for i in 0..30_000 {
+            text.push_str(&format!("{i}\n"));
+        }
+        text.push_str("no newline at the end");
+        fs::write(&path, &text).unwrap();
+        let lines: Vec<String> = BackwardLines::new(File::open(&path).unwrap())
+            .unwrap()
+            .map(|l| String::from_utf8(l.unwrap()).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 30_001);
+        assert_eq!(lines[0], "no newline at the end");
+        assert_eq!(lines[1], "29999");
+        assert_eq!(lines[30_000], "0");
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
