@@ -74,14 +74,19 @@ pub fn query(dir: &Path, name: &str, keep_files: u32, query: &Query) -> io::Resu
             Err(e) => return Err(e),
         };
         for raw in BackwardLines::new(file)? {
-            let Some(line) = parse_line(&raw?) else {
+            let raw = raw?;
+            // The pattern first: it is cheaper than parsing the time of a line we drop.
+            if let Some(g) = &query.grep {
+                let text = raw.splitn(3, |b| *b == b' ').nth(2).unwrap_or_default();
+                if !g.is_match(&String::from_utf8_lossy(text)) {
+                    continue;
+                }
+            }
+            let Some(line) = parse_line(&raw) else {
                 continue;
             };
             if query.since.is_some_and(|s| line.time < s) {
                 break 'files;
-            }
-            if query.grep.as_ref().is_some_and(|g| !g.is_match(&line.text)) {
-                continue;
             }
             out.push(line);
             if out.len() == wanted {
