@@ -639,3 +639,40 @@ fn foreground_up_serves_the_same_api() {
     assert_no_leftovers(up.pid);
     p.assert_nothing_left();
 }
+
+#[test]
+fn an_auto_port_is_kept_across_daemon_restarts() {
+    let p = Project::new(
+        r#"
+[services.web]
+command = ["python3", "tcp_server.py"]
+ports = ["auto"]
+readiness = { tcp = "127.0.0.1:{port}", interval = "50ms" }
+"#,
+    );
+    ok(&p, &["up", "-d"]);
+    let list = wait_state(&p, "web", "running");
+    let port = service(&list, "web")["ports"][0].as_u64().unwrap();
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+    ok(&p, &["up", "-d"]);
+    let list = wait_state(&p, "web", "running");
+    assert_eq!(service(&list, "web")["ports"][0].as_u64(), Some(port));
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}
+
+#[test]
+fn a_corrupt_state_database_is_a_clear_error() {
+    let p = Project::new(TWO);
+    std::fs::create_dir_all(p.path().join(".corral")).unwrap();
+    std::fs::write(p.path().join(".corral/state.db"), vec![b'x'; 8192]).unwrap();
+    let (status, out, err) = p.run_client(&["up", "-d"]);
+    assert!(!status.success(), "{out}");
+    assert!(
+        err.contains("not a corral state database") && err.contains("help:"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    p.assert_nothing_left();
+}
