@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 pub use hyper::Method;
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
@@ -39,7 +39,12 @@ impl Client {
         }
     }
 
-    async fn send(&self, method: Method, path: &str) -> Result<hyper::Response<Body>, ClientError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<hyper::Response<Body>, ClientError> {
         let short = corral_runtime::sockpath::SocketPath::new(&self.socket)
             .map_err(|e| ClientError::Io(e.to_string()))?;
         let stream = match tokio::net::UnixStream::connect(short.as_path()).await {
@@ -64,7 +69,8 @@ impl Client {
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, "localhost")
-            .body(Empty::<Bytes>::new())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
             .map_err(|e| ClientError::Io(e.to_string()))?;
         let resp = sender
             .send_request(req)
@@ -83,7 +89,17 @@ impl Client {
         method: Method,
         path: &str,
     ) -> Result<T, ClientError> {
-        let body = read_body(self.send(method, path).await?).await?;
+        self.call_with(method, path, Vec::new()).await
+    }
+
+    /// A request with a JSON body whose answer is JSON.
+    pub async fn call_with<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<T, ClientError> {
+        let body = read_body(self.send(method, path, body).await?).await?;
         serde_json::from_slice(&body).map_err(|e| ClientError::Io(format!("bad answer: {e}")))
     }
 
@@ -94,7 +110,7 @@ impl Client {
         path: &str,
         mut each: impl FnMut(&str, &str) -> bool,
     ) -> Result<(), ClientError> {
-        let resp = self.send(Method::GET, path).await?;
+        let resp = self.send(Method::GET, path, Vec::new()).await?;
         let mut body = resp.into_body();
         let mut buf = String::new();
         while let Some(frame) = body.frame().await {

@@ -19,6 +19,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod procs;
 pub mod server;
 pub mod wire;
 

@@ -18,7 +18,7 @@ use corral_runtime::{Command, CommandError, Control, Reply, Snapshot};
 use regex::{Regex, RegexBuilder};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::wire;
+use crate::{procs, wire};
 
 pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("api.sock")
@@ -41,7 +41,7 @@ impl ApiError {
         }
     }
 
-    fn not_found(message: impl Into<String>) -> ApiError {
+    pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::NOT_FOUND,
             code: "not_found",
@@ -77,11 +77,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 #[derive(Clone)]
-struct App {
-    control: Control,
+pub(crate) struct App {
+    pub(crate) control: Control,
 }
 
 /// Every route, as (method, path): the router below and `openapi.json` must both have exactly
@@ -97,6 +97,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/services/{name}"),
     ("delete", "/v1/services/{name}"),
     ("post", "/v1/reload"),
+    ("get", "/v1/procs"),
+    ("post", "/v1/procs"),
+    ("delete", "/v1/procs"),
+    ("get", "/v1/procs/{id}"),
+    ("delete", "/v1/procs/{id}"),
+    ("get", "/v1/procs/{id}/wait"),
+    ("get", "/v1/procs/{id}/output"),
+    ("post", "/v1/procs/{id}/input"),
+    ("post", "/v1/procs/{id}/signal"),
     ("post", "/v1/services/{name}/start"),
     ("post", "/v1/services/{name}/stop"),
     ("post", "/v1/services/{name}/restart"),
@@ -120,6 +129,15 @@ pub fn router(control: Control) -> Router {
             get(service).put(update_service).delete(remove_service),
         )
         .route("/v1/reload", post(reload))
+        .route(
+            "/v1/procs",
+            get(procs::list).post(procs::start).delete(procs::clear),
+        )
+        .route("/v1/procs/{id}", get(procs::get).delete(procs::remove))
+        .route("/v1/procs/{id}/wait", get(procs::wait))
+        .route("/v1/procs/{id}/output", get(procs::output))
+        .route("/v1/procs/{id}/input", post(procs::input))
+        .route("/v1/procs/{id}/signal", post(procs::signal))
         .route("/v1/services/{name}/start", post(start))
         .route("/v1/services/{name}/stop", post(stop))
         .route("/v1/services/{name}/restart", post(restart))
@@ -527,7 +545,7 @@ struct Follow {
     grep: Option<Regex>,
 }
 
-fn sse_json(event: &str, value: &impl serde::Serialize) -> SseEvent {
+pub(crate) fn sse_json(event: &str, value: &impl serde::Serialize) -> SseEvent {
     SseEvent::default()
         .event(event)
         .data(serde_json::to_string(value).unwrap_or_default())

@@ -120,3 +120,99 @@ pub fn millis(t: SystemTime) -> u64 {
 pub fn from_millis(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
+
+/// A request to start an ad-hoc process.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ProcRequest {
+    /// An argv list, or a string run by `sh -c`.
+    pub command: serde_json::Value,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// A duration: `30s`, `5m`.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Between SIGTERM and SIGKILL after a timeout. Default `5s`.
+    #[serde(default)]
+    pub grace: Option<String>,
+    #[serde(default)]
+    pub stdin: Option<String>,
+    #[serde(default)]
+    pub close_stdin: bool,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub head_bytes: Option<usize>,
+    #[serde(default)]
+    pub tail_bytes: Option<usize>,
+    /// How long an ended process is kept. Default `10m`.
+    #[serde(default)]
+    pub retain: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Output {
+    pub head: String,
+    pub tail: String,
+    pub original_bytes: u64,
+    pub retained_bytes: u64,
+    pub omitted_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Proc {
+    pub id: String,
+    pub key: Option<String>,
+    pub command: String,
+    pub pid: u32,
+    pub state: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub started_ms: u64,
+    pub ended_ms: Option<u64>,
+    pub output: Output,
+}
+
+impl From<&corral_runtime::adhoc::ProcView> for Proc {
+    fn from(p: &corral_runtime::adhoc::ProcView) -> Proc {
+        Proc {
+            id: p.id.clone(),
+            key: p.key.clone(),
+            command: p.command.clone(),
+            pid: p.pid,
+            state: p.state.to_string(),
+            exit_code: p.exit_code,
+            signal: p.signal,
+            timed_out: p.timed_out,
+            started_ms: millis(p.started),
+            ended_ms: p.ended.map(millis),
+            output: Output {
+                head: p.output.head.clone(),
+                tail: p.output.tail.clone(),
+                original_bytes: p.output.original_bytes,
+                retained_bytes: p.output.retained_bytes,
+                omitted_bytes: p.output.omitted_bytes,
+            },
+        }
+    }
+}
+
+/// Input for a process's stdin.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    #[serde(default)]
+    pub data: String,
+    #[serde(default)]
+    pub close: bool,
+}
+
+/// A piece of a process's output in a stream.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Chunk {
+    pub stream: String,
+    pub text: String,
+}

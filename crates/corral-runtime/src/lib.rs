@@ -25,6 +25,7 @@
 //! and reaped. cgroup v2 `cgroup.kill` would make this exact; it is not used yet (these hosts run
 //! cgroup v1).
 
+pub mod adhoc;
 pub mod keeper;
 pub mod logs;
 pub mod ports;

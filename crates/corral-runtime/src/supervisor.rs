@@ -277,6 +277,8 @@ pub struct LineNotice {
 #[derive(Clone)]
 pub struct Control {
     tx: UnboundedSender<Msg>,
+    /// Ad-hoc processes (their own owner task).
+    pub adhoc: crate::adhoc::Adhoc,
     notices: broadcast::Sender<Arc<Notice>>,
     lines: broadcast::Sender<Arc<LineNotice>>,
     pub log_dir: PathBuf,
@@ -352,6 +354,7 @@ pub struct Supervisor {
     adopt: Vec<(UnitId, InstanceRecord)>,
     wanted: Vec<UnitId>,
     pending_notices: Vec<Arc<Notice>>,
+    adhoc: crate::adhoc::Adhoc,
     /// A reload waiting for its changed units to stop.
     reload: Option<PendingReload>,
     /// Where to answer when the pending reload is done.
@@ -445,7 +448,13 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     }
     let (notices, _) = broadcast::channel(1024);
     let (lines, _) = broadcast::channel(4096);
+    let adhoc = crate::adhoc::Adhoc::start(
+        reaper.clone(),
+        project.root.clone(),
+        Store::open(&project.state_dir).ok(),
+    );
     let control = Control {
+        adhoc: adhoc.clone(),
         tx: tx.clone(),
         notices: notices.clone(),
         lines: lines.clone(),
@@ -472,6 +481,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         adopt,
         wanted,
         pending_notices: Vec::new(),
+        adhoc,
         reload: None,
         reload_reply: None,
         moved: std::collections::HashMap::new(),
@@ -1666,12 +1676,21 @@ impl Supervisor {
     fn sweep(&mut self) {
         self.sweep_pending = false;
         let table = procs::Table::read(&self.reaper.registered());
-        let live: HashSet<String> = self
+        let mut live: HashSet<String> = self
             .live
             .iter()
             .flatten()
             .map(|l| l.marker.clone())
             .collect();
+        // Orphans of running ad-hoc processes belong to them.
+        live.extend(
+            self.adhoc
+                .markers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
         let orphans = table.abandoned(&live);
         if !orphans.is_empty() {
             procs::signal_all(&orphans, Signal::SIGKILL);

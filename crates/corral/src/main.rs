@@ -105,6 +105,33 @@ enum Command {
         #[arg(short = 'n', long = "history", default_value_t = 0)]
         history: usize,
     },
+    /// Run a command through corral (an ad-hoc process): its output streams here and corral
+    /// exits with its exit code; with `--detach`, print its id and leave it running.
+    Exec {
+        /// Print the process id and return at once.
+        #[arg(short, long)]
+        detach: bool,
+        /// Terminate it after this long (`30s`, `5m`).
+        #[arg(long)]
+        timeout: Option<String>,
+        /// An idempotency key: the same key gives the same process.
+        #[arg(long)]
+        key: Option<String>,
+        /// Working directory, relative to the project root.
+        #[arg(long)]
+        cwd: Option<String>,
+        /// Extra environment, `NAME=VALUE` (repeatable).
+        #[arg(short, long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
+        /// The command and its arguments (after `--`).
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
+    /// Ad-hoc processes: list, show, wait, input, kill, remove.
+    Proc {
+        #[command(subcommand)]
+        action: ProcAction,
+    },
     /// Internal: the log keeper of a state dir.
     #[command(name = "__keeper", hide = true)]
     Keeper { state_dir: PathBuf },
@@ -124,8 +151,58 @@ enum Command {
     Validate,
 }
 
+#[derive(Subcommand, Debug)]
+enum ProcAction {
+    /// Running ones first, then the newest.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One process with its output (head and tail).
+    Show { id: String },
+    /// Wait until it ends (at most `--timeout`, default 30s) and show it.
+    Wait {
+        id: String,
+        #[arg(long, default_value = "30s")]
+        timeout: String,
+    },
+    /// Write to its stdin (and with `--close`, close it).
+    Input {
+        id: String,
+        #[arg(default_value = "")]
+        data: String,
+        #[arg(long)]
+        close: bool,
+    },
+    /// Send a signal to its process group (default TERM).
+    Kill {
+        id: String,
+        #[arg(short, long, default_value = "TERM")]
+        signal: String,
+    },
+    /// Forget an ended process.
+    Rm { id: String },
+    /// Forget every ended process.
+    Clear,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Up { .. } | Command::Run { .. } | Command::Keeper { .. }
+    ) {
+        // A client printing into a closed pipe (`corral logs | head`) ends quietly, like other
+        // Unix tools, instead of failing on the write. Supervisors keep SIGPIPE ignored: a
+        // closed terminal must not take the stack down with it.
+        // SAFETY: setting the default disposition installs no handler code.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        };
+    }
     let result = match cli.command {
         Command::Validate => commands::validate::run(cli.file.as_deref()),
         Command::Up {
@@ -184,6 +261,37 @@ fn main() -> ExitCode {
         Command::Tree => commands::ctl::tree(cli.file.as_deref()),
         Command::Reload => commands::ctl::reload(cli.file.as_deref()),
         Command::Events { history } => commands::ctl::events(cli.file.as_deref(), history),
+        Command::Exec {
+            detach,
+            timeout,
+            key,
+            cwd,
+            env,
+            command,
+        } => commands::exec::run(
+            cli.file.as_deref(),
+            commands::exec::ExecArgs {
+                detach,
+                timeout,
+                key,
+                cwd,
+                env,
+                command,
+            },
+        ),
+        Command::Proc { action } => {
+            use commands::exec as e;
+            let f = cli.file.as_deref();
+            match action {
+                ProcAction::Ls { json } => e::list(f, json),
+                ProcAction::Show { id } => e::show(f, &id),
+                ProcAction::Wait { id, timeout } => e::wait(f, &id, &timeout),
+                ProcAction::Input { id, data, close } => e::input(f, &id, &data, close),
+                ProcAction::Kill { id, signal } => e::kill(f, &id, &signal),
+                ProcAction::Rm { id } => e::remove(f, &id),
+                ProcAction::Clear => e::clear(f),
+            }
+        }
         Command::Keeper { state_dir } => match corral_runtime::keeper::main(&state_dir) {
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(e) => Err(commands::CliError::Run(format!("keeper: {e}"))),

@@ -9,11 +9,11 @@ use corral_api::wire;
 
 use super::{CliError, runtime, state_dir};
 
-fn client(file: Option<&Path>) -> Result<Client, CliError> {
+pub fn client(file: Option<&Path>) -> Result<Client, CliError> {
     Ok(Client::new(&state_dir(file)?))
 }
 
-fn cli_error(e: ClientError) -> CliError {
+pub fn cli_error(e: ClientError) -> CliError {
     match e {
         ClientError::NoDaemon => CliError::Run(
             "no corral is running for this project\n  help: start one with `corral up -d` (background) or `corral up` (in this terminal)".into(),
@@ -22,7 +22,7 @@ fn cli_error(e: ClientError) -> CliError {
     }
 }
 
-fn call<T: serde::de::DeserializeOwned>(
+pub fn call<T: serde::de::DeserializeOwned>(
     file: Option<&Path>,
     method: Method,
     path: &str,

@@ -2,6 +2,7 @@
 
 pub mod ctl;
 pub mod daemon;
+pub mod exec;
 pub mod run;
 pub mod up;
 pub mod validate;

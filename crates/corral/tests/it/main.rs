@@ -8,6 +8,7 @@ mod config;
 mod daemon;
 mod logs;
 mod ports;
+mod procs;
 mod run;
 mod stop;
 mod up;

@@ -1,0 +1,301 @@
+//! Ad-hoc processes over the API and `corral exec` / `corral proc`.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+const ONE: &str = "[services.db]\ncommand = \"exec sleep 1000\"\n";
+
+fn json(p: &Project, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let (status, text) = p.http_body(method, path, body);
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"));
+    (status, v)
+}
+
+fn up(p: &Project) {
+    let (status, out, err) = p.run_client(&["up", "-d"]);
+    assert!(status.success(), "{out}{err}");
+}
+
+fn down(p: &Project) {
+    let (status, out, err) = p.run_client(&["down"]);
+    assert!(status.success(), "{out}{err}");
+    p.assert_nothing_left();
+}
+
+#[test]
+fn exec_streams_output_and_exits_with_the_code() {
+    let p = Project::new(ONE);
+    up(&p);
+    let (status, out, err) = p.run_client(&[
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        "echo to-out; echo to-err >&2; exit 7",
+    ]);
+    assert_eq!(status.code(), Some(7), "{out}{err}");
+    assert_eq!(out, "to-out\n");
+    assert_eq!(err, "to-err\n");
+    let (status, out, _) = p.run_client(&["exec", "--timeout", "200ms", "--", "sleep", "100"]);
+    assert_eq!(status.code(), Some(128 + 15), "{out}");
+    // Detached: the process outlives the client that started it.
+    let (status, out, _) = p.run_client(&[
+        "exec",
+        "-d",
+        "-e",
+        "WHO=corral",
+        "--",
+        "sh",
+        "-c",
+        "echo hi $WHO; exec sleep 100",
+    ]);
+    assert!(status.success());
+    let id = out.trim().to_string();
+    let (_, v) = json(&p, "GET", &format!("/v1/procs/{id}"), "");
+    assert_eq!(v["state"], "running");
+    eventually(Duration::from_secs(5), "output", || {
+        json(&p, "GET", &format!("/v1/procs/{id}"), "").1["output"]["head"] == "hi corral\n"
+    });
+    down(&p);
+}
+
+#[test]
+fn the_api_keeps_head_and_tail_waits_with_a_cap_and_takes_input() {
+    let p = Project::new(ONE);
+    up(&p);
+    // 100,000 bytes of output: 100 kept at the head, 50 at the tail, the rest counted.
+    let body = r#"{"command": ["python3", "-c", "import sys; sys.stdout.write('h' * 100 + 'm' * 99850 + 't' * 50)"], "head_bytes": 100, "tail_bytes": 50}"#;
+    let (status, v) = json(&p, "POST", "/v1/procs", body);
+    assert_eq!(status, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let (_, v) = json(&p, "GET", &format!("/v1/procs/{id}/wait?timeout=20s"), "");
+    assert_eq!(v["state"], "exited", "{v}");
+    assert_eq!(v["exit_code"], 0);
+    let o = &v["output"];
+    assert_eq!(o["original_bytes"], 100_000);
+    assert_eq!(o["retained_bytes"], 150);
+    assert_eq!(o["omitted_bytes"], 99_850);
+    assert_eq!(o["head"], "h".repeat(100));
+    assert_eq!(o["tail"], "t".repeat(50));
+
+    // Wait with a cap on a process that never exits: it answers after the cap, still running.
+    let (_, v) = json(
+        &p,
+        "POST",
+        "/v1/procs",
+        r#"{"command": "exec sleep 1000", "key": "sleeper"}"#,
+    );
+    let sleeper = v["id"].as_str().unwrap().to_string();
+    let t = Instant::now();
+    let (status, v) = json(
+        &p,
+        "GET",
+        &format!("/v1/procs/{sleeper}/wait?timeout=300ms"),
+        "",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(v["state"], "running");
+    assert!(t.elapsed() >= Duration::from_millis(300) && t.elapsed() < Duration::from_secs(10));
+    // The same key is the same process.
+    let (status, v) = json(
+        &p,
+        "POST",
+        "/v1/procs",
+        r#"{"command": "exec sleep 1000", "key": "sleeper"}"#,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(v["id"], sleeper.as_str());
+    let (status, v) = json(&p, "DELETE", &format!("/v1/procs/{sleeper}"), "");
+    assert_eq!((status, v["code"].as_str()), (409, Some("conflict")));
+    let (status, v) = json(
+        &p,
+        "POST",
+        &format!("/v1/procs/{sleeper}/signal?signal=KILL"),
+        "",
+    );
+    assert_eq!(status, 200, "{v}");
+    let (_, v) = json(
+        &p,
+        "GET",
+        &format!("/v1/procs/{sleeper}/wait?timeout=10s"),
+        "",
+    );
+    assert_eq!(
+        (v["state"].as_str(), v["signal"].as_i64()),
+        (Some("killed"), Some(9))
+    );
+    let (status, _) = json(&p, "POST", &format!("/v1/procs/{sleeper}/signal"), "");
+    assert_eq!(status, 409);
+
+    // Input, then close: cat echoes and ends.
+    let (_, v) = json(
+        &p,
+        "POST",
+        "/v1/procs",
+        r#"{"command": ["cat"], "stdin": "first\n"}"#,
+    );
+    let cat = v["id"].as_str().unwrap().to_string();
+    let (status, _) = json(
+        &p,
+        "POST",
+        &format!("/v1/procs/{cat}/input"),
+        r#"{"data": "second\n", "close": true}"#,
+    );
+    assert_eq!(status, 200);
+    let (_, v) = json(&p, "GET", &format!("/v1/procs/{cat}/wait?timeout=10s"), "");
+    assert_eq!(v["output"]["head"], "first\nsecond\n");
+    // Waiting on one that has ended answers at once.
+    let t = Instant::now();
+    let (_, v) = json(&p, "GET", &format!("/v1/procs/{cat}/wait?timeout=10s"), "");
+    assert_eq!(v["state"], "exited");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let (status, v) = json(
+        &p,
+        "POST",
+        &format!("/v1/procs/{cat}/input"),
+        r#"{"data": "late"}"#,
+    );
+    assert_eq!(status, 409, "{v}");
+
+    // A timeout terminates the group; the record says so.
+    let (_, v) = json(
+        &p,
+        "POST",
+        "/v1/procs",
+        r#"{"command": "sleep 100", "timeout": "200ms", "grace": "1s"}"#,
+    );
+    let slow = v["id"].as_str().unwrap().to_string();
+    let (_, v) = json(&p, "GET", &format!("/v1/procs/{slow}/wait?timeout=10s"), "");
+    assert_eq!(v["timed_out"], true, "{v}");
+    assert_eq!(v["state"], "killed");
+
+    // Listing: running first, then newest.
+    let (_, v) = json(&p, "POST", "/v1/procs", r#"{"command": "exec sleep 1000"}"#);
+    let running = v["id"].as_str().unwrap().to_string();
+    let (_, list) = json(&p, "GET", "/v1/procs", "");
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids[0], running);
+    assert_eq!(ids[1], slow);
+    let (status, v) = json(&p, "DELETE", "/v1/procs", "");
+    assert_eq!(status, 200);
+    assert!(v["message"].as_str().unwrap().contains("removed 4"), "{v}");
+    down(&p);
+}
+
+#[test]
+fn ended_processes_are_dropped_after_their_retention() {
+    let p = Project::new(ONE);
+    up(&p);
+    let (_, v) = json(
+        &p,
+        "POST",
+        "/v1/procs",
+        r#"{"command": "true", "retain": "200ms"}"#,
+    );
+    let id = v["id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(10), "dropped", || {
+        p.http("GET", &format!("/v1/procs/{id}")).0 == 404
+    });
+    down(&p);
+}
+
+#[test]
+fn bad_process_requests_are_refused_with_reasons() {
+    let p = Project::new(ONE);
+    up(&p);
+    for (method, path, body, status) in [
+        ("POST", "/v1/procs", "", 400),
+        ("POST", "/v1/procs", "{}", 400),
+        ("POST", "/v1/procs", r#"{"command": 5}"#, 400),
+        ("POST", "/v1/procs", r#"{"command": []}"#, 400),
+        ("POST", "/v1/procs", r#"{"command": ["a", 1]}"#, 400),
+        ("POST", "/v1/procs", r#"{"command": "  "}"#, 400),
+        (
+            "POST",
+            "/v1/procs",
+            r#"{"command": "true", "bogus": 1}"#,
+            400,
+        ),
+        (
+            "POST",
+            "/v1/procs",
+            r#"{"command": "true", "timeout": "soon"}"#,
+            400,
+        ),
+        (
+            "POST",
+            "/v1/procs",
+            r#"{"command": "true", "cwd": "../.."}"#,
+            400,
+        ),
+        (
+            "POST",
+            "/v1/procs",
+            r#"{"command": "true", "cwd": "nope"}"#,
+            400,
+        ),
+        (
+            "POST",
+            "/v1/procs",
+            r#"{"command": ["no-such-program-here"]}"#,
+            400,
+        ),
+        (
+            "POST",
+            "/v1/procs",
+            r#"{"command": "true", "env": {"A=B": "x"}}"#,
+            400,
+        ),
+        (
+            "POST",
+            "/v1/procs",
+            r#"{"command": "true", "head_bytes": 999999999999}"#,
+            400,
+        ),
+        ("GET", "/v1/procs/p999", "", 404),
+        ("GET", "/v1/procs/p999/wait", "", 404),
+        ("POST", "/v1/procs/p999/input", r#"{"data": "x"}"#, 404),
+        ("GET", "/v1/procs/p1/wait?timeout=1h", "", 400),
+    ] {
+        let (got, v) = json(&p, method, path, body);
+        assert_eq!(got, status, "{method} {path} {body}: {v}");
+        assert!(!v["message"].as_str().unwrap_or_default().is_empty(), "{v}");
+    }
+    down(&p);
+}
+
+#[test]
+fn a_new_daemon_ends_what_a_crashed_one_left_running() {
+    let p = Project::new(ONE);
+    up(&p);
+    let (_, v) = json(&p, "POST", "/v1/procs", r#"{"command": "exec sleep 1000"}"#);
+    let pid = v["pid"].as_u64().unwrap() as i32;
+    let daemon: i32 = p
+        .read(".corral/daemon.pid")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually(Duration::from_secs(5), "daemon gone", || is_dead(daemon));
+    assert!(
+        !is_dead(pid),
+        "the ad-hoc process outlived the daemon for now"
+    );
+    up(&p);
+    eventually(Duration::from_secs(10), "left-over process ended", || {
+        is_dead(pid)
+    });
+    down(&p);
+}
