@@ -82,6 +82,7 @@ pub(crate) type ApiResult<T> = Result<T, ApiError>;
 #[derive(Clone)]
 pub(crate) struct App {
     pub(crate) control: Control,
+    pub(crate) meter: corral_runtime::metrics::Meter,
 }
 
 /// Every route, as (method, path): the router below and `openapi.json` must both have exactly
@@ -115,6 +116,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/events"),
     ("get", "/v1/events/history"),
     ("post", "/v1/shutdown"),
+    ("get", "/metrics"),
 ];
 
 pub fn router(control: Control) -> Router {
@@ -147,6 +149,7 @@ pub fn router(control: Control) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/events/history", get(history))
         .route("/v1/shutdown", post(shutdown))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError {
@@ -155,7 +158,10 @@ pub fn router(control: Control) -> Router {
                 message: "this route does not take that method; see /openapi.json".into(),
             }
         })
-        .with_state(App { control })
+        .with_state(App {
+            control,
+            meter: Default::default(),
+        })
 }
 
 /// Serve on a Unix socket (mode 0600) until the process ends.
@@ -235,9 +241,154 @@ async fn project(State(app): State<App>) -> ApiResult<Json<wire::Project>> {
     }))
 }
 
-async fn services(State(app): State<App>) -> ApiResult<Json<Vec<wire::Service>>> {
+async fn services(
+    State(app): State<App>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Vec<wire::Service>>> {
+    let with_metrics = flag(&params(q.as_deref(), &["metrics"])?, "metrics")?;
     let s = app.control.snapshot().await?;
-    Ok(Json(s.units.iter().map(wire::Service::from).collect()))
+    let mut list: Vec<wire::Service> = s.units.iter().map(wire::Service::from).collect();
+    if with_metrics {
+        let usage = measure_services(&app, &s).await;
+        for svc in &mut list {
+            svc.usage = usage.get(&svc.name).copied().map(Into::into);
+        }
+    }
+    Ok(Json(list))
+}
+
+/// One `/proc` scan for every running service's tree (off the async workers: it reads files).
+async fn measure_services(
+    app: &App,
+    snap: &Snapshot,
+) -> HashMap<String, corral_runtime::metrics::Usage> {
+    let roots: Vec<(String, u32)> = snap
+        .units
+        .iter()
+        .filter_map(|u| Some((u.name.clone(), u.pid?)))
+        .collect();
+    let meter = app.meter.clone();
+    tokio::task::spawn_blocking(move || meter.measure(&roots))
+        .await
+        .unwrap_or_default()
+}
+
+/// Prometheus text format: per service up, CPU, memory, uptime and restarts; per ad-hoc process
+/// CPU and memory.
+async fn metrics(State(app): State<App>) -> ApiResult<Response> {
+    use std::fmt::Write;
+    let snap = app.control.snapshot().await?;
+    let procs = app.control.adhoc.list().await.unwrap_or_default();
+    let mut roots: Vec<(String, u32)> = snap
+        .units
+        .iter()
+        .filter_map(|u| Some((u.name.clone(), u.pid?)))
+        .collect();
+    roots.extend(
+        procs
+            .iter()
+            .filter(|p| p.state == "running")
+            .map(|p| (format!("proc:{}", p.id), p.pid)),
+    );
+    let meter = app.meter.clone();
+    let usage = tokio::task::spawn_blocking(move || meter.measure(&roots))
+        .await
+        .unwrap_or_default();
+    let mut out = String::new();
+    let mut family = |name: &str, help: &str, kind: &str, rows: Vec<(String, String)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    };
+    let svc = |u: &corral_runtime::UnitView| {
+        format!("service=\"{}\",kind=\"{}\"", u.name, u.kind.as_str())
+    };
+    let units: Vec<&corral_runtime::UnitView> = snap
+        .units
+        .iter()
+        .filter(|u| u.kind != corral_engine::Kind::Target)
+        .collect();
+    family(
+        "corral_service_up",
+        "1 when the service has a running process.",
+        "gauge",
+        units
+            .iter()
+            .map(|u| (svc(u), u8::from(u.pid.is_some()).to_string()))
+            .collect(),
+    );
+    family(
+        "corral_service_ready",
+        "1 when the service is running and its readiness check passes.",
+        "gauge",
+        units
+            .iter()
+            .map(|u| (svc(u), u8::from(u.ready).to_string()))
+            .collect(),
+    );
+    family(
+        "corral_service_restarts",
+        "Restarts since the counters were last reset.",
+        "gauge",
+        units
+            .iter()
+            .map(|u| (svc(u), u.restarts.to_string()))
+            .collect(),
+    );
+    family(
+        "corral_service_uptime_seconds",
+        "How long the current process has run.",
+        "gauge",
+        units
+            .iter()
+            .filter_map(|u| Some((svc(u), format!("{:.3}", u.uptime?.as_secs_f64()))))
+            .collect(),
+    );
+    let measured =
+        |prefix: &str, f: fn(&corral_runtime::metrics::Usage) -> String| -> Vec<(String, String)> {
+            let mut rows: Vec<(String, String)> = usage
+                .iter()
+                .filter_map(|(k, u)| {
+                    let label = match k.strip_prefix("proc:") {
+                        Some(id) if prefix == "proc" => format!("proc=\"{id}\""),
+                        None if prefix == "service" => format!("service=\"{k}\""),
+                        _ => return None,
+                    };
+                    Some((label, f(u)))
+                })
+                .collect();
+            rows.sort();
+            rows
+        };
+    for prefix in ["service", "proc"] {
+        family(
+            &format!("corral_{prefix}_cpu_percent"),
+            "CPU use of the process tree, percent of one core since the last scrape.",
+            "gauge",
+            measured(prefix, |u| format!("{:.1}", u.cpu_percent)),
+        );
+        family(
+            &format!("corral_{prefix}_rss_bytes"),
+            "Resident memory of the process tree.",
+            "gauge",
+            measured(prefix, |u| u.rss_bytes.to_string()),
+        );
+        family(
+            &format!("corral_{prefix}_processes"),
+            "Processes in the tree.",
+            "gauge",
+            measured(prefix, |u| u.processes.to_string()),
+        );
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response())
 }
 
 fn find<'a>(snap: &'a Snapshot, name: &str) -> ApiResult<&'a corral_runtime::UnitView> {
@@ -256,7 +407,13 @@ async fn service(
     UrlPath(name): UrlPath<String>,
 ) -> ApiResult<Json<wire::Service>> {
     let s = app.control.snapshot().await?;
-    Ok(Json(wire::Service::from(find(&s, &name)?)))
+    let mut svc = wire::Service::from(find(&s, &name)?);
+    svc.usage = measure_services(&app, &s)
+        .await
+        .get(&name)
+        .copied()
+        .map(Into::into);
+    Ok(Json(svc))
 }
 
 /// The query string as key → value, refusing keys the route does not know.

@@ -23,6 +23,26 @@ pub struct Service {
     /// Stopped by the user: stays down until started.
     pub held: bool,
     pub adopted: bool,
+    /// CPU, memory and process count of its tree (with `?metrics=true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Usage {
+    pub cpu_percent: f64,
+    pub rss_bytes: u64,
+    pub processes: usize,
+}
+
+impl From<corral_runtime::metrics::Usage> for Usage {
+    fn from(u: corral_runtime::metrics::Usage) -> Usage {
+        Usage {
+            cpu_percent: u.cpu_percent,
+            rss_bytes: u.rss_bytes,
+            processes: u.processes,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -56,6 +76,7 @@ impl From<&corral_runtime::UnitView> for Service {
                 .collect(),
             held: u.held,
             adopted: u.adopted,
+            usage: None,
         }
     }
 }
@@ -174,6 +195,8 @@ pub struct Proc {
     pub started_ms: u64,
     pub ended_ms: Option<u64>,
     pub output: Output,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 impl From<&corral_runtime::adhoc::ProcView> for Proc {
@@ -196,6 +219,7 @@ impl From<&corral_runtime::adhoc::ProcView> for Proc {
                 retained_bytes: p.output.retained_bytes,
                 omitted_bytes: p.output.omitted_bytes,
             },
+            usage: None,
         }
     }
 }

@@ -28,6 +28,7 @@
 pub mod adhoc;
 pub mod keeper;
 pub mod logs;
+pub mod metrics;
 pub mod ports;
 pub mod printer;
 pub mod probe;

@@ -97,6 +97,14 @@ enum Command {
     Why { name: String },
     /// Show the dependency tree with states.
     Tree,
+    /// `ps` with CPU and memory, refreshed until Ctrl-C.
+    Top {
+        /// Stop after this many refreshes.
+        #[arg(short = 'n', long)]
+        iterations: Option<u64>,
+        #[arg(long, default_value = "2s")]
+        interval: String,
+    },
     /// Read corral.toml again: restart only what changed, start what is new, stop what is gone.
     Reload,
     /// Print events (state changes, health results) as they happen.
@@ -259,6 +267,10 @@ fn main() -> ExitCode {
         Command::Kill { name, signal } => commands::ctl::kill(cli.file.as_deref(), &name, &signal),
         Command::Why { name } => commands::ctl::why(cli.file.as_deref(), &name),
         Command::Tree => commands::ctl::tree(cli.file.as_deref()),
+        Command::Top {
+            iterations,
+            interval,
+        } => commands::ctl::top(cli.file.as_deref(), iterations, &interval),
         Command::Reload => commands::ctl::reload(cli.file.as_deref()),
         Command::Events { history } => commands::ctl::events(cli.file.as_deref(), history),
         Command::Exec {

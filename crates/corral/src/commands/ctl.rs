@@ -32,6 +32,7 @@ pub fn call<T: serde::de::DeserializeOwned>(
 }
 
 fn services(file: Option<&Path>) -> Result<Vec<wire::Service>, CliError> {
+    // Without metrics: `why` and `tree` need no /proc scan.
     call(file, Method::GET, "/v1/services")
 }
 
@@ -43,7 +44,7 @@ fn uptime(secs: Option<f64>) -> String {
 }
 
 pub fn ps(file: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
-    let list = services(file)?;
+    let list: Vec<wire::Service> = call(file, Method::GET, "/v1/services?metrics=true")?;
     if json {
         println!(
             "{}",
@@ -51,7 +52,21 @@ pub fn ps(file: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<[String; 8]> = list
+    print_table(&list);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `1.5M`, `230K`: memory for people.
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1}G", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1}M", n as f64 / (1u64 << 20) as f64),
+        n => format!("{}K", n >> 10),
+    }
+}
+
+fn print_table(list: &[wire::Service]) {
+    let rows: Vec<[String; 10]> = list
         .iter()
         .map(|s| {
             [
@@ -63,6 +78,9 @@ pub fn ps(file: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
                     s.state.clone()
                 },
                 s.pid.map_or("-".into(), |p| p.to_string()),
+                s.usage
+                    .map_or("-".into(), |u| format!("{:.1}%", u.cpu_percent)),
+                s.usage.map_or("-".into(), |u| bytes(u.rss_bytes)),
                 uptime(s.uptime_secs),
                 s.restarts.to_string(),
                 s.health.clone().unwrap_or_else(|| "-".into()),
@@ -79,7 +97,7 @@ pub fn ps(file: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
         })
         .collect();
     let header = [
-        "NAME", "KIND", "STATE", "PID", "UPTIME", "RESTARTS", "HEALTH", "PORTS",
+        "NAME", "KIND", "STATE", "PID", "CPU", "MEM", "UPTIME", "RESTARTS", "HEALTH", "PORTS",
     ];
     let mut widths = header.map(str::len);
     for r in &rows {
@@ -99,7 +117,34 @@ pub fn ps(file: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
     for r in &rows {
         print(r.iter().map(String::as_str).collect());
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// `ps` again and again: CPU is measured over each interval.
+pub fn top(
+    file: Option<&Path>,
+    iterations: Option<u64>,
+    interval: &str,
+) -> Result<ExitCode, CliError> {
+    let every = humantime::parse_duration(interval)
+        .map_err(|e| CliError::Run(format!("`{interval}` is not a duration: {e}")))?;
+    let c = client(file)?;
+    let rt = runtime()?;
+    let mut n = 0u64;
+    loop {
+        let list: Vec<wire::Service> = rt
+            .block_on(c.call(Method::GET, "/v1/services?metrics=true"))
+            .map_err(cli_error)?;
+        // Clear the screen between frames on a terminal only.
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            print!("\x1b[H\x1b[2J");
+        }
+        print_table(&list);
+        n += 1;
+        if iterations.is_some_and(|max| n >= max) {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(every);
+    }
 }
 
 pub struct LogArgs {

@@ -7,6 +7,7 @@ mod harness;
 mod config;
 mod daemon;
 mod logs;
+mod metrics;
 mod ports;
 mod procs;
 mod run;

@@ -1,0 +1,134 @@
+//! CPU and memory of process trees, measured when somebody asks and never otherwise: one scan
+//! of `/proc` per request, no timer. CPU % is the share of one core used since the previous
+//! request for the same key, by any client (or, the first time, since the process started).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::procs;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    /// Percent of one core, over the time since the last measurement.
+    pub cpu_percent: f64,
+    /// Resident memory of the whole tree.
+    pub rss_bytes: u64,
+    /// Processes in the tree.
+    pub processes: usize,
+}
+
+/// Remembers the last CPU reading per key, to turn tick counts into a rate.
+#[derive(Clone, Default)]
+pub struct Meter {
+    last: Arc<Mutex<HashMap<String, (u64, Instant)>>>,
+}
+
+struct Stat {
+    ppid: i32,
+    ticks: u64,
+    rss_pages: u64,
+    start: u64,
+}
+
+fn read(pid: i32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // Fields counted from `state` (field 3 of stat) at index 0.
+    Some(Stat {
+        ppid: f.get(1)?.parse().ok()?,
+        ticks: f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?,
+        start: f.get(19)?.parse().ok()?,
+        rss_pages: f.get(21)?.parse().ok()?,
+    })
+}
+
+impl Meter {
+    /// Usage of each `(key, root pid)`'s process tree.
+    pub fn measure(&self, roots: &[(String, u32)]) -> HashMap<String, Usage> {
+        if roots.is_empty() {
+            return HashMap::new();
+        }
+        let stats: HashMap<i32, Stat> = procs::snapshot()
+            .into_iter()
+            .filter(|p| !p.zombie)
+            .filter_map(|p| Some((p.pid, read(p.pid)?)))
+            .collect();
+        let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+        for (pid, s) in &stats {
+            children.entry(s.ppid).or_default().push(*pid);
+        }
+        // SAFETY: sysconf only reads configuration values.
+        let (hz, page) = unsafe {
+            (
+                nix::libc::sysconf(nix::libc::_SC_CLK_TCK).max(1) as f64,
+                nix::libc::sysconf(nix::libc::_SC_PAGESIZE).max(1) as u64,
+            )
+        };
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = HashMap::new();
+        for (key, root) in roots {
+            let root = *root as i32;
+            let Some(root_stat) = stats.get(&root) else {
+                continue;
+            };
+            let tree: Vec<i32> = procs::tree(&children, root)
+                .into_iter()
+                .filter(|p| stats.contains_key(p))
+                .collect();
+            let ticks: u64 = tree.iter().map(|p| stats[p].ticks).sum();
+            let rss: u64 = tree.iter().map(|p| stats[p].rss_pages).sum::<u64>() * page;
+            let cpu = match last.get(key) {
+                Some((t0, at)) if ticks >= *t0 && now > *at => {
+                    (ticks - t0) as f64 / hz / (now - *at).as_secs_f64() * 100.0
+                }
+                // First look (or a process of the tree ended): the average over its life.
+                _ => {
+                    let age = procs::age(root_stat.start).unwrap_or(Duration::ZERO);
+                    if age.is_zero() {
+                        0.0
+                    } else {
+                        ticks as f64 / hz / age.as_secs_f64() * 100.0
+                    }
+                }
+            };
+            last.insert(key.clone(), (ticks, now));
+            out.insert(
+                key.clone(),
+                Usage {
+                    cpu_percent: (cpu * 10.0).round() / 10.0,
+                    rss_bytes: rss,
+                    processes: tree.len(),
+                },
+            );
+        }
+        // Forget readings nobody has asked about for an hour (ended processes, mostly).
+        last.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(3600));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measures_a_busy_tree() {
+        // This test process: some CPU already, real memory.
+        let me = std::process::id();
+        let meter = Meter::default();
+        let spin = Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < Duration::from_millis(200) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        let u = meter.measure(&[("me".into(), me)]);
+        let me_usage = u["me"];
+        assert!(me_usage.rss_bytes > 1 << 20, "{me_usage:?}");
+        assert!(me_usage.processes >= 1);
+        assert!(me_usage.cpu_percent > 0.0, "{me_usage:?} {x}");
+        assert!(meter.measure(&[("gone".into(), u32::MAX / 2)]).is_empty());
+    }
+}
