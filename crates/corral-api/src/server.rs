@@ -58,6 +58,7 @@ impl From<CommandError> for ApiError {
             CommandError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             CommandError::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             CommandError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            CommandError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
         };
         ApiError {
             status,
@@ -117,6 +118,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/events/history"),
     ("post", "/v1/shutdown"),
     ("get", "/metrics"),
+    ("post", "/v1/runs"),
+    ("get", "/v1/runs/{id}"),
 ];
 
 pub fn router(control: Control) -> Router {
@@ -150,6 +153,8 @@ pub fn router(control: Control) -> Router {
         .route("/v1/events/history", get(history))
         .route("/v1/shutdown", post(shutdown))
         .route("/metrics", get(metrics))
+        .route("/v1/runs", post(start_run))
+        .route("/v1/runs/{id}", get(get_run))
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError {
@@ -854,6 +859,64 @@ async fn remove_service(
     UrlPath(name): UrlPath<String>,
 ) -> ApiResult<Json<wire::Done>> {
     act(&app, Command::Remove { name }).await
+}
+
+/// Start a pipeline; with `?wait=true` answer when it has finished.
+async fn start_run(
+    State(app): State<App>,
+    RawQuery(q): RawQuery,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<wire::Run>)> {
+    let wait = flag(&params(q.as_deref(), &["wait"])?, "wait")?;
+    let req: wire::RunRequest = if body.is_empty() {
+        wire::RunRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad(format!(
+                "the body must be {{\"tasks\": [...], \"sequential\": false}}: {e}"
+            ))
+        })?
+    };
+    let run = match app
+        .control
+        .ask(Command::RunTasks {
+            tasks: req.tasks,
+            sequential: req.sequential,
+        })
+        .await?
+    {
+        Reply::Run(r) => r,
+        _ => return Err(ApiError::bad("unexpected reply")),
+    };
+    if !wait {
+        return Ok((StatusCode::CREATED, Json(wire::Run::from(&run))));
+    }
+    match app
+        .control
+        .ask(Command::GetRun {
+            id: run.id,
+            wait: true,
+        })
+        .await?
+    {
+        Reply::Run(r) => Ok((StatusCode::CREATED, Json(wire::Run::from(&r)))),
+        _ => Err(ApiError::bad("unexpected reply")),
+    }
+}
+
+async fn get_run(
+    State(app): State<App>,
+    UrlPath(id): UrlPath<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<wire::Run>> {
+    let wait = flag(&params(q.as_deref(), &["wait"])?, "wait")?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("no pipeline run `{id}`")))?;
+    match app.control.ask(Command::GetRun { id, wait }).await? {
+        Reply::Run(r) => Ok(Json(wire::Run::from(&r))),
+        _ => Err(ApiError::bad("unexpected reply")),
+    }
 }
 
 async fn shutdown(State(app): State<App>) -> ApiResult<Json<wire::Done>> {

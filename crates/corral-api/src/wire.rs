@@ -240,3 +240,56 @@ pub struct Chunk {
     pub stream: String,
     pub text: String,
 }
+
+/// A request to run a pipeline.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// Tasks to run (with the tasks they depend on). Default: every task.
+    #[serde(default)]
+    pub tasks: Vec<String>,
+    #[serde(default)]
+    pub sequential: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TaskResult {
+    pub name: String,
+    /// PASS, FAIL, SKIP, ALLOWED, RUNNING or PENDING.
+    pub verdict: String,
+    pub detail: String,
+    pub duration_secs: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Run {
+    pub id: u64,
+    /// running, passed or failed.
+    pub state: String,
+    pub sequential: bool,
+    pub started_ms: u64,
+    pub elapsed_secs: f64,
+    pub tasks: Vec<TaskResult>,
+}
+
+impl From<&corral_runtime::RunView> for Run {
+    fn from(r: &corral_runtime::RunView) -> Run {
+        Run {
+            id: r.id,
+            state: r.state.to_string(),
+            sequential: r.sequential,
+            started_ms: millis(r.started),
+            elapsed_secs: r.elapsed.as_secs_f64(),
+            tasks: r
+                .tasks
+                .iter()
+                .map(|t| TaskResult {
+                    name: t.name.clone(),
+                    verdict: t.verdict.to_string(),
+                    detail: t.detail.clone(),
+                    duration_secs: t.duration.map(|d| d.as_secs_f64()),
+                })
+                .collect(),
+        }
+    }
+}

@@ -123,8 +123,15 @@ impl Engine {
 
     /// Run tasks one at a time, and skip the rest after the first required failure.
     pub fn set_sequential(&mut self) {
-        self.task_limit = Some(1);
-        self.fail_fast = true;
+        self.set_task_mode(true);
+    }
+
+    /// For a new pipeline run: sequential (one task at a time, stop at the first required
+    /// failure) or parallel waves; earlier failures no longer count.
+    pub fn set_task_mode(&mut self, sequential: bool) {
+        self.task_limit = sequential.then_some(1);
+        self.fail_fast = sequential;
+        self.a_task_failed = false;
     }
 
     pub fn plan(&self) -> &Plan {

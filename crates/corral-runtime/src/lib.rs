@@ -38,6 +38,6 @@ pub mod sockpath;
 pub mod supervisor;
 
 pub use supervisor::{
-    Command, CommandError, Control, LineNotice, Notice, Options, Outcome, Reply, RunError,
-    Snapshot, Supervisor, UnitOutcome, UnitView, prepare, run,
+    Command, CommandError, Control, LineNotice, Notice, Options, Outcome, Reply, RunError, RunView,
+    Snapshot, Supervisor, TaskResult, UnitOutcome, UnitView, prepare, run, verdict,
 };

@@ -184,6 +184,17 @@ pub enum Command {
     Remove {
         name: String,
     },
+    /// Run these tasks (all tasks when empty) and the tasks they depend on, again, as one
+    /// pipeline; services they need are started. One pipeline at a time.
+    RunTasks {
+        tasks: Vec<String>,
+        sequential: bool,
+    },
+    /// A pipeline run; with `wait`, answer once it has finished.
+    GetRun {
+        id: u64,
+        wait: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -191,6 +202,7 @@ pub enum Reply {
     Done(String),
     /// Internal: the answer comes later (a reload waiting for stops). Never sent to a client.
     Pending,
+    Run(RunView),
     Snapshot(Snapshot),
     History(Vec<Notice>),
 }
@@ -210,6 +222,8 @@ pub enum CommandError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
 }
 
 pub struct Request {
@@ -250,6 +264,60 @@ pub struct Snapshot {
     pub started: SystemTime,
     pub file: PathBuf,
     pub state_dir: PathBuf,
+}
+
+/// A pipeline run started through the API.
+#[derive(Clone, Debug)]
+pub struct RunView {
+    pub id: u64,
+    /// `running`, `passed` or `failed`.
+    pub state: &'static str,
+    pub sequential: bool,
+    pub started: SystemTime,
+    pub elapsed: Duration,
+    pub tasks: Vec<TaskResult>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TaskResult {
+    pub name: String,
+    /// `PASS`, `FAIL`, `SKIP`, `ALLOWED` (failed, allowed to), or `RUNNING` / `PENDING`.
+    pub verdict: &'static str,
+    pub detail: String,
+    pub duration: Option<Duration>,
+}
+
+/// How a task ended, for summaries: the verdict and what to say about it.
+pub fn verdict(state: &State, allow_failure: bool) -> (&'static str, String) {
+    match state {
+        State::Exited { status } if status.success() => ("PASS", String::new()),
+        State::Exited { status } if allow_failure => {
+            ("ALLOWED", format!("{status} (allowed to fail)"))
+        }
+        State::Exited { status } => ("FAIL", status.to_string()),
+        State::Failed { reason } if allow_failure => {
+            ("ALLOWED", format!("{reason} (allowed to fail)"))
+        }
+        State::Failed { reason } => ("FAIL", reason.clone()),
+        State::Skipped { reason } => ("SKIP", reason.clone()),
+        State::Starting | State::Running { .. } | State::Stopping { .. } => {
+            ("RUNNING", String::new())
+        }
+        State::Inactive | State::Blocked { .. } | State::Backoff { .. } => {
+            ("PENDING", String::new())
+        }
+    }
+}
+
+/// The pipeline being run, and the ones before it.
+struct Run {
+    id: u64,
+    tasks: Vec<UnitId>,
+    sequential: bool,
+    started: SystemTime,
+    began: Instant,
+    /// Set when it has finished.
+    result: Option<RunView>,
 }
 
 /// Something that happened, for the event stream and history.
@@ -357,6 +425,10 @@ pub struct Supervisor {
     adhoc: crate::adhoc::Adhoc,
     /// A reload waiting for its changed units to stop.
     reload: Option<PendingReload>,
+    /// Pipeline runs, newest last (a few are kept); the last may still be running.
+    runs: Vec<Run>,
+    /// Who waits for the running pipeline.
+    run_waiters: Vec<oneshot::Sender<Result<Reply, CommandError>>>,
     /// Where to answer when the pending reload is done.
     reload_reply: Option<oneshot::Sender<Result<Reply, CommandError>>>,
     /// Instances that belong to a different unit index since a plan change: events of tasks
@@ -483,6 +555,8 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         pending_notices: Vec::new(),
         adhoc,
         reload: None,
+        runs: Vec::new(),
+        run_waiters: Vec::new(),
         reload_reply: None,
         moved: std::collections::HashMap::new(),
         sweep_pending: false,
@@ -734,13 +808,19 @@ impl Supervisor {
             }
             Msg::Sweep => self.sweep(),
             Msg::Tap(m) => self.tap(m),
-            Msg::Request(r) => match self.request(r.command).await {
-                Ok(Reply::Pending) => self.reload_reply = Some(r.reply),
-                result => {
-                    let _ = r.reply.send(result);
+            Msg::Request(r) => {
+                // Pending answers: a pipeline's waiters, or the reload's.
+                let is_run = matches!(r.command, Command::GetRun { .. });
+                match self.request(r.command).await {
+                    Ok(Reply::Pending) if is_run => self.run_waiters.push(r.reply),
+                    Ok(Reply::Pending) => self.reload_reply = Some(r.reply),
+                    result => {
+                        let _ = r.reply.send(result);
+                    }
                 }
-            },
+            }
         }
+        self.check_run();
         if self.reload.is_some()
             && let Some(summary) = self.finish_reload().await
             && let Some(reply) = self.reload_reply.take()
@@ -775,6 +855,20 @@ impl Supervisor {
                 Err(CommandError::Conflict(
                     "a reload is still in progress (waiting for changed services to stop)".into(),
                 ))
+            }
+            Command::RunTasks { .. } if busy => Err(CommandError::ShuttingDown),
+            Command::RunTasks { tasks, sequential } => self.start_run(tasks, sequential).await,
+            Command::GetRun { id, wait } => {
+                let run = self
+                    .runs
+                    .iter()
+                    .find(|r| r.id == id)
+                    .ok_or_else(|| CommandError::NotFound(format!("no pipeline run {id}")))?;
+                if wait && run.result.is_none() {
+                    Ok(Reply::Pending)
+                } else {
+                    Ok(Reply::Run(self.run_view(run)))
+                }
             }
             Command::Reload => {
                 let added = self
@@ -981,6 +1075,152 @@ impl Supervisor {
             started: self.started,
             file: self.project.file.clone(),
             state_dir: self.project.state_dir.clone(),
+        }
+    }
+
+    /// The view of run `run` as it stands.
+    fn run_view(&self, run: &Run) -> RunView {
+        if let Some(done) = &run.result {
+            return done.clone();
+        }
+        let tasks = run
+            .tasks
+            .iter()
+            .map(|id| {
+                let u = self.engine.unit(*id);
+                let spec = self.project.plan.get(*id);
+                let (verdict, detail) = verdict(&u.state, spec.allow_failure);
+                let duration = match (u.started_at, u.ended_at) {
+                    (Some(s), Some(e)) if e >= s && u.state.is_terminal() => Some(e - s),
+                    _ => None,
+                };
+                TaskResult {
+                    name: spec.name.clone(),
+                    verdict,
+                    detail,
+                    duration,
+                }
+            })
+            .collect::<Vec<_>>();
+        let finished = run
+            .tasks
+            .iter()
+            .all(|id| self.engine.state(*id).is_terminal());
+        let failed = tasks.iter().any(|t| matches!(t.verdict, "FAIL" | "SKIP"));
+        RunView {
+            id: run.id,
+            state: match (finished, failed) {
+                (false, _) => "running",
+                (true, false) => "passed",
+                (true, true) => "failed",
+            },
+            sequential: run.sequential,
+            started: run.started,
+            elapsed: run.began.elapsed(),
+            tasks,
+        }
+    }
+
+    /// Start a pipeline run: the tasks and the tasks they depend on, all run again.
+    async fn start_run(
+        &mut self,
+        names: Vec<String>,
+        sequential: bool,
+    ) -> Result<Reply, CommandError> {
+        if self.runs.last().is_some_and(|r| r.result.is_none()) {
+            return Err(CommandError::Conflict(
+                "a pipeline is running; wait for it (GET /v1/runs/ID?wait=true)".into(),
+            ));
+        }
+        let mut roots = Vec::new();
+        for name in &names {
+            let id = self
+                .project
+                .plan
+                .find(name)
+                .ok_or_else(|| CommandError::UnknownUnit {
+                    name: name.clone(),
+                    suggestion: corral_config::did_you_mean(
+                        name,
+                        self.project.units.iter().map(|u| u.name.as_str()),
+                    )
+                    .map(str::to_string),
+                })?;
+            if self.project.plan.get(id).kind != Kind::Task {
+                return Err(CommandError::Invalid(format!("`{name}` is not a task")));
+            }
+            roots.push(id);
+        }
+        if names.is_empty() {
+            roots = self
+                .project
+                .plan
+                .ids()
+                .filter(|id| self.project.plan.get(*id).kind == Kind::Task)
+                .collect();
+        }
+        if roots.is_empty() {
+            return Err(CommandError::Invalid("the project defines no tasks".into()));
+        }
+        // The tasks they depend on, transitively, run again too.
+        let mut tasks: Vec<UnitId> = Vec::new();
+        let mut stack = roots;
+        while let Some(id) = stack.pop() {
+            if self.project.plan.get(id).kind != Kind::Task || tasks.contains(&id) {
+                continue;
+            }
+            tasks.push(id);
+            stack.extend(self.project.plan.get(id).deps.iter().map(|d| d.unit));
+        }
+        if let Some(live) = tasks.iter().find(|id| self.engine.state(**id).is_live()) {
+            return Err(CommandError::Conflict(format!(
+                "task `{}` is still running",
+                self.project.plan.get(*live).name
+            )));
+        }
+        tasks.sort();
+        self.engine.set_task_mode(sequential);
+        let id = self.runs.last().map_or(1, |r| r.id + 1);
+        self.runs.push(Run {
+            id,
+            tasks: tasks.clone(),
+            sequential,
+            started: SystemTime::now(),
+            began: Instant::now(),
+            result: None,
+        });
+        if self.runs.len() > 20 {
+            self.runs.remove(0);
+        }
+        for unit in tasks {
+            self.handle(Event::Start {
+                unit,
+                dependents: false,
+            })
+            .await;
+        }
+        let run = self.runs.last().expect("just pushed");
+        Ok(Reply::Run(self.run_view(run)))
+    }
+
+    /// Finish the running pipeline once all its tasks have ended, and answer who waits.
+    fn check_run(&mut self) {
+        let Some(run) = self.runs.last() else { return };
+        if run.result.is_some()
+            || !run
+                .tasks
+                .iter()
+                .all(|id| self.engine.state(*id).is_terminal())
+        {
+            return;
+        }
+        let view = self.run_view(run);
+        if let Some(run) = self.runs.last_mut() {
+            run.result = Some(view.clone());
+        }
+        self.engine.set_task_mode(self.options.sequential);
+        for w in self.run_waiters.drain(..) {
+            let _ = w.send(Ok(Reply::Run(view.clone())));
         }
     }
 

@@ -4,10 +4,20 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use corral_engine::{Kind, State, fmt_duration};
-use corral_runtime::{Options, UnitOutcome};
+use corral_api::client::{Client, ClientError, Method};
+use corral_api::wire;
+use corral_engine::{Kind, fmt_duration};
+use corral_runtime::Options;
 
-use super::{CliError, Serve, load_project, supervise};
+use super::{CliError, Serve, load_project, runtime, supervise};
+
+/// One line of the summary.
+struct Row {
+    verdict: String,
+    name: String,
+    duration: Option<std::time::Duration>,
+    detail: String,
+}
 
 pub fn run(
     file: Option<&Path>,
@@ -43,6 +53,41 @@ pub fn run(
     } else {
         tasks
     };
+    // A corral already runs this project: the pipeline runs there (its services are up).
+    let client = Client::new(&project.state_dir);
+    let body = serde_json::to_vec(&wire::RunRequest {
+        tasks: tasks.clone(),
+        sequential,
+    })
+    .unwrap_or_default();
+    match runtime()?.block_on(client.call_with::<wire::Run>(
+        Method::POST,
+        "/v1/runs?wait=true",
+        body,
+    )) {
+        Ok(run) => {
+            let rows = run
+                .tasks
+                .into_iter()
+                .map(|t| Row {
+                    verdict: t.verdict,
+                    name: t.name,
+                    duration: t.duration_secs.map(std::time::Duration::from_secs_f64),
+                    detail: t.detail,
+                })
+                .collect::<Vec<_>>();
+            if !quiet {
+                println!("corral: ran in the running corral; output: `corral logs TASK`");
+            }
+            return Ok(summary(
+                &rows,
+                std::time::Duration::from_secs_f64(run.elapsed_secs),
+                false,
+            ));
+        }
+        Err(ClientError::NoDaemon) => {}
+        Err(e) => return Err(CliError::Run(e.to_string())),
+    }
     let allowed: Vec<bool> = project.plan.units.iter().map(|u| u.allow_failure).collect();
     let options = Options {
         names: tasks,
@@ -53,54 +98,49 @@ pub fn run(
     };
     let outcome = supervise(project, options, Serve::default())?;
 
+    let rows: Vec<Row> = outcome
+        .units
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| u.kind == Kind::Task && u.wanted)
+        .map(|(i, u)| {
+            let (verdict, detail) = corral_runtime::verdict(&u.state, allowed[i]);
+            Row {
+                verdict: verdict.to_string(),
+                name: u.name.clone(),
+                duration: u.duration,
+                detail,
+            }
+        })
+        .collect();
+    Ok(summary(&rows, outcome.elapsed, outcome.interrupted))
+}
+
+/// Print the summary; exit 0 only if nothing failed or was skipped.
+fn summary(rows: &[Row], elapsed: std::time::Duration, interrupted: bool) -> ExitCode {
     let mut passed = 0;
     let mut failed = 0;
     let mut skipped = 0;
     println!();
-    for (i, u) in outcome.units.iter().enumerate() {
-        if u.kind != Kind::Task || !u.wanted {
-            continue;
-        }
-        let (verdict, detail) = verdict(u, allowed[i]);
-        match verdict {
-            "PASS" => passed += 1,
+    for r in rows {
+        match r.verdict.as_str() {
+            "PASS" | "ALLOWED" => passed += 1,
             "SKIP" => skipped += 1,
-            "ALLOWED" => passed += 1,
             _ => failed += 1,
         }
-        let took = u.duration.map(fmt_duration).unwrap_or_default();
-        println!("{verdict:>7}  {:<20} {took:>8}  {detail}", u.name);
+        let took = r.duration.map(fmt_duration).unwrap_or_default();
+        println!("{:>7}  {:<20} {took:>8}  {}", r.verdict, r.name, r.detail);
     }
     let total = passed + failed + skipped;
     println!(
         "{total} task{}: {passed} passed, {failed} failed, {skipped} skipped in {}{}",
         if total == 1 { "" } else { "s" },
-        fmt_duration(outcome.elapsed),
-        if outcome.interrupted {
-            " (interrupted)"
-        } else {
-            ""
-        }
+        fmt_duration(elapsed),
+        if interrupted { " (interrupted)" } else { "" }
     );
-    Ok(if failed == 0 && skipped == 0 && !outcome.interrupted {
+    if failed == 0 && skipped == 0 && !interrupted {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    })
-}
-
-fn verdict(u: &UnitOutcome, allow_failure: bool) -> (&'static str, String) {
-    match &u.state {
-        State::Exited { status } if status.success() => ("PASS", String::new()),
-        State::Exited { status } if allow_failure => {
-            ("ALLOWED", format!("{status} (allowed to fail)"))
-        }
-        State::Exited { status } => ("FAIL", status.to_string()),
-        State::Failed { reason } if allow_failure => {
-            ("ALLOWED", format!("{reason} (allowed to fail)"))
-        }
-        State::Failed { reason } => ("FAIL", reason.clone()),
-        State::Skipped { reason } => ("SKIP", reason.clone()),
-        other => ("FAIL", format!("did not finish ({})", other.name())),
     }
 }

@@ -120,3 +120,126 @@ fn run_refuses_a_service_name() {
         "{err}"
     );
 }
+
+const API_PIPELINE: &str = r#"
+[services.db]
+command = ["sleep", "1000"]
+
+[tasks.build]
+command = "echo building"
+depends_on = ["db"]
+
+[tasks.test]
+command = "echo testing; exit 1"
+depends_on = ["build"]
+
+[tasks.lint]
+command = "exit 2"
+allow_failure = true
+
+[tasks.deploy]
+command = "echo deploying"
+depends_on = ["test"]
+
+[tasks.docs]
+command = "sleep 0.3"
+depends_on = ["build"]
+"#;
+
+fn verdicts(run: &serde_json::Value) -> Vec<(String, String)> {
+    run["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_string(),
+                t["verdict"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn pipelines_run_over_the_api_with_a_result_per_task() {
+    let p = Project::new(API_PIPELINE);
+    let (status, out, err) = p.run_client(&["up", "-d", "db"]);
+    assert!(status.success(), "{out}{err}");
+    let (status, body) = p.http_body("POST", "/v1/runs?wait=true", "{}");
+    assert_eq!(status, 201, "{body}");
+    let run: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(run["state"], "failed");
+    let mut got = verdicts(&run);
+    got.sort();
+    let want = [
+        ("build", "PASS"),
+        ("deploy", "SKIP"),
+        ("docs", "PASS"),
+        ("lint", "ALLOWED"),
+        ("test", "FAIL"),
+    ];
+    assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())));
+    let id = run["id"].as_u64().unwrap();
+    let (status, again) = p.http("GET", &format!("/v1/runs/{id}"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&again).unwrap()["state"],
+        "failed"
+    );
+
+    // `corral run` goes through the running corral, and runs the tasks again.
+    let (status, out, err) = p.run_client(&["run", "docs"]);
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("ran in the running corral"), "{out}");
+    assert!(
+        out.contains("PASS  build") && out.contains("PASS  docs"),
+        "{out}"
+    );
+    assert_eq!(
+        p.read(".corral/logs/build.log").matches("building").count(),
+        2
+    );
+
+    // One pipeline at a time.
+    let (status, body) = p.http_body("POST", "/v1/runs", r#"{"tasks": ["docs"]}"#);
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let (status, body) = p.http_body("POST", "/v1/runs", r#"{"tasks": ["docs"]}"#);
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = p.http("GET", &format!("/v1/runs/{id}?wait=true"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["state"],
+        "passed"
+    );
+
+    // Sequential: the first required failure skips what has not started.
+    let (status, body) = p.http_body(
+        "POST",
+        "/v1/runs?wait=true",
+        r#"{"tasks": ["test", "lint"], "sequential": true}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let run: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(run["sequential"], true);
+    let got = verdicts(&run);
+    assert!(got.contains(&("test".into(), "FAIL".into())), "{got:?}");
+    assert!(got.contains(&("lint".into(), "SKIP".into())), "{got:?}");
+
+    for (body, status) in [
+        (r#"{"tasks": ["db"]}"#, 400),
+        (r#"{"tasks": ["nope"]}"#, 404),
+        (r#"{"tasks": "build"}"#, 400),
+        (r#"{"task": ["build"]}"#, 400),
+    ] {
+        let (got, answer) = p.http_body("POST", "/v1/runs", body);
+        assert_eq!(got, status, "{body}: {answer}");
+    }
+    assert_eq!(p.http("GET", "/v1/runs/999").0, 404);
+    assert_eq!(p.http("GET", "/v1/runs/abc").0, 404);
+    let (status, out, err) = p.run_client(&["down"]);
+    assert!(status.success(), "{out}{err}");
+    p.assert_nothing_left();
+}
