@@ -18,6 +18,8 @@ pub struct Project {
     /// One entry per unit, in the same order as `plan.units`.
     pub units: Vec<UnitDef>,
     pub plan: Plan,
+    /// Service shapes for instances made at run time.
+    pub templates: Vec<Template>,
 }
 
 impl Project {
@@ -134,4 +136,90 @@ pub struct UnitDef {
     pub liveness: Option<Probe>,
     pub log_ready: Option<Regex>,
     pub log: LogSettings,
+}
+
+/// `[templates.NAME]`: what an instance of it runs, with placeholders still in its strings.
+#[derive(Clone, Debug)]
+pub struct Template {
+    pub name: String,
+    /// The keys of the service table (not `params`, `setup`, `files`, `port_range`).
+    pub body: Vec<(String, TemplateValue)>,
+    /// Parameters with their defaults.
+    pub params: Vec<(String, String)>,
+    /// Commands run once, in the workspace, before an instance first starts.
+    pub setup: Vec<Command>,
+    /// Files written into the workspace: relative path → content.
+    pub files: Vec<(String, String)>,
+    /// Where instance ports come from. None: any free port.
+    pub port_range: Option<(u16, u16)>,
+}
+
+#[derive(Clone, Debug)]
+pub enum TemplateValue {
+    String(String),
+    /// A number, boolean or date, as written.
+    Literal(String),
+    Array(Vec<TemplateValue>),
+    Table(Vec<(String, TemplateValue)>),
+}
+
+/// Replace every `{key}` of `vars` in `s`.
+pub fn fill(s: &str, vars: &[(String, String)]) -> String {
+    let mut out = s.to_string();
+    for (k, v) in vars {
+        out = out.replace(&format!("{{{k}}}"), v);
+    }
+    out
+}
+
+/// A TOML basic string.
+fn quoted(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\u{:04X}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+impl TemplateValue {
+    fn render(&self, vars: &[(String, String)]) -> String {
+        match self {
+            TemplateValue::String(s) => quoted(&fill(s, vars)),
+            TemplateValue::Literal(l) => l.clone(),
+            TemplateValue::Array(items) => {
+                let parts: Vec<String> = items.iter().map(|i| i.render(vars)).collect();
+                format!("[{}]", parts.join(", "))
+            }
+            TemplateValue::Table(kv) => {
+                let parts: Vec<String> = kv
+                    .iter()
+                    .map(|(k, v)| format!("{} = {}", quoted(k), v.render(vars)))
+                    .collect();
+                format!("{{ {} }}", parts.join(", "))
+            }
+        }
+    }
+}
+
+impl Template {
+    /// The body of the instance's `[services.NAME]` table: placeholders filled, the port set.
+    pub fn render(&self, vars: &[(String, String)], port: u16) -> String {
+        let mut out = String::new();
+        for (k, v) in &self.body {
+            out.push_str(&format!("{} = {}\n", quoted(k), v.render(vars)));
+        }
+        out.push_str(&format!("ports = [{port}]\n"));
+        out
+    }
 }

@@ -22,7 +22,17 @@ type Value<'i> = Spanned<DeValue<'i>>;
 
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-const TOP_KEYS: &[&str] = &["services", "tasks", "targets", "env", "env_file", "log"];
+const TOP_KEYS: &[&str] = &[
+    "services",
+    "tasks",
+    "targets",
+    "templates",
+    "env",
+    "env_file",
+    "log",
+];
+/// What a template has besides the keys of a service.
+const TEMPLATE_ONLY_KEYS: &[&str] = &["params", "setup", "files", "port_range"];
 const SERVICE_KEYS: &[&str] = &[
     "command",
     "workdir",
@@ -490,6 +500,10 @@ pub fn parse_project(
     }
 
     resolve_dependencies(&mut w, &mut drafts);
+    let templates = match get(&doc, "templates") {
+        Some(v) => templates(&mut w, v, &base_env, default_log),
+        None => Vec::new(),
+    };
 
     if !w.diags.is_empty() {
         w.diags.sort_by_key(|d| d.span.start);
@@ -507,7 +521,169 @@ pub fn parse_project(
         root,
         units: defs,
         plan: Plan { units },
+        templates,
     })
+}
+
+/// `[templates.NAME]`: a service shape whose strings may hold `{id}`, `{name}`, `{port}`,
+/// `{workspace}` and `{PARAM}`. The service part is checked like a service here (so mistakes
+/// are reported at their place in the file); dependencies are checked when an instance is made.
+fn templates(
+    w: &mut Walker<'_>,
+    v: &Value<'_>,
+    base_env: &BTreeMap<String, String>,
+    default_log: LogSettings,
+) -> Vec<Template> {
+    let Some(t) = w.table(v, "`templates`") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, body) in t.iter() {
+        let name_str: &str = name.get_ref();
+        if !valid_name(name_str) {
+            w.error(name.span(), format!("`{name_str}` is not a valid name"));
+            continue;
+        }
+        let what = format!("template `{name_str}`");
+        let Some(body_t) = w.table(body, &what) else {
+            continue;
+        };
+        let service: DeTable<'_> = body_t
+            .iter()
+            .filter(|(k, _)| !TEMPLATE_ONLY_KEYS.contains(&k.get_ref().as_ref()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some((k, _)) = body_t.iter().find(|(k, _)| k.get_ref() == "ports") {
+            w.error_help(
+                k.span(),
+                format!("{what}: an instance gets its port from the template"),
+                "remove `ports`; use `port_range = [FROM, TO]` (default: any free port) and `{port}`",
+            );
+        }
+        // Checked as the service an instance will be: with a port.
+        let mut checked = service.clone();
+        if let Ok(ports) = DeTable::parse("ports = [\"auto\"]") {
+            for (k, v) in ports.into_inner() {
+                checked.insert(k, v);
+            }
+        }
+        let _ = unit(
+            w,
+            Kind::Service,
+            name_str,
+            name.span(),
+            &checked,
+            base_env,
+            default_log,
+        );
+        let mut tpl = Template {
+            name: name_str.to_string(),
+            body: service
+                .iter()
+                .filter(|(k, _)| k.get_ref() != "ports")
+                .map(|(k, v)| (k.get_ref().to_string(), plain(v.get_ref())))
+                .collect(),
+            params: Vec::new(),
+            setup: Vec::new(),
+            files: Vec::new(),
+            port_range: None,
+        };
+        if let Some(v) = get(body_t, "params")
+            && let Some(pt) = w.table(v, &format!("`{name_str}.params`"))
+        {
+            for (k, v) in pt.iter() {
+                match v.get_ref() {
+                    DeValue::String(s) => tpl.params.push((k.get_ref().to_string(), s.to_string())),
+                    _ => w.error(
+                        v.span(),
+                        format!("param `{}`: the default must be a string", k.get_ref()),
+                    ),
+                }
+            }
+        }
+        if let Some(v) = get(body_t, "setup") {
+            match v.get_ref() {
+                DeValue::Array(items) => {
+                    for item in items.iter() {
+                        if let Some(c) = w.command(item, &format!("`{name_str}.setup`")) {
+                            tpl.setup.push(c);
+                        }
+                    }
+                }
+                _ => w.error_help(
+                    v.span(),
+                    format!("`{name_str}.setup` must be a list of commands"),
+                    r#"setup = ["npm install", ["code-server", "--install-extension", "{ext}"]]"#,
+                ),
+            }
+        }
+        if let Some(v) = get(body_t, "files")
+            && let Some(ft) = w.table(v, &format!("`{name_str}.files`"))
+        {
+            for (k, v) in ft.iter() {
+                let path: &str = k.get_ref();
+                let safe = !path.is_empty()
+                    && std::path::Path::new(path)
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)));
+                if !safe {
+                    w.error_help(
+                        k.span(),
+                        format!("file `{path}` is not a plain relative path"),
+                        "files are written inside the instance's workspace: no `..`, no leading `/`",
+                    );
+                    continue;
+                }
+                match v.get_ref() {
+                    DeValue::String(s) => tpl.files.push((path.to_string(), s.to_string())),
+                    _ => w.error(
+                        v.span(),
+                        format!("file `{path}`: the content must be a string"),
+                    ),
+                }
+            }
+        }
+        if let Some(v) = get(body_t, "port_range") {
+            let range = match v.get_ref() {
+                DeValue::Array(a) if a.len() == 2 => {
+                    let lo = w.integer(&a[0], "the start of `port_range`", 1..65_536);
+                    let hi = w.integer(&a[1], "the end of `port_range`", 1..65_536);
+                    lo.zip(hi)
+                }
+                _ => {
+                    w.error(v.span(), "`port_range` must be [FROM, TO]".to_string());
+                    None
+                }
+            };
+            match range {
+                Some((lo, hi)) if lo <= hi => tpl.port_range = Some((lo as u16, hi as u16)),
+                Some(_) => w.error(
+                    v.span(),
+                    "`port_range` must go from low to high".to_string(),
+                ),
+                None => {}
+            }
+        }
+        out.push(tpl);
+    }
+    out
+}
+
+/// A TOML value as owned data, for templates to render later.
+fn plain(v: &DeValue<'_>) -> TemplateValue {
+    match v {
+        DeValue::String(s) => TemplateValue::String(s.to_string()),
+        DeValue::Integer(i) => TemplateValue::Literal(i.to_string()),
+        DeValue::Float(f) => TemplateValue::Literal(f.to_string()),
+        DeValue::Boolean(b) => TemplateValue::Literal(b.to_string()),
+        DeValue::Datetime(d) => TemplateValue::Literal(d.to_string()),
+        DeValue::Array(a) => TemplateValue::Array(a.iter().map(|v| plain(v.get_ref())).collect()),
+        DeValue::Table(t) => TemplateValue::Table(
+            t.iter()
+                .map(|(k, v)| (k.get_ref().to_string(), plain(v.get_ref())))
+                .collect(),
+        ),
+    }
 }
 
 fn log_settings(w: &mut Walker<'_>, v: &Value<'_>, mut s: LogSettings) -> LogSettings {

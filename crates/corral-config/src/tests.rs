@@ -240,3 +240,59 @@ fn fastrand_like(mut state: u64) -> impl FnMut() -> u64 {
         state
     }
 }
+
+#[test]
+fn templates_parse_and_render_with_placeholders_filled() {
+    let p = parse(
+        r#"
+[templates.ide]
+command = ["python3", "ide.py", "--port", "{port}", "--dir", "{workspace}"]
+env = { THEME = "{theme}" }
+readiness = { http = "http://127.0.0.1:{port}/healthz" }
+params = { theme = "dark" }
+setup = ["echo installing {ext}", ["true"]]
+files = { "settings.json" = '{"theme": "{theme}"}' }
+port_range = [41000, 41010]
+"#,
+    )
+    .unwrap();
+    let t = &p.templates[0];
+    assert_eq!(t.name, "ide");
+    assert_eq!(t.params, [("theme".to_string(), "dark".to_string())]);
+    assert_eq!(t.setup.len(), 2);
+    assert_eq!(t.port_range, Some((41000, 41010)));
+    let vars = vec![
+        ("port".to_string(), "41003".to_string()),
+        ("workspace".to_string(), "/w/a \"b\"".to_string()),
+        ("theme".to_string(), "light".to_string()),
+    ];
+    let body = t.render(&vars, 41003);
+    assert!(body.contains(r#""--dir", "/w/a \"b\"""#), "{body}");
+    assert!(body.contains(r#""THEME" = "light""#), "{body}");
+    assert!(body.ends_with("ports = [41003]\n"), "{body}");
+    // What it renders is a valid service.
+    let text = format!("[services.\"ide-1\"]\n{body}");
+    let p = parse(&text).unwrap();
+    assert_eq!(p.units[0].ports, [crate::PortDecl::Fixed(41003)]);
+}
+
+#[test]
+fn template_mistakes_are_reported_in_place() {
+    let e = errors(
+        r#"
+[templates.ide]
+command = "run"
+ports = [80]
+files = { "../evil" = "x" }
+port_range = [5000, 10]
+comand = "x"
+"#,
+    );
+    assert!(
+        e.contains("an instance gets its port from the template"),
+        "{e}"
+    );
+    assert!(e.contains("`../evil` is not a plain relative path"), "{e}");
+    assert!(e.contains("from low to high"), "{e}");
+    assert!(e.contains("did you mean `command`"), "{e}");
+}
