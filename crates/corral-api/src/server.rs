@@ -120,6 +120,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
     ("post", "/v1/runs"),
     ("get", "/v1/runs/{id}"),
+    ("get", "/v1/templates"),
+    ("get", "/v1/instances"),
+    ("post", "/v1/instances"),
+    ("get", "/v1/instances/{name}"),
+    ("delete", "/v1/instances/{name}"),
+    ("put", "/v1/instances/{name}/workspace"),
 ];
 
 pub fn router(control: Control) -> Router {
@@ -155,6 +161,17 @@ pub fn router(control: Control) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/runs", post(start_run))
         .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/templates", get(templates))
+        .route("/v1/instances", get(instances).post(create_instance))
+        .route(
+            "/v1/instances/{name}",
+            get(instance).delete(delete_instance),
+        )
+        .route(
+            "/v1/instances/{name}/workspace",
+            axum::routing::put(upload_workspace)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD)),
+        )
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError {
@@ -859,6 +876,92 @@ async fn remove_service(
     UrlPath(name): UrlPath<String>,
 ) -> ApiResult<Json<wire::Done>> {
     act(&app, Command::Remove { name }).await
+}
+
+/// The largest workspace ZIP accepted.
+const MAX_UPLOAD: usize = 256 << 20;
+
+async fn templates(State(app): State<App>) -> ApiResult<Json<Vec<wire::Template>>> {
+    let s = app.control.snapshot().await?;
+    Ok(Json(
+        s.templates
+            .iter()
+            .map(|t| wire::Template {
+                name: t.name.clone(),
+                params: t.params.iter().cloned().collect(),
+                setup_steps: t.setup.len(),
+                files: t.files.iter().map(|(p, _)| p.clone()).collect(),
+                port_range: t.port_range,
+            })
+            .collect(),
+    ))
+}
+
+fn instance_reply(reply: Reply) -> ApiResult<corral_runtime::instances::Instance> {
+    match reply {
+        Reply::Instance(i) => Ok(*i),
+        _ => Err(ApiError::bad("unexpected reply")),
+    }
+}
+
+async fn create_instance(
+    State(app): State<App>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<corral_runtime::instances::Instance>)> {
+    let req: wire::InstanceRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad(format!(
+            "the body must be {{\"template\": \"NAME\", \"params\": {{}}, \"git\": \"URL\" or \"upload\": true}}: {e}"
+        ))
+    })?;
+    let reply = app
+        .control
+        .ask(Command::CreateInstance {
+            template: req.template,
+            params: req.params.into_iter().collect(),
+            git: req.git,
+            upload: req.upload,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(instance_reply(reply)?)))
+}
+
+async fn upload_workspace(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<corral_runtime::instances::Instance>> {
+    let reply = app
+        .control
+        .ask(Command::UploadWorkspace {
+            name,
+            zip: body.to_vec(),
+        })
+        .await?;
+    Ok(Json(instance_reply(reply)?))
+}
+
+async fn instances(
+    State(app): State<App>,
+) -> ApiResult<Json<Vec<corral_runtime::instances::Instance>>> {
+    match app.control.ask(Command::ListInstances).await? {
+        Reply::Instances(list) => Ok(Json(list)),
+        _ => Err(ApiError::bad("unexpected reply")),
+    }
+}
+
+async fn instance(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<corral_runtime::instances::Instance>> {
+    let reply = app.control.ask(Command::GetInstance { name }).await?;
+    Ok(Json(instance_reply(reply)?))
+}
+
+async fn delete_instance(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<wire::Done>> {
+    act(&app, Command::DeleteInstance { name }).await
 }
 
 /// Start a pipeline; with `?wait=true` answer when it has finished.

@@ -293,3 +293,26 @@ impl From<&corral_runtime::RunView> for Run {
         }
     }
 }
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceRequest {
+    pub template: String,
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
+    /// Clone this repository into the workspace.
+    #[serde(default)]
+    pub git: Option<String>,
+    /// The workspace comes as a ZIP: `PUT /v1/instances/{name}/workspace` next.
+    #[serde(default)]
+    pub upload: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Template {
+    pub name: String,
+    pub params: std::collections::BTreeMap<String, String>,
+    pub setup_steps: usize,
+    pub files: Vec<String>,
+    pub port_range: Option<(u16, u16)>,
+}

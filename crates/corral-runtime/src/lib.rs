@@ -26,6 +26,7 @@
 //! cgroup v1).
 
 pub mod adhoc;
+pub mod instances;
 pub mod keeper;
 pub mod logs;
 pub mod metrics;

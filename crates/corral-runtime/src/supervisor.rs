@@ -19,7 +19,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -141,6 +141,10 @@ pub fn lock_project(
 
 enum Msg {
     Event(Event),
+    /// An instance's preparation moved on (a step started or ended).
+    InstanceProgress(Box<crate::instances::Instance>),
+    /// An instance's workspace is ready: add its service.
+    InstanceReady(Box<crate::instances::Instance>),
     /// Look for processes left behind by instances that have exited.
     Sweep,
     Tap(TapMsg),
@@ -195,6 +199,26 @@ pub enum Command {
         id: u64,
         wait: bool,
     },
+    /// Make an instance of a template (its workspace empty, cloned, or uploaded next).
+    CreateInstance {
+        template: String,
+        params: Vec<(String, String)>,
+        git: Option<String>,
+        upload: bool,
+    },
+    /// The ZIP for an instance created with `upload`.
+    UploadWorkspace {
+        name: String,
+        zip: Vec<u8>,
+    },
+    ListInstances,
+    GetInstance {
+        name: String,
+    },
+    /// Stop an instance and delete it with its workspace and logs.
+    DeleteInstance {
+        name: String,
+    },
 }
 
 #[derive(Debug)]
@@ -203,6 +227,8 @@ pub enum Reply {
     /// Internal: the answer comes later (a reload waiting for stops). Never sent to a client.
     Pending,
     Run(RunView),
+    Instance(Box<crate::instances::Instance>),
+    Instances(Vec<crate::instances::Instance>),
     Snapshot(Snapshot),
     History(Vec<Notice>),
 }
@@ -259,6 +285,7 @@ pub struct UnitView {
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub units: Vec<UnitView>,
+    pub templates: Vec<corral_config::Template>,
     pub shutting_down: bool,
     pub pid: u32,
     pub started: SystemTime,
@@ -425,6 +452,10 @@ pub struct Supervisor {
     adhoc: crate::adhoc::Adhoc,
     /// A reload waiting for its changed units to stop.
     reload: Option<PendingReload>,
+    /// Instances of templates, by name.
+    instances: std::collections::BTreeMap<String, crate::instances::Instance>,
+    /// Instances to delete from disk once the running reload has stopped them.
+    cleanup_after_reload: Vec<String>,
     /// Pipeline runs, newest last (a few are kept); the last may still be running.
     runs: Vec<Run>,
     /// Who waits for the running pipeline.
@@ -518,6 +549,18 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         restarts[i] = store.restarts(&u.name)?;
         engine.set_restarts(UnitId(i), restarts[i]);
     }
+    let mut instances = std::collections::BTreeMap::new();
+    for (name, record) in store.template_instances()? {
+        let Ok(mut inst) = serde_json::from_str::<crate::instances::Instance>(&record) else {
+            eprintln!("corral: the record of instance `{name}` is unreadable; ignoring it");
+            continue;
+        };
+        if inst.state == "preparing" {
+            inst.state = "failed".into();
+            inst.error = Some("corral stopped while it was being prepared".into());
+        }
+        instances.insert(name, inst);
+    }
     let (notices, _) = broadcast::channel(1024);
     let (lines, _) = broadcast::channel(4096);
     let adhoc = crate::adhoc::Adhoc::start(
@@ -555,6 +598,8 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         pending_notices: Vec::new(),
         adhoc,
         reload: None,
+        instances,
+        cleanup_after_reload: Vec::new(),
         runs: Vec::new(),
         run_waiters: Vec::new(),
         reload_reply: None,
@@ -564,6 +609,11 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         _lock: lock,
     };
     Ok((sup, control))
+}
+
+/// A short random id for an instance.
+fn fastrand_id() -> u32 {
+    fastrand::u32(..0x100_0000)
 }
 
 /// A reload waiting for the units it replaces to stop.
@@ -808,6 +858,8 @@ impl Supervisor {
             }
             Msg::Sweep => self.sweep(),
             Msg::Tap(m) => self.tap(m),
+            Msg::InstanceProgress(inst) => self.save_instance(*inst),
+            Msg::InstanceReady(inst) => self.instance_ready(*inst).await,
             Msg::Request(r) => {
                 // Pending answers: a pipeline's waiters, or the reload's.
                 let is_run = matches!(r.command, Command::GetRun { .. });
@@ -855,6 +907,56 @@ impl Supervisor {
                 Err(CommandError::Conflict(
                     "a reload is still in progress (waiting for changed services to stop)".into(),
                 ))
+            }
+            Command::CreateInstance { .. } | Command::UploadWorkspace { .. } if busy => {
+                Err(CommandError::ShuttingDown)
+            }
+            Command::CreateInstance {
+                template,
+                params,
+                git,
+                upload,
+            } => self.create_instance(template, params, git, upload),
+            Command::UploadWorkspace { name, zip } => {
+                let inst = self.instance(&name)?;
+                if inst.state != "awaiting_upload" {
+                    return Err(CommandError::Conflict(format!(
+                        "`{name}` is {}, not waiting for an upload",
+                        inst.state
+                    )));
+                }
+                let mut inst = inst.clone();
+                inst.state = "preparing".into();
+                self.save_instance(inst.clone());
+                self.prepare_instance(inst.clone(), crate::instances::Source::Zip(zip));
+                Ok(Reply::Instance(Box::new(inst)))
+            }
+            Command::ListInstances => {
+                Ok(Reply::Instances(self.instances.values().cloned().collect()))
+            }
+            Command::GetInstance { name } => {
+                Ok(Reply::Instance(Box::new(self.instance(&name)?.clone())))
+            }
+            Command::DeleteInstance { name } => {
+                let inst = self.instance(&name)?;
+                if inst.state == "preparing" {
+                    return Err(CommandError::Conflict(format!(
+                        "`{name}` is still being prepared; delete it when that has ended"
+                    )));
+                }
+                if self.project.plan.find(&name).is_none() {
+                    self.delete_instance_files(&name);
+                    return Ok(Reply::Done(format!("deleted {name}")));
+                }
+                let mut added = self
+                    .store
+                    .definitions()
+                    .map_err(|e| CommandError::Invalid(e.to_string()))?;
+                added.retain(|(n, _)| *n != name);
+                self.cleanup_after_reload.push(name.clone());
+                let reply = self.reload_with(added, Some((name, None))).await?;
+                self.run_cleanups();
+                Ok(reply)
             }
             Command::RunTasks { .. } if busy => Err(CommandError::ShuttingDown),
             Command::RunTasks { tasks, sequential } => self.start_run(tasks, sequential).await,
@@ -1070,12 +1172,373 @@ impl Supervisor {
             .collect();
         Snapshot {
             units,
+            templates: self.project.templates.clone(),
             shutting_down: self.engine.is_shutting_down(),
             pid: std::process::id(),
             started: self.started,
             file: self.project.file.clone(),
             state_dir: self.project.state_dir.clone(),
         }
+    }
+
+    fn instance(&self, name: &str) -> Result<&crate::instances::Instance, CommandError> {
+        self.instances
+            .get(name)
+            .ok_or_else(|| CommandError::NotFound(format!("no instance named `{name}`")))
+    }
+
+    /// Keep an instance's record (memory and store).
+    fn save_instance(&mut self, inst: crate::instances::Instance) {
+        match serde_json::to_string(&inst) {
+            Ok(json) => {
+                if let Err(e) = self.store.put_template_instance(&inst.name, &json) {
+                    eprintln!("corral: {e}");
+                }
+            }
+            Err(e) => eprintln!("corral: cannot record instance `{}`: {e}", inst.name),
+        }
+        let note = format!(
+            "instance {}: {}{}",
+            inst.name,
+            inst.state,
+            inst.steps
+                .iter()
+                .rev()
+                .find(|s| s.state != "pending")
+                .map_or(String::new(), |s| format!(" ({} {})", s.name, s.state))
+        );
+        let _ = self.notices.send(Arc::new(Notice {
+            time: SystemTime::now(),
+            unit: inst.name.clone(),
+            kind: "instance",
+            state: inst.state.clone(),
+            message: note,
+        }));
+        self.instances.insert(inst.name.clone(), inst);
+    }
+
+    fn create_instance(
+        &mut self,
+        template: String,
+        params: Vec<(String, String)>,
+        git: Option<String>,
+        upload: bool,
+    ) -> Result<Reply, CommandError> {
+        use crate::instances::{Instance, Source, Step};
+        let tpl = self
+            .project
+            .templates
+            .iter()
+            .find(|t| t.name == template)
+            .cloned()
+            .ok_or_else(|| {
+                let names: Vec<&str> = self
+                    .project
+                    .templates
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect();
+                CommandError::NotFound(
+                    match corral_config::did_you_mean(&template, names.iter().copied()) {
+                        Some(s) => format!("no template named `{template}` (did you mean `{s}`?)"),
+                        None if names.is_empty() => {
+                            format!("no template named `{template}`: corral.toml defines none")
+                        }
+                        None => format!(
+                            "no template named `{template}` (there are: {})",
+                            names.join(", ")
+                        ),
+                    },
+                )
+            })?;
+        if git.is_some() && upload {
+            return Err(CommandError::Invalid(
+                "choose one of `git` and `upload`".into(),
+            ));
+        }
+        let mut merged = tpl.params.clone();
+        for (k, v) in params {
+            match merged.iter_mut().find(|(name, _)| *name == k) {
+                Some(slot) => slot.1 = v,
+                None => {
+                    let known: Vec<&str> = tpl.params.iter().map(|(n, _)| n.as_str()).collect();
+                    return Err(CommandError::Invalid(format!(
+                        "template `{template}` has no parameter `{k}` (it has: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    )));
+                }
+            }
+        }
+        if let Some(url) = &git
+            && (url.is_empty() || url.starts_with('-'))
+        {
+            return Err(CommandError::Invalid(format!(
+                "`{url}` is not a repository URL"
+            )));
+        }
+        let id = loop {
+            let id = format!("{:06x}", fastrand_id());
+            let name = format!("{template}-{id}");
+            if self.project.plan.find(&name).is_none() && !self.instances.contains_key(&name) {
+                break id;
+            }
+        };
+        let name = format!("{template}-{id}");
+        let used: HashSet<u16> = self.instances.values().map(|i| i.port).collect();
+        let port = match tpl.port_range {
+            Some((lo, hi)) => (lo..=hi)
+                .find(|p| !used.contains(p) && ports::is_free(*p))
+                .ok_or_else(|| {
+                    CommandError::Conflict(format!(
+                        "no free port left in {lo}-{hi} for template `{template}`"
+                    ))
+                })?,
+            None => loop {
+                let p = ports::allocate()
+                    .map_err(|e| CommandError::Invalid(format!("cannot find a free port: {e}")))?;
+                if !used.contains(&p) {
+                    break p;
+                }
+            },
+        };
+        let workspace = self
+            .project
+            .state_dir
+            .join("instances")
+            .join(&name)
+            .join("workspace");
+        let source = match (&git, upload) {
+            (Some(url), _) => format!("git {url}"),
+            (None, true) => "upload".to_string(),
+            (None, false) => "empty".to_string(),
+        };
+        let mut inst = Instance {
+            name: name.clone(),
+            template: template.clone(),
+            id,
+            port,
+            params: merged,
+            workspace,
+            source: source.clone(),
+            state: if upload {
+                "awaiting_upload"
+            } else {
+                "preparing"
+            }
+            .into(),
+            error: None,
+            steps: Vec::new(),
+            created_ms: SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
+        let vars = inst.vars();
+        let step = |name: String| Step {
+            name,
+            state: "pending".into(),
+            detail: String::new(),
+        };
+        inst.steps.push(step(format!("workspace ({source})")));
+        if !tpl.files.is_empty() {
+            inst.steps.push(step("files".into()));
+        }
+        for c in &tpl.setup {
+            let argv: Vec<String> = c
+                .to_argv(Some(port))
+                .iter()
+                .map(|a| corral_config::fill(a, &vars))
+                .collect();
+            inst.steps.push(step(argv.join(" ")));
+        }
+        self.save_instance(inst.clone());
+        if !upload {
+            let source = match git {
+                Some(url) => Source::Git(url),
+                None => Source::Empty,
+            };
+            self.prepare_instance(inst.clone(), source);
+        }
+        Ok(Reply::Instance(Box::new(inst)))
+    }
+
+    /// Prepare the workspace on a task of its own; progress and the end come back as messages.
+    fn prepare_instance(
+        &self,
+        mut inst: crate::instances::Instance,
+        source: crate::instances::Source,
+    ) {
+        use crate::instances::{Source, extract_zip, run_step};
+        let Some(tpl) = self
+            .project
+            .templates
+            .iter()
+            .find(|t| t.name == inst.template)
+            .cloned()
+        else {
+            return;
+        };
+        let (tx, reaper) = (self.tx.clone(), self.reaper.clone());
+        tokio::spawn(async move {
+            let vars = inst.vars();
+            let dir = inst.workspace.clone();
+            let home = dir
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| dir.clone());
+            let log = home.join("setup.log");
+            let mut env: Vec<(String, String)> = std::env::vars()
+                .filter(|(k, _)| k != procs::MARKER_VAR)
+                .collect();
+            env.push(("PORT".into(), inst.port.to_string()));
+            let report = |inst: &crate::instances::Instance| {
+                let _ = tx.send(Msg::InstanceProgress(Box::new(inst.clone())));
+            };
+            let fail = |mut inst: crate::instances::Instance, i: usize, why: String| {
+                inst.set_step(i, "failed", why.clone());
+                inst.state = "failed".into();
+                inst.error = Some(why);
+                // No half-made workspace is left behind.
+                let _ = std::fs::remove_dir_all(&inst.workspace);
+                let _ = tx.send(Msg::InstanceProgress(Box::new(inst)));
+            };
+            inst.set_step(0, "running", "");
+            report(&inst);
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                return fail(inst, 0, format!("cannot create `{}`: {e}", dir.display()));
+            }
+            let made = match source {
+                Source::Empty => Ok(()),
+                Source::Zip(bytes) => {
+                    let d = dir.clone();
+                    match tokio::task::spawn_blocking(move || extract_zip(&bytes, &d)).await {
+                        Ok(r) => r.map(drop),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                Source::Git(url) => {
+                    let argv = vec![
+                        "git".to_string(),
+                        "clone".into(),
+                        "--quiet".into(),
+                        "--".into(),
+                        url,
+                        dir.display().to_string(),
+                    ];
+                    run_step(&reaper, &argv, &home, &env, &log).await
+                }
+            };
+            if let Err(e) = made {
+                return fail(inst, 0, e);
+            }
+            inst.set_step(0, "done", "");
+            let mut i = 1;
+            if !tpl.files.is_empty() {
+                for (rel, content) in &tpl.files {
+                    let path = dir.join(rel);
+                    let written = path
+                        .parent()
+                        .map_or(Ok(()), std::fs::create_dir_all)
+                        .and_then(|_| std::fs::write(&path, corral_config::fill(content, &vars)));
+                    if let Err(e) = written {
+                        return fail(inst, i, format!("cannot write `{rel}`: {e}"));
+                    }
+                }
+                inst.set_step(i, "done", format!("{} written", tpl.files.len()));
+                i += 1;
+            }
+            for c in &tpl.setup {
+                inst.set_step(i, "running", "");
+                report(&inst);
+                let argv: Vec<String> = c
+                    .to_argv(Some(inst.port))
+                    .iter()
+                    .map(|a| corral_config::fill(a, &vars))
+                    .collect();
+                if let Err(e) = run_step(&reaper, &argv, &dir, &env, &log).await {
+                    return fail(inst, i, e);
+                }
+                inst.set_step(i, "done", "");
+                i += 1;
+            }
+            let _ = tx.send(Msg::InstanceReady(Box::new(inst)));
+        });
+    }
+
+    /// The workspace is ready: add the instance's service (which starts it).
+    async fn instance_ready(&mut self, mut inst: crate::instances::Instance) {
+        let Some(tpl) = self
+            .project
+            .templates
+            .iter()
+            .find(|t| t.name == inst.template)
+            .cloned()
+        else {
+            inst.state = "failed".into();
+            inst.error = Some(format!(
+                "template `{}` is gone from the config",
+                inst.template
+            ));
+            return self.save_instance(inst);
+        };
+        let body = tpl.render(&inst.vars(), inst.port);
+        let mut added = self.store.definitions().unwrap_or_default();
+        added.retain(|(n, _)| *n != inst.name);
+        added.push((inst.name.clone(), body.clone()));
+        match self
+            .reload_with(added, Some((inst.name.clone(), Some(body))))
+            .await
+        {
+            Ok(_) => inst.state = "ready".into(),
+            Err(e) => {
+                inst.state = "failed".into();
+                inst.error = Some(format!("its service is not valid: {e}"));
+                let _ = std::fs::remove_dir_all(&inst.workspace);
+            }
+        }
+        self.save_instance(inst);
+    }
+
+    /// Delete what the instances the last reload removed left on disk: workspace, logs, record.
+    fn run_cleanups(&mut self) {
+        if self.reload.is_some() {
+            return;
+        }
+        for name in std::mem::take(&mut self.cleanup_after_reload) {
+            self.delete_instance_files(&name);
+        }
+    }
+
+    fn delete_instance_files(&mut self, name: &str) {
+        let _ = std::fs::remove_dir_all(self.project.state_dir.join("instances").join(name));
+        let logs = self.project.state_dir.join("logs");
+        if let Ok(dir) = std::fs::read_dir(&logs) {
+            let prefix = format!("{name}.log");
+            for e in dir.flatten() {
+                let f = e.file_name();
+                let f = f.to_string_lossy();
+                if f == prefix
+                    || f.strip_prefix(&prefix)
+                        .is_some_and(|rest| rest.starts_with('.'))
+                {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        if let Err(e) = self.store.remove_template_instance(name) {
+            eprintln!("corral: {e}");
+        }
+        self.instances.remove(name);
+        let _ = self.notices.send(Arc::new(Notice {
+            time: SystemTime::now(),
+            unit: name.to_string(),
+            kind: "instance",
+            state: "deleted".into(),
+            message: format!("instance {name}: deleted"),
+        }));
     }
 
     /// The view of run `run` as it stands.
@@ -1419,6 +1882,7 @@ impl Supervisor {
             })
             .await;
         }
+        self.run_cleanups();
         Some(p.summary)
     }
 

@@ -106,6 +106,8 @@ impl Store {
              CREATE TABLE IF NOT EXISTS ports (unit TEXT PRIMARY KEY, port INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS restarts (unit TEXT PRIMARY KEY, count INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS definitions (unit TEXT PRIMARY KEY, body TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS template_instances (
+                 name TEXT PRIMARY KEY, record TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS events (
                  id INTEGER PRIMARY KEY AUTOINCREMENT, time_ms INTEGER NOT NULL,
                  unit TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
@@ -265,6 +267,35 @@ impl Store {
                 "INSERT OR REPLACE INTO definitions (unit, body) VALUES (?1, ?2)",
                 params![unit, body],
             )
+            .map(drop)
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Instances of templates: name → their record (JSON, owned by the runtime).
+    pub fn template_instances(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, record FROM template_instances ORDER BY name")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+    }
+
+    pub fn put_template_instance(&self, name: &str, record: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO template_instances (name, record) VALUES (?1, ?2)",
+                params![name, record],
+            )
+            .map(drop)
+            .map_err(|e| self.sql(e))
+    }
+
+    pub fn remove_template_instance(&self, name: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM template_instances WHERE name = ?1", [name])
             .map(drop)
             .map_err(|e| self.sql(e))
     }

@@ -140,6 +140,11 @@ enum Command {
         #[command(subcommand)]
         action: ProcAction,
     },
+    /// Instances of templates: create, list, show, delete.
+    Instance {
+        #[command(subcommand)]
+        action: InstanceAction,
+    },
     /// Internal: the log keeper of a state dir.
     #[command(name = "__keeper", hide = true)]
     Keeper { state_dir: PathBuf },
@@ -157,6 +162,31 @@ enum Command {
     },
     /// Check the config and report every error at once.
     Validate,
+}
+
+#[derive(Subcommand, Debug)]
+enum InstanceAction {
+    /// Make an instance of TEMPLATE; it starts once its workspace is ready.
+    Create {
+        template: String,
+        /// A parameter, `NAME=VALUE` (repeatable).
+        #[arg(short, long = "param", value_name = "NAME=VALUE")]
+        param: Vec<String>,
+        /// Clone this repository into the workspace.
+        #[arg(long, conflicts_with = "zip")]
+        git: Option<String>,
+        /// Unpack this ZIP into the workspace.
+        #[arg(long)]
+        zip: Option<PathBuf>,
+    },
+    Ls,
+    Show {
+        name: String,
+    },
+    /// Stop it and delete it with its workspace and logs.
+    Rm {
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -302,6 +332,21 @@ fn main() -> ExitCode {
                 ProcAction::Kill { id, signal } => e::kill(f, &id, &signal),
                 ProcAction::Rm { id } => e::remove(f, &id),
                 ProcAction::Clear => e::clear(f),
+            }
+        }
+        Command::Instance { action } => {
+            use commands::instance as i;
+            let f = cli.file.as_deref();
+            match action {
+                InstanceAction::Create {
+                    template,
+                    param,
+                    git,
+                    zip,
+                } => i::create(f, &template, &param, git, zip.as_deref()),
+                InstanceAction::Ls => i::list(f),
+                InstanceAction::Show { name } => i::show(f, &name),
+                InstanceAction::Rm { name } => i::remove(f, &name),
             }
         }
         Command::Keeper { state_dir } => match corral_runtime::keeper::main(&state_dir) {

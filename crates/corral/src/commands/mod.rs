@@ -3,6 +3,7 @@
 pub mod ctl;
 pub mod daemon;
 pub mod exec;
+pub mod instance;
 pub mod run;
 pub mod up;
 pub mod validate;

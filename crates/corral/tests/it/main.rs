@@ -6,6 +6,7 @@ mod harness;
 
 mod config;
 mod daemon;
+mod instances;
 mod logs;
 mod metrics;
 mod ports;

@@ -1,0 +1,267 @@
+//! Instances of templates: a service made at run time from a `[templates.NAME]` shape, with an
+//! id, a port, and a workspace of its own (empty, an uploaded ZIP, or a `git clone`), prepared by
+//! setup steps that run once before it first starts.
+//!
+//! Preparing runs on a task of its own and reports each step (pending, running, done, failed)
+//! back to the supervisor, which keeps the record and, once the workspace is ready, adds the
+//! rendered service the same way `POST /v1/services` does — so an instance is supervised,
+//! logged, measured, kept across daemon restarts and adopted after a crash like any service.
+
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+use std::process::Stdio;
+
+use serde::{Deserialize, Serialize};
+
+use crate::reaper::Reaper;
+
+/// The largest workspace a ZIP may unpack to.
+pub const MAX_UNPACKED: u64 = 1 << 30;
+/// The most entries a ZIP may have.
+pub const MAX_ENTRIES: usize = 100_000;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Step {
+    pub name: String,
+    /// `pending`, `running`, `done` or `failed`.
+    pub state: String,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Instance {
+    /// The service's name: `TEMPLATE-ID`.
+    pub name: String,
+    pub template: String,
+    pub id: String,
+    pub port: u16,
+    pub params: Vec<(String, String)>,
+    pub workspace: PathBuf,
+    /// `empty`, `upload` or `git URL`.
+    pub source: String,
+    /// `awaiting_upload`, `preparing`, `ready` or `failed`.
+    pub state: String,
+    pub error: Option<String>,
+    pub steps: Vec<Step>,
+    pub created_ms: u64,
+}
+
+impl Instance {
+    /// The placeholders its template's strings may use.
+    pub fn vars(&self) -> Vec<(String, String)> {
+        let mut v = vec![
+            ("id".to_string(), self.id.clone()),
+            ("name".to_string(), self.name.clone()),
+            ("port".to_string(), self.port.to_string()),
+            (
+                "workspace".to_string(),
+                self.workspace.display().to_string(),
+            ),
+        ];
+        v.extend(self.params.iter().cloned());
+        v
+    }
+
+    pub fn set_step(&mut self, i: usize, state: &str, detail: impl Into<String>) {
+        if let Some(s) = self.steps.get_mut(i) {
+            s.state = state.to_string();
+            s.detail = detail.into();
+        }
+    }
+}
+
+/// Where the workspace comes from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    Empty,
+    Zip(Vec<u8>),
+    Git(String),
+}
+
+/// Unpack `zip` into `dest` (an empty directory). Every entry is checked before anything is
+/// written: a name that is absolute or climbs out with `..`, a symlink, too many entries or too
+/// many bytes refuse the whole archive. Sizes are counted as bytes are written too, since an
+/// archive may lie about them.
+pub fn extract_zip(zip: &[u8], dest: &Path) -> Result<u64, String> {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip))
+        .map_err(|e| format!("not a ZIP archive: {e}"))?;
+    if archive.len() > MAX_ENTRIES {
+        return Err(format!("the archive has more than {MAX_ENTRIES} entries"));
+    }
+    let mut declared = 0u64;
+    let mut plan = Vec::new();
+    for i in 0..archive.len() {
+        let entry = archive
+            .by_index(i)
+            .map_err(|e| format!("entry {i} is unreadable: {e}"))?;
+        let raw = entry.name().to_string();
+        let safe = !raw.starts_with('/')
+            && !raw.contains('\\')
+            && Path::new(&raw)
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        let Some(rel) = entry.enclosed_name().filter(|_| safe) else {
+            return Err(format!("entry `{raw}` points outside the workspace"));
+        };
+        if entry.is_symlink() {
+            return Err(format!(
+                "entry `{raw}` is a symbolic link; links are not unpacked"
+            ));
+        }
+        declared = declared.saturating_add(entry.size());
+        if declared > MAX_UNPACKED {
+            return Err(format!(
+                "the archive unpacks to more than {MAX_UNPACKED} bytes"
+            ));
+        }
+        plan.push((i, rel, entry.is_dir()));
+    }
+    let mut written = 0u64;
+    for (i, rel, is_dir) in plan {
+        let path = dest.join(&rel);
+        if is_dir {
+            std::fs::create_dir_all(&path).map_err(|e| format!("`{}`: {e}", rel.display()))?;
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("`{}`: {e}", rel.display()))?;
+        }
+        let entry = archive
+            .by_index(i)
+            .map_err(|e| format!("entry {i} is unreadable: {e}"))?;
+        let mut out =
+            std::fs::File::create(&path).map_err(|e| format!("`{}`: {e}", rel.display()))?;
+        let left = MAX_UNPACKED - written;
+        let n = std::io::copy(&mut entry.take(left + 1), &mut out)
+            .map_err(|e| format!("`{}`: {e}", rel.display()))?;
+        written += n;
+        if written > MAX_UNPACKED {
+            return Err(format!(
+                "the archive unpacks to more than {MAX_UNPACKED} bytes"
+            ));
+        }
+    }
+    Ok(written)
+}
+
+/// Run one command to completion in `cwd`, its output appended to `log`. Returns a reason on
+/// failure (with the last lines of its output).
+pub async fn run_step(
+    reaper: &Reaper,
+    argv: &[String],
+    cwd: &Path,
+    env: &[(String, String)],
+    log: &Path,
+) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("cannot open `{}`: {e}", log.display()))?;
+    let err = file.try_clone().map_err(|e| e.to_string())?;
+    let program = crate::procs::resolve_program(&argv[0], env, cwd).ok_or_else(|| {
+        format!(
+            "command `{}` not found (is it installed and on PATH?)",
+            argv[0]
+        )
+    })?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.arg0(&argv[0])
+        .args(&argv[1..])
+        .current_dir(cwd)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .process_group(0);
+    let (_child, exit) = reaper
+        .spawn(&mut cmd)
+        .map_err(|e| format!("cannot start `{}`: {e}", argv[0]))?;
+    let status = exit.await.map_err(|_| "lost its exit status".to_string())?;
+    if status.success() {
+        return Ok(());
+    }
+    let mut text = String::new();
+    let _ = std::fs::File::open(log).and_then(|mut f| f.read_to_string(&mut text));
+    let tail: Vec<&str> = text
+        .lines()
+        .rev()
+        .take(5)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    Err(format!(
+        "`{}` ended with {status}: {}",
+        argv.join(" "),
+        tail.join(" / ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        let mut w = zip::ZipWriter::new(&mut buf);
+        for (name, data) in entries {
+            w.start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(data).unwrap();
+        }
+        w.finish().unwrap();
+        buf.into_inner()
+    }
+
+    #[test]
+    fn a_plain_archive_unpacks() {
+        let dir = tempfile_dir("plain");
+        let z = zip_of(&[("a.txt", b"hello"), ("sub/b.txt", b"world")]);
+        assert_eq!(extract_zip(&z, &dir).unwrap(), 10);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("sub/b.txt")).unwrap(),
+            "world"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn escapes_are_refused_and_nothing_is_written() {
+        for bad in ["../evil.txt", "/etc/evil.txt", "ok/../../evil.txt"] {
+            let dir = tempfile_dir("bad");
+            let z = zip_of(&[("fine.txt", b"x"), (bad, b"evil")]);
+            let err = extract_zip(&z, &dir).unwrap_err();
+            assert!(err.contains("outside the workspace"), "{bad}: {err}");
+            assert!(
+                std::fs::read_dir(&dir).unwrap().next().is_none(),
+                "{bad}: something was written"
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let dir = tempfile_dir("link");
+        let mut buf = std::io::Cursor::new(Vec::new());
+        let mut w = zip::ZipWriter::new(&mut buf);
+        w.add_symlink("link", "/etc", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        w.finish().unwrap();
+        let err = extract_zip(&buf.into_inner(), &dir).unwrap_err();
+        assert!(err.contains("symbolic link"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            extract_zip(b"not a zip", &tempfile_dir("junk"))
+                .unwrap_err()
+                .contains("not a ZIP")
+        );
+    }
+
+    fn tempfile_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("corral-zip-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

@@ -1,0 +1,114 @@
+//! `corral instance …`: instances of templates through the daemon's API.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use corral_api::client::{Method, encode};
+use corral_api::wire;
+
+use super::ctl::{call, cli_error, client};
+use super::{CliError, runtime};
+
+pub fn create(
+    file: Option<&Path>,
+    template: &str,
+    params: &[String],
+    git: Option<String>,
+    zip: Option<&Path>,
+) -> Result<ExitCode, CliError> {
+    let mut map = std::collections::BTreeMap::new();
+    for kv in params {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| CliError::Run(format!("`{kv}` is not NAME=VALUE")))?;
+        map.insert(k.to_string(), v.to_string());
+    }
+    let zip_bytes = match zip {
+        Some(p) => Some(
+            std::fs::read(p)
+                .map_err(|e| CliError::Run(format!("cannot read `{}`: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let req = wire::InstanceRequest {
+        template: template.to_string(),
+        params: map,
+        git,
+        upload: zip_bytes.is_some(),
+    };
+    let c = client(file)?;
+    let rt = runtime()?;
+    let inst: serde_json::Value = rt
+        .block_on(c.call_with(
+            Method::POST,
+            "/v1/instances",
+            serde_json::to_vec(&req).unwrap_or_default(),
+        ))
+        .map_err(cli_error)?;
+    let name = inst["name"].as_str().unwrap_or_default().to_string();
+    if let Some(bytes) = zip_bytes {
+        let _: serde_json::Value = rt
+            .block_on(c.call_with(
+                Method::PUT,
+                &format!("/v1/instances/{}/workspace", encode(&name)),
+                bytes,
+            ))
+            .map_err(cli_error)?;
+    }
+    println!(
+        "{name} (port {}); `corral instance show {name}` for its progress",
+        inst["port"]
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn list(file: Option<&Path>) -> Result<ExitCode, CliError> {
+    let all: Vec<serde_json::Value> = call(file, Method::GET, "/v1/instances")?;
+    for i in &all {
+        println!(
+            "{}  {}  port {}  {}",
+            i["name"].as_str().unwrap_or_default(),
+            i["state"].as_str().unwrap_or_default(),
+            i["port"],
+            i["workspace"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn show(file: Option<&Path>, name: &str) -> Result<ExitCode, CliError> {
+    let i: serde_json::Value = call(
+        file,
+        Method::GET,
+        &format!("/v1/instances/{}", encode(name)),
+    )?;
+    println!(
+        "{}: {} (template {}, port {})",
+        name,
+        i["state"].as_str().unwrap_or_default(),
+        i["template"].as_str().unwrap_or_default(),
+        i["port"]
+    );
+    if let Some(e) = i["error"].as_str() {
+        println!("  error: {e}");
+    }
+    for s in i["steps"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<8} {} {}",
+            s["state"].as_str().unwrap_or_default(),
+            s["name"].as_str().unwrap_or_default(),
+            s["detail"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn remove(file: Option<&Path>, name: &str) -> Result<ExitCode, CliError> {
+    let d: wire::Done = call(
+        file,
+        Method::DELETE,
+        &format!("/v1/instances/{}", encode(name)),
+    )?;
+    println!("{}", d.message);
+    Ok(ExitCode::SUCCESS)
+}
