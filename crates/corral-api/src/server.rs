@@ -732,14 +732,31 @@ pub(crate) fn sse_json(event: &str, value: &impl serde::Serialize) -> SseEvent {
 
 async fn events(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Response> {
     params(q.as_deref(), &[])?;
-    let rx = app.control.notices();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        let event = match rx.recv().await {
-            Ok(n) => sse_json("event", &wire::Event::from(&*n)),
-            Err(RecvError::Lagged(n)) => sse_json("lagged", &serde_json::json!({"missed": n})),
-            Err(RecvError::Closed) => return None,
+    // Units and instances, and ad-hoc processes (started, exited, killed), in one stream.
+    let feeds = (app.control.notices(), app.control.adhoc.events());
+    let stream = futures_util::stream::unfold(feeds, |(mut units, mut procs)| async move {
+        let event = tokio::select! {
+            r = units.recv() => match r {
+                Ok(n) => sse_json("event", &wire::Event::from(&*n)),
+                Err(RecvError::Lagged(n)) => sse_json("lagged", &serde_json::json!({"missed": n})),
+                Err(RecvError::Closed) => return None,
+            },
+            r = procs.recv() => match r {
+                Ok(e) => sse_json(
+                    "event",
+                    &wire::Event {
+                        time_ms: wire::millis(std::time::SystemTime::now()),
+                        unit: format!("proc:{}", e.id),
+                        kind: "proc".into(),
+                        state: e.kind.to_string(),
+                        message: e.message.clone(),
+                    },
+                ),
+                Err(RecvError::Lagged(n)) => sse_json("lagged", &serde_json::json!({"missed": n})),
+                Err(RecvError::Closed) => return None,
+            },
         };
-        Some((Ok::<_, Infallible>(event), rx))
+        Some((Ok::<_, Infallible>(event), (units, procs)))
     });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())

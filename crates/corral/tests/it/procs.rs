@@ -299,3 +299,24 @@ fn a_new_daemon_ends_what_a_crashed_one_left_running() {
     });
     down(&p);
 }
+
+#[test]
+fn the_event_stream_carries_unit_and_process_events() {
+    let p = Project::new(ONE);
+    up(&p);
+    eventually(Duration::from_secs(10), "db running", || {
+        json(&p, "GET", "/v1/services/db", "").1["state"] == "running"
+    });
+    let events = p.start(&["events", "-n", "20"]);
+    // The history comes first.
+    events.wait_for("db: started", Duration::from_secs(10));
+    let (status, out, _) = p.run_client(&["exec", "--", "sh", "-c", "exit 4"]);
+    assert_eq!(status.code(), Some(4), "{out}");
+    let (status, _, _) = p.run_client(&["stop", "db"]);
+    assert!(status.success());
+    let out = events.wait_for("db: stopped", Duration::from_secs(10));
+    assert!(out.contains("proc p1: started `sh -c exit 4`"), "{out}");
+    assert!(out.contains("proc p1: exit code 4"), "{out}");
+    drop(events);
+    down(&p);
+}
