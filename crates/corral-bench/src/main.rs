@@ -35,6 +35,143 @@ fn main() {
     daemon(&corral, 200);
     println!();
     log_query(&corral, 100_000);
+    println!();
+    metrics_scrape(&corral, 200);
+    println!();
+    adhoc_exec(&corral, 20);
+    println!();
+    instances(&corral, if quick { 30 } else { 100 });
+}
+
+/// One HTTP/1.1 request over the project's API socket; returns the body.
+fn http(dir: &Path, method: &str, path: &str, body: &str) -> String {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(dir.join(".corral/api.sock")).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// `/metrics` with `n` services, against reading every `/proc/PID/stat` in this process.
+fn metrics_scrape(corral: &Path, n: usize) {
+    println!("one /metrics scrape with {n} services (median of 20)");
+    let dir = project(&sleep_services(n));
+    corral_cmd(corral, dir.path(), &["up", "-d"]);
+    wait_running(corral, dir.path(), n, false);
+    let scrape = median(
+        (0..20)
+            .map(|_| {
+                let t = Instant::now();
+                let text = http(dir.path(), "GET", "/metrics", "");
+                assert!(text.contains("corral_service_rss_bytes"));
+                t.elapsed()
+            })
+            .collect(),
+    );
+    let scan = median(
+        (0..20)
+            .map(|_| {
+                let t = Instant::now();
+                let mut bytes = 0;
+                for e in fs::read_dir("/proc").unwrap().flatten() {
+                    if let Ok(s) = fs::read_to_string(e.path().join("stat")) {
+                        bytes += s.len();
+                    }
+                }
+                assert!(bytes > 0);
+                t.elapsed()
+            })
+            .collect(),
+    );
+    println!(
+        "  /metrics           {:>9}   read every /proc/*/stat {:>9}   ratio {:.1}x",
+        ms(scrape),
+        ms(scan),
+        ratio(scrape, scan)
+    );
+    corral_cmd(corral, dir.path(), &["down"]);
+}
+
+/// `corral exec -- true` (CLI, API, spawn, output stream, exit) against spawning `true`.
+fn adhoc_exec(corral: &Path, runs: usize) {
+    println!("ad-hoc `exec -- true` round trip (median of {runs})");
+    let dir = project("[services.s]\ncommand = [\"sleep\", \"1000\"]\n");
+    corral_cmd(corral, dir.path(), &["up", "-d"]);
+    let d = dir.path().to_path_buf();
+    let exec = median_run(runs, move || {
+        let mut c = Command::new(corral);
+        c.args(["exec", "--", "true"]).current_dir(&d);
+        c
+    });
+    let base = median_run(runs, || Command::new("true"));
+    println!(
+        "  corral exec        {:>9}   spawn `true` {:>9}   ratio {:.1}x",
+        ms(exec),
+        ms(base),
+        ratio(exec, base)
+    );
+    corral_cmd(corral, dir.path(), &["down"]);
+}
+
+/// Create `n` instances of a template one after another (each until its service runs), then
+/// delete them all.
+fn instances(corral: &Path, n: usize) {
+    println!("create, start and delete {n} instances");
+    let dir = project("[templates.t]\ncommand = [\"sleep\", \"1000\"]\n");
+    corral_cmd(corral, dir.path(), &["up", "-d"]);
+    let mut names = Vec::new();
+    let mut each = Vec::new();
+    let t0 = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        let body = http(dir.path(), "POST", "/v1/instances", r#"{"template": "t"}"#);
+        let name = body
+            .split("\"name\":\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_else(|| panic!("{body}"))
+            .to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !http(dir.path(), "GET", &format!("/v1/services/{name}"), "")
+            .contains("\"state\":\"running\"")
+        {
+            assert!(Instant::now() < deadline, "{name} never ran");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        each.push(t.elapsed());
+        names.push(name);
+    }
+    let created = t0.elapsed();
+    let t0 = Instant::now();
+    let mut deletes = Vec::new();
+    for name in &names {
+        let t = Instant::now();
+        let body = http(dir.path(), "DELETE", &format!("/v1/instances/{name}"), "");
+        assert!(body.contains("message"), "{body}");
+        deletes.push(t.elapsed());
+    }
+    let deleted = t0.elapsed();
+    println!(
+        "  create+start {:>9} total, {:>9} median each   delete {:>9} total, {:>9} median each",
+        ms(created),
+        ms(median(each)),
+        ms(deleted),
+        ms(median(deletes))
+    );
+    corral_cmd(corral, dir.path(), &["down"]);
 }
 
 /// Median wall time of running `cmd` `runs` times.

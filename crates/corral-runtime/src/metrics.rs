@@ -25,6 +25,7 @@ pub struct Meter {
 }
 
 struct Stat {
+    zombie: bool,
     ppid: i32,
     ticks: u64,
     rss_pages: u64,
@@ -37,6 +38,7 @@ fn read(pid: i32) -> Option<Stat> {
     let f: Vec<&str> = rest.split(' ').collect();
     // Fields counted from `state` (field 3 of stat) at index 0.
     Some(Stat {
+        zombie: *f.first()? == "Z",
         ppid: f.get(1)?.parse().ok()?,
         ticks: f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?,
         start: f.get(19)?.parse().ok()?,
@@ -50,10 +52,14 @@ impl Meter {
         if roots.is_empty() {
             return HashMap::new();
         }
-        let stats: HashMap<i32, Stat> = procs::snapshot()
-            .into_iter()
-            .filter(|p| !p.zombie)
-            .filter_map(|p| Some((p.pid, read(p.pid)?)))
+        // One read of `stat` per process: it has the tree links, the CPU and the memory.
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return HashMap::new();
+        };
+        let stats: HashMap<i32, Stat> = dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter_map(|pid| Some((pid, read(pid)?)))
+            .filter(|(_, s)| !s.zombie)
             .collect();
         let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
         for (pid, s) in &stats {
