@@ -11,8 +11,12 @@ pub fn run(file: Option<&Path>) -> Result<ExitCode, CliError> {
     let project = load_project(file)?;
     let count = |k: Kind| project.units.iter().filter(|u| u.kind == k).count();
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let templates = match project.templates.len() {
+        0 => String::new(),
+        n => format!(", {}", plural(n, "template")),
+    };
     println!(
-        "{}: ok ({}, {}, {})",
+        "{}: ok ({}, {}, {}{templates})",
         project.file.display(),
         plural(count(Kind::Service), "service"),
         plural(count(Kind::Task), "task"),
