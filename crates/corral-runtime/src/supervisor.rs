@@ -881,20 +881,36 @@ impl Supervisor {
         }
     }
 
+    /// The unit named `name`, or an error that suggests a near name.
+    fn find_unit(&self, name: &str) -> Result<UnitId, CommandError> {
+        self.project
+            .plan
+            .find(name)
+            .ok_or_else(|| CommandError::UnknownUnit {
+                name: name.to_string(),
+                suggestion: corral_config::did_you_mean(
+                    name,
+                    self.project.units.iter().map(|u| u.name.as_str()),
+                )
+                .map(str::to_string),
+            })
+    }
+
+    /// Feed the engine the user's event for `name`, and say where the unit is now.
+    async fn act_on(
+        &mut self,
+        name: &str,
+        event: impl FnOnce(UnitId) -> Event,
+    ) -> Result<Reply, CommandError> {
+        let unit = self.find_unit(name)?;
+        self.handle(event(unit)).await;
+        Ok(Reply::Done(format!(
+            "{name}: {}",
+            self.engine.state(unit).name()
+        )))
+    }
+
     async fn request(&mut self, command: Command) -> Result<Reply, CommandError> {
-        let find = |name: &str| {
-            self.project
-                .plan
-                .find(name)
-                .ok_or_else(|| CommandError::UnknownUnit {
-                    name: name.to_string(),
-                    suggestion: corral_config::did_you_mean(
-                        name,
-                        self.project.units.iter().map(|u| u.name.as_str()),
-                    )
-                    .map(str::to_string),
-                })
-        };
         let busy = self.engine.is_shutting_down();
         match command {
             Command::Snapshot => Ok(Reply::Snapshot(self.snapshot())),
@@ -1030,7 +1046,10 @@ impl Supervisor {
                             "`{name}` is defined in {}; remove it there and reload",
                             self.project.file.display()
                         )),
-                        None => find(&name).err().unwrap_or(CommandError::NotRunning(name)),
+                        None => self
+                            .find_unit(&name)
+                            .err()
+                            .unwrap_or(CommandError::NotRunning(name)),
                     });
                 }
                 added.retain(|(n, _)| *n != name);
@@ -1066,31 +1085,19 @@ impl Supervisor {
                 Err(CommandError::ShuttingDown)
             }
             Command::Start { name, dependents } => {
-                let unit = find(&name)?;
-                self.handle(Event::Start { unit, dependents }).await;
-                Ok(Reply::Done(format!(
-                    "{name}: {}",
-                    self.engine.state(unit).name()
-                )))
+                self.act_on(&name, |unit| Event::Start { unit, dependents })
+                    .await
             }
             Command::Stop { name, dependents } => {
-                let unit = find(&name)?;
-                self.handle(Event::Stop { unit, dependents }).await;
-                Ok(Reply::Done(format!(
-                    "{name}: {}",
-                    self.engine.state(unit).name()
-                )))
+                self.act_on(&name, |unit| Event::Stop { unit, dependents })
+                    .await
             }
             Command::Restart { name, dependents } => {
-                let unit = find(&name)?;
-                self.handle(Event::Restart { unit, dependents }).await;
-                Ok(Reply::Done(format!(
-                    "{name}: {}",
-                    self.engine.state(unit).name()
-                )))
+                self.act_on(&name, |unit| Event::Restart { unit, dependents })
+                    .await
             }
             Command::Signal { name, signal } => {
-                let unit = find(&name)?;
+                let unit = self.find_unit(&name)?;
                 let sig = Signal::try_from(signal)
                     .map_err(|_| CommandError::Invalid(format!("no signal number {signal}")))?;
                 let Some(live) = &self.live[unit.0] else {
@@ -1597,18 +1604,7 @@ impl Supervisor {
         }
         let mut roots = Vec::new();
         for name in &names {
-            let id = self
-                .project
-                .plan
-                .find(name)
-                .ok_or_else(|| CommandError::UnknownUnit {
-                    name: name.clone(),
-                    suggestion: corral_config::did_you_mean(
-                        name,
-                        self.project.units.iter().map(|u| u.name.as_str()),
-                    )
-                    .map(str::to_string),
-                })?;
+            let id = self.find_unit(name)?;
             if self.project.plan.get(id).kind != Kind::Task {
                 return Err(CommandError::Invalid(format!("`{name}` is not a task")));
             }
