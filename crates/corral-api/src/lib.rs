@@ -23,7 +23,7 @@ pub mod procs;
 pub mod server;
 pub mod wire;
 
-pub use server::{router, serve_tcp, serve_unix, socket_path};
+pub use server::{Server, router, serve_tcp, serve_unix, socket_path};
 
 /// The OpenAPI document, as kept in the repository.
 pub const OPENAPI: &str = include_str!("../openapi.json");

@@ -186,8 +186,23 @@ pub fn router(control: Control) -> Router {
         })
 }
 
-/// Serve on a Unix socket (mode 0600) until the process ends.
-pub async fn serve_unix(control: Control, path: &Path) -> std::io::Result<()> {
+/// A running server: [`Server::finish`] lets answers in flight (the one to `/v1/shutdown`, say)
+/// reach their clients before the process ends.
+pub struct Server {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Stop accepting, and wait (bounded: streams never end by themselves) for open requests.
+    pub async fn finish(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_millis(300), self.task).await;
+    }
+}
+
+/// Serve on a Unix socket (mode 0600) until [`Server::finish`].
+pub async fn serve_unix(control: Control, path: &Path) -> std::io::Result<Server> {
     use std::os::unix::fs::PermissionsExt;
     let short = corral_runtime::sockpath::SocketPath::new(path)?;
     // We hold the project lock, so a socket file here is a leftover of a dead daemon.
@@ -195,11 +210,16 @@ pub async fn serve_unix(control: Control, path: &Path) -> std::io::Result<()> {
     let listener = tokio::net::UnixListener::bind(short.as_path())?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     let app = router(control);
-    tokio::spawn(async move {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
         let _keep = short;
-        let _ = axum::serve(listener, app).await;
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
     });
-    Ok(())
+    Ok(Server { stop, task })
 }
 
 /// Serve on loopback TCP, every request checked by [`crate::auth`].

@@ -137,6 +137,8 @@ pub fn down(file: Option<&Path>) -> Result<ExitCode, CliError> {
             println!("corral: no daemon is running for this project");
             return Ok(ExitCode::SUCCESS);
         }
+        // It may have ended before its answer reached us: what counts is that it goes.
+        Err(ClientError::Io(_)) if pid.is_some() => {}
         Err(e) => return Err(CliError::Run(e.to_string())),
     }
     // Stop takes as long as the slowest stop grace; wait for the process itself to end.

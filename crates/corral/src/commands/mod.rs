@@ -98,15 +98,15 @@ pub fn supervise(
         let (sup, control) =
             corral_runtime::prepare(project, options).map_err(|e| CliError::Run(e.to_string()))?;
         let socket = corral_api::socket_path(&state_dir);
+        let mut server = None;
         if serve.api {
-            corral_api::serve_unix(control.clone(), &socket)
-                .await
-                .map_err(|e| {
-                    CliError::Run(format!(
-                        "cannot serve the API on `{}`: {e}",
-                        socket.display()
-                    ))
-                })?;
+            let served = corral_api::serve_unix(control.clone(), &socket).await;
+            server = Some(served.map_err(|e| {
+                CliError::Run(format!(
+                    "cannot serve the API on `{}`: {e}",
+                    socket.display()
+                ))
+            })?);
             daemon::write_pid_file(&state_dir);
         }
         if let Some(addr) = serve.listen {
@@ -121,6 +121,9 @@ pub fn supervise(
             );
         }
         let outcome = sup.run().await.map_err(|e| CliError::Run(e.to_string()));
+        if let Some(server) = server {
+            server.finish().await;
+        }
         if serve.api {
             let _ = std::fs::remove_file(&socket);
             daemon::remove_pid_file(&state_dir);
