@@ -759,11 +759,15 @@ impl Supervisor {
                 continue;
             }
             tokio::select! {
-                Some(msg) = self.rx.recv() => {
-                    self.begin();
-                    self.dispatch(msg).await;
-                    self.commit();
-                }
+                Some(msg) = self.rx.recv() => match msg {
+                    // Output changes nothing that is stored: no transaction on this hot path.
+                    Msg::Tap(m) => self.tap(m),
+                    msg => {
+                        self.begin();
+                        self.dispatch(msg).await;
+                        self.commit();
+                    }
+                },
                 _ = sigint.recv() => { interrupted = true; self.interrupt().await; }
                 _ = sigterm.recv() => { interrupted = true; self.interrupt_gently().await; }
                 _ = sighup.recv() => { interrupted = true; self.interrupt_gently().await; }
