@@ -103,6 +103,8 @@ restart = { backoff_initial = "50ms" }
     );
     let mut c = p.start(&["up"]);
     c.wait_for("app: started", T);
+    // "started" is said at spawn; the file comes a moment later, from the process itself.
+    eventually(T, "the file", || p.path().join("alive").exists());
     std::fs::remove_file(p.path().join("alive")).unwrap();
     let out = c.wait_for("liveness probe failed 2 times", T);
     assert!(
