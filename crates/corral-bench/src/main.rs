@@ -13,6 +13,16 @@ use nix::unistd::Pid;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--instances N`: only the instance benchmark, with N instances.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--instances")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+    {
+        instances(&corral_binary(), n);
+        return;
+    }
     let corral = corral_binary();
     println!(
         "corral benchmarks ({}), {} cores",
