@@ -445,7 +445,8 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
             })?;
     }
 
-    let mut files: HashMap<String, Arc<Mutex<LogFile>>> = HashMap::new();
+    // A unit's file stays open while one of its instances has a pipe open.
+    let mut files: HashMap<String, (Arc<Mutex<LogFile>>, usize)> = HashMap::new();
     let mut pumps = tokio::task::JoinSet::new();
     let mut daemons = 0usize;
     let idle = tokio::time::sleep(IDLE_GRACE);
@@ -466,14 +467,24 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                     }
                 }
                 Some(KeeperMsg::Attach(a, out, err)) => {
-                    let file = match files.get(&a.unit) {
-                        Some(f) => f.clone(),
-                        None => {
-                            let f = LogFile::open(log_dir.join(format!("{}.log", a.unit)), a.settings)?;
-                            let f = Arc::new(Mutex::new(f));
-                            files.insert(a.unit.clone(), f.clone());
-                            f
+                    let file = match files.get_mut(&a.unit) {
+                        Some((f, users)) => {
+                            *users += 1;
+                            Some(f.clone())
                         }
+                        None => match LogFile::open(log_dir.join(format!("{}.log", a.unit)), a.settings) {
+                            Ok(f) => {
+                                let f = Arc::new(Mutex::new(f));
+                                files.insert(a.unit.clone(), (f.clone(), 1));
+                                Some(f)
+                            }
+                            // The pipes are still read (the service must not block or get
+                            // EPIPE); the lines go to the daemon only.
+                            Err(e) => {
+                                eprintln!("keeper: cannot open the log of `{}`: {e}", a.unit);
+                                None
+                            }
+                        },
                     };
                     let out = pipe::Receiver::from_owned_fd(out).ok();
                     let err = pipe::Receiver::from_owned_fd(err).ok();
@@ -485,17 +496,29 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                             let tap = tap.clone();
                             move |stream: Stream, lines: &[Vec<u8>]| {
                                 let now = SystemTime::now();
-                                file.lock().unwrap_or_else(|e| e.into_inner()).write_lines(now, stream, lines);
+                                if let Some(file) = &file {
+                                    file.lock().unwrap_or_else(|e| e.into_inner()).write_lines(now, stream, lines);
+                                }
                                 tap.send(lines_frame(&unit, instance, stream, now, lines));
                             }
                         };
                         Pump { sink }.run(out, err).await;
                         tap.send(eof_frame(&unit, instance));
+                        unit
                     });
                 }
                 None => return Ok(()),
             },
-            Some(_) = pumps.join_next(), if !pumps.is_empty() => {}
+            Some(done) = pumps.join_next(), if !pumps.is_empty() => {
+                if let Ok(unit) = done
+                    && let Some((_, users)) = files.get_mut(&unit)
+                {
+                    *users -= 1;
+                    if *users == 0 {
+                        files.remove(&unit);
+                    }
+                }
+            }
             _ = &mut idle, if !used => return Ok(()),
         }
     }
