@@ -207,7 +207,8 @@ pub async fn serve_unix(control: Control, path: &Path) -> std::io::Result<Server
     let short = corral_runtime::sockpath::SocketPath::new(path)?;
     // We hold the project lock, so a socket file here is a leftover of a dead daemon.
     let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(short.as_path())?;
+    let listener =
+        corral_runtime::sockpath::bind_private(|| tokio::net::UnixListener::bind(short.as_path()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     let app = router(control);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -357,7 +357,8 @@ pub fn main(state_dir: &Path) -> io::Result<()> {
     write!(lock, "{}", std::process::id())?;
     let path = SocketPath::new(&socket_path(state_dir))?;
     let _ = std::fs::remove_file(path.as_path());
-    let listener = std::os::unix::net::UnixListener::bind(path.as_path())?;
+    let listener =
+        crate::sockpath::bind_private(|| std::os::unix::net::UnixListener::bind(path.as_path()))?;
     std::fs::set_permissions(
         socket_path(state_dir),
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
