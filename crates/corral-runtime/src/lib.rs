@@ -16,6 +16,12 @@
 //!   when the terminal is slow, the log files never do.
 //! - [`probe`]: one TCP / HTTP / exec health check.
 //! - [`ports`]: free-port checks, `auto` ports, `kill_others`.
+//! - [`adhoc`]: commands started over the API for a caller, with head + tail output; their own
+//!   owner task.
+//! - [`instances`]: instances of templates — workspace (ZIP unpacked safely, or `git clone`) and
+//!   setup steps; the supervisor adds the rendered service once they are done.
+//! - [`metrics`]: CPU and memory of process trees, measured when asked.
+//! - [`sockpath`]: Unix socket paths past the 108-byte limit, and sockets born 0600.
 //!
 //! How a stop works: the engine asks for the stop signal; the supervisor sends it to the unit's
 //! process group and to every stray (descendants outside the group, orphans carrying the unit's
