@@ -259,6 +259,20 @@ impl FrameReader {
 // ---------------------------------------------------------------------------------------------
 // Daemon side
 
+/// Whether a keeper runs for this state dir: it holds `keeper.lock`. (Asked without connecting,
+/// which the keeper would take for a daemon.)
+pub fn running(state_dir: &Path) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(state_dir.join("keeper.lock"))
+    else {
+        return false;
+    };
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
+}
+
 /// The daemon's connection to its keeper.
 pub struct KeeperLink {
     sock: UnixStream,

@@ -479,6 +479,12 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         source,
     })?;
     let lock = lock_project(&project.state_dir)?;
+    let reaper = Reaper::start().map_err(RunError::Setup)?;
+    // A keeper starting while the store opens: the two take a few milliseconds each.
+    let mut early_keeper = KeeperGuard(None);
+    if !crate::keeper::running(&project.state_dir) {
+        early_keeper.0 = spawn_keeper(&project.state_dir, &options.exe, &reaper).ok();
+    }
     let store = Store::open(&project.state_dir)?;
     // Services added at run time are part of the project.
     let added = store.definitions()?;
@@ -508,10 +514,16 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     if options.names.is_empty() {
         wanted = project.plan.ids().collect();
     }
-    let reaper = Reaper::start().map_err(RunError::Setup)?;
     let (tx, rx): (UnboundedSender<Msg>, UnboundedReceiver<Msg>) = unbounded_channel();
 
-    let keeper = connect_keeper(&project.state_dir, &options.exe, &reaper, &tx)?;
+    let keeper = connect_keeper(
+        &project.state_dir,
+        &options.exe,
+        &reaper,
+        &tx,
+        early_keeper.0.is_some(),
+    )?;
+    early_keeper.0 = None;
 
     // What an earlier daemon left running: adopt what is still the same process; end the rest.
     let mut adopt = Vec::new();
@@ -655,24 +667,19 @@ fn fingerprints(project: &Project) -> std::collections::HashMap<String, String> 
 
 /// Connect to the keeper of `state_dir` (starting one if none answers); what it sends arrives
 /// as `Msg::Tap`.
+/// `started`: one was just spawned; only wait for it.
 fn connect_keeper(
     state_dir: &std::path::Path,
     exe: &std::path::Path,
     reaper: &Reaper,
     tx: &UnboundedSender<Msg>,
+    started: bool,
 ) -> Result<KeeperLink, RunError> {
     let start = {
         let (state_dir, exe, reaper) = (state_dir.to_path_buf(), exe.to_path_buf(), reaper.clone());
-        move || -> std::io::Result<()> {
-            let err = std::fs::File::create(state_dir.join("keeper.err"))?;
-            let mut cmd = std::process::Command::new(exe);
-            cmd.arg("__keeper")
-                .arg(&state_dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(err)
-                .process_group(0);
-            reaper.spawn(&mut cmd).map(drop)
+        move || match started {
+            true => Ok(()),
+            false => spawn_keeper(&state_dir, &exe, &reaper).map(drop),
         }
     };
     let tap_tx = tx.clone();
@@ -680,6 +687,34 @@ fn connect_keeper(
         let _ = tap_tx.send(Msg::Tap(m));
     })
     .map_err(RunError::Keeper)
+}
+
+/// A keeper started for a start-up that then failed: it holds nothing yet, so it goes.
+struct KeeperGuard(Option<u32>);
+
+impl Drop for KeeperGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Start `corral __keeper STATE_DIR`; returns its PID.
+fn spawn_keeper(
+    state_dir: &std::path::Path,
+    exe: &std::path::Path,
+    reaper: &Reaper,
+) -> std::io::Result<u32> {
+    let err = std::fs::File::create(state_dir.join("keeper.err"))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("__keeper")
+        .arg(state_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .process_group(0);
+    reaper.spawn(&mut cmd).map(|(child, _)| child.id())
 }
 
 /// Kill every process carrying `marker` (an instance we cannot adopt) and wait, bounded, until
@@ -1965,6 +2000,7 @@ impl Supervisor {
                     &self.options.exe,
                     &self.reaper,
                     &self.tx,
+                    false,
                 ) {
                     Ok(k) => {
                         eprintln!(
