@@ -889,11 +889,26 @@ impl Supervisor {
         ev
     }
 
+    /// An event about an instance that is no longer current (or a unit a reload removed).
+    fn is_stale(&self, ev: &Event) -> bool {
+        match ev {
+            Event::Exited { unit, instance, .. }
+            | Event::ProbeResult { unit, instance, .. }
+            | Event::LogReady { unit, instance }
+            | Event::Timer { unit, instance, .. } => {
+                unit.0 >= self.project.units.len() || self.engine.unit(*unit).instance != *instance
+            }
+            _ => false,
+        }
+    }
+
     async fn dispatch(&mut self, msg: Msg) {
         match msg {
             Msg::Event(ev) => {
                 let ev = self.readdress(ev);
-                self.handle(ev).await;
+                if !self.is_stale(&ev) {
+                    self.handle(ev).await;
+                }
             }
             Msg::Sweep => self.sweep(),
             Msg::Tap(m) => self.tap(m),

@@ -676,3 +676,40 @@ fn a_corrupt_state_database_is_a_clear_error() {
     assert!(!err.contains("panicked"), "{err}");
     p.assert_nothing_left();
 }
+
+#[test]
+fn events_of_a_unit_removed_by_a_reload_are_ignored() {
+    // `busy` has probes and timers in flight all the time; once it is removed, they must not
+    // reach a unit that moved into its place, nor a place that is gone (while somebody
+    // follows the events).
+    let p = Project::new(
+        r#"
+[services.keep]
+command = "exec sleep 1000"
+
+[services.busy]
+command = "exec sleep 1000"
+liveness = { exec = ["true"], interval = "20ms" }
+readiness = { exec = ["true"], interval = "20ms" }
+"#,
+    );
+    ok(&p, &["up", "-d"]);
+    let _events = p.start(&["events"]);
+    wait_state(&p, "busy", "running");
+    let keep = pid_of(&wait_state(&p, "keep", "running"), "keep");
+    std::fs::write(
+        p.path().join("corral.toml"),
+        "[services.keep]\ncommand = \"exec sleep 1000\"\n",
+    )
+    .unwrap();
+    let out = ok(&p, &["reload"]);
+    assert!(out.contains("removed busy"), "{out}");
+    // Long enough for every timer armed before the reload to fire.
+    std::thread::sleep(Duration::from_millis(300));
+    let list = services(&p);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(pid_of(&list, "keep"), keep);
+    assert_eq!(service(&list, "keep")["state"], "running");
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}
