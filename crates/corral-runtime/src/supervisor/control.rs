@@ -1,0 +1,513 @@
+//! What clients see of the supervisor: the commands they send, the replies and views they get,
+//! the event and output broadcasts — and the supervisor's side of answering them.
+
+use super::*;
+
+/// What a client (the API) asks of the supervisor.
+#[derive(Clone, Debug)]
+pub enum Command {
+    Start {
+        name: String,
+        dependents: bool,
+    },
+    Stop {
+        name: String,
+        dependents: bool,
+    },
+    Restart {
+        name: String,
+        dependents: bool,
+    },
+    Signal {
+        name: String,
+        signal: i32,
+    },
+    /// Stop everything in reverse order, then end.
+    Shutdown,
+    Snapshot,
+    /// The last N events of the stored history.
+    History(usize),
+    /// Read the config file again; restart only the units whose definition changed.
+    Reload,
+    /// Add a service at run time (`replace`: or change one added before). `body` is the inside
+    /// of its `[services.NAME]` table, in TOML. Kept across daemon restarts.
+    Define {
+        name: String,
+        body: String,
+        replace: bool,
+    },
+    /// Remove a service added at run time (stopping it first).
+    Remove {
+        name: String,
+    },
+    /// Run these tasks (all tasks when empty) and the tasks they depend on, again, as one
+    /// pipeline; services they need are started. One pipeline at a time.
+    RunTasks {
+        tasks: Vec<String>,
+        sequential: bool,
+    },
+    /// A pipeline run; with `wait`, answer once it has finished.
+    GetRun {
+        id: u64,
+        wait: bool,
+    },
+    /// Make an instance of a template (its workspace empty, cloned, or uploaded next).
+    CreateInstance {
+        template: String,
+        params: Vec<(String, String)>,
+        git: Option<String>,
+        upload: bool,
+    },
+    /// The ZIP for an instance created with `upload`.
+    UploadWorkspace {
+        name: String,
+        zip: Vec<u8>,
+    },
+    ListInstances,
+    GetInstance {
+        name: String,
+    },
+    /// Stop an instance and delete it with its workspace and logs.
+    DeleteInstance {
+        name: String,
+    },
+}
+
+#[derive(Debug)]
+pub enum Reply {
+    Done(String),
+    /// Internal: the answer comes later (a reload waiting for stops). Never sent to a client.
+    Pending,
+    Run(RunView),
+    Instance(Box<crate::instances::Instance>),
+    Instances(Vec<crate::instances::Instance>),
+    Snapshot(Snapshot),
+    History(Vec<Notice>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("no unit named `{name}`{}", match .suggestion { Some(s) => format!(" (did you mean `{s}`?)"), None => String::new() })]
+    UnknownUnit {
+        name: String,
+        suggestion: Option<String>,
+    },
+    #[error("`{0}` has no running process")]
+    NotRunning(String),
+    #[error("corral is shutting down")]
+    ShuttingDown,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+pub struct Request {
+    pub(super) command: Command,
+    pub(super) reply: oneshot::Sender<Result<Reply, CommandError>>,
+}
+
+/// One unit as clients see it.
+#[derive(Clone, Debug)]
+pub struct UnitView {
+    pub name: String,
+    pub kind: Kind,
+    pub state: &'static str,
+    pub pid: Option<u32>,
+    pub ready: bool,
+    pub uptime: Option<Duration>,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+    /// Readiness as people read it: `ready`, `not ready: <last failure>`, or none (no probe).
+    pub health: Option<String>,
+    pub ports: Vec<u16>,
+    /// What a blocked unit waits on, as `name (condition)`.
+    pub waiting_on: Vec<String>,
+    /// Why a unit failed or was skipped.
+    pub reason: Option<String>,
+    pub depends_on: Vec<(String, String)>,
+    pub held: bool,
+    pub wanted: bool,
+    pub adopted: bool,
+    pub keep_files: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub units: Vec<UnitView>,
+    pub templates: Vec<corral_config::Template>,
+    pub shutting_down: bool,
+    pub pid: u32,
+    pub started: SystemTime,
+    pub file: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+/// Something that happened, for the event stream and history.
+#[derive(Clone, Debug)]
+pub struct Notice {
+    pub time: SystemTime,
+    pub unit: String,
+    /// `state` (a state change), `probe` (a health check result).
+    pub kind: &'static str,
+    /// The unit's state after it happened.
+    pub state: String,
+    pub message: String,
+}
+
+/// One line of output, for `logs -f`.
+#[derive(Clone, Debug)]
+pub struct LineNotice {
+    pub unit: String,
+    pub time: SystemTime,
+    pub stream: Stream,
+    pub text: String,
+}
+
+/// The handle clients hold: send commands, subscribe to events and output.
+#[derive(Clone)]
+pub struct Control {
+    pub(super) tx: UnboundedSender<Msg>,
+    /// Ad-hoc processes (their own owner task).
+    pub adhoc: crate::adhoc::Adhoc,
+    pub(super) notices: broadcast::Sender<Arc<Notice>>,
+    pub(super) lines: broadcast::Sender<Arc<LineNotice>>,
+    pub log_dir: PathBuf,
+}
+
+impl Control {
+    /// Ask the supervisor; fails with ShuttingDown if it has already ended.
+    pub async fn ask(&self, command: Command) -> Result<Reply, CommandError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Request(Request { command, reply }))
+            .map_err(|_| CommandError::ShuttingDown)?;
+        rx.await.map_err(|_| CommandError::ShuttingDown)?
+    }
+
+    pub async fn snapshot(&self) -> Result<Snapshot, CommandError> {
+        match self.ask(Command::Snapshot).await? {
+            Reply::Snapshot(s) => Ok(s),
+            _ => Err(CommandError::Invalid("unexpected reply".into())),
+        }
+    }
+
+    pub fn notices(&self) -> broadcast::Receiver<Arc<Notice>> {
+        self.notices.subscribe()
+    }
+
+    pub fn lines(&self) -> broadcast::Receiver<Arc<LineNotice>> {
+        self.lines.subscribe()
+    }
+}
+
+impl Supervisor {
+    /// The unit named `name`, or an error that suggests a near name.
+    pub(super) fn find_unit(&self, name: &str) -> Result<UnitId, CommandError> {
+        self.project
+            .plan
+            .find(name)
+            .ok_or_else(|| CommandError::UnknownUnit {
+                name: name.to_string(),
+                suggestion: corral_config::did_you_mean(
+                    name,
+                    self.project.units.iter().map(|u| u.name.as_str()),
+                )
+                .map(str::to_string),
+            })
+    }
+
+    /// Feed the engine the user's event for `name`, and say where the unit is now.
+    pub(super) async fn act_on(
+        &mut self,
+        name: &str,
+        event: impl FnOnce(UnitId) -> Event,
+    ) -> Result<Reply, CommandError> {
+        let unit = self.find_unit(name)?;
+        self.handle(event(unit)).await;
+        Ok(Reply::Done(format!(
+            "{name}: {}",
+            self.engine.state(unit).name()
+        )))
+    }
+
+    pub(super) async fn request(&mut self, command: Command) -> Result<Reply, CommandError> {
+        let busy = self.engine.is_shutting_down();
+        match command {
+            Command::Snapshot => Ok(Reply::Snapshot(self.snapshot())),
+            Command::Reload | Command::Define { .. } | Command::Remove { .. } if busy => {
+                Err(CommandError::ShuttingDown)
+            }
+            Command::Reload | Command::Define { .. } | Command::Remove { .. }
+                if self.reload.is_some() =>
+            {
+                Err(CommandError::Conflict(
+                    "a reload is still in progress (waiting for changed services to stop)".into(),
+                ))
+            }
+            Command::CreateInstance { .. } | Command::UploadWorkspace { .. } if busy => {
+                Err(CommandError::ShuttingDown)
+            }
+            Command::CreateInstance {
+                template,
+                params,
+                git,
+                upload,
+            } => self.create_instance(template, params, git, upload),
+            Command::UploadWorkspace { name, zip } => {
+                let inst = self.instance(&name)?;
+                if inst.state != "awaiting_upload" {
+                    return Err(CommandError::Conflict(format!(
+                        "`{name}` is {}, not waiting for an upload",
+                        inst.state
+                    )));
+                }
+                let mut inst = inst.clone();
+                inst.state = "preparing".into();
+                self.save_instance(inst.clone());
+                self.prepare_instance(inst.clone(), crate::instances::Source::Zip(zip));
+                Ok(Reply::Instance(Box::new(inst)))
+            }
+            Command::ListInstances => {
+                Ok(Reply::Instances(self.instances.values().cloned().collect()))
+            }
+            Command::GetInstance { name } => {
+                Ok(Reply::Instance(Box::new(self.instance(&name)?.clone())))
+            }
+            Command::DeleteInstance { name } => {
+                let inst = self.instance(&name)?;
+                if inst.state == "preparing" {
+                    return Err(CommandError::Conflict(format!(
+                        "`{name}` is still being prepared; delete it when that has ended"
+                    )));
+                }
+                if self.project.plan.find(&name).is_none() {
+                    self.delete_instance_files(&name);
+                    return Ok(Reply::Done(format!("deleted {name}")));
+                }
+                let mut added = self
+                    .store
+                    .definitions()
+                    .map_err(|e| CommandError::Invalid(e.to_string()))?;
+                added.retain(|(n, _)| *n != name);
+                self.cleanup_after_reload.push(name.clone());
+                let reply = self.reload_with(added, Some((name, None))).await?;
+                self.run_cleanups();
+                Ok(reply)
+            }
+            Command::RunTasks { .. } if busy => Err(CommandError::ShuttingDown),
+            Command::RunTasks { tasks, sequential } => self.start_run(tasks, sequential).await,
+            Command::GetRun { id, wait } => {
+                let run = self
+                    .runs
+                    .iter()
+                    .find(|r| r.id == id)
+                    .ok_or_else(|| CommandError::NotFound(format!("no pipeline run {id}")))?;
+                if wait && run.result.is_none() {
+                    Ok(Reply::Pending)
+                } else {
+                    Ok(Reply::Run(self.run_view(run)))
+                }
+            }
+            Command::Reload => {
+                let added = self
+                    .store
+                    .definitions()
+                    .map_err(|e| CommandError::Invalid(e.to_string()))?;
+                self.reload_with(added, None).await
+            }
+            Command::Define {
+                name,
+                body,
+                replace,
+            } => {
+                if !corral_config::is_valid_name(&name) {
+                    return Err(CommandError::Invalid(format!(
+                        "`{name}` is not a valid name: use letters, digits, `-`, `_` and `.`"
+                    )));
+                }
+                let mut added = self
+                    .store
+                    .definitions()
+                    .map_err(|e| CommandError::Invalid(e.to_string()))?;
+                let exists_added = added.iter().any(|(n, _)| *n == name);
+                let in_file = self.project.plan.find(&name).is_some() && !exists_added;
+                if in_file {
+                    return Err(CommandError::Conflict(format!(
+                        "`{name}` is defined in {}; change it there and reload",
+                        self.project.file.display()
+                    )));
+                }
+                match (exists_added, replace) {
+                    (true, false) => {
+                        return Err(CommandError::Conflict(format!(
+                            "a service named `{name}` exists already; update it instead"
+                        )));
+                    }
+                    (false, true) => {
+                        return Err(CommandError::UnknownUnit {
+                            name,
+                            suggestion: None,
+                        });
+                    }
+                    _ => {}
+                }
+                added.retain(|(n, _)| *n != name);
+                added.push((name.clone(), body.clone()));
+                self.reload_with(added, Some((name, Some(body)))).await
+            }
+            Command::Remove { name } => {
+                let mut added = self
+                    .store
+                    .definitions()
+                    .map_err(|e| CommandError::Invalid(e.to_string()))?;
+                if !added.iter().any(|(n, _)| *n == name) {
+                    return Err(match self.project.plan.find(&name) {
+                        Some(_) => CommandError::Conflict(format!(
+                            "`{name}` is defined in {}; remove it there and reload",
+                            self.project.file.display()
+                        )),
+                        None => self
+                            .find_unit(&name)
+                            .err()
+                            .unwrap_or(CommandError::NotRunning(name)),
+                    });
+                }
+                added.retain(|(n, _)| *n != name);
+                self.reload_with(added, Some((name, None))).await
+            }
+            Command::History(n) => {
+                let rows = self
+                    .store
+                    .events(n)
+                    .map_err(|e| CommandError::Invalid(e.to_string()))?;
+                Ok(Reply::History(
+                    rows.into_iter()
+                        .map(|r| Notice {
+                            time: r.time,
+                            state: String::new(),
+                            unit: r.unit,
+                            kind: "state",
+                            message: r.message,
+                        })
+                        .collect(),
+                ))
+            }
+            Command::Shutdown => {
+                if !busy {
+                    self.printer
+                        .system("stopping (asked through the API)".into())
+                        .await;
+                    self.handle(Event::Shutdown).await;
+                }
+                Ok(Reply::Done("stopping".into()))
+            }
+            Command::Start { .. } | Command::Restart { .. } if busy => {
+                Err(CommandError::ShuttingDown)
+            }
+            Command::Start { name, dependents } => {
+                self.act_on(&name, |unit| Event::Start { unit, dependents })
+                    .await
+            }
+            Command::Stop { name, dependents } => {
+                self.act_on(&name, |unit| Event::Stop { unit, dependents })
+                    .await
+            }
+            Command::Restart { name, dependents } => {
+                self.act_on(&name, |unit| Event::Restart { unit, dependents })
+                    .await
+            }
+            Command::Signal { name, signal } => {
+                let unit = self.find_unit(&name)?;
+                let sig = Signal::try_from(signal)
+                    .map_err(|_| CommandError::Invalid(format!("no signal number {signal}")))?;
+                let Some(live) = &self.live[unit.0] else {
+                    return Err(CommandError::NotRunning(name));
+                };
+                let pid = live.pid;
+                self.signal_batch(&[(unit, sig)]);
+                Ok(Reply::Done(format!(
+                    "sent {} to {name} (pid {pid})",
+                    sig.as_str()
+                )))
+            }
+        }
+    }
+
+    pub(super) fn snapshot(&self) -> Snapshot {
+        let now = Instant::now();
+        let units = self
+            .project
+            .plan
+            .ids()
+            .map(|id| {
+                let u = self.engine.unit(id);
+                let spec = self.project.plan.get(id);
+                let def = &self.project.units[id.0];
+                let live = self.live[id.0].as_ref();
+                let running = matches!(u.state, State::Running { .. } | State::Stopping { .. });
+                let health = spec
+                    .readiness
+                    .map(|_| match (&u.state, &u.last_probe_error) {
+                        (State::Running { ready: true, .. }, _) => "ready".to_string(),
+                        (_, Some(e)) => format!("not ready: {e}"),
+                        _ => "not ready".to_string(),
+                    });
+                UnitView {
+                    name: spec.name.clone(),
+                    kind: spec.kind,
+                    state: u.state.name(),
+                    pid: live.map(|l| l.pid),
+                    ready: matches!(u.state, State::Running { ready: true, .. }),
+                    uptime: if running {
+                        u.started_at.map(|t| now.saturating_duration_since(t))
+                    } else {
+                        None
+                    },
+                    restarts: u.restarts,
+                    last_exit: u.last_exit.map(|e| e.to_string()),
+                    health,
+                    ports: self.ports[id.0].into_iter().collect(),
+                    waiting_on: match &u.state {
+                        State::Blocked { waiting_on } => waiting_on
+                            .iter()
+                            .map(|w| format!("{} ({})", w.name, w.condition))
+                            .collect(),
+                        _ => Vec::new(),
+                    },
+                    reason: match &u.state {
+                        State::Failed { reason } | State::Skipped { reason } => {
+                            Some(reason.clone())
+                        }
+                        _ => None,
+                    },
+                    depends_on: spec
+                        .deps
+                        .iter()
+                        .map(|d| {
+                            (
+                                self.project.plan.get(d.unit).name.clone(),
+                                d.condition.to_string(),
+                            )
+                        })
+                        .collect(),
+                    held: u.held,
+                    wanted: u.wanted,
+                    adopted: live.is_some_and(|l| l.adopted.is_some()),
+                    keep_files: def.log.keep_files,
+                }
+            })
+            .collect();
+        Snapshot {
+            units,
+            templates: self.project.templates.clone(),
+            shutting_down: self.engine.is_shutting_down(),
+            pid: std::process::id(),
+            started: self.started,
+            file: self.project.file.clone(),
+            state_dir: self.project.state_dir.clone(),
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The keeper link (starting the keeper, connecting to it) and what arrives on it: output for
+//! the terminal and `logs -f`, and the lines `log_ready` and log readiness wait for.
+
+use super::*;
+
+/// Connect to the keeper of `state_dir` (starting one if none answers); what it sends arrives
+/// as `Msg::Tap`.
+/// `started`: one was just spawned; only wait for it.
+pub(super) fn connect_keeper(
+    state_dir: &std::path::Path,
+    exe: &std::path::Path,
+    reaper: &Reaper,
+    tx: &UnboundedSender<Msg>,
+    started: bool,
+) -> Result<KeeperLink, RunError> {
+    let start = {
+        let (state_dir, exe, reaper) = (state_dir.to_path_buf(), exe.to_path_buf(), reaper.clone());
+        move || match started {
+            true => Ok(()),
+            false => spawn_keeper(&state_dir, &exe, &reaper).map(drop),
+        }
+    };
+    let tap_tx = tx.clone();
+    KeeperLink::connect(state_dir, start, move |m| {
+        let _ = tap_tx.send(Msg::Tap(m));
+    })
+    .map_err(RunError::Keeper)
+}
+
+/// A keeper started for a start-up that then failed: it holds nothing yet, so it goes.
+pub(super) struct KeeperGuard(pub(super) Option<u32>);
+
+impl Drop for KeeperGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Start `corral __keeper STATE_DIR`; returns its PID.
+pub(super) fn spawn_keeper(
+    state_dir: &std::path::Path,
+    exe: &std::path::Path,
+    reaper: &Reaper,
+) -> std::io::Result<u32> {
+    let err = std::fs::File::create(state_dir.join("keeper.err"))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("__keeper")
+        .arg(state_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .process_group(0);
+    reaper.spawn(&mut cmd).map(|(child, _)| child.id())
+}
+
+impl Supervisor {
+    /// Output from the keeper: to the terminal, to `logs -f` clients, and past the patterns.
+    pub(super) fn tap(&mut self, msg: TapMsg) {
+        match msg {
+            TapMsg::Lines {
+                unit,
+                instance,
+                stream,
+                time,
+                lines,
+            } => {
+                let Some(id) = self.project.plan.find(&unit) else {
+                    return;
+                };
+                for line in &lines {
+                    self.printer.line(id, stream, line);
+                }
+                if self.lines.receiver_count() > 0 {
+                    for line in &lines {
+                        let _ = self.lines.send(Arc::new(LineNotice {
+                            unit: unit.clone(),
+                            time,
+                            stream,
+                            text: String::from_utf8_lossy(line).into_owned(),
+                        }));
+                    }
+                }
+                self.check_patterns(id, instance, &lines);
+            }
+            TapMsg::Eof { unit, instance } => {
+                self.draining.remove(&(unit, instance));
+            }
+            TapMsg::Lost => {
+                self.draining.clear();
+                if self.engine.is_shutting_down() {
+                    return;
+                }
+                // Output of the processes it held is gone with it; new ones get a new keeper.
+                match connect_keeper(
+                    &self.project.state_dir,
+                    &self.options.exe,
+                    &self.reaper,
+                    &self.tx,
+                    false,
+                ) {
+                    Ok(k) => {
+                        eprintln!(
+                            "corral: the log keeper died; started a new one for new processes"
+                        );
+                        self.keeper = Some(k);
+                    }
+                    Err(e) => eprintln!("corral: the log keeper died and cannot be restarted: {e}"),
+                }
+            }
+        }
+    }
+
+    pub(super) fn check_patterns(&mut self, id: UnitId, instance: u64, lines: &[Vec<u8>]) {
+        let Some(live) = self.live[id.0].as_mut().filter(|l| l.instance == instance) else {
+            return;
+        };
+        let watch = &mut live.watch;
+        if watch.log_ready.is_none() && watch.readiness.is_none() {
+            return;
+        }
+        for line in lines {
+            let text = String::from_utf8_lossy(line);
+            if watch.log_ready.as_ref().is_some_and(|r| r.is_match(&text)) {
+                watch.log_ready = None;
+                let _ = self
+                    .tx
+                    .send(Msg::Event(Event::LogReady { unit: id, instance }));
+            }
+            if watch.readiness.as_ref().is_some_and(|r| r.is_match(&text)) {
+                watch.readiness = None;
+                let _ = self.tx.send(Msg::Event(Event::ProbeResult {
+                    unit: id,
+                    instance,
+                    probe: corral_engine::ProbeKind::Readiness,
+                    ok: true,
+                    detail: format!("line matched: {text}"),
+                }));
+            }
+        }
+    }
+
+    pub(super) fn watch_for(&self, unit: UnitId) -> Watch {
+        let def = &self.project.units[unit.0];
+        Watch {
+            log_ready: def.log_ready.clone(),
+            readiness: match &def.readiness {
+                Some(p) => match &p.check {
+                    Check::Log { pattern } => Some(pattern.clone()),
+                    _ => None,
+                },
+                None => None,
+            },
+        }
+    }
+}

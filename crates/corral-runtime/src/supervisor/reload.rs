@@ -1,0 +1,276 @@
+//! Changing the plan while running: reloads of `corral.toml` and services added or removed at
+//! run time. Changed and removed units stop first; then the plan is swapped and events of tasks
+//! started before the swap are re-addressed by instance number.
+
+use super::*;
+
+/// A reload waiting for the units it replaces to stop.
+pub(super) struct PendingReload {
+    pub(super) project: Project,
+    /// Units whose definition changed or that are gone: stopped before the swap.
+    pub(super) replaced: Vec<String>,
+    /// Changed units to start again after the swap (they were wanted).
+    pub(super) restart: Vec<String>,
+    /// Changed units the user had stopped: they stay stopped.
+    pub(super) hold: Vec<String>,
+    pub(super) added: Vec<String>,
+    pub(super) summary: String,
+}
+
+/// What decides whether a unit changed: its whole definition, with dependencies by name (ids
+/// shift when units are added or removed).
+pub(super) fn fingerprints(project: &Project) -> std::collections::HashMap<String, String> {
+    project
+        .units
+        .iter()
+        .zip(&project.plan.units)
+        .map(|(def, spec)| {
+            let mut spec = spec.clone();
+            let deps: Vec<(String, String)> = spec
+                .deps
+                .drain(..)
+                .map(|d| {
+                    (
+                        project.plan.get(d.unit).name.clone(),
+                        d.condition.to_string(),
+                    )
+                })
+                .collect();
+            (def.name.clone(), format!("{def:?}|{spec:?}|{deps:?}"))
+        })
+        .collect()
+}
+
+impl Supervisor {
+    /// Load the project again (with `added` as the services added at run time), and change to
+    /// it: units whose definition changed, or that are gone, are stopped first (dependents
+    /// keep running); once they are down the plan is swapped, the changed ones start again, and
+    /// new ones start. Unchanged units keep their processes.
+    pub(super) async fn reload_with(
+        &mut self,
+        added: Vec<(String, String)>,
+        define: Option<(String, Option<String>)>,
+    ) -> Result<Reply, CommandError> {
+        let new = corral_config::load_with(&self.project.file, &added)
+            .map_err(|e| CommandError::Invalid(e.to_string()))?;
+        // The definition is kept only once it is known to be valid.
+        let stored = match &define {
+            Some((name, Some(body))) => self.store.put_definition(name, body),
+            Some((name, None)) => self.store.forget(name),
+            None => Ok(()),
+        };
+        stored.map_err(|e| CommandError::Invalid(e.to_string()))?;
+        let old = fingerprints(&self.project);
+        let now = fingerprints(&new);
+        let changed: Vec<String> = now
+            .iter()
+            .filter(|(n, f)| old.get(*n).is_some_and(|o| o != *f))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let removed: Vec<String> = old
+            .keys()
+            .filter(|n| !now.contains_key(*n))
+            .cloned()
+            .collect();
+        let added_units: Vec<String> = new
+            .units
+            .iter()
+            .filter(|u| !old.contains_key(&u.name))
+            .map(|u| u.name.clone())
+            .collect();
+        if changed.is_empty() && removed.is_empty() && added_units.is_empty() {
+            return Ok(Reply::Done("nothing changed".into()));
+        }
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        let summary = format!(
+            "reloaded: changed {}; added {}; removed {}",
+            list(&changed),
+            list(&added_units),
+            list(&removed)
+        );
+        let mut restart = Vec::new();
+        let mut hold = Vec::new();
+        for name in changed.iter().chain(&removed) {
+            let Some(id) = self.project.plan.find(name) else {
+                continue;
+            };
+            let u = self.engine.unit(id);
+            if changed.contains(name) {
+                if u.held {
+                    hold.push(name.clone());
+                } else if u.wanted || u.state.is_live() {
+                    restart.push(name.clone());
+                }
+            }
+            self.handle(Event::Stop {
+                unit: id,
+                dependents: false,
+            })
+            .await;
+        }
+        self.reload = Some(PendingReload {
+            project: new,
+            replaced: changed.iter().chain(&removed).cloned().collect(),
+            restart,
+            hold,
+            added: added_units,
+            summary,
+        });
+        match self.finish_reload().await {
+            Some(summary) => Ok(Reply::Done(summary)),
+            None => Ok(Reply::Pending),
+        }
+    }
+
+    /// Finish the pending reload if every unit it replaces is down. Returns its summary then.
+    pub(super) async fn finish_reload(&mut self) -> Option<String> {
+        let pending = self.reload.as_ref()?;
+        let down = pending.replaced.iter().all(|name| {
+            self.project
+                .plan
+                .find(name)
+                .is_none_or(|id| !self.engine.state(id).is_live())
+        });
+        if !down {
+            return None;
+        }
+        let p = self.reload.take()?;
+        let carry: Vec<Option<UnitId>> = p
+            .project
+            .units
+            .iter()
+            .map(|u| {
+                (!p.replaced.contains(&u.name))
+                    .then(|| self.project.plan.find(&u.name))
+                    .flatten()
+            })
+            .collect();
+        // Everything indexed by unit moves with its unit.
+        let mut live = Vec::new();
+        let mut ports = Vec::new();
+        let mut held = Vec::new();
+        let mut restarts = Vec::new();
+        let mut old_to_new = std::collections::HashMap::new();
+        for (i, c) in carry.iter().enumerate() {
+            let def = &p.project.units[i];
+            match c {
+                Some(old) => {
+                    old_to_new.insert(*old, UnitId(i));
+                    live.push(self.live[old.0].take());
+                    ports.push(self.ports[old.0]);
+                    held.push(self.held[old.0]);
+                    restarts.push(self.restarts[old.0]);
+                }
+                None => {
+                    // Stopping it for the reload marked it held in the store; it starts from a
+                    // clean slate (held again below if the user had stopped it).
+                    if let Err(e) = self.store.set_held(&def.name, false) {
+                        eprintln!("corral: {e}");
+                    }
+                    live.push(None);
+                    let port = if def.ports.contains(&PortDecl::Auto) {
+                        self.store.port(&def.name).ok().flatten()
+                    } else {
+                        None
+                    };
+                    ports.push(port);
+                    held.push(false);
+                    restarts.push(0);
+                }
+            }
+        }
+        self.moved.retain(|_, id| match old_to_new.get(id) {
+            Some(new) => {
+                *id = *new;
+                true
+            }
+            None => false,
+        });
+        for (old, new) in &old_to_new {
+            let instance = self.engine.unit(*old).instance;
+            if old != new && instance != 0 {
+                self.moved.insert(instance, *new);
+            }
+        }
+        for name in &p.replaced {
+            if p.project.plan.find(name).is_none()
+                && let Err(e) = self.store.forget(name)
+            {
+                eprintln!("corral: {e}");
+            }
+        }
+        self.engine.replace_plan(p.project.plan.clone(), &carry);
+        self.project = p.project;
+        self.live = live;
+        self.ports = ports;
+        self.held = held;
+        self.restarts = restarts;
+        self.printer
+            .rename(self.project.units.iter().map(|u| u.name.clone()).collect())
+            .await;
+        self.printer.system(p.summary.clone()).await;
+        let ids = |names: &[String]| -> Vec<UnitId> {
+            names
+                .iter()
+                .filter_map(|n| self.project.plan.find(n))
+                .collect()
+        };
+        let (added, restart, hold) = (ids(&p.added), ids(&p.restart), ids(&p.hold));
+        self.handle(Event::Up(added)).await;
+        for unit in restart {
+            self.handle(Event::Start {
+                unit,
+                dependents: false,
+            })
+            .await;
+        }
+        for unit in hold {
+            self.handle(Event::Stop {
+                unit,
+                dependents: false,
+            })
+            .await;
+        }
+        self.run_cleanups();
+        Some(p.summary)
+    }
+
+    /// An event from a task started before a plan change names the unit's old index; its
+    /// instance number says where the unit is now.
+    pub(super) fn readdress(&self, mut ev: Event) -> Event {
+        if self.moved.is_empty() {
+            return ev;
+        }
+        match &mut ev {
+            Event::Exited { unit, instance, .. }
+            | Event::ProbeResult { unit, instance, .. }
+            | Event::LogReady { unit, instance }
+            | Event::Timer { unit, instance, .. } => {
+                if let Some(id) = self.moved.get(instance) {
+                    *unit = *id;
+                }
+            }
+            _ => {}
+        }
+        ev
+    }
+
+    /// An event about an instance that is no longer current (or a unit a reload removed).
+    pub(super) fn is_stale(&self, ev: &Event) -> bool {
+        match ev {
+            Event::Exited { unit, instance, .. }
+            | Event::ProbeResult { unit, instance, .. }
+            | Event::LogReady { unit, instance }
+            | Event::Timer { unit, instance, .. } => {
+                unit.0 >= self.project.units.len() || self.engine.unit(*unit).instance != *instance
+            }
+            _ => false,
+        }
+    }
+}
