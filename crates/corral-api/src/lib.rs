@@ -19,6 +19,8 @@
 
 pub mod auth;
 pub mod client;
+mod instances;
+mod metrics;
 pub mod procs;
 pub mod server;
 pub mod wire;

@@ -18,7 +18,7 @@ use corral_runtime::{Command, CommandError, Control, Reply, Snapshot};
 use regex::{Regex, RegexBuilder};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::{procs, wire};
+use crate::{instances, metrics, procs, wire};
 
 pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("api.sock")
@@ -158,19 +158,22 @@ pub fn router(control: Control) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/events/history", get(history))
         .route("/v1/shutdown", post(shutdown))
-        .route("/metrics", get(metrics))
-        .route("/v1/runs", post(start_run))
-        .route("/v1/runs/{id}", get(get_run))
-        .route("/v1/templates", get(templates))
-        .route("/v1/instances", get(instances).post(create_instance))
+        .route("/metrics", get(metrics::metrics))
+        .route("/v1/runs", post(instances::start_run))
+        .route("/v1/runs/{id}", get(instances::get_run))
+        .route("/v1/templates", get(instances::templates))
+        .route(
+            "/v1/instances",
+            get(instances::instances).post(instances::create_instance),
+        )
         .route(
             "/v1/instances/{name}",
-            get(instance).delete(delete_instance),
+            get(instances::instance).delete(instances::delete_instance),
         )
         .route(
             "/v1/instances/{name}/workspace",
-            axum::routing::put(upload_workspace)
-                .layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD)),
+            axum::routing::put(instances::upload_workspace)
+                .layer(axum::extract::DefaultBodyLimit::max(instances::MAX_UPLOAD)),
         )
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
@@ -301,7 +304,7 @@ async fn services(
 }
 
 /// One `/proc` scan for every running service's tree (off the async workers: it reads files).
-async fn measure_services(
+pub(crate) async fn measure_services(
     app: &App,
     snap: &Snapshot,
 ) -> HashMap<String, corral_runtime::metrics::Usage> {
@@ -314,124 +317,6 @@ async fn measure_services(
     tokio::task::spawn_blocking(move || meter.measure(&roots))
         .await
         .unwrap_or_default()
-}
-
-/// Prometheus text format: per service up, CPU, memory, uptime and restarts; per ad-hoc process
-/// CPU and memory.
-async fn metrics(State(app): State<App>) -> ApiResult<Response> {
-    use std::fmt::Write;
-    let snap = app.control.snapshot().await?;
-    let procs = app.control.adhoc.list().await.unwrap_or_default();
-    let mut roots: Vec<(String, u32)> = snap
-        .units
-        .iter()
-        .filter_map(|u| Some((u.name.clone(), u.pid?)))
-        .collect();
-    roots.extend(
-        procs
-            .iter()
-            .filter(|p| p.state == "running")
-            .map(|p| (format!("proc:{}", p.id), p.pid)),
-    );
-    let meter = app.meter.clone();
-    let usage = tokio::task::spawn_blocking(move || meter.measure(&roots))
-        .await
-        .unwrap_or_default();
-    let mut out = String::new();
-    let mut family = |name: &str, help: &str, kind: &str, rows: Vec<(String, String)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in rows {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
-        }
-    };
-    let svc = |u: &corral_runtime::UnitView| {
-        format!("service=\"{}\",kind=\"{}\"", u.name, u.kind.as_str())
-    };
-    let units: Vec<&corral_runtime::UnitView> = snap
-        .units
-        .iter()
-        .filter(|u| u.kind != corral_engine::Kind::Target)
-        .collect();
-    family(
-        "corral_service_up",
-        "1 when the service has a running process.",
-        "gauge",
-        units
-            .iter()
-            .map(|u| (svc(u), u8::from(u.pid.is_some()).to_string()))
-            .collect(),
-    );
-    family(
-        "corral_service_ready",
-        "1 when the service is running and its readiness check passes.",
-        "gauge",
-        units
-            .iter()
-            .map(|u| (svc(u), u8::from(u.ready).to_string()))
-            .collect(),
-    );
-    family(
-        "corral_service_restarts",
-        "Restarts since the counters were last reset.",
-        "gauge",
-        units
-            .iter()
-            .map(|u| (svc(u), u.restarts.to_string()))
-            .collect(),
-    );
-    family(
-        "corral_service_uptime_seconds",
-        "How long the current process has run.",
-        "gauge",
-        units
-            .iter()
-            .filter_map(|u| Some((svc(u), format!("{:.3}", u.uptime?.as_secs_f64()))))
-            .collect(),
-    );
-    let measured =
-        |prefix: &str, f: fn(&corral_runtime::metrics::Usage) -> String| -> Vec<(String, String)> {
-            let mut rows: Vec<(String, String)> = usage
-                .iter()
-                .filter_map(|(k, u)| {
-                    let label = match k.strip_prefix("proc:") {
-                        Some(id) if prefix == "proc" => format!("proc=\"{id}\""),
-                        None if prefix == "service" => format!("service=\"{k}\""),
-                        _ => return None,
-                    };
-                    Some((label, f(u)))
-                })
-                .collect();
-            rows.sort();
-            rows
-        };
-    for prefix in ["service", "proc"] {
-        family(
-            &format!("corral_{prefix}_cpu_percent"),
-            "CPU use of the process tree, percent of one core since the last scrape.",
-            "gauge",
-            measured(prefix, |u| format!("{:.1}", u.cpu_percent)),
-        );
-        family(
-            &format!("corral_{prefix}_rss_bytes"),
-            "Resident memory of the process tree.",
-            "gauge",
-            measured(prefix, |u| u.rss_bytes.to_string()),
-        );
-        family(
-            &format!("corral_{prefix}_processes"),
-            "Processes in the tree.",
-            "gauge",
-            measured(prefix, |u| u.processes.to_string()),
-        );
-    }
-    Ok((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response())
 }
 
 fn find<'a>(snap: &'a Snapshot, name: &str) -> ApiResult<&'a corral_runtime::UnitView> {
@@ -491,7 +376,7 @@ pub fn flag(map: &HashMap<String, String>, key: &str) -> ApiResult<bool> {
     }
 }
 
-async fn act(app: &App, command: Command) -> ApiResult<Json<wire::Done>> {
+pub(crate) async fn act(app: &App, command: Command) -> ApiResult<Json<wire::Done>> {
     match app.control.ask(command).await? {
         Reply::Done(message) => Ok(Json(wire::Done { message })),
         _ => Err(ApiError::bad("unexpected reply")),
@@ -914,150 +799,6 @@ async fn remove_service(
     UrlPath(name): UrlPath<String>,
 ) -> ApiResult<Json<wire::Done>> {
     act(&app, Command::Remove { name }).await
-}
-
-/// The largest workspace ZIP accepted.
-const MAX_UPLOAD: usize = 256 << 20;
-
-async fn templates(State(app): State<App>) -> ApiResult<Json<Vec<wire::Template>>> {
-    let s = app.control.snapshot().await?;
-    Ok(Json(
-        s.templates
-            .iter()
-            .map(|t| wire::Template {
-                name: t.name.clone(),
-                params: t.params.iter().cloned().collect(),
-                setup_steps: t.setup.len(),
-                files: t.files.iter().map(|(p, _)| p.clone()).collect(),
-                port_range: t.port_range,
-            })
-            .collect(),
-    ))
-}
-
-fn instance_reply(reply: Reply) -> ApiResult<corral_runtime::instances::Instance> {
-    match reply {
-        Reply::Instance(i) => Ok(*i),
-        _ => Err(ApiError::bad("unexpected reply")),
-    }
-}
-
-async fn create_instance(
-    State(app): State<App>,
-    body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<corral_runtime::instances::Instance>)> {
-    let req: wire::InstanceRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad(format!(
-            "the body must be {{\"template\": \"NAME\", \"params\": {{}}, \"git\": \"URL\" or \"upload\": true}}: {e}"
-        ))
-    })?;
-    let reply = app
-        .control
-        .ask(Command::CreateInstance {
-            template: req.template,
-            params: req.params.into_iter().collect(),
-            git: req.git,
-            upload: req.upload,
-        })
-        .await?;
-    Ok((StatusCode::CREATED, Json(instance_reply(reply)?)))
-}
-
-async fn upload_workspace(
-    State(app): State<App>,
-    UrlPath(name): UrlPath<String>,
-    body: axum::body::Bytes,
-) -> ApiResult<Json<corral_runtime::instances::Instance>> {
-    let reply = app
-        .control
-        .ask(Command::UploadWorkspace {
-            name,
-            zip: body.to_vec(),
-        })
-        .await?;
-    Ok(Json(instance_reply(reply)?))
-}
-
-async fn instances(
-    State(app): State<App>,
-) -> ApiResult<Json<Vec<corral_runtime::instances::Instance>>> {
-    match app.control.ask(Command::ListInstances).await? {
-        Reply::Instances(list) => Ok(Json(list)),
-        _ => Err(ApiError::bad("unexpected reply")),
-    }
-}
-
-async fn instance(
-    State(app): State<App>,
-    UrlPath(name): UrlPath<String>,
-) -> ApiResult<Json<corral_runtime::instances::Instance>> {
-    let reply = app.control.ask(Command::GetInstance { name }).await?;
-    Ok(Json(instance_reply(reply)?))
-}
-
-async fn delete_instance(
-    State(app): State<App>,
-    UrlPath(name): UrlPath<String>,
-) -> ApiResult<Json<wire::Done>> {
-    act(&app, Command::DeleteInstance { name }).await
-}
-
-/// Start a pipeline; with `?wait=true` answer when it has finished.
-async fn start_run(
-    State(app): State<App>,
-    RawQuery(q): RawQuery,
-    body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<wire::Run>)> {
-    let wait = flag(&params(q.as_deref(), &["wait"])?, "wait")?;
-    let req: wire::RunRequest = if body.is_empty() {
-        wire::RunRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad(format!(
-                "the body must be {{\"tasks\": [...], \"sequential\": false}}: {e}"
-            ))
-        })?
-    };
-    let run = match app
-        .control
-        .ask(Command::RunTasks {
-            tasks: req.tasks,
-            sequential: req.sequential,
-        })
-        .await?
-    {
-        Reply::Run(r) => r,
-        _ => return Err(ApiError::bad("unexpected reply")),
-    };
-    if !wait {
-        return Ok((StatusCode::CREATED, Json(wire::Run::from(&run))));
-    }
-    match app
-        .control
-        .ask(Command::GetRun {
-            id: run.id,
-            wait: true,
-        })
-        .await?
-    {
-        Reply::Run(r) => Ok((StatusCode::CREATED, Json(wire::Run::from(&r)))),
-        _ => Err(ApiError::bad("unexpected reply")),
-    }
-}
-
-async fn get_run(
-    State(app): State<App>,
-    UrlPath(id): UrlPath<String>,
-    RawQuery(q): RawQuery,
-) -> ApiResult<Json<wire::Run>> {
-    let wait = flag(&params(q.as_deref(), &["wait"])?, "wait")?;
-    let id: u64 = id
-        .parse()
-        .map_err(|_| ApiError::not_found(format!("no pipeline run `{id}`")))?;
-    match app.control.ask(Command::GetRun { id, wait }).await? {
-        Reply::Run(r) => Ok(Json(wire::Run::from(&r))),
-        _ => Err(ApiError::bad("unexpected reply")),
-    }
 }
 
 async fn shutdown(State(app): State<App>) -> ApiResult<Json<wire::Done>> {

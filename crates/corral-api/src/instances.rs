@@ -1,0 +1,153 @@
+//! Routes for templates, their instances, and pipeline runs.
+
+use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Json;
+use corral_runtime::{Command, Reply};
+
+use crate::server::{ApiError, ApiResult, App, act, flag, params};
+use crate::wire;
+
+/// The largest workspace ZIP accepted.
+pub(crate) const MAX_UPLOAD: usize = 256 << 20;
+
+pub(crate) async fn templates(State(app): State<App>) -> ApiResult<Json<Vec<wire::Template>>> {
+    let s = app.control.snapshot().await?;
+    Ok(Json(
+        s.templates
+            .iter()
+            .map(|t| wire::Template {
+                name: t.name.clone(),
+                params: t.params.iter().cloned().collect(),
+                setup_steps: t.setup.len(),
+                files: t.files.iter().map(|(p, _)| p.clone()).collect(),
+                port_range: t.port_range,
+            })
+            .collect(),
+    ))
+}
+
+fn instance_reply(reply: Reply) -> ApiResult<corral_runtime::instances::Instance> {
+    match reply {
+        Reply::Instance(i) => Ok(*i),
+        _ => Err(ApiError::bad("unexpected reply")),
+    }
+}
+
+pub(crate) async fn create_instance(
+    State(app): State<App>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<corral_runtime::instances::Instance>)> {
+    let req: wire::InstanceRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad(format!(
+            "the body must be {{\"template\": \"NAME\", \"params\": {{}}, \"git\": \"URL\" or \"upload\": true}}: {e}"
+        ))
+    })?;
+    let reply = app
+        .control
+        .ask(Command::CreateInstance {
+            template: req.template,
+            params: req.params.into_iter().collect(),
+            git: req.git,
+            upload: req.upload,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(instance_reply(reply)?)))
+}
+
+pub(crate) async fn upload_workspace(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<corral_runtime::instances::Instance>> {
+    let reply = app
+        .control
+        .ask(Command::UploadWorkspace {
+            name,
+            zip: body.to_vec(),
+        })
+        .await?;
+    Ok(Json(instance_reply(reply)?))
+}
+
+pub(crate) async fn instances(
+    State(app): State<App>,
+) -> ApiResult<Json<Vec<corral_runtime::instances::Instance>>> {
+    match app.control.ask(Command::ListInstances).await? {
+        Reply::Instances(list) => Ok(Json(list)),
+        _ => Err(ApiError::bad("unexpected reply")),
+    }
+}
+
+pub(crate) async fn instance(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<corral_runtime::instances::Instance>> {
+    let reply = app.control.ask(Command::GetInstance { name }).await?;
+    Ok(Json(instance_reply(reply)?))
+}
+
+pub(crate) async fn delete_instance(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<wire::Done>> {
+    act(&app, Command::DeleteInstance { name }).await
+}
+
+/// Start a pipeline; with `?wait=true` answer when it has finished.
+pub(crate) async fn start_run(
+    State(app): State<App>,
+    RawQuery(q): RawQuery,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<wire::Run>)> {
+    let wait = flag(&params(q.as_deref(), &["wait"])?, "wait")?;
+    let req: wire::RunRequest = if body.is_empty() {
+        wire::RunRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad(format!(
+                "the body must be {{\"tasks\": [...], \"sequential\": false}}: {e}"
+            ))
+        })?
+    };
+    let run = match app
+        .control
+        .ask(Command::RunTasks {
+            tasks: req.tasks,
+            sequential: req.sequential,
+        })
+        .await?
+    {
+        Reply::Run(r) => r,
+        _ => return Err(ApiError::bad("unexpected reply")),
+    };
+    if !wait {
+        return Ok((StatusCode::CREATED, Json(wire::Run::from(&run))));
+    }
+    match app
+        .control
+        .ask(Command::GetRun {
+            id: run.id,
+            wait: true,
+        })
+        .await?
+    {
+        Reply::Run(r) => Ok((StatusCode::CREATED, Json(wire::Run::from(&r)))),
+        _ => Err(ApiError::bad("unexpected reply")),
+    }
+}
+
+pub(crate) async fn get_run(
+    State(app): State<App>,
+    UrlPath(id): UrlPath<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<wire::Run>> {
+    let wait = flag(&params(q.as_deref(), &["wait"])?, "wait")?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("no pipeline run `{id}`")))?;
+    match app.control.ask(Command::GetRun { id, wait }).await? {
+        Reply::Run(r) => Ok(Json(wire::Run::from(&r))),
+        _ => Err(ApiError::bad("unexpected reply")),
+    }
+}
