@@ -14,6 +14,9 @@
 //! Errors are JSON `{"code": "...", "message": "..."}` with a 4xx status for bad input; a slow
 //! client of a stream is dropped behind (it is told how many events it missed), never waited on.
 //!
+//! The routes live by subject: units, logs and events in [`server`], ad-hoc processes in
+//! [`procs`], templates, instances and pipeline runs in `instances`, Prometheus in `metrics`.
+//!
 //! [`client`] is the other end, used by the CLI: HTTP/1.1 over the Unix socket with hyper.
 //! `openapi.json` next to this crate describes every route; a test keeps it in step.
 
