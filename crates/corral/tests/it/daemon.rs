@@ -49,15 +49,6 @@ fn wait_state(p: &Project, name: &str, state: &str) -> serde_json::Value {
     }
 }
 
-fn daemon_pid(p: &Project) -> i32 {
-    p.read(".corral/daemon.pid")
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn daemon_serves_the_api_and_the_cli_end_to_end() {
     let p = Project::new(TWO);
@@ -245,13 +236,7 @@ fn after_kill_9_of_the_daemon_services_are_adopted_with_no_line_lost_or_repeated
         numbers(&p).len() > 200
     });
 
-    let daemon = daemon_pid(&p);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    eventually(Duration::from_secs(5), "daemon gone", || is_dead(daemon));
+    p.kill_daemon();
     // With no daemon, the service keeps running and its output keeps reaching the file.
     let before = numbers(&p).len();
     eventually(

@@ -167,6 +167,23 @@ impl Project {
         }
     }
 
+    /// The PID of the project's daemon, from its PID file.
+    pub fn daemon_pid(&self) -> i32 {
+        self.read(".corral/daemon.pid")
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a daemon PID file")
+    }
+
+    /// `kill -9` the daemon and wait (bounded) until it is gone; returns its PID.
+    pub fn kill_daemon(&self) -> i32 {
+        let pid = self.daemon_pid();
+        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        eventually(Duration::from_secs(5), "daemon gone", || is_dead(pid));
+        pid
+    }
+
     /// One HTTP/1.1 request over the project's API socket: (status, body).
     pub fn http(&self, method: &str, path: &str) -> (u16, String) {
         self.http_body(method, path, "")

@@ -270,19 +270,7 @@ fn devbox_instances_from_empty_zip_and_git_workspaces() {
     }
 
     // The daemon dies; the new one adopts them, and setup does not run again.
-    let daemon: i32 = p
-        .read(".corral/daemon.pid")
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    eventually(Duration::from_secs(5), "daemon gone", || is_dead(daemon));
+    p.kill_daemon();
     let (status, out, err) = p.run_client(&["up", "-d"]);
     assert!(status.success(), "{out}{err}");
     for (name, pid) in names.iter().zip(&pids) {

@@ -276,19 +276,7 @@ fn a_new_daemon_ends_what_a_crashed_one_left_running() {
     up(&p);
     let (_, v) = json(&p, "POST", "/v1/procs", r#"{"command": "exec sleep 1000"}"#);
     let pid = v["pid"].as_u64().unwrap() as i32;
-    let daemon: i32 = p
-        .read(".corral/daemon.pid")
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    eventually(Duration::from_secs(5), "daemon gone", || is_dead(daemon));
+    p.kill_daemon();
     assert!(
         !is_dead(pid),
         "the ad-hoc process outlived the daemon for now"
