@@ -214,8 +214,9 @@ pub(crate) async fn clear(State(app): State<App>) -> ApiResult<Json<wire::Done>>
     }))
 }
 
-/// Server-sent events: the output kept so far (`output` events), then new output as it comes,
-/// then one `exit` event with the final record, and the stream ends.
+/// Server-sent events: the output kept so far, then new output as it comes, one `line` event
+/// per line (`{"stream": "out"|"err", "text": ...}`; an `omitted` event stands where the middle
+/// of a long output was dropped), then one `exit` event with the final record, and the end.
 pub(crate) async fn output(
     State(app): State<App>,
     UrlPath(id): UrlPath<String>,
@@ -224,38 +225,32 @@ pub(crate) async fn output(
     let feed = app.control.adhoc.output();
     let done = app.control.adhoc.watch(&id).await?;
     let view = app.control.adhoc.get(&id).await?;
-    let seen = view.output.original_bytes;
-    // The kept output: by stream while it is whole, else head, a marker, and tail.
-    let backlog: Vec<(&str, String)> = match &view.output.runs {
-        Some(runs) => runs.iter().map(|(s, t)| (s.tag(), t.clone())).collect(),
-        None => vec![
-            ("out", view.output.head.clone()),
-            (
-                "out",
-                format!("\n[… {} bytes omitted …]\n", view.output.omitted_bytes),
-            ),
-            ("out", view.output.tail.clone()),
-        ],
-    };
-    let first: Vec<_> = backlog
-        .into_iter()
-        .filter(|(_, t)| !t.is_empty())
-        .map(|(stream, text)| {
-            Ok::<_, Infallible>(sse_json(
-                "output",
-                &wire::Chunk {
-                    stream: stream.to_string(),
-                    text,
-                },
-            ))
-        })
-        .collect();
+    let mut lines = Lines::default();
+    let mut first = Vec::new();
+    match &view.output.runs {
+        // Whole: by stream, in order.
+        Some(runs) => {
+            for (stream, text) in runs {
+                lines.feed(stream.tag(), text, &mut first);
+            }
+        }
+        None => {
+            lines.feed("out", &view.output.head, &mut first);
+            lines.flush(&mut first);
+            first.push(sse_json(
+                "omitted",
+                &serde_json::json!({"bytes": view.output.omitted_bytes}),
+            ));
+            lines.feed("out", &view.output.tail, &mut first);
+        }
+    }
     let follow = Follow {
         id: id.clone(),
         feed,
         done,
-        seen,
-        pending: std::collections::VecDeque::new(),
+        seen: view.output.original_bytes,
+        lines,
+        pending: first.into(),
         ending: false,
         adhoc: app.control.adhoc.clone(),
     };
@@ -263,11 +258,54 @@ pub(crate) async fn output(
         let event = f.next().await?;
         Some((Ok::<_, Infallible>(event), f))
     });
-    let stream = futures_util::StreamExt::chain(futures_util::stream::iter(first), live);
-    Ok(Sse::new(stream)
+    Ok(Sse::new(live)
         .keep_alive(KeepAlive::default())
         .into_response())
 }
+
+/// Cuts a process's output into lines, holding each stream's unfinished line until it ends.
+#[derive(Default)]
+struct Lines {
+    out: String,
+    err: String,
+}
+
+impl Lines {
+    fn feed(&mut self, stream: &str, text: &str, events: &mut Vec<SseEvent>) {
+        let carry = if stream == "err" {
+            &mut self.err
+        } else {
+            &mut self.out
+        };
+        carry.push_str(text);
+        while let Some(nl) = carry.find('\n') {
+            let line: String = carry.drain(..=nl).collect();
+            events.push(line_event(stream, line.trim_end_matches('\n')));
+        }
+    }
+
+    /// The unfinished lines, as lines.
+    fn flush(&mut self, events: &mut Vec<SseEvent>) {
+        for (stream, carry) in [("out", &mut self.out), ("err", &mut self.err)] {
+            if !carry.is_empty() {
+                events.push(line_event(stream, carry));
+                carry.clear();
+            }
+        }
+    }
+}
+
+fn line_event(stream: &str, text: &str) -> SseEvent {
+    sse_json(
+        "line",
+        &wire::Chunk {
+            stream: stream.to_string(),
+            text: text.to_string(),
+        },
+    )
+}
+
+type SseEvent = axum::response::sse::Event;
 
 struct Follow {
     id: String,
@@ -275,25 +313,22 @@ struct Follow {
     done: tokio::sync::watch::Receiver<bool>,
     /// Output bytes already sent (from the record).
     seen: u64,
-    pending: std::collections::VecDeque<axum::response::sse::Event>,
+    lines: Lines,
+    pending: std::collections::VecDeque<SseEvent>,
     ending: bool,
     adhoc: corral_runtime::adhoc::Adhoc,
 }
 
 impl Follow {
-    fn chunk(&self, c: &corral_runtime::adhoc::ProcChunk) -> Option<axum::response::sse::Event> {
-        (c.id == self.id && c.offset >= self.seen).then(|| {
-            sse_json(
-                "output",
-                &wire::Chunk {
-                    stream: c.stream.tag().to_string(),
-                    text: c.text.clone(),
-                },
-            )
-        })
+    fn chunk(&mut self, c: &corral_runtime::adhoc::ProcChunk) {
+        if c.id == self.id && c.offset >= self.seen {
+            let mut events = Vec::new();
+            self.lines.feed(c.stream.tag(), &c.text, &mut events);
+            self.pending.extend(events);
+        }
     }
 
-    async fn next(&mut self) -> Option<axum::response::sse::Event> {
+    async fn next(&mut self) -> Option<SseEvent> {
         loop {
             if let Some(e) = self.pending.pop_front() {
                 return Some(e);
@@ -306,11 +341,7 @@ impl Follow {
                 _ = self.done.wait_for(|d| *d) => None,
             };
             match woke {
-                Some(Ok(c)) => {
-                    if let Some(e) = self.chunk(&c) {
-                        return Some(e);
-                    }
-                }
+                Some(Ok(c)) => self.chunk(&c),
                 Some(Err(RecvError::Lagged(n))) => {
                     return Some(sse_json("lagged", &serde_json::json!({"missed_chunks": n})));
                 }
@@ -318,10 +349,11 @@ impl Follow {
                 None => {
                     // Everything it wrote was sent to the feed before it was marked done.
                     while let Ok(c) = self.feed.try_recv() {
-                        if let Some(e) = self.chunk(&c) {
-                            self.pending.push_back(e);
-                        }
+                        self.chunk(&c);
                     }
+                    let mut rest = Vec::new();
+                    self.lines.flush(&mut rest);
+                    self.pending.extend(rest);
                     if let Ok(view) = self.adhoc.get(&self.id).await {
                         self.pending
                             .push_back(sse_json("exit", &wire::Proc::from(&view)));

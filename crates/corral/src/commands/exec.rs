@@ -49,16 +49,20 @@ pub fn run(file: Option<&Path>, args: ExecArgs) -> Result<ExitCode, CliError> {
     rt.block_on(c.stream(
         &format!("/v1/procs/{}/output", proc.id),
         |event, data| match event {
-            "output" => {
-                if let Ok(chunk) = serde_json::from_str::<wire::Chunk>(data) {
-                    if chunk.stream == "err" {
-                        let _ = std::io::stderr().write_all(chunk.text.as_bytes());
+            "line" => {
+                if let Ok(line) = serde_json::from_str::<wire::Chunk>(data) {
+                    if line.stream == "err" {
+                        let _ = writeln!(std::io::stderr(), "{}", line.text);
                     } else {
                         let mut out = std::io::stdout();
-                        let _ = out.write_all(chunk.text.as_bytes());
+                        let _ = writeln!(out, "{}", line.text);
                         let _ = out.flush();
                     }
                 }
+                true
+            }
+            "omitted" => {
+                eprintln!("corral: [… part of the output was not kept: {data} …]");
                 true
             }
             "exit" => {

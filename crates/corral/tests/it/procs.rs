@@ -308,3 +308,46 @@ fn the_event_stream_carries_unit_and_process_events() {
     drop(events);
     down(&p);
 }
+
+#[test]
+fn the_output_stream_has_one_event_per_line_then_the_exit() {
+    let p = Project::new(ONE);
+    up(&p);
+    let body = r#"{"command": "printf 'a\nb\n'; echo e1 >&2; sleep 0.2; printf 'c'"}"#;
+    let (_, v) = json(&p, "POST", "/v1/procs", body);
+    let id = v["id"].as_str().unwrap().to_string();
+    // The stream ends after the `exit` event, so reading to the end is bounded by the process.
+    let (status, text) = p.http("GET", &format!("/v1/procs/{id}/output"));
+    assert_eq!(status, 200, "{text}");
+    let mut events = Vec::new();
+    let mut kind = String::new();
+    for line in text.lines() {
+        if let Some(k) = line.strip_prefix("event: ") {
+            kind = k.to_string();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            let v: serde_json::Value = serde_json::from_str(d).unwrap();
+            events.push((kind.clone(), v));
+        }
+    }
+    let lines: Vec<(String, String)> = events
+        .iter()
+        .filter(|(k, _)| k == "line")
+        .map(|(_, v)| {
+            (
+                v["stream"].as_str().unwrap().into(),
+                v["text"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let out: Vec<&str> = lines
+        .iter()
+        .filter(|(s, _)| s == "out")
+        .map(|(_, t)| t.as_str())
+        .collect();
+    assert_eq!(out, ["a", "b", "c"], "{text}");
+    assert!(lines.contains(&("err".into(), "e1".into())), "{text}");
+    let (last, exit) = events.last().unwrap();
+    assert_eq!(last, "exit");
+    assert_eq!(exit["exit_code"], 0);
+    down(&p);
+}
