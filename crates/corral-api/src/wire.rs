@@ -1,4 +1,6 @@
-//! The JSON shapes of the API, shared by the server and the client.
+//! The JSON shapes of the API, shared by the server and the client. They mirror the runtime's
+//! views on purpose rather than serializing them: the JSON is a contract with other programs,
+//! the runtime's structs are free to change.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
