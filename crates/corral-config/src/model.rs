@@ -26,6 +26,10 @@ impl Project {
     pub fn unit(&self, name: &str) -> Option<&UnitDef> {
         self.units.iter().find(|u| u.name == name)
     }
+
+    pub fn template(&self, name: &str) -> Option<&Template> {
+        self.templates.iter().find(|t| t.name == name)
+    }
 }
 
 /// How to run a command.
@@ -213,6 +217,19 @@ impl TemplateValue {
 }
 
 impl Template {
+    /// The setup commands as argv lists, placeholders filled.
+    pub fn setup_argv(&self, vars: &[(String, String)], port: u16) -> Vec<Vec<String>> {
+        self.setup
+            .iter()
+            .map(|c| {
+                c.to_argv(Some(port))
+                    .iter()
+                    .map(|a| fill(a, vars))
+                    .collect()
+            })
+            .collect()
+    }
+
     /// The body of the instance's `[services.NAME]` table: placeholders filled, the port set.
     pub fn render(&self, vars: &[(String, String)], port: u16) -> String {
         let mut out = String::new();

@@ -53,32 +53,26 @@ impl Supervisor {
         upload: bool,
     ) -> Result<Reply, CommandError> {
         use crate::instances::{Instance, Source, Step};
-        let tpl = self
-            .project
-            .templates
-            .iter()
-            .find(|t| t.name == template)
-            .cloned()
-            .ok_or_else(|| {
-                let names: Vec<&str> = self
-                    .project
-                    .templates
-                    .iter()
-                    .map(|t| t.name.as_str())
-                    .collect();
-                CommandError::NotFound(
-                    match corral_config::did_you_mean(&template, names.iter().copied()) {
-                        Some(s) => format!("no template named `{template}` (did you mean `{s}`?)"),
-                        None if names.is_empty() => {
-                            format!("no template named `{template}`: corral.toml defines none")
-                        }
-                        None => format!(
-                            "no template named `{template}` (there are: {})",
-                            names.join(", ")
-                        ),
-                    },
-                )
-            })?;
+        let tpl = self.project.template(&template).cloned().ok_or_else(|| {
+            let names: Vec<&str> = self
+                .project
+                .templates
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect();
+            CommandError::NotFound(
+                match corral_config::did_you_mean(&template, names.iter().copied()) {
+                    Some(s) => format!("no template named `{template}` (did you mean `{s}`?)"),
+                    None if names.is_empty() => {
+                        format!("no template named `{template}`: corral.toml defines none")
+                    }
+                    None => format!(
+                        "no template named `{template}` (there are: {})",
+                        names.join(", ")
+                    ),
+                },
+            )
+        })?;
         if git.is_some() && upload {
             return Err(CommandError::Invalid(
                 "choose one of `git` and `upload`".into(),
@@ -174,12 +168,7 @@ impl Supervisor {
         if !tpl.files.is_empty() {
             inst.steps.push(step("files".into()));
         }
-        for c in &tpl.setup {
-            let argv: Vec<String> = c
-                .to_argv(Some(port))
-                .iter()
-                .map(|a| corral_config::fill(a, &vars))
-                .collect();
+        for argv in tpl.setup_argv(&vars, port) {
             inst.steps.push(step(argv.join(" ")));
         }
         self.save_instance(inst.clone());
@@ -200,13 +189,7 @@ impl Supervisor {
         source: crate::instances::Source,
     ) {
         use crate::instances::{Source, extract_zip, run_step};
-        let Some(tpl) = self
-            .project
-            .templates
-            .iter()
-            .find(|t| t.name == inst.template)
-            .cloned()
-        else {
+        let Some(tpl) = self.project.template(&inst.template).cloned() else {
             return;
         };
         let (tx, reaper) = (self.tx.clone(), self.reaper.clone());
@@ -278,14 +261,9 @@ impl Supervisor {
                 inst.set_step(i, "done", format!("{} written", tpl.files.len()));
                 i += 1;
             }
-            for c in &tpl.setup {
+            for argv in tpl.setup_argv(&vars, inst.port) {
                 inst.set_step(i, "running", "");
                 report(&inst);
-                let argv: Vec<String> = c
-                    .to_argv(Some(inst.port))
-                    .iter()
-                    .map(|a| corral_config::fill(a, &vars))
-                    .collect();
                 if let Err(e) = run_step(&reaper, &argv, &dir, &env, &log).await {
                     return fail(inst, i, e);
                 }
@@ -298,13 +276,7 @@ impl Supervisor {
 
     /// The workspace is ready: add the instance's service (which starts it).
     pub(super) async fn instance_ready(&mut self, mut inst: crate::instances::Instance) {
-        let Some(tpl) = self
-            .project
-            .templates
-            .iter()
-            .find(|t| t.name == inst.template)
-            .cloned()
-        else {
+        let Some(tpl) = self.project.template(&inst.template).cloned() else {
             inst.state = "failed".into();
             inst.error = Some(format!(
                 "template `{}` is gone from the config",

@@ -80,8 +80,9 @@ fn json(p: &Project, method: &str, path: &str, body: &str) -> (u16, serde_json::
     )
 }
 
-fn sh(dir: &Path, script: &str) {
-    let out = std::process::Command::new("sh")
+/// Run `program -c script` in `dir`; it must succeed.
+fn run_ok(dir: &Path, program: &str, script: &str) {
+    let out = std::process::Command::new(program)
         .arg("-c")
         .arg(script)
         .current_dir(dir)
@@ -94,21 +95,15 @@ fn sh(dir: &Path, script: &str) {
     );
 }
 
+fn sh(dir: &Path, script: &str) {
+    run_ok(dir, "sh", script);
+}
+
 /// A ZIP made by Python's zipfile: `entries` is Python code adding to `z`.
 fn make_zip(dir: &Path, name: &str, entries: &str) -> Vec<u8> {
     let script =
         format!("import zipfile\nz = zipfile.ZipFile('{name}', 'w')\n{entries}\nz.close()\n");
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(dir, "python3", &script);
     std::fs::read(dir.join(name)).unwrap()
 }
 
