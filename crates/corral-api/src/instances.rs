@@ -6,7 +6,9 @@ use axum::response::Json;
 use corral_runtime::{Command, Reply};
 
 use crate::server::{ApiError, ApiResult, App, act, flag, params};
-use crate::wire;
+use corral_proto::wire;
+
+use crate::convert;
 
 /// The largest workspace ZIP accepted.
 pub(crate) const MAX_UPLOAD: usize = 256 << 20;
@@ -27,9 +29,9 @@ pub(crate) async fn templates(State(app): State<App>) -> ApiResult<Json<Vec<wire
     ))
 }
 
-fn instance_reply(reply: Reply) -> ApiResult<corral_runtime::instances::Instance> {
+fn instance_reply(reply: Reply) -> ApiResult<wire::Instance> {
     match reply {
-        Reply::Instance(i) => Ok(*i),
+        Reply::Instance(i) => Ok(convert::instance(&i)),
         _ => Err(ApiError::bad("unexpected reply")),
     }
 }
@@ -37,7 +39,7 @@ fn instance_reply(reply: Reply) -> ApiResult<corral_runtime::instances::Instance
 pub(crate) async fn create_instance(
     State(app): State<App>,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<corral_runtime::instances::Instance>)> {
+) -> ApiResult<(StatusCode, Json<wire::Instance>)> {
     let req: wire::InstanceRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad(format!(
             "the body must be {{\"template\": \"NAME\", \"params\": {{}}, \"git\": \"URL\" or \"upload\": true}}: {e}"
@@ -59,7 +61,7 @@ pub(crate) async fn upload_workspace(
     State(app): State<App>,
     UrlPath(name): UrlPath<String>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<corral_runtime::instances::Instance>> {
+) -> ApiResult<Json<wire::Instance>> {
     let reply = app
         .control
         .ask(Command::UploadWorkspace {
@@ -70,11 +72,9 @@ pub(crate) async fn upload_workspace(
     Ok(Json(instance_reply(reply)?))
 }
 
-pub(crate) async fn instances(
-    State(app): State<App>,
-) -> ApiResult<Json<Vec<corral_runtime::instances::Instance>>> {
+pub(crate) async fn instances(State(app): State<App>) -> ApiResult<Json<Vec<wire::Instance>>> {
     match app.control.ask(Command::ListInstances).await? {
-        Reply::Instances(list) => Ok(Json(list)),
+        Reply::Instances(list) => Ok(Json(list.iter().map(convert::instance).collect())),
         _ => Err(ApiError::bad("unexpected reply")),
     }
 }
@@ -82,7 +82,7 @@ pub(crate) async fn instances(
 pub(crate) async fn instance(
     State(app): State<App>,
     UrlPath(name): UrlPath<String>,
-) -> ApiResult<Json<corral_runtime::instances::Instance>> {
+) -> ApiResult<Json<wire::Instance>> {
     let reply = app.control.ask(Command::GetInstance { name }).await?;
     Ok(Json(instance_reply(reply)?))
 }
@@ -122,7 +122,7 @@ pub(crate) async fn start_run(
         _ => return Err(ApiError::bad("unexpected reply")),
     };
     if !wait {
-        return Ok((StatusCode::CREATED, Json(wire::Run::from(&run))));
+        return Ok((StatusCode::CREATED, Json(convert::run(&run))));
     }
     match app
         .control
@@ -132,7 +132,7 @@ pub(crate) async fn start_run(
         })
         .await?
     {
-        Reply::Run(r) => Ok((StatusCode::CREATED, Json(wire::Run::from(&r)))),
+        Reply::Run(r) => Ok((StatusCode::CREATED, Json(convert::run(&r)))),
         _ => Err(ApiError::bad("unexpected reply")),
     }
 }
@@ -147,7 +147,7 @@ pub(crate) async fn get_run(
         .parse()
         .map_err(|_| ApiError::not_found(format!("no pipeline run `{id}`")))?;
     match app.control.ask(Command::GetRun { id, wait }).await? {
-        Reply::Run(r) => Ok(Json(wire::Run::from(&r))),
+        Reply::Run(r) => Ok(Json(convert::run(&r))),
         _ => Err(ApiError::bad("unexpected reply")),
     }
 }

@@ -17,18 +17,18 @@
 //! The routes live by subject: units, logs and events in [`server`], ad-hoc processes in
 //! [`procs`], templates, instances and pipeline runs in `instances`, Prometheus in `metrics`.
 //!
-//! [`client`] is the other end, used by the CLI: HTTP/1.1 over the Unix socket with hyper.
-//! `openapi.json` next to this crate describes every route; a test keeps it in step.
+//! The JSON shapes and the client live in `corral-proto`, which clients link instead of this
+//! crate; [`convert`] maps the runtime's views onto them. `openapi.json` next to this crate
+//! describes every route; a test keeps it in step.
 
 pub mod auth;
-pub mod client;
+pub mod convert;
 mod instances;
 mod metrics;
 pub mod procs;
 pub mod server;
-pub mod wire;
 
-pub use server::{Server, router, serve_tcp, serve_unix, socket_path};
+pub use server::{Server, router, serve_tcp, serve_unix};
 
 /// The OpenAPI document, as kept in the repository.
 pub const OPENAPI: &str = include_str!("../openapi.json");

@@ -12,7 +12,9 @@ use corral_runtime::adhoc::{AdhocCommand, AdhocError, ProcSpec};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::server::{ApiError, ApiResult, App, params, parse_signal, sse_json};
-use crate::wire;
+use corral_proto::wire;
+
+use crate::convert;
 
 /// The longest a `wait` may block.
 const MAX_WAIT: Duration = Duration::from_secs(600);
@@ -120,7 +122,7 @@ pub(crate) async fn start(State(app): State<App>, body: axum::body::Bytes) -> Ap
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(wire::Proc::from(&view))).into_response())
+    Ok((status, Json(convert::proc(&view))).into_response())
 }
 
 pub(crate) async fn list(
@@ -129,14 +131,14 @@ pub(crate) async fn list(
 ) -> ApiResult<Json<Vec<wire::Proc>>> {
     params(q.as_deref(), &[])?;
     let all = app.control.adhoc.list().await?;
-    Ok(Json(all.iter().map(wire::Proc::from).collect()))
+    Ok(Json(all.iter().map(convert::proc).collect()))
 }
 
 pub(crate) async fn get(
     State(app): State<App>,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<wire::Proc>> {
-    Ok(Json(wire::Proc::from(&app.control.adhoc.get(&id).await?)))
+    Ok(Json(convert::proc(&app.control.adhoc.get(&id).await?)))
 }
 
 /// Block until the process ends or `timeout` (default 30s, at most 10m) passes; either way the
@@ -154,8 +156,8 @@ pub(crate) async fn wait(
             "`timeout` may be at most 10m; wait again for longer",
         ));
     }
-    Ok(Json(wire::Proc::from(
-        &app.control.adhoc.wait(&id, cap).await?,
+    Ok(Json(convert::proc(
+        &&app.control.adhoc.wait(&id, cap).await?,
     )))
 }
 
@@ -189,8 +191,8 @@ pub(crate) async fn signal(
 ) -> ApiResult<Json<wire::Proc>> {
     let map = params(q.as_deref(), &["signal"])?;
     let sig = parse_signal(map.get("signal").map_or("TERM", String::as_str))?;
-    Ok(Json(wire::Proc::from(
-        &app.control.adhoc.signal(&id, sig).await?,
+    Ok(Json(convert::proc(
+        &&app.control.adhoc.signal(&id, sig).await?,
     )))
 }
 
@@ -356,7 +358,7 @@ impl Follow {
                     self.pending.extend(rest);
                     if let Ok(view) = self.adhoc.get(&self.id).await {
                         self.pending
-                            .push_back(sse_json("exit", &wire::Proc::from(&view)));
+                            .push_back(sse_json("exit", &convert::proc(&view)));
                     }
                     self.ending = true;
                 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,11 +18,9 @@ use corral_runtime::{Command, CommandError, Control, Reply, Snapshot};
 use regex::{Regex, RegexBuilder};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::{instances, metrics, procs, wire};
+use corral_proto::wire;
 
-pub fn socket_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("api.sock")
-}
+use crate::{convert, instances, metrics, procs};
 
 /// An API error: status, a stable code, and a message a person can act on.
 #[derive(Debug)]
@@ -207,7 +205,7 @@ impl Server {
 /// Serve on a Unix socket (mode 0600) until [`Server::finish`].
 pub async fn serve_unix(control: Control, path: &Path) -> std::io::Result<Server> {
     use std::os::unix::fs::PermissionsExt;
-    let short = corral_runtime::sockpath::SocketPath::new(path)?;
+    let short = corral_proto::paths::SocketPath::new(path)?;
     // We hold the project lock, so a socket file here is a leftover of a dead daemon.
     let _ = std::fs::remove_file(path);
     let listener =
@@ -293,11 +291,11 @@ async fn services(
 ) -> ApiResult<Json<Vec<wire::Service>>> {
     let with_metrics = flag(&params(q.as_deref(), &["metrics"])?, "metrics")?;
     let s = app.control.snapshot().await?;
-    let mut list: Vec<wire::Service> = s.units.iter().map(wire::Service::from).collect();
+    let mut list: Vec<wire::Service> = s.units.iter().map(convert::service).collect();
     if with_metrics {
         let usage = measure_services(&app, &s).await;
         for svc in &mut list {
-            svc.usage = usage.get(&svc.name).copied().map(Into::into);
+            svc.usage = usage.get(&svc.name).copied().map(convert::usage);
         }
     }
     Ok(Json(list))
@@ -335,12 +333,12 @@ async fn service(
     UrlPath(name): UrlPath<String>,
 ) -> ApiResult<Json<wire::Service>> {
     let s = app.control.snapshot().await?;
-    let mut svc = wire::Service::from(find(&s, &name)?);
+    let mut svc = convert::service(find(&s, &name)?);
     svc.usage = measure_services(&app, &s)
         .await
         .get(&name)
         .copied()
-        .map(Into::into);
+        .map(convert::usage);
     Ok(Json(svc))
 }
 
@@ -643,7 +641,7 @@ async fn events(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Resp
     let stream = futures_util::stream::unfold(feeds, |(mut units, mut procs)| async move {
         let event = tokio::select! {
             r = units.recv() => match r {
-                Ok(n) => sse_json("event", &wire::Event::from(&*n)),
+                Ok(n) => sse_json("event", &convert::event(&n)),
                 Err(RecvError::Lagged(n)) => sse_json("lagged", &serde_json::json!({"missed": n})),
                 Err(RecvError::Closed) => return None,
             },
@@ -653,8 +651,10 @@ async fn events(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Resp
                     &wire::Event {
                         time_ms: wire::millis(std::time::SystemTime::now()),
                         unit: format!("proc:{}", e.id),
-                        kind: "proc".into(),
-                        state: e.kind.to_string(),
+                        kind: wire::EventKind::Proc,
+                        state: None,
+                        instance: None,
+                        proc: serde_json::from_value(serde_json::Value::String(e.kind.into())).ok(),
                         message: e.message.clone(),
                     },
                 ),
@@ -687,7 +687,7 @@ async fn history(
             })?,
     };
     match app.control.ask(Command::History(limit)).await? {
-        Reply::History(h) => Ok(Json(h.iter().map(wire::Event::from).collect())),
+        Reply::History(h) => Ok(Json(h.iter().map(convert::event).collect())),
         _ => Err(ApiError::bad("unexpected reply")),
     }
 }

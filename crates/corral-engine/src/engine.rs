@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use crate::plan::{Condition, Kind, Plan, RestartMode, UnitId};
-use crate::state::{Effect, Event, ExitStatus, ProbeKind, State, TimerKind, Waiting};
+use crate::state::{
+    Effect, Event, ExitStatus, FailReason, Never, ProbeKind, SkipReason, State, TimerKind, Waiting,
+};
 
 /// What the engine knows about one unit besides its spec.
 #[derive(Clone, Debug)]
@@ -12,9 +14,9 @@ pub struct UnitStatus {
     pub state: State,
     /// The user asked for this unit (or something that depends on it) to be up.
     pub wanted: bool,
-    /// The current (or last) instance. Numbers are unique across all units of an engine, so an
+    /// The current (or last) generation. Numbers are unique across all units of an engine, so an
     /// event that names the wrong unit (one that was renumbered by a plan change) is ignored too.
-    pub instance: u64,
+    pub generation: u64,
     pub pid: Option<u32>,
     /// When the current (or last) process was spawned.
     pub started_at: Option<Instant>,
@@ -23,7 +25,7 @@ pub struct UnitStatus {
     /// Restarts since the counters were last reset.
     pub restarts: u32,
     pub last_exit: Option<ExitStatus>,
-    /// The `log_ready` pattern matched a line of the current instance.
+    /// The `log_ready` pattern matched a line of the current generation.
     pub log_ready: bool,
     /// The last probe failure, for people.
     pub last_probe_error: Option<String>,
@@ -52,7 +54,7 @@ impl UnitStatus {
         UnitStatus {
             state: State::Inactive,
             wanted: false,
-            instance: 0,
+            generation: 0,
             pid: None,
             started_at: None,
             ended_at: None,
@@ -76,7 +78,7 @@ impl UnitStatus {
 enum Holds {
     Yes,
     NotYet,
-    Never(String),
+    Never(Never),
 }
 
 /// The supervisor state machine. Pure: no I/O, no clock (`now` is an argument), no threads. Its
@@ -93,8 +95,8 @@ pub struct Engine {
     /// After a required task fails, the tasks not yet started are skipped.
     fail_fast: bool,
     a_task_failed: bool,
-    /// The next instance number (shared by all units).
-    next_instance: u64,
+    /// The next generation number (shared by all units).
+    next_generation: u64,
     out: Vec<Effect>,
 }
 
@@ -116,7 +118,7 @@ impl Engine {
             task_limit: None,
             fail_fast: false,
             a_task_failed: false,
-            next_instance: 1,
+            next_generation: 1,
             out: Vec::new(),
         }
     }
@@ -149,7 +151,7 @@ impl Engine {
     /// Switch to a changed plan (a reloaded config). `carry[i]` names the old unit whose status
     /// the new unit `i` keeps (same name), or None for a new unit. The caller has stopped every
     /// unit whose definition changed or that is gone; units carried over keep their processes
-    /// and instance numbers, so their pending events still apply.
+    /// and generation numbers, so their pending events still apply.
     pub fn replace_plan(&mut self, plan: Plan, carry: &[Option<UnitId>]) {
         let mut dependents = vec![Vec::new(); plan.units.len()];
         for (i, u) in plan.units.iter().enumerate() {
@@ -237,14 +239,14 @@ impl Engine {
             }
             Event::Adopt {
                 unit,
-                instance,
+                generation,
                 pid,
                 running_for,
             } => {
                 if unit.0 < self.units.len() && !self.units[unit.0].state.is_live() {
                     let u = &mut self.units[unit.0];
-                    u.instance = instance;
-                    self.next_instance = self.next_instance.max(instance + 1);
+                    u.generation = generation;
+                    self.next_generation = self.next_generation.max(generation + 1);
                     u.wanted = true;
                     self.spawned(unit, pid, now);
                     let u = &mut self.units[unit.0];
@@ -254,47 +256,53 @@ impl Engine {
             }
             Event::Spawned {
                 unit,
-                instance,
+                generation,
                 pid,
             } => {
-                if self.is_current(unit, instance) {
+                if self.is_current(unit, generation) {
                     self.spawned(unit, pid, now);
                 }
             }
             Event::SpawnFailed {
                 unit,
-                instance,
+                generation,
                 error,
             } => {
-                if self.is_current(unit, instance) {
+                if self.is_current(unit, generation) {
                     let u = &mut self.units[unit.0];
                     u.ended_at = Some(now);
                     self.task_finished(unit, false);
-                    self.set(unit, State::Failed { reason: error }, None);
+                    self.set(
+                        unit,
+                        State::Failed {
+                            reason: FailReason::SpawnFailed(error),
+                        },
+                        None,
+                    );
                 }
             }
             Event::Exited {
                 unit,
-                instance,
+                generation,
                 status,
             } => {
-                if self.is_current(unit, instance) {
+                if self.is_current(unit, generation) {
                     self.exited(unit, status, now);
                 }
             }
             Event::ProbeResult {
                 unit,
-                instance,
+                generation,
                 probe,
                 ok,
                 detail,
             } => {
-                if self.is_current(unit, instance) {
+                if self.is_current(unit, generation) {
                     self.probe_result(unit, probe, ok, detail);
                 }
             }
-            Event::LogReady { unit, instance } => {
-                if self.is_current(unit, instance)
+            Event::LogReady { unit, generation } => {
+                if self.is_current(unit, generation)
                     && matches!(self.units[unit.0].state, State::Running { .. })
                     && !self.units[unit.0].log_ready
                 {
@@ -304,10 +312,10 @@ impl Engine {
             }
             Event::Timer {
                 unit,
-                instance,
+                generation,
                 timer,
             } => {
-                if self.is_current(unit, instance) {
+                if self.is_current(unit, generation) {
                     self.timer_fired(unit, timer);
                 }
             }
@@ -316,10 +324,10 @@ impl Engine {
         std::mem::take(&mut self.out)
     }
 
-    fn is_current(&self, unit: UnitId, instance: u64) -> bool {
+    fn is_current(&self, unit: UnitId, generation: u64) -> bool {
         self.units
             .get(unit.0)
-            .is_some_and(|u| u.instance == instance)
+            .is_some_and(|u| u.generation == generation)
     }
 
     fn want(&mut self, ids: Vec<UnitId>) {
@@ -390,10 +398,10 @@ impl Engine {
     }
 
     fn arm(&mut self, unit: UnitId, timer: TimerKind, after: Duration) {
-        let instance = self.units[unit.0].instance;
+        let generation = self.units[unit.0].generation;
         self.out.push(Effect::SetTimer {
             unit,
-            instance,
+            generation,
             timer,
             after,
         });
@@ -499,22 +507,21 @@ impl Engine {
             u.startup_failures = 0;
         }
         if u.startup_failures > policy.startup_max_restarts {
-            let reason = format!(
-                "crashed {} times within {} of starting (last: {status})",
-                u.startup_failures,
-                fmt_duration(policy.startup_grace)
-            );
+            let reason = FailReason::StartupCrashes {
+                crashes: u.startup_failures,
+                grace: policy.startup_grace,
+                last: status,
+            };
             self.set(id, State::Failed { reason }, None);
             return;
         }
         u.restarts += 1;
         let restart_no = u.restarts;
         if restart_no > policy.max_restarts {
-            let reason = format!(
-                "restarted {} time{}, giving up (last: {status})",
-                policy.max_restarts,
-                if policy.max_restarts == 1 { "" } else { "s" }
-            );
+            let reason = FailReason::RestartBudget {
+                restarts: policy.max_restarts,
+                last: status,
+            };
             self.set(id, State::Failed { reason }, None);
             return;
         }
@@ -541,12 +548,12 @@ impl Engine {
         let spec = &self.plan.units[id.0];
         let (grace, start_timeout) = (spec.stop_grace, spec.effective_start_timeout());
         let state = self.units[id.0].state.clone();
-        let instance = self.units[id.0].instance;
+        let generation = self.units[id.0].generation;
         match (timer, state) {
             (TimerKind::Probe(probe), State::Running { .. }) => {
                 self.out.push(Effect::RunProbe {
                     unit: id,
-                    instance,
+                    generation,
                     probe,
                 });
             }
@@ -557,7 +564,10 @@ impl Engine {
                 self.begin_stop(id, true, Some(note));
             }
             (TimerKind::StopGrace, State::Stopping { .. }) => {
-                self.out.push(Effect::Kill { unit: id, instance });
+                self.out.push(Effect::Kill {
+                    unit: id,
+                    generation,
+                });
                 self.changed(
                     id,
                     Some(format!(
@@ -637,15 +647,18 @@ impl Engine {
         let (signal, grace) = (spec.stop_signal, spec.stop_grace);
         let u = &mut self.units[id.0];
         let Some(pid) = u.pid else { return };
-        let instance = u.instance;
+        let generation = u.generation;
         u.restart_after_stop = then_restart;
         self.set(id, State::Stopping { pid }, note);
         if self.force {
-            self.out.push(Effect::Kill { unit: id, instance });
+            self.out.push(Effect::Kill {
+                unit: id,
+                generation,
+            });
         } else {
             self.out.push(Effect::Signal {
                 unit: id,
-                instance,
+                generation,
                 signal,
             });
             self.arm(id, TimerKind::StopGrace, grace);
@@ -660,8 +673,11 @@ impl Engine {
             match self.units[i].state {
                 State::Running { .. } => self.begin_stop(id, false, Some("killed".into())),
                 State::Stopping { .. } => {
-                    let instance = self.units[i].instance;
-                    self.out.push(Effect::Kill { unit: id, instance });
+                    let generation = self.units[i].generation;
+                    self.out.push(Effect::Kill {
+                        unit: id,
+                        generation,
+                    });
                 }
                 _ => {}
             }
@@ -671,7 +687,6 @@ impl Engine {
     fn holds(&self, dep: UnitId, condition: Condition) -> Holds {
         let u = &self.units[dep.0];
         let spec = &self.plan.units[dep.0];
-        let name = &spec.name;
         match &u.state {
             State::Failed { .. } => {
                 if spec.allow_failure
@@ -682,26 +697,24 @@ impl Engine {
                 {
                     Holds::Yes
                 } else {
-                    Holds::Never(format!("`{name}` failed"))
+                    Holds::Never(Never::Failed)
                 }
             }
-            State::Skipped { .. } => Holds::Never(format!("`{name}` was skipped")),
+            State::Skipped { .. } => Holds::Never(Never::Skipped),
             State::Exited { status } => match condition {
                 Condition::Started | Condition::Completed => Holds::Yes,
                 Condition::CompletedSuccessfully | Condition::Healthy => {
                     if status.success() || spec.allow_failure {
                         Holds::Yes
                     } else {
-                        Holds::Never(format!("`{name}` ended with {status}"))
+                        Holds::Never(Never::EndedWith(*status))
                     }
                 }
                 Condition::LogReady => {
                     if u.log_ready {
                         Holds::Yes
                     } else {
-                        Holds::Never(format!(
-                            "`{name}` ended before its log_ready pattern matched"
-                        ))
+                        Holds::Never(Never::EndedBeforeLogReady)
                     }
                 }
             },
@@ -763,11 +776,12 @@ impl Engine {
                     name: self.plan.units[dep.unit.0].name.clone(),
                     condition: dep.condition,
                 }),
-                Holds::Never(why) => {
-                    let reason = format!(
-                        "needs `{}` {}, but {why}",
-                        self.plan.units[dep.unit.0].name, dep.condition
-                    );
+                Holds::Never(never) => {
+                    let reason = SkipReason::Dependency {
+                        unit: self.plan.units[dep.unit.0].name.clone(),
+                        condition: dep.condition,
+                        never,
+                    };
                     self.set(id, State::Skipped { reason }, None);
                     return true;
                 }
@@ -775,7 +789,7 @@ impl Engine {
         }
         let kind = spec.kind;
         if kind == Kind::Task && self.fail_fast && self.a_task_failed {
-            let reason = "an earlier task failed".to_string();
+            let reason = SkipReason::EarlierTaskFailed;
             self.set(id, State::Skipped { reason }, None);
             return true;
         }
@@ -807,12 +821,15 @@ impl Engine {
             );
             return true;
         }
-        let instance = self.next_instance;
-        self.next_instance += 1;
+        let generation = self.next_generation;
+        self.next_generation += 1;
         let u = &mut self.units[id.0];
-        u.instance = instance;
+        u.generation = generation;
         self.set(id, State::Starting, None);
-        self.out.push(Effect::Spawn { unit: id, instance });
+        self.out.push(Effect::Spawn {
+            unit: id,
+            generation,
+        });
         false
     }
 

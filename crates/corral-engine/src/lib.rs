@@ -19,8 +19,8 @@
 //! - **stop order**: at shutdown a unit is signalled only once none of its dependents has a
 //!   process any more, so stop runs in reverse dependency order.
 //!
-//! Every spawn gets a new instance number; timers and process events carry it, and anything
-//! from an older instance is ignored. So at most one process per unit is ever live.
+//! Every spawn gets a new generation number; timers and process events carry it, and anything
+//! from an older generation is ignored. So at most one process per unit is ever live.
 
 mod engine;
 mod plan;
@@ -30,7 +30,9 @@ pub use engine::{Engine, UnitStatus, fmt_duration};
 pub use plan::{
     Condition, Dependency, Kind, Plan, ProbeTiming, RestartMode, RestartPolicy, UnitId, UnitSpec,
 };
-pub use state::{Effect, Event, ExitStatus, ProbeKind, State, TimerKind, Waiting};
+pub use state::{
+    Effect, Event, ExitStatus, FailReason, Never, ProbeKind, SkipReason, State, TimerKind, Waiting,
+};
 
 #[cfg(test)]
 mod tests;

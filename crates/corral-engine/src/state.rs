@@ -44,6 +44,109 @@ impl fmt::Display for Waiting {
     }
 }
 
+/// Why a unit gave up. `Display` is the English for people.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FailReason {
+    /// The process could not be started (the OS's words).
+    SpawnFailed(String),
+    /// It crashed more often than `startup_max_restarts` within `startup_grace` of starting.
+    StartupCrashes {
+        crashes: u32,
+        grace: Duration,
+        last: ExitStatus,
+    },
+    /// It was restarted `max_restarts` times and crashed again.
+    RestartBudget { restarts: u32, last: ExitStatus },
+}
+
+impl FailReason {
+    /// A stable name for programs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FailReason::SpawnFailed(_) => "spawn_failed",
+            FailReason::StartupCrashes { .. } => "startup_crashes",
+            FailReason::RestartBudget { .. } => "restart_budget",
+        }
+    }
+}
+
+impl fmt::Display for FailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailReason::SpawnFailed(error) => f.write_str(error),
+            FailReason::StartupCrashes {
+                crashes,
+                grace,
+                last,
+            } => write!(
+                f,
+                "crashed {crashes} times within {} of starting (last: {last})",
+                crate::fmt_duration(*grace)
+            ),
+            FailReason::RestartBudget { restarts, last } => write!(
+                f,
+                "restarted {restarts} time{}, giving up (last: {last})",
+                if *restarts == 1 { "" } else { "s" }
+            ),
+        }
+    }
+}
+
+/// Why a dependency's condition can never hold.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Never {
+    Failed,
+    Skipped,
+    EndedWith(ExitStatus),
+    EndedBeforeLogReady,
+}
+
+/// Why a unit will not start. `Display` is the English for people.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SkipReason {
+    /// `unit` can never reach `condition`, because of `never`.
+    Dependency {
+        unit: String,
+        condition: Condition,
+        never: Never,
+    },
+    /// A sequential pipeline stops at its first required failure.
+    EarlierTaskFailed,
+}
+
+impl SkipReason {
+    /// A stable name for programs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SkipReason::Dependency { .. } => "dependency",
+            SkipReason::EarlierTaskFailed => "earlier_task_failed",
+        }
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::Dependency {
+                unit,
+                condition,
+                never,
+            } => {
+                write!(f, "needs `{unit}` {condition}, but `{unit}` ")?;
+                match never {
+                    Never::Failed => f.write_str("failed"),
+                    Never::Skipped => f.write_str("was skipped"),
+                    Never::EndedWith(status) => write!(f, "ended with {status}"),
+                    Never::EndedBeforeLogReady => {
+                        f.write_str("ended before its log_ready pattern matched")
+                    }
+                }
+            }
+            SkipReason::EarlierTaskFailed => f.write_str("an earlier task failed"),
+        }
+    }
+}
+
 /// The state of one unit.
 #[derive(Clone, Debug, PartialEq)]
 pub enum State {
@@ -63,9 +166,9 @@ pub enum State {
     /// under its restart policy).
     Exited { status: ExitStatus },
     /// Given up: spawn failed, or the restart budget is spent.
-    Failed { reason: String },
+    Failed { reason: FailReason },
     /// Will not start: a dependency cannot reach the condition this unit waits on.
-    Skipped { reason: String },
+    Skipped { reason: SkipReason },
 }
 
 impl State {
@@ -81,6 +184,15 @@ impl State {
             State::Exited { .. } => "exited",
             State::Failed { .. } => "failed",
             State::Skipped { .. } => "skipped",
+        }
+    }
+
+    /// The state's name without its details (`running`, whether ready or not): the names the
+    /// API's typed state uses.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            State::Running { .. } => "running",
+            s => s.name(),
         }
     }
 
@@ -139,40 +251,40 @@ pub enum Event {
     /// Stop, then start again at once (no backoff), dependents too if asked.
     Restart { unit: UnitId, dependents: bool },
     /// A process found running after a daemon restart belongs to this unit: supervise it as
-    /// instance `instance`, as if it had just been spawned `running_for` ago.
+    /// generation `generation`, as if it had just been spawned `running_for` ago.
     Adopt {
         unit: UnitId,
-        instance: u64,
+        generation: u64,
         pid: u32,
         running_for: Duration,
     },
     Spawned {
         unit: UnitId,
-        instance: u64,
+        generation: u64,
         pid: u32,
     },
     SpawnFailed {
         unit: UnitId,
-        instance: u64,
+        generation: u64,
         error: String,
     },
     Exited {
         unit: UnitId,
-        instance: u64,
+        generation: u64,
         status: ExitStatus,
     },
     ProbeResult {
         unit: UnitId,
-        instance: u64,
+        generation: u64,
         probe: ProbeKind,
         ok: bool,
         detail: String,
     },
     /// A line matched the unit's `log_ready` pattern.
-    LogReady { unit: UnitId, instance: u64 },
+    LogReady { unit: UnitId, generation: u64 },
     Timer {
         unit: UnitId,
-        instance: u64,
+        generation: u64,
         timer: TimerKind,
     },
 }
@@ -180,26 +292,26 @@ pub enum Event {
 /// Something the runtime must do, returned by [`crate::Engine::handle`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
-    /// Start the unit's process; report `Spawned` or `SpawnFailed` with this instance number.
-    Spawn { unit: UnitId, instance: u64 },
-    /// Send `signal` to the instance's process group.
+    /// Start the unit's process; report `Spawned` or `SpawnFailed` with this generation number.
+    Spawn { unit: UnitId, generation: u64 },
+    /// Send `signal` to the generation's process group.
     Signal {
         unit: UnitId,
-        instance: u64,
+        generation: u64,
         signal: i32,
     },
-    /// SIGKILL the instance's process group and everything it started.
-    Kill { unit: UnitId, instance: u64 },
+    /// SIGKILL the generation's process group and everything it started.
+    Kill { unit: UnitId, generation: u64 },
     /// Run this probe once, within its timeout, and report `ProbeResult`.
     RunProbe {
         unit: UnitId,
-        instance: u64,
+        generation: u64,
         probe: ProbeKind,
     },
     /// Report `Timer` after this long.
     SetTimer {
         unit: UnitId,
-        instance: u64,
+        generation: u64,
         timer: TimerKind,
         after: Duration,
     },

@@ -5,7 +5,7 @@
 //! One task owns every ad-hoc process record; readers, exit waiters and timers send it
 //! messages, like the supervisor. Processes are spawned through the [`Reaper`] in their own
 //! process group with a marker (`<corral pid>/proc:<id>/0`), so they are reaped, signalled as a
-//! group, and swept like services; their records are written to the store's instance table, so a
+//! group, and swept like services; their records are written to the store's process table, so a
 //! later daemon kills whatever a crashed one left (they are not adopted: their output was held in
 //! the daemon's memory).
 //!
@@ -27,7 +27,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::logs::Stream;
-use crate::procs;
+use crate::proctable;
 use crate::reaper::Reaper;
 
 /// What to run.
@@ -575,9 +575,9 @@ impl Owner {
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&marker);
                 // Nothing it started outlives it (its group went with it; these left the group).
-                procs::signal_all(&procs::with_marker(&marker), Signal::SIGKILL);
+                proctable::signal_all(&proctable::with_marker(&marker), Signal::SIGKILL);
                 if let Some(store) = &self.store {
-                    let _ = store.remove_instance(&format!("proc:{id}"), 0);
+                    let _ = store.remove_process(&format!("proc:{id}"), 0);
                 }
                 let kind = if matches!(status, ExitStatus::Code(_)) && !timed_out {
                     "exited"
@@ -664,15 +664,15 @@ impl Owner {
         }
         let id = format!("p{}", self.next);
         self.next += 1;
-        let marker = procs::marker(&format!("proc:{id}"), 0);
+        let marker = proctable::marker(&format!("proc:{id}"), 0);
         let mut env: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| k != procs::MARKER_VAR)
+            .filter(|(k, _)| k != proctable::MARKER_VAR)
             .collect();
         for (k, v) in &spec.env {
             env.retain(|(ek, _)| ek != k);
             env.push((k.clone(), v.clone()));
         }
-        let program = procs::resolve_program(&argv[0], &env, &workdir).ok_or_else(|| {
+        let program = proctable::resolve_program(&argv[0], &env, &workdir).ok_or_else(|| {
             AdhocError::Invalid(format!(
                 "command `{}` not found (is it installed and on PATH?)",
                 argv[0]
@@ -684,7 +684,7 @@ impl Owner {
             .current_dir(&workdir)
             .env_clear()
             .envs(env)
-            .env(procs::MARKER_VAR, &marker)
+            .env(proctable::MARKER_VAR, &marker)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -698,10 +698,10 @@ impl Owner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(marker.clone());
-        if let (Some(store), Some(start_time)) = (&self.store, procs::start_time(pid as i32)) {
-            let _ = store.put_instance(&corral_store::InstanceRecord {
+        if let (Some(store), Some(start_time)) = (&self.store, proctable::start_time(pid as i32)) {
+            let _ = store.put_process(&corral_store::ProcessRecord {
                 unit: format!("proc:{id}"),
-                instance: 0,
+                generation: 0,
                 pid,
                 start_time,
                 marker: marker.clone(),

@@ -20,11 +20,56 @@ pub const MAX_UNPACKED: u64 = 1 << 30;
 /// The most entries a ZIP may have.
 pub const MAX_ENTRIES: usize = 100_000;
 
+/// Where an instance is in its life. Stored (as JSON) with its record.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    /// Made with `upload`: waits for its ZIP.
+    AwaitingUpload,
+    /// Workspace and setup steps under way.
+    Preparing,
+    /// Prepared: its service exists.
+    Ready,
+    /// Preparing failed (`error` says why).
+    Failed,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::AwaitingUpload => "awaiting_upload",
+            InstanceState::Preparing => "preparing",
+            InstanceState::Ready => "ready",
+            InstanceState::Failed => "failed",
+        }
+    }
+}
+
+/// Where one setup step is.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+impl StepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running => "running",
+            StepState::Done => "done",
+            StepState::Failed => "failed",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Step {
     pub name: String,
-    /// `pending`, `running`, `done` or `failed`.
-    pub state: String,
+    pub state: StepState,
     pub detail: String,
 }
 
@@ -39,8 +84,7 @@ pub struct Instance {
     pub workspace: PathBuf,
     /// `empty`, `upload` or `git URL`.
     pub source: String,
-    /// `awaiting_upload`, `preparing`, `ready` or `failed`.
-    pub state: String,
+    pub state: InstanceState,
     pub error: Option<String>,
     pub steps: Vec<Step>,
     pub created_ms: u64,
@@ -62,9 +106,9 @@ impl Instance {
         v
     }
 
-    pub fn set_step(&mut self, i: usize, state: &str, detail: impl Into<String>) {
+    pub fn set_step(&mut self, i: usize, state: StepState, detail: impl Into<String>) {
         if let Some(s) = self.steps.get_mut(i) {
-            s.state = state.to_string();
+            s.state = state;
             s.detail = detail.into();
         }
     }
@@ -160,7 +204,7 @@ pub async fn run_step(
         .open(log)
         .map_err(|e| format!("cannot open `{}`: {e}", log.display()))?;
     let err = file.try_clone().map_err(|e| e.to_string())?;
-    let program = crate::procs::resolve_program(&argv[0], env, cwd).ok_or_else(|| {
+    let program = crate::proctable::resolve_program(&argv[0], env, cwd).ok_or_else(|| {
         format!(
             "command `{}` not found (is it installed and on PATH?)",
             argv[0]

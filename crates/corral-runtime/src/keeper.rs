@@ -6,7 +6,7 @@
 //! A service writes to a pipe. If the only reader of that pipe were the daemon, `kill -9` of the
 //! daemon would close the read end: the service's next write gets EPIPE (or SIGPIPE kills it),
 //! and whatever the daemon had read but not yet written to disk is gone. So the daemon creates
-//! each instance's stdout/stderr pipes, hands the read ends to the keeper over a Unix socket
+//! each generation's stdout/stderr pipes, hands the read ends to the keeper over a Unix socket
 //! (`SCM_RIGHTS`), and closes its own copies. The keeper reads them, timestamps every line,
 //! writes it to `.corral/logs/NAME.log` *first*, and then offers it to the daemon ("the tap") for
 //! the terminal, `logs -f` and `log_ready` patterns.
@@ -26,8 +26,8 @@
 //! descriptors ride along with the frame that uses them; since the kernel delivers them no later
 //! than the first byte of that frame, a FIFO of received descriptors matches them up.
 //! - daemon → keeper `ATTACH`: JSON-free fixed fields (see [`Attach`]) + 2 fds (stdout, stderr).
-//! - keeper → daemon `LINES`: one chunk's complete lines of one stream of one instance.
-//! - keeper → daemon `EOF`: both pipes of an instance are closed; all its lines were sent.
+//! - keeper → daemon `LINES`: one chunk's complete lines of one stream of one generation.
+//! - keeper → daemon `EOF`: both pipes of an generation are closed; all its lines were sent.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, IoSliceMut, Write};
@@ -44,7 +44,7 @@ use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, s
 use tokio::net::unix::pipe;
 
 use crate::logs::{LogFile, Pump, Stream};
-use crate::sockpath::SocketPath;
+use corral_proto::paths::SocketPath;
 
 const ATTACH: u8 = 1;
 const LINES: u8 = 10;
@@ -60,18 +60,18 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("keeper.sock")
 }
 
-/// What the daemon tells the keeper about a new instance.
+/// What the daemon tells the keeper about a new generation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attach {
     pub unit: String,
-    pub instance: u64,
+    pub generation: u64,
     pub settings: LogSettings,
 }
 
 impl Attach {
     fn encode(&self) -> Vec<u8> {
         let mut p = Vec::new();
-        p.extend_from_slice(&self.instance.to_le_bytes());
+        p.extend_from_slice(&self.generation.to_le_bytes());
         p.extend_from_slice(&self.settings.max_file_bytes.to_le_bytes());
         p.extend_from_slice(&self.settings.keep_files.to_le_bytes());
         p.extend_from_slice(self.unit.as_bytes());
@@ -79,13 +79,13 @@ impl Attach {
     }
 
     fn decode(p: &[u8]) -> Option<Attach> {
-        let instance = u64::from_le_bytes(p.get(0..8)?.try_into().ok()?);
+        let generation = u64::from_le_bytes(p.get(0..8)?.try_into().ok()?);
         let max_file_bytes = u64::from_le_bytes(p.get(8..16)?.try_into().ok()?);
         let keep_files = u32::from_le_bytes(p.get(16..20)?.try_into().ok()?);
         let unit = std::str::from_utf8(p.get(20..)?).ok()?.to_string();
         Some(Attach {
             unit,
-            instance,
+            generation,
             settings: LogSettings {
                 ring_lines: 0,
                 max_file_bytes,
@@ -100,14 +100,14 @@ impl Attach {
 pub enum TapMsg {
     Lines {
         unit: String,
-        instance: u64,
+        generation: u64,
         stream: Stream,
         time: SystemTime,
         lines: Vec<Vec<u8>>,
     },
     Eof {
         unit: String,
-        instance: u64,
+        generation: u64,
     },
     /// The connection to the keeper is gone (it died, or the daemon is ending).
     Lost,
@@ -115,7 +115,7 @@ pub enum TapMsg {
 
 fn lines_frame(
     unit: &str,
-    instance: u64,
+    generation: u64,
     stream: Stream,
     time: SystemTime,
     lines: &[Vec<u8>],
@@ -126,7 +126,7 @@ fn lines_frame(
     let body: usize = lines.iter().map(|l| l.len() + 4).sum();
     let mut p = Vec::with_capacity(19 + unit.len() + body + 5);
     p.extend_from_slice(&[0; 5]);
-    p.extend_from_slice(&instance.to_le_bytes());
+    p.extend_from_slice(&generation.to_le_bytes());
     p.push(matches!(stream, Stream::Stderr) as u8);
     p.extend_from_slice(&ms.to_le_bytes());
     p.extend_from_slice(&(unit.len() as u16).to_le_bytes());
@@ -138,9 +138,9 @@ fn lines_frame(
     seal(p, LINES)
 }
 
-fn eof_frame(unit: &str, instance: u64) -> Vec<u8> {
+fn eof_frame(unit: &str, generation: u64) -> Vec<u8> {
     let mut p = vec![0; 5];
-    p.extend_from_slice(&instance.to_le_bytes());
+    p.extend_from_slice(&generation.to_le_bytes());
     p.extend_from_slice(unit.as_bytes());
     seal(p, EOF)
 }
@@ -154,7 +154,7 @@ fn seal(mut p: Vec<u8>, kind: u8) -> Vec<u8> {
 }
 
 fn decode_tap(kind: u8, p: &[u8]) -> Option<TapMsg> {
-    let instance = u64::from_le_bytes(p.get(0..8)?.try_into().ok()?);
+    let generation = u64::from_le_bytes(p.get(0..8)?.try_into().ok()?);
     match kind {
         LINES => {
             let stream = if *p.get(8)? == 1 {
@@ -174,7 +174,7 @@ fn decode_tap(kind: u8, p: &[u8]) -> Option<TapMsg> {
             }
             Some(TapMsg::Lines {
                 unit,
-                instance,
+                generation,
                 stream,
                 time: UNIX_EPOCH + Duration::from_millis(ms),
                 lines,
@@ -182,7 +182,7 @@ fn decode_tap(kind: u8, p: &[u8]) -> Option<TapMsg> {
         }
         EOF => Some(TapMsg::Eof {
             unit: String::from_utf8_lossy(&p[8..]).into_owned(),
-            instance,
+            generation,
         }),
         _ => None,
     }
@@ -321,7 +321,7 @@ impl KeeperLink {
         Ok(KeeperLink { sock, _path: path })
     }
 
-    /// Hand an instance's output pipes to the keeper. The caller closes its copies afterwards.
+    /// Hand an generation's output pipes to the keeper. The caller closes its copies afterwards.
     pub fn attach(&self, attach: &Attach, stdout: &OwnedFd, stderr: &OwnedFd) -> io::Result<()> {
         let mut frame = vec![0; 5];
         frame.extend_from_slice(&attach.encode());
@@ -505,7 +505,7 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                     let err = pipe::Receiver::from_owned_fd(err).ok();
                     let tap = tap.clone();
                     pumps.spawn(async move {
-                        let (unit, instance) = (a.unit, a.instance);
+                        let (unit, generation) = (a.unit, a.generation);
                         let sink = {
                             let unit = unit.clone();
                             let tap = tap.clone();
@@ -514,11 +514,11 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                                 if let Some(file) = &file {
                                     file.lock().unwrap_or_else(|e| e.into_inner()).write_lines(now, stream, lines);
                                 }
-                                tap.send(lines_frame(&unit, instance, stream, now, lines));
+                                tap.send(lines_frame(&unit, generation, stream, now, lines));
                             }
                         };
                         Pump { sink }.run(out, err).await;
-                        tap.send(eof_frame(&unit, instance));
+                        tap.send(eof_frame(&unit, generation));
                         unit
                     });
                 }
@@ -579,13 +579,13 @@ mod tests {
         match decode_tap(kind, &p).unwrap() {
             TapMsg::Lines {
                 unit,
-                instance,
+                generation,
                 stream,
                 time,
                 lines: got,
             } => {
                 assert_eq!(
-                    (unit.as_str(), instance, stream),
+                    (unit.as_str(), generation, stream),
                     ("api", 7, Stream::Stderr)
                 );
                 assert_eq!(time, UNIX_EPOCH + Duration::from_millis(1234));
@@ -596,7 +596,7 @@ mod tests {
         let (kind, p) = r.next().unwrap().unwrap();
         assert!(matches!(
             decode_tap(kind, &p),
-            Some(TapMsg::Eof { instance: 7, .. })
+            Some(TapMsg::Eof { generation: 7, .. })
         ));
         assert!(r.next().unwrap().is_none());
     }

@@ -7,7 +7,7 @@
 //! one task and turns its effects into system calls. Around it:
 //! - [`reaper`]: corral is a child subreaper; one reaper collects every child (ours and the
 //!   orphans re-parented to us), so there are no zombies and no PID is signalled after reuse.
-//! - [`procs`]: `/proc` reading — process trees, the `CORRAL_INSTANCE_ID` marker that ties a
+//! - [`proctable`]: `/proc` reading — process trees, the `CORRAL_INSTANCE_ID` marker that ties a
 //!   process to its unit even after `setsid`, and port holders.
 //! - [`keeper`]: the separate process that holds every instance's output pipes and writes the
 //!   log files, so the daemon can die without losing a line; it streams lines back ("the tap").
@@ -21,7 +21,7 @@
 //! - [`instances`]: instances of templates — workspace (ZIP unpacked safely, or `git clone`) and
 //!   setup steps; the supervisor adds the rendered service once they are done.
 //! - [`metrics`]: CPU and memory of process trees, measured when asked.
-//! - [`sockpath`]: Unix socket paths past the 108-byte limit, and sockets born 0600.
+//! - [`sockpath`]: sockets born 0600.
 //!
 //! How a stop works: the engine asks for the stop signal; the supervisor sends it to the unit's
 //! process group and to every stray (descendants outside the group, orphans carrying the unit's
@@ -39,12 +39,13 @@ pub mod metrics;
 pub mod ports;
 pub mod printer;
 pub mod probe;
-pub mod procs;
+pub mod proctable;
 pub mod reaper;
 pub mod sockpath;
 pub mod supervisor;
 
 pub use supervisor::{
-    Command, CommandError, Control, LineNotice, Notice, Options, Outcome, Reply, RunError, RunView,
-    Snapshot, Supervisor, TaskResult, UnitOutcome, UnitView, prepare, run, verdict,
+    Command, CommandError, Control, LineNotice, Notice, NoticeKind, Options, Outcome, Reply,
+    RunView, Snapshot, StartError, Supervisor, TaskResult, UnitOutcome, UnitView, prepare, run,
+    verdict,
 };

@@ -1,4 +1,4 @@
-//! Output capture. One pump task per process instance reads its stdout and stderr pipes until
+//! Output capture. One pump task per process generation reads its stdout and stderr pipes until
 //! both close, cuts the bytes into lines, and hands each line to three places: the unit's log
 //! file (everything, in order, rotated by size), its in-memory ring (the last N lines), and the
 //! terminal printer (which may drop lines for display, never for the file).
@@ -262,7 +262,7 @@ impl LogFile {
     }
 }
 
-/// Reads an instance's stdout and stderr until both close, and hands each chunk's complete
+/// Reads an generation's stdout and stderr until both close, and hands each chunk's complete
 /// lines to `sink`.
 pub struct Pump<F: FnMut(Stream, &[Vec<u8>])> {
     pub sink: F,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::procs;
+use crate::proctable;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Usage {
@@ -80,7 +80,7 @@ impl Meter {
             let Some(root_stat) = stats.get(&root) else {
                 continue;
             };
-            let tree: Vec<i32> = procs::tree(&children, root)
+            let tree: Vec<i32> = proctable::tree(&children, root)
                 .into_iter()
                 .filter(|p| stats.contains_key(p))
                 .collect();
@@ -92,7 +92,7 @@ impl Meter {
                 }
                 // First look (or a process of the tree ended): the average over its life.
                 _ => {
-                    let age = procs::age(root_stat.start).unwrap_or(Duration::ZERO);
+                    let age = proctable::age(root_stat.start).unwrap_or(Duration::ZERO);
                     if age.is_zero() {
                         0.0
                     } else {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::procs;
+use crate::proctable;
 
 /// Whether nothing listens on `port` on any IPv4 address. std's listener sets SO_REUSEADDR,
 /// so sockets in TIME_WAIT do not count as taken.
@@ -23,13 +23,13 @@ pub fn allocate() -> std::io::Result<u16> {
 
 /// "port 8080 is held by pid 42 (`python3 -m http.server 8080`)", for error messages.
 pub fn describe_holders(port: u16) -> String {
-    let holders = procs::port_holders(port);
+    let holders = proctable::port_holders(port);
     if holders.is_empty() {
         return format!("port {port} is already in use (by a process corral cannot see)");
     }
     let who: Vec<String> = holders
         .iter()
-        .map(|pid| format!("pid {pid} (`{}`)", procs::cmdline(*pid)))
+        .map(|pid| format!("pid {pid} (`{}`)", proctable::cmdline(*pid)))
         .collect();
     format!("port {port} is already in use by {}", who.join(", "))
 }
@@ -38,20 +38,20 @@ pub fn describe_holders(port: u16) -> String {
 /// Returns what was killed, or an error if the port stays taken.
 pub fn kill_holders(port: u16) -> Result<Vec<i32>, String> {
     let me = std::process::id() as i32;
-    let holders: Vec<i32> = procs::port_holders(port)
+    let holders: Vec<i32> = proctable::port_holders(port)
         .into_iter()
         .filter(|p| *p != me)
         .collect();
     if holders.is_empty() {
         return Err(describe_holders(port));
     }
-    let snapshot = procs::snapshot();
-    let children = procs::children_map(&snapshot);
+    let snapshot = proctable::snapshot();
+    let children = proctable::children_map(&snapshot);
     let mut victims = Vec::new();
     for h in &holders {
-        victims.extend(procs::tree(&children, *h));
+        victims.extend(proctable::tree(&children, *h));
     }
-    procs::signal_all(&victims, Signal::SIGKILL);
+    proctable::signal_all(&victims, Signal::SIGKILL);
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
         if is_free(port) {

@@ -132,7 +132,7 @@ async fn exec(
     timeout: Duration,
     ctx: ExecContext<'_>,
 ) -> Result<String, String> {
-    let program = crate::procs::resolve_program(&argv[0], ctx.env, ctx.workdir)
+    let program = crate::proctable::resolve_program(&argv[0], ctx.env, ctx.workdir)
         .ok_or_else(|| format!("command `{}` not found", argv[0]))?;
     let mut cmd = std::process::Command::new(program);
     cmd.arg0(&argv[0])

@@ -3,7 +3,7 @@
 //! One SQLite database, `.corral/state.db` (WAL), holding what the daemon must not forget when
 //! it dies or is restarted:
 //! - **held** units: what the user stopped stays stopped;
-//! - **instances**: the PID, process start time and marker of every process the daemon
+//! - **processes**: the PID, process start time and marker of every process the daemon
 //!   started and has not seen exit — the identity a new daemon checks before adopting it;
 //! - **ports**: `auto` ports, so a service keeps its port across restarts;
 //! - **restarts**: restart counters, for `ps`;
@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The schema this corral writes. A database with a higher number came from a newer corral.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// How many events the history keeps.
 pub const EVENT_HISTORY: i64 = 10_000;
@@ -46,9 +46,9 @@ pub enum StoreError {
 
 /// A process the daemon started and has not seen end.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InstanceRecord {
+pub struct ProcessRecord {
     pub unit: String,
-    pub instance: u64,
+    pub generation: u64,
     pub pid: u32,
     /// Start time from `/proc/PID/stat` (clock ticks since boot): with the PID, the identity.
     pub start_time: u64,
@@ -61,6 +61,8 @@ pub struct EventRecord {
     pub time: SystemTime,
     pub unit: String,
     pub kind: String,
+    /// The unit's state after the event (`running`, …), or empty.
+    pub state: String,
     pub message: String,
 }
 
@@ -100,8 +102,8 @@ impl Store {
         conn.execute_batch(
             "BEGIN;
              CREATE TABLE IF NOT EXISTS held (unit TEXT PRIMARY KEY);
-             CREATE TABLE IF NOT EXISTS instances (
-                 unit TEXT PRIMARY KEY, instance INTEGER NOT NULL, pid INTEGER NOT NULL,
+             CREATE TABLE IF NOT EXISTS processes (
+                 unit TEXT PRIMARY KEY, generation INTEGER NOT NULL, pid INTEGER NOT NULL,
                  start_time INTEGER NOT NULL, marker TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS ports (unit TEXT PRIMARY KEY, port INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS restarts (unit TEXT PRIMARY KEY, count INTEGER NOT NULL);
@@ -110,11 +112,26 @@ impl Store {
                  name TEXT PRIMARY KEY, record TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS events (
                  id INTEGER PRIMARY KEY AUTOINCREMENT, time_ms INTEGER NOT NULL,
-                 unit TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
-             PRAGMA user_version = 1;
+                 unit TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL,
+                 state TEXT NOT NULL DEFAULT '');
              COMMIT;",
         )
         .map_err(corrupt)?;
+        if version == 1 {
+            // Schema 1 named process records "instances" (a word now kept for template
+            // instances) and kept no state with an event.
+            conn.execute_batch(
+                "BEGIN;
+                 DROP TABLE processes;
+                 ALTER TABLE instances RENAME TO processes;
+                 ALTER TABLE processes RENAME COLUMN instance TO generation;
+                 ALTER TABLE events ADD COLUMN state TEXT NOT NULL DEFAULT '';
+                 COMMIT;",
+            )
+            .map_err(corrupt)?;
+        }
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(corrupt)?;
         Ok(Store {
             conn,
             path,
@@ -163,17 +180,17 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
     }
 
-    /// Record a new instance of `unit`, replacing the last one.
-    pub fn put_instance(&self, rec: &InstanceRecord) -> Result<(), StoreError> {
+    /// Record a new process of `unit`, replacing the last one.
+    pub fn put_process(&self, rec: &ProcessRecord) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO instances (unit, instance, pid, start_time, marker)
+                "INSERT OR REPLACE INTO processes (unit, generation, pid, start_time, marker)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )
             .and_then(|mut s| {
                 s.execute(params![
                     rec.unit,
-                    rec.instance as i64,
+                    rec.generation as i64,
                     rec.pid,
                     rec.start_time as i64,
                     rec.marker
@@ -183,25 +200,27 @@ impl Store {
             .map_err(|e| self.sql(e))
     }
 
-    /// The instance of `unit` has ended (only if it is still this instance).
-    pub fn remove_instance(&self, unit: &str, instance: u64) -> Result<(), StoreError> {
+    /// The process of `unit` has ended (only if it is still this generation).
+    pub fn remove_process(&self, unit: &str, generation: u64) -> Result<(), StoreError> {
         self.conn
-            .prepare_cached("DELETE FROM instances WHERE unit = ?1 AND instance = ?2")
-            .and_then(|mut s| s.execute(params![unit, instance as i64]))
+            .prepare_cached("DELETE FROM processes WHERE unit = ?1 AND generation = ?2")
+            .and_then(|mut s| s.execute(params![unit, generation as i64]))
             .map(drop)
             .map_err(|e| self.sql(e))
     }
 
-    pub fn instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
+    pub fn processes(&self) -> Result<Vec<ProcessRecord>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT unit, instance, pid, start_time, marker FROM instances ORDER BY unit")
+            .prepare(
+                "SELECT unit, generation, pid, start_time, marker FROM processes ORDER BY unit",
+            )
             .map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok(InstanceRecord {
+                Ok(ProcessRecord {
                     unit: r.get(0)?,
-                    instance: r.get::<_, i64>(1)? as u64,
+                    generation: r.get::<_, i64>(1)? as u64,
                     pid: r.get(2)?,
                     start_time: r.get::<_, i64>(3)? as u64,
                     marker: r.get(4)?,
@@ -322,15 +341,21 @@ impl Store {
             .map_err(|e| self.sql(e))
     }
 
-    pub fn add_event(&mut self, unit: &str, kind: &str, message: &str) -> Result<(), StoreError> {
+    pub fn add_event(
+        &mut self,
+        unit: &str,
+        kind: &str,
+        state: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
         let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         self.conn
             .prepare_cached(
-                "INSERT INTO events (time_ms, unit, kind, message) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO events (time_ms, unit, kind, state, message) VALUES (?1, ?2, ?3, ?4, ?5)",
             )
-            .and_then(|mut s| s.execute(params![ms, unit, kind, message]))
+            .and_then(|mut s| s.execute(params![ms, unit, kind, state, message]))
             .map_err(|e| self.sql(e))?;
         self.inserts += 1;
         // Trim now and then rather than on every insert.
@@ -350,7 +375,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, time_ms, unit, kind, message FROM
+                "SELECT id, time_ms, unit, kind, message, state FROM
                    (SELECT * FROM events ORDER BY id DESC LIMIT ?1) ORDER BY id",
             )
             .map_err(|e| self.sql(e))?;
@@ -362,6 +387,7 @@ impl Store {
                     unit: r.get(2)?,
                     kind: r.get(3)?,
                     message: r.get(4)?,
+                    state: r.get(5)?,
                 })
             })
             .map_err(|e| self.sql(e))?;
@@ -380,24 +406,24 @@ mod tests {
             let mut s = Store::open(dir.path()).unwrap();
             s.set_held("web", true).unwrap();
             s.set_port("api", 41000).unwrap();
-            s.put_instance(&InstanceRecord {
+            s.put_process(&ProcessRecord {
                 unit: "api".into(),
-                instance: 3,
+                generation: 3,
                 pid: 1234,
                 start_time: 99,
                 marker: "1/api/3".into(),
             })
             .unwrap();
-            s.add_event("api", "state", "running").unwrap();
+            s.add_event("api", "state", "running", "running").unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.held().unwrap(), ["web"]);
         assert_eq!(s.port("api").unwrap(), Some(41000));
-        assert_eq!(s.instances().unwrap()[0].pid, 1234);
-        s.remove_instance("api", 2).unwrap();
-        assert_eq!(s.instances().unwrap().len(), 1, "another instance: kept");
-        s.remove_instance("api", 3).unwrap();
-        assert!(s.instances().unwrap().is_empty());
+        assert_eq!(s.processes().unwrap()[0].pid, 1234);
+        s.remove_process("api", 2).unwrap();
+        assert_eq!(s.processes().unwrap().len(), 1, "another generation: kept");
+        s.remove_process("api", 3).unwrap();
+        assert!(s.processes().unwrap().is_empty());
         s.put_definition("extra", "command = \"true\"").unwrap();
         s.begin().unwrap();
         s.forget("extra").unwrap();
@@ -411,7 +437,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(dir.path()).unwrap();
         for i in 0..(EVENT_HISTORY + 600) {
-            s.add_event("u", "state", &i.to_string()).unwrap();
+            s.add_event("u", "state", "", &i.to_string()).unwrap();
         }
         let n: i64 = s
             .conn

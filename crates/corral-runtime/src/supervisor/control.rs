@@ -109,25 +109,24 @@ pub struct Request {
     pub(super) reply: oneshot::Sender<Result<Reply, CommandError>>,
 }
 
-/// One unit as clients see it.
+/// One unit as clients see it. The state is the engine's own (typed); the API turns it into
+/// wire types.
 #[derive(Clone, Debug)]
 pub struct UnitView {
     pub name: String,
     pub kind: Kind,
-    pub state: &'static str,
+    pub state: State,
     pub pid: Option<u32>,
     pub ready: bool,
     pub uptime: Option<Duration>,
     pub restarts: u32,
-    pub last_exit: Option<String>,
+    pub last_exit: Option<ExitStatus>,
     /// Readiness as people read it: `ready`, `not ready: <last failure>`, or none (no probe).
     pub health: Option<String>,
     pub ports: Vec<u16>,
-    /// What a blocked unit waits on, as `name (condition)`.
-    pub waiting_on: Vec<String>,
-    /// Why a unit failed or was skipped.
-    pub reason: Option<String>,
-    pub depends_on: Vec<(String, String)>,
+    /// When a unit in backoff starts again.
+    pub backoff_until: Option<SystemTime>,
+    pub depends_on: Vec<(String, Condition)>,
     pub held: bool,
     pub wanted: bool,
     pub adopted: bool,
@@ -145,15 +144,42 @@ pub struct Snapshot {
     pub state_dir: PathBuf,
 }
 
+/// What kind of thing a [`Notice`] tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoticeKind {
+    /// A unit changed state.
+    State,
+    /// A health check ran.
+    Probe,
+    /// An instance of a template changed.
+    Instance,
+}
+
+impl NoticeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::State => "state",
+            NoticeKind::Probe => "probe",
+            NoticeKind::Instance => "instance",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<NoticeKind> {
+        [NoticeKind::State, NoticeKind::Probe, NoticeKind::Instance]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
 /// Something that happened, for the event stream and history.
 #[derive(Clone, Debug)]
 pub struct Notice {
     pub time: SystemTime,
     pub unit: String,
-    /// `state` (a state change), `probe` (a health check result).
-    pub kind: &'static str,
-    /// The unit's state after it happened.
-    pub state: String,
+    pub kind: NoticeKind,
+    /// The unit's (or, for instance notices, the instance's) state after it happened, by name:
+    /// `running`, `preparing`, …; empty when not known (old history).
+    pub state: &'static str,
     pub message: String,
 }
 
@@ -258,14 +284,14 @@ impl Supervisor {
             } => self.create_instance(template, params, git, upload),
             Command::UploadWorkspace { name, zip } => {
                 let inst = self.instance(&name)?;
-                if inst.state != "awaiting_upload" {
+                if inst.state != InstanceState::AwaitingUpload {
                     return Err(CommandError::Conflict(format!(
                         "`{name}` is {}, not waiting for an upload",
-                        inst.state
+                        inst.state.as_str()
                     )));
                 }
                 let mut inst = inst.clone();
-                inst.state = "preparing".into();
+                inst.state = InstanceState::Preparing;
                 self.save_instance(inst.clone());
                 self.prepare_instance(inst.clone(), crate::instances::Source::Zip(zip));
                 Ok(Reply::Instance(Box::new(inst)))
@@ -278,7 +304,7 @@ impl Supervisor {
             }
             Command::DeleteInstance { name } => {
                 let inst = self.instance(&name)?;
-                if inst.state == "preparing" {
+                if inst.state == InstanceState::Preparing {
                     return Err(CommandError::Conflict(format!(
                         "`{name}` is still being prepared; delete it when that has ended"
                     )));
@@ -387,9 +413,9 @@ impl Supervisor {
                     rows.into_iter()
                         .map(|r| Notice {
                             time: r.time,
-                            state: String::new(),
+                            state: state_name(&r.state),
                             unit: r.unit,
-                            kind: "state",
+                            kind: NoticeKind::parse(&r.kind).unwrap_or(NoticeKind::State),
                             message: r.message,
                         })
                         .collect(),
@@ -438,6 +464,7 @@ impl Supervisor {
 
     pub(super) fn snapshot(&self) -> Snapshot {
         let now = Instant::now();
+        let wall_now = SystemTime::now();
         let units = self
             .project
             .plan
@@ -458,7 +485,7 @@ impl Supervisor {
                 UnitView {
                     name: spec.name.clone(),
                     kind: spec.kind,
-                    state: u.state.name(),
+                    state: u.state.clone(),
                     pid: live.map(|l| l.pid),
                     ready: matches!(u.state, State::Running { ready: true, .. }),
                     uptime: if running {
@@ -467,31 +494,19 @@ impl Supervisor {
                         None
                     },
                     restarts: u.restarts,
-                    last_exit: u.last_exit.map(|e| e.to_string()),
+                    last_exit: u.last_exit,
                     health,
                     ports: self.ports[id.0].into_iter().collect(),
-                    waiting_on: match &u.state {
-                        State::Blocked { waiting_on } => waiting_on
-                            .iter()
-                            .map(|w| format!("{} ({})", w.name, w.condition))
-                            .collect(),
-                        _ => Vec::new(),
-                    },
-                    reason: match &u.state {
-                        State::Failed { reason } | State::Skipped { reason } => {
-                            Some(reason.clone())
+                    backoff_until: match u.state {
+                        State::Backoff { until, .. } => {
+                            Some(wall_now + until.saturating_duration_since(now))
                         }
                         _ => None,
                     },
                     depends_on: spec
                         .deps
                         .iter()
-                        .map(|d| {
-                            (
-                                self.project.plan.get(d.unit).name.clone(),
-                                d.condition.to_string(),
-                            )
-                        })
+                        .map(|d| (self.project.plan.get(d.unit).name.clone(), d.condition))
                         .collect(),
                     held: u.held,
                     wanted: u.wanted,
@@ -510,4 +525,24 @@ impl Supervisor {
             state_dir: self.project.state_dir.clone(),
         }
     }
+}
+
+/// A stored state name as the `'static` name the runtime uses (unknown names: empty).
+fn state_name(stored: &str) -> &'static str {
+    const NAMES: &[&str] = &[
+        "inactive",
+        "blocked",
+        "starting",
+        "running",
+        "backoff",
+        "stopping",
+        "exited",
+        "failed",
+        "skipped",
+        "awaiting_upload",
+        "preparing",
+        "ready",
+        "deleted",
+    ];
+    NAMES.iter().find(|n| **n == stored).copied().unwrap_or("")
 }

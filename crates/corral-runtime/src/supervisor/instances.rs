@@ -28,18 +28,22 @@ impl Supervisor {
         let note = format!(
             "instance {}: {}{}",
             inst.name,
-            inst.state,
+            inst.state.as_str(),
             inst.steps
                 .iter()
                 .rev()
-                .find(|s| s.state != "pending")
-                .map_or(String::new(), |s| format!(" ({} {})", s.name, s.state))
+                .find(|s| s.state != StepState::Pending)
+                .map_or(String::new(), |s| format!(
+                    " ({} {})",
+                    s.name,
+                    s.state.as_str()
+                ))
         );
         let _ = self.notices.send(Arc::new(Notice {
             time: SystemTime::now(),
             unit: inst.name.clone(),
-            kind: "instance",
-            state: inst.state.clone(),
+            kind: NoticeKind::Instance,
+            state: inst.state.as_str(),
             message: note,
         }));
         self.instances.insert(inst.name.clone(), inst);
@@ -147,11 +151,10 @@ impl Supervisor {
             workspace,
             source: source.clone(),
             state: if upload {
-                "awaiting_upload"
+                InstanceState::AwaitingUpload
             } else {
-                "preparing"
-            }
-            .into(),
+                InstanceState::Preparing
+            },
             error: None,
             steps: Vec::new(),
             created_ms: SystemTime::now()
@@ -161,7 +164,7 @@ impl Supervisor {
         let vars = inst.vars();
         let step = |name: String| Step {
             name,
-            state: "pending".into(),
+            state: StepState::Pending,
             detail: String::new(),
         };
         inst.steps.push(step(format!("workspace ({source})")));
@@ -202,21 +205,21 @@ impl Supervisor {
                 .unwrap_or_else(|| dir.clone());
             let log = home.join("setup.log");
             let mut env: Vec<(String, String)> = std::env::vars()
-                .filter(|(k, _)| k != procs::MARKER_VAR)
+                .filter(|(k, _)| k != proctable::MARKER_VAR)
                 .collect();
             env.push(("PORT".into(), inst.port.to_string()));
             let report = |inst: &crate::instances::Instance| {
                 let _ = tx.send(Msg::InstanceProgress(Box::new(inst.clone())));
             };
             let fail = |mut inst: crate::instances::Instance, i: usize, why: String| {
-                inst.set_step(i, "failed", why.clone());
-                inst.state = "failed".into();
+                inst.set_step(i, StepState::Failed, why.clone());
+                inst.state = InstanceState::Failed;
                 inst.error = Some(why);
                 // No half-made workspace is left behind.
                 let _ = std::fs::remove_dir_all(&inst.workspace);
                 let _ = tx.send(Msg::InstanceProgress(Box::new(inst)));
             };
-            inst.set_step(0, "running", "");
+            inst.set_step(0, StepState::Running, "");
             report(&inst);
             if let Err(e) = std::fs::create_dir_all(&dir) {
                 return fail(inst, 0, format!("cannot create `{}`: {e}", dir.display()));
@@ -245,7 +248,7 @@ impl Supervisor {
             if let Err(e) = made {
                 return fail(inst, 0, e);
             }
-            inst.set_step(0, "done", "");
+            inst.set_step(0, StepState::Done, "");
             let mut i = 1;
             if !tpl.files.is_empty() {
                 for (rel, content) in &tpl.files {
@@ -258,16 +261,16 @@ impl Supervisor {
                         return fail(inst, i, format!("cannot write `{rel}`: {e}"));
                     }
                 }
-                inst.set_step(i, "done", format!("{} written", tpl.files.len()));
+                inst.set_step(i, StepState::Done, format!("{} written", tpl.files.len()));
                 i += 1;
             }
             for argv in tpl.setup_argv(&vars, inst.port) {
-                inst.set_step(i, "running", "");
+                inst.set_step(i, StepState::Running, "");
                 report(&inst);
                 if let Err(e) = run_step(&reaper, &argv, &dir, &env, &log).await {
                     return fail(inst, i, e);
                 }
-                inst.set_step(i, "done", "");
+                inst.set_step(i, StepState::Done, "");
                 i += 1;
             }
             let _ = tx.send(Msg::InstanceReady(Box::new(inst)));
@@ -277,7 +280,7 @@ impl Supervisor {
     /// The workspace is ready: add the instance's service (which starts it).
     pub(super) async fn instance_ready(&mut self, mut inst: crate::instances::Instance) {
         let Some(tpl) = self.project.template(&inst.template).cloned() else {
-            inst.state = "failed".into();
+            inst.state = InstanceState::Failed;
             inst.error = Some(format!(
                 "template `{}` is gone from the config",
                 inst.template
@@ -292,9 +295,9 @@ impl Supervisor {
             .reload_with(added, Some((inst.name.clone(), Some(body))))
             .await
         {
-            Ok(_) => inst.state = "ready".into(),
+            Ok(_) => inst.state = InstanceState::Ready,
             Err(e) => {
-                inst.state = "failed".into();
+                inst.state = InstanceState::Failed;
                 inst.error = Some(format!("its service is not valid: {e}"));
                 let _ = std::fs::remove_dir_all(&inst.workspace);
             }
@@ -335,8 +338,8 @@ impl Supervisor {
         let _ = self.notices.send(Arc::new(Notice {
             time: SystemTime::now(),
             unit: name.to_string(),
-            kind: "instance",
-            state: "deleted".into(),
+            kind: NoticeKind::Instance,
+            state: "deleted",
             message: format!("instance {name}: deleted"),
         }));
     }

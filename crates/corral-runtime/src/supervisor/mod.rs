@@ -3,15 +3,15 @@
 //! channel; the loop feeds each event to the engine and carries out the effects. No state is
 //! shared behind locks except the reaper's table of un-reaped PIDs.
 //!
-//! What must outlive the daemon goes to the store inside the same step: instance records
+//! What must outlive the daemon goes to the store inside the same step: process records
 //! (PID + start time + marker) when a process starts and when it ends, held units, auto ports,
 //! restart counters, and the event history — one transaction per message handled.
 //!
-//! On start, instance records left by an earlier daemon are checked: a process that is still
+//! On start, process records left by an earlier daemon are checked: a process that is still
 //! the same process (PID and start time match, and it carries the recorded marker) is adopted —
 //! watched through a pidfd, its output still flowing through the keeper — and anything else
 //! that carries the marker is killed before the unit is started afresh. So there is never a
-//! second instance, and never an orphan.
+//! second process of a unit, and never an orphan.
 //!
 //! Where the OS is touched: `spawn` (fork/exec), `signal_batch` (stop signals and SIGKILL to a
 //! group and its strays), `sweep` (orphans left by exited instances), `final_sweep` (nothing
@@ -25,20 +25,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use corral_config::{Check, PortDecl, Project};
-use corral_engine::{Effect, Engine, Event, ExitStatus, Kind, State, UnitId};
-use corral_store::{InstanceRecord, Store};
+use corral_engine::{Condition, Effect, Engine, Event, ExitStatus, Kind, State, UnitId};
+use corral_store::{ProcessRecord, Store};
 use nix::sys::signal::Signal;
 use regex::Regex;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::{broadcast, oneshot};
 
+use crate::instances::{InstanceState, StepState};
 use crate::keeper::{Attach, KeeperLink, TapMsg};
 use crate::logs::Stream;
 use crate::printer::Printer;
 use crate::probe::{self, ExecContext};
 use crate::reaper::Reaper;
-use crate::{ports, procs};
+use crate::{ports, proctable};
 
 mod control;
 mod instances;
@@ -47,7 +48,8 @@ mod reload;
 mod runs;
 
 pub use control::{
-    Command, CommandError, Control, LineNotice, Notice, Reply, Request, Snapshot, UnitView,
+    Command, CommandError, Control, LineNotice, Notice, NoticeKind, Reply, Request, Snapshot,
+    UnitView,
 };
 use output::{KeeperGuard, connect_keeper, spawn_keeper};
 use reload::PendingReload;
@@ -93,7 +95,7 @@ pub struct Outcome {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
+pub enum StartError {
     #[error("unknown unit `{name}`{}", match .suggestion { Some(s) => format!(" (did you mean `{s}`?)"), None => String::new() })]
     UnknownUnit {
         name: String,
@@ -123,7 +125,7 @@ pub enum RunError {
 /// goes away with the process however it dies; the file keeps the holder's PID for the message.
 pub fn lock_project(
     state_dir: &std::path::Path,
-) -> Result<nix::fcntl::Flock<std::fs::File>, RunError> {
+) -> Result<nix::fcntl::Flock<std::fs::File>, StartError> {
     use std::io::{Read, Seek, Write};
     let path = state_dir.join("corral.lock");
     let file = std::fs::OpenOptions::new()
@@ -132,7 +134,7 @@ pub fn lock_project(
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|source| RunError::StateDir {
+        .map_err(|source| StartError::StateDir {
             path: path.display().to_string(),
             source,
         })?;
@@ -146,7 +148,7 @@ pub fn lock_project(
         Err((mut file, _)) => {
             let mut pid = String::new();
             let _ = file.read_to_string(&mut pid);
-            Err(RunError::Busy {
+            Err(StartError::Busy {
                 pid: pid.trim().to_string(),
             })
         }
@@ -176,11 +178,11 @@ struct Watch {
 
 /// A process we started (or adopted) for a unit and have not seen exit yet.
 struct Live {
-    instance: u64,
+    generation: u64,
     pid: u32,
     marker: String,
     /// Adopted from an earlier daemon: not our child, watched through a pidfd.
-    adopted: Option<procs::PidFd>,
+    adopted: Option<proctable::PidFd>,
     watch: Watch,
 }
 
@@ -206,7 +208,7 @@ pub struct Supervisor {
     /// Stored held flags and restart counts, to write only what changed.
     held: Vec<bool>,
     restarts: Vec<u32>,
-    adopt: Vec<(UnitId, InstanceRecord)>,
+    adopt: Vec<(UnitId, ProcessRecord)>,
     wanted: Vec<UnitId>,
     pending_notices: Vec<Arc<Notice>>,
     adhoc: crate::adhoc::Adhoc,
@@ -232,14 +234,14 @@ pub struct Supervisor {
 
 /// Set up everything the supervisor needs (state dir, lock, store, keeper, reaper) and decide
 /// what to adopt. Call inside the tokio runtime; then serve `Control` and `run` the supervisor.
-pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Control), RunError> {
+pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Control), StartError> {
     let log_dir = project.state_dir.join("logs");
-    std::fs::create_dir_all(&log_dir).map_err(|source| RunError::StateDir {
+    std::fs::create_dir_all(&log_dir).map_err(|source| StartError::StateDir {
         path: log_dir.display().to_string(),
         source,
     })?;
     let lock = lock_project(&project.state_dir)?;
-    let reaper = Reaper::start().map_err(RunError::Setup)?;
+    let reaper = Reaper::start().map_err(StartError::Setup)?;
     // A keeper starting while the store opens: the two take a few milliseconds each.
     let mut early_keeper = KeeperGuard(None);
     if !crate::keeper::running(&project.state_dir) {
@@ -252,7 +254,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         project
     } else {
         corral_config::load_with(&project.file, &added)
-            .map_err(|e| RunError::Config(e.to_string()))?
+            .map_err(|e| StartError::Config(e.to_string()))?
     };
     let mut wanted = Vec::new();
     for name in &options.names {
@@ -264,7 +266,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
                     project.units.iter().map(|u| u.name.as_str()),
                 )
                 .map(str::to_string);
-                return Err(RunError::UnknownUnit {
+                return Err(StartError::UnknownUnit {
                     name: name.clone(),
                     suggestion,
                 });
@@ -287,15 +289,16 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
 
     // What an earlier daemon left running: adopt what is still the same process; end the rest.
     let mut adopt = Vec::new();
-    for rec in store.instances()? {
+    for rec in store.processes()? {
         let id = project.plan.find(&rec.unit);
-        let same = procs::start_time(rec.pid as i32) == Some(rec.start_time)
-            && procs::env_var(rec.pid as i32, procs::MARKER_VAR).as_deref() == Some(&rec.marker);
+        let same = proctable::start_time(rec.pid as i32) == Some(rec.start_time)
+            && proctable::env_var(rec.pid as i32, proctable::MARKER_VAR).as_deref()
+                == Some(&rec.marker);
         match id {
             Some(id) if same => adopt.push((id, rec)),
             _ => {
                 end_marked(&rec.marker);
-                store.remove_instance(&rec.unit, rec.instance)?;
+                store.remove_process(&rec.unit, rec.generation)?;
             }
         }
     }
@@ -327,8 +330,8 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
             eprintln!("corral: the record of instance `{name}` is unreadable; ignoring it");
             continue;
         };
-        if inst.state == "preparing" {
-            inst.state = "failed".into();
+        if inst.state == InstanceState::Preparing {
+            inst.state = InstanceState::Failed;
             inst.error = Some("corral stopped while it was being prepared".into());
         }
         instances.insert(name, inst);
@@ -383,33 +386,33 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     Ok((sup, control))
 }
 
-/// Kill every process carrying `marker` (an instance we cannot adopt) and wait, bounded, until
+/// Kill every process carrying `marker` (a process we cannot adopt) and wait, bounded, until
 /// they are gone.
 fn end_marked(marker: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let left = procs::with_marker(marker);
+        let left = proctable::with_marker(marker);
         if left.is_empty() || Instant::now() > deadline {
             return;
         }
-        procs::signal_all(&left, Signal::SIGKILL);
+        proctable::signal_all(&left, Signal::SIGKILL);
         std::thread::sleep(Duration::from_millis(5));
     }
 }
 
 /// Run the project in the foreground until it is done or interrupted (no API).
-pub async fn run(project: Project, options: Options) -> Result<Outcome, RunError> {
+pub async fn run(project: Project, options: Options) -> Result<Outcome, StartError> {
     let (sup, _control) = prepare(project, options)?;
     sup.run().await
 }
 
 impl Supervisor {
     /// Supervise until done (or told to stop), then make sure nothing is left behind.
-    pub async fn run(mut self) -> Result<Outcome, RunError> {
+    pub async fn run(mut self) -> Result<Outcome, StartError> {
         let started = Instant::now();
-        let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Setup)?;
-        let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Setup)?;
-        let mut sighup = signal(SignalKind::hangup()).map_err(RunError::Setup)?;
+        let mut sigint = signal(SignalKind::interrupt()).map_err(StartError::Setup)?;
+        let mut sigterm = signal(SignalKind::terminate()).map_err(StartError::Setup)?;
+        let mut sighup = signal(SignalKind::hangup()).map_err(StartError::Setup)?;
         let mut interrupted = false;
         let log_dir = self.project.state_dir.join("logs");
         let rel_logs = log_dir
@@ -526,8 +529,12 @@ impl Supervisor {
             }
         }
         for n in std::mem::take(&mut self.pending_notices) {
-            if n.kind == "state" {
-                result = result.and(self.store.add_event(&n.unit, n.kind, &n.message));
+            if n.kind == NoticeKind::State {
+                result =
+                    result.and(
+                        self.store
+                            .add_event(&n.unit, n.kind.as_str(), n.state, &n.message),
+                    );
             }
         }
         if let Err(e) = result.and(self.store.commit()) {
@@ -569,36 +576,37 @@ impl Supervisor {
     }
 
     /// Take over a process an earlier daemon started.
-    async fn adopt(&mut self, unit: UnitId, rec: InstanceRecord) {
-        let (Ok(watch_fd), Ok(check_fd)) =
-            (procs::PidFd::open(rec.pid), procs::PidFd::open(rec.pid))
-        else {
+    async fn adopt(&mut self, unit: UnitId, rec: ProcessRecord) {
+        let (Ok(watch_fd), Ok(check_fd)) = (
+            proctable::PidFd::open(rec.pid),
+            proctable::PidFd::open(rec.pid),
+        ) else {
             end_marked(&rec.marker);
-            let _ = self.store.remove_instance(&rec.unit, rec.instance);
+            let _ = self.store.remove_process(&rec.unit, rec.generation);
             return;
         };
-        let running_for = procs::age(rec.start_time).unwrap_or_default();
+        let running_for = proctable::age(rec.start_time).unwrap_or_default();
         self.live[unit.0] = Some(Live {
-            instance: rec.instance,
+            generation: rec.generation,
             pid: rec.pid,
             marker: rec.marker.clone(),
             adopted: Some(check_fd),
             watch: self.watch_for(unit),
         });
-        self.draining.insert((rec.unit.clone(), rec.instance));
+        self.draining.insert((rec.unit.clone(), rec.generation));
         let tx = self.tx.clone();
-        let instance = rec.instance;
+        let generation = rec.generation;
         tokio::spawn(async move {
             watch_fd.wait().await;
             let _ = tx.send(Msg::Event(Event::Exited {
                 unit,
-                instance,
+                generation,
                 status: ExitStatus::Unknown,
             }));
         });
         self.handle(Event::Adopt {
             unit,
-            instance: rec.instance,
+            generation: rec.generation,
             pid: rec.pid,
             running_for,
         })
@@ -631,19 +639,21 @@ impl Supervisor {
         let mut queue = VecDeque::from([first]);
         let mut signals: Vec<(UnitId, Signal)> = Vec::new();
         while let Some(event) = queue.pop_front() {
-            if let Event::Exited { unit, instance, .. } = &event
+            if let Event::Exited {
+                unit, generation, ..
+            } = &event
                 && self.live[unit.0]
                     .as_ref()
-                    .is_some_and(|l| l.instance == *instance)
+                    .is_some_and(|l| l.generation == *generation)
                 && let Some(live) = self.live[unit.0].take()
             {
                 let name = &self.project.units[unit.0].name;
-                if let Err(e) = self.store.remove_instance(name, live.instance) {
+                if let Err(e) = self.store.remove_process(name, live.generation) {
                     eprintln!("corral: {e}");
                 }
                 if live.adopted.is_some() {
                     // Its orphans went to init, not to us: find them by marker.
-                    procs::signal_all(&procs::with_marker(&live.marker), Signal::SIGKILL);
+                    proctable::signal_all(&proctable::with_marker(&live.marker), Signal::SIGKILL);
                 }
                 self.schedule_sweep();
             }
@@ -655,14 +665,16 @@ impl Supervisor {
                 let _ = self.notices.send(Arc::new(Notice {
                     time: SystemTime::now(),
                     unit: self.project.units[unit.0].name.clone(),
-                    kind: "probe",
-                    state: self.engine.state(*unit).name().to_string(),
+                    kind: NoticeKind::Probe,
+                    state: self.engine.state(*unit).kind_name(),
                     message: format!("{}: {detail}", if *ok { "ok" } else { "failed" }),
                 }));
             }
             for effect in self.engine.handle(event, Instant::now()) {
                 match effect {
-                    Effect::Spawn { unit, instance } => queue.push_back(self.spawn(unit, instance)),
+                    Effect::Spawn { unit, generation } => {
+                        queue.push_back(self.spawn(unit, generation))
+                    }
                     Effect::Signal { unit, signal, .. } => {
                         let sig = Signal::try_from(signal).unwrap_or(Signal::SIGTERM);
                         signals.push((unit, sig));
@@ -670,12 +682,12 @@ impl Supervisor {
                     Effect::Kill { unit, .. } => signals.push((unit, Signal::SIGKILL)),
                     Effect::RunProbe {
                         unit,
-                        instance,
+                        generation,
                         probe,
-                    } => self.run_probe(unit, instance, probe),
+                    } => self.run_probe(unit, generation, probe),
                     Effect::SetTimer {
                         unit,
-                        instance,
+                        generation,
                         timer,
                         after,
                     } => {
@@ -684,7 +696,7 @@ impl Supervisor {
                             tokio::time::sleep(after).await;
                             let _ = tx.send(Msg::Event(Event::Timer {
                                 unit,
-                                instance,
+                                generation,
                                 timer,
                             }));
                         });
@@ -727,8 +739,8 @@ impl Supervisor {
         let notice = Arc::new(Notice {
             time: SystemTime::now(),
             unit: name.clone(),
-            kind: "state",
-            state: state.name().to_string(),
+            kind: NoticeKind::State,
+            state: state.kind_name(),
             message: text.clone(),
         });
         let _ = self.notices.send(notice.clone());
@@ -739,22 +751,22 @@ impl Supervisor {
     }
 
     /// Start a unit's process. Returns `Spawned` or `SpawnFailed` for the engine.
-    fn spawn(&mut self, unit: UnitId, instance: u64) -> Event {
-        match self.try_spawn(unit, instance) {
+    fn spawn(&mut self, unit: UnitId, generation: u64) -> Event {
+        match self.try_spawn(unit, generation) {
             Ok(pid) => Event::Spawned {
                 unit,
-                instance,
+                generation,
                 pid,
             },
             Err(error) => Event::SpawnFailed {
                 unit,
-                instance,
+                generation,
                 error,
             },
         }
     }
 
-    fn try_spawn(&mut self, unit: UnitId, instance: u64) -> Result<u32, String> {
+    fn try_spawn(&mut self, unit: UnitId, generation: u64) -> Result<u32, String> {
         let def = &self.project.units[unit.0];
         let command = def.command.as_ref().ok_or("nothing to run")?;
         // Ports: a fixed port must be free (or freed); an auto port is chosen once, then kept.
@@ -797,8 +809,8 @@ impl Supervisor {
         }
         let port = self.ports[unit.0];
         let argv = command.to_argv(port);
-        let marker = procs::marker(&def.name, instance);
-        let program = procs::resolve_program(&argv[0], &def.env, &def.workdir)
+        let marker = proctable::marker(&def.name, generation);
+        let program = proctable::resolve_program(&argv[0], &def.env, &def.workdir)
             .ok_or_else(|| not_found(&argv[0]))?;
         let mut cmd = std::process::Command::new(program);
         cmd.arg0(&argv[0])
@@ -806,7 +818,7 @@ impl Supervisor {
             .current_dir(&def.workdir)
             .env_clear()
             .envs(def.env.iter().map(|(k, v)| (k, v)))
-            .env(procs::MARKER_VAR, &marker)
+            .env(proctable::MARKER_VAR, &marker)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -825,7 +837,7 @@ impl Supervisor {
         if let (Some(out), Some(err)) = (&out, &err) {
             let attach = Attach {
                 unit: def.name.clone(),
-                instance,
+                generation,
                 settings: def.log,
             };
             let attached = match &self.keeper {
@@ -834,7 +846,7 @@ impl Supervisor {
             };
             match attached {
                 Ok(()) => {
-                    self.draining.insert((def.name.clone(), instance));
+                    self.draining.insert((def.name.clone(), generation));
                 }
                 Err(e) => eprintln!(
                     "corral: cannot hand the output of `{}` to the log keeper: {e}",
@@ -843,15 +855,15 @@ impl Supervisor {
             }
         }
         drop((out, err));
-        if let Some(start_time) = procs::start_time(pid as i32) {
-            let rec = InstanceRecord {
+        if let Some(start_time) = proctable::start_time(pid as i32) {
+            let rec = ProcessRecord {
                 unit: def.name.clone(),
-                instance,
+                generation,
                 pid,
                 start_time,
                 marker: marker.clone(),
             };
-            if let Err(e) = self.store.put_instance(&rec) {
+            if let Err(e) = self.store.put_process(&rec) {
                 eprintln!("corral: {e}");
             }
         }
@@ -860,13 +872,13 @@ impl Supervisor {
             let status = exit.await.unwrap_or(ExitStatus::Signal(9));
             let _ = tx.send(Msg::Event(Event::Exited {
                 unit,
-                instance,
+                generation,
                 status,
             }));
         });
         let watch = self.watch_for(unit);
         self.live[unit.0] = Some(Live {
-            instance,
+            generation,
             pid,
             marker,
             adopted: None,
@@ -880,7 +892,7 @@ impl Supervisor {
         tokio::spawn(async move { printer.system(text).await });
     }
 
-    fn run_probe(&self, unit: UnitId, instance: u64, kind: corral_engine::ProbeKind) {
+    fn run_probe(&self, unit: UnitId, generation: u64, kind: corral_engine::ProbeKind) {
         let def = &self.project.units[unit.0];
         let probe = match kind {
             corral_engine::ProbeKind::Readiness => def.readiness.clone(),
@@ -905,7 +917,7 @@ impl Supervisor {
             };
             let _ = tx.send(Msg::Event(Event::ProbeResult {
                 unit,
-                instance,
+                generation,
                 probe: kind,
                 ok,
                 detail,
@@ -919,7 +931,7 @@ impl Supervisor {
         if signals.is_empty() {
             return;
         }
-        let table = procs::Table::read(&self.reaper.registered());
+        let table = proctable::Table::read(&self.reaper.registered());
         for (unit, sig) in signals {
             let Some(live) = &self.live[unit.0] else {
                 continue;
@@ -930,12 +942,12 @@ impl Supervisor {
                     let _ =
                         nix::sys::signal::killpg(nix::unistd::Pid::from_raw(live.pid as i32), *sig);
                 }
-                procs::signal_all(&procs::with_marker(&live.marker), *sig);
+                proctable::signal_all(&proctable::with_marker(&live.marker), *sig);
                 continue;
             }
             let leader_alive = self.reaper.signal_group(live.pid, *sig);
             let leader = leader_alive.then_some(live.pid as i32);
-            procs::signal_all(&table.strays(leader, &live.marker), *sig);
+            proctable::signal_all(&table.strays(leader, &live.marker), *sig);
         }
     }
 
@@ -953,11 +965,11 @@ impl Supervisor {
         });
     }
 
-    /// Kill orphans whose instance has exited. Orphans of a running instance are left alone:
+    /// Kill orphans whose generation has exited. Orphans of a running generation are left alone:
     /// they are part of it (a daemonizing service) and go when it stops.
     fn sweep(&mut self) {
         self.sweep_pending = false;
-        let table = procs::Table::read(&self.reaper.registered());
+        let table = proctable::Table::read(&self.reaper.registered());
         let mut live: HashSet<String> = self
             .live
             .iter()
@@ -975,7 +987,7 @@ impl Supervisor {
         );
         let orphans = table.abandoned(&live);
         if !orphans.is_empty() {
-            procs::signal_all(&orphans, Signal::SIGKILL);
+            proctable::signal_all(&orphans, Signal::SIGKILL);
             self.schedule_sweep();
         }
     }
@@ -985,14 +997,14 @@ impl Supervisor {
     async fn final_sweep(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let left = procs::Table::read(&self.reaper.registered()).descendants();
+            let left = proctable::Table::read(&self.reaper.registered()).descendants();
             if left.is_empty() || Instant::now() > deadline {
                 if !left.is_empty() {
                     eprintln!("corral: could not end processes {left:?}");
                 }
                 break;
             }
-            procs::signal_all(&left, Signal::SIGKILL);
+            proctable::signal_all(&left, Signal::SIGKILL);
             tokio::time::sleep(Duration::from_millis(1)).await;
             self.reaper.reap();
         }

@@ -12,7 +12,7 @@ pub(super) fn connect_keeper(
     reaper: &Reaper,
     tx: &UnboundedSender<Msg>,
     started: bool,
-) -> Result<KeeperLink, RunError> {
+) -> Result<KeeperLink, StartError> {
     let start = {
         let (state_dir, exe, reaper) = (state_dir.to_path_buf(), exe.to_path_buf(), reaper.clone());
         move || match started {
@@ -24,7 +24,7 @@ pub(super) fn connect_keeper(
     KeeperLink::connect(state_dir, start, move |m| {
         let _ = tap_tx.send(Msg::Tap(m));
     })
-    .map_err(RunError::Keeper)
+    .map_err(StartError::Keeper)
 }
 
 /// A keeper started for a start-up that then failed: it holds nothing yet, so it goes.
@@ -61,7 +61,7 @@ impl Supervisor {
         match msg {
             TapMsg::Lines {
                 unit,
-                instance,
+                generation,
                 stream,
                 time,
                 lines,
@@ -82,10 +82,10 @@ impl Supervisor {
                         }));
                     }
                 }
-                self.check_patterns(id, instance, &lines);
+                self.check_patterns(id, generation, &lines);
             }
-            TapMsg::Eof { unit, instance } => {
-                self.draining.remove(&(unit, instance));
+            TapMsg::Eof { unit, generation } => {
+                self.draining.remove(&(unit, generation));
             }
             TapMsg::Lost => {
                 self.draining.clear();
@@ -112,8 +112,11 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn check_patterns(&mut self, id: UnitId, instance: u64, lines: &[Vec<u8>]) {
-        let Some(live) = self.live[id.0].as_mut().filter(|l| l.instance == instance) else {
+    pub(super) fn check_patterns(&mut self, id: UnitId, generation: u64, lines: &[Vec<u8>]) {
+        let Some(live) = self.live[id.0]
+            .as_mut()
+            .filter(|l| l.generation == generation)
+        else {
             return;
         };
         let watch = &mut live.watch;
@@ -124,15 +127,16 @@ impl Supervisor {
             let text = String::from_utf8_lossy(line);
             if watch.log_ready.as_ref().is_some_and(|r| r.is_match(&text)) {
                 watch.log_ready = None;
-                let _ = self
-                    .tx
-                    .send(Msg::Event(Event::LogReady { unit: id, instance }));
+                let _ = self.tx.send(Msg::Event(Event::LogReady {
+                    unit: id,
+                    generation,
+                }));
             }
             if watch.readiness.as_ref().is_some_and(|r| r.is_match(&text)) {
                 watch.readiness = None;
                 let _ = self.tx.send(Msg::Event(Event::ProbeResult {
                     unit: id,
-                    instance,
+                    generation,
                     probe: corral_engine::ProbeKind::Readiness,
                     ok: true,
                     detail: format!("line matched: {text}"),

@@ -1,6 +1,6 @@
 //! Changing the plan while running: reloads of `corral.toml` and services added or removed at
 //! run time. Changed and removed units stop first; then the plan is swapped and events of tasks
-//! started before the swap are re-addressed by instance number.
+//! started before the swap are re-addressed by generation number.
 
 use super::*;
 
@@ -193,9 +193,9 @@ impl Supervisor {
             None => false,
         });
         for (old, new) in &old_to_new {
-            let instance = self.engine.unit(*old).instance;
-            if old != new && instance != 0 {
-                self.moved.insert(instance, *new);
+            let generation = self.engine.unit(*old).generation;
+            if old != new && generation != 0 {
+                self.moved.insert(generation, *new);
             }
         }
         for name in &p.replaced {
@@ -242,17 +242,23 @@ impl Supervisor {
     }
 
     /// An event from a task started before a plan change names the unit's old index; its
-    /// instance number says where the unit is now.
+    /// generation number says where the unit is now.
     pub(super) fn readdress(&self, mut ev: Event) -> Event {
         if self.moved.is_empty() {
             return ev;
         }
         match &mut ev {
-            Event::Exited { unit, instance, .. }
-            | Event::ProbeResult { unit, instance, .. }
-            | Event::LogReady { unit, instance }
-            | Event::Timer { unit, instance, .. } => {
-                if let Some(id) = self.moved.get(instance) {
+            Event::Exited {
+                unit, generation, ..
+            }
+            | Event::ProbeResult {
+                unit, generation, ..
+            }
+            | Event::LogReady { unit, generation }
+            | Event::Timer {
+                unit, generation, ..
+            } => {
+                if let Some(id) = self.moved.get(generation) {
                     *unit = *id;
                 }
             }
@@ -261,14 +267,21 @@ impl Supervisor {
         ev
     }
 
-    /// An event about an instance that is no longer current (or a unit a reload removed).
+    /// An event about an generation that is no longer current (or a unit a reload removed).
     pub(super) fn is_stale(&self, ev: &Event) -> bool {
         match ev {
-            Event::Exited { unit, instance, .. }
-            | Event::ProbeResult { unit, instance, .. }
-            | Event::LogReady { unit, instance }
-            | Event::Timer { unit, instance, .. } => {
-                unit.0 >= self.project.units.len() || self.engine.unit(*unit).instance != *instance
+            Event::Exited {
+                unit, generation, ..
+            }
+            | Event::ProbeResult {
+                unit, generation, ..
+            }
+            | Event::LogReady { unit, generation }
+            | Event::Timer {
+                unit, generation, ..
+            } => {
+                unit.0 >= self.project.units.len()
+                    || self.engine.unit(*unit).generation != *generation
             }
             _ => false,
         }

@@ -35,8 +35,8 @@ pub fn verdict(state: &State, allow_failure: bool) -> (&'static str, String) {
         State::Failed { reason } if allow_failure => {
             ("ALLOWED", format!("{reason} (allowed to fail)"))
         }
-        State::Failed { reason } => ("FAIL", reason.clone()),
-        State::Skipped { reason } => ("SKIP", reason.clone()),
+        State::Failed { reason } => ("FAIL", reason.to_string()),
+        State::Skipped { reason } => ("SKIP", reason.to_string()),
         State::Starting | State::Running { .. } | State::Stopping { .. } => {
             ("RUNNING", String::new())
         }

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use corral_api::client::{Client, ClientError, Method, encode};
-use corral_api::wire;
+use corral_proto::client::{Client, ClientError, Method, encode};
+use corral_proto::wire;
 
 use super::{CliError, runtime, state_dir};
 
@@ -39,7 +39,7 @@ fn services(file: Option<&Path>) -> Result<Vec<wire::Service>, CliError> {
 fn uptime(secs: Option<f64>) -> String {
     match secs {
         None => "-".into(),
-        Some(s) => corral_engine::fmt_duration(std::time::Duration::from_secs(s as u64)),
+        Some(s) => corral_proto::fmt_duration(std::time::Duration::from_secs(s as u64)),
     }
 }
 
@@ -73,9 +73,9 @@ fn print_table(list: &[wire::Service]) {
                 s.name.clone(),
                 s.kind.clone(),
                 if s.held {
-                    format!("{} (held)", s.state)
+                    format!("{} (held)", s.state_text())
                 } else {
-                    s.state.clone()
+                    s.state_text()
                 },
                 s.pid.map_or("-".into(), |p| p.to_string()),
                 s.usage
@@ -248,7 +248,7 @@ pub fn kill(file: Option<&Path>, name: &str, signal: &str) -> Result<ExitCode, C
 
 pub fn why(file: Option<&Path>, name: &str) -> Result<ExitCode, CliError> {
     let s: wire::Service = call(file, Method::GET, &format!("/v1/services/{}", encode(name)))?;
-    let mut lines = vec![format!("{} is {}", s.name, s.state)];
+    let mut lines = vec![format!("{} is {}", s.name, s.state_text())];
     if s.held {
         lines.push(format!(
             "  it was stopped by the user; `corral start {}` brings it back",
@@ -256,7 +256,8 @@ pub fn why(file: Option<&Path>, name: &str) -> Result<ExitCode, CliError> {
         ));
     }
     if !s.waiting_on.is_empty() {
-        lines.push(format!("  waiting for: {}", s.waiting_on.join(", ")));
+        let waiting: Vec<String> = s.waiting_on.iter().map(|d| d.to_string()).collect();
+        lines.push(format!("  waiting for: {}", waiting.join(", ")));
     }
     if let Some(r) = &s.reason {
         lines.push(format!("  because: {r}"));
@@ -284,7 +285,7 @@ pub fn tree(file: Option<&Path>) -> Result<ExitCode, CliError> {
     fn show(
         list: &[wire::Service],
         name: &str,
-        cond: Option<&str>,
+        cond: Option<wire::Condition>,
         depth: usize,
         path: &mut Vec<String>,
     ) {
@@ -292,13 +293,13 @@ pub fn tree(file: Option<&Path>) -> Result<ExitCode, CliError> {
             return;
         };
         let cond = cond.map_or(String::new(), |c| format!(" ({c})"));
-        println!("{}{}{cond}: {}", "  ".repeat(depth), s.name, s.state);
+        println!("{}{}{cond}: {}", "  ".repeat(depth), s.name, s.state_text());
         if path.contains(&s.name) {
             return;
         }
         path.push(s.name.clone());
         for d in &s.depends_on {
-            show(list, &d.name, Some(&d.condition), depth + 1, path);
+            show(list, &d.name, Some(d.condition), depth + 1, path);
         }
         path.pop();
     }

@@ -8,18 +8,16 @@ use std::path::Path;
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use corral_api::client::{Client, ClientError, Method};
-use corral_runtime::procs;
+use corral_proto::client::{Client, ClientError, Method};
+use corral_runtime::proctable;
+
+use corral_proto::paths::pid_file;
 
 use super::{CliError, load_project, runtime};
 
-pub fn pid_file(state_dir: &Path) -> std::path::PathBuf {
-    state_dir.join("daemon.pid")
-}
-
 pub fn write_pid_file(state_dir: &Path) {
     let pid = std::process::id();
-    let start = procs::start_time(pid as i32).unwrap_or(0);
+    let start = proctable::start_time(pid as i32).unwrap_or(0);
     if let Err(e) = std::fs::write(pid_file(state_dir), format!("{pid} {start}\n")) {
         eprintln!("corral: cannot write the PID file: {e}");
     }
@@ -35,7 +33,7 @@ pub fn running_daemon(state_dir: &Path) -> Option<u32> {
     let mut parts = text.split_whitespace();
     let pid: u32 = parts.next()?.parse().ok()?;
     let start: u64 = parts.next()?.parse().ok()?;
-    (procs::start_time(pid as i32) == Some(start)).then_some(pid)
+    (proctable::start_time(pid as i32) == Some(start)).then_some(pid)
 }
 
 pub fn start(
@@ -129,7 +127,7 @@ pub fn down(file: Option<&Path>) -> Result<ExitCode, CliError> {
     let client = Client::new(&state_dir);
     let rt = runtime()?;
     let pid = running_daemon(&state_dir);
-    let asked: Result<corral_api::wire::Done, ClientError> =
+    let asked: Result<corral_proto::wire::Done, ClientError> =
         rt.block_on(client.call(Method::POST, "/v1/shutdown"));
     match asked {
         Ok(_) => {}

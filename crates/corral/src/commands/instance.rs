@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use corral_api::client::{Method, encode};
-use corral_api::wire;
+use corral_proto::client::{Method, encode};
+use corral_proto::wire;
 
 use super::ctl::{call, cli_error, client};
 use super::{CliError, runtime};

@@ -61,9 +61,7 @@ pub fn load_project(file: Option<&Path>) -> Result<Project, CliError> {
 /// The state dir of the project, without reading the config: a client of a running corral must
 /// work while the file is being edited (or is broken).
 pub fn state_dir(file: Option<&Path>) -> Result<std::path::PathBuf, CliError> {
-    let path = config_path(file)?;
-    let path = std::path::absolute(&path).unwrap_or(path);
-    Ok(path.parent().unwrap_or(Path::new(".")).join(".corral"))
+    Ok(corral_proto::paths::state_dir(&config_path(file)?))
 }
 
 /// The tokio runtime for corral: two workers are enough for these machines, and keep corral's
@@ -97,7 +95,7 @@ pub fn supervise(
     runtime()?.block_on(async move {
         let (sup, control) =
             corral_runtime::prepare(project, options).map_err(|e| CliError::Run(e.to_string()))?;
-        let socket = corral_api::socket_path(&state_dir);
+        let socket = corral_proto::paths::api_socket(&state_dir);
         let mut server = None;
         if serve.api {
             let served = corral_api::serve_unix(control.clone(), &socket).await;

@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use corral_api::client::{Client, ClientError, Method};
-use corral_api::wire;
 use corral_engine::{Kind, fmt_duration};
+use corral_proto::client::{Client, ClientError, Method};
+use corral_proto::wire;
 use corral_runtime::Options;
 
 use super::{CliError, Serve, load_project, runtime, supervise};

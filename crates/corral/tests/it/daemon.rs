@@ -37,7 +37,7 @@ fn wait_state(p: &Project, name: &str, state: &str) -> serde_json::Value {
     loop {
         let last = services(p);
         let found = last.as_array().unwrap().iter().find(|s| s["name"] == name);
-        if found.is_some_and(|s| s["state"] == state) {
+        if found.is_some_and(|s| in_state(s, state)) {
             return last;
         }
         assert!(
@@ -87,8 +87,8 @@ fn daemon_serves_the_api_and_the_cli_end_to_end() {
     eventually(Duration::from_secs(15), "new pids", || {
         let l = services(&p);
         let (d, a) = (service(&l, "db"), service(&l, "api"));
-        d["state"] == "running"
-            && a["state"] == "running"
+        is_up(d)
+            && is_up(a)
             && d["pid"].as_u64() != Some(db_pid)
             && a["pid"].as_u64() != Some(api_pid)
     });
@@ -105,7 +105,7 @@ fn daemon_serves_the_api_and_the_cli_end_to_end() {
         || {
             let l = services(&p);
             let a = service(&l, "api");
-            a["state"] == "running" && a["pid"].as_u64() != Some(api_pid) && a["restarts"] == 1
+            is_up(a) && a["pid"].as_u64() != Some(api_pid) && a["restarts"] == 1
         },
     );
 
@@ -164,6 +164,20 @@ fn daemon_serves_the_api_and_the_cli_end_to_end() {
     }
     let (_, hist) = p.http("GET", "/v1/events/history?limit=50");
     assert!(hist.contains("api: started"), "{hist}");
+    // Every event in the history carries the unit's typed state after it.
+    let hist: serde_json::Value = serde_json::from_str(&hist).unwrap();
+    let started = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("api: started"))
+        })
+        .expect("the event");
+    assert_eq!(started["kind"], "state", "{started}");
+    assert_eq!(started["state"], "running", "{started}");
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(p.path().join(".corral/api.sock"))
             .unwrap()
@@ -270,7 +284,7 @@ fn after_kill_9_of_the_daemon_services_are_adopted_with_no_line_lost_or_repeated
     eventually(Duration::from_secs(15), "restarted", || {
         let l = services(&p);
         let c = service(&l, "counter");
-        c["state"] == "running" && c["pid"].as_u64() != Some(pid)
+        is_up(c) && c["pid"].as_u64() != Some(pid)
     });
     ok(&p, &["down"]);
     p.assert_nothing_left();
@@ -545,7 +559,7 @@ fn services_added_at_run_time_are_kept_updated_and_removed() {
     assert_eq!(status, 200, "{body}");
     eventually(Duration::from_secs(15), "extra restarted", || {
         let l = services(&p);
-        service(&l, "extra")["state"] == "running" && pid_of(&l, "extra") != Some(first)
+        is_up(service(&l, "extra")) && pid_of(&l, "extra") != Some(first)
     });
     // Kept across a daemon restart.
     ok(&p, &["down"]);
@@ -694,7 +708,7 @@ readiness = { exec = ["true"], interval = "20ms" }
     let list = services(&p);
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(pid_of(&list, "keep"), keep);
-    assert_eq!(service(&list, "keep")["state"], "running");
+    assert!(is_up(service(&list, "keep")));
     ok(&p, &["down"]);
     p.assert_nothing_left();
 }

@@ -437,3 +437,17 @@ pub fn position(lines: &[String], needle: &str) -> usize {
         .position(|l| l.contains(needle))
         .unwrap_or_else(|| panic!("no line with `{needle}` in:\n{}", lines.join("\n")))
 }
+
+/// A unit (as the API shows it) is up: running, and its readiness probe passed (or it has none).
+pub fn is_up(s: &serde_json::Value) -> bool {
+    s["state"] == "running" && s["ready"] == true
+}
+
+/// A unit is in `state`; `running` means up (running and ready), as `ps` shows it.
+pub fn in_state(s: &serde_json::Value, state: &str) -> bool {
+    if state == "running" {
+        is_up(s)
+    } else {
+        s["state"] == state
+    }
+}

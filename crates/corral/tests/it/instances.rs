@@ -226,7 +226,7 @@ fn devbox_instances_from_empty_zip_and_git_workspaces() {
             "{inst:#}"
         );
         eventually(Duration::from_secs(20), &format!("{name} healthy"), || {
-            service_state(&p, name)["state"] == "running"
+            is_up(&service_state(&p, name))
         });
         assert_eq!(get(*port, "/healthz"), r#"{"status": "alive"}"#);
         pids.push(service_state(&p, name)["pid"].as_u64().unwrap());

@@ -293,7 +293,7 @@ fn the_event_stream_carries_unit_and_process_events() {
     let p = Project::new(ONE);
     up(&p);
     eventually(Duration::from_secs(10), "db running", || {
-        json(&p, "GET", "/v1/services/db", "").1["state"] == "running"
+        is_up(&json(&p, "GET", "/v1/services/db", "").1)
     });
     let events = p.start(&["events", "-n", "20"]);
     // The history comes first.

@@ -1,6 +1,7 @@
-//! The API client used by the CLI: HTTP/1.1 over the Unix socket (hyper), one connection per
-//! request, JSON answers and server-sent event streams.
+//! The API client: HTTP/1.1 over the Unix socket (or loopback TCP with a token) with hyper, one
+//! connection per request, JSON answers and server-sent event streams.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use http_body_util::{BodyExt, Full};
@@ -10,15 +11,15 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
-use crate::wire;
+use crate::{paths, wire};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum ClientError {
-    #[error("no corral daemon is running for this project")]
+    /// Nothing listens: no corral runs for this project.
     NoDaemon,
-    #[error("talking to the daemon: {0}")]
+    /// The connection broke, or the answer was not what the API sends.
     Io(String),
-    #[error("{message}")]
+    /// The API refused: its status, stable code and message.
     Api {
         status: u16,
         code: String,
@@ -26,17 +27,85 @@ pub enum ClientError {
     },
 }
 
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::NoDaemon => f.write_str("no corral daemon is running for this project"),
+            ClientError::Io(e) => write!(f, "talking to the daemon: {e}"),
+            ClientError::Api { message, .. } => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+enum Transport {
+    Unix(PathBuf),
+    Tcp { addr: SocketAddr, token: String },
+}
+
 pub struct Client {
-    socket: PathBuf,
+    transport: Transport,
 }
 
 type Body = hyper::body::Incoming;
 
 impl Client {
+    /// A client of the corral whose state dir is `state_dir`, over its Unix socket.
     pub fn new(state_dir: &Path) -> Client {
         Client {
-            socket: crate::socket_path(state_dir),
+            transport: Transport::Unix(paths::api_socket(state_dir)),
         }
+    }
+
+    /// A client over TCP (`corral up --listen`), sending `token` with every request.
+    pub fn tcp(addr: SocketAddr, token: impl Into<String>) -> Client {
+        Client {
+            transport: Transport::Tcp {
+                addr,
+                token: token.into(),
+            },
+        }
+    }
+
+    async fn connect(
+        &self,
+    ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError> {
+        fn refused(e: std::io::Error) -> ClientError {
+            match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                    ClientError::NoDaemon
+                }
+                _ => ClientError::Io(e.to_string()),
+            }
+        }
+        macro_rules! handshake {
+            ($stream:expr) => {{
+                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new($stream))
+                    .await
+                    .map_err(|e| ClientError::Io(e.to_string()))?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                sender
+            }};
+        }
+        Ok(match &self.transport {
+            Transport::Unix(socket) => {
+                let short =
+                    paths::SocketPath::new(socket).map_err(|e| ClientError::Io(e.to_string()))?;
+                let stream = tokio::net::UnixStream::connect(short.as_path())
+                    .await
+                    .map_err(refused)?;
+                handshake!(stream)
+            }
+            Transport::Tcp { addr, .. } => {
+                let stream = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(refused)?;
+                handshake!(stream)
+            }
+        })
     }
 
     async fn send(
@@ -45,31 +114,18 @@ impl Client {
         path: &str,
         body: Vec<u8>,
     ) -> Result<hyper::Response<Body>, ClientError> {
-        let short = corral_runtime::sockpath::SocketPath::new(&self.socket)
-            .map_err(|e| ClientError::Io(e.to_string()))?;
-        let stream = match tokio::net::UnixStream::connect(short.as_path()).await {
-            Ok(s) => s,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                return Err(ClientError::NoDaemon);
-            }
-            Err(e) => return Err(ClientError::Io(e.to_string())),
-        };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ClientError::Io(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let req = Request::builder()
+        let mut sender = self.connect().await?;
+        let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, "localhost")
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        req = match &self.transport {
+            Transport::Unix(_) => req.header(hyper::header::HOST, "localhost"),
+            Transport::Tcp { addr, token } => req
+                .header(hyper::header::HOST, addr.to_string())
+                .header(hyper::header::AUTHORIZATION, format!("Bearer {token}")),
+        };
+        let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| ClientError::Io(e.to_string()))?;
         let resp = sender

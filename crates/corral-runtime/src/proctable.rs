@@ -8,13 +8,13 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 
-/// The environment variable every spawned process carries: `<corral pid>/<unit>/<instance>`.
+/// The environment variable every spawned process carries: `<corral pid>/<unit>/<generation>`.
 /// Children inherit it, so it survives re-parenting and `setsid`, which is how we find the
 /// processes a unit left behind.
 pub const MARKER_VAR: &str = "CORRAL_INSTANCE_ID";
 
-pub fn marker(unit: &str, instance: u64) -> String {
-    format!("{}/{unit}/{instance}", std::process::id())
+pub fn marker(unit: &str, generation: u64) -> String {
+    format!("{}/{unit}/{generation}", std::process::id())
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -140,7 +140,7 @@ pub fn cmdline(pid: i32) -> String {
     parts.join(" ")
 }
 
-/// The process table prepared for finding what belongs to which instance. Built once per
+/// The process table prepared for finding what belongs to which generation. Built once per
 /// batch of signals: one `/proc` scan, and `environ` read only for corral's own children that
 /// are not leaders it started (orphans), however many units are signalled.
 pub struct Table {
@@ -175,7 +175,7 @@ impl Table {
         self.procs.get(&pid).is_some_and(|p| !p.zombie)
     }
 
-    /// Live processes of an instance that left its group or lost their parent: descendants of
+    /// Live processes of an generation that left its group or lost their parent: descendants of
     /// `leader` outside its group, and orphans carrying `marker`, with their descendants. The
     /// group itself is reached by `killpg`.
     pub fn strays(&self, leader: Option<i32>, marker: &str) -> Vec<i32> {
@@ -203,7 +203,7 @@ impl Table {
         found.into_iter().collect()
     }
 
-    /// Orphans whose marker names no live instance, with their descendants: left behind by a
+    /// Orphans whose marker names no live generation, with their descendants: left behind by a
     /// unit whose leader is gone. Orphans of running instances belong to them and are spared.
     pub fn abandoned(&self, live: &HashSet<String>) -> Vec<i32> {
         let mut out = Vec::new();
