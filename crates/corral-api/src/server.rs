@@ -57,6 +57,7 @@ impl From<CommandError> for ApiError {
             CommandError::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             CommandError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             CommandError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            CommandError::Unsuccessful(_) => (StatusCode::CONFLICT, "unsuccessful"),
         };
         ApiError {
             status,
@@ -381,13 +382,67 @@ pub(crate) async fn act(app: &App, command: Command) -> ApiResult<Json<wire::Don
     }
 }
 
+/// How long `?wait=true` waits by default, and at most.
+const WAIT_DEFAULT: Duration = Duration::from_secs(60);
+const WAIT_MAX: Duration = Duration::from_secs(3600);
+
+/// Start, stop or restart: answered at once, or with `?wait=true` once the unit is up (running
+/// and ready; a task: completed) or down — a 409 `unsuccessful` saying why when it cannot get
+/// there, a 408 `timeout` saying where it is when `timeout` (default 60s) passes first.
+async fn user_action(
+    app: &App,
+    name: String,
+    query: Option<&str>,
+    command: impl FnOnce(String, bool, bool) -> Command,
+) -> ApiResult<Json<wire::Done>> {
+    let q = params(query, &["dependents", "wait", "timeout"])?;
+    let dependents = flag(&q, "dependents")?;
+    let wait = flag(&q, "wait")?;
+    let timeout = match q.get("timeout") {
+        None => WAIT_DEFAULT,
+        Some(t) => humantime::parse_duration(t)
+            .ok()
+            .filter(|d| *d <= WAIT_MAX)
+            .ok_or_else(|| {
+                ApiError::bad(format!(
+                    "`timeout` must be a duration up to 1h, like `30s` or `5m`, not `{t}`"
+                ))
+            })?,
+    };
+    if !wait {
+        return act(app, command(name, dependents, false)).await;
+    }
+    match tokio::time::timeout(timeout, act(app, command(name.clone(), dependents, true))).await {
+        Ok(result) => result,
+        Err(_) => {
+            let s = app.control.snapshot().await?;
+            let now = find(&s, &name).map(|u| convert::service(u).state_text());
+            Err(ApiError {
+                status: StatusCode::REQUEST_TIMEOUT,
+                code: "timeout",
+                message: format!(
+                    "`{name}` did not get there within {}; it is {}",
+                    humantime::format_duration(timeout),
+                    now.unwrap_or_else(|_| "gone".into())
+                ),
+            })
+        }
+    }
+}
+
 async fn start(
     State(app): State<App>,
     UrlPath(name): UrlPath<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<wire::Done>> {
-    let dependents = flag(&params(q.as_deref(), &["dependents"])?, "dependents")?;
-    act(&app, Command::Start { name, dependents }).await
+    user_action(&app, name, q.as_deref(), |name, dependents, wait| {
+        Command::Start {
+            name,
+            dependents,
+            wait,
+        }
+    })
+    .await
 }
 
 async fn stop(
@@ -395,8 +450,14 @@ async fn stop(
     UrlPath(name): UrlPath<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<wire::Done>> {
-    let dependents = flag(&params(q.as_deref(), &["dependents"])?, "dependents")?;
-    act(&app, Command::Stop { name, dependents }).await
+    user_action(&app, name, q.as_deref(), |name, dependents, wait| {
+        Command::Stop {
+            name,
+            dependents,
+            wait,
+        }
+    })
+    .await
 }
 
 async fn restart(
@@ -404,8 +465,14 @@ async fn restart(
     UrlPath(name): UrlPath<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<wire::Done>> {
-    let dependents = flag(&params(q.as_deref(), &["dependents"])?, "dependents")?;
-    act(&app, Command::Restart { name, dependents }).await
+    user_action(&app, name, q.as_deref(), |name, dependents, wait| {
+        Command::Restart {
+            name,
+            dependents,
+            wait,
+        }
+    })
+    .await
 }
 
 /// `TERM`, `SIGTERM`, `term` or `15`.

@@ -45,7 +45,7 @@ pub mod sockpath;
 pub mod supervisor;
 
 pub use supervisor::{
-    Command, CommandError, Control, LineNotice, Notice, NoticeKind, Options, Outcome, Reply,
+    Command, CommandError, Control, Goal, LineNotice, Notice, NoticeKind, Options, Outcome, Reply,
     RunView, Snapshot, StartError, Supervisor, TaskResult, UnitOutcome, UnitView, prepare, run,
     verdict,
 };

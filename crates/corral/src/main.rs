@@ -66,26 +66,11 @@ enum Command {
         json: bool,
     },
     /// Start a service (and what it needs). It stays up across daemon restarts.
-    Start {
-        name: String,
-        /// Also start everything that depends on it.
-        #[arg(long)]
-        with_dependents: bool,
-    },
+    Start(commands::ctl::ActArgs),
     /// Stop a service. It stays stopped (across daemon restarts too) until started.
-    Stop {
-        name: String,
-        /// Also stop everything that depends on it (first).
-        #[arg(long)]
-        with_dependents: bool,
-    },
+    Stop(commands::ctl::ActArgs),
     /// Stop and start a service at once (no backoff).
-    Restart {
-        name: String,
-        /// Also restart everything that depends on it.
-        #[arg(long)]
-        with_dependents: bool,
-    },
+    Restart(commands::ctl::ActArgs),
     /// Send a signal to a service's process group.
     Kill {
         name: String,
@@ -282,18 +267,9 @@ fn main() -> ExitCode {
                 json,
             },
         ),
-        Command::Start {
-            name,
-            with_dependents,
-        } => commands::ctl::act(cli.file.as_deref(), "start", &name, with_dependents),
-        Command::Stop {
-            name,
-            with_dependents,
-        } => commands::ctl::act(cli.file.as_deref(), "stop", &name, with_dependents),
-        Command::Restart {
-            name,
-            with_dependents,
-        } => commands::ctl::act(cli.file.as_deref(), "restart", &name, with_dependents),
+        Command::Start(args) => commands::ctl::act(cli.file.as_deref(), "start", &args),
+        Command::Stop(args) => commands::ctl::act(cli.file.as_deref(), "stop", &args),
+        Command::Restart(args) => commands::ctl::act(cli.file.as_deref(), "restart", &args),
         Command::Kill { name, signal } => commands::ctl::kill(cli.file.as_deref(), &name, &signal),
         Command::Why { name } => commands::ctl::why(cli.file.as_deref(), &name),
         Command::Tree => commands::ctl::tree(cli.file.as_deref()),

@@ -9,14 +9,20 @@ pub enum Command {
     Start {
         name: String,
         dependents: bool,
+        /// Answer once the outcome is known (see `tickets`), not at once.
+        wait: bool,
     },
     Stop {
         name: String,
         dependents: bool,
+        /// Answer once the outcome is known (see `tickets`), not at once.
+        wait: bool,
     },
     Restart {
         name: String,
         dependents: bool,
+        /// Answer once the outcome is known (see `tickets`), not at once.
+        wait: bool,
     },
     Signal {
         name: String,
@@ -78,6 +84,8 @@ pub enum Reply {
     Done(String),
     /// Internal: the answer comes later (a reload waiting for stops). Never sent to a client.
     Pending,
+    /// Internal: answer when this unit reaches the goal (a completion ticket).
+    Ticket(UnitId, Goal),
     Run(RunView),
     Instance(Box<crate::instances::Instance>),
     Instances(Vec<crate::instances::Instance>),
@@ -96,6 +104,9 @@ pub enum CommandError {
     NotRunning(String),
     #[error("corral is shutting down")]
     ShuttingDown,
+    /// A waited-for start or stop did not reach its goal: why.
+    #[error("{0}")]
+    Unsuccessful(String),
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
@@ -245,14 +256,19 @@ impl Supervisor {
             })
     }
 
-    /// Feed the engine the user's event for `name`, and say where the unit is now.
+    /// Feed the engine the user's event for `name`, and say where the unit is now — or, with a
+    /// goal, hand out a ticket that is answered once the unit reaches it.
     pub(super) async fn act_on(
         &mut self,
         name: &str,
+        goal: Option<Goal>,
         event: impl FnOnce(UnitId) -> Event,
     ) -> Result<Reply, CommandError> {
         let unit = self.find_unit(name)?;
         self.handle(event(unit)).await;
+        if let Some(goal) = goal {
+            return Ok(Reply::Ticket(unit, goal));
+        }
         Ok(Reply::Done(format!(
             "{name}: {}",
             self.engine.state(unit).name()
@@ -433,16 +449,31 @@ impl Supervisor {
             Command::Start { .. } | Command::Restart { .. } if busy => {
                 Err(CommandError::ShuttingDown)
             }
-            Command::Start { name, dependents } => {
-                self.act_on(&name, |unit| Event::Start { unit, dependents })
+            Command::Start {
+                name,
+                dependents,
+                wait,
+            } => {
+                let goal = wait.then_some(Goal::Up);
+                self.act_on(&name, goal, |unit| Event::Start { unit, dependents })
                     .await
             }
-            Command::Stop { name, dependents } => {
-                self.act_on(&name, |unit| Event::Stop { unit, dependents })
+            Command::Stop {
+                name,
+                dependents,
+                wait,
+            } => {
+                let goal = wait.then_some(Goal::Down);
+                self.act_on(&name, goal, |unit| Event::Stop { unit, dependents })
                     .await
             }
-            Command::Restart { name, dependents } => {
-                self.act_on(&name, |unit| Event::Restart { unit, dependents })
+            Command::Restart {
+                name,
+                dependents,
+                wait,
+            } => {
+                let goal = wait.then_some(Goal::Up);
+                self.act_on(&name, goal, |unit| Event::Restart { unit, dependents })
                     .await
             }
             Command::Signal { name, signal } => {

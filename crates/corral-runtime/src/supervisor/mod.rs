@@ -46,6 +46,7 @@ mod instances;
 mod output;
 mod reload;
 mod runs;
+mod tickets;
 
 pub use control::{
     Command, CommandError, Control, LineNotice, Notice, NoticeKind, Reply, Request, Snapshot,
@@ -55,6 +56,8 @@ use output::{KeeperGuard, connect_keeper, spawn_keeper};
 use reload::PendingReload;
 use runs::Run;
 pub use runs::{RunView, TaskResult, verdict};
+pub use tickets::Goal;
+use tickets::Ticket;
 
 /// What `corral up` / `corral run` asks of the supervisor.
 #[derive(Clone, Debug, Default)]
@@ -222,6 +225,8 @@ pub struct Supervisor {
     runs: Vec<Run>,
     /// Who waits for the running pipeline.
     run_waiters: Vec<oneshot::Sender<Result<Reply, CommandError>>>,
+    /// Clients waiting for a unit to come up or go down.
+    tickets: Vec<Ticket>,
     /// Where to answer when the pending reload is done.
     reload_reply: Option<oneshot::Sender<Result<Reply, CommandError>>>,
     /// Instances that belong to a different unit index since a plan change: events of tasks
@@ -377,6 +382,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         cleanup_after_reload: Vec::new(),
         runs: Vec::new(),
         run_waiters: Vec::new(),
+        tickets: Vec::new(),
         reload_reply: None,
         moved: std::collections::HashMap::new(),
         sweep_pending: false,
@@ -559,6 +565,11 @@ impl Supervisor {
                 let is_run = matches!(r.command, Command::GetRun { .. });
                 match self.request(r.command).await {
                     Ok(Reply::Pending) if is_run => self.run_waiters.push(r.reply),
+                    Ok(Reply::Ticket(unit, goal)) => self.tickets.push(Ticket {
+                        unit: self.project.plan.get(unit).name.clone(),
+                        goal,
+                        reply: r.reply,
+                    }),
                     Ok(Reply::Pending) => self.reload_reply = Some(r.reply),
                     result => {
                         let _ = r.reply.send(result);
@@ -567,6 +578,7 @@ impl Supervisor {
             }
         }
         self.check_run();
+        self.check_tickets();
         if self.reload.is_some()
             && let Some(summary) = self.finish_reload().await
             && let Some(reply) = self.reload_reply.take()

@@ -208,20 +208,32 @@ pub fn logs(file: Option<&Path>, args: LogArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn act(
-    file: Option<&Path>,
-    verb: &str,
-    name: &str,
-    dependents: bool,
-) -> Result<ExitCode, CliError> {
-    let done: wire::Done = call(
-        file,
-        Method::POST,
-        &format!(
-            "/v1/services/{}/{verb}?dependents={dependents}",
-            encode(name)
-        ),
-    )?;
+/// What `start`, `stop` and `restart` take.
+#[derive(clap::Args, Debug)]
+pub struct ActArgs {
+    pub name: String,
+    /// Also act on everything that depends on it (stop: first; start: after).
+    #[arg(long)]
+    pub with_dependents: bool,
+    /// Wait for the outcome: up (running and ready; a task: completed) or down. Exits non-zero
+    /// saying why when it cannot get there.
+    #[arg(long)]
+    pub wait: bool,
+    /// With `--wait`: give up after this long (`30s`, `5m`; at most 1h).
+    #[arg(long, default_value = "60s", requires = "wait")]
+    pub timeout: String,
+}
+
+pub fn act(file: Option<&Path>, verb: &str, args: &ActArgs) -> Result<ExitCode, CliError> {
+    let mut path = format!(
+        "/v1/services/{}/{verb}?dependents={}",
+        encode(&args.name),
+        args.with_dependents
+    );
+    if args.wait {
+        path.push_str(&format!("&wait=true&timeout={}", encode(&args.timeout)));
+    }
+    let done: wire::Done = call(file, Method::POST, &path)?;
     println!("{}", done.message);
     Ok(ExitCode::SUCCESS)
 }

@@ -13,4 +13,5 @@ mod ports;
 mod procs;
 mod run;
 mod stop;
+mod tickets;
 mod up;
