@@ -23,6 +23,11 @@ fn main() {
         instances(&corral_binary(), n);
         return;
     }
+    // `--flood`: only the restart-under-flood benchmark.
+    if args.iter().any(|a| a == "--flood") {
+        restart_under_flood(&corral_binary(), 20);
+        return;
+    }
     let corral = corral_binary();
     println!(
         "corral benchmarks ({}), {} cores",
@@ -41,6 +46,8 @@ fn main() {
     log_capture(&corral, 200_000);
     println!();
     restart_latency(&corral, 50);
+    println!();
+    restart_under_flood(&corral, if quick { 10 } else { 20 });
     println!();
     daemon(&corral, 200);
     println!();
@@ -132,6 +139,48 @@ fn adhoc_exec(corral: &Path, runs: usize) {
         ms(exec),
         ms(base),
         ratio(exec, base)
+    );
+    corral_cmd(corral, dir.path(), &["down"]);
+}
+
+/// `restart --wait` of an idle service while another service floods its output without pause,
+/// against the same restart with no flood: does a log flood delay the user's commands?
+fn restart_under_flood(corral: &Path, runs: usize) {
+    println!("`restart --wait` of an idle service (median and worst of {runs})");
+    let line = "x".repeat(99);
+    let config = format!(
+        "[services.idle]\ncommand = [\"sleep\", \"1000\"]\n\n\
+         [services.flood]\ncommand = [\"yes\", \"{line}\"]\n\
+         log = {{ max_file_size = \"8MiB\", keep_files = 1 }}\n"
+    );
+    let dir = project(&config);
+    corral_cmd(corral, dir.path(), &["up", "-d", "idle"]);
+    wait_running(corral, dir.path(), 1, false);
+    let d = dir.path().to_path_buf();
+    let restart = || {
+        let mut all = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            corral_cmd(corral, &d, &["restart", "idle", "--wait"]);
+            all.push(t.elapsed());
+        }
+        all.sort();
+        (median(all.clone()), *all.last().unwrap())
+    };
+    let (quiet, quiet_max) = restart();
+    corral_cmd(corral, dir.path(), &["start", "flood", "--wait"]);
+    // Let the flood fill every pipe and queue first.
+    std::thread::sleep(Duration::from_millis(500));
+    let (flood, flood_max) = restart();
+    let log = fs::metadata(dir.path().join(".corral/logs/flood.log")).map_or(0, |m| m.len());
+    println!(
+        "  no flood   {:>9} (worst {:>9})\n  flooding   {:>9} (worst {:>9})   ratio {:.1}x   ({} MiB of flood log)",
+        ms(quiet),
+        ms(quiet_max),
+        ms(flood),
+        ms(flood_max),
+        ratio(flood, quiet),
+        log >> 20
     );
     corral_cmd(corral, dir.path(), &["down"]);
 }

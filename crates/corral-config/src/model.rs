@@ -156,6 +156,8 @@ pub struct Template {
     pub files: Vec<(String, String)>,
     /// Where instance ports come from. None: any free port.
     pub port_range: Option<(u16, u16)>,
+    /// How long one setup step (or the `git clone` of the workspace) may take. Default 10m.
+    pub setup_timeout: std::time::Duration,
 }
 
 #[derive(Clone, Debug)]

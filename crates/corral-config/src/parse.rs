@@ -32,7 +32,7 @@ const TOP_KEYS: &[&str] = &[
     "log",
 ];
 /// What a template has besides the keys of a service.
-const TEMPLATE_ONLY_KEYS: &[&str] = &["params", "setup", "files", "port_range"];
+const TEMPLATE_ONLY_KEYS: &[&str] = &["params", "setup", "files", "port_range", "setup_timeout"];
 const SERVICE_KEYS: &[&str] = &[
     "command",
     "workdir",
@@ -587,7 +587,13 @@ fn templates(
             setup: Vec::new(),
             files: Vec::new(),
             port_range: None,
+            setup_timeout: std::time::Duration::from_secs(600),
         };
+        if let Some(v) = get(body_t, "setup_timeout")
+            && let Some(d) = w.duration(v, &format!("`{name_str}.setup_timeout`"))
+        {
+            tpl.setup_timeout = d;
+        }
         if let Some(v) = get(body_t, "params")
             && let Some(pt) = w.table(v, &format!("`{name_str}.params`"))
         {

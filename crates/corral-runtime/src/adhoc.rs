@@ -14,9 +14,7 @@
 //! its end are what a caller wants, and memory stays bounded however much a process prints.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -672,27 +670,21 @@ impl Owner {
             env.retain(|(ek, _)| ek != k);
             env.push((k.clone(), v.clone()));
         }
-        let program = proctable::resolve_program(&argv[0], &env, &workdir).ok_or_else(|| {
-            AdhocError::Invalid(format!(
-                "command `{}` not found (is it installed and on PATH?)",
-                argv[0]
-            ))
-        })?;
-        let mut cmd = std::process::Command::new(program);
-        cmd.arg0(&argv[0])
-            .args(&argv[1..])
-            .current_dir(&workdir)
-            .env_clear()
-            .envs(env)
-            .env(proctable::MARKER_VAR, &marker)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        let (mut child, exit) = self
-            .reaper
-            .spawn(&mut cmd)
-            .map_err(|e| AdhocError::Invalid(format!("cannot start `{}`: {e}", argv[0])))?;
+        let crate::spawn::Spawned {
+            mut child, exit, ..
+        } = crate::spawn::spawn(
+            &self.reaper,
+            crate::spawn::Spec {
+                argv: &argv,
+                cwd: &workdir,
+                env: &env,
+                marker: Some(&marker),
+                stdin: crate::spawn::Io::Piped,
+                stdout: crate::spawn::Io::Piped,
+                stderr: crate::spawn::Io::Piped,
+            },
+        )
+        .map_err(|e| AdhocError::Invalid(e.0))?;
         let pid = child.id();
         self.markers
             .lock()

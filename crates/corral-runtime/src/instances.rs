@@ -9,7 +9,6 @@
 
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
-use std::process::Stdio;
 
 use serde::{Deserialize, Serialize};
 
@@ -114,6 +113,18 @@ impl Instance {
     }
 }
 
+/// One setup step (or `git clone`) to run with [`run_step`].
+pub struct SetupCommand<'a> {
+    pub argv: &'a [String],
+    pub cwd: &'a Path,
+    pub env: &'a [(String, String)],
+    /// Its output is appended here.
+    pub log: &'a Path,
+    /// Ties it and what it starts to the instance (see `proctable::marker`).
+    pub marker: &'a str,
+    pub timeout: std::time::Duration,
+}
+
 /// Where the workspace comes from.
 #[derive(Clone, Debug)]
 pub enum Source {
@@ -188,42 +199,61 @@ pub fn extract_zip(zip: &[u8], dest: &Path) -> Result<u64, String> {
     Ok(written)
 }
 
-/// Run one command to completion in `cwd`, its output appended to `log`. Returns a reason on
+/// Run one command to completion in `cwd`, its output appended to `log`, within `timeout`.
+/// It carries `marker`, so whatever it leaves running (or everything, when it takes too long)
+/// is found and killed — also by a later daemon if this one dies meanwhile. Returns a reason on
 /// failure (with the last lines of its output).
-pub async fn run_step(
-    reaper: &Reaper,
-    argv: &[String],
-    cwd: &Path,
-    env: &[(String, String)],
-    log: &Path,
-) -> Result<(), String> {
-    use std::os::unix::process::CommandExt;
+pub async fn run_step(reaper: &Reaper, step: SetupCommand<'_>) -> Result<(), String> {
+    let SetupCommand {
+        argv,
+        cwd,
+        env,
+        log,
+        marker,
+        timeout,
+    } = step;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .map_err(|e| format!("cannot open `{}`: {e}", log.display()))?;
     let err = file.try_clone().map_err(|e| e.to_string())?;
-    let program = crate::proctable::resolve_program(&argv[0], env, cwd).ok_or_else(|| {
-        format!(
-            "command `{}` not found (is it installed and on PATH?)",
-            argv[0]
-        )
-    })?;
-    let mut cmd = std::process::Command::new(program);
-    cmd.arg0(&argv[0])
-        .args(&argv[1..])
-        .current_dir(cwd)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(file)
-        .stderr(err)
-        .process_group(0);
-    let (_child, exit) = reaper
-        .spawn(&mut cmd)
-        .map_err(|e| format!("cannot start `{}`: {e}", argv[0]))?;
-    let status = exit.await.map_err(|_| "lost its exit status".to_string())?;
+    let spawned = crate::spawn::spawn(
+        reaper,
+        crate::spawn::Spec {
+            argv,
+            cwd,
+            env,
+            marker: Some(marker),
+            stdin: crate::spawn::Io::Null,
+            stdout: crate::spawn::Io::File(file),
+            stderr: crate::spawn::Io::File(err),
+        },
+    )
+    .map_err(|e| e.0)?;
+    let (pid, exit) = (spawned.pid, spawned.exit);
+    // Whatever the step leaves behind goes with it, however it ends.
+    let leftovers = || {
+        reaper.signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+        crate::proctable::signal_all(
+            &crate::proctable::with_marker(marker),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    };
+    let status = match tokio::time::timeout(timeout, exit).await {
+        Ok(status) => {
+            leftovers();
+            status.map_err(|_| "lost its exit status".to_string())?
+        }
+        Err(_) => {
+            leftovers();
+            return Err(format!(
+                "`{}` took longer than {} (the template's `setup_timeout`)",
+                argv.join(" "),
+                corral_engine::fmt_duration(timeout)
+            ));
+        }
+    };
     if status.success() {
         return Ok(());
     }

@@ -5,6 +5,7 @@
 //! [`supervisor::prepare`] sets up a [`Supervisor`] (lock, store, keeper, reaper, adoption) and a
 //! [`Control`] handle for the API; [`Supervisor::run`] owns the pure [`corral_engine::Engine`] on
 //! one task and turns its effects into system calls. Around it:
+//! - [`spawn`]: the one way a process is started (group, environment, marker, reaper).
 //! - [`reaper`]: corral is a child subreaper; one reaper collects every child (ours and the
 //!   orphans re-parented to us), so there are no zombies and no PID is signalled after reuse.
 //! - [`proctable`]: `/proc` reading — process trees, the `CORRAL_INSTANCE_ID` marker that ties a
@@ -42,6 +43,7 @@ pub mod probe;
 pub mod proctable;
 pub mod reaper;
 pub mod sockpath;
+pub mod spawn;
 pub mod supervisor;
 
 pub use supervisor::{

@@ -2,9 +2,7 @@
 //! what the results mean; this only answers "did it pass, and if not, why".
 
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use corral_config::{Check, fill_port};
@@ -132,22 +130,22 @@ async fn exec(
     timeout: Duration,
     ctx: ExecContext<'_>,
 ) -> Result<String, String> {
-    let program = crate::proctable::resolve_program(&argv[0], ctx.env, ctx.workdir)
-        .ok_or_else(|| format!("command `{}` not found", argv[0]))?;
-    let mut cmd = std::process::Command::new(program);
-    cmd.arg0(&argv[0])
-        .args(&argv[1..])
-        .current_dir(ctx.workdir)
-        .env_clear()
-        .envs(ctx.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0);
-    let (mut child, exit) = ctx
-        .reaper
-        .spawn(&mut cmd)
-        .map_err(|e| format!("`{}`: {e}", argv[0]))?;
+    let crate::spawn::Spawned {
+        mut child, exit, ..
+    } = crate::spawn::spawn(
+        ctx.reaper,
+        crate::spawn::Spec {
+            argv: &argv,
+            cwd: ctx.workdir,
+            env: ctx.env,
+            // Killed with its group at the timeout; nothing of it outlives the check.
+            marker: None,
+            stdin: crate::spawn::Io::Null,
+            stdout: crate::spawn::Io::Piped,
+            stderr: crate::spawn::Io::Null,
+        },
+    )
+    .map_err(|e| e.0)?;
     let pid = child.id();
     let stdout = child.stdout.take();
     // Reading a small pipe to its end on a blocking thread keeps this simple; the timeout

@@ -191,7 +191,7 @@ impl Supervisor {
         mut inst: crate::instances::Instance,
         source: crate::instances::Source,
     ) {
-        use crate::instances::{Source, extract_zip, run_step};
+        use crate::instances::{SetupCommand, Source, extract_zip, run_step};
         let Some(tpl) = self.project.template(&inst.template).cloned() else {
             return;
         };
@@ -242,7 +242,18 @@ impl Supervisor {
                         url,
                         dir.display().to_string(),
                     ];
-                    run_step(&reaper, &argv, &home, &env, &log).await
+                    run_step(
+                        &reaper,
+                        SetupCommand {
+                            argv: &argv,
+                            cwd: &home,
+                            env: &env,
+                            log: &log,
+                            marker: &proctable::marker(&format!("setup:{}", inst.name), 0),
+                            timeout: tpl.setup_timeout,
+                        },
+                    )
+                    .await
                 }
             };
             if let Err(e) = made {
@@ -267,7 +278,15 @@ impl Supervisor {
             for argv in tpl.setup_argv(&vars, inst.port) {
                 inst.set_step(i, StepState::Running, "");
                 report(&inst);
-                if let Err(e) = run_step(&reaper, &argv, &dir, &env, &log).await {
+                let step = SetupCommand {
+                    argv: &argv,
+                    cwd: &dir,
+                    env: &env,
+                    log: &log,
+                    marker: &proctable::marker(&format!("setup:{}", inst.name), i as u64),
+                    timeout: tpl.setup_timeout,
+                };
+                if let Err(e) = run_step(&reaper, step).await {
                     return fail(inst, i, e);
                 }
                 inst.set_step(i, StepState::Done, "");

@@ -18,9 +18,7 @@
 //! outlives corral).
 
 use std::collections::{HashSet, VecDeque};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -822,26 +820,26 @@ impl Supervisor {
         let port = self.ports[unit.0];
         let argv = command.to_argv(port);
         let marker = proctable::marker(&def.name, generation);
-        let program = proctable::resolve_program(&argv[0], &def.env, &def.workdir)
-            .ok_or_else(|| not_found(&argv[0]))?;
-        let mut cmd = std::process::Command::new(program);
-        cmd.arg0(&argv[0])
-            .args(&argv[1..])
-            .current_dir(&def.workdir)
-            .env_clear()
-            .envs(def.env.iter().map(|(k, v)| (k, v)))
-            .env(proctable::MARKER_VAR, &marker)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+        let mut env = def.env.clone();
         if let Some(p) = port {
-            cmd.env("PORT", p.to_string());
+            env.retain(|(k, _)| k != "PORT");
+            env.push(("PORT".into(), p.to_string()));
         }
-        let (mut child, exit) = self
-            .reaper
-            .spawn(&mut cmd)
-            .map_err(|e| spawn_error(&argv[0], &def.workdir, e))?;
+        let crate::spawn::Spawned {
+            mut child, exit, ..
+        } = crate::spawn::spawn(
+            &self.reaper,
+            crate::spawn::Spec {
+                argv: &argv,
+                cwd: &def.workdir,
+                env: &env,
+                marker: Some(&marker),
+                stdin: crate::spawn::Io::Null,
+                stdout: crate::spawn::Io::Piped,
+                stderr: crate::spawn::Io::Piped,
+            },
+        )
+        .map_err(|e| e.0)?;
         let pid = child.id();
         // The output pipes go to the keeper, which outlives us; we keep no copy.
         let out: Option<std::os::fd::OwnedFd> = child.stdout.take().map(Into::into);
@@ -1048,24 +1046,6 @@ impl Supervisor {
             interrupted,
             elapsed,
         }
-    }
-}
-
-fn not_found(program: &str) -> String {
-    format!("command `{program}` not found (is it installed and on PATH?)")
-}
-
-/// A spawn failure a person can act on.
-fn spawn_error(program: &str, workdir: &std::path::Path, e: std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound if !workdir.is_dir() => {
-            format!("working directory `{}` does not exist", workdir.display())
-        }
-        std::io::ErrorKind::NotFound => not_found(program),
-        std::io::ErrorKind::PermissionDenied => {
-            format!("`{program}` is not executable (permission denied)")
-        }
-        _ => format!("cannot start `{program}`: {e}"),
     }
 }
 

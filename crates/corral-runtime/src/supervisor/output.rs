@@ -45,14 +45,29 @@ pub(super) fn spawn_keeper(
     reaper: &Reaper,
 ) -> std::io::Result<u32> {
     let err = std::fs::File::create(state_dir.join("keeper.err"))?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("__keeper")
-        .arg(state_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err)
-        .process_group(0);
-    reaper.spawn(&mut cmd).map(|(child, _)| child.id())
+    let argv = [
+        exe.display().to_string(),
+        "__keeper".to_string(),
+        state_dir.display().to_string(),
+    ];
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k != proctable::MARKER_VAR)
+        .collect();
+    // No marker: the keeper belongs to the project, not to a unit, and must survive sweeps.
+    crate::spawn::spawn(
+        reaper,
+        crate::spawn::Spec {
+            argv: &argv,
+            cwd: state_dir,
+            env: &env,
+            marker: None,
+            stdin: crate::spawn::Io::Null,
+            stdout: crate::spawn::Io::Null,
+            stderr: crate::spawn::Io::File(err),
+        },
+    )
+    .map(|s| s.pid)
+    .map_err(|e| std::io::Error::other(e.0))
 }
 
 impl Supervisor {

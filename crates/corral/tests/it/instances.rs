@@ -405,3 +405,57 @@ fn bad_instances_are_refused_or_fail_cleanly() {
     assert!(status.success(), "{out}{err}");
     p.assert_nothing_left();
 }
+
+#[test]
+fn setup_steps_time_out_and_leave_nothing_running() {
+    let p = Project::new(
+        r#"
+[templates.slow]
+command = ["sleep", "1000"]
+setup = ["sleep 1000"]
+setup_timeout = "300ms"
+
+[templates.leaky]
+command = ["sleep", "1000"]
+setup = ["sleep 1000 & echo $! > leaked.pid"]
+"#,
+    );
+    let (status, out, err) = p.run_client(&["up", "-d"]);
+    assert!(status.success(), "{out}{err}");
+
+    // A step that hangs fails the instance at its timeout, instead of hanging it forever.
+    let (status, slow) = json(&p, "POST", "/v1/instances", r#"{"template": "slow"}"#);
+    assert_eq!(status, 201, "{slow}");
+    let name = slow["name"].as_str().unwrap();
+    let failed = wait_instance(&p, name, "failed");
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("took longer than 300ms") && error.contains("setup_timeout"),
+        "{failed:#}"
+    );
+    // Its hanging step was killed: nothing of the project runs `sleep` now.
+    eventually(
+        Duration::from_secs(5),
+        "the hanging step to be killed",
+        || p.processes().iter().all(|(_, cmd)| !cmd.contains("sleep")),
+    );
+
+    // What a step starts in the background does not outlive it.
+    let (status, leaky) = json(&p, "POST", "/v1/instances", r#"{"template": "leaky"}"#);
+    assert_eq!(status, 201, "{leaky}");
+    let name = leaky["name"].as_str().unwrap();
+    let ready = wait_instance(&p, name, "ready");
+    let ws = ready["workspace"].as_str().unwrap();
+    let leaked: i32 = std::fs::read_to_string(Path::new(ws).join("leaked.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eventually(Duration::from_secs(5), "the leaked sleep to die", || {
+        is_dead(leaked)
+    });
+
+    let (status, out, err) = p.run_client(&["down"]);
+    assert!(status.success(), "{out}{err}");
+    p.assert_nothing_left();
+}

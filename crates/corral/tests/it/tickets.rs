@@ -1,8 +1,6 @@
 //! Completion tickets: `start`/`stop`/`restart --wait` (and `?wait=true`) answer with the
 //! outcome — up and ready, down, or why it cannot get there — not with where the unit is now.
 
-use std::time::Duration;
-
 use crate::harness::*;
 
 const STACK: &str = r#"

@@ -1,0 +1,119 @@
+//! The one way corral starts a process — services, tasks, ad-hoc processes, instance setup steps,
+//! exec probes. Whatever every process must get is done here once:
+//! - its own process group (a stop signals the whole group; the terminal's Ctrl-C does not
+//!   reach it, corral forwards what it should);
+//! - an explicit environment (nothing inherited by accident) plus the marker
+//!   (`CORRAL_INSTANCE_ID`) that ties it, and anything it starts, to its owner — even after
+//!   `setsid` or re-parenting, so a new daemon or a sweep can find it;
+//! - the program resolved on the child's own `PATH` first, so std can use `posix_spawn` (no
+//!   fork of a large daemon) and a missing program is a clear error, not an `exec` failure;
+//! - registration with the reaper before it can be reaped, so its exit status is ours.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+use corral_engine::ExitStatus;
+use tokio::sync::oneshot;
+
+use crate::proctable;
+use crate::reaper::Reaper;
+
+/// Where one of the child's standard streams goes.
+pub enum Io {
+    Null,
+    /// A pipe; its other end is in [`Spawned::child`].
+    Piped,
+    /// Appended to this file.
+    File(File),
+}
+
+impl Io {
+    fn stdio(self) -> Stdio {
+        match self {
+            Io::Null => Stdio::null(),
+            Io::Piped => Stdio::piped(),
+            Io::File(f) => Stdio::from(f),
+        }
+    }
+}
+
+/// What to start.
+pub struct Spec<'a> {
+    /// The command; `argv[0]` is looked up on the `PATH` of `env`.
+    pub argv: &'a [String],
+    pub cwd: &'a Path,
+    /// The whole environment of the child.
+    pub env: &'a [(String, String)],
+    /// The marker (see [`proctable::marker`]); `None` for short-lived helpers (probes) that
+    /// are killed with their group when they time out.
+    pub marker: Option<&'a str>,
+    pub stdin: Io,
+    pub stdout: Io,
+    pub stderr: Io,
+}
+
+/// A started process: its handle (for the pipes), PID, and its exit status to come.
+pub struct Spawned {
+    pub child: Child,
+    pub pid: u32,
+    pub exit: oneshot::Receiver<ExitStatus>,
+}
+
+/// Why a process could not be started, in words a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnError(pub String);
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SpawnError {}
+
+/// Start `spec` in its own process group, registered with `reaper`.
+pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
+    let Some(program0) = spec.argv.first() else {
+        return Err(SpawnError("nothing to run (the command is empty)".into()));
+    };
+    let program = proctable::resolve_program(program0, spec.env, spec.cwd)
+        .ok_or_else(|| SpawnError(not_found_or_no_dir(program0, spec.cwd)))?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.arg0(program0)
+        .args(&spec.argv[1..])
+        .current_dir(spec.cwd)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(spec.stdin.stdio())
+        .stdout(spec.stdout.stdio())
+        .stderr(spec.stderr.stdio())
+        .process_group(0);
+    if let Some(marker) = spec.marker {
+        cmd.env(proctable::MARKER_VAR, marker);
+    }
+    let (child, exit) = reaper
+        .spawn(&mut cmd)
+        .map_err(|e| SpawnError(describe(program0, spec.cwd, e)))?;
+    let pid = child.id();
+    Ok(Spawned { child, pid, exit })
+}
+
+fn not_found_or_no_dir(program: &str, cwd: &Path) -> String {
+    if !cwd.is_dir() {
+        format!("working directory `{}` does not exist", cwd.display())
+    } else {
+        format!("command `{program}` not found (is it installed and on PATH?)")
+    }
+}
+
+fn describe(program: &str, cwd: &Path, e: std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => not_found_or_no_dir(program, cwd),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("`{program}` is not executable (permission denied)")
+        }
+        _ => format!("cannot start `{program}`: {e}"),
+    }
+}
