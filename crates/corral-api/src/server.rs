@@ -764,10 +764,13 @@ async fn reload(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Json
     act(&app, Command::Reload).await
 }
 
-/// A service definition as JSON (the keys of a `[services.NAME]` table in `corral.toml`) →
-/// the TOML body of that table. `name` is taken out: it comes from the URL or is checked
-/// against it.
-pub fn definition(body: &[u8], name_from_url: Option<&str>) -> ApiResult<(String, String)> {
+/// A service definition as JSON: the keys of a `[services.NAME]` table of `corral.toml`, and
+/// `name`, which is taken out (it comes from the URL or is checked against it). The keys are
+/// validated by the config crate, which names the field of any mistake.
+pub fn definition(
+    body: &[u8],
+    name_from_url: Option<&str>,
+) -> ApiResult<(String, serde_json::Value)> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad(format!("the body is not JSON: {e}")))?;
     let serde_json::Value::Object(mut map) = value else {
@@ -786,45 +789,7 @@ pub fn definition(body: &[u8], name_from_url: Option<&str>) -> ApiResult<(String
         (Some(_), _) => return Err(ApiError::bad("`name` must be a string")),
         (None, None) => return Err(ApiError::bad("the body needs a `name`")),
     };
-    let mut toml = String::new();
-    for (key, value) in &map {
-        toml.push_str(&format!(
-            "{} = {}\n",
-            json_string(key),
-            toml_value(value, key)?
-        ));
-    }
-    Ok((name, toml))
-}
-
-fn json_string(s: &str) -> String {
-    // JSON's string escapes are a subset of TOML basic strings'.
-    serde_json::to_string(s).unwrap_or_default()
-}
-
-fn toml_value(v: &serde_json::Value, path: &str) -> ApiResult<String> {
-    use serde_json::Value;
-    Ok(match v {
-        Value::Null => {
-            return Err(ApiError::bad(format!(
-                "`{path}` is null; leave the key out instead"
-            )));
-        }
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => json_string(s),
-        Value::Array(items) => {
-            let parts: ApiResult<Vec<String>> = items.iter().map(|i| toml_value(i, path)).collect();
-            format!("[{}]", parts?.join(", "))
-        }
-        Value::Object(map) => {
-            let parts: ApiResult<Vec<String>> = map
-                .iter()
-                .map(|(k, v)| Ok(format!("{} = {}", json_string(k), toml_value(v, k)?)))
-                .collect();
-            format!("{{ {} }}", parts?.join(", "))
-        }
-    })
+    Ok((name, serde_json::Value::Object(map)))
 }
 
 async fn add_service(

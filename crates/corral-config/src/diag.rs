@@ -1,20 +1,37 @@
 //! Config errors a person can act on: every error at once, each with file, line, column, the
-//! offending line with a caret under it, and a hint where we have one.
+//! offending line with a caret under it, and a hint where we have one. An error in a definition
+//! that has no file (sent over the API, made from a template) names its field instead.
 //!
 //! We render these ourselves rather than through miette: the format is a dozen lines, and
 //! miette's fancy renderer costs more build time than the whole config crate on 2 cores.
 
 use std::fmt;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-/// One problem in a config file.
+use crate::node::Span;
+
+/// One problem in a config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
-    /// Byte range in the source that the message is about.
-    pub span: Range<usize>,
+    /// What the message is about: a byte range of the file, or a field of a definition.
+    pub span: Span,
     pub message: String,
     pub help: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(span: Span, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            span,
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Diagnostic {
+        self.help = Some(help.into());
+        self
+    }
 }
 
 /// Every problem found in one config file.
@@ -40,10 +57,6 @@ pub enum LoadError {
     },
     #[error("{0}")]
     Invalid(#[from] ConfigError),
-    #[error(
-        "`{0}` is not a valid name: use letters, digits, `-`, `_` and `.` (at most 64, not starting with `.`)"
-    )]
-    BadName(String),
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -65,15 +78,30 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 
 impl ConfigError {
     fn render_one(&self, f: &mut fmt::Formatter<'_>, d: &Diagnostic) -> fmt::Result {
+        let span = match &d.span {
+            Span::File(range) => range,
+            Span::Field { owner, path } => {
+                writeln!(f, "error: {}", d.message)?;
+                if path.is_empty() {
+                    writeln!(f, "  --> {owner}")?;
+                } else {
+                    writeln!(f, "  --> {owner}, field `{path}`")?;
+                }
+                if let Some(help) = &d.help {
+                    writeln!(f, "  = help: {help}")?;
+                }
+                return Ok(());
+            }
+        };
         let src = &self.source_text;
-        let (line, col) = line_col(src, d.span.start);
+        let (line, col) = line_col(src, span.start);
         writeln!(f, "error: {}", d.message)?;
         writeln!(f, "  --> {}:{line}:{col}", display_path(&self.file))?;
         let text = src.lines().nth(line - 1).unwrap_or("");
         let gutter = line.to_string().len();
         let width = {
-            let end = floor_char_boundary(src, d.span.end.min(src.len()));
-            let start = floor_char_boundary(src, d.span.start.min(src.len()));
+            let end = floor_char_boundary(src, span.end.min(src.len()));
+            let start = floor_char_boundary(src, span.start.min(src.len()));
             let on_line = src[start..end].split('\n').next().unwrap_or("");
             on_line.chars().count().max(1)
         };
@@ -100,12 +128,27 @@ impl fmt::Display for ConfigError {
             writeln!(f)?;
         }
         let n = self.diagnostics.len();
-        write!(
-            f,
-            "{}: {n} error{}",
-            display_path(&self.file),
-            if n == 1 { "" } else { "s" }
-        )
+        // Errors only in one definition are that definition's, not the file's.
+        let mut owners = self.diagnostics.iter().map(|d| match &d.span {
+            Span::Field { owner, .. } => Some(owner.to_string()),
+            Span::File(_) => None,
+        });
+        let first = owners.next().flatten();
+        let whose = match first {
+            Some(o) if owners.all(|x| x.as_deref() == Some(o.as_str())) => o,
+            _ => display_path(&self.file),
+        };
+        write!(f, "{whose}: {n} error{}", if n == 1 { "" } else { "s" })
+    }
+}
+
+impl ConfigError {
+    /// Sort the diagnostics: the file's by position, then the definitions' in the order found.
+    pub(crate) fn sort(&mut self) {
+        self.diagnostics.sort_by_key(|d| match &d.span {
+            Span::File(r) => (0, r.start),
+            Span::Field { .. } => (1, 0),
+        });
     }
 }
 

@@ -1,22 +1,40 @@
-//! # corral-config: `corral.toml` → a validated [`Project`]
+//! # corral-config: a project's config → a validated [`Project`]
 //!
-//! The pipeline: find the file ([`find_config`]) → parse TOML with spans → walk it, collecting
-//! every error with its line and column ([`ConfigError`]) → resolve names into an engine
-//! [`corral_engine::Plan`] plus one [`UnitDef`] per unit (command, env, ports, probes) for the
-//! runtime. Nothing here starts a process.
+//! ## Theory of operation
+//!
+//! Every source — corral.toml, a service defined over the API (JSON), an instance rendered
+//! from a template — is read into one format-neutral model: a tree of [`Node`]s, each value
+//! with its [`Span`] (a line and column of the file, or a field of a definition). From there
+//! the pipeline is the same for all, one file per stage:
+//! 1. [`read`]: text into nodes; the top level into units and templates (names checked);
+//! 2. `validate`: each unit's keys into an engine `UnitSpec` and a runtime [`UnitDef`] —
+//!    every key is spelled and checked there and nowhere else;
+//! 3. `resolve`: dependency names into ids, conditions against kinds, cycles;
+//! 4. `lower`: a [`Project`] with its engine [`corral_engine::Plan`].
+//!
+//! Every error is collected, never the first only, and rendered with its place
+//! ([`ConfigError`]). A project keeps what it validated, so services defined at run time
+//! ([`Definition`], stored by the daemon as JSON) are added with
+//! [`Project::with_definitions`] without reading the file again: only `reload` does that.
+//! Nothing here starts a process.
 
 mod diag;
 mod env;
+mod lower;
 mod model;
-mod parse;
+pub mod node;
+pub mod read;
+mod resolve;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use diag::{ConfigError, Diagnostic, LoadError, did_you_mean, line_col};
 pub use env::{expand, parse_dotenv};
+pub use lower::{Base, Definition, parse_project};
 pub use model::*;
-pub use parse::parse_project;
+pub use node::{Node, Span};
 
 pub const FILE_NAME: &str = "corral.toml";
 
@@ -35,34 +53,28 @@ pub fn find_config(dir: &Path) -> Result<PathBuf, LoadError> {
 
 /// Read and validate the config at `file`, with corral's own environment as the inherited one.
 pub fn load(file: &Path) -> Result<Project, LoadError> {
-    load_with(file, &[])
+    let inherited: BTreeMap<String, String> = std::env::vars().collect();
+    load_inheriting(file, &inherited)
 }
 
-/// Like [`load`], with services added at run time: `(name, body)` where `body` is the inside of
-/// a `[services.NAME]` table in TOML. They are validated together with the file (names,
-/// dependencies, cycles); an error in one is reported at its line after the file's last line.
-pub fn load_with(file: &Path, added: &[(String, String)]) -> Result<Project, LoadError> {
+/// Read and validate the config at `file` with `inherited` as the environment processes
+/// inherit.
+pub fn load_inheriting(
+    file: &Path,
+    inherited: &BTreeMap<String, String>,
+) -> Result<Project, LoadError> {
     let file = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
-    let mut text = std::fs::read_to_string(&file).map_err(|source| LoadError::Read {
+    let text = std::fs::read_to_string(&file).map_err(|source| LoadError::Read {
         path: file.clone(),
         source,
     })?;
-    for (name, body) in added {
-        if !parse::valid_name(name) {
-            return Err(LoadError::BadName(name.clone()));
-        }
-        text.push_str(&format!(
-            "\n# added at run time\n[services.\"{name}\"]\n{body}\n"
-        ));
-    }
-    let inherited: BTreeMap<String, String> = std::env::vars().collect();
-    Ok(parse_project(&file, &text, &inherited)?)
+    Ok(parse_project(&file, &text, inherited)?)
 }
 
 /// Whether `name` may name a unit (letters, digits, `-`, `_`, `.`; starting with a letter or
 /// digit).
 pub fn is_valid_name(name: &str) -> bool {
-    parse::valid_name(name)
+    read::valid_name(name)
 }
 
 #[cfg(test)]

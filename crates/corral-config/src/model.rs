@@ -20,6 +20,8 @@ pub struct Project {
     pub plan: Plan,
     /// Service shapes for instances made at run time.
     pub templates: Vec<Template>,
+    /// What was read and validated, to add definitions to without reading the file again.
+    pub base: std::sync::Arc<crate::lower::Base>,
 }
 
 impl Project {
@@ -146,8 +148,9 @@ pub struct UnitDef {
 #[derive(Clone, Debug)]
 pub struct Template {
     pub name: String,
-    /// The keys of the service table (not `params`, `setup`, `files`, `port_range`).
-    pub body: Vec<(String, TemplateValue)>,
+    /// The keys of the service table (not `params`, `setup`, `files`, `port_range`,
+    /// `setup_timeout`), placeholders still in its strings.
+    pub body: crate::node::Table,
     /// Parameters with their defaults.
     pub params: Vec<(String, String)>,
     /// Commands run once, in the workspace, before an instance first starts.
@@ -160,15 +163,6 @@ pub struct Template {
     pub setup_timeout: std::time::Duration,
 }
 
-#[derive(Clone, Debug)]
-pub enum TemplateValue {
-    String(String),
-    /// A number, boolean or date, as written.
-    Literal(String),
-    Array(Vec<TemplateValue>),
-    Table(Vec<(String, TemplateValue)>),
-}
-
 /// Replace every `{key}` of `vars` in `s`.
 pub fn fill(s: &str, vars: &[(String, String)]) -> String {
     let mut out = s.to_string();
@@ -176,46 +170,6 @@ pub fn fill(s: &str, vars: &[(String, String)]) -> String {
         out = out.replace(&format!("{{{k}}}"), v);
     }
     out
-}
-
-/// A TOML basic string.
-fn quoted(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\u{:04X}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-impl TemplateValue {
-    fn render(&self, vars: &[(String, String)]) -> String {
-        match self {
-            TemplateValue::String(s) => quoted(&fill(s, vars)),
-            TemplateValue::Literal(l) => l.clone(),
-            TemplateValue::Array(items) => {
-                let parts: Vec<String> = items.iter().map(|i| i.render(vars)).collect();
-                format!("[{}]", parts.join(", "))
-            }
-            TemplateValue::Table(kv) => {
-                let parts: Vec<String> = kv
-                    .iter()
-                    .map(|(k, v)| format!("{} = {}", quoted(k), v.render(vars)))
-                    .collect();
-                format!("{{ {} }}", parts.join(", "))
-            }
-        }
-    }
 }
 
 impl Template {
@@ -230,15 +184,5 @@ impl Template {
                     .collect()
             })
             .collect()
-    }
-
-    /// The body of the instance's `[services.NAME]` table: placeholders filled, the port set.
-    pub fn render(&self, vars: &[(String, String)], port: u16) -> String {
-        let mut out = String::new();
-        for (k, v) in &self.body {
-            out.push_str(&format!("{} = {}\n", quoted(k), v.render(vars)));
-        }
-        out.push_str(&format!("ports = [{port}]\n"));
-        out
     }
 }

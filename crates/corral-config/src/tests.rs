@@ -266,14 +266,26 @@ port_range = [41000, 41010]
         ("workspace".to_string(), "/w/a \"b\"".to_string()),
         ("theme".to_string(), "light".to_string()),
     ];
-    let body = t.render(&vars, 41003);
-    assert!(body.contains(r#""--dir", "/w/a \"b\"""#), "{body}");
-    assert!(body.contains(r#""THEME" = "light""#), "{body}");
-    assert!(body.ends_with("ports = [41003]\n"), "{body}");
+    let body = t.instantiate(&vars, 41003);
+    assert_eq!(
+        body["command"],
+        serde_json::json!([
+            "python3",
+            "ide.py",
+            "--port",
+            "41003",
+            "--dir",
+            "/w/a \"b\""
+        ]),
+        "{body}"
+    );
+    assert_eq!(body["env"]["THEME"], "light", "{body}");
+    assert_eq!(body["ports"], serde_json::json!([41003]), "{body}");
     // What it renders is a valid service.
-    let text = format!("[services.\"ide-1\"]\n{body}");
-    let p = parse(&text).unwrap();
-    assert_eq!(p.units[0].ports, [crate::PortDecl::Fixed(41003)]);
+    let def = Definition::from_json("ide-1", &body, "instance `ide-1`");
+    let p = p.with_definitions(&[def]).unwrap();
+    let unit = p.unit("ide-1").unwrap();
+    assert_eq!(unit.ports, [crate::PortDecl::Fixed(41003)]);
 }
 
 #[test]
@@ -295,4 +307,60 @@ comand = "x"
     assert!(e.contains("`../evil` is not a plain relative path"), "{e}");
     assert!(e.contains("from low to high"), "{e}");
     assert!(e.contains("did you mean `command`"), "{e}");
+}
+
+#[test]
+fn definitions_errors_name_their_fields() {
+    let p = parse("[services.db]\ncommand = 'x'\n").unwrap();
+    let body = serde_json::json!({
+        "command": "run",
+        "restart": { "max_restarts": -1 },
+        "depends_on": { "dbb": "healthy" },
+        "comand": "x",
+    });
+    let def = Definition::from_json("api", &body, "service `api` (added at run time)");
+    let err = p.with_definitions(&[def]).unwrap_err().to_string();
+    assert!(
+        err.contains("--> service `api` (added at run time), field `restart.max_restarts`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`restart.max_restarts` must be from 0 to 1000000"),
+        "{err}"
+    );
+    assert!(
+        err.contains("field `depends_on.dbb`") && err.contains("did you mean `db`?"),
+        "{err}"
+    );
+    assert!(err.contains("unknown key `comand`"), "{err}");
+    assert!(
+        err.ends_with("service `api` (added at run time): 3 errors"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("corral.toml:"),
+        "no invented file positions: {err}"
+    );
+    // Duplicates and bad names too.
+    let dup = Definition::from_json("db", &serde_json::json!({"command": "x"}), "service `db`");
+    let err = p.with_definitions(&[dup]).unwrap_err().to_string();
+    assert!(err.contains("`db` is defined twice"), "{err}");
+}
+
+#[test]
+fn definitions_are_added_without_reading_the_file_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(FILE_NAME);
+    std::fs::write(&file, "[services.db]\ncommand = 'x'\n").unwrap();
+    let p = load_inheriting(&file, &env()).unwrap();
+    // The file is being edited, and broken for now: a definition is still added.
+    std::fs::write(&file, "[services.db\ncommand = ").unwrap();
+    let json = serde_json::json!({"command": ["sleep", "1"], "depends_on": ["db"]});
+    let def = Definition::from_json("api", &json, "service `api`");
+    // A definition round-trips through its JSON unchanged (that is how the daemon stores it).
+    assert_eq!(def.to_json(), json);
+    let q = p.with_definitions(&[def]).unwrap();
+    let names: Vec<&str> = q.units.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["db", "api"]);
+    assert_eq!(q.plan.units[1].deps[0].unit, corral_engine::UnitId(0));
 }

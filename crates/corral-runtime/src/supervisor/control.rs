@@ -35,11 +35,11 @@ pub enum Command {
     History(usize),
     /// Read the config file again; restart only the units whose definition changed.
     Reload,
-    /// Add a service at run time (`replace`: or change one added before). `body` is the inside
-    /// of its `[services.NAME]` table, in TOML. Kept across daemon restarts.
+    /// Add a service at run time (`replace`: or change one added before). `body` has the keys
+    /// of its `[services.NAME]` table, as JSON. Kept across daemon restarts.
     Define {
         name: String,
-        body: String,
+        body: serde_json::Value,
         replace: bool,
     },
     /// Remove a service added at run time (stopping it first).
@@ -241,6 +241,11 @@ impl Control {
 }
 
 impl Supervisor {
+    /// The services defined at run time, as stored.
+    pub(super) fn added(&self) -> Result<Vec<corral_config::Definition>, CommandError> {
+        stored_definitions(&self.store).map_err(|e| CommandError::Invalid(e.to_string()))
+    }
+
     /// The unit named `name`, or an error that suggests a near name.
     pub(super) fn find_unit(&self, name: &str) -> Result<UnitId, CommandError> {
         self.project
@@ -329,13 +334,9 @@ impl Supervisor {
                     self.delete_instance_files(&name);
                     return Ok(Reply::Done(format!("deleted {name}")));
                 }
-                let mut added = self
-                    .store
-                    .definitions()
-                    .map_err(|e| CommandError::Invalid(e.to_string()))?;
-                added.retain(|(n, _)| *n != name);
+                let added = self.added()?;
                 self.cleanup_after_reload.push(name.clone());
-                let reply = self.reload_with(added, Some((name, None))).await?;
+                let reply = self.reload_with(added, Change::Forget(name)).await?;
                 self.run_cleanups();
                 Ok(reply)
             }
@@ -354,11 +355,8 @@ impl Supervisor {
                 }
             }
             Command::Reload => {
-                let added = self
-                    .store
-                    .definitions()
-                    .map_err(|e| CommandError::Invalid(e.to_string()))?;
-                self.reload_with(added, None).await
+                let added = self.added()?;
+                self.reload_with(added, Change::ReadFile).await
             }
             Command::Define {
                 name,
@@ -370,11 +368,8 @@ impl Supervisor {
                         "`{name}` is not a valid name: use letters, digits, `-`, `_` and `.`"
                     )));
                 }
-                let mut added = self
-                    .store
-                    .definitions()
-                    .map_err(|e| CommandError::Invalid(e.to_string()))?;
-                let exists_added = added.iter().any(|(n, _)| *n == name);
+                let added = self.added()?;
+                let exists_added = added.iter().any(|d| d.name == name);
                 let in_file = self.project.plan.find(&name).is_some() && !exists_added;
                 if in_file {
                     return Err(CommandError::Conflict(format!(
@@ -396,16 +391,12 @@ impl Supervisor {
                     }
                     _ => {}
                 }
-                added.retain(|(n, _)| *n != name);
-                added.push((name.clone(), body.clone()));
-                self.reload_with(added, Some((name, Some(body)))).await
+                let def = corral_config::Definition::from_json(&name, &body, &owner(&name));
+                self.reload_with(added, Change::Define(def)).await
             }
             Command::Remove { name } => {
-                let mut added = self
-                    .store
-                    .definitions()
-                    .map_err(|e| CommandError::Invalid(e.to_string()))?;
-                if !added.iter().any(|(n, _)| *n == name) {
+                let added = self.added()?;
+                if !added.iter().any(|d| d.name == name) {
                     return Err(match self.project.plan.find(&name) {
                         Some(_) => CommandError::Conflict(format!(
                             "`{name}` is defined in {}; remove it there and reload",
@@ -417,8 +408,7 @@ impl Supervisor {
                             .unwrap_or(CommandError::NotRunning(name)),
                     });
                 }
-                added.retain(|(n, _)| *n != name);
-                self.reload_with(added, Some((name, None))).await
+                self.reload_with(added, Change::Forget(name)).await
             }
             Command::History(n) => {
                 let rows = self

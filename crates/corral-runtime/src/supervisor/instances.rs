@@ -306,14 +306,14 @@ impl Supervisor {
             ));
             return self.save_instance(inst);
         };
-        let body = tpl.render(&inst.vars(), inst.port);
-        let mut added = self.store.definitions().unwrap_or_default();
-        added.retain(|(n, _)| *n != inst.name);
-        added.push((inst.name.clone(), body.clone()));
-        match self
-            .reload_with(added, Some((inst.name.clone(), Some(body))))
-            .await
-        {
+        let body = tpl.instantiate(&inst.vars(), inst.port);
+        let def = corral_config::Definition::from_json(
+            &inst.name,
+            &body,
+            &format!("instance `{}` of template `{}`", inst.name, inst.template),
+        );
+        let added = self.added().unwrap_or_default();
+        match self.reload_with(added, Change::Define(def)).await {
             Ok(_) => inst.state = InstanceState::Ready,
             Err(e) => {
                 inst.state = InstanceState::Failed;

@@ -51,7 +51,7 @@ pub use control::{
     UnitView,
 };
 use output::{KeeperGuard, connect_keeper, spawn_keeper};
-use reload::PendingReload;
+use reload::{Change, PendingReload, owner, stored_definitions};
 use runs::Run;
 pub use runs::{RunView, TaskResult, verdict};
 pub use tickets::Goal;
@@ -252,11 +252,12 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     }
     let store = Store::open(&project.state_dir)?;
     // Services added at run time are part of the project.
-    let added = store.definitions()?;
+    let added = reload::stored_definitions(&store)?;
     let project = if added.is_empty() {
         project
     } else {
-        corral_config::load_with(&project.file, &added)
+        project
+            .with_definitions(&added)
             .map_err(|e| StartError::Config(e.to_string()))?
     };
     let mut wanted = Vec::new();

@@ -3,6 +3,43 @@
 //! started before the swap are re-addressed by generation number.
 
 use super::*;
+use corral_config::Definition;
+
+/// What a reload changes.
+pub(super) enum Change {
+    /// Read the config file again (`corral reload`).
+    ReadFile,
+    /// Add or replace a service defined at run time; kept once valid.
+    Define(Definition),
+    /// Remove a service defined at run time.
+    Forget(String),
+}
+
+/// Whose a stored definition is, for its errors.
+pub(super) fn owner(name: &str) -> String {
+    format!("service `{name}` (added at run time)")
+}
+
+/// The services defined at run time, as stored: JSON (or, from an older corral, TOML text).
+/// One that cannot be read is reported and left in the store, untouched.
+pub(super) fn stored_definitions(
+    store: &Store,
+) -> Result<Vec<Definition>, corral_store::StoreError> {
+    Ok(store
+        .definitions()?
+        .into_iter()
+        .filter_map(|(name, body)| {
+            let def = match serde_json::from_str::<serde_json::Value>(&body) {
+                Ok(json) => Some(Definition::from_json(&name, &json, &owner(&name))),
+                Err(_) => Definition::from_legacy_toml(&name, &body, &owner(&name)),
+            };
+            if def.is_none() {
+                eprintln!("corral: the stored definition of `{name}` is unreadable; skipping it");
+            }
+            def
+        })
+        .collect())
+}
 
 /// A reload waiting for the units it replaces to stop.
 pub(super) struct PendingReload {
@@ -48,18 +85,35 @@ impl Supervisor {
     /// new ones start. Unchanged units keep their processes.
     pub(super) async fn reload_with(
         &mut self,
-        added: Vec<(String, String)>,
-        define: Option<(String, Option<String>)>,
+        mut added: Vec<Definition>,
+        change: Change,
     ) -> Result<Reply, CommandError> {
-        let new = corral_config::load_with(&self.project.file, &added)
-            .map_err(|e| CommandError::Invalid(e.to_string()))?;
+        let invalid = |e: &dyn std::fmt::Display| CommandError::Invalid(e.to_string());
+        match &change {
+            Change::ReadFile => {}
+            Change::Define(def) => {
+                added.retain(|d| d.name != def.name);
+                added.push(def.clone());
+            }
+            Change::Forget(name) => added.retain(|d| d.name != *name),
+        }
+        // Only `reload` reads the file; a definition joins what was read before.
+        let new = match &change {
+            Change::ReadFile => corral_config::load(&self.project.file)
+                .map_err(|e| invalid(&e))?
+                .with_definitions(&added),
+            _ => self.project.with_definitions(&added),
+        }
+        .map_err(|e| invalid(&e))?;
         // The definition is kept only once it is known to be valid.
-        let stored = match &define {
-            Some((name, Some(body))) => self.store.put_definition(name, body),
-            Some((name, None)) => self.store.forget(name),
-            None => Ok(()),
+        let stored = match &change {
+            Change::Define(def) => self
+                .store
+                .put_definition(&def.name, &def.to_json().to_string()),
+            Change::Forget(name) => self.store.forget(name),
+            Change::ReadFile => Ok(()),
         };
-        stored.map_err(|e| CommandError::Invalid(e.to_string()))?;
+        stored.map_err(|e| invalid(&e))?;
         let old = fingerprints(&self.project);
         let now = fingerprints(&new);
         let changed: Vec<String> = now

@@ -549,6 +549,41 @@ fn services_added_at_run_time_are_kept_updated_and_removed() {
     }
     let (_, answer) = p.http_body("POST", "/v1/services", r#"{"name": "x", "comand": "true"}"#);
     assert!(answer.contains("command"), "a suggestion: {answer}");
+    // A definition's mistakes name its fields, not invented lines of corral.toml.
+    let (status, answer) = p.http_body(
+        "POST",
+        "/v1/services",
+        r#"{"name": "x", "command": "true", "restart": {"max_restarts": -1}}"#,
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer.contains("field `restart.max_restarts`") && !answer.contains("corral.toml:"),
+        "{answer}"
+    );
+    // corral.toml being edited (broken for now) does not stop a definition, and its unsaved
+    // edits are not applied by it.
+    let toml = p.read("corral.toml");
+    std::fs::write(
+        p.path().join("corral.toml"),
+        format!("{toml}\n[services.half\ncommand = "),
+    )
+    .unwrap();
+    let (status, answer) = p.http_body(
+        "POST",
+        "/v1/services",
+        r#"{"name": "mid-edit", "command": ["sleep", "1000"]}"#,
+    );
+    assert_eq!(status, 201, "{answer}");
+    assert!(
+        services(&p)
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["name"] != "half")
+    );
+    std::fs::write(p.path().join("corral.toml"), toml).unwrap();
+    let (status, answer) = p.http("DELETE", "/v1/services/mid-edit");
+    assert_eq!(status, 200, "{answer}");
 
     // Update: restarted with the new definition.
     let (status, body) = p.http_body(

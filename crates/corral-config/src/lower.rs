@@ -1,0 +1,232 @@
+//! Stage 4, lower: validated, resolved units into a [`Project`] — the engine's [`Plan`] and the
+//! runtime's [`UnitDef`]s — and the same again when services are defined at run time, from what
+//! was validated before plus the new definitions, without reading any file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use corral_engine::{Kind, Plan};
+
+use crate::diag::{ConfigError, Diagnostic};
+use crate::model::{LogSettings, Project, Template};
+use crate::node::{Key, Node, Span, Value};
+use crate::read::{self, NAME_HELP, RawUnit};
+use crate::validate::{self, Context, Draft, Walker};
+
+/// What a project keeps so it can be lowered again with definitions added at run time.
+#[derive(Debug)]
+pub struct Base {
+    file: PathBuf,
+    /// The file's text, to show the lines an error is about.
+    source_text: String,
+    ctx: Context,
+    /// The file's units, validated (dependencies still by name).
+    drafts: Vec<Draft>,
+}
+
+/// A service defined at run time (over the API, or rendered from a template): the keys of a
+/// `[services.NAME]` table as a node tree whose spans name its fields.
+#[derive(Clone, Debug)]
+pub struct Definition {
+    pub name: String,
+    pub body: Node,
+}
+
+impl Definition {
+    /// From JSON (what the API takes and the daemon stores). `owner` says whose it is, for
+    /// errors: ``service `x` (added at run time)``.
+    pub fn from_json(name: &str, json: &serde_json::Value, owner: &str) -> Definition {
+        Definition {
+            name: name.to_string(),
+            body: Node::from_json(json, &Arc::from(owner)),
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        self.body.to_json()
+    }
+
+    /// A definition stored by a corral before definitions were JSON (the inside of a
+    /// `[services.NAME]` table as TOML text). None if it does not parse.
+    pub fn from_legacy_toml(name: &str, text: &str, owner: &str) -> Option<Definition> {
+        let node = read::toml(text).ok()?;
+        Some(Definition::from_json(name, &node.to_json(), owner))
+    }
+}
+
+impl Template {
+    /// An instance's service: the template's keys with every placeholder filled and `port` as
+    /// its one port, as JSON (stored like any service defined at run time).
+    pub fn instantiate(&self, vars: &[(String, String)], port: u16) -> serde_json::Value {
+        let mut body: Vec<(Key, Node)> = self.body.clone();
+        body.retain(|(k, _)| k.name != "ports");
+        let port_node = Node {
+            value: Value::Integer(Some(i64::from(port))),
+            span: Span::TOP,
+        };
+        body.push((
+            Key {
+                name: "ports".into(),
+                span: Span::TOP,
+            },
+            Node {
+                value: Value::Array(vec![port_node]),
+                span: Span::TOP,
+            },
+        ));
+        Node {
+            value: Value::Table(body),
+            span: Span::TOP,
+        }
+        .fill(vars)
+        .to_json()
+    }
+}
+
+/// Read, validate, resolve and lower the config `text` of `file`. `inherited` is the
+/// environment the processes inherit (normally corral's own).
+pub fn parse_project(
+    file: &Path,
+    text: &str,
+    inherited: &BTreeMap<String, String>,
+) -> Result<Project, ConfigError> {
+    let root = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let error = |diagnostics| {
+        let mut e = ConfigError {
+            file: file.to_path_buf(),
+            source_text: text.to_string(),
+            diagnostics,
+        };
+        e.sort();
+        e
+    };
+    let doc = read::toml(text).map_err(error)?;
+    let mut w = Walker {
+        diags: Vec::new(),
+        root: &root,
+    };
+    let raw = read::project(&doc, &mut w.diags);
+
+    // Project-wide environment: inherited, then `.env` if present, then `env_file`, then `env`.
+    let mut env = inherited.clone();
+    w.load_env_file(&root.join(".env"), Span::TOP, &mut env, false);
+    if let Some(v) = &raw.env_file {
+        for (path, span) in w.env_files(v) {
+            w.load_env_file(&path, span, &mut env, true);
+        }
+    }
+    if let Some(v) = &raw.env {
+        w.env_table(v, &mut env);
+    }
+    let mut log = LogSettings::default();
+    if let Some(v) = &raw.log {
+        log = w.log_settings(v, log);
+    }
+    let ctx = Context {
+        root: root.clone(),
+        env,
+        log,
+    };
+    let mut drafts: Vec<Draft> = raw
+        .units
+        .iter()
+        .map(|u| validate::unit(&mut w, u, &ctx))
+        .collect();
+    let templates: Vec<Template> = raw
+        .templates
+        .iter()
+        .map(|t| validate::template(&mut w, t, &ctx))
+        .collect();
+    let mut diags = w.diags;
+    crate::resolve::dependencies(&mut diags, &mut drafts);
+    if !diags.is_empty() {
+        return Err(error(diags));
+    }
+    let base = Arc::new(Base {
+        file: file.to_path_buf(),
+        source_text: text.to_string(),
+        ctx,
+        drafts: drafts.clone(),
+    });
+    Ok(lower(base, drafts, templates))
+}
+
+fn lower(base: Arc<Base>, drafts: Vec<Draft>, templates: Vec<Template>) -> Project {
+    let root = base.ctx.root.clone();
+    let (units, defs) = drafts.into_iter().map(|d| (d.spec, d.def)).unzip();
+    Project {
+        file: base.file.clone(),
+        state_dir: root.join(".corral"),
+        root,
+        units: defs,
+        plan: Plan { units },
+        templates,
+        base,
+    }
+}
+
+impl Project {
+    /// This project (as read from its file) with `defs` added: the services defined at run
+    /// time. Only the definitions are validated; no file is read, so a file being edited does
+    /// not change what runs until `reload`. Errors name the definitions' fields.
+    pub fn with_definitions(&self, defs: &[Definition]) -> Result<Project, ConfigError> {
+        let base = &self.base;
+        let mut w = Walker {
+            diags: Vec::new(),
+            root: &base.ctx.root,
+        };
+        let mut drafts = base.drafts.clone();
+        for d in defs {
+            let span = d.body.span.clone();
+            if !read::valid_name(&d.name) {
+                w.diags.push(
+                    Diagnostic::new(span, format!("`{}` is not a valid name", d.name))
+                        .with_help(NAME_HELP),
+                );
+                continue;
+            }
+            if let Some(other) = drafts.iter().find(|x| x.spec.name == d.name) {
+                w.diags.push(Diagnostic::new(
+                    span,
+                    format!(
+                        "`{}` is defined twice (already a {})",
+                        d.name,
+                        other.spec.kind.as_str()
+                    ),
+                ));
+                continue;
+            }
+            let Value::Table(body) = &d.body.value else {
+                w.diags.push(Diagnostic::new(
+                    span,
+                    format!(
+                        "a definition must be an object of the keys of a service, found {}",
+                        d.body.value.type_str()
+                    ),
+                ));
+                continue;
+            };
+            let raw = RawUnit {
+                kind: Kind::Service,
+                name: d.name.clone(),
+                name_span: span.clone(),
+                body: body.clone(),
+                span,
+            };
+            drafts.push(validate::unit(&mut w, &raw, &base.ctx));
+        }
+        let mut diags = w.diags;
+        crate::resolve::dependencies(&mut diags, &mut drafts);
+        if !diags.is_empty() {
+            let mut e = ConfigError {
+                file: base.file.clone(),
+                source_text: base.source_text.clone(),
+                diagnostics: diags,
+            };
+            e.sort();
+            return Err(e);
+        }
+        Ok(lower(self.base.clone(), drafts, self.templates.clone()))
+    }
+}
