@@ -13,9 +13,9 @@
 //! configurable sizes, with what was dropped in between counted: the start of a build log and
 //! its end are what a caller wants, and memory stays bounded however much a process prints.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use corral_engine::ExitStatus;
@@ -307,8 +307,6 @@ pub struct Adhoc {
     tx: mpsc::UnboundedSender<Msg>,
     output: broadcast::Sender<Arc<ProcChunk>>,
     events: broadcast::Sender<Arc<ProcEvent>>,
-    /// Markers of live ad-hoc processes: the supervisor's orphan sweep spares them.
-    pub markers: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Adhoc {
@@ -317,7 +315,6 @@ impl Adhoc {
         let (tx, rx) = mpsc::unbounded_channel();
         let (output, _) = broadcast::channel(4096);
         let (events, _) = broadcast::channel(1024);
-        let markers: Arc<Mutex<HashSet<String>>> = Arc::default();
         let owner = Owner {
             procs: HashMap::new(),
             keys: HashMap::new(),
@@ -328,15 +325,9 @@ impl Adhoc {
             tx: tx.clone(),
             output: output.clone(),
             events: events.clone(),
-            markers: markers.clone(),
         };
         tokio::spawn(owner.run(rx));
-        Adhoc {
-            tx,
-            output,
-            events,
-            markers,
-        }
+        Adhoc { tx, output, events }
     }
 
     async fn ask<T>(&self, msg: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T, AdhocError> {
@@ -426,7 +417,6 @@ struct Owner {
     tx: mpsc::UnboundedSender<Msg>,
     output: broadcast::Sender<Arc<ProcChunk>>,
     events: broadcast::Sender<Arc<ProcEvent>>,
-    markers: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Owner {
@@ -568,10 +558,6 @@ impl Owner {
                     });
                 }
                 let (marker, retain, timed_out) = (p.marker.clone(), p.retain, p.timed_out);
-                self.markers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&marker);
                 // Nothing it started outlives it (its group went with it; these left the group).
                 proctable::signal_all(&proctable::with_marker(&marker), Signal::SIGKILL);
                 if let Some(store) = &self.store {
@@ -686,10 +672,6 @@ impl Owner {
         )
         .map_err(|e| AdhocError::Invalid(e.0))?;
         let pid = child.id();
-        self.markers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(marker.clone());
         if let (Some(store), Some(start_time)) = (&self.store, proctable::start_time(pid as i32)) {
             let _ = store.put_process(&corral_store::ProcessRecord {
                 unit: format!("proc:{id}"),

@@ -17,6 +17,15 @@ pub fn marker(unit: &str, generation: u64) -> String {
     format!("{}/{unit}/{generation}", std::process::id())
 }
 
+/// Whether a marker belongs to an owner other than the supervisor: an ad-hoc process
+/// (`proc:ID`) or an instance's setup step (`setup:NAME`). Unit names cannot hold `:`.
+pub fn owned_elsewhere(marker: &str) -> bool {
+    marker
+        .split('/')
+        .nth(1)
+        .is_some_and(|unit| unit.contains(':'))
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct ProcInfo {
     pub pid: i32,
@@ -203,12 +212,12 @@ impl Table {
         found.into_iter().collect()
     }
 
-    /// Orphans whose marker names no live generation, with their descendants: left behind by a
-    /// unit whose leader is gone. Orphans of running instances belong to them and are spared.
-    pub fn abandoned(&self, live: &HashSet<String>) -> Vec<i32> {
+    /// Orphans whose marker is not to be kept, with their descendants: left behind by a unit
+    /// whose leader is gone. Orphans of running generations belong to them and are spared.
+    pub fn abandoned(&self, keep: impl Fn(&str) -> bool) -> Vec<i32> {
         let mut out = Vec::new();
         for (orphan, m) in &self.orphans {
-            if m.as_ref().is_some_and(|m| live.contains(m)) {
+            if m.as_deref().is_some_and(&keep) {
                 continue;
             }
             out.extend(

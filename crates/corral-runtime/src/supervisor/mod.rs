@@ -212,7 +212,6 @@ pub struct Supervisor {
     adopt: Vec<(UnitId, ProcessRecord)>,
     wanted: Vec<UnitId>,
     pending_notices: Vec<Arc<Notice>>,
-    adhoc: crate::adhoc::Adhoc,
     /// A reload waiting for its changed units to stop.
     reload: Option<PendingReload>,
     /// Instances of templates, by name.
@@ -348,7 +347,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         Store::open(&project.state_dir).ok(),
     );
     let control = Control {
-        adhoc: adhoc.clone(),
+        adhoc,
         tx: tx.clone(),
         notices: notices.clone(),
         lines: lines.clone(),
@@ -375,7 +374,6 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         adopt,
         wanted,
         pending_notices: Vec::new(),
-        adhoc,
         reload: None,
         instances,
         cleanup_after_reload: Vec::new(),
@@ -981,22 +979,15 @@ impl Supervisor {
     fn sweep(&mut self) {
         self.sweep_pending = false;
         let table = proctable::Table::read(&self.reaper.registered());
-        let mut live: HashSet<String> = self
+        let live: HashSet<String> = self
             .live
             .iter()
             .flatten()
             .map(|l| l.marker.clone())
             .collect();
-        // Orphans of running ad-hoc processes belong to them.
-        live.extend(
-            self.adhoc
-                .markers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .cloned(),
-        );
-        let orphans = table.abandoned(&live);
+        // Ad-hoc processes and setup steps are their owners' to clean up (at their exit): the
+        // supervisor shares no state with those owners, so it leaves their markers alone.
+        let orphans = table.abandoned(|m| live.contains(m) || proctable::owned_elsewhere(m));
         if !orphans.is_empty() {
             proctable::signal_all(&orphans, Signal::SIGKILL);
             self.schedule_sweep();
