@@ -13,6 +13,8 @@
 //! - [`keeper`]: the separate process that holds every instance's output pipes and writes the
 //!   log files, so the daemon can die without losing a line; it streams lines back ("the tap").
 //! - [`logs`]: line splitting, the log file format and rotation, and log queries.
+//! - [`router`]: the output router, a task of its own: lines to the terminal, to `logs -f`
+//!   followers, and past the `log_ready`/`log` patterns; only matches reach the engine.
 //! - [`printer`]: the `name | line` terminal view on its own thread; it may drop display lines
 //!   when the terminal is slow, the log files never do.
 //! - [`probe`]: one TCP / HTTP / exec health check.
@@ -42,6 +44,7 @@ pub mod printer;
 pub mod probe;
 pub mod proctable;
 pub mod reaper;
+pub mod router;
 pub mod sockpath;
 pub mod spawn;
 pub mod supervisor;

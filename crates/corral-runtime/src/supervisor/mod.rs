@@ -26,17 +26,17 @@ use corral_config::{Check, PortDecl, Project};
 use corral_engine::{Condition, Effect, Engine, Event, ExitStatus, Kind, State, UnitId};
 use corral_store::{ProcessRecord, Store};
 use nix::sys::signal::Signal;
-use regex::Regex;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::instances::{InstanceState, StepState};
-use crate::keeper::{Attach, KeeperLink, TapMsg};
+use crate::keeper::{Attach, KeeperLink};
 use crate::logs::Stream;
 use crate::printer::Printer;
 use crate::probe::{self, ExecContext};
 use crate::reaper::Reaper;
+use crate::router::{Found, Router, Watch};
 use crate::{ports, proctable};
 
 mod control;
@@ -164,17 +164,9 @@ enum Msg {
     InstanceReady(Box<crate::instances::Instance>),
     /// Look for processes left behind by instances that have exited.
     Sweep,
-    Tap(TapMsg),
+    /// The output router found what the engine waits for (or lost the keeper).
+    Found(Found),
     Request(Request),
-}
-
-/// What the supervisor watches an instance's output for.
-#[derive(Clone, Default)]
-struct Watch {
-    /// Report `Event::LogReady` on the first match.
-    log_ready: Option<Regex>,
-    /// Report a passing readiness probe on the first match.
-    readiness: Option<Regex>,
 }
 
 /// A process we started (or adopted) for a unit and have not seen exit yet.
@@ -184,7 +176,6 @@ struct Live {
     marker: String,
     /// Adopted from an earlier daemon: not our child, watched through a pidfd.
     adopted: Option<proctable::PidFd>,
-    watch: Watch,
 }
 
 pub struct Supervisor {
@@ -200,12 +191,11 @@ pub struct Supervisor {
     keeper: Option<KeeperLink>,
     store: Store,
     notices: broadcast::Sender<Arc<Notice>>,
-    lines: broadcast::Sender<Arc<LineNotice>>,
+    /// Output after the keeper: terminal, followers, patterns (a task of its own).
+    router: Router,
     /// The first port of each unit, once known (auto ports are chosen once and kept).
     ports: Vec<Option<u16>>,
     live: Vec<Option<Live>>,
-    /// Instances whose output the keeper has not finished yet.
-    draining: HashSet<(String, u64)>,
     /// Stored held flags and restart counts, to write only what changed.
     held: Vec<bool>,
     restarts: Vec<u32>,
@@ -281,15 +271,6 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     }
     let (tx, rx): (UnboundedSender<Msg>, UnboundedReceiver<Msg>) = unbounded_channel();
 
-    let keeper = connect_keeper(
-        &project.state_dir,
-        &options.exe,
-        &reaper,
-        &tx,
-        early_keeper.0.is_some(),
-    )?;
-    early_keeper.0 = None;
-
     // What an earlier daemon left running: adopt what is still the same process; end the rest.
     let mut adopt = Vec::new();
     for rec in store.processes()? {
@@ -307,7 +288,27 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     }
 
     let names: Vec<String> = project.units.iter().map(|u| u.name.clone()).collect();
-    let (printer, printer_thread) = Printer::start(names, options.quiet);
+    let (printer, printer_thread) = Printer::start(names.clone(), options.quiet);
+    let (lines, _) = broadcast::channel(4096);
+    let router = {
+        let tx = tx.clone();
+        Router::start(printer.clone(), names, lines.clone(), move |f| {
+            let _ = tx.send(Msg::Found(f));
+        })
+    };
+    // The adopted processes' output flows as soon as the keeper is connected: their patterns
+    // must be known first.
+    for (unit, rec) in &adopt {
+        router.expect(&rec.unit, rec.generation, watch_for(&project, *unit));
+    }
+    let keeper = connect_keeper(
+        &project.state_dir,
+        &options.exe,
+        &reaper,
+        &router,
+        early_keeper.0.is_some(),
+    )?;
+    early_keeper.0 = None;
     let seed = options.seed.unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -340,7 +341,6 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         instances.insert(name, inst);
     }
     let (notices, _) = broadcast::channel(1024);
-    let (lines, _) = broadcast::channel(4096);
     let adhoc = crate::adhoc::Adhoc::start(
         reaper.clone(),
         project.root.clone(),
@@ -365,10 +365,9 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         keeper: Some(keeper),
         store,
         notices,
-        lines,
+        router,
         ports,
         live: (0..n).map(|_| None).collect(),
-        draining: HashSet::new(),
         held: vec![false; n],
         restarts,
         adopt,
@@ -387,6 +386,21 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         _lock: lock,
     };
     Ok((sup, control))
+}
+
+/// What a unit's output is watched for: its `log_ready` pattern, a `log` readiness probe.
+fn watch_for(project: &Project, unit: UnitId) -> Watch {
+    let def = &project.units[unit.0];
+    Watch {
+        log_ready: def.log_ready.clone(),
+        readiness: match &def.readiness {
+            Some(p) => match &p.check {
+                Check::Log { pattern } => Some(pattern.clone()),
+                _ => None,
+            },
+            None => None,
+        },
+    }
 }
 
 /// Kill every process carrying `marker` (a process we cannot adopt) and wait, bounded, until
@@ -466,14 +480,10 @@ impl Supervisor {
                 continue;
             }
             tokio::select! {
-                Some(msg) = self.rx.recv() => match msg {
-                    // Output changes nothing that is stored: no transaction on this hot path.
-                    Msg::Tap(m) => self.tap(m),
-                    msg => {
-                        self.begin();
-                        self.dispatch(msg).await;
-                        self.commit();
-                    }
+                Some(msg) = self.rx.recv() => {
+                    self.begin();
+                    self.dispatch(msg).await;
+                    self.commit();
                 },
                 _ = sigint.recv() => { interrupted = true; self.interrupt().await; }
                 _ = sigterm.recv() => { interrupted = true; self.interrupt_gently().await; }
@@ -483,19 +493,22 @@ impl Supervisor {
         self.commit();
         // Every line the keeper read must reach the terminal before we end; the deadline is for
         // a pipe held open by a process we could not see (another user's, say).
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-        while !self.draining.is_empty() {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(Msg::Tap(m))) => self.tap(m),
-                Ok(Some(Msg::Request(r))) => {
-                    let _ = r.reply.send(Err(CommandError::ShuttingDown));
+        let router = self.router.clone();
+        let drained = router.drained(Duration::from_secs(3));
+        tokio::pin!(drained);
+        loop {
+            tokio::select! {
+                _ = &mut drained => break,
+                Some(msg) = self.rx.recv() => {
+                    if let Msg::Request(r) = msg {
+                        let _ = r.reply.send(Err(CommandError::ShuttingDown));
+                    }
                 }
-                Ok(Some(_)) => {}
-                _ => break,
             }
         }
         // Without a daemon connected and with no pipe left, the keeper ends by itself.
         self.keeper = None;
+        self.router.close().await;
         self.final_sweep().await;
         let outcome = self.outcome(interrupted, started.elapsed());
         let Supervisor {
@@ -554,7 +567,7 @@ impl Supervisor {
                 }
             }
             Msg::Sweep => self.sweep(),
-            Msg::Tap(m) => self.tap(m),
+            Msg::Found(f) => self.found(f).await,
             Msg::InstanceProgress(inst) => self.save_instance(*inst),
             Msg::InstanceReady(inst) => self.instance_ready(*inst).await,
             Msg::Request(r) => {
@@ -600,9 +613,7 @@ impl Supervisor {
             pid: rec.pid,
             marker: rec.marker.clone(),
             adopted: Some(check_fd),
-            watch: self.watch_for(unit),
         });
-        self.draining.insert((rec.unit.clone(), rec.generation));
         let tx = self.tx.clone();
         let generation = rec.generation;
         tokio::spawn(async move {
@@ -849,18 +860,23 @@ impl Supervisor {
                 generation,
                 settings: def.log,
             };
+            // Before the keeper has the pipes: the router must know the patterns first.
+            self.router
+                .expect(&def.name, generation, watch_for(&self.project, unit));
             let attached = match &self.keeper {
                 Some(k) => k.attach(&attach, out, err),
                 None => Err(std::io::Error::other("corral is ending")),
             };
-            match attached {
-                Ok(()) => {
-                    self.draining.insert((def.name.clone(), generation));
-                }
-                Err(e) => eprintln!(
+            if let Err(e) = attached {
+                eprintln!(
                     "corral: cannot hand the output of `{}` to the log keeper: {e}",
                     def.name
-                ),
+                );
+                // No output will come: nothing to wait for.
+                self.router.tap(crate::keeper::TapMsg::Eof {
+                    unit: def.name.clone(),
+                    generation,
+                });
             }
         }
         drop((out, err));
@@ -885,13 +901,11 @@ impl Supervisor {
                 status,
             }));
         });
-        let watch = self.watch_for(unit);
         self.live[unit.0] = Some(Live {
             generation,
             pid,
             marker,
             adopted: None,
-            watch,
         });
         Ok(pid)
     }

@@ -1,16 +1,15 @@
-//! The keeper link (starting the keeper, connecting to it) and what arrives on it: output for
-//! the terminal and `logs -f`, and the lines `log_ready` and log readiness wait for.
+//! The keeper link: starting the keeper, connecting to it (what it sends goes to the output
+//! router), and what the supervisor hears back from the router.
 
 use super::*;
 
-/// Connect to the keeper of `state_dir` (starting one if none answers); what it sends arrives
-/// as `Msg::Tap`.
-/// `started`: one was just spawned; only wait for it.
+/// Connect to the keeper of `state_dir` (starting one if none answers); what it sends goes to
+/// `router`. `started`: one was just spawned; only wait for it.
 pub(super) fn connect_keeper(
     state_dir: &std::path::Path,
     exe: &std::path::Path,
     reaper: &Reaper,
-    tx: &UnboundedSender<Msg>,
+    router: &Router,
     started: bool,
 ) -> Result<KeeperLink, StartError> {
     let start = {
@@ -20,11 +19,8 @@ pub(super) fn connect_keeper(
             false => spawn_keeper(&state_dir, &exe, &reaper).map(drop),
         }
     };
-    let tap_tx = tx.clone();
-    KeeperLink::connect(state_dir, start, move |m| {
-        let _ = tap_tx.send(Msg::Tap(m));
-    })
-    .map_err(StartError::Keeper)
+    let router = router.clone();
+    KeeperLink::connect(state_dir, start, move |m| router.tap(m)).map_err(StartError::Keeper)
 }
 
 /// A keeper started for a start-up that then failed: it holds nothing yet, so it goes.
@@ -71,106 +67,56 @@ pub(super) fn spawn_keeper(
 }
 
 impl Supervisor {
-    /// Output from the keeper: to the terminal, to `logs -f` clients, and past the patterns.
-    pub(super) fn tap(&mut self, msg: TapMsg) {
-        match msg {
-            TapMsg::Lines {
-                unit,
-                generation,
-                stream,
-                time,
-                lines,
-            } => {
-                let Some(id) = self.project.plan.find(&unit) else {
+    /// What the output router found: a pattern matched (an event for the engine, addressed
+    /// like any other so a stale generation is ignored), or the keeper is gone.
+    pub(super) async fn found(&mut self, found: Found) {
+        let event = match found {
+            Found::LogReady { unit, generation } => {
+                let Some(unit) = self.project.plan.find(&unit) else {
                     return;
                 };
-                for line in &lines {
-                    self.printer.line(id, stream, line);
-                }
-                if self.lines.receiver_count() > 0 {
-                    for line in &lines {
-                        let _ = self.lines.send(Arc::new(LineNotice {
-                            unit: unit.clone(),
-                            time,
-                            stream,
-                            text: String::from_utf8_lossy(line).into_owned(),
-                        }));
-                    }
-                }
-                self.check_patterns(id, generation, &lines);
+                Event::LogReady { unit, generation }
             }
-            TapMsg::Eof { unit, generation } => {
-                self.draining.remove(&(unit, generation));
-            }
-            TapMsg::Lost => {
-                self.draining.clear();
-                if self.engine.is_shutting_down() {
+            Found::ReadyLine {
+                unit,
+                generation,
+                text,
+            } => {
+                let Some(unit) = self.project.plan.find(&unit) else {
                     return;
-                }
-                // Output of the processes it held is gone with it; new ones get a new keeper.
-                match connect_keeper(
-                    &self.project.state_dir,
-                    &self.options.exe,
-                    &self.reaper,
-                    &self.tx,
-                    false,
-                ) {
-                    Ok(k) => {
-                        eprintln!(
-                            "corral: the log keeper died; started a new one for new processes"
-                        );
-                        self.keeper = Some(k);
-                    }
-                    Err(e) => eprintln!("corral: the log keeper died and cannot be restarted: {e}"),
-                }
-            }
-        }
-    }
-
-    pub(super) fn check_patterns(&mut self, id: UnitId, generation: u64, lines: &[Vec<u8>]) {
-        let Some(live) = self.live[id.0]
-            .as_mut()
-            .filter(|l| l.generation == generation)
-        else {
-            return;
-        };
-        let watch = &mut live.watch;
-        if watch.log_ready.is_none() && watch.readiness.is_none() {
-            return;
-        }
-        for line in lines {
-            let text = String::from_utf8_lossy(line);
-            if watch.log_ready.as_ref().is_some_and(|r| r.is_match(&text)) {
-                watch.log_ready = None;
-                let _ = self.tx.send(Msg::Event(Event::LogReady {
-                    unit: id,
-                    generation,
-                }));
-            }
-            if watch.readiness.as_ref().is_some_and(|r| r.is_match(&text)) {
-                watch.readiness = None;
-                let _ = self.tx.send(Msg::Event(Event::ProbeResult {
-                    unit: id,
+                };
+                Event::ProbeResult {
+                    unit,
                     generation,
                     probe: corral_engine::ProbeKind::Readiness,
                     ok: true,
                     detail: format!("line matched: {text}"),
-                }));
+                }
             }
+            Found::KeeperLost => return self.keeper_lost(),
+        };
+        if !self.is_stale(&event) {
+            self.handle(event).await;
         }
     }
 
-    pub(super) fn watch_for(&self, unit: UnitId) -> Watch {
-        let def = &self.project.units[unit.0];
-        Watch {
-            log_ready: def.log_ready.clone(),
-            readiness: match &def.readiness {
-                Some(p) => match &p.check {
-                    Check::Log { pattern } => Some(pattern.clone()),
-                    _ => None,
-                },
-                None => None,
-            },
+    fn keeper_lost(&mut self) {
+        if self.engine.is_shutting_down() {
+            return;
+        }
+        // Output of the processes it held is gone with it; new ones get a new keeper.
+        match connect_keeper(
+            &self.project.state_dir,
+            &self.options.exe,
+            &self.reaper,
+            &self.router,
+            false,
+        ) {
+            Ok(k) => {
+                eprintln!("corral: the log keeper died; started a new one for new processes");
+                self.keeper = Some(k);
+            }
+            Err(e) => eprintln!("corral: the log keeper died and cannot be restarted: {e}"),
         }
     }
 }

@@ -265,9 +265,8 @@ impl Supervisor {
         self.ports = ports;
         self.held = held;
         self.restarts = restarts;
-        self.printer
-            .rename(self.project.units.iter().map(|u| u.name.clone()).collect())
-            .await;
+        self.router
+            .names(self.project.units.iter().map(|u| u.name.clone()).collect());
         self.printer.system(p.summary.clone()).await;
         let ids = |names: &[String]| -> Vec<UnitId> {
             names

@@ -1,0 +1,256 @@
+//! The output router: the one owner of what happens to output after the keeper has written it
+//! to the log files — the terminal view (the printer), live followers (`logs -f`), and the
+//! patterns readiness waits on (`log_ready`, a `log` readiness probe).
+//!
+//! It is a task of its own beside the supervisor, not a step of the supervisor's loop: a service
+//! flooding its output keeps this task busy, never the engine, so a `restart` is not queued
+//! behind 200,000 lines. Only what the engine must know leaves it: a pattern matched, the keeper
+//! was lost.
+//!
+//! Ordering: the supervisor tells the router what to expect of a process ([`Router::expect`])
+//! *before* it hands the pipes to the keeper, on the same queue the keeper's lines arrive on, so
+//! no line of a process is checked before its patterns are known.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_engine::UnitId;
+use regex::Regex;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::keeper::TapMsg;
+use crate::printer::Printer;
+use crate::supervisor::LineNotice;
+
+/// What a process's output is watched for.
+#[derive(Clone, Default)]
+pub struct Watch {
+    /// Report [`Found::LogReady`] on the first match.
+    pub log_ready: Option<Regex>,
+    /// Report [`Found::ReadyLine`] on the first match.
+    pub readiness: Option<Regex>,
+}
+
+/// What the router tells the supervisor.
+#[derive(Debug)]
+pub enum Found {
+    LogReady {
+        unit: String,
+        generation: u64,
+    },
+    /// A line matched the unit's `log` readiness probe.
+    ReadyLine {
+        unit: String,
+        generation: u64,
+        text: String,
+    },
+    /// The keeper connection is gone.
+    KeeperLost,
+}
+
+enum In {
+    Tap(TapMsg),
+    Expect {
+        unit: String,
+        generation: u64,
+        watch: Watch,
+    },
+    Names(Vec<String>),
+    Drained(oneshot::Sender<()>),
+    Close(oneshot::Sender<()>),
+}
+
+/// The handle: cheap to clone; every call only queues a message.
+#[derive(Clone)]
+pub struct Router {
+    tx: UnboundedSender<In>,
+}
+
+struct Owner {
+    printer: Printer,
+    lines: broadcast::Sender<Arc<LineNotice>>,
+    found: Box<dyn Fn(Found) + Send>,
+    /// Unit name → its index for the printer (colour and name).
+    index: HashMap<String, usize>,
+    watches: HashMap<(String, u64), Watch>,
+    /// Processes whose output the keeper has not finished yet.
+    draining: HashSet<(String, u64)>,
+    waiting: Vec<oneshot::Sender<()>>,
+}
+
+impl Router {
+    /// Start the router for units named `names` (by index). `found` is called, on the
+    /// router's task, for what the supervisor must hear.
+    pub fn start(
+        printer: Printer,
+        names: Vec<String>,
+        lines: broadcast::Sender<Arc<LineNotice>>,
+        found: impl Fn(Found) + Send + 'static,
+    ) -> Router {
+        let (tx, rx) = unbounded_channel();
+        let owner = Owner {
+            printer,
+            lines,
+            found: Box::new(found),
+            index: index(&names),
+            watches: HashMap::new(),
+            draining: HashSet::new(),
+            waiting: Vec::new(),
+        };
+        tokio::spawn(owner.run(rx));
+        Router { tx }
+    }
+
+    /// What the keeper sends.
+    pub fn tap(&self, msg: TapMsg) {
+        let _ = self.tx.send(In::Tap(msg));
+    }
+
+    /// A process's pipes are about to go to the keeper: wait for its end of output, and
+    /// watch its lines.
+    pub fn expect(&self, unit: &str, generation: u64, watch: Watch) {
+        let _ = self.tx.send(In::Expect {
+            unit: unit.to_string(),
+            generation,
+            watch,
+        });
+    }
+
+    /// The units are now these (a reload).
+    pub fn names(&self, names: Vec<String>) {
+        let _ = self.tx.send(In::Names(names));
+    }
+
+    /// End the router (corral is ending): it lets go of the printer, whose thread can then
+    /// finish. Handles may outlive it (a keeper link's reader); what they send is dropped.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(In::Close(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Wait (at most `limit`) until every expected process's output has been seen to its end.
+    pub async fn drained(&self, limit: Duration) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(In::Drained(tx)).is_ok() {
+            let _ = tokio::time::timeout(limit, rx).await;
+        }
+    }
+}
+
+fn index(names: &[String]) -> HashMap<String, usize> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), i))
+        .collect()
+}
+
+impl Owner {
+    async fn run(mut self, mut rx: UnboundedReceiver<In>) {
+        let mut closed = None;
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                In::Tap(m) => self.tap(m),
+                In::Expect {
+                    unit,
+                    generation,
+                    watch,
+                } => {
+                    if watch.log_ready.is_some() || watch.readiness.is_some() {
+                        self.watches.insert((unit.clone(), generation), watch);
+                    }
+                    self.draining.insert((unit, generation));
+                }
+                In::Names(names) => {
+                    self.index = index(&names);
+                    self.printer.rename(names).await;
+                }
+                In::Drained(reply) => self.waiting.push(reply),
+                In::Close(reply) => {
+                    closed = Some(reply);
+                    break;
+                }
+            }
+            if self.draining.is_empty() {
+                for w in self.waiting.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+        }
+        // Let go of the printer before saying so.
+        drop(self);
+        if let Some(reply) = closed {
+            let _ = reply.send(());
+        }
+    }
+
+    fn tap(&mut self, msg: TapMsg) {
+        match msg {
+            TapMsg::Lines {
+                unit,
+                generation,
+                stream,
+                time,
+                lines,
+            } => {
+                if let Some(&i) = self.index.get(&unit) {
+                    for line in &lines {
+                        self.printer.line(UnitId(i), stream, line);
+                    }
+                }
+                if self.lines.receiver_count() > 0 {
+                    for line in &lines {
+                        let _ = self.lines.send(Arc::new(LineNotice {
+                            unit: unit.clone(),
+                            time,
+                            stream,
+                            text: String::from_utf8_lossy(line).into_owned(),
+                        }));
+                    }
+                }
+                self.check(&unit, generation, &lines);
+            }
+            TapMsg::Eof { unit, generation } => {
+                self.watches.remove(&(unit.clone(), generation));
+                self.draining.remove(&(unit, generation));
+            }
+            TapMsg::Lost => {
+                // What the dead keeper held will not finish.
+                self.draining.clear();
+                (self.found)(Found::KeeperLost);
+            }
+        }
+    }
+
+    fn check(&mut self, unit: &str, generation: u64, lines: &[Vec<u8>]) {
+        let key = (unit.to_string(), generation);
+        let Some(watch) = self.watches.get_mut(&key) else {
+            return;
+        };
+        for line in lines {
+            let text = String::from_utf8_lossy(line);
+            if watch.log_ready.as_ref().is_some_and(|r| r.is_match(&text)) {
+                watch.log_ready = None;
+                (self.found)(Found::LogReady {
+                    unit: unit.to_string(),
+                    generation,
+                });
+            }
+            if watch.readiness.as_ref().is_some_and(|r| r.is_match(&text)) {
+                watch.readiness = None;
+                (self.found)(Found::ReadyLine {
+                    unit: unit.to_string(),
+                    generation,
+                    text: text.into_owned(),
+                });
+            }
+        }
+        if watch.log_ready.is_none() && watch.readiness.is_none() {
+            self.watches.remove(&key);
+        }
+    }
+}
