@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::Json;
 use corral_runtime::{Command, Reply};
 
-use crate::server::{ApiError, ApiResult, App, act, flag, params};
+use crate::server::{ApiError, ApiResult, App, flag, params};
 use corral_proto::wire;
 
 use crate::convert;
@@ -29,13 +29,6 @@ pub(crate) async fn templates(State(app): State<App>) -> ApiResult<Json<Vec<wire
     ))
 }
 
-fn instance_reply(reply: Reply) -> ApiResult<wire::Instance> {
-    match reply {
-        Reply::Instance(i) => Ok(convert::instance(&i)),
-        _ => Err(ApiError::bad("unexpected reply")),
-    }
-}
-
 pub(crate) async fn create_instance(
     State(app): State<App>,
     body: axum::body::Bytes,
@@ -45,16 +38,17 @@ pub(crate) async fn create_instance(
             "the body must be {{\"template\": \"NAME\", \"params\": {{}}, \"git\": \"URL\" or \"upload\": true}}: {e}"
         ))
     })?;
-    let reply = app
+    let inst = app
         .control
-        .ask(Command::CreateInstance {
-            template: req.template,
-            params: req.params.into_iter().collect(),
-            git: req.git,
-            upload: req.upload,
-        })
+        .instances
+        .create(
+            req.template,
+            req.params.into_iter().collect(),
+            req.git,
+            req.upload,
+        )
         .await?;
-    Ok((StatusCode::CREATED, Json(instance_reply(reply)?)))
+    Ok((StatusCode::CREATED, Json(convert::instance(&inst))))
 }
 
 pub(crate) async fn upload_workspace(
@@ -62,36 +56,29 @@ pub(crate) async fn upload_workspace(
     UrlPath(name): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<wire::Instance>> {
-    let reply = app
-        .control
-        .ask(Command::UploadWorkspace {
-            name,
-            zip: body.to_vec(),
-        })
-        .await?;
-    Ok(Json(instance_reply(reply)?))
+    let inst = app.control.instances.upload(name, body.to_vec()).await?;
+    Ok(Json(convert::instance(&inst)))
 }
 
 pub(crate) async fn instances(State(app): State<App>) -> ApiResult<Json<Vec<wire::Instance>>> {
-    match app.control.ask(Command::ListInstances).await? {
-        Reply::Instances(list) => Ok(Json(list.iter().map(convert::instance).collect())),
-        _ => Err(ApiError::bad("unexpected reply")),
-    }
+    let list = app.control.instances.list().await?;
+    Ok(Json(list.iter().map(convert::instance).collect()))
 }
 
 pub(crate) async fn instance(
     State(app): State<App>,
     UrlPath(name): UrlPath<String>,
 ) -> ApiResult<Json<wire::Instance>> {
-    let reply = app.control.ask(Command::GetInstance { name }).await?;
-    Ok(Json(instance_reply(reply)?))
+    let inst = app.control.instances.get(name).await?;
+    Ok(Json(convert::instance(&inst)))
 }
 
 pub(crate) async fn delete_instance(
     State(app): State<App>,
     UrlPath(name): UrlPath<String>,
 ) -> ApiResult<Json<wire::Done>> {
-    act(&app, Command::DeleteInstance { name }).await
+    let message = app.control.instances.delete(name).await?;
+    Ok(Json(wire::Done { message }))
 }
 
 /// Start a pipeline; with `?wait=true` answer when it has finished.

@@ -4,13 +4,21 @@
 //!
 //! [`supervisor::prepare`] sets up a [`Supervisor`] (lock, store, keeper, reaper, adoption) and a
 //! [`Control`] handle for the API; [`Supervisor::run`] owns the pure [`corral_engine::Engine`] on
-//! one task and turns its effects into system calls. Around it:
+//! one task and turns its effects into system calls. Each piece of state has one owner, a task
+//! with its own queue; no lock is shared between owners:
+//! - the supervisor: the engine, live processes, the store's unit records, tickets, pipelines;
+//! - the output [`router`]: what happens to output after the keeper;
+//! - [`adhoc`]: ad-hoc processes; [`instances`]: instances of templates (a client of the
+//!   supervisor);
+//! - the [`keeper`] process: the output pipes and log files.
+//!
+//! The modules:
 //! - [`spawn`]: the one way a process is started (group, environment, marker, reaper).
 //! - [`reaper`]: corral is a child subreaper; one reaper collects every child (ours and the
 //!   orphans re-parented to us), so there are no zombies and no PID is signalled after reuse.
 //! - [`proctable`]: `/proc` reading — process trees, the `CORRAL_INSTANCE_ID` marker that ties a
 //!   process to its unit even after `setsid`, and port holders.
-//! - [`keeper`]: the separate process that holds every instance's output pipes and writes the
+//! - [`keeper`]: the separate process that holds every process's output pipes and writes the
 //!   log files, so the daemon can die without losing a line; it streams lines back ("the tap").
 //! - [`logs`]: line splitting, the log file format and rotation, and log queries.
 //! - [`router`]: the output router, a task of its own: lines to the terminal, to `logs -f`
@@ -21,8 +29,9 @@
 //! - [`ports`]: free-port checks, `auto` ports, `kill_others`.
 //! - [`adhoc`]: commands started over the API for a caller, with head + tail output; their own
 //!   owner task.
-//! - [`instances`]: instances of templates — workspace (ZIP unpacked safely, or `git clone`) and
-//!   setup steps; the supervisor adds the rendered service once they are done.
+//! - [`instances`]: instances of templates, their own owner task — workspace (ZIP unpacked
+//!   safely, or `git clone`) and setup steps; a client of the supervisor, which it asks to
+//!   define (and remove) each instance's service.
 //! - [`metrics`]: CPU and memory of process trees, measured when asked.
 //! - [`sockpath`]: sockets born 0600.
 //!
@@ -30,7 +39,7 @@
 //! process group and to every stray (descendants outside the group, orphans carrying the unit's
 //! marker). After the grace period the engine asks for SIGKILL, sent the same way. When the
 //! group leader is reaped, the rest of its group is SIGKILLed at once, and a sweep shortly after
-//! kills orphans of exited instances. Before corral exits, every remaining descendant is killed
+//! kills orphans of exited generations. Before corral exits, every remaining descendant is killed
 //! and reaped. cgroup v2 `cgroup.kill` would make this exact; it is not used yet (these hosts run
 //! cgroup v1).
 

@@ -82,13 +82,23 @@ pub fn age(start_time: u64) -> Option<std::time::Duration> {
 /// descendants. Used for instances we did not start in this life of the daemon: their orphans
 /// were re-parented to init, not to us.
 pub fn with_marker(marker: &str) -> Vec<i32> {
+    with_marker_matching(|m| m == marker)
+}
+
+/// The unit part of a marker (`<pid>/<unit>/<generation>`).
+pub fn marker_unit(marker: &str) -> Option<&str> {
+    marker.split('/').nth(1)
+}
+
+/// Live processes whose marker satisfies `pred`, with their descendants.
+pub fn with_marker_matching(pred: impl Fn(&str) -> bool) -> Vec<i32> {
     let all = snapshot();
     let children = children_map(&all);
     let mut found: HashSet<i32> = HashSet::new();
     for p in &all {
         if !p.zombie
             && !found.contains(&p.pid)
-            && env_var(p.pid, MARKER_VAR).as_deref() == Some(marker)
+            && env_var(p.pid, MARKER_VAR).as_deref().is_some_and(&pred)
         {
             found.extend(tree(&children, p.pid));
         }

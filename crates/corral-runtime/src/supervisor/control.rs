@@ -57,26 +57,6 @@ pub enum Command {
         id: u64,
         wait: bool,
     },
-    /// Make an instance of a template (its workspace empty, cloned, or uploaded next).
-    CreateInstance {
-        template: String,
-        params: Vec<(String, String)>,
-        git: Option<String>,
-        upload: bool,
-    },
-    /// The ZIP for an instance created with `upload`.
-    UploadWorkspace {
-        name: String,
-        zip: Vec<u8>,
-    },
-    ListInstances,
-    GetInstance {
-        name: String,
-    },
-    /// Stop an instance and delete it with its workspace and logs.
-    DeleteInstance {
-        name: String,
-    },
 }
 
 #[derive(Debug)]
@@ -87,8 +67,6 @@ pub enum Reply {
     /// Internal: answer when this unit reaches the goal (a completion ticket).
     Ticket(UnitId, Goal),
     Run(RunView),
-    Instance(Box<crate::instances::Instance>),
-    Instances(Vec<crate::instances::Instance>),
     Snapshot(Snapshot),
     History(Vec<Notice>),
 }
@@ -203,12 +181,31 @@ pub struct LineNotice {
     pub text: String,
 }
 
+/// A way to ask the supervisor: for clients, and for the owners beside it (instances).
+#[derive(Clone)]
+pub struct Asker {
+    pub(super) tx: UnboundedSender<Msg>,
+}
+
+impl Asker {
+    /// Ask the supervisor; fails with ShuttingDown if it has already ended.
+    pub async fn ask(&self, command: Command) -> Result<Reply, CommandError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Request(Request { command, reply }))
+            .map_err(|_| CommandError::ShuttingDown)?;
+        rx.await.map_err(|_| CommandError::ShuttingDown)?
+    }
+}
+
 /// The handle clients hold: send commands, subscribe to events and output.
 #[derive(Clone)]
 pub struct Control {
-    pub(super) tx: UnboundedSender<Msg>,
+    pub(super) asker: Asker,
     /// Ad-hoc processes (their own owner task).
     pub adhoc: crate::adhoc::Adhoc,
+    /// Instances of templates (their own owner task).
+    pub instances: crate::instances::Instances,
     pub(super) notices: broadcast::Sender<Arc<Notice>>,
     pub(super) lines: broadcast::Sender<Arc<LineNotice>>,
     pub log_dir: PathBuf,
@@ -217,11 +214,7 @@ pub struct Control {
 impl Control {
     /// Ask the supervisor; fails with ShuttingDown if it has already ended.
     pub async fn ask(&self, command: Command) -> Result<Reply, CommandError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Request(Request { command, reply }))
-            .map_err(|_| CommandError::ShuttingDown)?;
-        rx.await.map_err(|_| CommandError::ShuttingDown)?
+        self.asker.ask(command).await
     }
 
     pub async fn snapshot(&self) -> Result<Snapshot, CommandError> {
@@ -293,52 +286,6 @@ impl Supervisor {
                 Err(CommandError::Conflict(
                     "a reload is still in progress (waiting for changed services to stop)".into(),
                 ))
-            }
-            Command::CreateInstance { .. } | Command::UploadWorkspace { .. } if busy => {
-                Err(CommandError::ShuttingDown)
-            }
-            Command::CreateInstance {
-                template,
-                params,
-                git,
-                upload,
-            } => self.create_instance(template, params, git, upload),
-            Command::UploadWorkspace { name, zip } => {
-                let inst = self.instance(&name)?;
-                if inst.state != InstanceState::AwaitingUpload {
-                    return Err(CommandError::Conflict(format!(
-                        "`{name}` is {}, not waiting for an upload",
-                        inst.state.as_str()
-                    )));
-                }
-                let mut inst = inst.clone();
-                inst.state = InstanceState::Preparing;
-                self.save_instance(inst.clone());
-                self.prepare_instance(inst.clone(), crate::instances::Source::Zip(zip));
-                Ok(Reply::Instance(Box::new(inst)))
-            }
-            Command::ListInstances => {
-                Ok(Reply::Instances(self.instances.values().cloned().collect()))
-            }
-            Command::GetInstance { name } => {
-                Ok(Reply::Instance(Box::new(self.instance(&name)?.clone())))
-            }
-            Command::DeleteInstance { name } => {
-                let inst = self.instance(&name)?;
-                if inst.state == InstanceState::Preparing {
-                    return Err(CommandError::Conflict(format!(
-                        "`{name}` is still being prepared; delete it when that has ended"
-                    )));
-                }
-                if self.project.plan.find(&name).is_none() {
-                    self.delete_instance_files(&name);
-                    return Ok(Reply::Done(format!("deleted {name}")));
-                }
-                let added = self.added()?;
-                self.cleanup_after_reload.push(name.clone());
-                let reply = self.reload_with(added, Change::Forget(name)).await?;
-                self.run_cleanups();
-                Ok(reply)
             }
             Command::RunTasks { .. } if busy => Err(CommandError::ShuttingDown),
             Command::RunTasks { tasks, sequential } => self.start_run(tasks, sequential).await,

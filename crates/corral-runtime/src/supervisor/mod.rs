@@ -18,7 +18,7 @@
 //! outlives corral).
 
 use std::collections::{HashSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,7 +30,6 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::{broadcast, oneshot};
 
-use crate::instances::{InstanceState, StepState};
 use crate::keeper::{Attach, KeeperLink};
 use crate::logs::Stream;
 use crate::printer::Printer;
@@ -40,15 +39,14 @@ use crate::router::{Found, Router, Watch};
 use crate::{ports, proctable};
 
 mod control;
-mod instances;
 mod output;
 mod reload;
 mod runs;
 mod tickets;
 
 pub use control::{
-    Command, CommandError, Control, LineNotice, Notice, NoticeKind, Reply, Request, Snapshot,
-    UnitView,
+    Asker, Command, CommandError, Control, LineNotice, Notice, NoticeKind, Reply, Request,
+    Snapshot, UnitView,
 };
 use output::{KeeperGuard, connect_keeper, spawn_keeper};
 use reload::{Change, PendingReload, owner, stored_definitions};
@@ -158,10 +156,6 @@ pub fn lock_project(
 
 enum Msg {
     Event(Event),
-    /// An instance's preparation moved on (a step started or ended).
-    InstanceProgress(Box<crate::instances::Instance>),
-    /// An instance's workspace is ready: add its service.
-    InstanceReady(Box<crate::instances::Instance>),
     /// Look for processes left behind by instances that have exited.
     Sweep,
     /// The output router found what the engine waits for (or lost the keeper).
@@ -204,10 +198,8 @@ pub struct Supervisor {
     pending_notices: Vec<Arc<Notice>>,
     /// A reload waiting for its changed units to stop.
     reload: Option<PendingReload>,
-    /// Instances of templates, by name.
-    instances: std::collections::BTreeMap<String, crate::instances::Instance>,
-    /// Instances to delete from disk once the running reload has stopped them.
-    cleanup_after_reload: Vec<String>,
+    /// The instances' owner, told of templates and unit names after every reload.
+    instances: crate::instances::Instances,
     /// Pipeline runs, newest last (a few are kept); the last may still be running.
     runs: Vec<Run>,
     /// Who waits for the running pipeline.
@@ -328,27 +320,24 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         restarts[i] = store.restarts(&u.name)?;
         engine.set_restarts(UnitId(i), restarts[i]);
     }
-    let mut instances = std::collections::BTreeMap::new();
-    for (name, record) in store.template_instances()? {
-        let Ok(mut inst) = serde_json::from_str::<crate::instances::Instance>(&record) else {
-            eprintln!("corral: the record of instance `{name}` is unreadable; ignoring it");
-            continue;
-        };
-        if inst.state == InstanceState::Preparing {
-            inst.state = InstanceState::Failed;
-            inst.error = Some("corral stopped while it was being prepared".into());
-        }
-        instances.insert(name, inst);
-    }
     let (notices, _) = broadcast::channel(1024);
     let adhoc = crate::adhoc::Adhoc::start(
         reaper.clone(),
         project.root.clone(),
         Store::open(&project.state_dir).ok(),
     );
+    let asker = Asker { tx: tx.clone() };
+    let instances = crate::instances::Instances::start(
+        project.state_dir.clone(),
+        reaper.clone(),
+        asker.clone(),
+        notices.clone(),
+    );
+    instances.project(project_view(&project));
     let control = Control {
+        asker,
         adhoc,
-        tx: tx.clone(),
+        instances: instances.clone(),
         notices: notices.clone(),
         lines: lines.clone(),
         log_dir,
@@ -375,7 +364,6 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         pending_notices: Vec::new(),
         reload: None,
         instances,
-        cleanup_after_reload: Vec::new(),
         runs: Vec::new(),
         run_waiters: Vec::new(),
         tickets: Vec::new(),
@@ -386,6 +374,14 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         _lock: lock,
     };
     Ok((sup, control))
+}
+
+/// What the instances' owner needs of the project: its templates and unit names.
+fn project_view(project: &Project) -> crate::instances::ProjectView {
+    crate::instances::ProjectView {
+        templates: project.templates.clone(),
+        units: project.units.iter().map(|u| u.name.clone()).collect(),
+    }
 }
 
 /// What a unit's output is watched for: its `log_ready` pattern, a `log` readiness probe.
@@ -568,8 +564,6 @@ impl Supervisor {
             }
             Msg::Sweep => self.sweep(),
             Msg::Found(f) => self.found(f).await,
-            Msg::InstanceProgress(inst) => self.save_instance(*inst),
-            Msg::InstanceReady(inst) => self.instance_ready(*inst).await,
             Msg::Request(r) => {
                 // Pending answers: a pipeline's waiters, or the reload's.
                 let is_run = matches!(r.command, Command::GetRun { .. });

@@ -267,6 +267,7 @@ impl Supervisor {
         self.restarts = restarts;
         self.router
             .names(self.project.units.iter().map(|u| u.name.clone()).collect());
+        self.instances.project(project_view(&self.project));
         self.printer.system(p.summary.clone()).await;
         let ids = |names: &[String]| -> Vec<UnitId> {
             names
@@ -290,7 +291,6 @@ impl Supervisor {
             })
             .await;
         }
-        self.run_cleanups();
         Some(p.summary)
     }
 

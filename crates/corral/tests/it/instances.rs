@@ -418,6 +418,10 @@ setup_timeout = "300ms"
 [templates.leaky]
 command = ["sleep", "1000"]
 setup = ["sleep 1000 & echo $! > leaked.pid"]
+
+[templates.stuck]
+command = ["sleep", "1000"]
+setup = ["echo $$ > started.txt; exec sleep 1000"]
 "#,
     );
     let (status, out, err) = p.run_client(&["up", "-d"]);
@@ -454,6 +458,30 @@ setup = ["sleep 1000 & echo $! > leaked.pid"]
     eventually(Duration::from_secs(5), "the leaked sleep to die", || {
         is_dead(leaked)
     });
+
+    // A preparing instance can be deleted: its preparation is cancelled, its step killed.
+    let (status, stuck) = json(&p, "POST", "/v1/instances", r#"{"template": "stuck"}"#);
+    assert_eq!(status, 201, "{stuck}");
+    let name = stuck["name"].as_str().unwrap().to_string();
+    let ws = std::path::PathBuf::from(stuck["workspace"].as_str().unwrap());
+    eventually(Duration::from_secs(10), "the setup step to start", || {
+        std::fs::read_to_string(ws.join("started.txt")).is_ok_and(|t| t.ends_with('\n'))
+    });
+    let step: i32 = std::fs::read_to_string(ws.join("started.txt"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let (status, body) = json(&p, "DELETE", &format!("/v1/instances/{name}"), "");
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = json(&p, "GET", &format!("/v1/instances/{name}"), "");
+    assert_eq!(status, 404);
+    assert!(!ws.exists(), "its workspace is deleted");
+    eventually(
+        Duration::from_secs(5),
+        "the setup step to be killed",
+        || is_dead(step),
+    );
 
     let (status, out, err) = p.run_client(&["down"]);
     assert!(status.success(), "{out}{err}");

@@ -1,16 +1,9 @@
-//! Instances of templates: a service made at run time from a `[templates.NAME]` shape, with an
-//! id, a port, and a workspace of its own (empty, an uploaded ZIP, or a `git clone`), prepared by
-//! setup steps that run once before it first starts.
-//!
-//! Preparing runs on a task of its own and reports each step (pending, running, done, failed)
-//! back to the supervisor, which keeps the record and, once the workspace is ready, adds the
-//! rendered service the same way `POST /v1/services` does — so an instance is supervised,
-//! logged, measured, kept across daemon restarts and adopted after a crash like any service.
+//! An instance's workspace: a ZIP unpacked safely (every entry checked before anything is
+//! written), and setup steps (or `git clone`) run to completion through the one spawn path, with
+//! a marker and a time limit.
 
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
-
-use serde::{Deserialize, Serialize};
+use std::path::{Component, Path};
 
 use crate::reaper::Reaper;
 
@@ -18,100 +11,6 @@ use crate::reaper::Reaper;
 pub const MAX_UNPACKED: u64 = 1 << 30;
 /// The most entries a ZIP may have.
 pub const MAX_ENTRIES: usize = 100_000;
-
-/// Where an instance is in its life. Stored (as JSON) with its record.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum InstanceState {
-    /// Made with `upload`: waits for its ZIP.
-    AwaitingUpload,
-    /// Workspace and setup steps under way.
-    Preparing,
-    /// Prepared: its service exists.
-    Ready,
-    /// Preparing failed (`error` says why).
-    Failed,
-}
-
-impl InstanceState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InstanceState::AwaitingUpload => "awaiting_upload",
-            InstanceState::Preparing => "preparing",
-            InstanceState::Ready => "ready",
-            InstanceState::Failed => "failed",
-        }
-    }
-}
-
-/// Where one setup step is.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum StepState {
-    Pending,
-    Running,
-    Done,
-    Failed,
-}
-
-impl StepState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepState::Pending => "pending",
-            StepState::Running => "running",
-            StepState::Done => "done",
-            StepState::Failed => "failed",
-        }
-    }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Step {
-    pub name: String,
-    pub state: StepState,
-    pub detail: String,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Instance {
-    /// The service's name: `TEMPLATE-ID`.
-    pub name: String,
-    pub template: String,
-    pub id: String,
-    pub port: u16,
-    pub params: Vec<(String, String)>,
-    pub workspace: PathBuf,
-    /// `empty`, `upload` or `git URL`.
-    pub source: String,
-    pub state: InstanceState,
-    pub error: Option<String>,
-    pub steps: Vec<Step>,
-    pub created_ms: u64,
-}
-
-impl Instance {
-    /// The placeholders its template's strings may use.
-    pub fn vars(&self) -> Vec<(String, String)> {
-        let mut v = vec![
-            ("id".to_string(), self.id.clone()),
-            ("name".to_string(), self.name.clone()),
-            ("port".to_string(), self.port.to_string()),
-            (
-                "workspace".to_string(),
-                self.workspace.display().to_string(),
-            ),
-        ];
-        v.extend(self.params.iter().cloned());
-        v
-    }
-
-    pub fn set_step(&mut self, i: usize, state: StepState, detail: impl Into<String>) {
-        if let Some(s) = self.steps.get_mut(i) {
-            s.state = state;
-            s.detail = detail.into();
-        }
-    }
-}
 
 /// One setup step (or `git clone`) to run with [`run_step`].
 pub struct SetupCommand<'a> {
@@ -123,14 +22,6 @@ pub struct SetupCommand<'a> {
     /// Ties it and what it starts to the instance (see `proctable::marker`).
     pub marker: &'a str,
     pub timeout: std::time::Duration,
-}
-
-/// Where the workspace comes from.
-#[derive(Clone, Debug)]
-pub enum Source {
-    Empty,
-    Zip(Vec<u8>),
-    Git(String),
 }
 
 /// Unpack `zip` into `dest` (an empty directory). Every entry is checked before anything is
@@ -278,6 +169,7 @@ pub async fn run_step(reaper: &Reaper, step: SetupCommand<'_>) -> Result<(), Str
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::path::PathBuf;
 
     fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut buf = std::io::Cursor::new(Vec::new());
