@@ -417,11 +417,10 @@ impl Supervisor {
                 let unit = self.find_unit(&name)?;
                 let sig = Signal::try_from(signal)
                     .map_err(|_| CommandError::Invalid(format!("no signal number {signal}")))?;
-                let Some(live) = &self.live[unit.0] else {
+                let Some(pid) = self.processes.pid(unit) else {
                     return Err(CommandError::NotRunning(name));
                 };
-                let pid = live.pid;
-                self.signal_batch(&[(unit, sig)]);
+                self.processes.signal_batch(&[(unit, sig)]);
                 Ok(Reply::Done(format!(
                     "sent {} to {name} (pid {pid})",
                     sig.as_str()
@@ -441,7 +440,6 @@ impl Supervisor {
                 let u = self.engine.unit(id);
                 let spec = self.project.plan.get(id);
                 let def = &self.project.units[id.0];
-                let live = self.live[id.0].as_ref();
                 let running = matches!(u.state, State::Running { .. } | State::Stopping { .. });
                 let health = spec
                     .readiness
@@ -454,7 +452,7 @@ impl Supervisor {
                     name: spec.name.clone(),
                     kind: spec.kind,
                     state: u.state.clone(),
-                    pid: live.map(|l| l.pid),
+                    pid: self.processes.pid(id),
                     ready: matches!(u.state, State::Running { ready: true, .. }),
                     uptime: if running {
                         u.started_at.map(|t| now.saturating_duration_since(t))
@@ -464,7 +462,7 @@ impl Supervisor {
                     restarts: u.restarts,
                     last_exit: u.last_exit,
                     health,
-                    ports: self.ports[id.0].into_iter().collect(),
+                    ports: self.processes.port(id).into_iter().collect(),
                     backoff_until: match u.state {
                         State::Backoff { until, .. } => {
                             Some(wall_now + until.saturating_duration_since(now))
@@ -478,7 +476,7 @@ impl Supervisor {
                         .collect(),
                     held: u.held,
                     wanted: u.wanted,
-                    adopted: live.is_some_and(|l| l.adopted.is_some()),
+                    adopted: self.processes.adopted(id),
                     keep_files: def.log.keep_files,
                 }
             })

@@ -13,9 +13,11 @@
 //! that carries the marker is killed before the unit is started afresh. So there is never a
 //! second process of a unit, and never an orphan.
 //!
-//! Where the OS is touched: `spawn` (fork/exec), `signal_batch` (stop signals and SIGKILL to a
-//! group and its strays), `sweep` (orphans left by exited instances), `final_sweep` (nothing
-//! outlives corral).
+//! This file is the dispatcher: it owns the engine and decides. `processes.rs` is the executor,
+//! the only part that touches processes: `spawn`, `signal_batch` (stop signals and SIGKILL to a
+//! group and its strays), `sweep` (orphans left by exited generations), `final_sweep` (nothing
+//! outlives corral). The rest by subject: `control` (what clients ask), `reload` (plan
+//! changes), `runs` (pipelines), `tickets` (waiting for outcomes), `output` (the keeper link).
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
@@ -40,6 +42,7 @@ use crate::{ports, proctable};
 
 mod control;
 mod output;
+mod processes;
 mod reload;
 mod runs;
 mod tickets;
@@ -49,6 +52,7 @@ pub use control::{
     Snapshot, UnitView,
 };
 use output::{KeeperGuard, connect_keeper, spawn_keeper};
+use processes::{Processes, end_marked, watch_for};
 use reload::{Change, PendingReload, owner, stored_definitions};
 use runs::Run;
 pub use runs::{RunView, TaskResult, verdict};
@@ -163,33 +167,18 @@ enum Msg {
     Request(Request),
 }
 
-/// A process we started (or adopted) for a unit and have not seen exit yet.
-struct Live {
-    generation: u64,
-    pid: u32,
-    marker: String,
-    /// Adopted from an earlier daemon: not our child, watched through a pidfd.
-    adopted: Option<proctable::PidFd>,
-}
-
 pub struct Supervisor {
     project: Project,
     options: Options,
     engine: Engine,
-    reaper: Reaper,
+    /// The executor: live processes, their ports, the keeper link, the output router.
+    processes: Processes,
     printer: Printer,
     printer_thread: Option<crate::printer::PrinterThread>,
     tx: UnboundedSender<Msg>,
     rx: UnboundedReceiver<Msg>,
-    /// None only while corral ends (dropping it lets the keeper go).
-    keeper: Option<KeeperLink>,
     store: Store,
     notices: broadcast::Sender<Arc<Notice>>,
-    /// Output after the keeper: terminal, followers, patterns (a task of its own).
-    router: Router,
-    /// The first port of each unit, once known (auto ports are chosen once and kept).
-    ports: Vec<Option<u16>>,
-    live: Vec<Option<Live>>,
     /// Stored held flags and restart counts, to write only what changed.
     held: Vec<bool>,
     restarts: Vec<u32>,
@@ -211,7 +200,6 @@ pub struct Supervisor {
     /// Instances that belong to a different unit index since a plan change: events of tasks
     /// started before it (exit watchers, timers, probes) are re-addressed through this.
     moved: std::collections::HashMap<u64, UnitId>,
-    sweep_pending: bool,
     started: SystemTime,
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
@@ -346,17 +334,13 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         project,
         options,
         engine,
-        reaper,
+        processes: Processes::new(reaper, keeper, router, ports, tx.clone()),
         printer,
         printer_thread,
         tx,
         rx,
-        keeper: Some(keeper),
         store,
         notices,
-        router,
-        ports,
-        live: (0..n).map(|_| None).collect(),
         held: vec![false; n],
         restarts,
         adopt,
@@ -369,7 +353,6 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         tickets: Vec::new(),
         reload_reply: None,
         moved: std::collections::HashMap::new(),
-        sweep_pending: false,
         started: SystemTime::now(),
         _lock: lock,
     };
@@ -381,35 +364,6 @@ fn project_view(project: &Project) -> crate::instances::ProjectView {
     crate::instances::ProjectView {
         templates: project.templates.clone(),
         units: project.units.iter().map(|u| u.name.clone()).collect(),
-    }
-}
-
-/// What a unit's output is watched for: its `log_ready` pattern, a `log` readiness probe.
-fn watch_for(project: &Project, unit: UnitId) -> Watch {
-    let def = &project.units[unit.0];
-    Watch {
-        log_ready: def.log_ready.clone(),
-        readiness: match &def.readiness {
-            Some(p) => match &p.check {
-                Check::Log { pattern } => Some(pattern.clone()),
-                _ => None,
-            },
-            None => None,
-        },
-    }
-}
-
-/// Kill every process carrying `marker` (a process we cannot adopt) and wait, bounded, until
-/// they are gone.
-fn end_marked(marker: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = proctable::with_marker(marker);
-        if left.is_empty() || Instant::now() > deadline {
-            return;
-        }
-        proctable::signal_all(&left, Signal::SIGKILL);
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -489,7 +443,7 @@ impl Supervisor {
         self.commit();
         // Every line the keeper read must reach the terminal before we end; the deadline is for
         // a pipe held open by a process we could not see (another user's, say).
-        let router = self.router.clone();
+        let router = self.processes.router().clone();
         let drained = router.drained(Duration::from_secs(3));
         tokio::pin!(drained);
         loop {
@@ -503,9 +457,8 @@ impl Supervisor {
             }
         }
         // Without a daemon connected and with no pipe left, the keeper ends by itself.
-        self.keeper = None;
-        self.router.close().await;
-        self.final_sweep().await;
+        self.processes.close_output().await;
+        self.processes.final_sweep().await;
         let outcome = self.outcome(interrupted, started.elapsed());
         let Supervisor {
             printer,
@@ -562,7 +515,7 @@ impl Supervisor {
                     self.handle(ev).await;
                 }
             }
-            Msg::Sweep => self.sweep(),
+            Msg::Sweep => self.processes.sweep(),
             Msg::Found(f) => self.found(f).await,
             Msg::Request(r) => {
                 // Pending answers: a pipeline's waiters, or the reload's.
@@ -593,31 +546,9 @@ impl Supervisor {
 
     /// Take over a process an earlier daemon started.
     async fn adopt(&mut self, unit: UnitId, rec: ProcessRecord) {
-        let (Ok(watch_fd), Ok(check_fd)) = (
-            proctable::PidFd::open(rec.pid),
-            proctable::PidFd::open(rec.pid),
-        ) else {
-            end_marked(&rec.marker);
-            let _ = self.store.remove_process(&rec.unit, rec.generation);
+        let Some(running_for) = self.processes.adopt(&self.store, unit, &rec) else {
             return;
         };
-        let running_for = proctable::age(rec.start_time).unwrap_or_default();
-        self.live[unit.0] = Some(Live {
-            generation: rec.generation,
-            pid: rec.pid,
-            marker: rec.marker.clone(),
-            adopted: Some(check_fd),
-        });
-        let tx = self.tx.clone();
-        let generation = rec.generation;
-        tokio::spawn(async move {
-            watch_fd.wait().await;
-            let _ = tx.send(Msg::Event(Event::Exited {
-                unit,
-                generation,
-                status: ExitStatus::Unknown,
-            }));
-        });
         self.handle(Event::Adopt {
             unit,
             generation: rec.generation,
@@ -656,20 +587,9 @@ impl Supervisor {
             if let Event::Exited {
                 unit, generation, ..
             } = &event
-                && self.live[unit.0]
-                    .as_ref()
-                    .is_some_and(|l| l.generation == *generation)
-                && let Some(live) = self.live[unit.0].take()
             {
                 let name = &self.project.units[unit.0].name;
-                if let Err(e) = self.store.remove_process(name, live.generation) {
-                    eprintln!("corral: {e}");
-                }
-                if live.adopted.is_some() {
-                    // Its orphans went to init, not to us: find them by marker.
-                    proctable::signal_all(&proctable::with_marker(&live.marker), Signal::SIGKILL);
-                }
-                self.schedule_sweep();
+                self.processes.exited(&self.store, name, *unit, *generation);
             }
             if let Event::ProbeResult {
                 unit, ok, detail, ..
@@ -698,7 +618,9 @@ impl Supervisor {
                         unit,
                         generation,
                         probe,
-                    } => self.run_probe(unit, generation, probe),
+                    } => self
+                        .processes
+                        .run_probe(&self.project, unit, generation, probe),
                     Effect::SetTimer {
                         unit,
                         generation,
@@ -719,7 +641,7 @@ impl Supervisor {
                 }
             }
         }
-        self.signal_batch(&signals);
+        self.processes.signal_batch(&signals);
     }
 
     /// Print a state change, and tell the event stream and history.
@@ -766,7 +688,10 @@ impl Supervisor {
 
     /// Start a unit's process. Returns `Spawned` or `SpawnFailed` for the engine.
     fn spawn(&mut self, unit: UnitId, generation: u64) -> Event {
-        match self.try_spawn(unit, generation) {
+        let spawned =
+            self.processes
+                .spawn(&self.project, &self.store, &self.printer, unit, generation);
+        match spawned {
             Ok(pid) => Event::Spawned {
                 unit,
                 generation,
@@ -778,247 +703,6 @@ impl Supervisor {
                 error,
             },
         }
-    }
-
-    fn try_spawn(&mut self, unit: UnitId, generation: u64) -> Result<u32, String> {
-        let def = &self.project.units[unit.0];
-        let command = def.command.as_ref().ok_or("nothing to run")?;
-        // Ports: a fixed port must be free (or freed); an auto port is chosen once, then kept.
-        for decl in &def.ports {
-            let port = match decl {
-                PortDecl::Fixed(p) => *p,
-                // The port chosen before (in this life of the daemon or an earlier one) is kept
-                // while it is free.
-                PortDecl::Auto => match self.ports[unit.0] {
-                    Some(p) if ports::is_free(p) => p,
-                    _ => {
-                        self.ports[unit.0] = None;
-                        ports::allocate().map_err(|e| format!("cannot find a free port: {e}"))?
-                    }
-                },
-            };
-            if !ports::is_free(port) {
-                if def.kill_others {
-                    // Blocks the loop for at most 3 s: the holder must be gone before we start.
-                    let killed = ports::kill_holders(port)?;
-                    self.printer_note(format!(
-                        "{}: killed {killed:?} holding port {port}",
-                        def.name
-                    ));
-                } else {
-                    return Err(format!(
-                        "{}; stop it, choose another port, or set `kill_others = true`",
-                        ports::describe_holders(port)
-                    ));
-                }
-            }
-            if self.ports[unit.0].is_none() {
-                self.ports[unit.0] = Some(port);
-                if *decl == PortDecl::Auto
-                    && let Err(e) = self.store.set_port(&def.name, port)
-                {
-                    eprintln!("corral: {e}");
-                }
-            }
-        }
-        let port = self.ports[unit.0];
-        let argv = command.to_argv(port);
-        let marker = proctable::marker(&def.name, generation);
-        let mut env = def.env.clone();
-        if let Some(p) = port {
-            env.retain(|(k, _)| k != "PORT");
-            env.push(("PORT".into(), p.to_string()));
-        }
-        let crate::spawn::Spawned {
-            mut child, exit, ..
-        } = crate::spawn::spawn(
-            &self.reaper,
-            crate::spawn::Spec {
-                argv: &argv,
-                cwd: &def.workdir,
-                env: &env,
-                marker: Some(&marker),
-                stdin: crate::spawn::Io::Null,
-                stdout: crate::spawn::Io::Piped,
-                stderr: crate::spawn::Io::Piped,
-            },
-        )
-        .map_err(|e| e.0)?;
-        let pid = child.id();
-        // The output pipes go to the keeper, which outlives us; we keep no copy.
-        let out: Option<std::os::fd::OwnedFd> = child.stdout.take().map(Into::into);
-        let err: Option<std::os::fd::OwnedFd> = child.stderr.take().map(Into::into);
-        if let (Some(out), Some(err)) = (&out, &err) {
-            let attach = Attach {
-                unit: def.name.clone(),
-                generation,
-                settings: def.log,
-            };
-            // Before the keeper has the pipes: the router must know the patterns first.
-            self.router
-                .expect(&def.name, generation, watch_for(&self.project, unit));
-            let attached = match &self.keeper {
-                Some(k) => k.attach(&attach, out, err),
-                None => Err(std::io::Error::other("corral is ending")),
-            };
-            if let Err(e) = attached {
-                eprintln!(
-                    "corral: cannot hand the output of `{}` to the log keeper: {e}",
-                    def.name
-                );
-                // No output will come: nothing to wait for.
-                self.router.tap(crate::keeper::TapMsg::Eof {
-                    unit: def.name.clone(),
-                    generation,
-                });
-            }
-        }
-        drop((out, err));
-        if let Some(start_time) = proctable::start_time(pid as i32) {
-            let rec = ProcessRecord {
-                unit: def.name.clone(),
-                generation,
-                pid,
-                start_time,
-                marker: marker.clone(),
-            };
-            if let Err(e) = self.store.put_process(&rec) {
-                eprintln!("corral: {e}");
-            }
-        }
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            let status = exit.await.unwrap_or(ExitStatus::Signal(9));
-            let _ = tx.send(Msg::Event(Event::Exited {
-                unit,
-                generation,
-                status,
-            }));
-        });
-        self.live[unit.0] = Some(Live {
-            generation,
-            pid,
-            marker,
-            adopted: None,
-        });
-        Ok(pid)
-    }
-
-    fn printer_note(&self, text: String) {
-        let printer = self.printer.clone();
-        tokio::spawn(async move { printer.system(text).await });
-    }
-
-    fn run_probe(&self, unit: UnitId, generation: u64, kind: corral_engine::ProbeKind) {
-        let def = &self.project.units[unit.0];
-        let probe = match kind {
-            corral_engine::ProbeKind::Readiness => def.readiness.clone(),
-            corral_engine::ProbeKind::Liveness => def.liveness.clone(),
-        };
-        let Some(probe) = probe else { return };
-        let port = self.ports[unit.0];
-        let reaper = self.reaper.clone();
-        let workdir = def.workdir.clone();
-        let env = def.env.clone();
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            let ctx = ExecContext {
-                reaper: &reaper,
-                workdir: &workdir,
-                env: &env,
-            };
-            let result = probe::run(&probe.check, port, probe.timing.timeout, ctx).await;
-            let (ok, detail) = match result {
-                Ok(d) => (true, d),
-                Err(d) => (false, d),
-            };
-            let _ = tx.send(Msg::Event(Event::ProbeResult {
-                unit,
-                generation,
-                probe: kind,
-                ok,
-                detail,
-            }));
-        });
-    }
-
-    /// Send stop signals or SIGKILL: to each unit's process group, and to the strays that left
-    /// the group (setsid) or lost their parent. One `/proc` scan serves the whole batch.
-    fn signal_batch(&self, signals: &[(UnitId, Signal)]) {
-        if signals.is_empty() {
-            return;
-        }
-        let table = proctable::Table::read(&self.reaper.registered());
-        for (unit, sig) in signals {
-            let Some(live) = &self.live[unit.0] else {
-                continue;
-            };
-            if let Some(pidfd) = &live.adopted {
-                // Not our child: the pidfd says whether the PID is still this process.
-                if !pidfd.exited() {
-                    let _ =
-                        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(live.pid as i32), *sig);
-                }
-                proctable::signal_all(&proctable::with_marker(&live.marker), *sig);
-                continue;
-            }
-            let leader_alive = self.reaper.signal_group(live.pid, *sig);
-            let leader = leader_alive.then_some(live.pid as i32);
-            proctable::signal_all(&table.strays(leader, &live.marker), *sig);
-        }
-    }
-
-    fn schedule_sweep(&mut self) {
-        if self.sweep_pending {
-            return;
-        }
-        self.sweep_pending = true;
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            // Orphans are re-parented to us once their parent has died; give the group kill at
-            // the leader's exit a moment to land.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let _ = tx.send(Msg::Sweep);
-        });
-    }
-
-    /// Kill orphans whose generation has exited. Orphans of a running generation are left alone:
-    /// they are part of it (a daemonizing service) and go when it stops.
-    fn sweep(&mut self) {
-        self.sweep_pending = false;
-        let table = proctable::Table::read(&self.reaper.registered());
-        let live: HashSet<String> = self
-            .live
-            .iter()
-            .flatten()
-            .map(|l| l.marker.clone())
-            .collect();
-        // Ad-hoc processes and setup steps are their owners' to clean up (at their exit): the
-        // supervisor shares no state with those owners, so it leaves their markers alone.
-        let orphans = table.abandoned(|m| live.contains(m) || proctable::owned_elsewhere(m));
-        if !orphans.is_empty() {
-            proctable::signal_all(&orphans, Signal::SIGKILL);
-            self.schedule_sweep();
-        }
-    }
-
-    /// Before corral exits: nothing it started may outlive it. Kill every remaining descendant,
-    /// reap them all, and wait (bounded) until none is left.
-    async fn final_sweep(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let left = proctable::Table::read(&self.reaper.registered()).descendants();
-            if left.is_empty() || Instant::now() > deadline {
-                if !left.is_empty() {
-                    eprintln!("corral: could not end processes {left:?}");
-                }
-                break;
-            }
-            proctable::signal_all(&left, Signal::SIGKILL);
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            self.reaper.reap();
-        }
-        self.reaper.reap();
     }
 
     fn outcome(&self, interrupted: bool, elapsed: Duration) -> Outcome {

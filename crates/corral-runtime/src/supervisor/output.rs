@@ -101,22 +101,9 @@ impl Supervisor {
     }
 
     fn keeper_lost(&mut self) {
-        if self.engine.is_shutting_down() {
-            return;
-        }
-        // Output of the processes it held is gone with it; new ones get a new keeper.
-        match connect_keeper(
-            &self.project.state_dir,
-            &self.options.exe,
-            &self.reaper,
-            &self.router,
-            false,
-        ) {
-            Ok(k) => {
-                eprintln!("corral: the log keeper died; started a new one for new processes");
-                self.keeper = Some(k);
-            }
-            Err(e) => eprintln!("corral: the log keeper died and cannot be restarted: {e}"),
+        if !self.engine.is_shutting_down() {
+            self.processes
+                .reconnect_keeper(&self.project.state_dir, &self.options.exe);
         }
     }
 }

@@ -206,8 +206,6 @@ impl Supervisor {
             })
             .collect();
         // Everything indexed by unit moves with its unit.
-        let mut live = Vec::new();
-        let mut ports = Vec::new();
         let mut held = Vec::new();
         let mut restarts = Vec::new();
         let mut old_to_new = std::collections::HashMap::new();
@@ -216,8 +214,6 @@ impl Supervisor {
             match c {
                 Some(old) => {
                     old_to_new.insert(*old, UnitId(i));
-                    live.push(self.live[old.0].take());
-                    ports.push(self.ports[old.0]);
                     held.push(self.held[old.0]);
                     restarts.push(self.restarts[old.0]);
                 }
@@ -227,13 +223,6 @@ impl Supervisor {
                     if let Err(e) = self.store.set_held(&def.name, false) {
                         eprintln!("corral: {e}");
                     }
-                    live.push(None);
-                    let port = if def.ports.contains(&PortDecl::Auto) {
-                        self.store.port(&def.name).ok().flatten()
-                    } else {
-                        None
-                    };
-                    ports.push(port);
                     held.push(false);
                     restarts.push(0);
                 }
@@ -259,13 +248,21 @@ impl Supervisor {
                 eprintln!("corral: {e}");
             }
         }
+        // A new unit's auto port is the one it had before, if it had one.
+        let store = &self.store;
+        self.processes.renumber(&carry, |i| {
+            let def = &p.project.units[i];
+            def.ports
+                .contains(&PortDecl::Auto)
+                .then(|| store.port(&def.name).ok().flatten())
+                .flatten()
+        });
         self.engine.replace_plan(p.project.plan.clone(), &carry);
         self.project = p.project;
-        self.live = live;
-        self.ports = ports;
         self.held = held;
         self.restarts = restarts;
-        self.router
+        self.processes
+            .router()
             .names(self.project.units.iter().map(|u| u.name.clone()).collect());
         self.instances.project(project_view(&self.project));
         self.printer.system(p.summary.clone()).await;

@@ -1,0 +1,454 @@
+//! The executor: the processes of the supervisor's units. Where a process is started, a stop
+//! signal or SIGKILL is sent, a probe is run, an adopted process is watched, and orphans are
+//! swept. The dispatcher (`mod.rs`) decides what happens — it owns the engine — and calls
+//! these methods to carry it out; the state here (live processes, their ports, the keeper link)
+//! is private to this file.
+
+use super::*;
+
+/// A process we started (or adopted) for a unit and have not seen exit yet.
+struct Live {
+    generation: u64,
+    pid: u32,
+    marker: String,
+    /// Adopted from an earlier daemon: not our child, watched through a pidfd.
+    adopted: Option<proctable::PidFd>,
+}
+
+pub(super) struct Processes {
+    reaper: Reaper,
+    /// None only while corral ends (dropping it lets the keeper go).
+    keeper: Option<KeeperLink>,
+    /// Output after the keeper: terminal, followers, patterns (a task of its own).
+    router: Router,
+    live: Vec<Option<Live>>,
+    /// The first port of each unit, once known (auto ports are chosen once and kept).
+    ports: Vec<Option<u16>>,
+    sweep_pending: bool,
+    /// Exit statuses, probe results and sweeps come back to the dispatcher here.
+    tx: UnboundedSender<Msg>,
+}
+
+/// What a unit's output is watched for: its `log_ready` pattern, a `log` readiness probe.
+pub(super) fn watch_for(project: &Project, unit: UnitId) -> Watch {
+    let def = &project.units[unit.0];
+    Watch {
+        log_ready: def.log_ready.clone(),
+        readiness: match &def.readiness {
+            Some(p) => match &p.check {
+                Check::Log { pattern } => Some(pattern.clone()),
+                _ => None,
+            },
+            None => None,
+        },
+    }
+}
+
+/// Kill every process carrying `marker` (a process we cannot adopt) and wait, bounded, until
+/// they are gone.
+pub(super) fn end_marked(marker: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = proctable::with_marker(marker);
+        if left.is_empty() || Instant::now() > deadline {
+            return;
+        }
+        proctable::signal_all(&left, Signal::SIGKILL);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+impl Processes {
+    pub(super) fn new(
+        reaper: Reaper,
+        keeper: KeeperLink,
+        router: Router,
+        ports: Vec<Option<u16>>,
+        tx: UnboundedSender<Msg>,
+    ) -> Processes {
+        Processes {
+            reaper,
+            keeper: Some(keeper),
+            router,
+            live: ports.iter().map(|_| None).collect(),
+            ports,
+            sweep_pending: false,
+            tx,
+        }
+    }
+
+    pub(super) fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The PID of the unit's live process.
+    pub(super) fn pid(&self, unit: UnitId) -> Option<u32> {
+        self.live[unit.0].as_ref().map(|l| l.pid)
+    }
+
+    pub(super) fn adopted(&self, unit: UnitId) -> bool {
+        self.live[unit.0]
+            .as_ref()
+            .is_some_and(|l| l.adopted.is_some())
+    }
+
+    /// The unit's first port, once known.
+    pub(super) fn port(&self, unit: UnitId) -> Option<u16> {
+        self.ports[unit.0]
+    }
+
+    /// After a plan change: `carry[i]` is the old index of new unit `i` (or none: new), and
+    /// `port` the port a new unit starts with.
+    pub(super) fn renumber(
+        &mut self,
+        carry: &[Option<UnitId>],
+        port: impl Fn(usize) -> Option<u16>,
+    ) {
+        let mut live = Vec::with_capacity(carry.len());
+        let mut ports = Vec::with_capacity(carry.len());
+        for (i, c) in carry.iter().enumerate() {
+            match c {
+                Some(old) => {
+                    live.push(self.live[old.0].take());
+                    ports.push(self.ports[old.0]);
+                }
+                None => {
+                    live.push(None);
+                    ports.push(port(i));
+                }
+            }
+        }
+        self.live = live;
+        self.ports = ports;
+    }
+
+    /// Take over a process an earlier daemon started: watch it through a pidfd. Returns how
+    /// long it has been running, or None if it cannot be watched (then it is ended).
+    pub(super) fn adopt(
+        &mut self,
+        store: &Store,
+        unit: UnitId,
+        rec: &ProcessRecord,
+    ) -> Option<Duration> {
+        let (Ok(watch_fd), Ok(check_fd)) = (
+            proctable::PidFd::open(rec.pid),
+            proctable::PidFd::open(rec.pid),
+        ) else {
+            end_marked(&rec.marker);
+            let _ = store.remove_process(&rec.unit, rec.generation);
+            return None;
+        };
+        self.live[unit.0] = Some(Live {
+            generation: rec.generation,
+            pid: rec.pid,
+            marker: rec.marker.clone(),
+            adopted: Some(check_fd),
+        });
+        let tx = self.tx.clone();
+        let generation = rec.generation;
+        tokio::spawn(async move {
+            watch_fd.wait().await;
+            let _ = tx.send(Msg::Event(Event::Exited {
+                unit,
+                generation,
+                status: ExitStatus::Unknown,
+            }));
+        });
+        Some(proctable::age(rec.start_time).unwrap_or_default())
+    }
+
+    /// The unit's process `generation` has exited: forget it (and its record), and sweep what
+    /// it left behind.
+    pub(super) fn exited(&mut self, store: &Store, name: &str, unit: UnitId, generation: u64) {
+        if !self.live[unit.0]
+            .as_ref()
+            .is_some_and(|l| l.generation == generation)
+        {
+            return;
+        }
+        let Some(live) = self.live[unit.0].take() else {
+            return;
+        };
+        if let Err(e) = store.remove_process(name, live.generation) {
+            eprintln!("corral: {e}");
+        }
+        if live.adopted.is_some() {
+            // Its orphans went to init, not to us: find them by marker.
+            proctable::signal_all(&proctable::with_marker(&live.marker), Signal::SIGKILL);
+        }
+        self.schedule_sweep();
+    }
+
+    /// Start the process of `unit` (generation `generation`): its ports first (a fixed one
+    /// must be free, or freed with `kill_others`; an auto port is chosen once and kept), then
+    /// the one spawn path, the pipes to the keeper, the process record, the exit watcher.
+    pub(super) fn spawn(
+        &mut self,
+        project: &Project,
+        store: &Store,
+        printer: &Printer,
+        unit: UnitId,
+        generation: u64,
+    ) -> Result<u32, String> {
+        let def = &project.units[unit.0];
+        let command = def.command.as_ref().ok_or("nothing to run")?;
+        // Ports: a fixed port must be free (or freed); an auto port is chosen once, then kept.
+        for decl in &def.ports {
+            let port = match decl {
+                PortDecl::Fixed(p) => *p,
+                // The port chosen before (in this life of the daemon or an earlier one) is kept
+                // while it is free.
+                PortDecl::Auto => match self.ports[unit.0] {
+                    Some(p) if ports::is_free(p) => p,
+                    _ => {
+                        self.ports[unit.0] = None;
+                        ports::allocate().map_err(|e| format!("cannot find a free port: {e}"))?
+                    }
+                },
+            };
+            if !ports::is_free(port) {
+                if def.kill_others {
+                    // Blocks the loop for at most 3 s: the holder must be gone before we start.
+                    let killed = ports::kill_holders(port)?;
+                    let (printer, text) = (
+                        printer.clone(),
+                        format!("{}: killed {killed:?} holding port {port}", def.name),
+                    );
+                    tokio::spawn(async move { printer.system(text).await });
+                } else {
+                    return Err(format!(
+                        "{}; stop it, choose another port, or set `kill_others = true`",
+                        ports::describe_holders(port)
+                    ));
+                }
+            }
+            if self.ports[unit.0].is_none() {
+                self.ports[unit.0] = Some(port);
+                if *decl == PortDecl::Auto
+                    && let Err(e) = store.set_port(&def.name, port)
+                {
+                    eprintln!("corral: {e}");
+                }
+            }
+        }
+        let port = self.ports[unit.0];
+        let argv = command.to_argv(port);
+        let marker = proctable::marker(&def.name, generation);
+        let mut env = def.env.clone();
+        if let Some(p) = port {
+            env.retain(|(k, _)| k != "PORT");
+            env.push(("PORT".into(), p.to_string()));
+        }
+        let crate::spawn::Spawned {
+            mut child, exit, ..
+        } = crate::spawn::spawn(
+            &self.reaper,
+            crate::spawn::Spec {
+                argv: &argv,
+                cwd: &def.workdir,
+                env: &env,
+                marker: Some(&marker),
+                stdin: crate::spawn::Io::Null,
+                stdout: crate::spawn::Io::Piped,
+                stderr: crate::spawn::Io::Piped,
+            },
+        )
+        .map_err(|e| e.0)?;
+        let pid = child.id();
+        // The output pipes go to the keeper, which outlives us; we keep no copy.
+        let out: Option<std::os::fd::OwnedFd> = child.stdout.take().map(Into::into);
+        let err: Option<std::os::fd::OwnedFd> = child.stderr.take().map(Into::into);
+        if let (Some(out), Some(err)) = (&out, &err) {
+            let attach = Attach {
+                unit: def.name.clone(),
+                generation,
+                settings: def.log,
+            };
+            // Before the keeper has the pipes: the router must know the patterns first.
+            self.router
+                .expect(&def.name, generation, watch_for(project, unit));
+            let attached = match &self.keeper {
+                Some(k) => k.attach(&attach, out, err),
+                None => Err(std::io::Error::other("corral is ending")),
+            };
+            if let Err(e) = attached {
+                eprintln!(
+                    "corral: cannot hand the output of `{}` to the log keeper: {e}",
+                    def.name
+                );
+                // No output will come: nothing to wait for.
+                self.router.tap(crate::keeper::TapMsg::Eof {
+                    unit: def.name.clone(),
+                    generation,
+                });
+            }
+        }
+        drop((out, err));
+        if let Some(start_time) = proctable::start_time(pid as i32) {
+            let rec = ProcessRecord {
+                unit: def.name.clone(),
+                generation,
+                pid,
+                start_time,
+                marker: marker.clone(),
+            };
+            if let Err(e) = store.put_process(&rec) {
+                eprintln!("corral: {e}");
+            }
+        }
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let status = exit.await.unwrap_or(ExitStatus::Signal(9));
+            let _ = tx.send(Msg::Event(Event::Exited {
+                unit,
+                generation,
+                status,
+            }));
+        });
+        self.live[unit.0] = Some(Live {
+            generation,
+            pid,
+            marker,
+            adopted: None,
+        });
+        Ok(pid)
+    }
+
+    /// Run one probe of `unit` on a task of its own; the result comes back as an event.
+    pub(super) fn run_probe(
+        &self,
+        project: &Project,
+        unit: UnitId,
+        generation: u64,
+        kind: corral_engine::ProbeKind,
+    ) {
+        let def = &project.units[unit.0];
+        let probe = match kind {
+            corral_engine::ProbeKind::Readiness => def.readiness.clone(),
+            corral_engine::ProbeKind::Liveness => def.liveness.clone(),
+        };
+        let Some(probe) = probe else { return };
+        let port = self.ports[unit.0];
+        let reaper = self.reaper.clone();
+        let workdir = def.workdir.clone();
+        let env = def.env.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let ctx = ExecContext {
+                reaper: &reaper,
+                workdir: &workdir,
+                env: &env,
+            };
+            let result = probe::run(&probe.check, port, probe.timing.timeout, ctx).await;
+            let (ok, detail) = match result {
+                Ok(d) => (true, d),
+                Err(d) => (false, d),
+            };
+            let _ = tx.send(Msg::Event(Event::ProbeResult {
+                unit,
+                generation,
+                probe: kind,
+                ok,
+                detail,
+            }));
+        });
+    }
+
+    /// Send stop signals or SIGKILL: to each unit's process group, and to the strays that left
+    /// the group (setsid) or lost their parent. One `/proc` scan serves the whole batch.
+    pub(super) fn signal_batch(&self, signals: &[(UnitId, Signal)]) {
+        if signals.is_empty() {
+            return;
+        }
+        let table = proctable::Table::read(&self.reaper.registered());
+        for (unit, sig) in signals {
+            let Some(live) = &self.live[unit.0] else {
+                continue;
+            };
+            if let Some(pidfd) = &live.adopted {
+                // Not our child: the pidfd says whether the PID is still this process.
+                if !pidfd.exited() {
+                    let _ =
+                        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(live.pid as i32), *sig);
+                }
+                proctable::signal_all(&proctable::with_marker(&live.marker), *sig);
+                continue;
+            }
+            let leader_alive = self.reaper.signal_group(live.pid, *sig);
+            let leader = leader_alive.then_some(live.pid as i32);
+            proctable::signal_all(&table.strays(leader, &live.marker), *sig);
+        }
+    }
+
+    pub(super) fn schedule_sweep(&mut self) {
+        if self.sweep_pending {
+            return;
+        }
+        self.sweep_pending = true;
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            // Orphans are re-parented to us once their parent has died; give the group kill at
+            // the leader's exit a moment to land.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = tx.send(Msg::Sweep);
+        });
+    }
+
+    /// Kill orphans whose generation has exited. Orphans of a running generation are left alone:
+    /// they are part of it (a daemonizing service) and go when it stops.
+    pub(super) fn sweep(&mut self) {
+        self.sweep_pending = false;
+        let table = proctable::Table::read(&self.reaper.registered());
+        let live: HashSet<String> = self
+            .live
+            .iter()
+            .flatten()
+            .map(|l| l.marker.clone())
+            .collect();
+        // Ad-hoc processes and setup steps are their owners' to clean up (at their exit): the
+        // supervisor shares no state with those owners, so it leaves their markers alone.
+        let orphans = table.abandoned(|m| live.contains(m) || proctable::owned_elsewhere(m));
+        if !orphans.is_empty() {
+            proctable::signal_all(&orphans, Signal::SIGKILL);
+            self.schedule_sweep();
+        }
+    }
+
+    /// Before corral exits: nothing it started may outlive it. Kill every remaining descendant,
+    /// reap them all, and wait (bounded) until none is left.
+    pub(super) async fn final_sweep(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = proctable::Table::read(&self.reaper.registered()).descendants();
+            if left.is_empty() || Instant::now() > deadline {
+                if !left.is_empty() {
+                    eprintln!("corral: could not end processes {left:?}");
+                }
+                break;
+            }
+            proctable::signal_all(&left, Signal::SIGKILL);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            self.reaper.reap();
+        }
+        self.reaper.reap();
+    }
+
+    /// The keeper connection is gone: new processes get a new keeper (the output of those it
+    /// held is gone with it).
+    pub(super) fn reconnect_keeper(&mut self, state_dir: &std::path::Path, exe: &std::path::Path) {
+        match connect_keeper(state_dir, exe, &self.reaper, &self.router, false) {
+            Ok(k) => {
+                eprintln!("corral: the log keeper died; started a new one for new processes");
+                self.keeper = Some(k);
+            }
+            Err(e) => eprintln!("corral: the log keeper died and cannot be restarted: {e}"),
+        }
+    }
+
+    /// corral is ending: let go of the keeper (it ends by itself once its pipes are done) and
+    /// of the router (and so of the printer).
+    pub(super) async fn close_output(&mut self) {
+        self.keeper = None;
+        self.router.close().await;
+    }
+}
