@@ -1,0 +1,154 @@
+//! The effect interpreter: an event goes through the engine, and what the engine answers is
+//! carried out — a spawn, a signal, a probe, a timer — and told: the terminal line and the event
+//! for the stream and the history, in words (`report`).
+
+use super::*;
+
+impl Supervisor {
+    pub(super) async fn interrupt(&mut self) {
+        if self.engine.is_shutting_down() {
+            self.printer
+                .system("second interrupt: killing everything now".into())
+                .await;
+            self.handle(Event::ForceKill).await;
+        } else {
+            self.printer
+                .system("stopping (press Ctrl-C again to kill at once)".into())
+                .await;
+            self.handle(Event::Shutdown).await;
+        }
+    }
+
+    pub(super) async fn interrupt_gently(&mut self) {
+        if !self.engine.is_shutting_down() {
+            self.printer.system("stopping".into()).await;
+            self.handle(Event::Shutdown).await;
+        }
+    }
+
+    /// Feed one event (and the events its effects produce at once) through the engine.
+    pub(super) async fn handle(&mut self, first: Event) {
+        let mut queue = VecDeque::from([first]);
+        let mut signals: Vec<(UnitId, Signal)> = Vec::new();
+        while let Some(event) = queue.pop_front() {
+            if let Event::Exited {
+                unit, generation, ..
+            } = &event
+            {
+                let name = &self.project.units[unit.0].name;
+                self.processes.exited(&self.store, name, *unit, *generation);
+            }
+            if let Event::ProbeResult {
+                unit, ok, detail, ..
+            } = &event
+                && self.notices.receiver_count() > 0
+            {
+                let _ = self.notices.send(Arc::new(Notice {
+                    time: SystemTime::now(),
+                    unit: self.project.units[unit.0].name.clone(),
+                    kind: NoticeKind::Probe,
+                    state: self.engine.state(*unit).kind_name(),
+                    message: format!("{}: {detail}", if *ok { "ok" } else { "failed" }),
+                }));
+            }
+            for effect in self.engine.handle(event, Instant::now()) {
+                match effect {
+                    Effect::Spawn { unit, generation } => {
+                        queue.push_back(self.spawn(unit, generation))
+                    }
+                    Effect::Signal { unit, signal, .. } => {
+                        let sig = Signal::try_from(signal).unwrap_or(Signal::SIGTERM);
+                        signals.push((unit, sig));
+                    }
+                    Effect::Kill { unit, .. } => signals.push((unit, Signal::SIGKILL)),
+                    Effect::RunProbe {
+                        unit,
+                        generation,
+                        probe,
+                    } => self
+                        .processes
+                        .run_probe(&self.project, unit, generation, probe),
+                    Effect::SetTimer {
+                        unit,
+                        generation,
+                        timer,
+                        after,
+                    } => {
+                        let tx = self.tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(after).await;
+                            let _ = tx.send(Msg::Event(Event::Timer {
+                                unit,
+                                generation,
+                                timer,
+                            }));
+                        });
+                    }
+                    Effect::Changed { unit, note } => self.report(unit, note).await,
+                }
+            }
+        }
+        self.processes.signal_batch(&signals);
+    }
+
+    /// Print a state change, and tell the event stream and history.
+    async fn report(&mut self, unit: UnitId, note: Option<String>) {
+        let name = &self.project.units[unit.0].name;
+        let state = self.engine.state(unit);
+        // Too routine for the terminal; still an event.
+        let routine = matches!(
+            (state, &note),
+            (State::Starting, _) | (State::Inactive, None)
+        );
+        let text = match (state, note) {
+            (State::Running { .. }, Some(n)) | (State::Stopping { .. }, Some(n)) => {
+                format!("{name}: {n}")
+            }
+            (State::Blocked { waiting_on }, _) if waiting_on.is_empty() => {
+                format!("{name}: waiting for its turn")
+            }
+            (State::Blocked { waiting_on }, _) => {
+                let w: Vec<String> = waiting_on.iter().map(|w| w.to_string()).collect();
+                format!("{name}: waiting for {}", w.join(", "))
+            }
+            (State::Failed { reason }, _) => format!("{name}: failed: {reason}"),
+            (State::Skipped { reason }, _) => format!("{name}: skipped: {reason}"),
+            (State::Exited { status }, _) => format!("{name}: exited ({status})"),
+            (State::Backoff { .. }, Some(n)) => format!("{name}: {n}"),
+            (State::Inactive, Some(n)) => format!("{name}: {n}"),
+            (State::Starting, _) | (State::Inactive, None) => format!("{name}: {}", state.name()),
+            (s, None) => format!("{name}: {}", s.name()),
+        };
+        let notice = Arc::new(Notice {
+            time: SystemTime::now(),
+            unit: name.clone(),
+            kind: NoticeKind::State,
+            state: state.kind_name(),
+            message: text.clone(),
+        });
+        let _ = self.notices.send(notice.clone());
+        self.pending_notices.push(notice);
+        if !routine {
+            self.printer.system(text).await;
+        }
+    }
+
+    /// Start a unit's process. Returns `Spawned` or `SpawnFailed` for the engine.
+    fn spawn(&mut self, unit: UnitId, generation: u64) -> Event {
+        let spawned =
+            self.processes
+                .spawn(&self.project, &self.store, &self.printer, unit, generation);
+        match spawned {
+            Ok(pid) => Event::Spawned {
+                unit,
+                generation,
+                pid,
+            },
+            Err(error) => Event::SpawnFailed {
+                unit,
+                generation,
+                error,
+            },
+        }
+    }
+}
