@@ -16,7 +16,7 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::server::ApiError;
+use crate::error::ApiError;
 
 #[derive(Clone, Debug)]
 pub struct Tokens {

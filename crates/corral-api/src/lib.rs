@@ -2,7 +2,7 @@
 //!
 //! ## Theory of operation
 //!
-//! [`server::router`] is an axum router over a [`corral_runtime::Control`]: every handler turns
+//! [`routes::router`] is an axum router over a [`corral_runtime::Control`]: every handler turns
 //! a request into a `Command` for the supervisor (which owns all state) or subscribes to its
 //! event and output broadcasts. Nothing here holds state of its own, so the API cannot disagree
 //! with the supervisor.
@@ -14,8 +14,9 @@
 //! Errors are JSON `{"code": "...", "message": "..."}` with a 4xx status for bad input; a slow
 //! client of a stream is dropped behind (it is told how many events it missed), never waited on.
 //!
-//! The routes live by subject: units, logs and events in [`server`], ad-hoc processes in
-//! [`procs`], templates, instances and pipeline runs in `instances`, Prometheus in `metrics`.
+//! The routes live by subject under [`routes`] (`units`, `logs`, `events`, `procs`,
+//! `instances`, `runs`, `metrics`, `daemon`); [`error`] is the one error type; [`server`] serves
+//! the router on the Unix socket and on TCP.
 //!
 //! The JSON shapes and the client live in `corral-proto`, which clients link instead of this
 //! crate; [`convert`] maps the runtime's views onto them. `openapi.json` next to this crate
@@ -23,12 +24,13 @@
 
 pub mod auth;
 pub mod convert;
-mod instances;
-mod metrics;
-pub mod procs;
+pub mod error;
+mod query;
+pub mod routes;
 pub mod server;
 
-pub use server::{Server, router, serve_tcp, serve_unix};
+pub use routes::{router, table};
+pub use server::{Server, serve_tcp, serve_unix};
 
 /// The OpenAPI document, as kept in the repository.
 pub const OPENAPI: &str = include_str!("../openapi.json");

@@ -747,3 +747,32 @@ readiness = { exec = ["true"], interval = "20ms" }
     ok(&p, &["down"]);
     p.assert_nothing_left();
 }
+
+#[test]
+fn every_route_in_the_table_is_served_and_documented() {
+    // The table is what the router registers; the document must list exactly it (unit test in
+    // corral-api). Here: each entry reaches a handler of the running daemon — not the "no such
+    // route" fallback, not "method not allowed".
+    let p = Project::new(TWO);
+    ok(&p, &["up", "-d"]);
+    wait_state(&p, "api", "running");
+    let mut table = corral_api::table();
+    // Last: it ends the daemon.
+    table.sort_by_key(|(m, path)| (*path == "/v1/shutdown", *m, *path));
+    assert!(table.len() >= 35, "{table:?}");
+    for (method, path) in table {
+        let path = path
+            .replace("{name}", "no-such-unit")
+            .replace("{id}", "no-such-id");
+        // An unknown query parameter or a body that is not JSON: handlers refuse before they
+        // change anything (what takes neither answers harmlessly).
+        let (status, body) =
+            p.http_body(&method.to_uppercase(), &format!("{path}?probe-only=1"), "{");
+        assert_ne!(status, 405, "{method} {path}: {body}");
+        assert!(
+            !(status == 404 && body.contains("no such route")),
+            "{method} {path} is in the table but not routed: {body}"
+        );
+    }
+    p.assert_nothing_left();
+}

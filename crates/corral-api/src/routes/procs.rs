@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Json, Response};
 use corral_runtime::adhoc::{AdhocCommand, AdhocError, ProcSpec};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::server::{ApiError, ApiResult, App, params, parse_signal, sse_json};
+use crate::error::{ApiError, ApiResult};
+use crate::query::{params, parse_signal, sse_json};
+use crate::routes::App;
 use corral_proto::wire;
 
 use crate::convert;

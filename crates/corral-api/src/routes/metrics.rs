@@ -3,7 +3,8 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
-use crate::server::{ApiResult, App};
+use crate::error::ApiResult;
+use crate::routes::App;
 
 /// Prometheus text format: per service up, CPU, memory, uptime and restarts; per ad-hoc process
 /// CPU and memory.

@@ -1,0 +1,259 @@
+//! Log queries over the files (tail, since, grep, several units by time) and `follow` as a
+//! server-sent event stream that joins the live tap.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Json, Response};
+use corral_proto::wire;
+use corral_runtime::Snapshot;
+use corral_runtime::logs::{Query, query};
+use std::path::Path;
+
+use crate::routes::units::find;
+use regex::{Regex, RegexBuilder};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::error::{ApiError, ApiResult};
+use crate::query::{flag, params, sse_json};
+use crate::routes::App;
+
+/// What a log request asks for.
+#[derive(Debug)]
+pub struct LogParams {
+    pub services: Vec<String>,
+    pub query: Query,
+    pub follow: bool,
+}
+
+/// The longest `tail` we serve in one answer.
+const MAX_TAIL: usize = 1_000_000;
+
+pub fn log_params(map: &HashMap<String, String>) -> ApiResult<LogParams> {
+    let tail = match map.get("tail") {
+        None => None,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n <= MAX_TAIL => Some(n),
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "`tail` must be a number from 0 to {MAX_TAIL}, not `{v}`"
+                )));
+            }
+        },
+    };
+    let since = match map.get("since") {
+        None => None,
+        Some(v) => Some(parse_since(v)?),
+    };
+    let grep = match map.get("grep") {
+        None => None,
+        Some(v) => Some(compile_grep(v)?),
+    };
+    let services = map
+        .get("services")
+        .map(|s| {
+            s.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(LogParams {
+        services,
+        query: Query { tail, since, grep },
+        follow: flag(map, "follow")?,
+    })
+}
+
+/// An RFC 3339 time, or a duration meaning "that long ago" (`5m`, `1h 30m`).
+fn parse_since(v: &str) -> ApiResult<SystemTime> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(v) {
+        return Ok(t);
+    }
+    match humantime::parse_duration(v) {
+        Ok(d) if d <= Duration::from_secs(100 * 365 * 86_400) => Ok(SystemTime::now()
+            .checked_sub(d)
+            .unwrap_or(SystemTime::UNIX_EPOCH)),
+        _ => Err(ApiError::bad(format!(
+            "`since` must be a time (2026-01-02T15:04:05Z) or a duration ago (10m, 2h), not `{v}`"
+        ))),
+    }
+}
+
+fn compile_grep(v: &str) -> ApiResult<Regex> {
+    RegexBuilder::new(v)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| ApiError::bad(format!("`grep` is not a valid pattern: {e}")))
+}
+
+fn read_logs(
+    snap: &Snapshot,
+    log_dir: &Path,
+    names: &[String],
+    q: &Query,
+) -> ApiResult<Vec<wire::Line>> {
+    let mut all = Vec::new();
+    for name in names {
+        let unit = find(snap, name)?;
+        let lines = query(log_dir, name, unit.keep_files, q).map_err(|e| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "log_read",
+            message: format!("cannot read the log of `{name}`: {e}"),
+        })?;
+        all.extend(lines.into_iter().map(|l| wire::Line {
+            unit: name.clone(),
+            time_ms: wire::millis(l.time),
+            stream: l.stream.tag().to_string(),
+            text: l.text,
+        }));
+    }
+    // Several services: interleave by time (stable, so each service keeps its own order).
+    all.sort_by_key(|l| l.time_ms);
+    if let Some(n) = q.tail {
+        let extra = all.len().saturating_sub(n);
+        all.drain(..extra);
+    }
+    Ok(all)
+}
+
+pub(crate) async fn service_logs(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let map = params(q.as_deref(), &["tail", "since", "grep", "follow"])?;
+    let mut p = log_params(&map)?;
+    p.services = vec![name];
+    serve_logs(app, p).await
+}
+
+pub(crate) async fn logs(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Response> {
+    let map = params(
+        q.as_deref(),
+        &["services", "tail", "since", "grep", "follow"],
+    )?;
+    serve_logs(app, log_params(&map)?).await
+}
+
+pub(crate) async fn serve_logs(app: App, mut p: LogParams) -> ApiResult<Response> {
+    let snap = app.control.snapshot().await?;
+    if p.services.is_empty() {
+        p.services = snap.units.iter().map(|u| u.name.clone()).collect();
+    }
+    // Subscribe before reading the files, so no line falls between the two.
+    let rx = p.follow.then(|| app.control.lines());
+    let log_dir = app.control.log_dir.clone();
+    let (snap2, names, q) = (snap.clone(), p.services.clone(), p.query.clone());
+    let lines = tokio::task::spawn_blocking(move || read_logs(&snap2, &log_dir, &names, &q))
+        .await
+        .map_err(|_| ApiError::bad("log read failed"))??;
+    let Some(rx) = rx else {
+        return Ok(Json(lines).into_response());
+    };
+    // Lines already in the answer from the files are not sent again.
+    let follow = Follow {
+        rx,
+        wanted: p.services.into_iter().collect(),
+        last: lines.last().map_or(0, |l| l.time_ms),
+        grep: p.query.grep,
+    };
+    let backlog = futures_util::stream::iter(
+        lines
+            .into_iter()
+            .map(|l| Ok::<_, Infallible>(sse_json("line", &l))),
+    );
+    let live = futures_util::stream::unfold(follow, |mut f| async move {
+        loop {
+            match f.rx.recv().await {
+                Ok(l) => {
+                    let time_ms = wire::millis(l.time);
+                    if !f.wanted.contains(&l.unit)
+                        || time_ms < f.last
+                        || f.grep.as_ref().is_some_and(|g| !g.is_match(&l.text))
+                    {
+                        continue;
+                    }
+                    let line = wire::Line {
+                        unit: l.unit.clone(),
+                        time_ms,
+                        stream: l.stream.tag().to_string(),
+                        text: l.text.clone(),
+                    };
+                    return Some((Ok(sse_json("line", &line)), f));
+                }
+                Err(RecvError::Lagged(n)) => {
+                    return Some((Ok(sse_json("lagged", &serde_json::json!({"missed": n}))), f));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    let stream = futures_util::StreamExt::chain(backlog, live);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+struct Follow {
+    rx: tokio::sync::broadcast::Receiver<Arc<corral_runtime::LineNotice>>,
+    wanted: std::collections::HashSet<String>,
+    last: u64,
+    grep: Option<Regex>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::parse_signal;
+    use crate::routes::units::definition;
+    use axum::http::StatusCode;
+    use proptest::prelude::*;
+
+    #[test]
+    fn query_parsing_refuses_with_reasons() {
+        let m = params(Some("tail=5&grep=a%20b"), &["tail", "grep"]).unwrap();
+        let p = log_params(&m).unwrap();
+        assert_eq!(p.query.tail, Some(5));
+        assert!(p.query.grep.unwrap().is_match("xa by"));
+        let e = params(Some("tial=5"), &["tail"]).unwrap_err();
+        assert!(
+            e.message.contains("unknown query parameter `tial`"),
+            "{}",
+            e.message
+        );
+        assert_eq!(parse_signal("hup").unwrap(), 1);
+        assert_eq!(parse_signal("SIGUSR1").unwrap(), 10);
+        assert!(parse_signal("0").is_err() && parse_signal("32").is_err());
+        let since = log_params(&params(Some("since=10m"), &["since"]).unwrap()).unwrap();
+        assert!(since.query.since.unwrap() < SystemTime::now());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever arrives in a query string: an answer or a 400, never a panic.
+        #[test]
+        fn definitions_never_panic(body in proptest::collection::vec(any::<u8>(), 0..200), text in ".{0,200}") {
+            let _ = definition(&body, None);
+            let _ = definition(text.as_bytes(), Some("x"));
+        }
+
+        #[test]
+        fn query_parsing_never_panics(raw in ".{0,200}", key in "(tail|since|grep|follow|services|dependents|signal|limit)", value in ".{0,64}") {
+            let _ = params(Some(&raw), &["tail", "since", "grep", "follow", "services"]).and_then(|m| log_params(&m));
+            let mut m = HashMap::new();
+            m.insert(key.clone(), value.clone());
+            if let Err(e) = log_params(&m) {
+                prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            }
+            let _ = flag(&m, &key);
+            let _ = parse_signal(&value);
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The routes, one file per subject. [`router`] builds the axum router through [`Routes`],
+//! which records every (method, path) it registers: that record is [`table`], and the test
+//! below holds `openapi.json` to it — so a route cannot leave the router, or come in, without
+//! the document following.
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{MethodRouter, delete, get, post, put};
+use corral_runtime::Control;
+
+use crate::error::ApiError;
+
+pub(crate) mod daemon;
+pub(crate) mod events;
+pub(crate) mod instances;
+pub(crate) mod logs;
+pub(crate) mod metrics;
+pub(crate) mod procs;
+pub(crate) mod runs;
+pub(crate) mod units;
+
+/// What every handler gets: the supervisor's handle and the meter for CPU/memory.
+#[derive(Clone)]
+pub(crate) struct App {
+    pub(crate) control: Control,
+    pub(crate) meter: corral_runtime::metrics::Meter,
+}
+
+/// A router being built, and the list of what it serves.
+struct Routes {
+    router: Router<App>,
+    table: Vec<(&'static str, &'static str)>,
+}
+
+impl Routes {
+    /// Add `method` on `path` (axum merges the methods of one path).
+    fn add(mut self, method: &'static str, path: &'static str, route: MethodRouter<App>) -> Self {
+        self.table.push((method, path));
+        self.router = self.router.route(path, route);
+        self
+    }
+}
+
+fn routes() -> Routes {
+    let r = Routes {
+        router: Router::new(),
+        table: Vec::new(),
+    };
+    r.add("get", "/health", get(daemon::health))
+        .add("get", "/ready", get(daemon::ready))
+        .add("get", "/openapi.json", get(daemon::openapi))
+        .add("get", "/v1/project", get(daemon::project))
+        .add("post", "/v1/shutdown", post(daemon::shutdown))
+        .add("get", "/metrics", get(metrics::metrics))
+        // units
+        .add("get", "/v1/services", get(units::services))
+        .add("post", "/v1/services", post(units::add_service))
+        .add("get", "/v1/services/{name}", get(units::service))
+        .add("put", "/v1/services/{name}", put(units::update_service))
+        .add(
+            "delete",
+            "/v1/services/{name}",
+            delete(units::remove_service),
+        )
+        .add("post", "/v1/services/{name}/start", post(units::start))
+        .add("post", "/v1/services/{name}/stop", post(units::stop))
+        .add("post", "/v1/services/{name}/restart", post(units::restart))
+        .add("post", "/v1/services/{name}/signal", post(units::signal))
+        .add("post", "/v1/reload", post(units::reload))
+        // logs and events
+        .add("get", "/v1/services/{name}/logs", get(logs::service_logs))
+        .add("get", "/v1/logs", get(logs::logs))
+        .add("get", "/v1/events", get(events::events))
+        .add("get", "/v1/events/history", get(events::history))
+        // ad-hoc processes
+        .add("get", "/v1/procs", get(procs::list))
+        .add("post", "/v1/procs", post(procs::start))
+        .add("delete", "/v1/procs", delete(procs::clear))
+        .add("get", "/v1/procs/{id}", get(procs::get))
+        .add("delete", "/v1/procs/{id}", delete(procs::remove))
+        .add("get", "/v1/procs/{id}/wait", get(procs::wait))
+        .add("get", "/v1/procs/{id}/output", get(procs::output))
+        .add("post", "/v1/procs/{id}/input", post(procs::input))
+        .add("post", "/v1/procs/{id}/signal", post(procs::signal))
+        // pipelines
+        .add("post", "/v1/runs", post(runs::start_run))
+        .add("get", "/v1/runs/{id}", get(runs::get_run))
+        // templates and instances
+        .add("get", "/v1/templates", get(instances::templates))
+        .add("get", "/v1/instances", get(instances::instances))
+        .add("post", "/v1/instances", post(instances::create_instance))
+        .add("get", "/v1/instances/{name}", get(instances::instance))
+        .add(
+            "delete",
+            "/v1/instances/{name}",
+            delete(instances::delete_instance),
+        )
+        .add(
+            "put",
+            "/v1/instances/{name}/workspace",
+            put(instances::upload_workspace)
+                .layer(axum::extract::DefaultBodyLimit::max(instances::MAX_UPLOAD)),
+        )
+}
+
+/// Every route served, as (method, path).
+pub fn table() -> Vec<(&'static str, &'static str)> {
+    routes().table
+}
+
+pub fn router(control: Control) -> Router {
+    routes()
+        .router
+        .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
+        .method_not_allowed_fallback(|| async {
+            ApiError {
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                code: "method_not_allowed",
+                message: "this route does not take that method; see /openapi.json".into(),
+            }
+        })
+        .with_state(App {
+            control,
+            meter: Default::default(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_document_lists_exactly_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(crate::OPENAPI).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut documented: Vec<(String, String)> = paths
+            .iter()
+            .flat_map(|(p, ops)| {
+                ops.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |m| (m.clone(), p.clone()))
+            })
+            .collect();
+        documented.sort();
+        let mut routes: Vec<(String, String)> = table()
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        routes.sort();
+        assert_eq!(documented, routes);
+    }
+}
+
+#[cfg(test)]
+mod document {
+    /// Every operation documents its error bodies, the bearer scheme is there, and the streams
+    /// say they are server-sent events.
+    #[test]
+    fn openapi_document_describes_errors_security_and_streams() {
+        let doc: serde_json::Value = serde_json::from_str(crate::OPENAPI).unwrap();
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                for status in ["400", "401", "403", "404", "503"] {
+                    let r = &op["responses"][status]["$ref"];
+                    assert!(
+                        r.as_str()
+                            .is_some_and(|r| r.starts_with("#/components/responses/")),
+                        "{method} {path}: no {status} error body"
+                    );
+                }
+            }
+        }
+        for path in [
+            "/v1/events",
+            "/v1/logs",
+            "/v1/services/{name}/logs",
+            "/v1/procs/{id}/output",
+        ] {
+            let content = &doc["paths"][path]["get"]["responses"]["200"]["content"];
+            assert!(
+                content["text/event-stream"].is_object(),
+                "{path}: {content}"
+            );
+        }
+        for (name, r) in doc["components"]["responses"].as_object().unwrap() {
+            assert_eq!(
+                r["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Error",
+                "{name}"
+            );
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Services, tasks and targets: list, get, start/stop/restart (with completion tickets),
+//! signal, services defined at run time, reload.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Json;
+use corral_proto::wire;
+use corral_runtime::{Command, Reply, Snapshot};
+
+use crate::convert;
+use crate::error::{ApiError, ApiResult};
+use crate::query::{flag, params, parse_signal};
+use crate::routes::App;
+
+pub(crate) async fn services(
+    State(app): State<App>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Vec<wire::Service>>> {
+    let with_metrics = flag(&params(q.as_deref(), &["metrics"])?, "metrics")?;
+    let s = app.control.snapshot().await?;
+    let mut list: Vec<wire::Service> = s.units.iter().map(convert::service).collect();
+    if with_metrics {
+        let usage = measure_services(&app, &s).await;
+        for svc in &mut list {
+            svc.usage = usage.get(&svc.name).copied().map(convert::usage);
+        }
+    }
+    Ok(Json(list))
+}
+
+/// One `/proc` scan for every running service's tree (off the async workers: it reads files).
+pub(crate) async fn measure_services(
+    app: &App,
+    snap: &Snapshot,
+) -> HashMap<String, corral_runtime::metrics::Usage> {
+    let roots: Vec<(String, u32)> = snap
+        .units
+        .iter()
+        .filter_map(|u| Some((u.name.clone(), u.pid?)))
+        .collect();
+    let meter = app.meter.clone();
+    tokio::task::spawn_blocking(move || meter.measure(&roots))
+        .await
+        .unwrap_or_default()
+}
+
+pub(crate) fn find<'a>(snap: &'a Snapshot, name: &str) -> ApiResult<&'a corral_runtime::UnitView> {
+    snap.units
+        .iter()
+        .find(|u| u.name == name)
+        .ok_or_else(|| ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "unknown_service",
+            message: format!("no service named `{name}`"),
+        })
+}
+
+pub(crate) async fn service(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<wire::Service>> {
+    let s = app.control.snapshot().await?;
+    let mut svc = convert::service(find(&s, &name)?);
+    svc.usage = measure_services(&app, &s)
+        .await
+        .get(&name)
+        .copied()
+        .map(convert::usage);
+    Ok(Json(svc))
+}
+
+pub(crate) async fn act(app: &App, command: Command) -> ApiResult<Json<wire::Done>> {
+    match app.control.ask(command).await? {
+        Reply::Done(message) => Ok(Json(wire::Done { message })),
+        _ => Err(ApiError::bad("unexpected reply")),
+    }
+}
+
+/// How long `?wait=true` waits by default, and at most.
+const WAIT_DEFAULT: Duration = Duration::from_secs(60);
+
+const WAIT_MAX: Duration = Duration::from_secs(3600);
+
+/// Start, stop or restart: answered at once, or with `?wait=true` once the unit is up (running
+/// and ready; a task: completed) or down — a 409 `unsuccessful` saying why when it cannot get
+/// there, a 408 `timeout` saying where it is when `timeout` (default 60s) passes first.
+pub(crate) async fn user_action(
+    app: &App,
+    name: String,
+    query: Option<&str>,
+    command: impl FnOnce(String, bool, bool) -> Command,
+) -> ApiResult<Json<wire::Done>> {
+    let q = params(query, &["dependents", "wait", "timeout"])?;
+    let dependents = flag(&q, "dependents")?;
+    let wait = flag(&q, "wait")?;
+    let timeout = match q.get("timeout") {
+        None => WAIT_DEFAULT,
+        Some(t) => humantime::parse_duration(t)
+            .ok()
+            .filter(|d| *d <= WAIT_MAX)
+            .ok_or_else(|| {
+                ApiError::bad(format!(
+                    "`timeout` must be a duration up to 1h, like `30s` or `5m`, not `{t}`"
+                ))
+            })?,
+    };
+    if !wait {
+        return act(app, command(name, dependents, false)).await;
+    }
+    match tokio::time::timeout(timeout, act(app, command(name.clone(), dependents, true))).await {
+        Ok(result) => result,
+        Err(_) => {
+            let s = app.control.snapshot().await?;
+            let now = find(&s, &name).map(|u| convert::service(u).state_text());
+            Err(ApiError {
+                status: StatusCode::REQUEST_TIMEOUT,
+                code: "timeout",
+                message: format!(
+                    "`{name}` did not get there within {}; it is {}",
+                    humantime::format_duration(timeout),
+                    now.unwrap_or_else(|_| "gone".into())
+                ),
+            })
+        }
+    }
+}
+
+pub(crate) async fn start(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<wire::Done>> {
+    user_action(&app, name, q.as_deref(), |name, dependents, wait| {
+        Command::Start {
+            name,
+            dependents,
+            wait,
+        }
+    })
+    .await
+}
+
+pub(crate) async fn stop(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<wire::Done>> {
+    user_action(&app, name, q.as_deref(), |name, dependents, wait| {
+        Command::Stop {
+            name,
+            dependents,
+            wait,
+        }
+    })
+    .await
+}
+
+pub(crate) async fn restart(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<wire::Done>> {
+    user_action(&app, name, q.as_deref(), |name, dependents, wait| {
+        Command::Restart {
+            name,
+            dependents,
+            wait,
+        }
+    })
+    .await
+}
+
+pub(crate) async fn signal(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<wire::Done>> {
+    let map = params(q.as_deref(), &["signal"])?;
+    let sig = parse_signal(map.get("signal").map_or("TERM", String::as_str))?;
+    act(&app, Command::Signal { name, signal: sig }).await
+}
+
+pub(crate) async fn reload(
+    State(app): State<App>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<wire::Done>> {
+    params(q.as_deref(), &[])?;
+    act(&app, Command::Reload).await
+}
+
+/// A service definition as JSON: the keys of a `[services.NAME]` table of `corral.toml`, and
+/// `name`, which is taken out (it comes from the URL or is checked against it). The keys are
+/// validated by the config crate, which names the field of any mistake.
+pub fn definition(
+    body: &[u8],
+    name_from_url: Option<&str>,
+) -> ApiResult<(String, serde_json::Value)> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad(format!("the body is not JSON: {e}")))?;
+    let serde_json::Value::Object(mut map) = value else {
+        return Err(ApiError::bad(
+            "the body must be a JSON object with the keys of a [services.NAME] table",
+        ));
+    };
+    let name = match (map.remove("name"), name_from_url) {
+        (Some(serde_json::Value::String(n)), Some(u)) if n != u => {
+            return Err(ApiError::bad(format!(
+                "the body names `{n}` but the URL names `{u}`; renaming is remove + add"
+            )));
+        }
+        (Some(serde_json::Value::String(n)), _) => n,
+        (None, Some(u)) => u.to_string(),
+        (Some(_), _) => return Err(ApiError::bad("`name` must be a string")),
+        (None, None) => return Err(ApiError::bad("the body needs a `name`")),
+    };
+    Ok((name, serde_json::Value::Object(map)))
+}
+
+pub(crate) async fn add_service(
+    State(app): State<App>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<wire::Done>)> {
+    let (name, body) = definition(&body, None)?;
+    let done = act(
+        &app,
+        Command::Define {
+            name,
+            body,
+            replace: false,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, done))
+}
+
+pub(crate) async fn update_service(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<wire::Done>> {
+    let (name, body) = definition(&body, Some(&name))?;
+    act(
+        &app,
+        Command::Define {
+            name,
+            body,
+            replace: true,
+        },
+    )
+    .await
+}
+
+pub(crate) async fn remove_service(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<wire::Done>> {
+    act(&app, Command::Remove { name }).await
+}
