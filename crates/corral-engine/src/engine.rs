@@ -515,8 +515,9 @@ impl Engine {
             self.set(id, State::Failed { reason }, None);
             return;
         }
-        u.restarts += 1;
-        let restart_no = u.restarts;
+        // Counted only when it happens: giving up is not a restart (`ps` says restarts 2 of
+        // `max_restarts = 2`, not 3).
+        let restart_no = u.restarts + 1;
         if restart_no > policy.max_restarts {
             let reason = FailReason::RestartBudget {
                 restarts: policy.max_restarts,
@@ -525,6 +526,7 @@ impl Engine {
             self.set(id, State::Failed { reason }, None);
             return;
         }
+        u.restarts = restart_no;
         let base = policy.base_delay(restart_no);
         let spread = (self.rng.f64() * 2.0 - 1.0) * policy.jitter.clamp(0.0, 1.0);
         let delay = base.mul_f64(1.0 + spread).min(policy.backoff_max);
@@ -626,7 +628,9 @@ impl Engine {
                 }
             }
             ProbeKind::Liveness => {
-                if !ok && streak.failures >= timing.failure_threshold {
+                // While shutting down, the unit goes down in reverse order anyway: a restart
+                // now would stop it before its dependents.
+                if !ok && streak.failures >= timing.failure_threshold && !self.shutting_down {
                     let note = format!(
                         "liveness probe failed {} times ({detail}); restarting",
                         streak.failures
