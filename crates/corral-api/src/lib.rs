@@ -24,6 +24,7 @@
 
 pub mod auth;
 pub mod convert;
+pub mod daemon;
 pub mod error;
 mod query;
 pub mod routes;

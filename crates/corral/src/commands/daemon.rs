@@ -11,21 +11,10 @@ use std::time::{Duration, Instant};
 use corral_proto::client::{Client, ClientError, Method};
 use corral_runtime::proctable;
 
+use corral_api::daemon::remove_pid_file;
 use corral_proto::paths::pid_file;
 
 use super::{CliError, load_project, runtime};
-
-pub fn write_pid_file(state_dir: &Path) {
-    let pid = std::process::id();
-    let start = proctable::start_time(pid as i32).unwrap_or(0);
-    if let Err(e) = std::fs::write(pid_file(state_dir), format!("{pid} {start}\n")) {
-        eprintln!("corral: cannot write the PID file: {e}");
-    }
-}
-
-pub fn remove_pid_file(state_dir: &Path) {
-    let _ = std::fs::remove_file(pid_file(state_dir));
-}
 
 /// The daemon named by the PID file, if that process still runs: `(pid, start time)`.
 pub fn running_daemon(state_dir: &Path) -> Option<u32> {

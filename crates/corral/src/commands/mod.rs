@@ -74,14 +74,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(|e| CliError::Run(format!("cannot start the async runtime: {e}")))
 }
 
-/// What `supervise` serves besides running the project.
-#[derive(Clone, Copy, Default)]
-pub struct Serve {
-    /// The API on `.corral/api.sock`, and the PID file.
-    pub api: bool,
-    /// The API on loopback TCP too.
-    pub listen: Option<std::net::SocketAddr>,
-}
+pub use corral_api::daemon::Serve;
 
 /// Run the supervisor in this process until the project is done or told to stop.
 pub fn supervise(
@@ -91,41 +84,7 @@ pub fn supervise(
 ) -> Result<corral_runtime::Outcome, CliError> {
     options.exe = std::env::current_exe()
         .map_err(|e| CliError::Run(format!("cannot find the corral binary: {e}")))?;
-    let state_dir = project.state_dir.clone();
-    runtime()?.block_on(async move {
-        let (sup, control) =
-            corral_runtime::prepare(project, options).map_err(|e| CliError::Run(e.to_string()))?;
-        let socket = corral_proto::paths::api_socket(&state_dir);
-        let mut server = None;
-        if serve.api {
-            let served = corral_api::serve_unix(control.clone(), &socket).await;
-            server = Some(served.map_err(|e| {
-                CliError::Run(format!(
-                    "cannot serve the API on `{}`: {e}",
-                    socket.display()
-                ))
-            })?);
-            daemon::write_pid_file(&state_dir);
-        }
-        if let Some(addr) = serve.listen {
-            let tokens = corral_api::auth::Tokens::load_or_create(&state_dir)
-                .map_err(|e| CliError::Run(format!("cannot create the API token: {e}")))?;
-            let bound = corral_api::serve_tcp(control.clone(), addr, tokens)
-                .await
-                .map_err(|e| CliError::Run(format!("cannot listen on {addr}: {e}")))?;
-            eprintln!(
-                "corral: API on http://{bound} (token in {})",
-                state_dir.join("token").display()
-            );
-        }
-        let outcome = sup.run().await.map_err(|e| CliError::Run(e.to_string()));
-        if let Some(server) = server {
-            server.finish().await;
-        }
-        if serve.api {
-            let _ = std::fs::remove_file(&socket);
-            daemon::remove_pid_file(&state_dir);
-        }
-        outcome
-    })
+    runtime()?
+        .block_on(corral_api::daemon::run(project, options, serve))
+        .map_err(|e| CliError::Run(e.to_string()))
 }

@@ -6,6 +6,7 @@ mod harness;
 
 mod config;
 mod daemon;
+mod in_process;
 mod instances;
 mod logs;
 mod metrics;
