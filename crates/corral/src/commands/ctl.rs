@@ -258,8 +258,21 @@ pub fn kill(file: Option<&Path>, name: &str, signal: &str) -> Result<ExitCode, C
     Ok(ExitCode::SUCCESS)
 }
 
+/// Whether a dependency in this state still gives what `condition` asked for.
+fn still_holds(dep: &wire::Service, condition: wire::Condition) -> bool {
+    use wire::{Condition as C, UnitState as S};
+    let ended_well = dep.state == S::Exited && dep.last_exit == Some(wire::ExitStatus::Code(0));
+    match condition {
+        C::Started | C::LogReady => dep.state == S::Running || dep.state == S::Exited,
+        C::Healthy => (dep.state == S::Running && dep.ready) || ended_well,
+        C::Completed => dep.state == S::Exited,
+        C::CompletedSuccessfully => ended_well,
+    }
+}
+
 pub fn why(file: Option<&Path>, name: &str) -> Result<ExitCode, CliError> {
     let s: wire::Service = call(file, Method::GET, &format!("/v1/services/{}", encode(name)))?;
+    let all = services(file)?;
     let mut lines = vec![format!("{} is {}", s.name, s.state_text())];
     if s.held {
         lines.push(format!(
@@ -282,6 +295,27 @@ pub fn why(file: Option<&Path>, name: &str) -> Result<ExitCode, CliError> {
     }
     if s.restarts > 0 {
         lines.push(format!("  restarts: {}", s.restarts));
+    }
+    // What it depends on, and whether that still holds: a unit keeps running when a
+    // dependency fails later, degraded.
+    let up = matches!(
+        s.state,
+        wire::UnitState::Running | wire::UnitState::Starting
+    );
+    for d in &s.depends_on {
+        let Some(dep) = all.iter().find(|x| x.name == d.name) else {
+            continue;
+        };
+        lines.push(format!("  needs {d}: {}", dep.state_text()));
+        if up && !still_holds(dep, d.condition) {
+            lines.push(format!(
+                "  degraded: it needs `{}` {}, but `{}` is {}",
+                dep.name,
+                d.condition,
+                dep.name,
+                dep.state_text()
+            ));
+        }
     }
     println!("{}", lines.join("\n"));
     Ok(ExitCode::SUCCESS)

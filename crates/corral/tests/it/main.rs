@@ -3,6 +3,7 @@
 //! deadline.
 
 mod harness;
+mod redact;
 
 mod config;
 mod daemon;
@@ -13,6 +14,7 @@ mod metrics;
 mod ports;
 mod procs;
 mod run;
+mod snapshots_human;
 mod stop;
 mod tickets;
 mod up;
