@@ -4,8 +4,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use corral_engine::{Kind, fmt_duration};
+use corral_engine::Kind;
 use corral_proto::client::{Client, ClientError, Method};
+use corral_proto::fmt_duration;
 use corral_proto::wire;
 use corral_runtime::Options;
 
