@@ -3,9 +3,10 @@
 //! ## Theory of operation
 //!
 //! [`routes::router`] is an axum router over a [`corral_runtime::Control`]: every handler turns
-//! a request into a `Command` for the supervisor (which owns all state) or subscribes to its
-//! event and output broadcasts. Nothing here holds state of its own, so the API cannot disagree
-//! with the supervisor.
+//! a request into a request to the owner of what it is about — the supervisor (units), the
+//! ad-hoc processes' or the instances' owner — or subscribes to their event and output
+//! broadcasts. Nothing here holds state of its own, so the API cannot disagree with them.
+//! [`daemon::run`] is a whole project served: the supervisor and this API, as one function.
 //!
 //! It is served on a Unix socket in the state dir (mode 0600: only the user gets in), and
 //! optionally on loopback TCP for the dashboard and remote tools, where every request needs a
@@ -20,7 +21,8 @@
 //!
 //! The JSON shapes and the client live in `corral-proto`, which clients link instead of this
 //! crate; [`convert`] maps the runtime's views onto them. `openapi.json` next to this crate
-//! describes every route; a test keeps it in step.
+//! describes every route; the router records the routes it registers ([`table`]) and a test
+//! holds the document to exactly them.
 
 pub mod auth;
 pub mod convert;
