@@ -70,3 +70,37 @@ pub(crate) fn sse_json(event: &str, value: &impl serde::Serialize) -> SseEvent {
         .event(event)
         .data(serde_json::to_string(value).unwrap_or_default())
 }
+
+/// The signal a request asks for: `?signal=` or a JSON body `{"signal": "HUP"}` (a name or a
+/// number); TERM when neither says. Anything else in the body — unknown keys, not JSON, two
+/// different signals — is refused, never taken as TERM.
+pub fn requested_signal(query: Option<&str>, body: &[u8]) -> ApiResult<i32> {
+    let map = params(query, &["signal"])?;
+    let from_query = map.get("signal").map(|s| parse_signal(s)).transpose()?;
+    let from_body = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let v: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad(format!("the body is not JSON: {e}")))?;
+        let serde_json::Value::Object(obj) = v else {
+            return Err(ApiError::bad(r#"the body must be {"signal": "HUP"}"#));
+        };
+        if let Some(k) = obj.keys().find(|k| *k != "signal") {
+            return Err(ApiError::bad(format!(
+                "unknown key `{k}` in the body (it takes: signal)"
+            )));
+        }
+        match obj.get("signal") {
+            None => None,
+            Some(serde_json::Value::String(s)) => Some(parse_signal(s)?),
+            Some(serde_json::Value::Number(n)) => Some(parse_signal(&n.to_string())?),
+            Some(_) => return Err(ApiError::bad("`signal` must be a name or a number")),
+        }
+    };
+    match (from_query, from_body) {
+        (Some(q), Some(b)) if q != b => Err(ApiError::bad(
+            "the query and the body name different signals; give one",
+        )),
+        (q, b) => Ok(q.or(b).unwrap_or(15)),
+    }
+}

@@ -135,7 +135,13 @@ pub enum AdhocError {
     Invalid(String),
     #[error("corral is shutting down")]
     Gone,
+    /// Too much input waits for the process to read it.
+    #[error("{0}")]
+    Full(String),
 }
+
+/// Input that may wait for a process to read it; more is refused until it reads.
+pub const MAX_PENDING_STDIN: usize = 1 << 20;
 
 struct Capture {
     head: Vec<u8>,
@@ -226,6 +232,9 @@ struct Proc {
     timed_out: bool,
     output: Capture,
     stdin: Option<mpsc::UnboundedSender<Option<Vec<u8>>>>,
+    /// Bytes sent to stdin that the process has not read yet (bounded by
+    /// [`MAX_PENDING_STDIN`]).
+    stdin_pending: usize,
     /// Set once it has exited and its output is all in: waiters wake then.
     done: watch::Sender<bool>,
     open_pipes: u8,
@@ -294,6 +303,12 @@ enum Msg {
     },
     /// One of its output pipes reached end of file.
     Eof(String),
+    /// The stdin writer wrote this much (or, with `closed`, stopped: the process went away).
+    StdinWritten {
+        id: String,
+        bytes: usize,
+        closed: bool,
+    },
     /// It exited a while ago; stop waiting for pipes something else still holds.
     Settle(String),
     Timeout(String),
@@ -470,8 +485,15 @@ impl Owner {
                         None => Err(AdhocError::Conflict(format!(
                             "the stdin of `{id}` is closed"
                         ))),
+                        Some(_) if p.stdin_pending + data.len() > MAX_PENDING_STDIN => {
+                            Err(AdhocError::Full(format!(
+                                "`{id}` has not read {} bytes of its input yet; at most {} may wait (send more once it reads)",
+                                p.stdin_pending, MAX_PENDING_STDIN
+                            )))
+                        }
                         Some(tx) => {
                             if !data.is_empty() {
+                                p.stdin_pending += data.len();
                                 let _ = tx.send(Some(data));
                             }
                             if close {
@@ -574,6 +596,15 @@ impl Owner {
                     tokio::time::sleep(retain).await;
                     let _ = tx.send(Msg::Expire(id));
                 });
+            }
+            Msg::StdinWritten { id, bytes, closed } => {
+                if let Some(p) = self.procs.get_mut(&id) {
+                    p.stdin_pending = p.stdin_pending.saturating_sub(bytes);
+                    if closed {
+                        p.stdin = None;
+                        p.stdin_pending = 0;
+                    }
+                }
             }
             Msg::Eof(id) => {
                 if let Some(p) = self.procs.get_mut(&id) {
@@ -714,9 +745,16 @@ impl Owner {
             .and_then(|fd| pipe::Sender::from_owned_fd(fd).ok())
             .map(|mut w| {
                 let (tx, mut rx) = mpsc::unbounded_channel::<Option<Vec<u8>>>();
+                let (owner, id) = (self.tx.clone(), id.clone());
                 tokio::spawn(async move {
                     while let Some(Some(data)) = rx.recv().await {
-                        if w.write_all(&data).await.is_err() {
+                        let written = w.write_all(&data).await.is_ok();
+                        let _ = owner.send(Msg::StdinWritten {
+                            id: id.clone(),
+                            bytes: data.len(),
+                            closed: !written,
+                        });
+                        if !written {
                             break;
                         }
                     }
@@ -724,8 +762,10 @@ impl Owner {
                 tx
             });
         let mut stdin = stdin_tx;
+        let mut stdin_pending = 0;
         if let Some(tx) = &stdin {
             if let Some(data) = &spec.stdin {
+                stdin_pending = data.len();
                 let _ = tx.send(Some(data.clone()));
             }
             if spec.close_stdin {
@@ -764,6 +804,7 @@ impl Owner {
             timed_out: false,
             output: Capture::new(spec.head_bytes, spec.tail_bytes),
             stdin,
+            stdin_pending,
             done,
             open_pipes: 2,
             grace: spec.grace,

@@ -12,7 +12,7 @@ use corral_runtime::adhoc::{AdhocCommand, AdhocError, ProcSpec};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::{ApiError, ApiResult};
-use crate::query::{params, parse_signal, sse_json};
+use crate::query::{params, requested_signal, sse_json};
 use crate::routes::App;
 use corral_proto::wire;
 
@@ -30,6 +30,7 @@ impl From<AdhocError> for ApiError {
             AdhocError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             AdhocError::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AdhocError::Gone => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            AdhocError::Full(_) => (StatusCode::CONFLICT, "stdin_full"),
         };
         ApiError {
             status,
@@ -190,9 +191,9 @@ pub(crate) async fn signal(
     State(app): State<App>,
     UrlPath(id): UrlPath<String>,
     RawQuery(q): RawQuery,
+    body: axum::body::Bytes,
 ) -> ApiResult<Json<wire::Proc>> {
-    let map = params(q.as_deref(), &["signal"])?;
-    let sig = parse_signal(map.get("signal").map_or("TERM", String::as_str))?;
+    let sig = requested_signal(q.as_deref(), &body)?;
     Ok(Json(convert::proc(
         &&app.control.adhoc.signal(&id, sig).await?,
     )))

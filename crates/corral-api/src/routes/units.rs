@@ -12,7 +12,7 @@ use corral_runtime::{Command, Reply, Snapshot};
 
 use crate::convert;
 use crate::error::{ApiError, ApiResult};
-use crate::query::{flag, params, parse_signal};
+use crate::query::{flag, params, requested_signal};
 use crate::routes::App;
 
 pub(crate) async fn services(
@@ -177,9 +177,9 @@ pub(crate) async fn signal(
     State(app): State<App>,
     UrlPath(name): UrlPath<String>,
     RawQuery(q): RawQuery,
+    body: axum::body::Bytes,
 ) -> ApiResult<Json<wire::Done>> {
-    let map = params(q.as_deref(), &["signal"])?;
-    let sig = parse_signal(map.get("signal").map_or("TERM", String::as_str))?;
+    let sig = requested_signal(q.as_deref(), &body)?;
     act(&app, Command::Signal { name, signal: sig }).await
 }
 
