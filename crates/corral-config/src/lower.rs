@@ -75,11 +75,33 @@ impl Template {
                 span: Span::TOP,
             },
         ));
+        // A string command (and a string `exec` probe) runs with `sh -c`: its values are
+        // quoted for the shell. Everything else is filled as written.
+        let filled: Vec<(Key, Node)> = body
+            .iter()
+            .map(|(k, v)| {
+                let v = match (k.name.as_str(), &v.value) {
+                    ("command", Value::String(_)) => v.fill_shell(vars),
+                    ("readiness" | "liveness", Value::Table(t)) => Node {
+                        value: Value::Table(
+                            t.iter()
+                                .map(|(pk, pv)| match (pk.name.as_str(), &pv.value) {
+                                    ("exec", Value::String(_)) => (pk.clone(), pv.fill_shell(vars)),
+                                    _ => (pk.clone(), pv.fill(vars)),
+                                })
+                                .collect(),
+                        ),
+                        span: v.span.clone(),
+                    },
+                    _ => v.fill(vars),
+                };
+                (k.clone(), v)
+            })
+            .collect();
         Node {
-            value: Value::Table(body),
+            value: Value::Table(filled),
             span: Span::TOP,
         }
-        .fill(vars)
         .to_json()
     }
 }

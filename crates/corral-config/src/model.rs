@@ -165,23 +165,66 @@ pub struct Template {
 
 /// Replace every `{key}` of `vars` in `s`.
 pub fn fill(s: &str, vars: &[(String, String)]) -> String {
-    let mut out = s.to_string();
-    for (k, v) in vars {
-        out = out.replace(&format!("{{{k}}}"), v);
+    substitute(s, vars, |v| v.to_string())
+}
+
+/// Like [`fill`], for a string run by `sh -c`: every value is quoted for the shell, so a
+/// parameter like `x; rm -rf ~` stays one word. (Write `{name}`, not `"{name}"`.)
+pub fn fill_shell(s: &str, vars: &[(String, String)]) -> String {
+    substitute(s, vars, shell_quote)
+}
+
+/// One pass over `s`: a value is never read again for placeholders of its own.
+fn substitute(s: &str, vars: &[(String, String)], quote: impl Fn(&str) -> String) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let var = after
+            .find('}')
+            .and_then(|close| vars.iter().find(|(k, _)| *k == after[..close]));
+        match var {
+            Some((k, v)) => {
+                out.push_str(&quote(v));
+                rest = &after[k.len() + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
     }
+    out.push_str(rest);
     out
 }
 
+/// `s` as one word for `sh`: in single quotes, each `'` written as `'\''`.
+pub fn shell_quote(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b));
+    if safe {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 impl Template {
-    /// The setup commands as argv lists, placeholders filled.
+    /// The setup commands as argv lists, placeholders filled (quoted in shell strings).
     pub fn setup_argv(&self, vars: &[(String, String)], port: u16) -> Vec<Vec<String>> {
         self.setup
             .iter()
-            .map(|c| {
-                c.to_argv(Some(port))
+            .map(|c| match c {
+                Command::Argv(argv) => argv
                     .iter()
-                    .map(|a| fill(a, vars))
-                    .collect()
+                    .map(|a| fill(&fill_port(a, Some(port)), vars))
+                    .collect(),
+                Command::Shell(s) => vec![
+                    "sh".into(),
+                    "-c".into(),
+                    fill_shell(&fill_port(s, Some(port)), vars),
+                ],
             })
             .collect()
     }

@@ -90,6 +90,17 @@ impl Node {
         }
     }
 
+    /// A string run by `sh -c` with its placeholders filled, every value quoted for the shell.
+    pub fn fill_shell(&self, vars: &[(String, String)]) -> Node {
+        match &self.value {
+            Value::String(s) => Node {
+                value: Value::String(crate::fill_shell(s, vars)),
+                span: self.span.clone(),
+            },
+            _ => self.fill(vars),
+        }
+    }
+
     /// As JSON: the shape the API takes for a definition, and the daemon stores.
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value as J;

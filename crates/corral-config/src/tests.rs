@@ -364,3 +364,47 @@ fn definitions_are_added_without_reading_the_file_again() {
     assert_eq!(names, ["db", "api"]);
     assert_eq!(q.plan.units[1].deps[0].unit, corral_engine::UnitId(0));
 }
+
+#[test]
+fn values_filled_into_shell_strings_are_quoted() {
+    let p = parse(
+        r#"
+[templates.t]
+command = "echo {greeting} > {workspace}/out.txt"
+env = { G = "{greeting}" }
+readiness = { exec = "test -f {workspace}/out.txt" }
+setup = ["echo {greeting}", ["echo", "{greeting}"]]
+"#,
+    )
+    .unwrap();
+    let t = &p.templates[0];
+    let vars = vec![
+        ("greeting".to_string(), "x; touch PWNED #".to_string()),
+        ("workspace".to_string(), "/w/it's here".to_string()),
+        ("other".to_string(), "{greeting}".to_string()),
+    ];
+    let body = t.instantiate(&vars, 5000);
+    assert_eq!(
+        body["command"],
+        r#"echo 'x; touch PWNED #' > '/w/it'\''s here'/out.txt"#
+    );
+    assert_eq!(
+        body["env"]["G"], "x; touch PWNED #",
+        "not a shell string: as given"
+    );
+    assert_eq!(
+        body["readiness"]["exec"],
+        r#"test -f '/w/it'\''s here'/out.txt"#
+    );
+    let setup = t.setup_argv(&vars, 5000);
+    assert_eq!(setup[0], ["sh", "-c", "echo 'x; touch PWNED #'"]);
+    assert_eq!(
+        setup[1],
+        ["echo", "x; touch PWNED #"],
+        "argv: one argument, unquoted"
+    );
+    // One pass: a value is not searched for placeholders again; unknown ones stay.
+    assert_eq!(fill("{other} {nope}", &vars), "{greeting} {nope}");
+    assert_eq!(shell_quote("plain-word_1.2"), "plain-word_1.2");
+    assert_eq!(shell_quote(""), "''");
+}

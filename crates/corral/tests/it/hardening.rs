@@ -110,3 +110,58 @@ fn pending_stdin_is_bounded() {
     ok(&p, &["down"]);
     p.assert_nothing_left();
 }
+
+fn find_file(dir: &std::path::Path, name: &str) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            e.file_name() == name
+                || (e.file_type().is_ok_and(|t| t.is_dir()) && find_file(&e.path(), name))
+        })
+    })
+}
+
+/// 6: a template parameter is one word in a shell string, whatever it holds.
+#[test]
+fn template_params_cannot_inject_shell() {
+    let p = Project::new(
+        r#"
+[templates.greeter]
+command = "echo {greeting}; exec sleep 1000"
+setup = ["echo {greeting} > said.txt"]
+params = { greeting = "hello" }
+"#,
+    );
+    up_and_wait_daemon(&p);
+    let (status, inst) = json(
+        &p,
+        "POST",
+        "/v1/instances",
+        r#"{"template": "greeter", "params": {"greeting": "x; touch PWNED #"}}"#,
+    );
+    assert_eq!(status, 201, "{inst}");
+    let name = inst["name"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(15), "the instance to be ready", || {
+        json(&p, "GET", &format!("/v1/instances/{name}"), "").1["state"] == "ready"
+    });
+    let ws = std::path::PathBuf::from(inst["workspace"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(ws.join("said.txt")).unwrap(),
+        "x; touch PWNED #\n"
+    );
+    eventually(Duration::from_secs(10), "the service's line", || {
+        ok(&p, &["logs", &name]).contains("x; touch PWNED #")
+    });
+    assert!(
+        !find_file(p.path(), "PWNED"),
+        "the parameter ran as a command"
+    );
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}
+
+fn up_and_wait_daemon(p: &Project) {
+    ok(p, &["up", "-d"]);
+    eventually(Duration::from_secs(15), "the API", || {
+        json(p, "GET", "/ready", "").0 == 200
+    });
+}
