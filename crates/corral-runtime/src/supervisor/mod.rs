@@ -548,7 +548,15 @@ impl Supervisor {
 
     /// Take over a process an earlier daemon started.
     async fn adopt(&mut self, unit: UnitId, rec: ProcessRecord) {
-        let Some(running_for) = self.processes.adopt(&self.store, unit, &rec) else {
+        // Its port: a fixed one as declared, an auto one as stored (loaded at start).
+        let fixed = self.project.units[unit.0]
+            .ports
+            .first()
+            .and_then(|p| match p {
+                PortDecl::Fixed(p) => Some(*p),
+                PortDecl::Auto => None,
+            });
+        let Some(running_for) = self.processes.adopt(&self.store, unit, &rec, fixed) else {
             return;
         };
         self.handle(Event::Adopt {

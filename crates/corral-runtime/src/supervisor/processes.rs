@@ -122,13 +122,15 @@ impl Processes {
         self.ports = ports;
     }
 
-    /// Take over a process an earlier daemon started: watch it through a pidfd. Returns how
-    /// long it has been running, or None if it cannot be watched (then it is ended).
+    /// Take over a process an earlier daemon started: watch it through a pidfd, with its port
+    /// (`fixed`, or the auto port already known). Returns how long it has been running, or None
+    /// if it cannot be watched (then it is ended).
     pub(super) fn adopt(
         &mut self,
         store: &Store,
         unit: UnitId,
         rec: &ProcessRecord,
+        fixed: Option<u16>,
     ) -> Option<Duration> {
         let (Ok(watch_fd), Ok(check_fd)) = (
             proctable::PidFd::open(rec.pid),
@@ -144,6 +146,9 @@ impl Processes {
             marker: rec.marker.clone(),
             adopted: Some(check_fd),
         });
+        if fixed.is_some() {
+            self.ports[unit.0] = fixed;
+        }
         let tx = self.tx.clone();
         let generation = rec.generation;
         tokio::spawn(async move {

@@ -165,3 +165,43 @@ fn up_and_wait_daemon(p: &Project) {
         json(p, "GET", "/ready", "").0 == 200
     });
 }
+
+/// 2: an adopted service keeps its port: its probe (`http = "/health"`, the unit's own port)
+/// still reaches it, so it is ready again after the daemon's `kill -9` — fixed and auto ports.
+#[test]
+fn adoption_restores_ports() {
+    let port = free_range();
+    let p = Project::new(&format!(
+        r#"
+[services.fixed]
+command = ["python3", "tcp_server.py"]
+ports = [{port}]
+readiness = {{ http = "/health", interval = "100ms" }}
+
+[services.auto]
+command = ["python3", "tcp_server.py"]
+ports = ["auto"]
+readiness = {{ http = "/health", interval = "100ms" }}
+"#
+    ));
+    up_and_wait(&p, "fixed");
+    eventually(Duration::from_secs(15), "auto up", || {
+        is_up(&json(&p, "GET", "/v1/services/auto", "").1)
+    });
+    let before = json(&p, "GET", "/v1/services", "").1;
+    p.kill_daemon();
+    ok(&p, &["up", "-d"]);
+    eventually(Duration::from_secs(15), "both adopted and ready", || {
+        let list = json(&p, "GET", "/v1/services", "").1;
+        list.as_array()
+            .is_some_and(|l| l.iter().all(|s| is_up(s) && s["adopted"] == true))
+    });
+    let after = json(&p, "GET", "/v1/services", "").1;
+    for i in 0..2 {
+        assert_eq!(after[i]["pid"], before[i]["pid"], "the same process");
+        assert_eq!(after[i]["ports"], before[i]["ports"], "the same port");
+    }
+    assert_eq!(after[0]["ports"][0], port);
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}

@@ -27,25 +27,6 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
 "#;
 
-/// Three consecutive free ports, below the range the kernel hands out for `:0` (where other
-/// tests' auto ports and outgoing connections land), picked by this process's PID and the clock
-/// so that tests running at once choose different ones.
-fn free_range() -> u16 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let mut seed = std::process::id() ^ nanos;
-    for _ in 0..200 {
-        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-        let p = 20_000 + (seed % 12_000) as u16;
-        if (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
-            return p;
-        }
-    }
-    panic!("no three free ports in a row");
-}
-
 fn config(lo: u16) -> String {
     format!(
         r#"
