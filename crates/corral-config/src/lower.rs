@@ -127,6 +127,7 @@ pub fn parse_project(
     let mut w = Walker {
         diags: Vec::new(),
         root: &root,
+        in_template: false,
     };
     let raw = read::project(&doc, &mut w.diags);
 
@@ -162,6 +163,7 @@ pub fn parse_project(
         .collect();
     let mut diags = w.diags;
     crate::resolve::dependencies(&mut diags, &mut drafts);
+    crate::resolve::ports(&mut diags, &drafts);
     if !diags.is_empty() {
         return Err(error(diags));
     }
@@ -197,6 +199,7 @@ impl Project {
         let mut w = Walker {
             diags: Vec::new(),
             root: &base.ctx.root,
+            in_template: false,
         };
         let mut drafts = base.drafts.clone();
         for d in defs {
@@ -240,6 +243,7 @@ impl Project {
         }
         let mut diags = w.diags;
         crate::resolve::dependencies(&mut diags, &mut drafts);
+        crate::resolve::ports(&mut diags, &drafts);
         if !diags.is_empty() {
             let mut e = ConfigError {
                 file: base.file.clone(),

@@ -199,6 +199,34 @@ fn substitute(s: &str, vars: &[(String, String)], quote: impl Fn(&str) -> String
     out
 }
 
+/// The `{name}` placeholders in `s` (a name: a letter or `_`, then letters, digits, `_`), not
+/// counting `${NAME}`, which is the environment's.
+pub fn placeholders(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while let Some(open) = s[i..].find('{').map(|o| o + i) {
+        i = open + 1;
+        if open > 0 && bytes[open - 1] == b'$' {
+            continue;
+        }
+        let Some(close) = s[i..].find('}').map(|c| c + i) else {
+            break;
+        };
+        let name = &s[i..close];
+        let ident = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if ident {
+            out.push(name);
+            i = close + 1;
+        }
+    }
+    out
+}
+
 /// `s` as one word for `sh`: in single quotes, each `'` written as `'\''`.
 pub fn shell_quote(s: &str) -> String {
     let safe = !s.is_empty()

@@ -131,3 +131,24 @@ fn find_cycle(edges: &[Vec<(usize, Span)>]) -> Option<Vec<(usize, Span)>> {
     }
     None
 }
+
+/// Two units declaring the same fixed port could never both run: the second is refused.
+pub fn ports(diags: &mut Vec<Diagnostic>, drafts: &[Draft]) {
+    let mut seen: HashMap<u16, &str> = HashMap::new();
+    for d in drafts {
+        for (port, span) in &d.port_spans {
+            match seen.get(port) {
+                Some(other) if *other != d.spec.name => diags.push(
+                    Diagnostic::new(
+                        span.clone(),
+                        format!("port {port} is declared by `{other}` already"),
+                    )
+                    .with_help("give one of them another port, or `\"auto\"`"),
+                ),
+                _ => {
+                    seen.insert(*port, &d.spec.name);
+                }
+            }
+        }
+    }
+}

@@ -249,7 +249,7 @@ fn templates_parse_and_render_with_placeholders_filled() {
 command = ["python3", "ide.py", "--port", "{port}", "--dir", "{workspace}"]
 env = { THEME = "{theme}" }
 readiness = { http = "http://127.0.0.1:{port}/healthz" }
-params = { theme = "dark" }
+params = { theme = "dark", ext = "none" }
 setup = ["echo installing {ext}", ["true"]]
 files = { "settings.json" = '{"theme": "{theme}"}' }
 port_range = [41000, 41010]
@@ -258,7 +258,7 @@ port_range = [41000, 41010]
     .unwrap();
     let t = &p.templates[0];
     assert_eq!(t.name, "ide");
-    assert_eq!(t.params, [("theme".to_string(), "dark".to_string())]);
+    assert_eq!(t.params[0], ("theme".to_string(), "dark".to_string()));
     assert_eq!(t.setup.len(), 2);
     assert_eq!(t.port_range, Some((41000, 41010)));
     let vars = vec![
@@ -374,6 +374,7 @@ command = "echo {greeting} > {workspace}/out.txt"
 env = { G = "{greeting}" }
 readiness = { exec = "test -f {workspace}/out.txt" }
 setup = ["echo {greeting}", ["echo", "{greeting}"]]
+params = { greeting = "hi" }
 "#,
     )
     .unwrap();
@@ -407,4 +408,41 @@ setup = ["echo {greeting}", ["echo", "{greeting}"]]
     assert_eq!(fill("{other} {nope}", &vars), "{greeting} {nope}");
     assert_eq!(shell_quote("plain-word_1.2"), "plain-word_1.2");
     assert_eq!(shell_quote(""), "''");
+}
+
+#[test]
+fn what_would_fail_or_lose_data_at_run_time_is_refused() {
+    let e = errors(
+        r#"
+[services.a]
+command = "x"
+env = { "" = "1", "A=B" = "2", OK = "a\u0000b" }
+ports = [7000, 7000, "auto", "auto"]
+log = { max_file_size = "0" }
+
+[services.b]
+command = "x"
+ports = [7000]
+readiness = { tcp = "127.0.0.1:{prot}" }
+
+[templates.t]
+command = "serve {nope}"
+params = { name2 = "x" }
+"#,
+    );
+    for want in [
+        "`` cannot name an environment variable",
+        "`A=B` cannot name an environment variable",
+        "env `OK` holds a NUL byte",
+        "port 7000 is declared twice",
+        "`auto` twice",
+        "`log.max_file_size` `0` is too small",
+        "port 7000 is declared by `a` already",
+        "unknown placeholder `{prot}` in `readiness`",
+        "unknown placeholder `{nope}` in template `t`",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+    // Each with its place.
+    assert!(e.contains("corral.toml:5:16"), "{e}");
 }

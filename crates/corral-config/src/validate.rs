@@ -86,6 +86,8 @@ pub struct Draft {
     pub def: UnitDef,
     /// (dependency name, its span, condition if written)
     pub deps: Vec<(String, Span, Option<Condition>)>,
+    /// Where each fixed port was declared: two units cannot both have one.
+    pub port_spans: Vec<(u16, Span)>,
 }
 
 /// What every unit of a project shares: the project's directory, environment and log defaults.
@@ -100,6 +102,8 @@ pub struct Context {
 pub struct Walker<'s> {
     pub diags: Vec<Diagnostic>,
     pub root: &'s Path,
+    /// Checking a template as a unit: its placeholders are checked against its params instead.
+    pub in_template: bool,
 }
 
 impl Walker<'_> {
@@ -337,7 +341,29 @@ impl Walker<'_> {
             return;
         };
         for (k, val) in t {
+            // The kernel takes `KEY=VALUE` C strings: these would fail (or split) at spawn.
+            if k.name.is_empty() || k.name.contains(['=', '\0']) {
+                self.error_help(
+                    k.span.clone(),
+                    format!(
+                        "`{}` cannot name an environment variable",
+                        k.name.escape_debug()
+                    ),
+                    "a name is not empty and holds no `=` and no NUL",
+                );
+                continue;
+            }
             let raw = match &val.value {
+                Value::String(s) if s.contains('\0') => {
+                    self.error(
+                        val.span.clone(),
+                        format!(
+                            "env `{}` holds a NUL byte, which no process can receive",
+                            k.name
+                        ),
+                    );
+                    continue;
+                }
                 Value::String(s) => s.clone(),
                 Value::Integer(Some(i)) => i.to_string(),
                 Value::Float(f) => f.to_string(),
@@ -376,6 +402,15 @@ impl Walker<'_> {
         if let Some(v) = get(t, "max_file_size") {
             s.max_file_bytes = match &v.value {
                 Value::String(text) => match parse_size(text) {
+                    // Smaller, every line would rotate away at once.
+                    Some(n) if n < 1024 => {
+                        self.error_help(
+                            v.span.clone(),
+                            format!("`log.max_file_size` `{text}` is too small: the log would keep nothing"),
+                            "at least \"1KiB\"; the default is \"10MiB\"",
+                        );
+                        s.max_file_bytes
+                    }
                     Some(n) => n,
                     None => {
                         self.error_help(
@@ -474,15 +509,33 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
     }
     def.env = env.into_iter().collect();
 
+    let mut port_spans = Vec::new();
     if let Some(v) = get(t, "ports") {
         match &v.value {
             Value::Array(items) => {
                 for item in items {
                     match &item.value {
-                        Value::String(s) if s == "auto" => def.ports.push(PortDecl::Auto),
+                        Value::String(s) if s == "auto" => {
+                            if def.ports.contains(&PortDecl::Auto) {
+                                w.error_help(
+                                    item.span.clone(),
+                                    "`auto` twice: a unit gets one automatic port",
+                                    "declare one `auto` port; it is given as `PORT` and `{port}`",
+                                );
+                            }
+                            def.ports.push(PortDecl::Auto);
+                        }
                         Value::Integer(_) => {
                             if let Some(p) = w.integer(item, "a port", 1..65536) {
-                                def.ports.push(PortDecl::Fixed(p as u16));
+                                let p = p as u16;
+                                if def.ports.contains(&PortDecl::Fixed(p)) {
+                                    w.error(
+                                        item.span.clone(),
+                                        format!("port {p} is declared twice"),
+                                    );
+                                }
+                                def.ports.push(PortDecl::Fixed(p));
+                                port_spans.push((p, item.span.clone()));
                             }
                         }
                         _ => w.error(
@@ -599,7 +652,12 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
             ),
         }
     }
-    Draft { spec, def, deps }
+    Draft {
+        spec,
+        def,
+        deps,
+        port_spans,
+    }
 }
 
 fn probe(w: &mut Walker<'_>, v: &Node, what: &str, port: Option<PortDecl>) -> Option<Probe> {
@@ -625,6 +683,15 @@ fn probe(w: &mut Walker<'_>, v: &Node, what: &str, port: Option<PortDecl>) -> Op
         return None;
     }
     let needs_port = |w: &mut Walker<'_>, s: &str, span: Span| {
+        for name in placeholders(s) {
+            if name != "port" && !w.in_template {
+                w.error_help(
+                    span.clone(),
+                    format!("unknown placeholder `{{{name}}}` in `{what}`"),
+                    "a unit's probe may use `{port}` (its first port)",
+                );
+            }
+        }
         if s.contains("{port}") && port.is_none() {
             w.error_help(
                 span,
@@ -824,7 +891,9 @@ pub fn template(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Template {
             span: raw.span.clone(),
         },
     ));
+    w.in_template = true;
     let _ = unit(w, &checked, ctx);
+    w.in_template = false;
     let mut tpl = Template {
         name: name.to_string(),
         body: service
@@ -838,6 +907,23 @@ pub fn template(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Template {
         setup_timeout: Duration::from_secs(600),
     };
     let t = &raw.body;
+    // Placeholders must name something an instance has: a typo would reach the process as
+    // `{nope}`.
+    let mut known: Vec<String> = ["id", "name", "port", "workspace"]
+        .map(String::from)
+        .to_vec();
+    if let Some(Node {
+        value: Value::Table(pt),
+        ..
+    }) = get(t, "params")
+    {
+        known.extend(pt.iter().map(|(k, _)| k.name.clone()));
+    }
+    for (k, v) in t {
+        if !["params", "port_range", "setup_timeout"].contains(&k.name.as_str()) {
+            check_placeholders(w, v, &known, &what);
+        }
+    }
     if let Some(v) = get(t, "params")
         && let Some(pt) = w.table(v, &format!("`{name}.params`"))
     {
@@ -917,4 +1003,37 @@ pub fn template(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Template {
         }
     }
     tpl
+}
+
+/// Report every `{name}` in the strings of `v` that is not in `known`.
+fn check_placeholders(w: &mut Walker<'_>, v: &Node, known: &[String], what: &str) {
+    match &v.value {
+        Value::String(s) => {
+            for name in placeholders(s) {
+                if known.iter().any(|k| k == name) {
+                    continue;
+                }
+                let help = match did_you_mean(name, known.iter().map(String::as_str)) {
+                    Some(s) => format!("did you mean `{{{s}}}`?"),
+                    None => format!("{what} has: {}", known.join(", ")),
+                };
+                w.error_help(
+                    v.span.clone(),
+                    format!("unknown placeholder `{{{name}}}` in {what}"),
+                    help,
+                );
+            }
+        }
+        Value::Array(items) => {
+            for i in items {
+                check_placeholders(w, i, known, what);
+            }
+        }
+        Value::Table(t) => {
+            for (_, i) in t {
+                check_placeholders(w, i, known, what);
+            }
+        }
+        _ => {}
+    }
 }
