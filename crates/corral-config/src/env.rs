@@ -19,7 +19,10 @@ pub fn expand(input: &str, vars: &BTreeMap<String, String>) -> Result<String, St
             };
             let name = &r[..end];
             if !is_name(name) {
-                return Err(format!("`${{{name}}}` is not a variable name"));
+                return Err(
+                    "a `${...}` does not hold a variable name (write `$$` for a literal `$`)"
+                        .into(),
+                );
             }
             out.push_str(vars.get(name).map_or("", String::as_str));
             rest = &r[end + 1..];
@@ -57,46 +60,113 @@ pub struct EnvLine {
     pub literal: bool,
 }
 
+/// Where a `.env` file is wrong: 1-based line and column, and what is wrong — never the text
+/// of the line (an `env_file` pointed at the wrong file must not print its secrets).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DotenvError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
 /// Parse a `.env` file: `KEY=value`, optional `export `, `#` comments, values optionally in
-/// single quotes (taken literally) or double quotes (with `\n`, `\"`, `\\` escapes).
-/// Values are returned unexpanded.
-pub fn parse_dotenv(text: &str) -> Result<Vec<EnvLine>, (usize, String)> {
+/// single quotes (taken literally) or double quotes (with `\n`, `\"`, `\\` escapes); a quoted
+/// value may span lines. Values are returned unexpanded.
+///
+/// Hand-written rather than `dotenvy`: corral expands `${VAR}` against its own layered
+/// environment (inherited < `.env` < `env_file` < `env`), and its errors need a line and column
+/// without echoing the line; `dotenvy` expands against the process environment and puts the
+/// offending line in its error.
+pub fn parse_dotenv(text: &str) -> Result<Vec<EnvLine>, DotenvError> {
     let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let mut i = 0;
+    while i < lines.len() {
         let line_no = i + 1;
+        let raw = lines[i].strip_suffix('\r').unwrap_or(lines[i]);
+        i += 1;
+        let indent = raw.len() - raw.trim_start().len();
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let line = line.strip_prefix("export ").unwrap_or(line);
+        let (line, skipped) = match line.strip_prefix("export ") {
+            Some(rest) => (
+                rest.trim_start(),
+                indent + (line.len() - rest.trim_start().len()),
+            ),
+            None => (line, indent),
+        };
+        let err = |column: usize, message: &str| DotenvError {
+            line: line_no,
+            column: column + 1,
+            message: message.to_string(),
+        };
         let Some((key, value)) = line.split_once('=') else {
-            return Err((line_no, format!("expected `KEY=value`, found `{line}`")));
+            return Err(err(skipped, "expected `KEY=value` (this line has no `=`)"));
         };
         let key = key.trim();
         if !is_name(key) {
-            return Err((line_no, format!("`{key}` is not a variable name")));
+            return Err(err(
+                skipped,
+                "the name before `=` is not a variable name (letters, digits and `_`, not starting with a digit)",
+            ));
         }
-        let value = value.trim();
-        let literal = value.starts_with('\'');
-        let value = if let Some(v) = value.strip_prefix('\'') {
-            v.strip_suffix('\'')
-                .ok_or((line_no, "unterminated `'`".to_string()))?
-                .to_string()
-        } else if let Some(v) = value.strip_prefix('"') {
-            let v = v
-                .strip_suffix('"')
-                .ok_or((line_no, "unterminated `\"`".to_string()))?;
-            v.replace("\\n", "\n")
-                .replace("\\\"", "\"")
-                .replace("\\\\", "\\")
-        } else {
+        let value_col = skipped + line.find('=').unwrap_or(0) + 1;
+        let value = value.trim_start();
+        let value_col = value_col + (line[line.find('=').unwrap_or(0) + 1..].len() - value.len());
+        let quote = value.chars().next().filter(|c| *c == '\'' || *c == '"');
+        let (value, literal) = match quote {
+            Some(q) => {
+                // The value runs to the matching quote, on this line or a later one.
+                let mut body = String::new();
+                let mut rest = &value[1..];
+                let end_line;
+                loop {
+                    match closing(rest, q) {
+                        Some(end) => {
+                            body.push_str(&rest[..end]);
+                            let after = rest[end + 1..].trim_start();
+                            if !after.is_empty() && !after.starts_with('#') {
+                                return Err(err(
+                                    value_col,
+                                    "unexpected text after the closing quote",
+                                ));
+                            }
+                            end_line = true;
+                            break;
+                        }
+                        None if i < lines.len() => {
+                            body.push_str(rest);
+                            body.push('\n');
+                            rest = lines[i].strip_suffix('\r').unwrap_or(lines[i]);
+                            i += 1;
+                        }
+                        None => {
+                            end_line = false;
+                            break;
+                        }
+                    }
+                }
+                if !end_line {
+                    return Err(err(value_col, &format!("unterminated `{q}`")));
+                }
+                if q == '"' {
+                    (unescape(&body), false)
+                } else {
+                    (body, true)
+                }
+            }
             // An unquoted value ends at ` #`.
-            value
-                .split(" #")
-                .next()
-                .unwrap_or("")
-                .trim_end()
-                .to_string()
+            None => (
+                value
+                    .split(" #")
+                    .next()
+                    .unwrap_or("")
+                    .trim_end()
+                    .to_string(),
+                false,
+            ),
         };
         out.push(EnvLine {
             line: line_no,
@@ -106,6 +176,38 @@ pub fn parse_dotenv(text: &str) -> Result<Vec<EnvLine>, (usize, String)> {
         });
     }
     Ok(out)
+}
+
+/// The index of the quote `q` that closes a value in `s` (a `\"` does not close a `"`).
+fn closing(s: &str, q: char) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            '\\' if q == '"' && !escaped => escaped = true,
+            c if c == q && !escaped => return Some(i),
+            _ => escaped = false,
+        }
+    }
+    None
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -138,6 +240,28 @@ mod tests {
             .map(|l| (l.key.as_str(), l.value.as_str()))
             .collect();
         assert_eq!(kv, [("A", "1"), ("B", "x $y"), ("C", "a\nb"), ("D", "v")]);
-        assert_eq!(parse_dotenv("A=1\nnonsense\n").err().unwrap().0, 2);
+        let e = parse_dotenv("A=1\n  nonsense\n").err().unwrap();
+        assert_eq!((e.line, e.column), (2, 3));
+        assert!(
+            !e.message.contains("nonsense"),
+            "never the line's text: {e:?}"
+        );
+    }
+
+    #[test]
+    fn quoted_values_may_span_lines() {
+        let text =
+            "KEY=\"-----BEGIN-----\nabc\n-----END-----\"\nNEXT='a\nb' # c\nQ=\"say \\\"hi\\\"\"\n";
+        let lines = parse_dotenv(text).unwrap();
+        assert_eq!(lines[0].value, "-----BEGIN-----\nabc\n-----END-----");
+        assert_eq!(
+            (lines[1].key.as_str(), lines[1].value.as_str()),
+            ("NEXT", "a\nb")
+        );
+        assert_eq!(lines[1].line, 4);
+        assert_eq!(lines[2].value, "say \"hi\"");
+        let e = parse_dotenv("A=1\nB=\"open\nno end\n").err().unwrap();
+        assert_eq!((e.line, e.column), (2, 3));
+        assert_eq!(e.message, "unterminated `\"`");
     }
 }

@@ -446,3 +446,23 @@ params = { name2 = "x" }
     // Each with its place.
     assert!(e.contains("corral.toml:5:16"), "{e}");
 }
+
+#[test]
+fn env_file_errors_never_print_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("shadow"),
+        "root:$6$s3cr3tHASH:19000:0:99999:7:::\n",
+    )
+    .unwrap();
+    let text = "[services.s]\ncommand = 'x'\nenv_file = 'shadow'\n";
+    let err = parse_project(&dir.path().join("corral.toml"), text, &env())
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("s3cr3t") && !err.contains("root:"), "{err}");
+    assert!(err.contains("shadow:1:1: expected `KEY=value`"), "{err}");
+    assert!(
+        err.contains("corral.toml:3:12"),
+        "and where it is named: {err}"
+    );
+}

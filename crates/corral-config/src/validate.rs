@@ -323,13 +323,16 @@ impl Walker<'_> {
                         }
                         Err(e) => self.error(
                             span.clone(),
-                            format!("`{}` line {}: {e}", path.display(), l.line),
+                            format!("{}:{}: `{}`: {e}", path.display(), l.line, l.key),
                         ),
                     }
                 }
             }
-            Err((line, e)) => {
-                self.error(span, format!("`{}` line {line}: {e}", path.display()));
+            Err(e) => {
+                self.error(
+                    span,
+                    format!("{}:{}:{}: {}", path.display(), e.line, e.column, e.message),
+                );
             }
         }
     }
