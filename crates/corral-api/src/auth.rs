@@ -34,10 +34,10 @@ impl Tokens {
     }
 }
 
+/// The token in `path`, if it is ours and private; otherwise a new one replaces whatever is
+/// there (a planted or loose file is never trusted, a link never followed).
 fn token_file(path: &Path) -> std::io::Result<String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Ok(t) = std::fs::read_to_string(path)
+    if let Some(t) = corral_runtime::statedir::read_private(path)?
         && t.trim().len() >= 32
     {
         return Ok(t.trim().to_string());
@@ -45,13 +45,7 @@ fn token_file(path: &Path) -> std::io::Result<String> {
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(token.as_bytes())?;
+    corral_runtime::statedir::write_new(path, token.as_bytes())?;
     Ok(token)
 }
 

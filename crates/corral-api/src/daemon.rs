@@ -79,7 +79,9 @@ pub fn write_pid_file(state_dir: &Path) {
     let pid = std::process::id();
     let start = proctable::start_time(pid as i32).unwrap_or(0);
     let path = corral_proto::paths::pid_file(state_dir);
-    if let Err(e) = std::fs::write(path, format!("{pid} {start}\n")) {
+    if let Err(e) =
+        corral_runtime::statedir::write_new(&path, format!("{pid} {start}\n").as_bytes())
+    {
         eprintln!("corral: cannot write the PID file: {e}");
     }
 }

@@ -262,12 +262,7 @@ impl FrameReader {
 /// Whether a keeper runs for this state dir: it holds `keeper.lock`. (Asked without connecting,
 /// which the keeper would take for a daemon.)
 pub fn running(state_dir: &Path) -> bool {
-    let Ok(file) = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(state_dir.join("keeper.lock"))
-    else {
+    let Ok(file) = crate::statedir::open_rw(&state_dir.join("keeper.lock")) else {
         return false;
     };
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
@@ -359,11 +354,7 @@ pub fn main(state_dir: &Path) -> io::Result<()> {
         // SAFETY: setting a signal to SIG_IGN installs no handler code.
         unsafe { signal(sig, SigHandler::SigIgn) }.map_err(io::Error::from)?;
     }
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(state_dir.join("keeper.lock"))?;
+    let lock_file = crate::statedir::open_rw(&state_dir.join("keeper.lock"))?;
     let mut lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|_| io::Error::new(io::ErrorKind::AddrInUse, "another keeper runs here"))?;
     // The holder's PID, for people (and the benchmarks) looking for the keeper.
@@ -378,7 +369,7 @@ pub fn main(state_dir: &Path) -> io::Result<()> {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )?;
     let log_dir = state_dir.join("logs");
-    std::fs::create_dir_all(&log_dir)?;
+    crate::statedir::ensure_dir(&log_dir)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

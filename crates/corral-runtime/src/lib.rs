@@ -33,7 +33,8 @@
 //!   safely, or `git clone`) and setup steps; a client of the supervisor, which it asks to
 //!   define (and remove) each instance's service.
 //! - [`metrics`]: CPU and memory of process trees, measured when asked.
-//! - [`sockpath`]: sockets born 0600.
+//! - [`sockpath`]: sockets born 0600; [`statedir`]: `.corral/` 0700 and its files 0600,
+//!   no symlink followed, nothing loose trusted.
 //!
 //! How a stop works: the engine asks for the stop signal; the supervisor sends it to the unit's
 //! process group and to every stray (descendants outside the group, orphans carrying the unit's
@@ -56,6 +57,7 @@ pub mod reaper;
 pub mod router;
 pub mod sockpath;
 pub mod spawn;
+pub mod statedir;
 pub mod supervisor;
 
 pub use supervisor::{

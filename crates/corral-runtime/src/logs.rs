@@ -6,7 +6,7 @@
 //! A pump never waits on anything but its pipes and its own file, so a slow terminal or a
 //! flooding neighbour cannot stall it, and a flooding service cannot stall anyone else.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -188,7 +188,7 @@ pub struct LogFile {
 
 impl LogFile {
     pub fn open(path: PathBuf, settings: LogSettings) -> io::Result<LogFile> {
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = crate::statedir::open_append(&path)?;
         let size = file.metadata()?.len();
         Ok(LogFile {
             path,
@@ -253,10 +253,7 @@ impl LogFile {
             }
             fs::rename(&self.path, numbered(1))?;
         }
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        self.file = crate::statedir::open_append(&self.path)?;
         self.size = 0;
         Ok(())
     }

@@ -103,10 +103,7 @@ pub async fn run_step(reaper: &Reaper, step: SetupCommand<'_>) -> Result<(), Str
         marker,
         timeout,
     } = step;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
+    let file = crate::statedir::open_append(log)
         .map_err(|e| format!("cannot open `{}`: {e}", log.display()))?;
     let err = file.try_clone().map_err(|e| e.to_string())?;
     let spawned = crate::spawn::spawn(

@@ -133,16 +133,10 @@ pub fn lock_project(
 ) -> Result<nix::fcntl::Flock<std::fs::File>, StartError> {
     use std::io::{Read, Seek, Write};
     let path = state_dir.join("corral.lock");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|source| StartError::StateDir {
-            path: path.display().to_string(),
-            source,
-        })?;
+    let file = crate::statedir::open_rw(&path).map_err(|source| StartError::StateDir {
+        path: path.display().to_string(),
+        source,
+    })?;
     match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
         Ok(mut lock) => {
             let _ = lock.set_len(0);
@@ -210,10 +204,12 @@ pub struct Supervisor {
 /// what to adopt. Call inside the tokio runtime; then serve `Control` and `run` the supervisor.
 pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Control), StartError> {
     let log_dir = project.state_dir.join("logs");
-    std::fs::create_dir_all(&log_dir).map_err(|source| StartError::StateDir {
-        path: log_dir.display().to_string(),
-        source,
-    })?;
+    for dir in [&project.state_dir, &log_dir] {
+        crate::statedir::ensure_dir(dir).map_err(|source| StartError::StateDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
     let lock = lock_project(&project.state_dir)?;
     let reaper = Reaper::start().map_err(StartError::Setup)?;
     // A keeper starting while the store opens: the two take a few milliseconds each.
@@ -221,6 +217,12 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     if !crate::keeper::running(&project.state_dir) {
         early_keeper.0 = spawn_keeper(&project.state_dir, &options.exe, &reaper).ok();
     }
+    // Created 0600 by us, so SQLite's journal files (which copy its mode) are private too.
+    let db = project.state_dir.join("state.db");
+    crate::statedir::open_rw(&db).map_err(|source| StartError::StateDir {
+        path: db.display().to_string(),
+        source,
+    })?;
     let store = Store::open(&project.state_dir)?;
     // Services added at run time are part of the project.
     let added = reload::stored_definitions(&store)?;

@@ -40,7 +40,9 @@ pub(super) fn spawn_keeper(
     exe: &std::path::Path,
     reaper: &Reaper,
 ) -> std::io::Result<u32> {
-    let err = std::fs::File::create(state_dir.join("keeper.err"))?;
+    let err_path = state_dir.join("keeper.err");
+    crate::statedir::write_new(&err_path, b"")?;
+    let err = crate::statedir::open_append(&err_path)?;
     let argv = [
         exe.display().to_string(),
         "__keeper".to_string(),

@@ -32,8 +32,8 @@ pub fn start(
 ) -> Result<ExitCode, CliError> {
     let project = load_project(file)?;
     let state_dir = project.state_dir.clone();
-    std::fs::create_dir_all(&state_dir)
-        .map_err(|e| CliError::Run(format!("cannot create `{}`: {e}", state_dir.display())))?;
+    corral_runtime::statedir::ensure_dir(&state_dir)
+        .map_err(|e| CliError::Run(format!("cannot use `{}`: {e}", state_dir.display())))?;
     if let Some(pid) = running_daemon(&state_dir) {
         return Err(CliError::Run(format!(
             "a corral daemon (pid {pid}) already runs this project\n  help: `corral ps` to see it, `corral down` to stop it"
@@ -46,10 +46,7 @@ pub fn start(
     let exe = std::env::current_exe()
         .map_err(|e| CliError::Run(format!("cannot find the corral binary: {e}")))?;
     let log_path = state_dir.join("daemon.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
+    let log = corral_runtime::statedir::open_append(&log_path)
         .map_err(|e| CliError::Run(format!("cannot open `{}`: {e}", log_path.display())))?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let mut cmd = std::process::Command::new(exe);

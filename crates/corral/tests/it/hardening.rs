@@ -205,3 +205,110 @@ readiness = {{ http = "/health", interval = "100ms" }}
     ok(&p, &["down"]);
     p.assert_nothing_left();
 }
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// A GET over TCP with a bearer token: the status.
+fn tcp_get(port: u16, path: &str, token: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    parse_http(&resp).0
+}
+
+fn listening_port(p: &Project) -> u16 {
+    let mut port = 0u16;
+    eventually(Duration::from_secs(5), "listening", || {
+        port = p
+            .read(".corral/daemon.log")
+            .split("http://127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split(' ').next()?.parse().ok())
+            .unwrap_or(0);
+        port != 0
+    });
+    port
+}
+
+/// 7: what is already in `.corral/` is not trusted: loose or planted secrets are replaced,
+/// links are not followed, the directory and every file corral makes are private.
+#[test]
+fn the_state_dir_trusts_nothing_it_finds() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Project::new("[services.web]\ncommand = \"echo web-line; exec sleep 1000\"\n");
+    let state = p.path().join(".corral");
+    std::fs::create_dir_all(state.join("logs")).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let planted = "a".repeat(64);
+    for (name, m) in [("token", 0o644), ("token.read", 0o666)] {
+        std::fs::write(state.join(name), &planted).unwrap();
+        std::fs::set_permissions(state.join(name), std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    let outside = p.path().join("outside.txt");
+    std::fs::write(&outside, "untouched\n").unwrap();
+    std::os::unix::fs::symlink(&outside, state.join("logs/web.log")).unwrap();
+
+    ok(&p, &["up", "-d", "--listen", "127.0.0.1:0"]);
+    let port = listening_port(&p);
+    assert_eq!(mode(&state), 0o700);
+    for name in [
+        "token",
+        "token.read",
+        "state.db",
+        "daemon.pid",
+        "daemon.log",
+        "corral.lock",
+    ] {
+        assert_eq!(mode(&state.join(name)), 0o600, "{name}");
+    }
+    for name in ["token", "token.read"] {
+        assert_ne!(
+            p.read(&format!(".corral/{name}")),
+            planted,
+            "{name} was trusted"
+        );
+    }
+    // The planted tokens open nothing; the new one does.
+    assert_eq!(tcp_get(port, "/v1/services", &planted), 401);
+    assert_eq!(
+        tcp_get(port, "/v1/services", p.read(".corral/token").trim()),
+        200
+    );
+    eventually(Duration::from_secs(10), "web running", || {
+        is_up(&json(&p, "GET", "/v1/services/web", "").1)
+    });
+    // The log link was refused (the keeper says so once web's output arrives), not written
+    // through.
+    eventually(
+        Duration::from_secs(10),
+        "the keeper to refuse the link",
+        || p.read(".corral/keeper.err").contains("symbolic link"),
+    );
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "untouched\n");
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+
+    // A state dir others may write is refused outright, with what to do.
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (status, _, err) = p.run_client(&["up", "-d"]);
+    assert!(!status.success());
+    assert!(
+        err.contains("may be written by other users") && err.contains("help:"),
+        "{err}"
+    );
+    p.assert_nothing_left();
+}
