@@ -40,6 +40,7 @@ pub fn exit_status(e: corral_engine::ExitStatus) -> wire::ExitStatus {
         corral_engine::ExitStatus::Code(c) => wire::ExitStatus::Code(c),
         corral_engine::ExitStatus::Signal(s) => wire::ExitStatus::Signal(s),
         corral_engine::ExitStatus::Unknown => wire::ExitStatus::Unknown,
+        corral_engine::ExitStatus::NotStarted => wire::ExitStatus::NotStarted,
     }
 }
 

@@ -69,8 +69,64 @@ pub async fn serve_tcp(
         }),
         crate::auth::check,
     ));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    tokio::spawn(accept_capped(listener, app));
     Ok(bound)
+}
+
+/// Connections the TCP listener serves at once (event streams included). More are answered
+/// 503 and closed: idle or slow clients must not use up the daemon's descriptors.
+pub const MAX_TCP_CONNECTIONS: usize = 128;
+
+/// How long a client may take to send a request's headers (also on a kept-alive connection
+/// between requests) before it is dropped.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TCP accept loop: what `axum::serve` does, plus a cap on connections and a time limit
+/// for headers — the API is reachable by every local user there, so a few hundred silent
+/// connections must not hang `corral ps` for the owner.
+async fn accept_capped(listener: tokio::net::TcpListener, app: axum::Router) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tokio::io::AsyncWriteExt;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
+    loop {
+        let (mut stream, _) = match listener.accept().await {
+            Ok(c) => c,
+            // Out of descriptors (or another passing error): let a connection end first.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                let body = r#"{"code":"busy","message":"too many connections to the corral API; try again shortly"}"#;
+                let resp = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                // Answer, then read what the client sent before closing: closing with its
+                // request unread would reset the connection and lose the answer.
+                let answer = async {
+                    stream.write_all(resp.as_bytes()).await?;
+                    stream.shutdown().await?;
+                    let mut sink = [0u8; 4096];
+                    while tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await? > 0 {}
+                    Ok::<_, std::io::Error>(())
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(2), answer).await;
+            });
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+    }
 }

@@ -267,8 +267,17 @@ impl Engine {
                 unit,
                 generation,
                 error,
+                retryable,
             } => {
-                if self.is_current(unit, generation) {
+                let service = self.plan.units.get(unit.0).map(|u| u.kind) == Some(Kind::Service);
+                if retryable && service && self.is_current(unit, generation) {
+                    let u = &mut self.units[unit.0];
+                    u.pid = None;
+                    u.ended_at = Some(now);
+                    u.last_exit = Some(ExitStatus::NotStarted);
+                    self.changed(unit, Some(format!("could not start: {error}")));
+                    self.after_exit(unit, ExitStatus::NotStarted, true, now);
+                } else if self.is_current(unit, generation) {
                     let u = &mut self.units[unit.0];
                     u.ended_at = Some(now);
                     self.task_finished(unit, false);

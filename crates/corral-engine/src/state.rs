@@ -13,6 +13,8 @@ pub enum ExitStatus {
     Signal(i32),
     /// An adopted process ended: it was not our child, so its status could not be collected.
     Unknown,
+    /// The process could not be started (for a reason that may pass: see `SpawnFailed`).
+    NotStarted,
 }
 
 impl ExitStatus {
@@ -27,6 +29,7 @@ impl fmt::Display for ExitStatus {
             ExitStatus::Code(c) => write!(f, "exit code {c}"),
             ExitStatus::Signal(s) => write!(f, "signal {s}"),
             ExitStatus::Unknown => write!(f, "exit status unknown (adopted process)"),
+            ExitStatus::NotStarted => write!(f, "could not start"),
         }
     }
 }
@@ -267,6 +270,9 @@ pub enum Event {
         unit: UnitId,
         generation: u64,
         error: String,
+        /// The machine was out of descriptors, processes or memory: a service tries again
+        /// through its restart policy instead of failing for good.
+        retryable: bool,
     },
     Exited {
         unit: UnitId,

@@ -661,6 +661,7 @@ fn spawn_failure_fails_only_that_unit() {
             unit: UnitId(0),
             generation: 1,
             error: "no such file".into(),
+            retryable: false,
         },
         now,
     );
@@ -672,6 +673,36 @@ fn spawn_failure_fails_only_that_unit() {
     );
     assert!(matches!(eng.state(UnitId(1)), State::Skipped { .. }));
     assert_eq!(eng.state(UnitId(2)), &State::Starting);
+}
+
+#[test]
+fn a_spawn_out_of_descriptors_is_retried_through_the_restart_policy() {
+    let mut s = UnitSpec::new("svc", Kind::Service);
+    s.restart.jitter = 0.0;
+    let mut w = World::new(plan(vec![s]));
+    let id = w.id("svc");
+    w.up_all();
+    // The first spawn "failed" with EMFILE: the world answers the engine's Spawn itself, so
+    // take that generation back and report the failure instead.
+    let generation = w.eng.unit(id).generation;
+    w.live.remove(&id);
+    w.send(Event::SpawnFailed {
+        unit: id,
+        generation,
+        error: "cannot start `svc`: Too many open files".into(),
+        retryable: true,
+    });
+    let State::Backoff { restart, .. } = w.state("svc") else {
+        panic!("{:?}", w.state("svc"))
+    };
+    assert_eq!(restart, 1);
+    w.run_until(Duration::from_secs(5));
+    assert!(
+        matches!(w.state("svc"), State::Running { .. }),
+        "{:?}",
+        w.state("svc")
+    );
+    assert_eq!(w.spawn_count("svc"), 2);
 }
 
 /// Random plans, random crashes, flapping probes and slow stops, user start/stop/restart,

@@ -90,6 +90,8 @@ pub enum ExitStatus {
     Code(i32),
     Signal(i32),
     Unknown,
+    /// It could not be started (out of descriptors, processes or memory); it is retried.
+    NotStarted,
 }
 
 impl std::fmt::Display for ExitStatus {
@@ -98,6 +100,7 @@ impl std::fmt::Display for ExitStatus {
             ExitStatus::Code(c) => write!(f, "exit code {c}"),
             ExitStatus::Signal(s) => write!(f, "signal {s}"),
             ExitStatus::Unknown => f.write_str("exit status unknown (adopted process)"),
+            ExitStatus::NotStarted => f.write_str("could not start"),
         }
     }
 }

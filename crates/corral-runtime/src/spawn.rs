@@ -61,9 +61,17 @@ pub struct Spawned {
     pub exit: oneshot::Receiver<ExitStatus>,
 }
 
-/// Why a process could not be started, in words a person can act on.
+/// Why a process could not be started, in words a person can act on (`.0`), and whether
+/// trying again later may work (`.1`: the machine was out of descriptors, processes or memory —
+/// not a mistake in the config).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpawnError(pub String);
+pub struct SpawnError(pub String, pub bool);
+
+impl SpawnError {
+    pub fn permanent(message: impl Into<String>) -> SpawnError {
+        SpawnError(message.into(), false)
+    }
+}
 
 impl std::fmt::Display for SpawnError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,10 +84,12 @@ impl std::error::Error for SpawnError {}
 /// Start `spec` in its own process group, registered with `reaper`.
 pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
     let Some(program0) = spec.argv.first() else {
-        return Err(SpawnError("nothing to run (the command is empty)".into()));
+        return Err(SpawnError::permanent(
+            "nothing to run (the command is empty)",
+        ));
     };
     let program = proctable::resolve_program(program0, spec.env, spec.cwd)
-        .ok_or_else(|| SpawnError(not_found_or_no_dir(program0, spec.cwd)))?;
+        .ok_or_else(|| SpawnError::permanent(not_found_or_no_dir(program0, spec.cwd)))?;
     let mut cmd = std::process::Command::new(program);
     cmd.arg0(program0)
         .args(&spec.argv[1..])
@@ -93,9 +103,13 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
     if let Some(marker) = spec.marker {
         cmd.env(proctable::MARKER_VAR, marker);
     }
-    let (child, exit) = reaper
-        .spawn(&mut cmd)
-        .map_err(|e| SpawnError(describe(program0, spec.cwd, e)))?;
+    let (child, exit) = reaper.spawn(&mut cmd).map_err(|e| {
+        let retryable = matches!(
+            e.raw_os_error(),
+            Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::EAGAIN | nix::libc::ENOMEM)
+        );
+        SpawnError(describe(program0, spec.cwd, e), retryable)
+    })?;
     let pid = child.id();
     Ok(Spawned { child, pid, exit })
 }

@@ -144,10 +144,11 @@ impl Supervisor {
                 generation,
                 pid,
             },
-            Err(error) => Event::SpawnFailed {
+            Err(crate::spawn::SpawnError(error, retryable)) => Event::SpawnFailed {
                 unit,
                 generation,
                 error,
+                retryable,
             },
         }
     }

@@ -211,6 +211,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         })?;
     }
     let lock = lock_project(&project.state_dir)?;
+    raise_open_files_limit();
     let reaper = Reaper::start().map_err(StartError::Setup)?;
     // A keeper starting while the store opens: the two take a few milliseconds each.
     let mut early_keeper = KeeperGuard(None);
@@ -368,6 +369,19 @@ fn project_view(project: &Project) -> crate::instances::ProjectView {
     crate::instances::ProjectView {
         templates: project.templates.clone(),
         units: project.units.iter().map(|u| u.name.clone()).collect(),
+    }
+}
+
+/// Every process corral starts costs it two pipes (and a pidfd when adopted), every API client
+/// a socket: the soft limit on open files (often 1024) is raised to the hard one. Children
+/// inherit it raised, which is what a service expects of a supervisor (systemd does the same).
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        eprintln!("corral: cannot raise the open-files limit from {soft} to {hard}: {e}");
     }
 }
 

@@ -194,9 +194,13 @@ impl Processes {
         printer: &Printer,
         unit: UnitId,
         generation: u64,
-    ) -> Result<u32, String> {
+    ) -> Result<u32, crate::spawn::SpawnError> {
+        use crate::spawn::SpawnError;
         let def = &project.units[unit.0];
-        let command = def.command.as_ref().ok_or("nothing to run")?;
+        let command = def
+            .command
+            .as_ref()
+            .ok_or_else(|| SpawnError::permanent("nothing to run"))?;
         // Ports: a fixed port must be free (or freed); an auto port is chosen once, then kept.
         for decl in &def.ports {
             let port = match decl {
@@ -207,24 +211,26 @@ impl Processes {
                     Some(p) if ports::is_free(p) => p,
                     _ => {
                         self.ports[unit.0] = None;
-                        ports::allocate().map_err(|e| format!("cannot find a free port: {e}"))?
+                        ports::allocate().map_err(|e| {
+                            SpawnError(format!("cannot find a free port: {e}"), true)
+                        })?
                     }
                 },
             };
             if !ports::is_free(port) {
                 if def.kill_others {
                     // Blocks the loop for at most 3 s: the holder must be gone before we start.
-                    let killed = ports::kill_holders(port)?;
+                    let killed = ports::kill_holders(port).map_err(SpawnError::permanent)?;
                     let (printer, text) = (
                         printer.clone(),
                         format!("{}: killed {killed:?} holding port {port}", def.name),
                     );
                     tokio::spawn(async move { printer.system(text).await });
                 } else {
-                    return Err(format!(
+                    return Err(SpawnError::permanent(format!(
                         "{}; stop it, choose another port, or set `kill_others = true`",
                         ports::describe_holders(port)
-                    ));
+                    )));
                 }
             }
             if self.ports[unit.0].is_none() {
@@ -257,8 +263,7 @@ impl Processes {
                 stdout: crate::spawn::Io::Piped,
                 stderr: crate::spawn::Io::Piped,
             },
-        )
-        .map_err(|e| e.0)?;
+        )?;
         let pid = child.id();
         // The output pipes go to the keeper, which outlives us; we keep no copy.
         let out: Option<std::os::fd::OwnedFd> = child.stdout.take().map(Into::into);

@@ -312,3 +312,45 @@ fn the_state_dir_trusts_nothing_it_finds() {
     );
     p.assert_nothing_left();
 }
+
+/// 8: silent TCP connections cannot use up the daemon's descriptors: past a cap they are
+/// answered 503 and closed, the silent ones are dropped after the header timeout, and the owner's
+/// `ps` and `restart` keep working throughout — here with only 200 descriptors for the daemon.
+#[test]
+fn idle_tcp_connections_cannot_starve_the_daemon() {
+    let p = Project::new("[services.web]\ncommand = [\"sleep\", \"1000\"]\n");
+    let started = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 200 && exec '{}' up -d --listen 127.0.0.1:0",
+            env!("CARGO_BIN_EXE_corral")
+        ))
+        .current_dir(p.path())
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{started:?}");
+    let port = listening_port(&p);
+    eventually(Duration::from_secs(10), "web up", || {
+        is_up(&json(&p, "GET", "/v1/services/web", "").1)
+    });
+    let token = p.read(".corral/token");
+    let silent: Vec<std::net::TcpStream> = (0..190)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    assert!(silent.len() >= 150, "only {} connected", silent.len());
+    // The owner is not locked out.
+    let ps = ok(&p, &["ps"]);
+    assert!(ps.contains("web"), "{ps}");
+    ok(&p, &["restart", "web", "--wait"]);
+    // Over the cap, TCP clients get a clear answer rather than a hang.
+    assert_eq!(tcp_get(port, "/v1/services", token.trim()), 503);
+    // The silent ones are dropped after the header timeout; then TCP serves again.
+    eventually(
+        Duration::from_secs(30),
+        "silent connections dropped",
+        || tcp_get(port, "/v1/services", token.trim()) == 200,
+    );
+    drop(silent);
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}
