@@ -60,10 +60,13 @@ pub fn extract_zip(zip: &[u8], dest: &Path) -> Result<u64, String> {
                 "the archive unpacks to more than {MAX_UNPACKED} bytes"
             ));
         }
-        plan.push((i, rel, entry.is_dir()));
+        // Permission bits as archived (an executable stays executable), never setuid,
+        // setgid or sticky; none recorded: the usual 0644.
+        let mode = entry.unix_mode().map_or(0o644, |m| m & 0o777);
+        plan.push((i, rel, entry.is_dir(), mode));
     }
     let mut written = 0u64;
-    for (i, rel, is_dir) in plan {
+    for (i, rel, is_dir, mode) in plan {
         let path = dest.join(&rel);
         if is_dir {
             std::fs::create_dir_all(&path).map_err(|e| format!("`{}`: {e}", rel.display()))?;
@@ -75,8 +78,16 @@ pub fn extract_zip(zip: &[u8], dest: &Path) -> Result<u64, String> {
         let entry = archive
             .by_index(i)
             .map_err(|e| format!("entry {i} is unreadable: {e}"))?;
-        let mut out =
-            std::fs::File::create(&path).map_err(|e| format!("`{}`: {e}", rel.display()))?;
+        let mut out = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(mode)
+                .open(&path)
+                .map_err(|e| format!("`{}`: {e}", rel.display()))?
+        };
         let left = MAX_UNPACKED - written;
         let n = std::io::copy(&mut entry.take(left + 1), &mut out)
             .map_err(|e| format!("`{}`: {e}", rel.display()))?;
@@ -190,6 +201,38 @@ mod tests {
             "world"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn permission_bits_are_kept_but_not_setuid() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile_dir("modes");
+        let mut buf = std::io::Cursor::new(Vec::new());
+        let mut w = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default();
+        w.start_file("run.sh", opts.unix_permissions(0o755))
+            .unwrap();
+        w.write_all(b"#!/bin/sh\necho hi\n").unwrap();
+        w.start_file("suid", opts.unix_permissions(0o4755)).unwrap();
+        w.write_all(b"x").unwrap();
+        w.finish().unwrap();
+        extract_zip(&buf.into_inner(), &dir).unwrap();
+        let mode = |f: &str| std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(
+            mode("run.sh") & 0o111,
+            0o111 & !umask_bits(),
+            "still executable"
+        );
+        assert_eq!(mode("suid") & 0o7000, 0, "no setuid");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The process's umask, read without changing it for long.
+    fn umask_bits() -> u32 {
+        use nix::sys::stat::{Mode, umask};
+        let old = umask(Mode::from_bits_truncate(0o022));
+        umask(old);
+        old.bits()
     }
 
     #[test]

@@ -398,6 +398,11 @@ impl Supervisor {
         let mut sigint = signal(SignalKind::interrupt()).map_err(StartError::Setup)?;
         let mut sigterm = signal(SignalKind::terminate()).map_err(StartError::Setup)?;
         let mut sighup = signal(SignalKind::hangup()).map_err(StartError::Setup)?;
+        // QUIT: kill the stack now (a terminal's Ctrl-\\). USR1/USR2 would end corral by
+        // default, leaving the stack to the sweep: they are taken and ignored.
+        let mut sigquit = signal(SignalKind::quit()).map_err(StartError::Setup)?;
+        let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(StartError::Setup)?;
+        let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(StartError::Setup)?;
         let mut interrupted = false;
         let log_dir = self.project.state_dir.join("logs");
         let rel_logs = log_dir
@@ -456,6 +461,13 @@ impl Supervisor {
                 _ = sigint.recv() => { interrupted = true; self.interrupt().await; }
                 _ = sigterm.recv() => { interrupted = true; self.interrupt_gently().await; }
                 _ = sighup.recv() => { interrupted = true; self.interrupt_gently().await; }
+                _ = sigquit.recv() => {
+                    interrupted = true;
+                    self.printer.system("quit: killing everything now".into()).await;
+                    self.handle(Event::ForceKill).await;
+                }
+                _ = sigusr1.recv() => {}
+                _ = sigusr2.recv() => {}
             }
         }
         self.commit();

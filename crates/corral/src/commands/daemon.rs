@@ -18,11 +18,65 @@ use super::{CliError, load_project, runtime};
 
 /// The daemon named by the PID file, if that process still runs: `(pid, start time)`.
 pub fn running_daemon(state_dir: &Path) -> Option<u32> {
+    daemon_identity(state_dir).map(|(pid, _)| pid)
+}
+
+/// The daemon named by the PID file, if that process still runs: (pid, start time).
+fn daemon_identity(state_dir: &Path) -> Option<(u32, u64)> {
     let text = std::fs::read_to_string(pid_file(state_dir)).ok()?;
     let mut parts = text.split_whitespace();
     let pid: u32 = parts.next()?.parse().ok()?;
     let start: u64 = parts.next()?.parse().ok()?;
-    (proctable::start_time(pid as i32) == Some(start)).then_some(pid)
+    (proctable::start_time(pid as i32) == Some(start)).then_some((pid, start))
+}
+
+/// What a daemon that died mid-way left running: the processes of its records (still the same
+/// process: PID and start time) with everything carrying their markers, and the keeper. Ended
+/// here — TERM, then KILL after 5 s — so `down` finishes the job. Returns what was ended.
+fn end_leftovers(state_dir: &Path) -> Vec<String> {
+    use nix::sys::signal::Signal;
+    let mut ended = Vec::new();
+    if state_dir.join("state.db").exists()
+        && let Ok(store) = corral_store::Store::open(state_dir)
+    {
+        let records = store.processes().unwrap_or_default();
+        let mut pids = Vec::new();
+        for rec in &records {
+            let mut tree = proctable::with_marker(&rec.marker);
+            if proctable::start_time(rec.pid as i32) == Some(rec.start_time) {
+                tree.push(rec.pid as i32);
+            }
+            if !tree.is_empty() {
+                ended.push(format!("{} (pid {})", rec.unit, rec.pid));
+                pids.extend(tree);
+            }
+        }
+        proctable::signal_all(&pids, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && pids.iter().any(|p| proctable::start_time(*p).is_some())
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for rec in &records {
+            proctable::signal_all(&proctable::with_marker(&rec.marker), Signal::SIGKILL);
+            let _ = store.remove_process(&rec.unit, rec.generation);
+        }
+        proctable::signal_all(&pids, Signal::SIGKILL);
+    }
+    // The keeper ends by itself once no pipe is left and no daemon is connected; if it does
+    // not, it goes too. Its lock file holds its PID.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while corral_runtime::keeper::running(state_dir) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if corral_runtime::keeper::running(state_dir)
+        && let Ok(text) = std::fs::read_to_string(state_dir.join("keeper.lock"))
+        && let Ok(pid) = text.trim().parse::<i32>()
+    {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        ended.push(format!("the log keeper (pid {pid})"));
+    }
+    ended
 }
 
 pub fn start(
@@ -112,22 +166,34 @@ pub fn down(file: Option<&Path>) -> Result<ExitCode, CliError> {
     let state_dir = super::state_dir(file)?;
     let client = Client::new(&state_dir);
     let rt = runtime()?;
-    let pid = running_daemon(&state_dir);
+    let daemon = daemon_identity(&state_dir);
+    let pid = daemon.map(|(pid, _)| pid);
     let asked: Result<corral_proto::wire::Done, ClientError> =
         rt.block_on(client.call(Method::POST, "/v1/shutdown"));
     match asked {
         Ok(_) => {}
         Err(ClientError::NoDaemon) => {
-            println!("corral: no daemon is running for this project");
+            let ended = end_leftovers(&state_dir);
+            if ended.is_empty() {
+                println!("corral: no daemon is running for this project");
+            } else {
+                println!(
+                    "corral: no daemon was running; ended what one left: {}",
+                    ended.join(", ")
+                );
+            }
             return Ok(ExitCode::SUCCESS);
         }
         // It may have ended before its answer reached us: what counts is that it goes.
         Err(ClientError::Io(_)) if pid.is_some() => {}
         Err(e) => return Err(CliError::Run(e.to_string())),
     }
-    // Stop takes as long as the slowest stop grace; wait for the process itself to end.
+    // Stop takes as long as the slowest stop grace; wait for the process itself to end (its
+    // PID file goes a moment before it does), so a script's next step never races it.
     let deadline = Instant::now() + Duration::from_secs(600);
-    while pid.is_some() && running_daemon(&state_dir).is_some() {
+    while let Some((pid, start)) = daemon
+        && proctable::start_time(pid as i32) == Some(start)
+    {
         if Instant::now() > deadline {
             return Err(CliError::Run(
                 "the daemon is still stopping after 10 minutes".into(),
@@ -135,6 +201,15 @@ pub fn down(file: Option<&Path>) -> Result<ExitCode, CliError> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    println!("corral: stopped");
+    // A daemon killed while it stopped the stack leaves the rest: finish the job.
+    let ended = end_leftovers(&state_dir);
+    if ended.is_empty() {
+        println!("corral: stopped");
+    } else {
+        println!(
+            "corral: stopped; the daemon ended before the stack did, so these were ended here: {}",
+            ended.join(", ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

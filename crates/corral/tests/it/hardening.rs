@@ -354,3 +354,80 @@ fn idle_tcp_connections_cannot_starve_the_daemon() {
     ok(&p, &["down"]);
     p.assert_nothing_left();
 }
+
+/// 4: `down` finishes the job when the daemon dies while stopping the stack, and a second
+/// `down` (no daemon) ends what is left too; `down` returns only once the daemon process has
+/// exited.
+#[test]
+fn down_finishes_what_a_dying_daemon_left() {
+    let p = Project::new(
+        r#"
+[services.stubborn]
+command = "trap '' TERM; echo up; while true; do sleep 0.05; done"
+stop = { timeout = "30s" }
+
+[services.quick]
+command = ["sleep", "1000"]
+"#,
+    );
+    up_and_wait(&p, "stubborn");
+    let daemon = p.daemon_pid();
+    let mut down = p.start(&["down"]);
+    // The daemon is now waiting out stubborn's 30 s grace: kill it.
+    eventually(Duration::from_secs(10), "quick to be stopped", || {
+        !p.processes()
+            .iter()
+            .any(|(_, c)| c.starts_with("sleep 1000"))
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let status = down.wait(Duration::from_secs(30));
+    let out = down.stdout();
+    assert!(status.success(), "{out}{}", down.stderr());
+    assert!(out.contains("ended here: stubborn"), "{out}");
+    p.assert_nothing_left();
+
+    // No daemon at all, something left behind: a second `down` ends it.
+    up_and_wait(&p, "stubborn");
+    p.kill_daemon();
+    let out = ok(&p, &["down"]);
+    assert!(
+        out.contains("no daemon was running; ended what one left"),
+        "{out}"
+    );
+    p.assert_nothing_left();
+}
+
+/// 18: in the foreground, SIGUSR1/SIGUSR2 do not end corral (they used to, leaving the stack),
+/// and SIGQUIT kills the stack at once.
+#[test]
+fn foreground_up_ignores_usr_signals_and_quits_on_quit() {
+    use nix::sys::signal::Signal;
+    let p = Project::new(
+        r#"
+[services.stubborn]
+command = "trap '' TERM; echo up; while true; do sleep 0.05; done"
+stop = { timeout = "60s" }
+"#,
+    );
+    let mut up = p.start(&["up"]);
+    up.wait_for("stubborn | up", Duration::from_secs(15));
+    for sig in [Signal::SIGUSR1, Signal::SIGUSR2] {
+        up.signal(sig);
+    }
+    // Still serving: a client gets its answer.
+    let ps = ok(&p, &["ps"]);
+    assert!(ps.contains("stubborn"), "{ps}");
+    up.signal(Signal::SIGQUIT);
+    // Killed, not stopped gracefully: far sooner than the 60 s grace.
+    up.wait(Duration::from_secs(15));
+    assert!(
+        up.stdout().contains("quit: killing everything now"),
+        "{}",
+        up.stdout()
+    );
+    p.assert_nothing_left();
+}
