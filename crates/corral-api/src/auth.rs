@@ -60,7 +60,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 pub struct Guard {
     pub tokens: Tokens,
-    pub port: u16,
+    /// The address listened on: a Host naming it (or a loopback name with its port) is ours.
+    pub addr: std::net::SocketAddr,
 }
 
 fn refuse(status: StatusCode, code: &'static str, message: &str) -> Response {
@@ -78,24 +79,31 @@ pub async fn check(State(guard): State<Arc<Guard>>, req: Request, next: Next) ->
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
+    let port = guard.addr.port();
     let allowed = [
-        format!("127.0.0.1:{}", guard.port),
-        format!("localhost:{}", guard.port),
-        format!("[::1]:{}", guard.port),
+        guard.addr.to_string(),
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
     ];
-    if !allowed.iter().any(|a| a == host) {
+    if !allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) {
         return refuse(
             StatusCode::FORBIDDEN,
             "bad_host",
-            "the Host header must be 127.0.0.1, localhost or [::1] with this port",
+            &format!(
+                "the Host header must be {} (or localhost with this port)",
+                guard.addr
+            ),
         );
     }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .unwrap_or("")
+        // The scheme is case-insensitive (RFC 9110): `bearer` is `Bearer`.
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token.trim())
         .as_bytes();
     let full = constant_time_eq(given, guard.tokens.full.as_bytes());
     let read_only = constant_time_eq(given, guard.tokens.read_only.as_bytes());

@@ -65,7 +65,7 @@ pub async fn serve_tcp(
     let app = router(control).layer(axum::middleware::from_fn_with_state(
         Arc::new(crate::auth::Guard {
             tokens,
-            port: bound.port(),
+            addr: bound,
         }),
         crate::auth::check,
     ));

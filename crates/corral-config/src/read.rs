@@ -83,19 +83,23 @@ fn node(v: Spanned<DeValue<'_>>) -> Node {
     Node { value, span }
 }
 
-/// Whether `name` may name a unit: letters, digits, `-`, `_`, `.`; at most 64; not starting
-/// with `.`.
+/// Endings a name may not have: a unit's name becomes a file name in `.corral/`
+/// (`logs/NAME.log`), and must not look like the files corral keeps there.
+const RESERVED_ENDINGS: &[&str] = &[".sock", ".log", ".pid", ".db", ".lock", ".err", ".read"];
+
+/// Whether `name` may name a unit: letters, digits, `-`, `_`, `.`; at most 64; starting with a
+/// letter or digit (a leading `-` reads as an option on a command line); not ending like one of
+/// corral's own files.
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
+    name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        && !name.starts_with('.')
+        && !RESERVED_ENDINGS.iter().any(|e| name.ends_with(e))
 }
 
-pub const NAME_HELP: &str =
-    "use letters, digits, `-`, `_` and `.` (at most 64, not starting with `.`)";
+pub const NAME_HELP: &str = "use letters, digits, `-`, `_` and `.` (at most 64, starting with a letter or digit, not ending in `.sock`, `.log`, `.pid`, `.db`, `.lock`, `.err` or `.read`)";
 
 /// Report keys of `table` that are not in `allowed`, with a suggestion.
 pub fn check_keys(diags: &mut Vec<Diagnostic>, table: &Table, allowed: &[&str], context: &str) {

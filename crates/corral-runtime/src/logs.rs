@@ -269,6 +269,9 @@ pub struct Pump<F: FnMut(Stream, &[Vec<u8>])> {
 struct LineSplitter {
     stream: Stream,
     carry: Vec<u8>,
+    /// The carry was just cut at `MAX_LINE` and is empty: a newline now ends that long line,
+    /// it does not make an empty one.
+    cut: bool,
 }
 
 impl LineSplitter {
@@ -282,13 +285,20 @@ impl LineSplitter {
             if line.last() == Some(&b'\r') {
                 line.pop();
             }
-            push_cut(line, out);
+            if !(line.is_empty() && self.cut) {
+                push_cut(line, out);
+            }
+            self.cut = false;
             rest = &rest[nl + 1..];
         }
         self.carry.extend_from_slice(rest);
+        if !rest.is_empty() {
+            self.cut = false;
+        }
         while self.carry.len() >= MAX_LINE {
             let tail = self.carry.split_off(MAX_LINE);
             out.push(std::mem::replace(&mut self.carry, tail));
+            self.cut = self.carry.is_empty();
         }
     }
 
@@ -315,10 +325,12 @@ impl<F: FnMut(Stream, &[Vec<u8>])> Pump<F> {
         let mut out_split = LineSplitter {
             stream: Stream::Stdout,
             carry: Vec::new(),
+            cut: false,
         };
         let mut err_split = LineSplitter {
             stream: Stream::Stderr,
             carry: Vec::new(),
+            cut: false,
         };
         // Buffers start small and grow while a stream keeps filling them: an idle service costs
         // 8 KiB here, a flooding one reads 64 KiB at a time.
@@ -371,6 +383,7 @@ mod tests {
         let mut s = LineSplitter {
             stream: Stream::Stdout,
             carry: Vec::new(),
+            cut: false,
         };
         let mut out = Vec::new();
         for c in chunks {
@@ -386,6 +399,21 @@ mod tests {
         assert_eq!(
             out,
             [b"a".to_vec(), b"bc".to_vec(), b"".to_vec(), b"d".to_vec()]
+        );
+    }
+
+    #[test]
+    fn a_line_of_exact_multiples_of_the_cut_ends_without_an_empty_line() {
+        let mut input = vec![b'y'; MAX_LINE * 3];
+        input.push(b'\n');
+        input.extend_from_slice(b"next\n");
+        let out = split_all(&[&input[..MAX_LINE * 3], &input[MAX_LINE * 3..]]);
+        assert_eq!(out.len(), 4, "three cut pieces and `next`, no empty line");
+        assert_eq!(out[3], b"next");
+        // An empty line of its own is kept.
+        assert_eq!(
+            split_all(&[b"a\n\nb\n"]),
+            [b"a".to_vec(), vec![], b"b".to_vec()]
         );
     }
 
@@ -458,8 +486,11 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
+    /// A fresh directory for one test (tests may share a process under `cargo test`).
     fn tempfile_dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("corral-logs-test-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let d = std::env::temp_dir().join(format!("corral-logs-test-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
         d

@@ -123,6 +123,40 @@ pub fn router(control: Control) -> Router {
             control,
             meter: Default::default(),
         })
+        .layer(axum::middleware::map_response(json_errors))
+}
+
+/// Every error answer is JSON `{code, message}` — also those axum makes itself before a handler
+/// runs (a body over its limit, a bad path): a client parses one shape.
+async fn json_errors(resp: axum::response::Response) -> axum::response::Response {
+    use axum::http::header::CONTENT_TYPE;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let text = axum::body::to_bytes(resp.into_body(), 16 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    axum::response::IntoResponse::into_response(ApiError {
+        status,
+        code,
+        message: if text.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_string()
+        } else {
+            text
+        },
+    })
 }
 
 #[cfg(test)]

@@ -312,7 +312,8 @@ impl Supervisor {
             } => {
                 if !corral_config::is_valid_name(&name) {
                     return Err(CommandError::Invalid(format!(
-                        "`{name}` is not a valid name: use letters, digits, `-`, `_` and `.`"
+                        "`{name}` is not a valid name: {}",
+                        corral_config::read::NAME_HELP
                     )));
                 }
                 let added = self.added()?;

@@ -156,6 +156,24 @@ pub struct LogArgs {
     pub json: bool,
 }
 
+/// Control characters (but tabs) as visible escapes: `\x1b` instead of an escape sequence the
+/// terminal would run.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() && c != '\t';
+    if !text.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if bad(c) {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 pub fn logs(file: Option<&Path>, args: LogArgs) -> Result<ExitCode, CliError> {
     let c = client(file)?;
     let mut q = format!("tail={}", args.tail);
@@ -169,16 +187,22 @@ pub fn logs(file: Option<&Path>, args: LogArgs) -> Result<ExitCode, CliError> {
         q.push_str(&format!("&grep={}", encode(g)));
     }
     let width = args.names.iter().map(String::len).max().unwrap_or(0);
+    // A service's output may hold terminal escapes: on a terminal they are shown, not obeyed.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let show = |l: &wire::Line| {
         if args.json {
             println!("{}", serde_json::to_string(l).unwrap_or_default());
         } else {
             let time = humantime::format_rfc3339_millis(wire::from_millis(l.time_ms));
             let mark = if l.stream == "err" { '!' } else { '|' };
+            let text = if tty {
+                escape_controls(&l.text)
+            } else {
+                std::borrow::Cow::Borrowed(l.text.as_str())
+            };
             println!(
-                "{time} {:<width$} {mark} {}",
+                "{time} {:<width$} {mark} {text}",
                 l.unit,
-                l.text,
                 width = width.max(l.unit.len())
             );
         }

@@ -431,3 +431,117 @@ stop = { timeout = "60s" }
     );
     p.assert_nothing_left();
 }
+
+/// A request over TCP to `addr` with these headers: (status, body).
+fn tcp_raw(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    parse_http(&String::from_utf8_lossy(&resp))
+}
+
+/// 18: the small ones of the API — a lowercase `bearer` is valid HTTP; a listener on
+/// 127.0.0.2 answers requests for 127.0.0.2; an oversized body gets the JSON error shape;
+/// names that begin with `-` or look like corral's files are refused.
+#[test]
+fn small_api_defects() {
+    let p = Project::new("[services.web]\ncommand = [\"sleep\", \"1000\"]\n");
+    ok(&p, &["up", "-d", "--listen", "127.0.0.2:0"]);
+    let mut port = 0u16;
+    eventually(Duration::from_secs(5), "listening", || {
+        port = p
+            .read(".corral/daemon.log")
+            .split("http://127.0.0.2:")
+            .nth(1)
+            .and_then(|r| r.split(' ').next()?.parse().ok())
+            .unwrap_or(0);
+        port != 0
+    });
+    let addr: std::net::SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
+    let token = p.read(".corral/token");
+    let get = |auth: &str| {
+        tcp_raw(
+            addr,
+            &format!(
+                "GET /v1/services HTTP/1.1\r\nHost: 127.0.0.2:{port}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+            ),
+            b"",
+        )
+        .0
+    };
+    assert_eq!(
+        get(&format!("Bearer {}", token.trim())),
+        200,
+        "the address listened on"
+    );
+    assert_eq!(
+        get(&format!("bearer {}", token.trim())),
+        200,
+        "a lowercase scheme"
+    );
+    assert_eq!(
+        get(&format!("Basic {}", token.trim())),
+        401,
+        "another scheme"
+    );
+    // Over the body limit: JSON like every other error.
+    let big = vec![b'x'; 3 << 20];
+    let (status, body) = tcp_raw(
+        addr,
+        &format!(
+            "POST /v1/procs HTTP/1.1\r\nHost: 127.0.0.2:{port}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            token.trim(),
+            big.len()
+        ),
+        &big,
+    );
+    assert_eq!(status, 413, "{body}");
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(v["code"], "too_large", "{v}");
+    for name in ["-rf", "api.sock", "x.log"] {
+        let (status, v) = json(
+            &p,
+            "POST",
+            "/v1/services",
+            &format!(r#"{{"name": "{name}", "command": "true"}}"#),
+        );
+        assert_eq!(status, 400, "{name}: {v}");
+    }
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}
+
+/// 18: `corral logs` on a terminal shows a service's escape sequences instead of running them.
+#[test]
+fn logs_on_a_terminal_escape_control_characters() {
+    let p = Project::new(
+        "[services.loud]\ncommand = \"printf 'plain\\\\n\\\\033[2J\\\\033]0;pwned\\\\007title\\\\n'; exec sleep 1000\"\n",
+    );
+    up_and_wait(&p, "loud");
+    eventually(Duration::from_secs(10), "the output", || {
+        ok(&p, &["logs", "loud"]).contains("title")
+    });
+    // Through a pipe: as written (a script reading it gets the bytes).
+    assert!(ok(&p, &["logs", "loud"]).contains("\u{1b}[2J"));
+    // On a terminal (script(1) gives it one): escaped.
+    let out = std::process::Command::new("script")
+        .args(["-qec"])
+        .arg(format!("'{}' logs loud", env!("CARGO_BIN_EXE_corral")))
+        .arg("/dev/null")
+        .current_dir(p.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\\x1b[2J") && text.contains("\\x07title"),
+        "{text:?}"
+    );
+    assert!(!text.contains("\u{1b}]0;pwned"), "{text:?}");
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}
