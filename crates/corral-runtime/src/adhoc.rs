@@ -325,8 +325,14 @@ pub struct Adhoc {
 }
 
 impl Adhoc {
-    /// Start the owning task. `root`: the project root (default working dir).
-    pub fn start(reaper: Reaper, root: PathBuf, store: Option<corral_store::Store>) -> Adhoc {
+    /// Start the owning task. `root`: the project root (default working dir); `anywhere`: a
+    /// process may run outside it.
+    pub fn start(
+        reaper: Reaper,
+        root: PathBuf,
+        anywhere: bool,
+        store: Option<corral_store::Store>,
+    ) -> Adhoc {
         let (tx, rx) = mpsc::unbounded_channel();
         let (output, _) = broadcast::channel(4096);
         let (events, _) = broadcast::channel(1024);
@@ -336,6 +342,7 @@ impl Adhoc {
             next: 1,
             reaper,
             root,
+            anywhere,
             store,
             tx: tx.clone(),
             output: output.clone(),
@@ -428,6 +435,8 @@ struct Owner {
     next: u64,
     reaper: Reaper,
     root: PathBuf,
+    /// `cwd` may leave the project (`corral up --procs-anywhere`).
+    anywhere: bool,
     store: Option<corral_store::Store>,
     tx: mpsc::UnboundedSender<Msg>,
     output: broadcast::Sender<Arc<ProcChunk>>,
@@ -674,6 +683,18 @@ impl Owner {
         if !workdir.is_dir() {
             return Err(AdhocError::Invalid(format!(
                 "working directory `{}` does not exist",
+                workdir.display()
+            )));
+        }
+        // One rule, whatever the path looks like (`/`, `../..`, a link inside that leads
+        // out): where it really is must be inside the project.
+        let inside = match (workdir.canonicalize(), self.root.canonicalize()) {
+            (Ok(dir), Ok(root)) => dir.starts_with(root),
+            _ => false,
+        };
+        if !inside && !self.anywhere {
+            return Err(AdhocError::Invalid(format!(
+                "working directory `{}` is outside the project; start corral with `up --procs-anywhere` to allow that",
                 workdir.display()
             )));
         }

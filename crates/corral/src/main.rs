@@ -23,22 +23,7 @@ struct Cli {
 enum Command {
     /// Start services in dependency order and supervise them in the foreground. Ctrl-C stops
     /// everything in reverse order; a second Ctrl-C kills at once.
-    Up {
-        /// Units to start, with everything they depend on. Default: all.
-        names: Vec<String>,
-        /// Don't show the output of the processes (it still goes to the log files).
-        #[arg(short, long)]
-        quiet: bool,
-        /// Run in the background as a daemon; `corral down` stops it.
-        #[arg(short, long)]
-        detach: bool,
-        /// Also serve the API on this loopback TCP address (token required; see .corral/token).
-        #[arg(long, value_name = "ADDR")]
-        listen: Option<std::net::SocketAddr>,
-        /// Internal: this process is the daemon `up -d` started.
-        #[arg(long, hide = true)]
-        daemon_child: bool,
-    },
+    Up(commands::up::UpArgs),
     /// Stop the stack in reverse dependency order, then the daemon.
     Down,
     /// List services: state, PID, uptime, restarts, health, ports.
@@ -228,23 +213,11 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Validate => commands::validate::run(cli.file.as_deref()),
-        Command::Up {
-            names,
-            quiet,
-            detach,
-            listen,
-            daemon_child,
-        } => {
-            if detach {
-                commands::daemon::start(cli.file.as_deref(), names, listen)
+        Command::Up(args) => {
+            if args.detach {
+                commands::daemon::start(cli.file.as_deref(), &args)
             } else {
-                commands::up::run(
-                    cli.file.as_deref(),
-                    names,
-                    quiet || daemon_child,
-                    listen,
-                    daemon_child,
-                )
+                commands::up::run(cli.file.as_deref(), &args)
             }
         }
         Command::Down => commands::daemon::down(cli.file.as_deref()),

@@ -72,13 +72,6 @@ pub fn spec(body: &[u8]) -> ApiResult<ProcSpec> {
                 ));
             }
         };
-    if let Some(cwd) = &req.cwd
-        && std::path::Path::new(cwd)
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(ApiError::bad("`cwd` may not contain `..`"));
-    }
     let mut spec = ProcSpec::new(command);
     spec.workdir = req.cwd.map(Into::into);
     spec.env = req.env.into_iter().collect();

@@ -78,6 +78,8 @@ pub struct Options {
     pub stay: bool,
     /// The corral binary, to start the keeper with (`corral __keeper STATE_DIR`).
     pub exe: PathBuf,
+    /// Ad-hoc processes may run in any directory (default: inside the project).
+    pub procs_anywhere: bool,
 }
 
 /// How each unit ended up.
@@ -317,6 +319,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     let adhoc = crate::adhoc::Adhoc::start(
         reaper.clone(),
         project.root.clone(),
+        options.procs_anywhere,
         Store::open(&project.state_dir).ok(),
     );
     let asker = Asker { tx: tx.clone() };

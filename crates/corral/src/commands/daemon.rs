@@ -79,11 +79,8 @@ fn end_leftovers(state_dir: &Path) -> Vec<String> {
     ended
 }
 
-pub fn start(
-    file: Option<&Path>,
-    names: Vec<String>,
-    listen: Option<std::net::SocketAddr>,
-) -> Result<ExitCode, CliError> {
+pub fn start(file: Option<&Path>, args: &super::up::UpArgs) -> Result<ExitCode, CliError> {
+    let (names, listen) = (&args.names, args.listen);
     let project = load_project(file)?;
     let state_dir = project.state_dir.clone();
     corral_runtime::statedir::ensure_dir(&state_dir)
@@ -108,10 +105,13 @@ pub fn start(
         .arg(&project.file)
         .arg("up")
         .arg("--daemon-child");
+    if args.procs_anywhere {
+        cmd.arg("--procs-anywhere");
+    }
     if let Some(addr) = listen {
         cmd.arg("--listen").arg(addr.to_string());
     }
-    cmd.args(&names)
+    cmd.args(names)
         .current_dir(&project.root)
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| CliError::Run(e.to_string()))?)

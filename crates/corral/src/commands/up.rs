@@ -8,22 +8,43 @@ use corral_runtime::Options;
 
 use super::{CliError, Serve, load_project, supervise};
 
-/// `daemon`: stay up when every unit has ended, until `corral down`.
-pub fn run(
-    file: Option<&Path>,
-    names: Vec<String>,
-    quiet: bool,
-    listen: Option<std::net::SocketAddr>,
-    daemon: bool,
-) -> Result<ExitCode, CliError> {
+/// What `corral up` takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct UpArgs {
+    /// Units to start, with everything they depend on. Default: all.
+    pub names: Vec<String>,
+    /// Don't show the output of the processes (it still goes to the log files).
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Run in the background as a daemon; `corral down` stops it.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Also serve the API on this loopback TCP address (token required; see .corral/token).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Let ad-hoc processes (`corral exec`, `POST /v1/procs`) run in any directory; by
+    /// default their `cwd` must be inside the project.
+    #[arg(long)]
+    pub procs_anywhere: bool,
+    /// Internal: this process is the daemon `up -d` started (stays up when every unit has
+    /// ended, until `corral down`).
+    #[arg(long, hide = true)]
+    pub daemon_child: bool,
+}
+
+pub fn run(file: Option<&Path>, args: &UpArgs) -> Result<ExitCode, CliError> {
     let project = load_project(file)?;
     let options = Options {
-        names,
-        quiet,
-        stay: daemon,
+        names: args.names.clone(),
+        quiet: args.quiet || args.daemon_child,
+        stay: args.daemon_child,
+        procs_anywhere: args.procs_anywhere,
         ..Options::default()
     };
-    let serve = Serve { api: true, listen };
+    let serve = Serve {
+        api: true,
+        listen: args.listen,
+    };
     let outcome = supervise(project, options, serve)?;
     // Stopped by the user: success. Ended by itself: success only if nothing failed.
     let failed: Vec<&str> = outcome

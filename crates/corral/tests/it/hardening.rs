@@ -545,3 +545,44 @@ fn logs_on_a_terminal_escape_control_characters() {
     ok(&p, &["down"]);
     p.assert_nothing_left();
 }
+
+/// 18: one rule for an ad-hoc process's `cwd`: where it really is must be inside the project
+/// (`/`, `../..` and a link that leads out alike), unless corral was started to allow it.
+#[test]
+fn ad_hoc_cwd_stays_inside_the_project_unless_allowed() {
+    let p = Project::new("[services.web]\ncommand = [\"sleep\", \"1000\"]\n");
+    std::fs::create_dir_all(p.path().join("sub")).unwrap();
+    std::os::unix::fs::symlink("/tmp", p.path().join("out")).unwrap();
+    up_and_wait(&p, "web");
+    for cwd in ["/", "../..", "out"] {
+        let (status, v) = json(
+            &p,
+            "POST",
+            "/v1/procs",
+            &format!(r#"{{"command": "true", "cwd": "{cwd}"}}"#),
+        );
+        assert_eq!(status, 400, "{cwd}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("--procs-anywhere"),
+            "{v}"
+        );
+    }
+    let (status, v) = json(
+        &p,
+        "POST",
+        "/v1/procs",
+        r#"{"command": "pwd", "cwd": "sub"}"#,
+    );
+    assert_eq!(status, 201, "{v}");
+    ok(&p, &["down"]);
+    ok(&p, &["up", "-d", "--procs-anywhere"]);
+    let (status, v) = json(
+        &p,
+        "POST",
+        "/v1/procs",
+        r#"{"command": "true", "cwd": "/"}"#,
+    );
+    assert_eq!(status, 201, "allowed: {v}");
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}
