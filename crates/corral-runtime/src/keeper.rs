@@ -13,9 +13,16 @@
 //!
 //! When the daemon dies, the keeper keeps reading and writing files; services never notice.
 //! A new daemon connects to `keeper.sock`, becomes the tap, and the log file has every line
-//! exactly once — it was only ever written by one process, in order. The keeper does nothing
-//! but this, so it has little reason to fail; if it is killed, services get EPIPE like they
-//! would without it.
+//! exactly once — it was only ever written by one process, in order.
+//!
+//! ## Two holders (as s6-fdholder)
+//!
+//! The daemon keeps its own copy of every read end it handed over, and a new daemon gets copies
+//! from the keeper (`HELD`, sent when it connects). So either process may die: a pipe always
+//! has a reader, no writer ever sees EPIPE, and the survivor hands the pipes to the restarted
+//! peer — a new keeper gets them from the daemon (`ATTACH` again) and continues the log files
+//! where the dead one stopped; only lines it had read but not yet written are lost (it writes
+//! each chunk before it sends it on, so that window is one chunk).
 //!
 //! It ends by itself once no pipe is left open and no daemon is connected (or, when started but
 //! never used, after a short grace period). One keeper per state dir, guarded by an flock.
@@ -28,6 +35,8 @@
 //! - daemon → keeper `ATTACH`: JSON-free fixed fields (see [`Attach`]) + 2 fds (stdout, stderr).
 //! - keeper → daemon `LINES`: one chunk's complete lines of one stream of one generation.
 //! - keeper → daemon `EOF`: both pipes of an generation are closed; all its lines were sent.
+//! - keeper → daemon `HELD`: the same fields as `ATTACH` + 2 fds: copies of the read ends it
+//!   holds, one frame per generation, sent to each daemon as it connects.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, IoSliceMut, Write};
@@ -49,6 +58,7 @@ use corral_proto::paths::SocketPath;
 const ATTACH: u8 = 1;
 const LINES: u8 = 10;
 const EOF: u8 = 11;
+const HELD: u8 = 12;
 
 /// A frame larger than this is a protocol error, not an allocation.
 const MAX_FRAME: usize = 16 << 20;
@@ -108,6 +118,13 @@ pub enum TapMsg {
     Eof {
         unit: String,
         generation: u64,
+    },
+    /// A copy of the read ends of a generation the keeper holds (for a daemon that connects
+    /// after the one that started it).
+    Held {
+        attach: Attach,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
     },
     /// The connection to the keeper is gone (it died, or the daemon is ending).
     Lost,
@@ -256,6 +273,34 @@ impl FrameReader {
     }
 }
 
+/// An `ATTACH` or `HELD` frame.
+fn attach_frame(attach: &Attach, kind: u8) -> Vec<u8> {
+    let mut frame = vec![0; 5];
+    frame.extend_from_slice(&attach.encode());
+    seal(frame, kind)
+}
+
+/// Send `frame` with two descriptors riding on its first byte.
+fn send_with_fds(
+    sock: &UnixStream,
+    frame: &[u8],
+    stdout: &OwnedFd,
+    stderr: &OwnedFd,
+) -> io::Result<()> {
+    let fds = [stdout.as_raw_fd(), stderr.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [IoSlice::new(frame)];
+    let sent = loop {
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None) {
+            Ok(n) => break n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut s = sock;
+    s.write_all(&frame[sent..])
+}
+
 // ---------------------------------------------------------------------------------------------
 // Daemon side
 
@@ -307,7 +352,18 @@ impl KeeperLink {
             .name("keeper-tap".into())
             .spawn(move || {
                 while let Ok(Some((kind, payload))) = reader.next() {
-                    if let Some(msg) = decode_tap(kind, &payload) {
+                    if kind == HELD {
+                        let fds = (reader.fds.pop_front(), reader.fds.pop_front());
+                        if let (Some(attach), (Some(stdout), Some(stderr))) =
+                            (Attach::decode(&payload), fds)
+                        {
+                            tap(TapMsg::Held {
+                                attach,
+                                stdout,
+                                stderr,
+                            });
+                        }
+                    } else if let Some(msg) = decode_tap(kind, &payload) {
                         tap(msg);
                     }
                 }
@@ -318,20 +374,7 @@ impl KeeperLink {
 
     /// Hand an generation's output pipes to the keeper. The caller closes its copies afterwards.
     pub fn attach(&self, attach: &Attach, stdout: &OwnedFd, stderr: &OwnedFd) -> io::Result<()> {
-        let mut frame = vec![0; 5];
-        frame.extend_from_slice(&attach.encode());
-        let frame = seal(frame, ATTACH);
-        let fds = [stdout.as_raw_fd(), stderr.as_raw_fd()];
-        let cmsg = [ControlMessage::ScmRights(&fds)];
-        let iov = [IoSlice::new(&frame)];
-        let sent = loop {
-            match sendmsg::<()>(self.sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None) {
-                Ok(n) => break n,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        };
-        (&self.sock).write_all(&frame[sent..])
+        send_with_fds(&self.sock, &attach_frame(attach, ATTACH), stdout, stderr)
     }
 }
 
@@ -384,19 +427,30 @@ enum KeeperMsg {
     Disconnected(u64),
 }
 
+/// A frame for the daemon, with the descriptors it carries (`HELD`).
+enum Out {
+    Frame(Vec<u8>),
+    WithFds(Vec<u8>, OwnedFd, OwnedFd),
+}
+
 /// Where pumps send frames for the daemon: a bounded queue to one writer thread. When the
-/// daemon is away or slow, frames are dropped here — they are already in the log file.
+/// daemon is away or slow, line frames are dropped here — they are already in the log file.
 #[derive(Clone)]
 struct Tap {
-    tx: SyncSender<Vec<u8>>,
+    tx: SyncSender<Out>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Tap {
     fn send(&self, frame: Vec<u8>) {
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(frame) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(Out::Frame(frame)) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Descriptors are never dropped: this one waits for room.
+    fn send_fds(&self, frame: Vec<u8>, stdout: OwnedFd, stderr: OwnedFd) {
+        let _ = self.tx.send(Out::WithFds(frame, stdout, stderr));
     }
 }
 
@@ -430,7 +484,7 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
     }
 
     // Write frames to whichever daemon is connected.
-    let (frame_tx, frame_rx) = sync_channel::<Vec<u8>>(16 * 1024);
+    let (frame_tx, frame_rx) = sync_channel::<Out>(16 * 1024);
     let tap = Tap {
         tx: frame_tx,
         dropped: Arc::default(),
@@ -440,12 +494,18 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
         std::thread::Builder::new()
             .name("keeper-writer".into())
             .spawn(move || {
-                for frame in frame_rx {
+                for out in frame_rx {
                     let mut cur = current.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some((_, sock)) = cur.as_mut()
-                        && sock.write_all(&frame).is_err()
-                    {
-                        *cur = None;
+                    if let Some((_, sock)) = cur.as_mut() {
+                        let written = match &out {
+                            Out::Frame(frame) => sock.write_all(frame),
+                            Out::WithFds(frame, stdout, stderr) => {
+                                send_with_fds(sock, frame, stdout, stderr)
+                            }
+                        };
+                        if written.is_err() {
+                            *cur = None;
+                        }
                     }
                 }
             })?;
@@ -453,6 +513,8 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
 
     // A unit's file stays open while one of its instances has a pipe open.
     let mut files: HashMap<String, (Arc<Mutex<LogFile>>, usize)> = HashMap::new();
+    // Copies of the read ends being pumped, for each daemon that connects (`HELD`).
+    let mut held: HashMap<(String, u64), (Attach, OwnedFd, OwnedFd)> = HashMap::new();
     let mut pumps = tokio::task::JoinSet::new();
     let mut daemons = 0usize;
     let idle = tokio::time::sleep(IDLE_GRACE);
@@ -464,7 +526,16 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
         }
         tokio::select! {
             msg = msg_rx.recv() => match msg {
-                Some(KeeperMsg::Connected) => { daemons += 1; used = true; }
+                Some(KeeperMsg::Connected) => {
+                    daemons += 1;
+                    used = true;
+                    // The newest daemon is the current one: it gets copies of every pipe.
+                    for (attach, out, err) in held.values() {
+                        if let (Ok(out), Ok(err)) = (out.try_clone(), err.try_clone()) {
+                            tap.send_fds(attach_frame(attach, HELD), out, err);
+                        }
+                    }
+                }
                 Some(KeeperMsg::Disconnected(id)) => {
                     daemons = daemons.saturating_sub(1);
                     let mut cur = current.lock().unwrap_or_else(|e| e.into_inner());
@@ -473,6 +544,14 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                     }
                 }
                 Some(KeeperMsg::Attach(a, out, err)) => {
+                    let key = (a.unit.clone(), a.generation);
+                    if held.contains_key(&key) {
+                        // Already pumped (a daemon re-attaching what it holds): one reader.
+                        continue;
+                    }
+                    if let (Ok(o), Ok(e)) = (out.try_clone(), err.try_clone()) {
+                        held.insert(key, (a.clone(), o, e));
+                    }
                     let file = match files.get_mut(&a.unit) {
                         Some((f, users)) => {
                             *users += 1;
@@ -510,13 +589,16 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                         };
                         Pump { sink }.run(out, err).await;
                         tap.send(eof_frame(&unit, generation));
-                        unit
+                        (unit, generation)
                     });
                 }
                 None => return Ok(()),
             },
             Some(done) = pumps.join_next(), if !pumps.is_empty() => {
-                if let Ok(unit) = done
+                if let Ok((unit, generation)) = &done {
+                    held.remove(&(unit.clone(), *generation));
+                }
+                if let Ok((unit, _)) = done
                     && let Some((_, users)) = files.get_mut(&unit)
                 {
                     *users -= 1;

@@ -20,6 +20,7 @@
 //!   process to its unit even after `setsid`, and port holders.
 //! - [`keeper`]: the separate process that holds every process's output pipes and writes the
 //!   log files, so the daemon can die without losing a line; it streams lines back ("the tap").
+//!   The daemon holds copies of the pipes too, so the keeper can die as well.
 //! - [`logs`]: line splitting, the log file format and rotation, and log queries.
 //! - [`router`]: the output router, a task of its own: lines to the terminal, to `logs -f`
 //!   followers, and past the `log_ready`/`log` patterns; only matches reach the engine.

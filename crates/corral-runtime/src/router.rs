@@ -48,6 +48,12 @@ pub enum Found {
     },
     /// The keeper connection is gone.
     KeeperLost,
+    /// The keeper's copy of a generation's read ends: the supervisor holds it too.
+    Held {
+        attach: crate::keeper::Attach,
+        stdout: std::os::fd::OwnedFd,
+        stderr: std::os::fd::OwnedFd,
+    },
 }
 
 enum In {
@@ -218,6 +224,15 @@ impl Owner {
                 self.watches.remove(&(unit.clone(), generation));
                 self.draining.remove(&(unit, generation));
             }
+            TapMsg::Held {
+                attach,
+                stdout,
+                stderr,
+            } => (self.found)(Found::Held {
+                attach,
+                stdout,
+                stderr,
+            }),
             TapMsg::Lost => {
                 // What the dead keeper held will not finish.
                 self.draining.clear();

@@ -96,6 +96,16 @@ impl Supervisor {
                 }
             }
             Found::KeeperLost => return self.keeper_lost(),
+            Found::Held {
+                attach,
+                stdout,
+                stderr,
+            } => {
+                if let Some(unit) = self.project.plan.find(&attach.unit) {
+                    self.processes.hold(unit, attach.generation, stdout, stderr);
+                }
+                return;
+            }
         };
         if !self.is_stale(&event) {
             self.handle(event).await;
@@ -105,7 +115,7 @@ impl Supervisor {
     fn keeper_lost(&mut self) {
         if !self.engine.is_shutting_down() {
             self.processes
-                .reconnect_keeper(&self.project.state_dir, &self.options.exe);
+                .reconnect_keeper(&self.project, &self.options.exe);
         }
     }
 }

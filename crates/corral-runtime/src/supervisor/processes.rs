@@ -4,6 +4,8 @@
 //! these methods to carry it out; the state here (live processes, their ports, the keeper link)
 //! is private to this file.
 
+use std::os::fd::OwnedFd;
+
 use super::*;
 
 /// A process we started (or adopted) for a unit and have not seen exit yet.
@@ -13,6 +15,9 @@ struct Live {
     marker: String,
     /// Adopted from an earlier daemon: not our child, watched through a pidfd.
     adopted: Option<proctable::PidFd>,
+    /// Our copy of its output pipes' read ends (the keeper holds the other): while either of
+    /// us lives, a write never meets a closed pipe. Handed to a new keeper if this one dies.
+    pipes: Option<(OwnedFd, OwnedFd)>,
 }
 
 pub(super) struct Processes {
@@ -145,6 +150,8 @@ impl Processes {
             pid: rec.pid,
             marker: rec.marker.clone(),
             adopted: Some(check_fd),
+            // Copies come from the keeper once it sees us (`hold`).
+            pipes: None,
         });
         if fixed.is_some() {
             self.ports[unit.0] = fixed;
@@ -293,7 +300,8 @@ impl Processes {
                 });
             }
         }
-        drop((out, err));
+        // Ours to keep too (see `Live::pipes`).
+        let pipes = out.zip(err);
         if let Some(start_time) = proctable::start_time(pid as i32) {
             let rec = ProcessRecord {
                 unit: def.name.clone(),
@@ -320,6 +328,7 @@ impl Processes {
             pid,
             marker,
             adopted: None,
+            pipes,
         });
         Ok(pid)
     }
@@ -443,16 +452,49 @@ impl Processes {
         self.reaper.reap();
     }
 
-    /// The keeper connection is gone: new processes get a new keeper (the output of those it
-    /// held is gone with it).
-    pub(super) fn reconnect_keeper(&mut self, state_dir: &std::path::Path, exe: &std::path::Path) {
-        match connect_keeper(state_dir, exe, &self.reaper, &self.router, false) {
-            Ok(k) => {
-                eprintln!("corral: the log keeper died; started a new one for new processes");
-                self.keeper = Some(k);
-            }
-            Err(e) => eprintln!("corral: the log keeper died and cannot be restarted: {e}"),
+    /// The keeper's copy of a generation's pipes, for a process of ours that has none (we
+    /// adopted it): now both of us hold them.
+    pub(super) fn hold(&mut self, unit: UnitId, generation: u64, stdout: OwnedFd, stderr: OwnedFd) {
+        if let Some(live) = self.live[unit.0].as_mut()
+            && live.generation == generation
+            && live.pipes.is_none()
+        {
+            live.pipes = Some((stdout, stderr));
         }
+    }
+
+    /// The keeper is gone: start a new one and hand it every pipe we hold, so the services'
+    /// output flows on into the same log files.
+    pub(super) fn reconnect_keeper(&mut self, project: &Project, exe: &std::path::Path) {
+        let keeper =
+            match connect_keeper(&project.state_dir, exe, &self.reaper, &self.router, false) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("corral: the log keeper died and cannot be restarted: {e}");
+                    return;
+                }
+            };
+        let mut handed = 0;
+        for (i, live) in self.live.iter().enumerate() {
+            let Some((out, err)) = live.as_ref().and_then(|l| l.pipes.as_ref()) else {
+                continue;
+            };
+            let def = &project.units[i];
+            let generation = live.as_ref().map_or(0, |l| l.generation);
+            self.router
+                .expect(&def.name, generation, watch_for(project, UnitId(i)));
+            let attach = Attach {
+                unit: def.name.clone(),
+                generation,
+                settings: def.log,
+            };
+            match keeper.attach(&attach, out, err) {
+                Ok(()) => handed += 1,
+                Err(e) => eprintln!("corral: cannot hand `{}` to the new keeper: {e}", def.name),
+            }
+        }
+        eprintln!("corral: the log keeper died; a new one took over {handed} processes' output");
+        self.keeper = Some(keeper);
     }
 
     /// corral is ending: let go of the keeper (it ends by itself once its pipes are done) and
