@@ -32,6 +32,9 @@ mod query;
 pub mod routes;
 pub mod server;
 
+#[cfg(test)]
+mod fuzz;
+
 pub use routes::{router, table};
 pub use server::{Server, serve_tcp, serve_unix};
 
