@@ -116,7 +116,8 @@ pub enum StartError {
     #[error("cannot start the supervisor: {0}")]
     Setup(std::io::Error),
     #[error(
-        "another corral (pid {pid}) is already running this project\n  help: talk to it (`corral ps`), or stop it first (`corral down`, or Ctrl-C in its terminal)"
+        "another corral ({}) is already running this project\n  help: talk to it (`corral ps`), or stop it first (`corral down`, or Ctrl-C in its terminal)",
+        if pid.is_empty() { "just starting".to_string() } else { format!("pid {pid}") }
     )]
     Busy { pid: String },
     #[error("{0}")]

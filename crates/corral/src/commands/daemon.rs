@@ -79,6 +79,14 @@ fn end_leftovers(state_dir: &Path) -> Vec<String> {
     ended
 }
 
+/// The refusal of an `up -d` that lost the race to start the daemon.
+fn raced(winner: Option<u64>) -> CliError {
+    CliError::Run(format!(
+        "a corral daemon (pid {}) already runs this project (started at the same time)\n  help: `corral ps` to see it, `corral down` to stop it",
+        winner.map_or("?".to_string(), |p| p.to_string())
+    ))
+}
+
 pub fn start(file: Option<&Path>, args: &super::up::UpArgs) -> Result<ExitCode, CliError> {
     let (names, listen) = (&args.names, args.listen);
     let project = load_project(file)?;
@@ -136,6 +144,18 @@ pub fn start(file: Option<&Path>, args: &super::up::UpArgs) -> Result<ExitCode, 
             let text = std::fs::read(&log_path).unwrap_or_default();
             let tail =
                 String::from_utf8_lossy(&text[(log_start as usize).min(text.len())..]).into_owned();
+            if tail.contains("is already running this project") {
+                // Lost a race with another `up -d`: say who won, once it answers.
+                let until = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < until {
+                    let answer: Result<serde_json::Value, ClientError> =
+                        rt.block_on(client.call(Method::GET, "/ready"));
+                    if let Ok(a) = answer {
+                        return Err(raced(a["pid"].as_u64()));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
             return Err(CliError::Run(format!(
                 "the daemon ended at once ({status}):\n{}",
                 tail.trim_end()
@@ -143,8 +163,15 @@ pub fn start(file: Option<&Path>, args: &super::up::UpArgs) -> Result<ExitCode, 
         }
         let ready: Result<serde_json::Value, ClientError> =
             rt.block_on(client.call(Method::GET, "/ready"));
-        if ready.is_ok() {
-            break;
+        if let Ok(answer) = ready {
+            let answering = answer["pid"].as_u64();
+            if answering == Some(u64::from(child.id())) {
+                break;
+            }
+            // Another `up -d` won the race: ours finds the project locked and ends. Only the
+            // winner says "started".
+            let _ = child.wait();
+            return Err(raced(answering));
         }
         if Instant::now() > deadline {
             return Err(CliError::Run(format!(

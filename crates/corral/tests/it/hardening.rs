@@ -677,3 +677,31 @@ fn neither_the_keeper_nor_the_daemon_can_take_a_service_down() {
     eprintln!("lines lost across two keeper deaths and a daemon death: {missing}");
     assert!(missing <= 2 * 64, "{missing} lines lost");
 }
+
+/// 16: several `up -d` at once: exactly one says it started the daemon (with the PID that
+/// answers), the others say who holds the project — never a PID that already exited.
+#[test]
+fn concurrent_up_d_has_one_winner() {
+    let p = Project::new("[services.web]\ncommand = [\"sleep\", \"1000\"]\n");
+    let mut runs: Vec<_> = (0..6).map(|_| p.start(&["up", "-d"])).collect();
+    let mut started = Vec::new();
+    for r in &mut runs {
+        let status = r.wait(Duration::from_secs(30));
+        let (out, err) = (r.stdout(), r.stderr());
+        if status.success() {
+            started.push(out.clone());
+        } else {
+            assert!(err.contains("already runs this project"), "{err}");
+            assert!(!err.contains("pid )"), "{err}");
+        }
+    }
+    assert_eq!(started.len(), 1, "{started:?}");
+    let daemon = p.daemon_pid();
+    assert!(
+        started[0].contains(&format!("(pid {daemon})")),
+        "{}",
+        started[0]
+    );
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}
