@@ -59,6 +59,18 @@ pub struct Query {
 /// pattern) reads only as much as it needs, and `since` stops at the first older line (lines are
 /// in time order).
 pub fn query(dir: &Path, name: &str, keep_files: u32, query: &Query) -> io::Result<Vec<LogLine>> {
+    query_until(dir, name, keep_files, query, None)
+}
+
+/// Like [`query`], reading the current file only up to `end` (where a [`Tail`] starts), so a
+/// backlog and a follow meet without a gap or a repeat.
+pub fn query_until(
+    dir: &Path,
+    name: &str,
+    keep_files: u32,
+    query: &Query,
+    end: Option<u64>,
+) -> io::Result<Vec<LogLine>> {
     let base = dir.join(format!("{name}.log"));
     let paths = std::iter::once(base.clone())
         .chain((1..=keep_files).map(|n| PathBuf::from(format!("{}.{n}", base.display()))));
@@ -73,7 +85,13 @@ pub fn query(dir: &Path, name: &str, keep_files: u32, query: &Query) -> io::Resu
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        for raw in BackwardLines::new(file)? {
+        let mut lines = BackwardLines::new(file)?;
+        if path == base
+            && let Some(end) = end
+        {
+            lines.pos = lines.pos.min(end);
+        }
+        for raw in lines {
             let raw = raw?;
             // The pattern first: it is cheaper than parsing the time of a line we drop.
             if let Some(g) = &query.grep {
@@ -96,6 +114,84 @@ pub fn query(dir: &Path, name: &str, keep_files: u32, query: &Query) -> io::Resu
     }
     out.reverse();
     Ok(out)
+}
+
+/// Follows one unit's log file from a position, across rotation: what `logs -f` reads, so a
+/// follower gets every line the keeper wrote, however slow it is (the live tap may drop lines
+/// for a slow reader; the file never does).
+pub struct Tail {
+    dir: PathBuf,
+    name: String,
+    /// The inode of the file being read, and how far it has been read.
+    ino: u64,
+    pos: u64,
+    /// The start of a line whose end is not written yet.
+    partial: Vec<u8>,
+}
+
+impl Tail {
+    /// From the end of the unit's log as it is now (or its start, when there is none yet).
+    pub fn at_end(dir: &Path, name: &str) -> Tail {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(dir.join(format!("{name}.log")));
+        Tail {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            ino: meta.as_ref().map_or(0, |m| m.ino()),
+            pos: meta.map_or(0, |m| m.len()),
+            partial: Vec::new(),
+        }
+    }
+
+    /// Where it starts reading: the backlog ends here.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// The complete lines written since the last call.
+    pub fn read_new(&mut self) -> io::Result<Vec<LogLine>> {
+        use std::io::{Read, Seek, SeekFrom};
+        use std::os::unix::fs::MetadataExt;
+        let base = self.dir.join(format!("{}.log", self.name));
+        let mut bytes = Vec::new();
+        let current = match File::open(&base) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let current_ino = match &current {
+            Some(f) => f.metadata()?.ino(),
+            None => return Ok(Vec::new()),
+        };
+        if self.ino != 0 && current_ino != self.ino {
+            // Rotated: the rest of the file being read is now `.1`.
+            let old = self.dir.join(format!("{}.log.1", self.name));
+            if let Ok(mut f) = File::open(&old)
+                && f.metadata()?.ino() == self.ino
+            {
+                f.seek(SeekFrom::Start(self.pos))?;
+                f.read_to_end(&mut bytes)?;
+            }
+            self.ino = current_ino;
+            self.pos = 0;
+        }
+        self.ino = current_ino;
+        if let Some(mut f) = current {
+            f.seek(SeekFrom::Start(self.pos))?;
+            let before = bytes.len();
+            f.read_to_end(&mut bytes)?;
+            self.pos += (bytes.len() - before) as u64;
+        }
+        let mut data = std::mem::take(&mut self.partial);
+        data.extend_from_slice(&bytes);
+        let complete = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        self.partial = data.split_off(complete);
+        Ok(data
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(parse_line)
+            .collect())
+    }
 }
 
 /// The lines of a file, last first, read in blocks from the end.

@@ -12,7 +12,7 @@ use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
 use corral_proto::wire;
 use corral_runtime::Snapshot;
-use corral_runtime::logs::{Query, query};
+use corral_runtime::logs::{Query, Tail, query_until};
 use std::path::Path;
 
 use crate::routes::units::find;
@@ -97,11 +97,13 @@ fn read_logs(
     log_dir: &Path,
     names: &[String],
     q: &Query,
+    ends: &[(String, u64)],
 ) -> ApiResult<Vec<wire::Line>> {
     let mut all = Vec::new();
     for name in names {
         let unit = find(snap, name)?;
-        let lines = query(log_dir, name, unit.keep_files, q).map_err(|e| ApiError {
+        let end = ends.iter().find(|(n, _)| n == name).map(|(_, e)| *e);
+        let lines = query_until(log_dir, name, unit.keep_files, q, end).map_err(|e| ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "log_read",
             message: format!("cannot read the log of `{name}`: {e}"),
@@ -146,21 +148,37 @@ pub(crate) async fn serve_logs(app: App, mut p: LogParams) -> ApiResult<Response
     if p.services.is_empty() {
         p.services = snap.units.iter().map(|u| u.name.clone()).collect();
     }
-    // Subscribe before reading the files, so no line falls between the two.
+    // Where each followed file ends now: the backlog is read up to there, the follow reads on
+    // from there — no line in both, none in neither. Subscribed first, so a line written after
+    // this moment wakes the follower.
     let rx = p.follow.then(|| app.control.lines());
     let log_dir = app.control.log_dir.clone();
+    let tails: Vec<Tail> = if p.follow {
+        p.services
+            .iter()
+            .map(|n| Tail::at_end(&log_dir, n))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let ends: Vec<(String, u64)> = tails
+        .iter()
+        .zip(&p.services)
+        .map(|(t, n)| (n.clone(), t.position()))
+        .collect();
     let (snap2, names, q) = (snap.clone(), p.services.clone(), p.query.clone());
-    let lines = tokio::task::spawn_blocking(move || read_logs(&snap2, &log_dir, &names, &q))
+    let lines = tokio::task::spawn_blocking(move || read_logs(&snap2, &log_dir, &names, &q, &ends))
         .await
         .map_err(|_| ApiError::bad("log read failed"))??;
     let Some(rx) = rx else {
         return Ok(Json(lines).into_response());
     };
-    // Lines already in the answer from the files are not sent again.
     let follow = Follow {
         rx,
-        wanted: p.services.into_iter().collect(),
-        last: lines.last().map_or(0, |l| l.time_ms),
+        wanted: p.services.iter().cloned().collect(),
+        tails: p.services.into_iter().zip(tails).collect(),
+        pending: std::collections::VecDeque::new(),
+        busy: false,
         grep: p.query.grep,
     };
     let backlog = futures_util::stream::iter(
@@ -170,28 +188,23 @@ pub(crate) async fn serve_logs(app: App, mut p: LogParams) -> ApiResult<Response
     );
     let live = futures_util::stream::unfold(follow, |mut f| async move {
         loop {
-            match f.rx.recv().await {
-                Ok(l) => {
-                    let time_ms = wire::millis(l.time);
-                    if !f.wanted.contains(&l.unit)
-                        || time_ms < f.last
-                        || f.grep.as_ref().is_some_and(|g| !g.is_match(&l.text))
-                    {
-                        continue;
-                    }
-                    let line = wire::Line {
-                        unit: l.unit.clone(),
-                        time_ms,
-                        stream: l.stream.tag().to_string(),
-                        text: l.text.clone(),
-                    };
-                    return Some((Ok(sse_json("line", &line)), f));
-                }
-                Err(RecvError::Lagged(n)) => {
-                    return Some((Ok(sse_json("lagged", &serde_json::json!({"missed": n}))), f));
-                }
-                Err(RecvError::Closed) => return None,
+            if let Some(line) = f.pending.pop_front() {
+                return Some((Ok(sse_json("line", &line)), f));
             }
+            // Wait for news of a followed unit (or a lag: news lost), or, while lines keep
+            // coming, a short tick: the keeper may drop tap frames under load — the file has
+            // them.
+            tokio::select! {
+                r = f.rx.recv() => match r {
+                    Ok(l) if !f.wanted.contains(&l.unit) => continue,
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = tokio::time::sleep(Duration::from_millis(250)), if f.busy => {}
+            }
+            // One read serves every notice already queued.
+            while !matches!(f.rx.try_recv(), Err(_)) {}
+            f.read_files();
         }
     });
     let stream = futures_util::StreamExt::chain(backlog, live);
@@ -200,11 +213,40 @@ pub(crate) async fn serve_logs(app: App, mut p: LogParams) -> ApiResult<Response
         .into_response())
 }
 
+/// A follower: it reads the log files from where the backlog ended; the live tap only wakes it.
 struct Follow {
     rx: tokio::sync::broadcast::Receiver<Arc<corral_runtime::LineNotice>>,
     wanted: std::collections::HashSet<String>,
-    last: u64,
+    tails: Vec<(String, Tail)>,
+    pending: std::collections::VecDeque<wire::Line>,
+    /// The last read found lines: look again shortly even without news.
+    busy: bool,
     grep: Option<Regex>,
+}
+
+impl Follow {
+    fn read_files(&mut self) {
+        let mut new = Vec::new();
+        for (name, tail) in &mut self.tails {
+            // Appended bytes of files in the page cache: short reads, fine on this task.
+            let Ok(lines) = tail.read_new() else { continue };
+            new.extend(
+                lines
+                    .into_iter()
+                    .filter(|l| self.grep.as_ref().is_none_or(|g| g.is_match(&l.text)))
+                    .map(|l| wire::Line {
+                        unit: name.clone(),
+                        time_ms: wire::millis(l.time),
+                        stream: l.stream.tag().to_string(),
+                        text: l.text,
+                    }),
+            );
+        }
+        self.busy = !new.is_empty();
+        // Several units: by time (stable: each unit keeps its order).
+        new.sort_by_key(|l| l.time_ms);
+        self.pending.extend(new);
+    }
 }
 
 #[cfg(test)]

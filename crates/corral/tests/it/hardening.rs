@@ -705,3 +705,36 @@ fn concurrent_up_d_has_one_winner() {
     ok(&p, &["down"]);
     p.assert_nothing_left();
 }
+
+/// 17: a follower gets every line of a 200,000-line burst, in order, once — it reads the files
+/// when it falls behind the live tap, never skipping.
+#[test]
+fn logs_follow_never_skips_a_line() {
+    let p = Project::new(
+        r#"
+[services.burst]
+command = ["python3", "-c", "import sys, time\ntime.sleep(0.3)\nsys.stdout.write(''.join(f'n{i}\\n' for i in range(200000)))\nsys.stdout.flush()\ntime.sleep(1000)"]
+"#,
+    );
+    up_and_wait(&p, "burst");
+    let mut follower = p.start(&["logs", "-f", "burst"]);
+    follower.wait_for("n199999", Duration::from_secs(60));
+    follower.signal(nix::sys::signal::Signal::SIGTERM);
+    follower.wait(Duration::from_secs(10));
+    let out = follower.stdout();
+    let numbers: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.rsplit(' ').next()?.strip_prefix('n')?.parse().ok())
+        .collect();
+    assert!(
+        !out.contains("skipped") && !out.contains("lagged"),
+        "a marker of lost lines"
+    );
+    assert_eq!(numbers.len(), 200_000, "every line once");
+    assert!(
+        numbers.iter().enumerate().all(|(i, n)| *n == i as u64),
+        "in order"
+    );
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}
