@@ -13,7 +13,8 @@
 //! - the [`keeper`] process: the output pipes and log files.
 //!
 //! The modules:
-//! - [`spawn`]: the one way a process is started (group, environment, marker, reaper).
+//! - [`spawn`]: the one way a process is started (group, environment, marker, reaper);
+//!   [`wrap`]: tasks run under `corral __wrap`, which records their exit status.
 //! - [`reaper`]: corral is a child subreaper; one reaper collects every child (ours and the
 //!   orphans re-parented to us), so there are no zombies and no PID is signalled after reuse.
 //! - [`proctable`]: `/proc` reading — process trees, the `CORRAL_INSTANCE_ID` marker that ties a
@@ -60,6 +61,7 @@ pub mod sockpath;
 pub mod spawn;
 pub mod statedir;
 pub mod supervisor;
+pub mod wrap;
 
 pub use supervisor::{
     Command, CommandError, Control, Goal, LineNotice, Notice, NoticeKind, Options, Outcome, Reply,

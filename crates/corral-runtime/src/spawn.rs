@@ -114,7 +114,7 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
     Ok(Spawned { child, pid, exit })
 }
 
-fn not_found_or_no_dir(program: &str, cwd: &Path) -> String {
+pub(crate) fn not_found_or_no_dir(program: &str, cwd: &Path) -> String {
     if !cwd.is_dir() {
         format!("working directory `{}` does not exist", cwd.display())
     } else {

@@ -118,6 +118,13 @@ enum Command {
     /// Internal: the log keeper of a state dir.
     #[command(name = "__keeper", hide = true)]
     Keeper { state_dir: PathBuf },
+    /// Internal: run a task's command and record how it ended.
+    #[command(name = "__wrap", hide = true)]
+    Wrap {
+        status: PathBuf,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Run tasks (and what they depend on) to completion, then print a summary. Exits 0 only if
     /// every required task passed.
     Run {
@@ -198,7 +205,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(
         cli.command,
-        Command::Up { .. } | Command::Run { .. } | Command::Keeper { .. }
+        Command::Up { .. } | Command::Run { .. } | Command::Keeper { .. } | Command::Wrap { .. }
     ) {
         // A client printing into a closed pipe (`corral logs | head`) ends quietly, like other
         // Unix tools, instead of failing on the write. Supervisors keep SIGPIPE ignored: a
@@ -297,6 +304,9 @@ fn main() -> ExitCode {
                 InstanceAction::Show { name } => i::show(f, &name),
                 InstanceAction::Rm { name } => i::remove(f, &name),
             }
+        }
+        Command::Wrap { status, command } => {
+            return ExitCode::from(corral_runtime::wrap::main(&status, &command) as u8);
         }
         Command::Keeper { state_dir } => match corral_runtime::keeper::main(&state_dir) {
             Ok(()) => Ok(ExitCode::SUCCESS),

@@ -339,11 +339,20 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         lines: lines.clone(),
         log_dir,
     };
+    let processes = Processes::new(
+        reaper,
+        keeper,
+        router,
+        ports,
+        tx.clone(),
+        options.exe.clone(),
+        project.state_dir.clone(),
+    );
     let sup = Supervisor {
         project,
         options,
         engine,
-        processes: Processes::new(reaper, keeper, router, ports, tx.clone()),
+        processes,
         printer,
         printer_thread,
         tx,

@@ -32,6 +32,10 @@ pub(super) struct Processes {
     sweep_pending: bool,
     /// Exit statuses, probe results and sweeps come back to the dispatcher here.
     tx: UnboundedSender<Msg>,
+    /// The corral binary (tasks run under `corral __wrap`) and the state dir (where the
+    /// wrappers record exit statuses).
+    exe: PathBuf,
+    state_dir: PathBuf,
 }
 
 /// What a unit's output is watched for: its `log_ready` pattern, a `log` readiness probe.
@@ -70,6 +74,8 @@ impl Processes {
         router: Router,
         ports: Vec<Option<u16>>,
         tx: UnboundedSender<Msg>,
+        exe: PathBuf,
+        state_dir: PathBuf,
     ) -> Processes {
         Processes {
             reaper,
@@ -79,6 +85,8 @@ impl Processes {
             ports,
             sweep_pending: false,
             tx,
+            exe,
+            state_dir,
         }
     }
 
@@ -158,12 +166,16 @@ impl Processes {
         }
         let tx = self.tx.clone();
         let generation = rec.generation;
+        // Not our child: a task's wrapper recorded how it ended; a service's end is unknown.
+        let recorded = crate::wrap::status_path(&self.state_dir, &rec.unit, generation);
         tokio::spawn(async move {
             watch_fd.wait().await;
+            let status = crate::wrap::read_status(&recorded).unwrap_or(ExitStatus::Unknown);
+            let _ = std::fs::remove_file(&recorded);
             let _ = tx.send(Msg::Event(Event::Exited {
                 unit,
                 generation,
-                status: ExitStatus::Unknown,
+                status,
             }));
         });
         Some(proctable::age(rec.start_time).unwrap_or_default())
@@ -181,6 +193,7 @@ impl Processes {
         let Some(live) = self.live[unit.0].take() else {
             return;
         };
+        let _ = std::fs::remove_file(crate::wrap::status_path(&self.state_dir, name, generation));
         if let Err(e) = store.remove_process(name, live.generation) {
             eprintln!("corral: {e}");
         }
@@ -250,12 +263,33 @@ impl Processes {
             }
         }
         let port = self.ports[unit.0];
-        let argv = command.to_argv(port);
+        let mut argv = command.to_argv(port);
         let marker = proctable::marker(&def.name, generation);
         let mut env = def.env.clone();
         if let Some(p) = port {
             env.retain(|(k, _)| k != "PORT");
             env.push(("PORT".into(), p.to_string()));
+        }
+        if def.kind == corral_engine::Kind::Task {
+            // Its exit status must survive our death: `corral __wrap` records it.
+            if proctable::resolve_program(&argv[0], &env, &def.workdir).is_none() {
+                return Err(SpawnError::permanent(crate::spawn::not_found_or_no_dir(
+                    &argv[0],
+                    &def.workdir,
+                )));
+            }
+            let dir = self.state_dir.join("exit");
+            crate::statedir::ensure_dir(&dir).map_err(|e| SpawnError::permanent(e.to_string()))?;
+            let status = crate::wrap::status_path(&self.state_dir, &def.name, generation);
+            let _ = std::fs::remove_file(&status);
+            let mut wrapped = vec![
+                self.exe.display().to_string(),
+                "__wrap".into(),
+                status.display().to_string(),
+                "--".into(),
+            ];
+            wrapped.append(&mut argv);
+            argv = wrapped;
         }
         let crate::spawn::Spawned {
             mut child, exit, ..

@@ -738,3 +738,43 @@ command = ["python3", "-c", "import sys, time\ntime.sleep(0.3)\nsys.stdout.write
     ok(&p, &["down"]);
     p.assert_nothing_left();
 }
+
+/// 3: a task adopted after the daemon's `kill -9` reports its real exit code when it ends, so
+/// what waits for it to complete successfully starts (it was "exit status unknown", and the
+/// dependent was skipped).
+#[test]
+fn an_adopted_task_reports_its_exit_code() {
+    let p = Project::new(
+        r#"
+[tasks.migrate]
+command = "echo migrating; sleep 1; echo migrated"
+
+[services.api]
+command = ["sleep", "1000"]
+depends_on = { migrate = "completed_successfully" }
+"#,
+    );
+    ok(&p, &["up", "-d"]);
+    eventually(Duration::from_secs(10), "migrate running", || {
+        ok(&p, &["logs", "migrate"]).contains("migrating")
+    });
+    p.kill_daemon();
+    ok(&p, &["up", "-d"]);
+    eventually(
+        Duration::from_secs(15),
+        "api up after the adopted migrate",
+        || is_up(&json(&p, "GET", "/v1/services/api", "").1),
+    );
+    let migrate = json(&p, "GET", "/v1/services/migrate", "").1;
+    assert_eq!(migrate["state"], "exited", "{migrate}");
+    assert_eq!(
+        migrate["last_exit"],
+        serde_json::json!({"code": 0}),
+        "{migrate}"
+    );
+    // Adopted, not run again.
+    let log = ok(&p, &["logs", "migrate"]);
+    assert_eq!(log.matches("migrating").count(), 1, "{log}");
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}

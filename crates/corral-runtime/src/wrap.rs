@@ -1,0 +1,83 @@
+//! `corral __wrap STATUS -- CMD…`: runs a task's command and, before it exits, writes how the
+//! command ended to `STATUS`. corral's own children report their exit status to it; a process a
+//! new daemon *adopted* after a crash is not its child, so without this its end is "unknown" — and
+//! a dependent waiting for `completed_successfully` would be skipped. Only tasks are wrapped:
+//! their exit code is what matters, and a service's restart does not depend on it.
+//!
+//! The wrapper leads the process group corral made; the command runs in it. A stop signal goes
+//! to the whole group: the wrapper catches it (a no-op handler, reset to the default in the
+//! command by `exec`), so it outlives its command and can record the end.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+/// Where a task's wrapper records how it ended: `.corral/exit/UNIT.GENERATION`.
+pub fn status_path(state_dir: &Path, unit: &str, generation: u64) -> PathBuf {
+    state_dir.join("exit").join(format!("{unit}.{generation}"))
+}
+
+/// How the recorded command ended: `code N` or `signal N`.
+pub fn read_status(path: &Path) -> Option<corral_engine::ExitStatus> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let (kind, n) = text.trim().split_once(' ')?;
+    let n: i32 = n.parse().ok()?;
+    match kind {
+        "code" => Some(corral_engine::ExitStatus::Code(n)),
+        "signal" => Some(corral_engine::ExitStatus::Signal(n)),
+        _ => None,
+    }
+}
+
+extern "C" fn caught(_: nix::libc::c_int) {}
+
+/// The wrapper: returns the exit code for the process (or ends by the command's signal).
+pub fn main(status: &Path, argv: &[String]) -> i32 {
+    let Some((program, args)) = argv.split_first() else {
+        eprintln!("corral __wrap: nothing to run");
+        return 127;
+    };
+    let handler = SigAction::new(
+        SigHandler::Handler(caught),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        // SAFETY: the handler does nothing, which is async-signal-safe.
+        let _ = unsafe { sigaction(sig, &handler) };
+    }
+    let ended = std::process::Command::new(program)
+        .args(args)
+        .spawn()
+        .and_then(|mut child| child.wait());
+    let ended = match ended {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("corral __wrap: cannot run `{program}`: {e}");
+            let _ = crate::statedir::write_new(status, b"code 127\n");
+            return 127;
+        }
+    };
+    let record = match (ended.code(), ended.signal()) {
+        (Some(c), _) => format!("code {c}\n"),
+        (None, Some(s)) => format!("signal {s}\n"),
+        _ => "code 1\n".to_string(),
+    };
+    let _ = crate::statedir::write_new(status, record.as_bytes());
+    if let Some(sig) = ended.signal().and_then(|s| Signal::try_from(s).ok()) {
+        // End the same way, so our parent sees what the command did.
+        let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+        // SAFETY: restoring the default disposition installs no handler code.
+        let _ = unsafe { sigaction(sig, &default) };
+        let _ = nix::sys::signal::raise(sig);
+    }
+    ended.code().unwrap_or(1)
+}
