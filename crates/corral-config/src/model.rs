@@ -142,6 +142,21 @@ pub struct UnitDef {
     pub liveness: Option<Probe>,
     pub log_ready: Option<Regex>,
     pub log: LogSettings,
+    /// Run as this user (and group), instead of corral's own. None: as corral.
+    pub identity: Option<Identity>,
+    /// The umask of its processes. None: corral's.
+    pub umask: Option<u32>,
+}
+
+/// Who a unit's processes run as (`user`, `group`): resolved when the config is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups, from the user database (as `login` would set them).
+    pub groups: Vec<u32>,
+    pub home: PathBuf,
 }
 
 /// `[templates.NAME]`: what an instance of it runs, with placeholders still in its strings.

@@ -466,3 +466,25 @@ fn env_file_errors_never_print_the_file() {
         "and where it is named: {err}"
     );
 }
+
+#[test]
+fn user_group_and_umask_are_checked_where_written() {
+    let e = errors(
+        "[services.a]\ncommand = 'x'\nuser = 'no-such-user-here'\numask = '999'\n\n[services.b]\ncommand = 'x'\ngroup = 'no-such-group-here'\n",
+    );
+    assert!(
+        e.contains("no user `no-such-user-here` on this machine"),
+        "{e}"
+    );
+    assert!(e.contains("`umask` must be an octal mode"), "{e}");
+    assert!(e.contains("no group `no-such-group-here`"), "{e}");
+    if nix::unistd::Uid::effective().is_root() {
+        let p = parse("[services.a]\ncommand = 'x'\nuser = 'nobody'\numask = '027'\n").unwrap();
+        let id = p.units[0].identity.as_ref().unwrap();
+        assert_eq!((id.user.as_str(), id.uid), ("nobody", 65534));
+        assert_eq!(p.units[0].umask, Some(0o027));
+    } else {
+        let e = errors("[services.a]\ncommand = 'x'\nuser = 'root'\n");
+        assert!(e.contains("cannot run this as `root`"), "{e}");
+    }
+}

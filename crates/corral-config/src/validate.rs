@@ -38,6 +38,9 @@ const SERVICE_KEYS: &[&str] = &[
     "start_timeout",
     "log",
     "description",
+    "user",
+    "group",
+    "umask",
 ];
 const TASK_KEYS: &[&str] = &[
     "command",
@@ -50,6 +53,9 @@ const TASK_KEYS: &[&str] = &[
     "stop",
     "log",
     "description",
+    "user",
+    "group",
+    "umask",
 ];
 const TARGET_KEYS: &[&str] = &["depends_on", "description"];
 const PROBE_KEYS: &[&str] = &[
@@ -476,6 +482,8 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         liveness: None,
         log_ready: None,
         log: ctx.log,
+        identity: None,
+        umask: None,
     };
 
     if kind != Kind::Target {
@@ -615,6 +623,23 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
     }
     if let Some(v) = get(t, "description") {
         w.string(v, "`description`");
+    }
+    def.identity = identity(w, t);
+    if let Some(v) = get(t, "umask") {
+        def.umask = match &v.value {
+            Value::String(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o777),
+            Value::Integer(Some(i)) => u32::try_from(*i).ok().filter(|m| *m <= 0o777),
+            _ => None,
+        };
+        if def.umask.is_none() {
+            w.error_help(
+                v.span.clone(),
+                "`umask` must be an octal mode from 000 to 777",
+                "write it like \"022\" or \"027\"",
+            );
+        }
     }
 
     let mut deps = Vec::new();
@@ -1039,4 +1064,86 @@ fn check_placeholders(w: &mut Walker<'_>, v: &Node, known: &[String], what: &str
         }
         _ => {}
     }
+}
+
+/// `user` (and `group`): who the unit runs as, resolved now. corral must be root to run a unit
+/// as another user — said here, with the line, rather than at start.
+fn identity(w: &mut Walker<'_>, t: &Table) -> Option<Identity> {
+    use nix::unistd::{Gid, Group, Uid, User};
+    let user_node = get(t, "user");
+    let group_node = get(t, "group");
+    if user_node.is_none() && group_node.is_none() {
+        return None;
+    }
+    let me = Uid::effective();
+    let user = match user_node {
+        Some(v) => {
+            let name = w.string(v, "`user`")?;
+            let found = match name.parse::<u32>() {
+                Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+                Err(_) => User::from_name(&name),
+            };
+            match found {
+                Ok(Some(u)) => u,
+                _ => {
+                    w.error_help(
+                        v.span.clone(),
+                        format!("no user `{name}` on this machine"),
+                        "a name from /etc/passwd (or a number)",
+                    );
+                    return None;
+                }
+            }
+        }
+        None => User::from_uid(me).ok().flatten()?,
+    };
+    let gid = match group_node {
+        Some(v) => {
+            let name = w.string(v, "`group`")?;
+            let found = match name.parse::<u32>() {
+                Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
+                Err(_) => Group::from_name(&name),
+            };
+            match found {
+                Ok(Some(g)) => g.gid,
+                _ => {
+                    w.error_help(
+                        v.span.clone(),
+                        format!("no group `{name}` on this machine"),
+                        "a name from /etc/group (or a number)",
+                    );
+                    return None;
+                }
+            }
+        }
+        None => user.gid,
+    };
+    if !me.is_root() && (user.uid != me || gid != Gid::effective()) {
+        let span = user_node
+            .or(group_node)
+            .map_or(Span::TOP, |n| n.span.clone());
+        w.error_help(
+            span,
+            format!(
+                "corral runs as uid {me}, so it cannot run this as `{}`",
+                user.name
+            ),
+            "run corral as root (it drops to the user for this unit), or remove `user`/`group`",
+        );
+        return None;
+    }
+    let groups = std::ffi::CString::new(user.name.clone())
+        .ok()
+        .and_then(|n| nix::unistd::getgrouplist(&n, gid).ok())
+        .map_or_else(
+            || vec![gid.as_raw()],
+            |g| g.iter().map(|g| g.as_raw()).collect(),
+        );
+    Some(Identity {
+        user: user.name,
+        uid: user.uid.as_raw(),
+        gid: gid.as_raw(),
+        groups,
+        home: user.dir,
+    })
 }

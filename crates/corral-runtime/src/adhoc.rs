@@ -720,6 +720,8 @@ impl Owner {
                 stdin: crate::spawn::Io::Piped,
                 stdout: crate::spawn::Io::Piped,
                 stderr: crate::spawn::Io::Piped,
+                identity: None,
+                umask: None,
             },
         )
         .map_err(|e| AdhocError::Invalid(e.0))?;

@@ -20,6 +20,8 @@ pub struct ExecContext<'a> {
     pub reaper: &'a Reaper,
     pub workdir: &'a Path,
     pub env: &'a [(String, String)],
+    /// An exec check runs as its unit does.
+    pub identity: Option<&'a corral_config::Identity>,
 }
 
 /// Run `check` once within `timeout`. `Ok` carries a short note, `Err` the reason it failed.
@@ -143,6 +145,8 @@ async fn exec(
             stdin: crate::spawn::Io::Null,
             stdout: crate::spawn::Io::Piped,
             stderr: crate::spawn::Io::Null,
+            identity: ctx.identity,
+            umask: None,
         },
     )
     .map_err(|e| e.0)?;

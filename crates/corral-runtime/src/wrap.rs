@@ -32,8 +32,40 @@ pub fn read_status(path: &Path) -> Option<corral_engine::ExitStatus> {
 
 extern "C" fn caught(_: nix::libc::c_int) {}
 
+/// Who the wrapped command runs as, when its unit has `user`/`group`/`umask`: the wrapper stays
+/// corral's (root) so that it can write the status into the private state dir, and drops to
+/// the unit's user in the command alone.
+#[derive(Clone, Debug, Default)]
+pub struct RunAs {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub groups: Vec<u32>,
+    pub umask: Option<u32>,
+}
+
+impl RunAs {
+    /// The `__wrap` arguments that say this.
+    pub fn args(identity: Option<&corral_config::Identity>, umask: Option<u32>) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(id) = identity {
+            a.extend([
+                "--uid".into(),
+                id.uid.to_string(),
+                "--gid".into(),
+                id.gid.to_string(),
+            ]);
+            let groups: Vec<String> = id.groups.iter().map(u32::to_string).collect();
+            a.extend(["--groups".into(), groups.join(",")]);
+        }
+        if let Some(m) = umask {
+            a.extend(["--umask".into(), format!("{m:o}")]);
+        }
+        a
+    }
+}
+
 /// The wrapper: returns the exit code for the process (or ends by the command's signal).
-pub fn main(status: &Path, argv: &[String]) -> i32 {
+pub fn main(status: &Path, argv: &[String], run_as: &RunAs) -> i32 {
     let Some((program, args)) = argv.split_first() else {
         eprintln!("corral __wrap: nothing to run");
         return 127;
@@ -54,10 +86,33 @@ pub fn main(status: &Path, argv: &[String]) -> i32 {
         // SAFETY: the handler does nothing, which is async-signal-safe.
         let _ = unsafe { sigaction(sig, &handler) };
     }
-    let ended = std::process::Command::new(program)
-        .args(args)
-        .spawn()
-        .and_then(|mut child| child.wait());
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    if run_as.uid.is_some() || run_as.gid.is_some() || run_as.umask.is_some() {
+        let run_as = run_as.clone();
+        let groups: Vec<nix::unistd::Gid> = run_as
+            .groups
+            .iter()
+            .map(|g| nix::unistd::Gid::from_raw(*g))
+            .collect();
+        // SAFETY: only system calls on data prepared before the fork.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                if let Some(m) = run_as.umask {
+                    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(m as _));
+                }
+                if let Some(gid) = run_as.gid {
+                    nix::unistd::setgroups(&groups)?;
+                    nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))?;
+                }
+                if let Some(uid) = run_as.uid {
+                    nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))?;
+                }
+                Ok(())
+            });
+        }
+    }
+    let ended = cmd.spawn().and_then(|mut child| child.wait());
     let ended = match ended {
         Ok(s) => s,
         Err(e) => {

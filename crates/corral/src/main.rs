@@ -122,6 +122,14 @@ enum Command {
     #[command(name = "__wrap", hide = true)]
     Wrap {
         status: PathBuf,
+        #[arg(long)]
+        uid: Option<u32>,
+        #[arg(long)]
+        gid: Option<u32>,
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<u32>,
+        #[arg(long, value_parser = |s: &str| u32::from_str_radix(s, 8))]
+        umask: Option<u32>,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -305,8 +313,21 @@ fn main() -> ExitCode {
                 InstanceAction::Rm { name } => i::remove(f, &name),
             }
         }
-        Command::Wrap { status, command } => {
-            return ExitCode::from(corral_runtime::wrap::main(&status, &command) as u8);
+        Command::Wrap {
+            status,
+            uid,
+            gid,
+            groups,
+            umask,
+            command,
+        } => {
+            let run_as = corral_runtime::wrap::RunAs {
+                uid,
+                gid,
+                groups,
+                umask,
+            };
+            return ExitCode::from(corral_runtime::wrap::main(&status, &command, &run_as) as u8);
         }
         Command::Keeper { state_dir } => match corral_runtime::keeper::main(&state_dir) {
             Ok(()) => Ok(ExitCode::SUCCESS),

@@ -795,5 +795,39 @@ async fn prepare(
         inst.set_step(i, StepState::Done, "");
         i += 1;
     }
+    // A template with `user`: its service runs as that user, so the workspace is theirs.
+    if let Some(corral_config::Node {
+        value: corral_config::node::Value::String(user),
+        ..
+    }) = corral_config::node::get(&tpl.body, "user")
+        && let Ok(Some(u)) = nix::unistd::User::from_name(&corral_config::fill(user, &vars))
+        && let Err(e) = chown_tree(&dir, u.uid, u.gid)
+    {
+        return fail(
+            inst,
+            0,
+            format!("cannot give the workspace to `{user}`: {e}"),
+        );
+    }
     let _ = tx.send(Msg::Prepared(Box::new(inst)));
+}
+
+/// `chown -R`, without following links.
+fn chown_tree(
+    dir: &std::path::Path,
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+) -> std::io::Result<()> {
+    let own =
+        |p: &std::path::Path| std::os::unix::fs::lchown(p, Some(uid.as_raw()), Some(gid.as_raw()));
+    own(dir)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            chown_tree(&entry.path(), uid, gid)?;
+        } else {
+            own(&entry.path())?;
+        }
+    }
+    Ok(())
 }

@@ -127,6 +127,8 @@ pub async fn run_step(reaper: &Reaper, step: SetupCommand<'_>) -> Result<(), Str
             stdin: crate::spawn::Io::Null,
             stdout: crate::spawn::Io::File(file),
             stderr: crate::spawn::Io::File(err),
+            identity: None,
+            umask: None,
         },
     )
     .map_err(|e| e.0)?;

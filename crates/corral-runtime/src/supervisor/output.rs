@@ -62,6 +62,8 @@ pub(super) fn spawn_keeper(
             stdin: crate::spawn::Io::Null,
             stdout: crate::spawn::Io::Null,
             stderr: crate::spawn::Io::File(err),
+            identity: None,
+            umask: None,
         },
     )
     .map(|s| s.pid)

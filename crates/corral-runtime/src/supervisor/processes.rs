@@ -266,11 +266,19 @@ impl Processes {
         let mut argv = command.to_argv(port);
         let marker = proctable::marker(&def.name, generation);
         let mut env = def.env.clone();
+        if let Some(id) = &def.identity {
+            // What a login as that user would have (systemd's `User=` does the same).
+            env.retain(|(k, _)| !["HOME", "USER", "LOGNAME"].contains(&k.as_str()));
+            env.push(("HOME".into(), id.home.display().to_string()));
+            env.push(("USER".into(), id.user.clone()));
+            env.push(("LOGNAME".into(), id.user.clone()));
+        }
         if let Some(p) = port {
             env.retain(|(k, _)| k != "PORT");
             env.push(("PORT".into(), p.to_string()));
         }
-        if def.kind == corral_engine::Kind::Task {
+        let is_task = def.kind == corral_engine::Kind::Task;
+        if is_task {
             // Its exit status must survive our death: `corral __wrap` records it.
             if proctable::resolve_program(&argv[0], &env, &def.workdir).is_none() {
                 return Err(SpawnError::permanent(crate::spawn::not_found_or_no_dir(
@@ -286,8 +294,9 @@ impl Processes {
                 self.exe.display().to_string(),
                 "__wrap".into(),
                 status.display().to_string(),
-                "--".into(),
             ];
+            wrapped.extend(crate::wrap::RunAs::args(def.identity.as_ref(), def.umask));
+            wrapped.push("--".into());
             wrapped.append(&mut argv);
             argv = wrapped;
         }
@@ -303,6 +312,9 @@ impl Processes {
                 stdin: crate::spawn::Io::Null,
                 stdout: crate::spawn::Io::Piped,
                 stderr: crate::spawn::Io::Piped,
+                // A task's wrapper applies them to the command (it stays ours to record the end).
+                identity: if is_task { None } else { def.identity.as_ref() },
+                umask: if is_task { None } else { def.umask },
             },
         )?;
         let pid = child.id();
@@ -385,12 +397,14 @@ impl Processes {
         let reaper = self.reaper.clone();
         let workdir = def.workdir.clone();
         let env = def.env.clone();
+        let identity = def.identity.clone();
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let ctx = ExecContext {
                 reaper: &reaper,
                 workdir: &workdir,
                 env: &env,
+                identity: identity.as_ref(),
             };
             let result = probe::run(&probe.check, port, probe.timing.timeout, ctx).await;
             let (ok, detail) = match result {

@@ -778,3 +778,57 @@ depends_on = { migrate = "completed_successfully" }
     ok(&p, &["down"]);
     p.assert_nothing_left();
 }
+
+fn owner_uid(pid: i32) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}")).unwrap().uid()
+}
+
+/// 11: services and tasks run as the `user` (and `group`, `umask`) they name — corral drops
+/// privileges in the child — and corral still stops, adopts and measures them. (Needs root,
+/// which these machines give; elsewhere a unit naming another user is a config error.)
+#[test]
+fn units_run_as_their_user() {
+    if !nix::unistd::Uid::effective().is_root() {
+        // The config error for non-root is checked by the config crate's tests.
+        return;
+    }
+    let p = Project::new(
+        r#"
+[services.app]
+command = "echo \"as $(id -un):$(id -gn) home=$HOME umask=$(umask)\"; exec sleep 1000"
+user = "nobody"
+umask = "027"
+readiness = { exec = "test \"$(id -un)\" = nobody" }
+
+[tasks.setup]
+command = "echo \"task as $(id -un)\""
+user = "nobody"
+
+[services.after]
+command = ["sleep", "1000"]
+depends_on = { setup = "completed_successfully", app = "healthy" }
+"#,
+    );
+    up_and_wait(&p, "after");
+    let app = json(&p, "GET", "/v1/services/app?metrics=true", "").1;
+    let pid = app["pid"].as_u64().unwrap() as i32;
+    assert_eq!(owner_uid(pid), 65534, "{app}");
+    eventually(Duration::from_secs(10), "its line", || {
+        ok(&p, &["logs", "app"]).contains("as nobody:nogroup home=")
+    });
+    let log = ok(&p, &["logs", "app"]);
+    assert!(log.contains("umask=0027"), "{log}");
+    assert!(ok(&p, &["logs", "setup"]).contains("task as nobody"));
+    // Stopped, measured and adopted across users.
+    p.kill_daemon();
+    ok(&p, &["up", "-d"]);
+    eventually(Duration::from_secs(10), "adopted", || {
+        let a = json(&p, "GET", "/v1/services/app", "").1;
+        a["adopted"] == true && a["pid"].as_u64() == Some(pid as u64) && is_up(&a)
+    });
+    ok(&p, &["stop", "app", "--wait"]);
+    assert!(is_dead(pid));
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}
