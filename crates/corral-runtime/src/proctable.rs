@@ -239,6 +239,25 @@ impl Table {
         out
     }
 
+    /// Orphans re-parented to corral that carry no marker (they dropped their environment),
+    /// with their descendants: corral started them, but no unit can be told.
+    pub fn unmarked_orphans(&self) -> Vec<i32> {
+        self.orphans
+            .iter()
+            .filter(|(_, m)| m.is_none())
+            .flat_map(|(pid, _)| tree(&self.children, *pid))
+            .filter(|p| self.alive(*p))
+            .collect()
+    }
+
+    /// The live descendants of `pid` (not `pid` itself).
+    pub fn descendants_of(&self, pid: i32) -> Vec<i32> {
+        tree(&self.children, pid)
+            .into_iter()
+            .filter(|p| *p != pid && self.alive(*p))
+            .collect()
+    }
+
     /// All live descendants of corral, for the last sweep before corral exits.
     pub fn descendants(&self) -> Vec<i32> {
         let me = std::process::id() as i32;

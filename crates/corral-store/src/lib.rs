@@ -5,6 +5,8 @@
 //! - **held** units: what the user stopped stays stopped;
 //! - **processes**: the PID, process start time and marker of every process the daemon
 //!   started and has not seen exit — the identity a new daemon checks before adopting it;
+//! - **trees**: the descendants seen of each of those (PID + start time), so that one that
+//!   escaped (`setsid`, an empty environment, its parent gone) is still found and ended;
 //! - **ports**: `auto` ports, so a service keeps its port across restarts;
 //! - **restarts**: restart counters, for `ps`;
 //! - **definitions**: services added at run time through the API;
@@ -108,6 +110,9 @@ impl Store {
              CREATE TABLE IF NOT EXISTS ports (unit TEXT PRIMARY KEY, port INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS restarts (unit TEXT PRIMARY KEY, count INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS definitions (unit TEXT PRIMARY KEY, body TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS trees (
+                 unit TEXT NOT NULL, generation INTEGER NOT NULL, pid INTEGER NOT NULL,
+                 start_time INTEGER NOT NULL, PRIMARY KEY (unit, generation, pid));
              CREATE TABLE IF NOT EXISTS template_instances (
                  name TEXT PRIMARY KEY, record TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS events (
@@ -368,6 +373,62 @@ impl Store {
                 .map_err(|e| self.sql(e))?;
         }
         Ok(())
+    }
+
+    /// The descendants of `unit`'s process `generation`, as last seen: (pid, start time).
+    pub fn set_tree(
+        &self,
+        unit: &str,
+        generation: u64,
+        tree: &[(u32, u64)],
+    ) -> Result<(), StoreError> {
+        self.forget_tree(unit, generation)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO trees (unit, generation, pid, start_time) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(|e| self.sql(e))?;
+        for (pid, start) in tree {
+            stmt.execute(params![unit, generation as i64, *pid as i64, *start as i64])
+                .map_err(|e| self.sql(e))?;
+        }
+        Ok(())
+    }
+
+    pub fn tree(&self, unit: &str, generation: u64) -> Result<Vec<(u32, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT pid, start_time FROM trees WHERE unit = ?1 AND generation = ?2")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map(params![unit, generation as i64], |r| {
+                Ok((r.get::<_, i64>(0)? as u32, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+    }
+
+    /// Every recorded descendant: (pid, start time).
+    pub fn all_trees(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT pid, start_time FROM trees")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)? as u32, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+    }
+
+    pub fn forget_tree(&self, unit: &str, generation: u64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM trees WHERE unit = ?1 AND generation = ?2")
+            .and_then(|mut s| s.execute(params![unit, generation as i64]))
+            .map(drop)
+            .map_err(|e| self.sql(e))
     }
 
     /// The last `limit` events, oldest first.

@@ -161,6 +161,8 @@ enum Msg {
     Event(Event),
     /// Look for processes left behind by instances that have exited.
     Sweep,
+    /// Record what the live processes have started.
+    Census,
     /// The output router found what the engine waits for (or lost the keeper).
     Found(Found),
     Request(Request),
@@ -270,6 +272,8 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
             Some(id) if same => adopt.push((id, rec)),
             _ => {
                 end_marked(&rec.marker);
+                processes::end_tree(&store.tree(&rec.unit, rec.generation)?);
+                store.forget_tree(&rec.unit, rec.generation)?;
                 store.remove_process(&rec.unit, rec.generation)?;
             }
         }
@@ -501,6 +505,7 @@ impl Supervisor {
         }
         // Without a daemon connected and with no pipe left, the keeper ends by itself.
         self.processes.close_output().await;
+        self.processes.end_escaped(&self.store);
         self.processes.final_sweep().await;
         let outcome = self.outcome(interrupted, started.elapsed());
         let Supervisor {
@@ -559,6 +564,7 @@ impl Supervisor {
                 }
             }
             Msg::Sweep => self.processes.sweep(),
+            Msg::Census => self.processes.census(&self.project, &self.store),
             Msg::Found(f) => self.found(f).await,
             Msg::Request(r) => {
                 // Pending answers: a pipeline's waiters, or the reload's.

@@ -18,6 +18,25 @@ struct Live {
     /// Our copy of its output pipes' read ends (the keeper holds the other): while either of
     /// us lives, a write never meets a closed pipe. Handed to a new keeper if this one dies.
     pipes: Option<(OwnedFd, OwnedFd)>,
+    /// Its descendants as last seen (pid, start time), also in the store: one that escapes —
+    /// a new session, no marker, its parent gone — is still found by these.
+    tree: Vec<(u32, u64)>,
+}
+
+/// The trees table's name for what belongs to the project but no unit (marker dropped).
+const PROJECT: &str = "";
+
+/// Those of `tree` that are still the processes recorded (same start time).
+fn still_alive(tree: &[(u32, u64)]) -> Vec<i32> {
+    tree.iter()
+        .filter(|(pid, start)| proctable::start_time(*pid as i32) == Some(*start))
+        .map(|(pid, _)| *pid as i32)
+        .collect()
+}
+
+/// End what a recorded tree still has running (a process that could not be adopted).
+pub(super) fn end_tree(tree: &[(u32, u64)]) {
+    proctable::signal_all(&still_alive(tree), Signal::SIGKILL);
 }
 
 pub(super) struct Processes {
@@ -30,6 +49,7 @@ pub(super) struct Processes {
     /// The first port of each unit, once known (auto ports are chosen once and kept).
     ports: Vec<Option<u16>>,
     sweep_pending: bool,
+    census_pending: bool,
     /// Exit statuses, probe results and sweeps come back to the dispatcher here.
     tx: UnboundedSender<Msg>,
     /// The corral binary (tasks run under `corral __wrap`) and the state dir (where the
@@ -84,6 +104,7 @@ impl Processes {
             live: ports.iter().map(|_| None).collect(),
             ports,
             sweep_pending: false,
+            census_pending: false,
             tx,
             exe,
             state_dir,
@@ -160,6 +181,7 @@ impl Processes {
             adopted: Some(check_fd),
             // Copies come from the keeper once it sees us (`hold`).
             pipes: None,
+            tree: store.tree(&rec.unit, rec.generation).unwrap_or_default(),
         });
         if fixed.is_some() {
             self.ports[unit.0] = fixed;
@@ -201,7 +223,62 @@ impl Processes {
             // Its orphans went to init, not to us: find them by marker.
             proctable::signal_all(&proctable::with_marker(&live.marker), Signal::SIGKILL);
         }
+        // Nothing it started outlives it, escaped or not.
+        end_tree(&live.tree);
+        let _ = store.forget_tree(name, generation);
         self.schedule_sweep();
+    }
+
+    /// Look again shortly at what each live process has started (debounced).
+    fn schedule_census(&mut self) {
+        if self.census_pending {
+            return;
+        }
+        self.census_pending = true;
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let _ = tx.send(Msg::Census);
+        });
+    }
+
+    /// Record every live process's descendants (one `/proc` scan), in memory and in the store:
+    /// the tree of each leader, what left its group, and what was seen before and still runs.
+    pub(super) fn census(&mut self, project: &Project, store: &Store) {
+        self.census_pending = false;
+        let table = proctable::Table::read(&self.reaper.registered());
+        for (i, live) in self.live.iter_mut().enumerate() {
+            let Some(live) = live else { continue };
+            let mut pids: HashSet<i32> =
+                table.descendants_of(live.pid as i32).into_iter().collect();
+            pids.extend(table.strays(Some(live.pid as i32), &live.marker));
+            pids.extend(still_alive(&live.tree));
+            pids.remove(&(live.pid as i32));
+            let tree: Vec<(u32, u64)> = pids
+                .into_iter()
+                .filter_map(|p| Some((p as u32, proctable::start_time(p)?)))
+                .collect();
+            if tree != live.tree {
+                let name = &project.units[i].name;
+                if let Err(e) = store.set_tree(name, live.generation, &tree) {
+                    eprintln!("corral: {e}");
+                }
+                live.tree = tree;
+            }
+        }
+        // Orphans that dropped their marker: ours (we are their subreaper) but no unit's. They
+        // go with the stack; recorded so that a daemon after a `kill -9` ends them too.
+        let unmarked: Vec<(u32, u64)> = table
+            .unmarked_orphans()
+            .into_iter()
+            .chain(still_alive(&store.tree(PROJECT, 0).unwrap_or_default()))
+            .filter_map(|p| Some((p as u32, proctable::start_time(p)?)))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if let Err(e) = store.set_tree(PROJECT, 0, &unmarked) {
+            eprintln!("corral: {e}");
+        }
     }
 
     /// Start the process of `unit` (generation `generation`): its ports first (a fixed one
@@ -375,7 +452,10 @@ impl Processes {
             marker,
             adopted: None,
             pipes,
+            tree: Vec::new(),
         });
+        // Daemonizing children appear in the first moments: look then.
+        self.schedule_census();
         Ok(pid)
     }
 
@@ -437,13 +517,17 @@ impl Processes {
                 if !pidfd.exited() {
                     let _ =
                         nix::sys::signal::killpg(nix::unistd::Pid::from_raw(live.pid as i32), *sig);
+                    // Its descendants, wherever they went (not our children: found in /proc).
+                    proctable::signal_all(&table.descendants_of(live.pid as i32), *sig);
                 }
                 proctable::signal_all(&proctable::with_marker(&live.marker), *sig);
+                proctable::signal_all(&still_alive(&live.tree), *sig);
                 continue;
             }
             let leader_alive = self.reaper.signal_group(live.pid, *sig);
             let leader = leader_alive.then_some(live.pid as i32);
             proctable::signal_all(&table.strays(leader, &live.marker), *sig);
+            proctable::signal_all(&still_alive(&live.tree), *sig);
         }
     }
 
@@ -483,6 +567,13 @@ impl Processes {
 
     /// Before corral exits: nothing it started may outlive it. Kill every remaining descendant,
     /// reap them all, and wait (bounded) until none is left.
+    /// What escaped its unit (marker dropped) while an earlier daemon ran: it went to init,
+    /// not to us, so only the record finds it.
+    pub(super) fn end_escaped(&self, store: &Store) {
+        end_tree(&store.tree(PROJECT, 0).unwrap_or_default());
+        let _ = store.forget_tree(PROJECT, 0);
+    }
+
     pub(super) async fn final_sweep(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {

@@ -41,6 +41,12 @@ fn end_leftovers(state_dir: &Path) -> Vec<String> {
     {
         let records = store.processes().unwrap_or_default();
         let mut pids = Vec::new();
+        // What escaped them (no marker, another session) but was seen: by PID and start time.
+        for (pid, start) in store.all_trees().unwrap_or_default() {
+            if proctable::start_time(pid as i32) == Some(start) {
+                pids.push(pid as i32);
+            }
+        }
         for rec in &records {
             let mut tree = proctable::with_marker(&rec.marker);
             if proctable::start_time(rec.pid as i32) == Some(rec.start_time) {
@@ -59,6 +65,7 @@ fn end_leftovers(state_dir: &Path) -> Vec<String> {
         }
         for rec in &records {
             proctable::signal_all(&proctable::with_marker(&rec.marker), Signal::SIGKILL);
+            let _ = store.forget_tree(&rec.unit, rec.generation);
             let _ = store.remove_process(&rec.unit, rec.generation);
         }
         proctable::signal_all(&pids, Signal::SIGKILL);

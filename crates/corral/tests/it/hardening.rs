@@ -832,3 +832,70 @@ depends_on = { setup = "completed_successfully", app = "healthy" }
     ok(&p, &["down"]);
     p.assert_nothing_left();
 }
+
+/// 5: a process that escapes its service — a new session, every descriptor closed, an empty
+/// environment (no marker), its parent gone — is still ended: its PID and start time were
+/// recorded while it ran, and the daemon that comes after a `kill -9` ends it with the stack.
+#[test]
+fn escapees_are_found_after_the_daemon_dies() {
+    let p = Project::new(
+        r#"
+[services.escaper]
+command = ["python3", "-c", "import os, sys, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        os.closerange(0, 1024)\n        os.execve('/bin/sleep', ['sleep', '4242'], {})\n    os._exit(0)\nprint('forked', flush=True)\nwhile True: time.sleep(1)"]
+"#,
+    );
+    up_and_wait(&p, "escaper");
+    // Ours: it kept the service's working directory.
+    let root = std::fs::canonicalize(p.path()).unwrap();
+    let escapee = || {
+        all_sleep_4242()
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .find(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c == root))
+    };
+    // It runs, outside the group, without a marker.
+    eventually(Duration::from_secs(10), "the escapee to run", || {
+        escapee().is_some()
+    });
+    let pid = escapee().unwrap();
+    // Seen while the daemon lived (the census after a start).
+    eventually(
+        Duration::from_secs(10),
+        "the escapee to be recorded",
+        || {
+            let db = p.path().join(".corral/state.db");
+            std::process::Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import sqlite3; print(sqlite3.connect('{}').execute('select count(*) from trees where pid = {pid}').fetchone()[0])",
+                db.display()
+            ))
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "1")
+        },
+    );
+    p.kill_daemon();
+    ok(&p, &["up", "-d"]);
+    eventually(Duration::from_secs(10), "adopted", || {
+        json(&p, "GET", "/v1/services/escaper", "").1["adopted"] == true
+    });
+    ok(&p, &["down"]);
+    eventually(Duration::from_secs(5), "the escapee to be ended", || {
+        is_dead(pid)
+    });
+    p.assert_nothing_left();
+}
+
+/// `sleep 4242` processes anywhere (an escapee has neither a marker nor our directory).
+fn all_sleep_4242() -> Vec<(i32, String)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| !is_dead(*pid))
+        .filter_map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            (cmd == b"sleep\x004242\x00").then(|| (pid, "sleep 4242".to_string()))
+        })
+        .collect()
+}
