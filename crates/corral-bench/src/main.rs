@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+mod soak;
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     // `--instances N`: only the instance benchmark, with N instances.
@@ -21,6 +23,12 @@ fn main() {
         .and_then(|i| args.get(i + 1)?.parse().ok())
     {
         instances(&corral_binary(), n);
+        return;
+    }
+    // `--soak SECONDS`: only the soak (default 300 s).
+    if let Some(i) = args.iter().position(|a| a == "--soak") {
+        let seconds = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(300);
+        soak::run(&corral_binary(), seconds);
         return;
     }
     // `--flood`: only the restart-under-flood benchmark.
