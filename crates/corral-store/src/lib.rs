@@ -104,6 +104,7 @@ impl Store {
         conn.execute_batch(
             "BEGIN;
              CREATE TABLE IF NOT EXISTS held (unit TEXT PRIMARY KEY);
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS processes (
                  unit TEXT PRIMARY KEY, generation INTEGER NOT NULL, pid INTEGER NOT NULL,
                  start_time INTEGER NOT NULL, marker TEXT NOT NULL);
@@ -429,6 +430,36 @@ impl Store {
             .and_then(|mut s| s.execute(params![unit, generation as i64]))
             .map(drop)
             .map_err(|e| self.sql(e))
+    }
+
+    /// The PIDs of the corrals that ran this project before (their markers name them), most
+    /// recent last; and record `me` as the newest.
+    pub fn previous_daemons(&self, me: u32) -> Result<Vec<u32>, StoreError> {
+        let old: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'daemons'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        let mut pids: Vec<u32> = old
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        let before = pids.clone();
+        pids.retain(|p| *p != me);
+        pids.push(me);
+        // A few are enough: a marker outlives its daemon only as long as its processes do.
+        let keep = pids.len().saturating_sub(8);
+        let list: Vec<String> = pids[keep..].iter().map(u32::to_string).collect();
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('daemons', ?1)",
+                [list.join(" ")],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(before.into_iter().filter(|p| *p != me).collect())
     }
 
     /// The last `limit` events, oldest first.

@@ -278,6 +278,25 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
             }
         }
     }
+    // A process an earlier corral started in the moment before it died, before its record was
+    // written, is known only by its marker (`<that corral's pid>/…`): ended, or it would run
+    // beside the one started now.
+    // (That PID may have been reused by the corral of another project: only what works in this
+    // project's directory is taken for ours.)
+    let adopted: HashSet<&str> = adopt.iter().map(|(_, r)| r.marker.as_str()).collect();
+    let root = std::fs::canonicalize(&project.root).unwrap_or_else(|_| project.root.clone());
+    for prev in store.previous_daemons(std::process::id())? {
+        let prefix = format!("{prev}/");
+        let strays: Vec<i32> =
+            proctable::with_marker_matching(|m| m.starts_with(&prefix) && !adopted.contains(m))
+                .into_iter()
+                .filter(|pid| {
+                    std::fs::read_link(format!("/proc/{pid}/cwd"))
+                        .is_ok_and(|c| c.starts_with(&root))
+                })
+                .collect();
+        proctable::signal_all(&strays, Signal::SIGKILL);
+    }
 
     let names: Vec<String> = project.units.iter().map(|u| u.name.clone()).collect();
     let (printer, printer_thread) = Printer::start(names.clone(), options.quiet);

@@ -228,18 +228,6 @@ fn a_stale_pid_file_is_cleaned_up() {
     p.assert_nothing_left();
 }
 
-const COUNTER: &str = r#"
-[services.counter]
-command = ["python3", "-u", "-c", "import itertools, sys, time\nfor i in itertools.count():\n    sys.stdout.write(f'{i}\\n')\n    time.sleep(0.001)"]
-"#;
-
-fn numbers(p: &Project) -> Vec<u64> {
-    p.read(".corral/logs/counter.log")
-        .lines()
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect()
-}
-
 #[test]
 fn after_kill_9_of_the_daemon_services_are_adopted_with_no_line_lost_or_repeated() {
     let p = Project::new(COUNTER);

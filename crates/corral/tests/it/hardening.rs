@@ -587,18 +587,6 @@ fn ad_hoc_cwd_stays_inside_the_project_unless_allowed() {
     p.assert_nothing_left();
 }
 
-const COUNTER: &str = r#"
-[services.counter]
-command = ["python3", "-u", "-c", "import itertools, sys, time\nfor i in itertools.count():\n    sys.stdout.write(f'{i}\\n')\n    time.sleep(0.001)"]
-"#;
-
-fn counted(p: &Project) -> Vec<u64> {
-    p.read(".corral/logs/counter.log")
-        .lines()
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect()
-}
-
 fn keeper_pid(p: &Project) -> i32 {
     p.processes()
         .into_iter()
@@ -639,9 +627,9 @@ fn neither_the_keeper_nor_the_daemon_can_take_a_service_down() {
         .as_u64()
         .unwrap() as i32;
     let grows = |what: &str| {
-        let before = counted(&p).len();
+        let before = numbers(&p).len();
         eventually(Duration::from_secs(10), what, || {
-            counted(&p).len() > before + 300
+            numbers(&p).len() > before + 300
         });
     };
     grows("output");
@@ -669,7 +657,7 @@ fn neither_the_keeper_nor_the_daemon_can_take_a_service_down() {
     ok(&p, &["down"]);
     p.assert_nothing_left();
 
-    let numbers = counted(&p);
+    let numbers = numbers(&p);
     let (missing, repeated) = gaps(&numbers);
     assert!(!repeated, "a line was written twice");
     // Only what a dead keeper had read and not yet written may be lost: one chunk at most per

@@ -470,3 +470,17 @@ pub fn free_range() -> u16 {
     }
     panic!("no three free ports in a row");
 }
+
+/// A service printing a numbered line every millisecond: for tests that no line is lost.
+pub const COUNTER: &str = r#"
+[services.counter]
+command = ["python3", "-u", "-c", "import itertools, sys, time\nfor i in itertools.count():\n    sys.stdout.write(f'{i}\\n')\n    time.sleep(0.001)"]
+"#;
+
+/// The numbers in `counter`'s log, in file order.
+pub fn numbers(p: &Project) -> Vec<u64> {
+    p.read(".corral/logs/counter.log")
+        .lines()
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect()
+}
