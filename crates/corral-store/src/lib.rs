@@ -72,6 +72,8 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     inserts: u64,
+    /// [`Store::begin`] was called: the first write opens the transaction.
+    tx_wanted: std::cell::Cell<bool>,
 }
 
 impl Store {
@@ -100,7 +102,9 @@ impl Store {
             .map_err(corrupt)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(corrupt)?;
-        conn.busy_timeout(Duration::from_secs(2)).map_err(corrupt)?;
+        // Long enough for a slow disk under load; a waiter blocks its owner (and that owner's
+        // worker thread) meanwhile, so writers keep their transactions short.
+        conn.busy_timeout(Duration::from_secs(5)).map_err(corrupt)?;
         conn.execute_batch(
             "BEGIN;
              CREATE TABLE IF NOT EXISTS held (unit TEXT PRIMARY KEY);
@@ -142,6 +146,7 @@ impl Store {
             conn,
             path,
             inserts: 0,
+            tx_wanted: Default::default(),
         })
     }
 
@@ -153,11 +158,29 @@ impl Store {
     }
 
     /// Group the changes that follow into one transaction (ended by [`Store::commit`]).
+    ///
+    /// The transaction opens at the first write, with `BEGIN IMMEDIATE`: three owners write
+    /// to this file through their own connections, and a deferred transaction that has read
+    /// fails at once ("database is locked", no busy wait) when it comes to write after another
+    /// connection committed. Opening at the first write also keeps the write lock off steps
+    /// that only read.
     pub fn begin(&self) -> Result<(), StoreError> {
-        self.conn.execute_batch("BEGIN").map_err(|e| self.sql(e))
+        self.tx_wanted.set(true);
+        Ok(())
+    }
+
+    /// The connection, for a statement that writes: inside a transaction if one is wanted.
+    fn writer(&self) -> Result<&Connection, StoreError> {
+        if self.tx_wanted.get() && self.conn.is_autocommit() {
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|e| self.sql(e))?;
+        }
+        Ok(&self.conn)
     }
 
     pub fn commit(&self) -> Result<(), StoreError> {
+        self.tx_wanted.set(false);
         if self.conn.is_autocommit() {
             return Ok(());
         }
@@ -170,7 +193,7 @@ impl Store {
         } else {
             "DELETE FROM held WHERE unit = ?1"
         };
-        self.conn
+        self.writer()?
             .execute(sql, [unit])
             .map(drop)
             .map_err(|e| self.sql(e))
@@ -188,7 +211,7 @@ impl Store {
 
     /// Record a new process of `unit`, replacing the last one.
     pub fn put_process(&self, rec: &ProcessRecord) -> Result<(), StoreError> {
-        self.conn
+        self.writer()?
             .prepare_cached(
                 "INSERT OR REPLACE INTO processes (unit, generation, pid, start_time, marker)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -208,7 +231,7 @@ impl Store {
 
     /// The process of `unit` has ended (only if it is still this generation).
     pub fn remove_process(&self, unit: &str, generation: u64) -> Result<(), StoreError> {
-        self.conn
+        self.writer()?
             .prepare_cached("DELETE FROM processes WHERE unit = ?1 AND generation = ?2")
             .and_then(|mut s| s.execute(params![unit, generation as i64]))
             .map(drop)
@@ -246,7 +269,7 @@ impl Store {
     }
 
     pub fn set_port(&self, unit: &str, port: u16) -> Result<(), StoreError> {
-        self.conn
+        self.writer()?
             .execute(
                 "INSERT OR REPLACE INTO ports (unit, port) VALUES (?1, ?2)",
                 params![unit, port],
@@ -256,7 +279,7 @@ impl Store {
     }
 
     pub fn set_restarts(&self, unit: &str, count: u32) -> Result<(), StoreError> {
-        self.conn
+        self.writer()?
             .prepare_cached("INSERT OR REPLACE INTO restarts (unit, count) VALUES (?1, ?2)")
             .and_then(|mut s| s.execute(params![unit, count]))
             .map(drop)
@@ -287,7 +310,7 @@ impl Store {
     }
 
     pub fn put_definition(&self, unit: &str, body: &str) -> Result<(), StoreError> {
-        self.conn
+        self.writer()?
             .execute(
                 "INSERT OR REPLACE INTO definitions (unit, body) VALUES (?1, ?2)",
                 params![unit, body],
@@ -309,7 +332,7 @@ impl Store {
     }
 
     pub fn put_template_instance(&self, name: &str, record: &str) -> Result<(), StoreError> {
-        self.conn
+        self.writer()?
             .execute(
                 "INSERT OR REPLACE INTO template_instances (name, record) VALUES (?1, ?2)",
                 params![name, record],
@@ -319,7 +342,7 @@ impl Store {
     }
 
     pub fn remove_template_instance(&self, name: &str) -> Result<(), StoreError> {
-        self.conn
+        self.writer()?
             .execute("DELETE FROM template_instances WHERE name = ?1", [name])
             .map(drop)
             .map_err(|e| self.sql(e))
@@ -328,7 +351,7 @@ impl Store {
     /// Forget everything about a unit that was removed.
     pub fn forget(&self, unit: &str) -> Result<(), StoreError> {
         // A savepoint: atomic on its own, and nests inside the supervisor's step transaction.
-        self.conn
+        self.writer()?
             .execute_batch("SAVEPOINT forget")
             .map_err(|e| self.sql(e))?;
         for table in ["definitions", "held", "ports", "restarts"] {
@@ -357,7 +380,7 @@ impl Store {
         let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        self.conn
+        self.writer()?
             .prepare_cached(
                 "INSERT INTO events (time_ms, unit, kind, state, message) VALUES (?1, ?2, ?3, ?4, ?5)",
             )
@@ -366,7 +389,7 @@ impl Store {
         self.inserts += 1;
         // Trim now and then rather than on every insert.
         if self.inserts.is_multiple_of(256) {
-            self.conn
+            self.writer()?
                 .execute(
                     "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?1",
                     [EVENT_HISTORY],
@@ -385,7 +408,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.forget_tree(unit, generation)?;
         let mut stmt = self
-            .conn
+            .writer()?
             .prepare_cached(
                 "INSERT OR REPLACE INTO trees (unit, generation, pid, start_time) VALUES (?1, ?2, ?3, ?4)",
             )
@@ -425,7 +448,7 @@ impl Store {
     }
 
     pub fn forget_tree(&self, unit: &str, generation: u64) -> Result<(), StoreError> {
-        self.conn
+        self.writer()?
             .prepare_cached("DELETE FROM trees WHERE unit = ?1 AND generation = ?2")
             .and_then(|mut s| s.execute(params![unit, generation as i64]))
             .map(drop)
@@ -453,7 +476,7 @@ impl Store {
         // A few are enough: a marker outlives its daemon only as long as its processes do.
         let keep = pids.len().saturating_sub(8);
         let list: Vec<String> = pids[keep..].iter().map(u32::to_string).collect();
-        self.conn
+        self.writer()?
             .execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('daemons', ?1)",
                 [list.join(" ")],
@@ -522,6 +545,23 @@ mod tests {
         s.commit().unwrap();
         assert!(s.definitions().unwrap().is_empty());
         assert_eq!(s.events(10).unwrap()[0].message, "running");
+    }
+
+    /// Owners write through their own connections: a step that read before another owner
+    /// committed still writes (a deferred transaction failed here with "database is locked").
+    #[test]
+    fn a_step_that_read_can_write_after_another_connection_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Store::open(dir.path()).unwrap();
+        let b = Store::open(dir.path()).unwrap();
+        a.begin().unwrap();
+        assert!(a.held().unwrap().is_empty());
+        b.put_template_instance("ide-1", "{}").unwrap();
+        a.set_held("web", true).unwrap();
+        a.put_definition("extra", "{}").unwrap();
+        a.commit().unwrap();
+        assert_eq!(b.held().unwrap(), ["web"]);
+        assert_eq!(a.template_instances().unwrap().len(), 1);
     }
 
     #[test]

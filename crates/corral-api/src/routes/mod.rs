@@ -123,7 +123,46 @@ pub fn router(control: Control) -> Router {
             control,
             meter: Default::default(),
         })
+        .layer(axum::middleware::from_fn(read_whole_body))
         .layer(axum::middleware::map_response(json_errors))
+}
+
+/// The most a request body may be, except a workspace upload (its own limit): axum's default.
+const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Every request body is read in full before its handler runs. A handler that takes no body
+/// (shutdown, a GET sent with one) would leave bytes unread, and a socket closed with unread
+/// bytes is reset: the client could lose the answer it was sent. The workspace upload streams
+/// its own, larger body.
+async fn read_whole_body(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if req.uri().path().ends_with("/workspace") {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(bytes) => {
+            let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            next.run(req).await
+        }
+        Err(e) => {
+            let over = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if over {
+                ApiError {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    code: "too_large",
+                    message: format!("request body over {BODY_LIMIT} bytes"),
+                }
+                .into_response()
+            } else {
+                ApiError::bad(format!("could not read the request body: {e}")).into_response()
+            }
+        }
+    }
 }
 
 /// Every error answer is JSON `{code, message}` — also those axum makes itself before a handler

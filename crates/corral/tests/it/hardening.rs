@@ -503,6 +503,12 @@ fn small_api_defects() {
     let v: serde_json::Value =
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
     assert_eq!(v["code"], "too_large", "{v}");
+    // A body sent to a route that takes none is read anyway: closing a socket with unread
+    // bytes resets it, and the client lost the answer now and then.
+    for i in 0..200 {
+        let (status, body) = p.http_body("GET", "/v1/project", r#"{"unused": true}"#);
+        assert_eq!(status, 200, "request {i}: {body}");
+    }
     for name in ["-rf", "api.sock", "x.log"] {
         let (status, v) = json(
             &p,
