@@ -926,10 +926,7 @@ fn simulate(seed: u64) {
         );
         // No spawn of it during its backoff, unless the user acted on it.
         let early = w.spawns.iter().any(|(t, u)| {
-            u == unit
-                && *t > *at
-                && *t < *until
-                && !user_acted.get(u).is_some_and(|acted| acted >= at)
+            u == unit && *t > *at && *t < *until && user_acted.get(u).is_none_or(|acted| acted < at)
         });
         assert!(
             !early,

@@ -203,7 +203,7 @@ pub(crate) async fn serve_logs(app: App, mut p: LogParams) -> ApiResult<Response
                 _ = tokio::time::sleep(Duration::from_millis(250)), if f.busy => {}
             }
             // One read serves every notice already queued.
-            while !matches!(f.rx.try_recv(), Err(_)) {}
+            while f.rx.try_recv().is_ok() {}
             f.read_files();
         }
     });

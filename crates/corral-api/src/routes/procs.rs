@@ -153,7 +153,7 @@ pub(crate) async fn wait(
         ));
     }
     Ok(Json(convert::proc(
-        &&app.control.adhoc.wait(&id, cap).await?,
+        &app.control.adhoc.wait(&id, cap).await?,
     )))
 }
 
@@ -188,7 +188,7 @@ pub(crate) async fn signal(
 ) -> ApiResult<Json<wire::Proc>> {
     let sig = requested_signal(q.as_deref(), &body)?;
     Ok(Json(convert::proc(
-        &&app.control.adhoc.signal(&id, sig).await?,
+        &app.control.adhoc.signal(&id, sig).await?,
     )))
 }
 

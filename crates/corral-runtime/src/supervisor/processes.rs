@@ -206,9 +206,9 @@ impl Processes {
     /// The unit's process `generation` has exited: forget it (and its record), and sweep what
     /// it left behind.
     pub(super) fn exited(&mut self, store: &Store, name: &str, unit: UnitId, generation: u64) {
-        if !self.live[unit.0]
+        if self.live[unit.0]
             .as_ref()
-            .is_some_and(|l| l.generation == generation)
+            .is_none_or(|l| l.generation != generation)
         {
             return;
         }
