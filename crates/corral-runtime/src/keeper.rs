@@ -34,7 +34,7 @@
 //! than the first byte of that frame, a FIFO of received descriptors matches them up.
 //! - daemon → keeper `ATTACH`: JSON-free fixed fields (see [`Attach`]) + 2 fds (stdout, stderr).
 //! - keeper → daemon `LINES`: one chunk's complete lines of one stream of one generation.
-//! - keeper → daemon `EOF`: both pipes of an generation are closed; all its lines were sent.
+//! - keeper → daemon `EOF`: both pipes of a generation are closed; all its lines were sent.
 //! - keeper → daemon `HELD`: the same fields as `ATTACH` + 2 fds: copies of the read ends it
 //!   holds, one frame per generation, sent to each daemon as it connects.
 
@@ -372,7 +372,7 @@ impl KeeperLink {
         Ok(KeeperLink { sock, _path: path })
     }
 
-    /// Hand an generation's output pipes to the keeper. The caller closes its copies afterwards.
+    /// Hand a generation's output pipes to the keeper. The caller closes its copies afterwards.
     pub fn attach(&self, attach: &Attach, stdout: &OwnedFd, stderr: &OwnedFd) -> io::Result<()> {
         send_with_fds(&self.sock, &attach_frame(attach, ATTACH), stdout, stderr)
     }

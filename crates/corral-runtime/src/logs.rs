@@ -355,7 +355,7 @@ impl LogFile {
     }
 }
 
-/// Reads an generation's stdout and stderr until both close, and hands each chunk's complete
+/// Reads a generation's stdout and stderr until both close, and hands each chunk's complete
 /// lines to `sink`.
 pub struct Pump<F: FnMut(Stream, &[Vec<u8>])> {
     pub sink: F,

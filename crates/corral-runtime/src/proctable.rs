@@ -194,7 +194,7 @@ impl Table {
         self.procs.get(&pid).is_some_and(|p| !p.zombie)
     }
 
-    /// Live processes of an generation that left its group or lost their parent: descendants of
+    /// Live processes of a generation that left its group or lost their parent: descendants of
     /// `leader` outside its group, and orphans carrying `marker`, with their descendants. The
     /// group itself is reached by `killpg`.
     pub fn strays(&self, leader: Option<i32>, marker: &str) -> Vec<i32> {

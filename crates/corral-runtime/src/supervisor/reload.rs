@@ -317,7 +317,7 @@ impl Supervisor {
         ev
     }
 
-    /// An event about an generation that is no longer current (or a unit a reload removed).
+    /// An event about a generation that is no longer current (or a unit a reload removed).
     pub(super) fn is_stale(&self, ev: &Event) -> bool {
         match ev {
             Event::Exited {
