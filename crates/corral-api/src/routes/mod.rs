@@ -39,6 +39,14 @@ impl Routes {
         self.router = self.router.route(path, route);
         self
     }
+
+    /// [`read_whole_body`] for the routes added so far.
+    fn read_bodies_first(mut self) -> Self {
+        self.router = self
+            .router
+            .route_layer(axum::middleware::from_fn(read_whole_body));
+        self
+    }
 }
 
 fn routes() -> Routes {
@@ -95,6 +103,9 @@ fn routes() -> Routes {
             "/v1/instances/{name}",
             delete(instances::delete_instance),
         )
+        // Everything above has its body read before the handler; the upload below streams its
+        // own, larger body.
+        .read_bodies_first()
         .add(
             "put",
             "/v1/instances/{name}/workspace",
@@ -123,7 +134,6 @@ pub fn router(control: Control) -> Router {
             control,
             meter: Default::default(),
         })
-        .layer(axum::middleware::from_fn(read_whole_body))
         .layer(axum::middleware::map_response(json_errors))
 }
 
@@ -139,9 +149,6 @@ async fn read_whole_body(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    if req.uri().path().ends_with("/workspace") {
-        return next.run(req).await;
-    }
     let (parts, body) = req.into_parts();
     match axum::body::to_bytes(body, BODY_LIMIT).await {
         Ok(bytes) => {
