@@ -13,8 +13,9 @@
 //! - the [`keeper`] process: the output pipes and log files.
 //!
 //! The modules:
-//! - [`spawn`]: the one way a process is started (group, environment, marker, reaper);
-//!   [`wrap`]: tasks run under `corral __wrap`, which records their exit status.
+//! - [`spawn`]: the one way a process is started (group, environment, marker, cgroup, reaper);
+//! - [`cgroup`]: a cgroup v2 per started process, where the system allows it.
+//! - [`wrap`]: tasks run under `corral __wrap`, which records their exit status.
 //! - [`reaper`]: corral is a child subreaper; one reaper collects every child (ours and the
 //!   orphans re-parented to us), so there are no zombies and no PID is signalled after reuse.
 //! - [`proctable`]: `/proc` reading — process trees, the `CORRAL_INSTANCE_ID` marker that ties a
@@ -43,10 +44,11 @@
 //! marker). After the grace period the engine asks for SIGKILL, sent the same way. When the
 //! group leader is reaped, the rest of its group is SIGKILLed at once, and a sweep shortly after
 //! kills orphans of exited generations. Before corral exits, every remaining descendant is killed
-//! and reaped. cgroup v2 `cgroup.kill` would make this exact; it is not used yet (these hosts run
-//! cgroup v1).
+//! and reaped. Where corral can make cgroups ([`cgroup`]), each process has one and all of this
+//! is exact (`cgroup.kill`); the rest stays as the fallback.
 
 pub mod adhoc;
+pub mod cgroup;
 pub mod instances;
 pub mod keeper;
 pub mod logs;

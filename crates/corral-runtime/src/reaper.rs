@@ -5,11 +5,18 @@
 //!
 //! That is why nothing in corral may use `tokio::process` or `std::process::Child::wait`: the
 //! reaper would steal their exit statuses. Everything spawns through [`Reaper::spawn`].
+//!
+//! Where cgroups can be made ([`crate::cgroup`]), each registered process has one, and what is
+//! done to its process group is done to its cgroup too: a signal reaches the processes that left
+//! the group, and when the leader is reaped everything left in its cgroup is killed and the
+//! cgroup removed.
 
 use std::collections::HashMap;
 use std::io;
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
+
+use std::path::PathBuf;
 
 use corral_engine::ExitStatus;
 use nix::errno::Errno;
@@ -21,19 +28,29 @@ use tokio::sync::oneshot;
 
 #[derive(Clone)]
 pub struct Reaper {
-    /// Un-reaped processes we started, by PID. A PID is in here exactly while it cannot be
-    /// reused, so signalling a PID found here never hits a stranger.
-    waiting: Arc<Mutex<HashMap<i32, oneshot::Sender<ExitStatus>>>>,
+    /// Un-reaped processes we started, by PID, with their cgroups. A PID is in here exactly
+    /// while it cannot be reused, so signalling a PID found here never hits a stranger.
+    waiting: Arc<Mutex<Waiting>>,
+    /// Where each marked process gets a cgroup; none when the system gives us none.
+    cgroups: Option<Arc<crate::cgroup::Cgroups>>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    by_pid: HashMap<i32, (oneshot::Sender<ExitStatus>, Option<PathBuf>)>,
+    /// Cgroups killed whose processes had not all died yet: removed at a later reap.
+    retired: Vec<PathBuf>,
 }
 
 impl Reaper {
     /// Become a child subreaper and start the reaping task. Call once, inside the runtime.
-    pub fn start() -> io::Result<Reaper> {
+    pub fn start(cgroups: Option<crate::cgroup::Cgroups>) -> io::Result<Reaper> {
         #[cfg(target_os = "linux")]
         nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)?;
         let mut sigchld = signal(SignalKind::child())?;
         let reaper = Reaper {
             waiting: Arc::default(),
+            cgroups: cgroups.map(Arc::new),
         };
         let r = reaper.clone();
         tokio::spawn(async move {
@@ -47,30 +64,73 @@ impl Reaper {
         Ok(reaper)
     }
 
-    /// Spawn `cmd` and register it. The lock is held across the spawn so that the reaper cannot
-    /// collect a very short-lived child before it is registered.
-    pub fn spawn(&self, cmd: &mut Command) -> io::Result<(Child, oneshot::Receiver<ExitStatus>)> {
+    /// The daemon's cgroup, when processes are confined.
+    pub fn cgroups(&self) -> Option<&crate::cgroup::Cgroups> {
+        self.cgroups.as_deref()
+    }
+
+    /// A cgroup for the process that will carry `marker` (none without confinement, or when
+    /// this one cannot be made: the fallback still holds).
+    pub fn slot(&self, marker: &str) -> Option<crate::cgroup::Slot> {
+        self.cgroups.as_ref()?.slot(marker).ok()
+    }
+
+    /// Spawn `cmd` and register it (with its cgroup, which `cmd` joins before `exec`). The lock
+    /// is held across the spawn so that the reaper cannot collect a very short-lived child
+    /// before it is registered.
+    pub fn spawn(
+        &self,
+        cmd: &mut Command,
+        cgroup: Option<PathBuf>,
+    ) -> io::Result<(Child, oneshot::Receiver<ExitStatus>)> {
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        let child = cmd.spawn()?;
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(dir) = cgroup {
+                    crate::cgroup::remove(&dir);
+                }
+                return Err(e);
+            }
+        };
         let (tx, rx) = oneshot::channel();
-        waiting.insert(child.id() as i32, tx);
+        waiting.by_pid.insert(child.id() as i32, (tx, cgroup));
         Ok((child, rx))
     }
 
     /// Send `sig` to the process group led by `pid`, if `pid` is still one of ours and not yet
-    /// reaped. Returns false if it was already gone.
+    /// reaped, and to whatever left that group but not its cgroup. Returns false if it was
+    /// already gone.
     pub fn signal_group(&self, pid: u32, sig: Signal) -> bool {
         let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        if !waiting.contains_key(&(pid as i32)) {
+        let Some((_, cgroup)) = waiting.by_pid.get(&(pid as i32)) else {
             return false;
+        };
+        let sent = killpg(Pid::from_raw(pid as i32), sig).is_ok();
+        if let Some(dir) = cgroup {
+            if sig == Signal::SIGKILL {
+                crate::cgroup::kill(dir);
+            } else {
+                crate::proctable::signal_all(&crate::cgroup::pids(dir), sig);
+            }
         }
-        killpg(Pid::from_raw(pid as i32), sig).is_ok()
+        sent
     }
 
     /// PIDs we started that are not reaped yet.
     pub fn registered(&self) -> std::collections::HashSet<i32> {
         let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        waiting.keys().copied().collect()
+        waiting.by_pid.keys().copied().collect()
+    }
+
+    /// Kill what is in the cgroup at `dir` and remove it (now, or at a later reap when its
+    /// processes have not all died yet). For cgroups of processes we did not start (adopted).
+    pub fn retire(&self, dir: PathBuf) {
+        crate::cgroup::kill(&dir);
+        if !crate::cgroup::remove(&dir) {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            waiting.retired.push(dir);
+        }
     }
 
     /// Reap every exited child. Called on SIGCHLD (signals coalesce, so loop until none left).
@@ -84,12 +144,20 @@ impl Reaper {
                 Ok(_) | Err(Errno::EINTR) => continue,
                 Err(_) => break,
             };
-            if let Some(tx) = waiting.remove(&pid.as_raw()) {
+            if let Some((tx, cgroup)) = waiting.by_pid.remove(&pid.as_raw()) {
                 // The leader is gone: whatever it left in its group goes too, now, while the
-                // group id cannot have been reused (its members keep it alive).
+                // group id cannot have been reused (its members keep it alive); and whatever
+                // it left in its cgroup, wherever it went.
                 let _ = killpg(pid, Signal::SIGKILL);
+                if let Some(dir) = cgroup {
+                    crate::cgroup::kill(&dir);
+                    waiting.retired.push(dir);
+                }
                 let _ = tx.send(status);
             }
         }
+        // The processes of a killed cgroup die a moment later (and are reaped here, being our
+        // descendants): it is removed once it is empty.
+        waiting.retired.retain(|dir| !crate::cgroup::remove(dir));
     }
 }

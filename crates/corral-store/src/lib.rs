@@ -485,6 +485,35 @@ impl Store {
         Ok(before.into_iter().filter(|p| *p != me).collect())
     }
 
+    /// The cgroups of the daemons that ran this project before (see `corral_runtime::cgroup`)
+    /// and were not removed yet, oldest first.
+    pub fn previous_cgroups(&self) -> Result<Vec<String>, StoreError> {
+        let old: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'cgroups'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        Ok(old
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Record the daemons' cgroups that still exist (see [`Store::previous_cgroups`]).
+    pub fn set_cgroups(&self, cgroups: &[String]) -> Result<(), StoreError> {
+        self.writer()?
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('cgroups', ?1)",
+                [cgroups.join("\n")],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
     /// The last `limit` events, oldest first.
     pub fn events(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
         let mut stmt = self

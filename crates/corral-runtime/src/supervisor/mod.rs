@@ -21,7 +21,7 @@
 //! `tickets` (waiting for outcomes), `output` (the keeper link).
 
 use std::collections::{HashSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -140,19 +140,32 @@ pub fn lock_project(
         path: path.display().to_string(),
         source,
     })?;
-    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-        Ok(mut lock) => {
-            let _ = lock.set_len(0);
-            let _ = lock.rewind();
-            let _ = write!(lock, "{}", std::process::id());
-            Ok(lock)
-        }
-        Err((mut file, _)) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            Err(StartError::Busy {
-                pid: pid.trim().to_string(),
-            })
+    // A holder that was just killed keeps the lock until its last thread has finished exiting
+    // (one may be in a slow system call), a moment after it shows as a zombie: wait for that.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut file = file;
+    loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(mut lock) => {
+                let _ = lock.set_len(0);
+                let _ = lock.rewind();
+                let _ = write!(lock, "{}", std::process::id());
+                return Ok(lock);
+            }
+            Err((mut held, _)) => {
+                let mut pid = String::new();
+                let _ = held.rewind();
+                let _ = held.read_to_string(&mut pid);
+                let pid = pid.trim().to_string();
+                let dying = pid
+                    .parse::<i32>()
+                    .is_ok_and(|p| proctable::start_time(p).is_none());
+                if !dying || Instant::now() > deadline {
+                    return Err(StartError::Busy { pid });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                file = held;
+            }
         }
     }
 }
@@ -217,7 +230,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     }
     let lock = lock_project(&project.state_dir)?;
     raise_open_files_limit();
-    let reaper = Reaper::start().map_err(StartError::Setup)?;
+    let reaper = Reaper::start(crate::cgroup::Cgroups::create()).map_err(StartError::Setup)?;
     // A keeper starting while the store opens: the two take a few milliseconds each.
     let mut early_keeper = KeeperGuard(None);
     if !crate::keeper::running(&project.state_dir) {
@@ -297,6 +310,25 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
                 .collect();
         proctable::signal_all(&strays, Signal::SIGKILL);
     }
+    // The same, exactly, where the earlier daemons had cgroups: all that is in them goes, but
+    // the processes adopted now (and whatever they started).
+    let kept: Vec<PathBuf> = adopt
+        .iter()
+        .filter_map(|(_, r)| crate::cgroup::of_process(&r.pid.to_string()))
+        .collect();
+    let mut cgroups: Vec<String> = store
+        .previous_cgroups()?
+        .into_iter()
+        .filter(|old| {
+            !crate::cgroup::end_daemon_cgroup(Path::new(old), |c| {
+                kept.iter().any(|k| k.starts_with(c))
+            })
+        })
+        .collect();
+    if let Some(mine) = reaper.cgroups() {
+        cgroups.push(mine.base().display().to_string());
+    }
+    store.set_cgroups(&cgroups)?;
 
     let names: Vec<String> = project.units.iter().map(|u| u.name.clone()).collect();
     let (printer, printer_thread) = Printer::start(names.clone(), options.quiet);

@@ -15,6 +15,9 @@ struct Live {
     marker: String,
     /// Adopted from an earlier daemon: not our child, watched through a pidfd.
     adopted: Option<proctable::PidFd>,
+    /// An adopted process's cgroup (made by the earlier daemon); the reaper keeps those of our
+    /// own children.
+    cgroup: Option<PathBuf>,
     /// Our copy of its output pipes' read ends (the keeper holds the other): while either of
     /// us lives, a write never meets a closed pipe. Handed to a new keeper if this one dies.
     pipes: Option<(OwnedFd, OwnedFd)>,
@@ -179,6 +182,8 @@ impl Processes {
             pid: rec.pid,
             marker: rec.marker.clone(),
             adopted: Some(check_fd),
+            cgroup: crate::cgroup::of_process(&rec.pid.to_string())
+                .filter(|c| c.parent().is_some_and(crate::cgroup::is_daemon_cgroup)),
             // Copies come from the keeper once it sees us (`hold`).
             pipes: None,
             tree: store.tree(&rec.unit, rec.generation).unwrap_or_default(),
@@ -222,6 +227,9 @@ impl Processes {
         if live.adopted.is_some() {
             // Its orphans went to init, not to us: find them by marker.
             proctable::signal_all(&proctable::with_marker(&live.marker), Signal::SIGKILL);
+        }
+        if let Some(dir) = live.cgroup {
+            self.reaper.retire(dir);
         }
         // Nothing it started outlives it, escaped or not.
         end_tree(&live.tree);
@@ -451,6 +459,7 @@ impl Processes {
             pid,
             marker,
             adopted: None,
+            cgroup: None,
             pipes,
             tree: Vec::new(),
         });
@@ -522,6 +531,9 @@ impl Processes {
                 }
                 proctable::signal_all(&proctable::with_marker(&live.marker), *sig);
                 proctable::signal_all(&still_alive(&live.tree), *sig);
+                if let Some(dir) = &live.cgroup {
+                    proctable::signal_all(&crate::cgroup::pids(dir), *sig);
+                }
                 continue;
             }
             let leader_alive = self.reaper.signal_group(live.pid, *sig);
@@ -572,6 +584,14 @@ impl Processes {
     pub(super) fn end_escaped(&self, store: &Store) {
         end_tree(&store.tree(PROJECT, 0).unwrap_or_default());
         let _ = store.forget_tree(PROJECT, 0);
+        // And every cgroup, ours and those left by earlier daemons (of adopted processes).
+        let left: Vec<String> = store
+            .previous_cgroups()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|dir| !crate::cgroup::end_daemon_cgroup(Path::new(dir), |_| false))
+            .collect();
+        let _ = store.set_cgroups(&left);
     }
 
     pub(super) async fn final_sweep(&mut self) {

@@ -69,6 +69,22 @@ fn end_leftovers(state_dir: &Path) -> Vec<String> {
             let _ = store.remove_process(&rec.unit, rec.generation);
         }
         proctable::signal_all(&pids, Signal::SIGKILL);
+        // Where the daemon had cgroups, whatever is in them goes (nothing escapes those).
+        let mut left = Vec::new();
+        for name in store.previous_cgroups().unwrap_or_default() {
+            let dir = Path::new(&name);
+            let had: usize = corral_runtime::cgroup::children(dir)
+                .iter()
+                .map(|c| corral_runtime::cgroup::pids(c).len())
+                .sum();
+            if had > 0 {
+                ended.push(format!("{had} more process(es) in {}", dir.display()));
+            }
+            if !corral_runtime::cgroup::end_daemon_cgroup(dir, |_| false) {
+                left.push(name);
+            }
+        }
+        let _ = store.set_cgroups(&left);
     }
     // The keeper ends by itself once no pipe is left and no daemon is connected; if it does
     // not, it goes too. Its lock file holds its PID.

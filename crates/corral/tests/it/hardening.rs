@@ -848,9 +848,10 @@ depends_on = { setup = "completed_successfully", app = "healthy" }
     p.assert_nothing_left();
 }
 
-/// 5: a process that escapes its service — a new session, every descriptor closed, an empty
-/// environment (no marker), its parent gone — is still ended: its PID and start time were
-/// recorded while it ran, and the daemon that comes after a `kill -9` ends it with the stack.
+/// 5, the fallback (no cgroups): a process that escapes its service — a new session, every
+/// descriptor closed, an empty environment (no marker), its parent gone — is still ended: its
+/// PID and start time were recorded while it ran, and the daemon that comes after a `kill -9`
+/// ends it with the stack.
 #[test]
 fn escapees_are_found_after_the_daemon_dies() {
     let p = Project::new(
@@ -858,16 +859,12 @@ fn escapees_are_found_after_the_daemon_dies() {
 [services.escaper]
 command = ["python3", "-c", "import os, sys, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        os.closerange(0, 1024)\n        os.execve('/bin/sleep', ['sleep', '4242'], {})\n    os._exit(0)\nprint('forked', flush=True)\nwhile True: time.sleep(1)"]
 "#,
-    );
+    )
+    .with_env("CORRAL_CGROUP", "off");
     up_and_wait(&p, "escaper");
     // Ours: it kept the service's working directory.
     let root = std::fs::canonicalize(p.path()).unwrap();
-    let escapee = || {
-        all_sleep_4242()
-            .into_iter()
-            .map(|(pid, _)| pid)
-            .find(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c == root))
-    };
+    let escapee = || running_in(&root, b"sleep\x004242\x00");
     // It runs, outside the group, without a marker.
     eventually(Duration::from_secs(10), "the escapee to run", || {
         escapee().is_some()
@@ -901,16 +898,113 @@ command = ["python3", "-c", "import os, sys, time\nif os.fork() == 0:\n    os.se
     p.assert_nothing_left();
 }
 
-/// `sleep 4242` processes anywhere (an escapee has neither a marker nor our directory).
-fn all_sleep_4242() -> Vec<(i32, String)> {
+/// A live process started in `dir` whose command line is exactly `cmdline` (an escapee has
+/// neither a marker nor a parent of ours; its working directory tells it is the project's).
+fn running_in(dir: &std::path::Path, cmdline: &[u8]) -> Option<i32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| !is_dead(*pid))
-        .filter_map(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            (cmd == b"sleep\x004242\x00").then(|| (pid, "sleep 4242".to_string()))
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == cmdline)
+                && std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c.starts_with(dir))
         })
-        .collect()
+}
+
+/// Where the cgroup v2 hierarchy is mounted and writable by this user, if it is.
+fn writable_cgroup2() -> Option<std::path::PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = info.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (right.split_whitespace().next()? == "cgroup2").then(|| left.split_whitespace().nth(4))?
+    })?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = std::path::Path::new(mount).join(rel.trim_start_matches('/'));
+    nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK)
+        .is_ok()
+        .then_some(dir)
+}
+
+/// 5, exactly: where cgroups can be made, a service's process is in a cgroup of its own, and
+/// what escapes it while no daemon runs — so no census ever saw it: a new session, every fd
+/// closed, no marker, re-parented to init — is still ended by the next daemon's `down`.
+#[test]
+fn escapes_while_no_daemon_runs_are_ended_by_the_cgroup() {
+    if writable_cgroup2().is_none() {
+        eprintln!("skipped: no writable cgroup v2 hierarchy here (the fallback test covers it)");
+        return;
+    }
+    let p = Project::new(
+        r#"
+[services.late]
+command = ["python3", "-c", "import os, time\nwhile not os.path.exists('go'): time.sleep(0.02)\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        os.closerange(0, 1024)\n        os.execve('/bin/sleep', ['sleep', '4243'], {})\n    os._exit(0)\nwhile True: time.sleep(1)"]
+"#,
+    );
+    up_and_wait(&p, "late");
+    let service = json(&p, "GET", "/v1/services/late", "").1["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    let cgroup = std::fs::read_to_string(format!("/proc/{service}/cgroup")).unwrap();
+    assert!(
+        cgroup.contains("/corral-") && cgroup.contains("@late@"),
+        "the service is not in a cgroup of its own: {cgroup}"
+    );
+    p.kill_daemon();
+    std::fs::write(p.path().join("go"), "").unwrap();
+    let root = std::fs::canonicalize(p.path()).unwrap();
+    let escapee = || running_in(&root, b"sleep\x004243\x00");
+    eventually(Duration::from_secs(10), "the escapee to run", || {
+        escapee().is_some()
+    });
+    let pid = escapee().unwrap();
+    // Nothing of corral saw it: no daemon ran; its parent is init now.
+    ok(&p, &["up", "-d"]);
+    eventually(Duration::from_secs(10), "adopted", || {
+        json(&p, "GET", "/v1/services/late", "").1["adopted"] == true
+    });
+    ok(&p, &["down"]);
+    eventually(Duration::from_secs(5), "the escapee to be ended", || {
+        is_dead(pid)
+    });
+    p.assert_nothing_left();
+}
+
+/// 5, setup steps: an instance's setup step that is running when the daemon dies — and what it
+/// started, escaped (new session, no marker, no parent) — is ended by the next daemon; it does
+/// not go on writing into the failed instance's workspace.
+#[test]
+fn setup_steps_do_not_outlive_their_daemon() {
+    if writable_cgroup2().is_none() {
+        eprintln!("skipped: no writable cgroup v2 hierarchy here");
+        return;
+    }
+    let p = Project::new(
+        r#"
+[templates.slow]
+command = "exec sleep 1000"
+setup = ["python3 -c \"import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        os.closerange(0, 1024)\n        os.execve('/bin/sleep', ['sleep', '4244'], {})\n    os._exit(0)\nopen('stepping', 'w').close()\ntime.sleep(1000)\""]
+"#,
+    );
+    up_and_wait_daemon(&p);
+    let (status, inst) = json(&p, "POST", "/v1/instances", r#"{"template": "slow"}"#);
+    assert_eq!(status, 201, "{inst}");
+    let ws = std::path::PathBuf::from(inst["workspace"].as_str().unwrap());
+    eventually(Duration::from_secs(15), "the setup step to run", || {
+        ws.join("stepping").exists()
+    });
+    let root = std::fs::canonicalize(p.path()).unwrap();
+    let escapee = || running_in(&root, b"sleep\x004244\x00");
+    eventually(Duration::from_secs(10), "the escapee to run", || {
+        escapee().is_some()
+    });
+    let pid = escapee().unwrap();
+    p.kill_daemon();
+    ok(&p, &["up", "-d"]);
+    eventually(Duration::from_secs(10), "the escapee to be ended", || {
+        is_dead(pid)
+    });
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
 }

@@ -68,6 +68,8 @@ while True:
 /// A temp project directory with a `corral.toml` and the helper programs.
 pub struct Project {
     pub dir: tempfile::TempDir,
+    /// Set for every corral this project starts.
+    env: Vec<(String, String)>,
 }
 
 impl Project {
@@ -80,7 +82,16 @@ impl Project {
         for (name, text) in HELPERS {
             fs::write(dir.path().join(name), text).unwrap();
         }
-        Project { dir }
+        Project {
+            dir,
+            env: Vec::new(),
+        }
+    }
+
+    /// Every corral started for this project gets `key=value` in its environment.
+    pub fn with_env(mut self, key: &str, value: &str) -> Project {
+        self.env.push((key.into(), value.into()));
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -99,6 +110,7 @@ impl Project {
         let err = out.with_extension("err");
         let child = Command::new(BIN)
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.path())
             .stdin(Stdio::null())
             .stdout(File::create(&out).unwrap())
@@ -151,6 +163,8 @@ impl Project {
         loop {
             let left = self.processes();
             if left.is_empty() {
+                let cgroups = self.cgroups_left();
+                assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
                 return;
             }
             if Instant::now() > deadline {
@@ -159,6 +173,20 @@ impl Project {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The daemons' cgroups (recorded in the store) that still exist.
+    pub fn cgroups_left(&self) -> Vec<String> {
+        let state = self.path().join(".corral");
+        if !state.join("state.db").exists() {
+            return Vec::new();
+        }
+        corral_store::Store::open(&state)
+            .and_then(|s| s.previous_cgroups())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| Path::new(d).exists())
+            .collect()
     }
 
     fn kill_all(&self) {

@@ -1,0 +1,245 @@
+//! Confinement in cgroups, where the system lets corral make them.
+//!
+//! With a writable cgroup v2 hierarchy that has `cgroup.kill` (Linux ≥ 5.14), every marked
+//! process corral starts — a unit's process, an ad-hoc process, an instance's setup step — goes
+//! into a cgroup of its own, made for it under one cgroup for the daemon:
+//!
+//! ```text
+//! <cgroup2 mount>/<corral's own cgroup>/corral-<daemon pid>/<marker with '/' as '@'>
+//! ```
+//!
+//! The child moves itself there before `exec`, so nothing it starts is ever outside it; a
+//! process cannot leave a cgroup by `setsid`, double-forking, closing its fds or dropping its
+//! environment. Ending it all is one write to `cgroup.kill`, which the kernel applies to every
+//! process in it, including one being forked at that moment.
+//!
+//! The daemon's cgroup is recorded in the store: a daemon that follows a dead one ends whatever
+//! is left in the old cgroups except what it adopts, and so does `corral down` when it finds the
+//! daemon gone. Where no cgroup can be made (cgroup v1 only, v2 not delegated to this user, an
+//! old kernel), corral falls back to what it does anyway: the marker, the process group and the
+//! recorded tree of descendants (see `proctable` and the supervisor's census).
+//!
+//! `CORRAL_CGROUP=off` turns confinement off (the fallback is then what runs; tests use it).
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The daemon's cgroup, under which each started process gets one of its own.
+#[derive(Debug, Clone)]
+pub struct Cgroups {
+    base: PathBuf,
+}
+
+/// One process's cgroup, ready for the child to join: the directory, and the path of its
+/// `cgroup.procs` made into a C string before the fork (nothing may allocate after it).
+#[derive(Debug)]
+pub struct Slot {
+    pub dir: PathBuf,
+    procs: CString,
+}
+
+impl Slot {
+    /// In the child, between fork and exec: move the calling process into the cgroup. Only
+    /// `open`, `write` and `close` on data prepared before the fork.
+    pub fn join_from_child(&self) -> io::Result<()> {
+        // SAFETY: plain system calls on a NUL-terminated path and a static buffer.
+        unsafe {
+            let fd = nix::libc::open(
+                self.procs.as_ptr(),
+                nix::libc::O_WRONLY | nix::libc::O_CLOEXEC,
+            );
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // "0" is the writing process itself.
+            let n = nix::libc::write(fd, b"0".as_ptr().cast(), 1);
+            let err = io::Error::last_os_error();
+            nix::libc::close(fd);
+            if n != 1 {
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where the cgroup v2 hierarchy is mounted (from `/proc/self/mountinfo`).
+fn cgroup2_mount() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|line| {
+        // `id parent dev root mountpoint options [optional…] - fstype source superoptions`
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        let mut fields = left.split_whitespace();
+        let root = fields.nth(3)?;
+        let mountpoint = fields.next()?;
+        // A mount point with escaped characters (`\040`) or of a sub-tree is not ours to guess.
+        (fstype == "cgroup2" && root == "/" && !mountpoint.contains('\\'))
+            .then(|| PathBuf::from(mountpoint))
+    })
+}
+
+/// The cgroup v2 directory that process `pid` is in (`self` for corral).
+pub fn of_process(pid: &str) -> Option<PathBuf> {
+    let mount = cgroup2_mount()?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(mount.join(rel.trim_start_matches('/')))
+}
+
+impl Cgroups {
+    /// Make the daemon's cgroup, if this system and user allow it; `None` means the fallback.
+    pub fn create() -> Option<Cgroups> {
+        if std::env::var_os("CORRAL_CGROUP").is_some_and(|v| v == "off") {
+            return None;
+        }
+        let own = of_process("self")?;
+        remove_abandoned(&own);
+        let base = own.join(format!("corral-{}", std::process::id()));
+        match std::fs::create_dir(&base) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(_) => return None,
+        }
+        // Without `cgroup.kill` (before Linux 5.14) a cgroup cannot be ended in one step.
+        if !base.join("cgroup.kill").exists() {
+            let _ = std::fs::remove_dir(&base);
+            return None;
+        }
+        Some(Cgroups { base })
+    }
+
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+
+    /// A new cgroup for the process carrying `marker`.
+    pub fn slot(&self, marker: &str) -> io::Result<Slot> {
+        let dir = self.base.join(marker.replace('/', "@"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
+            .map_err(|_| io::Error::other("a NUL in a cgroup path"))?;
+        Ok(Slot { dir, procs })
+    }
+}
+
+/// Remove the empty cgroups of corral daemons that are gone (one killed with `kill -9` and
+/// never followed by another for its project leaves one). An empty cgroup costs little, but
+/// they would pile up; one with processes in it is left to its project's next daemon.
+fn remove_abandoned(parent: &Path) {
+    for dir in children(parent) {
+        let pid = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("corral-"))
+            .and_then(|p| p.parse::<i32>().ok());
+        let Some(pid) = pid else { continue };
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        if gone && is_daemon_cgroup(&dir) && !populated(&dir) {
+            remove(&dir);
+        }
+    }
+}
+
+/// Kill every process in the cgroup at `dir` (and in cgroups below it). False if there is no
+/// such cgroup.
+pub fn kill(dir: &Path) -> bool {
+    std::fs::write(dir.join("cgroup.kill"), b"1").is_ok()
+}
+
+/// The processes in the cgroup at `dir` (not those below it).
+pub fn pids(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Whether any process is in the cgroup at `dir` or below it.
+pub fn populated(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.events"))
+        .map(|t| t.lines().any(|l| l == "populated 1"))
+        .unwrap_or(false)
+}
+
+/// Remove the (empty) cgroup at `dir` and the empty ones below it. False if something is still
+/// in one (the kernel refuses: EBUSY), so the caller tries again later.
+pub fn remove(dir: &Path) -> bool {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove(&e.path());
+            }
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => true,
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    }
+}
+
+/// The cgroups directly below `dir`.
+pub fn children(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `dir` looks like a cgroup corral made for a daemon (`…/corral-<pid>`): the only
+/// kind of path taken from the store and written to.
+pub fn is_daemon_cgroup(dir: &Path) -> bool {
+    dir.is_absolute()
+        && dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("corral-"))
+            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        && dir.join("cgroup.kill").exists()
+}
+
+/// End an earlier daemon's cgroup: kill every process in it except those in the cgroups
+/// `keep` names (adopted ones), and remove what is empty. Returns whether the whole cgroup is
+/// gone.
+pub fn end_daemon_cgroup(dir: &Path, keep: impl Fn(&Path) -> bool) -> bool {
+    if !is_daemon_cgroup(dir) {
+        return true;
+    }
+    let mut all_gone = true;
+    for child in children(dir) {
+        if keep(&child) {
+            all_gone = false;
+            continue;
+        }
+        kill(&child);
+        if !wait_empty(&child, std::time::Duration::from_secs(2)) || !remove(&child) {
+            all_gone = false;
+        }
+    }
+    all_gone && remove(dir)
+}
+
+/// Wait, bounded, until nothing is in the cgroup at `dir`.
+pub fn wait_empty(dir: &Path, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if !populated(dir) {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
