@@ -159,6 +159,82 @@ pub struct Identity {
     pub home: PathBuf,
 }
 
+/// Why an identity cannot be used: which key is wrong (`user` or `group`), what is wrong, and
+/// what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityError {
+    pub key: &'static str,
+    pub message: String,
+    pub help: &'static str,
+}
+
+impl Identity {
+    /// Who `user` (a name or uid; corral's own user when None) and `group` (its primary group
+    /// when None) are on this machine, with the user's supplementary groups. corral must be
+    /// root to become anyone else.
+    pub fn lookup(user: Option<&str>, group: Option<&str>) -> Result<Identity, IdentityError> {
+        use nix::unistd::{Gid, Group, Uid, User};
+        let me = Uid::effective();
+        let found = match user {
+            Some(name) => match name.parse::<u32>() {
+                Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+                Err(_) => User::from_name(name),
+            },
+            None => User::from_uid(me),
+        };
+        let Ok(Some(u)) = found else {
+            return Err(IdentityError {
+                key: "user",
+                message: format!("no user `{}` on this machine", user.unwrap_or("(corral's)")),
+                help: "a name from /etc/passwd (or a number)",
+            });
+        };
+        let gid = match group {
+            Some(name) => {
+                let found = match name.parse::<u32>() {
+                    Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
+                    Err(_) => Group::from_name(name),
+                };
+                match found {
+                    Ok(Some(g)) => g.gid,
+                    _ => {
+                        return Err(IdentityError {
+                            key: "group",
+                            message: format!("no group `{name}` on this machine"),
+                            help: "a name from /etc/group (or a number)",
+                        });
+                    }
+                }
+            }
+            None => u.gid,
+        };
+        if !me.is_root() && (u.uid != me || gid != Gid::effective()) {
+            return Err(IdentityError {
+                key: if user.is_some() { "user" } else { "group" },
+                message: format!(
+                    "corral runs as uid {me}, so it cannot run this as `{}`",
+                    u.name
+                ),
+                help: "run corral as root (it drops to the user for this unit), or remove `user`/`group`",
+            });
+        }
+        let groups = std::ffi::CString::new(u.name.clone())
+            .ok()
+            .and_then(|n| nix::unistd::getgrouplist(&n, gid).ok())
+            .map_or_else(
+                || vec![gid.as_raw()],
+                |g| g.iter().map(|g| g.as_raw()).collect(),
+            );
+        Ok(Identity {
+            user: u.name,
+            uid: u.uid.as_raw(),
+            gid: gid.as_raw(),
+            groups,
+            home: u.dir,
+        })
+    }
+}
+
 /// `[templates.NAME]`: what an instance of it runs, with placeholders still in its strings.
 #[derive(Clone, Debug)]
 pub struct Template {

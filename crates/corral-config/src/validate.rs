@@ -500,7 +500,10 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         && let Some(dir) = w.string(v, "`workdir`")
     {
         let dir = w.root.join(dir);
-        if !dir.is_dir() {
+        // In a template, a placeholder (`{workspace}`) is filled when an instance is made, and
+        // the instance's service is checked then.
+        let later = w.in_template && dir.to_string_lossy().contains('{');
+        if !dir.is_dir() && !later {
             w.error(
                 v.span.clone(),
                 format!("`workdir` `{}` is not a directory", dir.display()),
@@ -1069,81 +1072,30 @@ fn check_placeholders(w: &mut Walker<'_>, v: &Node, known: &[String], what: &str
 /// `user` (and `group`): who the unit runs as, resolved now. corral must be root to run a unit
 /// as another user — said here, with the line, rather than at start.
 fn identity(w: &mut Walker<'_>, t: &Table) -> Option<Identity> {
-    use nix::unistd::{Gid, Group, Uid, User};
     let user_node = get(t, "user");
     let group_node = get(t, "group");
     if user_node.is_none() && group_node.is_none() {
         return None;
     }
-    let me = Uid::effective();
     let user = match user_node {
-        Some(v) => {
-            let name = w.string(v, "`user`")?;
-            let found = match name.parse::<u32>() {
-                Ok(uid) => User::from_uid(Uid::from_raw(uid)),
-                Err(_) => User::from_name(&name),
-            };
-            match found {
-                Ok(Some(u)) => u,
-                _ => {
-                    w.error_help(
-                        v.span.clone(),
-                        format!("no user `{name}` on this machine"),
-                        "a name from /etc/passwd (or a number)",
-                    );
-                    return None;
-                }
-            }
-        }
-        None => User::from_uid(me).ok().flatten()?,
+        Some(v) => Some(w.string(v, "`user`")?),
+        None => None,
     };
-    let gid = match group_node {
-        Some(v) => {
-            let name = w.string(v, "`group`")?;
-            let found = match name.parse::<u32>() {
-                Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
-                Err(_) => Group::from_name(&name),
-            };
-            match found {
-                Ok(Some(g)) => g.gid,
-                _ => {
-                    w.error_help(
-                        v.span.clone(),
-                        format!("no group `{name}` on this machine"),
-                        "a name from /etc/group (or a number)",
-                    );
-                    return None;
-                }
-            }
-        }
-        None => user.gid,
+    let group = match group_node {
+        Some(v) => Some(w.string(v, "`group`")?),
+        None => None,
     };
-    if !me.is_root() && (user.uid != me || gid != Gid::effective()) {
-        let span = user_node
-            .or(group_node)
-            .map_or(Span::TOP, |n| n.span.clone());
-        w.error_help(
-            span,
-            format!(
-                "corral runs as uid {me}, so it cannot run this as `{}`",
-                user.name
-            ),
-            "run corral as root (it drops to the user for this unit), or remove `user`/`group`",
-        );
-        return None;
+    match Identity::lookup(user.as_deref(), group.as_deref()) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            let node = if e.key == "group" {
+                group_node.or(user_node)
+            } else {
+                user_node.or(group_node)
+            };
+            let span = node.map_or(Span::TOP, |n| n.span.clone());
+            w.error_help(span, e.message, e.help);
+            None
+        }
     }
-    let groups = std::ffi::CString::new(user.name.clone())
-        .ok()
-        .and_then(|n| nix::unistd::getgrouplist(&n, gid).ok())
-        .map_or_else(
-            || vec![gid.as_raw()],
-            |g| g.iter().map(|g| g.as_raw()).collect(),
-        );
-    Some(Identity {
-        user: user.name,
-        uid: user.uid.as_raw(),
-        gid: gid.as_raw(),
-        groups,
-        home: user.dir,
-    })
 }

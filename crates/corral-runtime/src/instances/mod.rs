@@ -725,6 +725,29 @@ async fn prepare(
         let _ = std::fs::remove_dir_all(&inst.workspace);
         let _ = tx.send(Msg::Progress(Box::new(inst)));
     };
+    // A template with `user` (or `group`): its service runs as that user, so the workspace is
+    // theirs and its setup steps run as them too (what they write, the service can change).
+    let text = |key: &str| match corral_config::node::get(&tpl.body, key) {
+        Some(corral_config::Node {
+            value: corral_config::node::Value::String(s),
+            ..
+        }) => Some(corral_config::fill(s, &vars)),
+        _ => None,
+    };
+    let (user, group) = (text("user"), text("group"));
+    let identity = if user.is_some() || group.is_some() {
+        match corral_config::Identity::lookup(user.as_deref(), group.as_deref()) {
+            Ok(id) => Some(id),
+            Err(e) => return fail(inst, 0, e.message),
+        }
+    } else {
+        None
+    };
+    let handover = |dir: &Path| match &identity {
+        Some(id) => chown_tree(dir, id.uid, id.gid)
+            .map_err(|e| format!("cannot give the workspace to `{}`: {e}", id.user)),
+        None => Ok(()),
+    };
     inst.set_step(0, StepState::Running, "");
     report(&inst);
     if let Err(e) = std::fs::create_dir_all(&dir) {
@@ -755,6 +778,8 @@ async fn prepare(
                 log: &log,
                 marker: &marker(0),
                 timeout: tpl.setup_timeout,
+                // Into a directory of corral's; handed over below.
+                identity: None,
             };
             run_step(&reaper, step).await
         }
@@ -778,6 +803,9 @@ async fn prepare(
         inst.set_step(i, StepState::Done, format!("{} written", tpl.files.len()));
         i += 1;
     }
+    if let Err(e) = handover(&dir) {
+        return fail(inst, 0, e);
+    }
     for argv in tpl.setup_argv(&vars, inst.port) {
         inst.set_step(i, StepState::Running, "");
         report(&inst);
@@ -788,6 +816,7 @@ async fn prepare(
             log: &log,
             marker: &marker(i),
             timeout: tpl.setup_timeout,
+            identity: identity.as_ref(),
         };
         if let Err(e) = run_step(&reaper, step).await {
             return fail(inst, i, e);
@@ -795,31 +824,12 @@ async fn prepare(
         inst.set_step(i, StepState::Done, "");
         i += 1;
     }
-    // A template with `user`: its service runs as that user, so the workspace is theirs.
-    if let Some(corral_config::Node {
-        value: corral_config::node::Value::String(user),
-        ..
-    }) = corral_config::node::get(&tpl.body, "user")
-        && let Ok(Some(u)) = nix::unistd::User::from_name(&corral_config::fill(user, &vars))
-        && let Err(e) = chown_tree(&dir, u.uid, u.gid)
-    {
-        return fail(
-            inst,
-            0,
-            format!("cannot give the workspace to `{user}`: {e}"),
-        );
-    }
     let _ = tx.send(Msg::Prepared(Box::new(inst)));
 }
 
 /// `chown -R`, without following links.
-fn chown_tree(
-    dir: &std::path::Path,
-    uid: nix::unistd::Uid,
-    gid: nix::unistd::Gid,
-) -> std::io::Result<()> {
-    let own =
-        |p: &std::path::Path| std::os::unix::fs::lchown(p, Some(uid.as_raw()), Some(gid.as_raw()));
+fn chown_tree(dir: &std::path::Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    let own = |p: &std::path::Path| std::os::unix::fs::lchown(p, Some(uid), Some(gid));
     own(dir)?;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;

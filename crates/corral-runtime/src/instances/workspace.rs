@@ -22,6 +22,8 @@ pub struct SetupCommand<'a> {
     /// Ties it and what it starts to the instance (see `proctable::marker`).
     pub marker: &'a str,
     pub timeout: std::time::Duration,
+    /// Run as the template's user (corral is root); None: as corral.
+    pub identity: Option<&'a corral_config::Identity>,
 }
 
 /// Unpack `zip` into `dest` (an empty directory). Every entry is checked before anything is
@@ -113,6 +115,7 @@ pub async fn run_step(reaper: &Reaper, step: SetupCommand<'_>) -> Result<(), Str
         log,
         marker,
         timeout,
+        identity,
     } = step;
     let file = crate::statedir::open_append(log)
         .map_err(|e| format!("cannot open `{}`: {e}", log.display()))?;
@@ -127,7 +130,7 @@ pub async fn run_step(reaper: &Reaper, step: SetupCommand<'_>) -> Result<(), Str
             stdin: crate::spawn::Io::Null,
             stdout: crate::spawn::Io::File(file),
             stderr: crate::spawn::Io::File(err),
-            identity: None,
+            identity,
             umask: None,
         },
     )

@@ -1008,3 +1008,56 @@ setup = ["python3 -c \"import os, time\nif os.fork() == 0:\n    os.setsid()\n   
     ok(&p, &["down"]);
     p.assert_nothing_left();
 }
+
+/// 11, instances: a template with `user` runs its setup steps as that user too, in a workspace
+/// that is theirs (files written and archives unpacked by corral are handed over first), so its
+/// service can change what setup made.
+#[test]
+fn an_instance_with_a_user_is_theirs_from_setup_on() {
+    if !nix::unistd::Uid::effective().is_root() {
+        return;
+    }
+    let p = Project::new(
+        r#"
+[templates.box]
+command = "echo changed >> made-by-setup.txt; exec sleep 1000"
+workdir = "{workspace}"
+user = "nobody"
+files = { "given.txt" = "from corral" }
+setup = ["id -un > made-by-setup.txt", "echo more >> given.txt"]
+"#,
+    );
+    up_and_wait_daemon(&p);
+    let (status, inst) = json(&p, "POST", "/v1/instances", r#"{"template": "box"}"#);
+    assert_eq!(status, 201, "{inst}");
+    let name = inst["name"].as_str().unwrap().to_string();
+    let state = |p: &Project| json(p, "GET", &format!("/v1/instances/{name}"), "").1;
+    eventually(Duration::from_secs(15), "the instance to be ready", || {
+        state(&p)["state"] == "ready"
+    });
+    let ws = std::path::PathBuf::from(inst["workspace"].as_str().unwrap());
+    use std::os::unix::fs::MetadataExt;
+    for f in ["", "given.txt", "made-by-setup.txt"] {
+        let uid = std::fs::metadata(ws.join(f)).unwrap().uid();
+        assert_eq!(uid, 65534, "`{f}` in the workspace is not nobody's");
+    }
+    assert_eq!(
+        std::fs::read_to_string(ws.join("given.txt")).unwrap(),
+        "from corralmore\n"
+    );
+    let wrote = || {
+        std::fs::read_to_string(ws.join("made-by-setup.txt")).unwrap_or_default()
+            == "nobody\nchanged\n"
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !wrote() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        wrote(),
+        "the service did not write: {}",
+        ok(&p, &["logs", &name])
+    );
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}

@@ -254,8 +254,14 @@ impl Project {
 
 impl Drop for Project {
     fn drop(&mut self) {
-        // A failed test must not leak a daemon, a keeper or a service.
+        // A failed test must not leak a daemon, a keeper or a service — nor their cgroups.
         self.kill_all();
+        for dir in self.cgroups_left() {
+            let dir = Path::new(&dir);
+            corral_runtime::cgroup::kill(dir);
+            corral_runtime::cgroup::wait_empty(dir, Duration::from_secs(2));
+            corral_runtime::cgroup::remove(dir);
+        }
     }
 }
 
