@@ -77,20 +77,74 @@ pub async fn serve_tcp(
 /// 503 and closed: idle or slow clients must not use up the daemon's descriptors.
 pub const MAX_TCP_CONNECTIONS: usize = 128;
 
+/// Connections one address may hold at once: one peer cannot take every slot from the others.
+pub const MAX_TCP_PER_PEER: usize = MAX_TCP_CONNECTIONS / 2;
+
 /// How long a client may take to send a request's headers (also on a kept-alive connection
 /// between requests) before it is dropped.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The TCP accept loop: what `axum::serve` does, plus a cap on connections and a time limit
-/// for headers — the API is reachable by every local user there, so a few hundred silent
-/// connections must not hang `corral ps` for the owner.
+/// Open connections by peer address; a [`PeerSlot`] gives its place back when dropped.
+type Peers = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
+struct PeerSlot(Peers, std::net::IpAddr);
+
+impl PeerSlot {
+    fn take(peers: &Peers, ip: std::net::IpAddr) -> Option<PeerSlot> {
+        let mut map = peers.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_default();
+        if *n >= MAX_TCP_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot(peers.clone(), ip))
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Answer 503 with `message` (the JSON error shape) and close, on a task of its own.
+fn refuse(mut stream: tokio::net::TcpStream, message: &'static str) {
+    use tokio::io::AsyncWriteExt;
+    tokio::spawn(async move {
+        let body = format!(r#"{{"code":"busy","message":"{message}"}}"#);
+        let resp = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        // Answer, then read what the client sent before closing: closing with its request
+        // unread would reset the connection and lose the answer.
+        let answer = async {
+            stream.write_all(resp.as_bytes()).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            while tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), answer).await;
+    });
+}
+
+/// The TCP accept loop: what `axum::serve` does, plus caps on connections (in all and per
+/// peer address) and a time limit for headers — the API is reachable by every local user
+/// there, so a few hundred silent connections must not hang `corral ps` for the owner.
 async fn accept_capped(listener: tokio::net::TcpListener, app: axum::Router) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
-    use tokio::io::AsyncWriteExt;
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
+    let peers: Peers = Arc::default();
     loop {
-        let (mut stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             // Out of descriptors (or another passing error): let a connection end first.
             Err(_) => {
@@ -98,29 +152,23 @@ async fn accept_capped(listener: tokio::net::TcpListener, app: axum::Router) {
                 continue;
             }
         };
+        let Some(peer_slot) = PeerSlot::take(&peers, peer.ip()) else {
+            refuse(
+                stream,
+                "too many connections from your address to the corral API; close some first",
+            );
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let body = r#"{"code":"busy","message":"too many connections to the corral API; try again shortly"}"#;
-                let resp = format!(
-                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                // Answer, then read what the client sent before closing: closing with its
-                // request unread would reset the connection and lose the answer.
-                let answer = async {
-                    stream.write_all(resp.as_bytes()).await?;
-                    stream.shutdown().await?;
-                    let mut sink = [0u8; 4096];
-                    while tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await? > 0 {}
-                    Ok::<_, std::io::Error>(())
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(2), answer).await;
-            });
+            refuse(
+                stream,
+                "too many connections to the corral API; try again shortly",
+            );
             continue;
         };
         let service = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, peer_slot);
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)

@@ -217,8 +217,30 @@ fn mode(path: &std::path::Path) -> u32 {
 
 /// A GET over TCP with a bearer token: the status.
 fn tcp_get(port: u16, path: &str, token: &str) -> u16 {
+    tcp_get_from([127, 0, 0, 1], port, path, token)
+}
+
+/// A TCP connection to 127.0.0.1:`port` from the loopback address `from`.
+fn connect_from(from: [u8; 4], port: u16) -> std::net::TcpStream {
+    // std cannot bind a client socket; tokio's `TcpSocket` can.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((from, 0).into()).unwrap();
+        socket.connect(([127, 0, 0, 1], port).into()).await.unwrap()
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
+/// [`tcp_get`] from the loopback address `from`.
+fn tcp_get_from(from: [u8; 4], port: u16, path: &str, token: &str) -> u16 {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut s = connect_from(from, port);
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
@@ -344,6 +366,11 @@ fn idle_tcp_connections_cannot_starve_the_daemon() {
     ok(&p, &["restart", "web", "--wait"]);
     // Over the cap, TCP clients get a clear answer rather than a hang.
     assert_eq!(tcp_get(port, "/v1/services", token.trim()), 503);
+    // One address holds at most half the slots: another is still served.
+    assert_eq!(
+        tcp_get_from([127, 0, 0, 2], port, "/v1/services", token.trim()),
+        200
+    );
     // The silent ones are dropped after the header timeout; then TCP serves again.
     eventually(
         Duration::from_secs(30),
