@@ -46,7 +46,7 @@ pub struct ConfigError {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(
-        "no `corral.toml` in `{}` or any parent directory\n  help: create one, or pass its path with `-f FILE`",
+        "no `corral.toml`, `process-compose.yaml` or `Procfile` in `{}` or any parent directory\n  help: create a corral.toml, or pass a file with `-f FILE`",
         .0.display()
     )]
     NotFound(PathBuf),
@@ -76,55 +76,73 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
-impl ConfigError {
-    fn render_one(&self, f: &mut fmt::Formatter<'_>, d: &Diagnostic) -> fmt::Result {
-        let span = match &d.span {
-            Span::File(range) => range,
-            Span::Field { owner, path } => {
-                writeln!(f, "error: {}", d.message)?;
-                if path.is_empty() {
-                    writeln!(f, "  --> {owner}")?;
-                } else {
-                    writeln!(f, "  --> {owner}, field `{path}`")?;
-                }
-                if let Some(help) = &d.help {
-                    writeln!(f, "  = help: {help}")?;
-                }
-                return Ok(());
+/// Diagnostics of `file` (its text `src`) as `level` (`error`, `warning`), one after another.
+pub fn render(file: &Path, src: &str, diags: &[Diagnostic], level: &str) -> String {
+    struct Shown<'a>(&'a Path, &'a str, &'a [Diagnostic], &'a str);
+    impl fmt::Display for Shown<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            for d in self.2 {
+                render_one(f, self.0, self.1, d, self.3)?;
+                writeln!(f)?;
             }
-        };
-        let src = &self.source_text;
-        let (line, col) = line_col(src, span.start);
-        writeln!(f, "error: {}", d.message)?;
-        writeln!(f, "  --> {}:{line}:{col}", display_path(&self.file))?;
-        let text = src.lines().nth(line - 1).unwrap_or("");
-        let gutter = line.to_string().len();
-        let width = {
-            let end = floor_char_boundary(src, span.end.min(src.len()));
-            let start = floor_char_boundary(src, span.start.min(src.len()));
-            let on_line = src[start..end].split('\n').next().unwrap_or("");
-            on_line.chars().count().max(1)
-        };
-        writeln!(f, "{:gutter$} |", "")?;
-        writeln!(f, "{line} | {text}")?;
-        writeln!(
-            f,
-            "{:gutter$} | {}{}",
-            "",
-            " ".repeat(col - 1),
-            "^".repeat(width)
-        )?;
-        if let Some(help) = &d.help {
-            writeln!(f, "{:gutter$} = help: {help}", "")?;
+            Ok(())
         }
-        Ok(())
     }
+    Shown(file, src, diags, level).to_string()
+}
+
+fn render_one(
+    f: &mut fmt::Formatter<'_>,
+    file: &Path,
+    src: &str,
+    d: &Diagnostic,
+    level: &str,
+) -> fmt::Result {
+    let span = match &d.span {
+        Span::File(range) => range,
+        Span::Field { owner, path } => {
+            writeln!(f, "{level}: {}", d.message)?;
+            if path.is_empty() {
+                writeln!(f, "  --> {owner}")?;
+            } else {
+                writeln!(f, "  --> {owner}, field `{path}`")?;
+            }
+            if let Some(help) = &d.help {
+                writeln!(f, "  = help: {help}")?;
+            }
+            return Ok(());
+        }
+    };
+    let (line, col) = line_col(src, span.start);
+    writeln!(f, "{level}: {}", d.message)?;
+    writeln!(f, "  --> {}:{line}:{col}", display_path(file))?;
+    let text = src.lines().nth(line - 1).unwrap_or("");
+    let gutter = line.to_string().len();
+    let width = {
+        let end = floor_char_boundary(src, span.end.min(src.len()));
+        let start = floor_char_boundary(src, span.start.min(src.len()));
+        let on_line = src[start..end].split('\n').next().unwrap_or("");
+        on_line.chars().count().max(1)
+    };
+    writeln!(f, "{:gutter$} |", "")?;
+    writeln!(f, "{line} | {text}")?;
+    writeln!(
+        f,
+        "{:gutter$} | {}{}",
+        "",
+        " ".repeat(col - 1),
+        "^".repeat(width)
+    )?;
+    if let Some(help) = &d.help {
+        writeln!(f, "{:gutter$} = help: {help}", "")?;
+    }
+    Ok(())
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for d in &self.diagnostics {
-            self.render_one(f, d)?;
+            render_one(f, &self.file, &self.source_text, d, "error")?;
             writeln!(f)?;
         }
         let n = self.diagnostics.len();

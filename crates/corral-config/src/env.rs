@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-/// Expand `${NAME}` (and `$NAME`) from `vars`; `$$` is a literal `$`. An unknown name expands
+/// Expand `${NAME}` (and `$NAME`, `${NAME:-default}`, `${NAME-default}`) from `vars`; `$$` is
+/// a literal `$`. An unknown name expands
 /// to the empty string, as in a shell. Returns an error for an unterminated `${`.
 pub fn expand(input: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
     let mut out = String::with_capacity(input.len());
@@ -17,14 +18,28 @@ pub fn expand(input: &str, vars: &BTreeMap<String, String>) -> Result<String, St
             let Some(end) = r.find('}') else {
                 return Err("`${` without a closing `}` (write `$$` for a literal `$`)".into());
             };
-            let name = &r[..end];
+            let inner = &r[..end];
+            // `${NAME:-default}`: the default when NAME is unset or empty; `${NAME-default}`:
+            // only when unset (as in a shell).
+            let (name, default) = match inner.find('-') {
+                Some(i) if inner[..i].ends_with(':') => {
+                    (&inner[..i - 1], Some((&inner[i + 1..], true)))
+                }
+                Some(i) => (&inner[..i], Some((&inner[i + 1..], false))),
+                None => (inner, None),
+            };
             if !is_name(name) {
                 return Err(
                     "a `${...}` does not hold a variable name (write `$$` for a literal `$`)"
                         .into(),
                 );
             }
-            out.push_str(vars.get(name).map_or("", String::as_str));
+            match (vars.get(name), default) {
+                (Some(v), Some((d, true))) if v.is_empty() => out.push_str(d),
+                (Some(v), _) => out.push_str(v),
+                (None, Some((d, _))) => out.push_str(d),
+                (None, None) => {}
+            }
             rest = &r[end + 1..];
         } else {
             let len = rest
@@ -227,6 +242,9 @@ mod tests {
         assert_eq!(expand("$N-$N", &vars()).unwrap(), "3-3");
         assert_eq!(expand("cost $$5", &vars()).unwrap(), "cost $5");
         assert_eq!(expand("${NOPE}.", &vars()).unwrap(), ".");
+        assert_eq!(expand("${NOPE:-8080}", &vars()).unwrap(), "8080");
+        assert_eq!(expand("${N:-8080}", &vars()).unwrap(), "3");
+        assert_eq!(expand("${NOPE-x}", &vars()).unwrap(), "x");
         assert_eq!(expand("a $ b", &vars()).unwrap(), "a $ b");
         assert!(expand("${HOME", &vars()).is_err());
     }

@@ -20,6 +20,7 @@
 
 mod diag;
 mod env;
+pub mod formats;
 mod lower;
 mod model;
 pub mod node;
@@ -32,18 +33,39 @@ use std::path::{Path, PathBuf};
 
 pub use diag::{ConfigError, Diagnostic, LoadError, did_you_mean, line_col};
 pub use env::{expand, parse_dotenv};
-pub use lower::{Base, Definition, parse_project};
+pub use lower::{Base, Definition, parse_project, parse_project_with};
 pub use model::*;
 pub use node::{Node, Span};
 
 pub const FILE_NAME: &str = "corral.toml";
 
-/// Walk up from `dir` to the first directory holding a `corral.toml`.
+/// The project files corral looks for in a directory, in order: its own first, then a
+/// process-compose file, then a Procfile.
+pub const DISCOVERED: &[&str] = &[
+    FILE_NAME,
+    "process-compose.yaml",
+    "process-compose.yml",
+    "compose.yaml",
+    "compose.yml",
+    "Procfile",
+];
+
+/// Walk up from `dir` to the first directory holding a project file (see [`DISCOVERED`]); a
+/// `compose.yaml` counts only with a top-level `processes:` (docker compose's files have none).
 pub fn find_config(dir: &Path) -> Result<PathBuf, LoadError> {
     let mut cur = Some(dir);
     while let Some(d) = cur {
-        let candidate = d.join(FILE_NAME);
-        if candidate.is_file() {
+        for name in DISCOVERED {
+            let candidate = d.join(name);
+            if !candidate.is_file() {
+                continue;
+            }
+            if name.starts_with("compose.")
+                && !std::fs::read_to_string(&candidate)
+                    .is_ok_and(|t| formats::has_processes_key(&t))
+            {
+                continue;
+            }
             return Ok(candidate);
         }
         cur = d.parent();
@@ -63,12 +85,21 @@ pub fn load_inheriting(
     file: &Path,
     inherited: &BTreeMap<String, String>,
 ) -> Result<Project, LoadError> {
+    load_with(file, inherited, &formats::ReadOptions::default())
+}
+
+/// [`load_inheriting`], with how to read the file (a Procfile's formation).
+pub fn load_with(
+    file: &Path,
+    inherited: &BTreeMap<String, String>,
+    options: &formats::ReadOptions,
+) -> Result<Project, LoadError> {
     let file = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
     let text = std::fs::read_to_string(&file).map_err(|source| LoadError::Read {
         path: file.clone(),
         source,
     })?;
-    Ok(parse_project(&file, &text, inherited)?)
+    Ok(parse_project_with(&file, &text, inherited, options)?)
 }
 
 /// Whether `name` may name a unit (letters, digits, `-`, `_`, `.`; starting with a letter or

@@ -23,6 +23,9 @@ pub struct Base {
     ctx: Context,
     /// The file's units, validated (dependencies still by name).
     drafts: Vec<Draft>,
+    /// What the file says that corral could not carry out (another format's keys).
+    warnings: Vec<crate::diag::Diagnostic>,
+    format: crate::formats::Format,
 }
 
 /// A service defined at run time (over the API, or rendered from a template): the keys of a
@@ -113,6 +116,21 @@ pub fn parse_project(
     text: &str,
     inherited: &BTreeMap<String, String>,
 ) -> Result<Project, ConfigError> {
+    parse_project_with(
+        file,
+        text,
+        inherited,
+        &crate::formats::ReadOptions::default(),
+    )
+}
+
+/// [`parse_project`], for a file in any format, with how to read it.
+pub fn parse_project_with(
+    file: &Path,
+    text: &str,
+    inherited: &BTreeMap<String, String>,
+    options: &crate::formats::ReadOptions,
+) -> Result<Project, ConfigError> {
     let root = file.parent().unwrap_or(Path::new(".")).to_path_buf();
     let error = |diagnostics| {
         let mut e = ConfigError {
@@ -123,7 +141,9 @@ pub fn parse_project(
         e.sort();
         e
     };
-    let doc = read::toml(text).map_err(error)?;
+    let format = crate::formats::Format::of(file, text);
+    let (doc, warnings) =
+        crate::formats::document(format, text, &root, inherited, options).map_err(error)?;
     let mut w = Walker {
         diags: Vec::new(),
         root: &root,
@@ -172,6 +192,8 @@ pub fn parse_project(
         source_text: text.to_string(),
         ctx,
         drafts: drafts.clone(),
+        warnings,
+        format,
     });
     Ok(lower(base, drafts, templates))
 }
@@ -191,6 +213,18 @@ fn lower(base: Arc<Base>, drafts: Vec<Draft>, templates: Vec<Template>) -> Proje
 }
 
 impl Project {
+    /// What the file says that corral does not carry out, rendered with file, line and column
+    /// (empty when nothing).
+    pub fn warnings(&self) -> String {
+        let base = &self.base;
+        crate::diag::render(&base.file, &base.source_text, &base.warnings, "warning")
+    }
+
+    /// The format of the project's file.
+    pub fn format(&self) -> crate::formats::Format {
+        self.base.format
+    }
+
     /// This project (as read from its file) with `defs` added: the services defined at run
     /// time. Only the definitions are validated; no file is read, so a file being edited does
     /// not change what runs until `reload`. Errors name the definitions' fields.

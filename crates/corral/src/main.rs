@@ -147,6 +147,8 @@ enum Command {
     },
     /// Check the config and report every error at once.
     Validate,
+    /// Convert a process-compose file or a Procfile into a corral.toml.
+    Import(commands::import::ImportArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -228,6 +230,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Validate => commands::validate::run(cli.file.as_deref()),
+        Command::Import(args) => commands::import::run(&args),
         Command::Up(args) => {
             if args.detach {
                 commands::daemon::start(cli.file.as_deref(), &args)

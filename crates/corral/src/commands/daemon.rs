@@ -14,7 +14,7 @@ use corral_runtime::proctable;
 use corral_api::daemon::remove_pid_file;
 use corral_proto::paths::pid_file;
 
-use super::{CliError, load_project, runtime};
+use super::{CliError, load_project_with, runtime};
 
 /// The daemon named by the PID file, if that process still runs: `(pid, start time)`.
 pub fn running_daemon(state_dir: &Path) -> Option<u32> {
@@ -112,7 +112,7 @@ fn raced(winner: Option<u64>) -> CliError {
 
 pub fn start(file: Option<&Path>, args: &super::up::UpArgs) -> Result<ExitCode, CliError> {
     let (names, listen) = (&args.names, args.listen);
-    let project = load_project(file)?;
+    let project = load_project_with(file, &args.read_options())?;
     let state_dir = project.state_dir.clone();
     corral_runtime::statedir::ensure_dir(&state_dir)
         .map_err(|e| CliError::Run(format!("cannot use `{}`: {e}", state_dir.display())))?;
@@ -141,6 +141,10 @@ pub fn start(file: Option<&Path>, args: &super::up::UpArgs) -> Result<ExitCode, 
     }
     if let Some(addr) = listen {
         cmd.arg("--listen").arg(addr.to_string());
+    }
+    if let Some(f) = &args.formation {
+        let spec: Vec<String> = f.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        cmd.arg("--formation").arg(spec.join(","));
     }
     cmd.args(names)
         .current_dir(&project.root)

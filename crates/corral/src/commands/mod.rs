@@ -3,6 +3,7 @@
 pub mod ctl;
 pub mod daemon;
 pub mod exec;
+pub mod import;
 pub mod instance;
 pub mod run;
 pub mod up;
@@ -41,7 +42,8 @@ impl fmt::Display for CliError {
     }
 }
 
-/// The config file: `-f FILE`, or the nearest `corral.toml`.
+/// The project file: `-f FILE`, or the nearest one (`corral.toml`, `process-compose.yaml`,
+/// `Procfile`; see `corral_config::find_config`).
 fn config_path(file: Option<&Path>) -> Result<std::path::PathBuf, CliError> {
     match file {
         Some(f) => Ok(f.to_path_buf()),
@@ -55,7 +57,27 @@ fn config_path(file: Option<&Path>) -> Result<std::path::PathBuf, CliError> {
 
 /// The project from `-f FILE`, or from the nearest `corral.toml`.
 pub fn load_project(file: Option<&Path>) -> Result<Project, CliError> {
-    corral_config::load(&config_path(file)?).map_err(CliError::Config)
+    load_project_with(file, &corral_config::formats::ReadOptions::default())
+}
+
+/// [`load_project`], with how to read the file (a Procfile's formation). A file in another
+/// format is named, and what corral does not carry out of it is shown as warnings.
+pub fn load_project_with(
+    file: Option<&Path>,
+    options: &corral_config::formats::ReadOptions,
+) -> Result<Project, CliError> {
+    let inherited: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let project = corral_config::load_with(&config_path(file)?, &inherited, options)
+        .map_err(CliError::Config)?;
+    if project.format() != corral_config::formats::Format::Toml {
+        eprintln!(
+            "corral: reading {} ({})",
+            project.file.display(),
+            project.format().describe()
+        );
+    }
+    eprint!("{}", project.warnings());
+    Ok(project)
 }
 
 /// The state dir of the project, without reading the config: a client of a running corral must

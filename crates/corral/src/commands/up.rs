@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use corral_engine::State;
 use corral_runtime::Options;
 
-use super::{CliError, Serve, load_project, supervise};
+use super::{CliError, Serve, load_project_with, supervise};
 
 /// What `corral up` takes.
 #[derive(clap::Args, Debug, Clone)]
@@ -26,14 +26,30 @@ pub struct UpArgs {
     /// default their `cwd` must be inside the project.
     #[arg(long)]
     pub procs_anywhere: bool,
+    /// A Procfile's formation: how many of each process type (`web=2,worker=1`).
+    #[arg(short = 'm', long, value_name = "TYPE=N,...", value_parser = formation)]
+    pub formation: Option<std::collections::BTreeMap<String, usize>>,
     /// Internal: this process is the daemon `up -d` started (stays up when every unit has
     /// ended, until `corral down`).
     #[arg(long, hide = true)]
     pub daemon_child: bool,
 }
 
+fn formation(s: &str) -> Result<std::collections::BTreeMap<String, usize>, String> {
+    corral_config::formats::procfile::formation(s)
+}
+
+impl UpArgs {
+    /// How to read the project file.
+    pub fn read_options(&self) -> corral_config::formats::ReadOptions {
+        corral_config::formats::ReadOptions {
+            formation: self.formation.clone().unwrap_or_default(),
+        }
+    }
+}
+
 pub fn run(file: Option<&Path>, args: &UpArgs) -> Result<ExitCode, CliError> {
-    let project = load_project(file)?;
+    let project = load_project_with(file, &args.read_options())?;
     let options = Options {
         names: args.names.clone(),
         quiet: args.quiet || args.daemon_child,

@@ -71,8 +71,11 @@ fn no_config_anywhere_says_how_to_fix_it() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no `corral.toml` in"), "{err}");
-    assert!(err.contains("pass its path with `-f FILE`"), "{err}");
+    assert!(
+        err.contains("no `corral.toml`, `process-compose.yaml` or `Procfile` in"),
+        "{err}"
+    );
+    assert!(err.contains("pass a file with `-f FILE`"), "{err}");
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod redact;
 
 mod config;
 mod daemon;
+mod formats;
 mod hardening;
 mod in_process;
 mod instances;
