@@ -25,6 +25,7 @@ mod lower;
 mod model;
 pub mod node;
 pub mod read;
+mod replicas;
 mod resolve;
 mod validate;
 

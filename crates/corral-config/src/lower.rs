@@ -149,7 +149,8 @@ pub fn parse_project_with(
         root: &root,
         in_template: false,
     };
-    let raw = read::project(&doc, &mut w.diags);
+    let mut raw = read::project(&doc, &mut w.diags);
+    crate::replicas::expand(&mut raw, &mut w.diags);
 
     // Project-wide environment: inherited, then `.env` if present, then `env_file`, then `env`.
     let mut env = inherited.clone();
@@ -166,10 +167,12 @@ pub fn parse_project_with(
     if let Some(v) = &raw.log {
         log = w.log_settings(v, log);
     }
+    let shell = raw.shell.as_ref().and_then(|v| w.shell(v));
     let ctx = Context {
         root: root.clone(),
         env,
         log,
+        shell,
     };
     let mut drafts: Vec<Draft> = raw
         .units

@@ -146,6 +146,14 @@ pub struct UnitDef {
     pub identity: Option<Identity>,
     /// The umask of its processes. None: corral's.
     pub umask: Option<u32>,
+    /// Not started by `up` unless named (or needed by a unit that is); `start` starts it.
+    pub disabled: bool,
+    /// Run instead of sending the stop signal; the process still has `stop.timeout` to exit
+    /// before SIGKILL.
+    pub shutdown_command: Option<Command>,
+    /// A label to start and list units by (`up --namespace NS`).
+    pub namespace: Option<String>,
+    pub description: Option<String>,
 }
 
 /// Who a unit's processes run as (`user`, `group`): resolved when the config is read.

@@ -18,6 +18,7 @@ const TOP_KEYS: &[&str] = &[
     "env",
     "env_file",
     "log",
+    "shell",
 ];
 
 /// One unit (or template) as read: its name and the table of its keys.
@@ -37,6 +38,7 @@ pub struct RawProject {
     pub env_file: Option<Node>,
     pub env: Option<Node>,
     pub log: Option<Node>,
+    pub shell: Option<Node>,
     /// Services, tasks and targets in the order written.
     pub units: Vec<RawUnit>,
     pub templates: Vec<RawUnit>,
@@ -140,6 +142,7 @@ pub fn project(doc: &Node, diags: &mut Vec<Diagnostic>) -> RawProject {
     raw.env_file = get(top, "env_file").cloned();
     raw.env = get(top, "env").cloned();
     raw.log = get(top, "log").cloned();
+    raw.shell = get(top, "shell").cloned();
     for (section, kind) in [
         ("services", Kind::Service),
         ("tasks", Kind::Task),

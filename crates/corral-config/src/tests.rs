@@ -488,3 +488,68 @@ fn user_group_and_umask_are_checked_where_written() {
         assert!(e.contains("cannot run this as `root`"), "{e}");
     }
 }
+
+#[test]
+fn replicas_shell_and_their_mistakes() {
+    let p = parse(
+        r#"
+shell = ["bash", "-eu", "-c"]
+
+[services.web]
+command = "serve --id {replica}"
+replicas = 3
+ports = ["auto"]
+
+[services.api]
+command = ["sleep", "1"]
+shell = "zsh"
+depends_on = { web = "healthy" }
+
+[tasks.one]
+command = "echo {replica}"
+replicas = 1
+"#,
+    )
+    .unwrap();
+    let names: Vec<&str> = p.units.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["web-0", "web-1", "web-2", "api", "one"]);
+    assert_eq!(
+        p.unit("web-2").unwrap().command,
+        Some(Command::Argv(vec![
+            "bash".into(),
+            "-eu".into(),
+            "-c".into(),
+            "serve --id 2".into()
+        ]))
+    );
+    assert!(
+        p.unit("web-1")
+            .unwrap()
+            .env
+            .contains(&("CORRAL_REPLICA".to_string(), "1".to_string()))
+    );
+    let api = p.plan.find("api").unwrap();
+    assert_eq!(p.plan.get(api).deps.len(), 3);
+    assert_eq!(
+        p.unit("one").unwrap().command.as_ref().unwrap().display(),
+        "bash -eu -c echo 0"
+    );
+
+    let e = errors(
+        "[services.web]\ncommand = \"x\"\nreplicas = 0\n\n[services.web-1]\ncommand = \"y\"\nshell = []\n",
+    );
+    assert!(
+        e.contains("`replicas` must be a whole number from 1 to 1000"),
+        "{e}"
+    );
+    assert!(e.contains("<dir>/corral.toml:3:12"), "{e}");
+    assert!(
+        e.contains("`shell` must be a program or a non-empty list"),
+        "{e}"
+    );
+
+    let e = errors(
+        "[services.web]\ncommand = \"x\"\nreplicas = 2\n\n[services.web-1]\ncommand = \"y\"\n",
+    );
+    assert!(e.contains("`web-1` is defined twice"), "{e}");
+}

@@ -41,6 +41,11 @@ const SERVICE_KEYS: &[&str] = &[
     "user",
     "group",
     "umask",
+    "disabled",
+    "exit_on_failure",
+    "shutdown_command",
+    "namespace",
+    "shell",
 ];
 const TASK_KEYS: &[&str] = &[
     "command",
@@ -56,8 +61,12 @@ const TASK_KEYS: &[&str] = &[
     "user",
     "group",
     "umask",
+    "disabled",
+    "exit_on_failure",
+    "namespace",
+    "shell",
 ];
-const TARGET_KEYS: &[&str] = &["depends_on", "description"];
+const TARGET_KEYS: &[&str] = &["depends_on", "description", "disabled", "namespace"];
 const PROBE_KEYS: &[&str] = &[
     "tcp",
     "http",
@@ -102,6 +111,8 @@ pub struct Context {
     pub root: PathBuf,
     pub env: BTreeMap<String, String>,
     pub log: LogSettings,
+    /// How string commands run: the project's `shell` (default `sh -c`).
+    pub shell: Option<Vec<String>>,
 }
 
 /// Collects diagnostics while walking nodes.
@@ -459,6 +470,38 @@ fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
+/// A string command under `shell` (the default, `sh -c`, stays a shell command).
+fn with_shell(c: Command, shell: Option<&[String]>) -> Command {
+    match (c, shell) {
+        (Command::Shell(script), Some(sh)) => {
+            let mut argv = sh.to_vec();
+            argv.push(script);
+            Command::Argv(argv)
+        }
+        (c, _) => c,
+    }
+}
+
+impl Walker<'_> {
+    /// `shell = "bash"` (run as `bash -c`) or `shell = ["bash", "-eu", "-c"]`.
+    pub fn shell(&mut self, v: &Node) -> Option<Vec<String>> {
+        match &v.value {
+            Value::String(s) if !s.trim().is_empty() => Some(vec![s.clone(), "-c".into()]),
+            Value::Array(items) if !items.is_empty() => {
+                items.iter().map(|i| self.string(i, "`shell`")).collect()
+            }
+            _ => {
+                self.error_help(
+                    v.span.clone(),
+                    "`shell` must be a program or a non-empty list",
+                    "e.g. `shell = \"bash\"` (runs `bash -c COMMAND`) or `shell = [\"bash\", \"-eu\", \"-c\"]`",
+                );
+                None
+            }
+        }
+    }
+}
+
 /// Validate one unit.
 pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
     let (kind, name, t) = (raw.kind, raw.name.as_str(), &raw.body);
@@ -484,11 +527,23 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         log: ctx.log,
         identity: None,
         umask: None,
+        disabled: false,
+        shutdown_command: None,
+        namespace: None,
+        description: None,
+    };
+    let shell = match get(t, "shell") {
+        Some(v) => w.shell(v),
+        None => ctx.shell.clone(),
     };
 
     if kind != Kind::Target {
         match get(t, "command") {
-            Some(v) => def.command = w.command(v, &format!("`command` of {what}")),
+            Some(v) => {
+                def.command = w
+                    .command(v, &format!("`command` of {what}"))
+                    .map(|c| with_shell(c, shell.as_deref()));
+            }
             None => w.error_help(
                 raw.name_span.clone(),
                 format!("{what} has no `command`"),
@@ -625,7 +680,21 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         def.log = w.log_settings(v, def.log);
     }
     if let Some(v) = get(t, "description") {
-        w.string(v, "`description`");
+        def.description = w.string(v, "`description`");
+    }
+    if let Some(v) = get(t, "disabled") {
+        def.disabled = w.bool(v, "`disabled`").unwrap_or(false);
+    }
+    if let Some(v) = get(t, "exit_on_failure") {
+        spec.exit_on_failure = w.bool(v, "`exit_on_failure`").unwrap_or(false);
+    }
+    if let Some(v) = get(t, "shutdown_command") {
+        def.shutdown_command = w
+            .command(v, "`shutdown_command`")
+            .map(|c| with_shell(c, shell.as_deref()));
+    }
+    if let Some(v) = get(t, "namespace") {
+        def.namespace = w.string(v, "`namespace`");
     }
     def.identity = identity(w, t);
     if let Some(v) = get(t, "umask") {

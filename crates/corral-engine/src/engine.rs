@@ -397,7 +397,21 @@ impl Engine {
         }
     }
 
-    fn set(&mut self, id: UnitId, state: State, note: Option<String>) {
+    fn set(&mut self, id: UnitId, state: State, mut note: Option<String>) {
+        let failed = match &state {
+            State::Failed { .. } => true,
+            State::Exited { status } => !status.success(),
+            _ => false,
+        };
+        if failed && self.plan.units[id.0].exit_on_failure && !self.shutting_down {
+            // Its failure is the stack's: everything stops (the dependents first, as always).
+            self.shutting_down = true;
+            let why = "exit_on_failure: stopping everything".to_string();
+            note = Some(match note {
+                Some(n) => format!("{n}; {why}"),
+                None => why,
+            });
+        }
         self.units[id.0].state = state;
         self.changed(id, note);
     }

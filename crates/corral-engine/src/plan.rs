@@ -207,6 +207,8 @@ pub struct UnitSpec {
     pub start_timeout: Duration,
     /// Tasks only: a failure does not fail the run and does not skip dependents.
     pub allow_failure: bool,
+    /// When it fails for good (a failure it is not restarted from), the whole stack stops.
+    pub exit_on_failure: bool,
 }
 
 impl UnitSpec {
@@ -230,6 +232,7 @@ impl UnitSpec {
             stop_grace: Duration::from_secs(10),
             start_timeout: Duration::from_secs(60),
             allow_failure: false,
+            exit_on_failure: false,
         }
     }
 

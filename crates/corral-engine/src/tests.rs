@@ -1181,3 +1181,27 @@ fn giving_up_is_not_counted_as_a_restart() {
         "restarts: what happened, not what was refused"
     );
 }
+
+#[test]
+fn exit_on_failure_stops_everything_when_it_fails_for_good() {
+    let mut job = UnitSpec::new("job", Kind::Service);
+    job.restart.mode = RestartMode::Never;
+    job.exit_on_failure = true;
+    let web = UnitSpec::new("web", Kind::Service);
+    let mut ok = UnitSpec::new("ok", Kind::Service);
+    ok.restart.mode = RestartMode::Never;
+    ok.exit_on_failure = true;
+    let mut w = World::new(plan(vec![job, web, ok]));
+    let (ijob, iok) = (w.id("job"), w.id("ok"));
+    // A clean exit is not a failure.
+    w.behaviour.insert(iok, Behaviour::ExitAfter(MS * 10, 0));
+    w.behaviour.insert(ijob, Behaviour::ExitAfter(MS * 100, 3));
+    w.up_all();
+    w.run_until(MS * 50);
+    assert!(!w.eng.is_shutting_down());
+    assert!(w.eng.unit(w.id("web")).state.is_live());
+    w.run_until(Duration::from_secs(2));
+    assert!(w.eng.is_shutting_down());
+    assert!(w.eng.all_down(), "{:?}", w.state("web"));
+    assert_eq!(w.signals.len(), 1, "web got its stop signal");
+}

@@ -10,7 +10,9 @@
 //!   completes, and `process_completed*` conditions work on services); its string command runs
 //!   with `bash -c` (process-compose's default; the top-level `shell` changes it), `entrypoint`
 //!   replaces the shell; `PC_PROC_NAME` (and `PC_REPLICA_NUM`) are in its environment;
-//! - `replicas: N` makes `NAME-0` … `NAME-(N-1)`; a dependency on `NAME` waits for all of them;
+//! - `replicas: N` is corral's `replicas` (`NAME-0` … `NAME-(N-1)`; a dependency on `NAME`
+//!   waits for all of them), `PC_REPLICA_NUM` its `{replica}`; `disabled`, `namespace`,
+//!   `description`, `shutdown.command` and `exit_on_failure` are corral keys too;
 //! - `availability.restart` keeps its meaning (`no` by default); probes, conditions, shutdown
 //!   signal and timeout map to corral's keys.
 //!
@@ -125,23 +127,6 @@ pub fn rewrite(
             ),
         )]);
     };
-    // Replica groups: a dependency on the group's name waits for every replica.
-    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (name, body) in procs {
-        let n = match body.value {
-            Value::Table(ref t) => match get(t, "replicas").map(|v| &v.value) {
-                Some(Value::Integer(Some(n))) if *n > 1 => *n as usize,
-                _ => 1,
-            },
-            _ => 1,
-        };
-        if n > 1 {
-            groups.insert(
-                name.name.clone(),
-                (0..n).map(|i| format!("{}-{i}", name.name)).collect(),
-            );
-        }
-    }
     let mut services: Table = Vec::new();
     for (name, body) in procs {
         let Value::Table(t) = &body.value else {
@@ -173,31 +158,8 @@ pub fn rewrite(
                 _ => unreachable!("filling keeps the shape"),
             }
         };
-        if matches!(
-            get(&t, "disabled").map(|v| &v.value),
-            Some(Value::Bool(true))
-        ) {
-            r.warn(
-                name.span.clone(),
-                format!(
-                    "process `{}` is disabled: left out (corral has no disabled units yet)",
-                    name.name
-                ),
-            );
-            continue;
-        }
-        match groups.get(&name.name) {
-            Some(replicas) => {
-                for (i, rname) in replicas.iter().enumerate() {
-                    let svc = r.process(&name.name, &t, &shell, Some(i), &groups, &body.span);
-                    services.push((key(rname, name.span.clone()), svc));
-                }
-            }
-            None => {
-                let svc = r.process(&name.name, &t, &shell, None, &groups, &body.span);
-                services.push((key(&name.name, name.span.clone()), svc));
-            }
-        }
+        let svc = r.process(&name.name, &t, &shell, &body.span);
+        services.push((key(&name.name, name.span.clone()), svc));
     }
     out.push((
         key("services", processes.span.clone()),
@@ -447,21 +409,11 @@ impl Rewriter {
         table(out, &v.span)
     }
 
-    /// One process (replica `replica` of it, when it has several) as a corral service.
-    fn process(
-        &mut self,
-        name: &str,
-        t: &Table,
-        shell: &[String],
-        replica: Option<usize>,
-        groups: &BTreeMap<String, Vec<String>>,
-        span: &Span,
-    ) -> Node {
+    /// One process as a corral service.
+    fn process(&mut self, name: &str, t: &Table, shell: &[String], span: &Span) -> Node {
         let mut out: Table = Vec::new();
-        // Warnings are given once per process, not once per replica.
-        let first = replica.is_none_or(|r| r == 0);
         for (k, _) in t {
-            if !PROCESS_KEYS.contains(&k.name.as_str()) && first {
+            if !PROCESS_KEYS.contains(&k.name.as_str()) {
                 let help = crate::diag::did_you_mean(&k.name, PROCESS_KEYS.iter().copied())
                     .map(|s| format!(" (did you mean `{s}`?)"))
                     .unwrap_or_default();
@@ -560,22 +512,17 @@ impl Rewriter {
         };
         if let Value::Table(e) = &mut env.value {
             e.push((key("PC_PROC_NAME", span.clone()), string(name, span)));
-            if let Some(i) = replica {
-                e.push((
-                    key("PC_REPLICA_NUM", span.clone()),
-                    string(i.to_string(), span),
-                ));
-            }
+            e.push((
+                key("PC_REPLICA_NUM", span.clone()),
+                string("{replica}", span),
+            ));
         }
         out.push((key("env", env.span.clone()), env));
         if let Some(f) = get(t, "env_file") {
             out.push((key("env_file", f.span.clone()), f.clone()));
         }
         if let Some(d) = get(t, "depends_on") {
-            out.push((
-                key("depends_on", d.span.clone()),
-                self.depends_on(d, groups),
-            ));
+            out.push((key("depends_on", d.span.clone()), self.depends_on(d)));
         }
         if let Some(line) = get(t, "ready_log_line") {
             match &line.value {
@@ -597,44 +544,74 @@ impl Rewriter {
             ("liveness_probe", "liveness"),
         ] {
             if let Some(p) = get(t, pc)
-                && let Some(probe) = self.probe(p, shell, first)
+                && let Some(probe) = self.probe(p, shell)
             {
                 out.push((key(corral, p.span.clone()), probe));
             }
         }
-        let restart = get(t, "availability").map(|a| self.availability(a, first));
+        let restart = get(t, "availability").map(|a| self.availability(a));
+        let exit_on_failure = restart.as_ref().is_some_and(|(_, e)| *e);
         out.push((
             key("restart", span.clone()),
-            restart.unwrap_or_else(|| string("never", span)),
+            restart.map_or_else(|| string("never", span), |(r, _)| r),
         ));
-        if let Some(s) = get(t, "shutdown")
-            && let Some(stop) = self.shutdown(s, first)
-        {
-            out.push((key("stop", s.span.clone()), stop));
+        if exit_on_failure {
+            out.push((
+                key("exit_on_failure", span.clone()),
+                Node {
+                    value: Value::Bool(true),
+                    span: span.clone(),
+                },
+            ));
         }
-        if first {
-            for (k, what) in [
-                ("namespace", "namespaces are not supported yet; ignored"),
-                (
-                    "is_daemon",
-                    "corral does not follow processes that daemonize (fork and exit); run it in the foreground",
-                ),
-                (
-                    "log_location",
-                    "corral keeps each unit's log in .corral/logs; `log_location` is ignored",
-                ),
-            ] {
-                if let Some(v) = get(t, k)
-                    && !matches!(v.value, Value::Bool(false) | Value::Null)
-                {
-                    self.warn(v.span.clone(), format!("`{k}`: {what}"));
-                }
+        if let Some(s) = get(t, "shutdown") {
+            let (stop, command) = self.shutdown(s);
+            if let Some(stop) = stop {
+                out.push((key("stop", s.span.clone()), stop));
+            }
+            if let Some(c) = command {
+                let argv = match &c.value {
+                    Value::String(_) => Node {
+                        value: Value::Array(
+                            shell
+                                .iter()
+                                .map(|x| string(x, &c.span))
+                                .chain(std::iter::once(c.clone()))
+                                .collect(),
+                        ),
+                        span: c.span.clone(),
+                    },
+                    _ => c.clone(),
+                };
+                out.push((key("shutdown_command", c.span.clone()), argv));
             }
         }
+        for k in ["replicas", "namespace", "disabled"] {
+            if let Some(v) = get(t, k) {
+                out.push((key(k, v.span.clone()), v.clone()));
+            }
+        }
+        for (k, what) in [
+            (
+                "is_daemon",
+                "corral does not follow processes that daemonize (fork and exit); run it in the foreground",
+            ),
+            (
+                "log_location",
+                "corral keeps each unit's log in .corral/logs; `log_location` is ignored",
+            ),
+        ] {
+            if let Some(v) = get(t, k)
+                && !matches!(v.value, Value::Bool(false) | Value::Null)
+            {
+                self.warn(v.span.clone(), format!("`{k}`: {what}"));
+            }
+        }
+
         table(out, span)
     }
 
-    fn depends_on(&mut self, d: &Node, groups: &BTreeMap<String, Vec<String>>) -> Node {
+    fn depends_on(&mut self, d: &Node) -> Node {
         let Value::Table(deps) = &d.value else {
             self.diags.push(Diagnostic::new(
                 d.span.clone(),
@@ -680,18 +657,12 @@ impl Rewriter {
                 }
             };
             let span = cond_node.map_or(how.span.clone(), |c| c.span);
-            let targets: Vec<String> = groups
-                .get(&dep.name)
-                .cloned()
-                .unwrap_or_else(|| vec![dep.name.clone()]);
-            for target in targets {
-                out.push((key(&target, dep.span.clone()), string(cond.clone(), &span)));
-            }
+            out.push((key(&dep.name, dep.span.clone()), string(cond, &span)));
         }
         table(out, &d.span)
     }
 
-    fn probe(&mut self, p: &Node, shell: &[String], first: bool) -> Option<Node> {
+    fn probe(&mut self, p: &Node, shell: &[String]) -> Option<Node> {
         let Value::Table(t) = &p.value else {
             self.diags.push(Diagnostic::new(
                 p.span.clone(),
@@ -724,9 +695,7 @@ impl Rewriter {
                 _ => cmd.clone(),
             };
             out.push((key("exec", cmd.span.clone()), argv));
-            if let Some(w) = get(e, "working_dir")
-                && first
-            {
+            if let Some(w) = get(e, "working_dir") {
                 self.warn(
                     w.span.clone(),
                     "a probe's `working_dir` is not supported; it runs in the process's directory",
@@ -751,12 +720,11 @@ impl Rewriter {
                 return None;
             };
             if scheme == "https" {
-                if first {
-                    self.warn(
-                        span.clone(),
-                        "https probes are not supported yet: probed as a TCP connection to the same host and port",
-                    );
-                }
+                self.warn(
+                    span.clone(),
+                    "https probes are not supported yet: probed as a TCP connection to the same host and port",
+                );
+
                 out.push((
                     key("tcp", span.clone()),
                     string(format!("{host}:{port}"), span),
@@ -806,7 +774,8 @@ impl Rewriter {
         Some(table(out, &p.span))
     }
 
-    fn availability(&mut self, a: &Node, first: bool) -> Node {
+    /// `availability` as corral's `restart`, and whether it says `exit_on_failure`.
+    fn availability(&mut self, a: &Node) -> (Node, bool) {
         let Value::Table(t) = &a.value else {
             self.diags.push(Diagnostic::new(
                 a.span.clone(),
@@ -815,8 +784,9 @@ impl Rewriter {
                     a.value.type_str()
                 ),
             ));
-            return string("never", &a.span);
+            return (string("never", &a.span), false);
         };
+        let mut exit_on_failure = false;
         let mut out: Table = Vec::new();
         let mode = match get(t, "restart") {
             None => "never".to_string(),
@@ -826,9 +796,7 @@ impl Rewriter {
                     "on_failure" => "on-failure".into(),
                     "no" => "never".into(),
                     "exit_on_failure" => {
-                        if first {
-                            self.warn(r.span.clone(), "`exit_on_failure` is not supported yet: the process is not restarted, but the project goes on");
-                        }
+                        exit_on_failure = true;
                         "never".into()
                     }
                     other => {
@@ -877,28 +845,28 @@ impl Rewriter {
                 )),
             }
         }
-        if first {
-            for k in ["exit_on_end", "exit_on_skipped"] {
-                if let Some(v) = get(t, k)
-                    && v.value == Value::Bool(true)
-                {
-                    self.warn(
-                        v.span.clone(),
-                        format!("`{k}` is not supported yet; ignored"),
-                    );
-                }
+        for k in ["exit_on_end", "exit_on_skipped"] {
+            if let Some(v) = get(t, k)
+                && v.value == Value::Bool(true)
+            {
+                self.warn(
+                    v.span.clone(),
+                    format!("`{k}` is not supported yet; ignored"),
+                );
             }
         }
-        table(out, &a.span)
+
+        (table(out, &a.span), exit_on_failure)
     }
 
-    fn shutdown(&mut self, s: &Node, first: bool) -> Option<Node> {
+    /// `shutdown` as corral's `stop`, and its `command`.
+    fn shutdown(&mut self, s: &Node) -> (Option<Node>, Option<Node>) {
         let Value::Table(t) = &s.value else {
             self.diags.push(Diagnostic::new(
                 s.span.clone(),
                 format!("`shutdown` must be a mapping, found {}", s.value.type_str()),
             ));
-            return None;
+            return (None, None);
         };
         let mut out: Table = Vec::new();
         if let Some(sig) = get(t, "signal") {
@@ -913,19 +881,17 @@ impl Rewriter {
                 )),
             }
         }
-        if first {
-            if let Some(c) = get(t, "command") {
-                self.warn(c.span.clone(), "`shutdown.command` is not supported yet: the process gets the stop signal instead");
-            }
-            if let Some(p) = get(t, "parent_only")
-                && p.value == Value::Bool(true)
-            {
-                self.warn(
-                    p.span.clone(),
-                    "`parent_only` is not supported: corral signals the whole process group",
-                );
-            }
+        if let Some(p) = get(t, "parent_only")
+            && p.value == Value::Bool(true)
+        {
+            self.warn(
+                p.span.clone(),
+                "`parent_only` is not supported: corral signals the whole process group",
+            );
         }
-        (!out.is_empty()).then(|| table(out, &s.span))
+        (
+            (!out.is_empty()).then(|| table(out, &s.span)),
+            get(t, "command").cloned(),
+        )
     }
 }

@@ -56,9 +56,24 @@ impl Supervisor {
                     Effect::Spawn { unit, generation } => {
                         queue.push_back(self.spawn(unit, generation))
                     }
-                    Effect::Signal { unit, signal, .. } => {
-                        let sig = Signal::try_from(signal).unwrap_or(Signal::SIGTERM);
-                        signals.push((unit, sig));
+                    Effect::Signal {
+                        unit,
+                        generation,
+                        signal,
+                    } => {
+                        // `shutdown_command` is run instead of the stop signal; SIGKILL still
+                        // follows the grace period.
+                        if self.project.units[unit.0].shutdown_command.is_some() {
+                            self.processes.run_shutdown_command(
+                                &self.project,
+                                unit,
+                                generation,
+                                &self.printer,
+                            );
+                        } else {
+                            let sig = Signal::try_from(signal).unwrap_or(Signal::SIGTERM);
+                            signals.push((unit, sig));
+                        }
                     }
                     Effect::Kill { unit, .. } => signals.push((unit, Signal::SIGKILL)),
                     Effect::RunProbe {

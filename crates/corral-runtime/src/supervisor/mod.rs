@@ -270,7 +270,12 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         }
     }
     if options.names.is_empty() {
-        wanted = project.plan.ids().collect();
+        // A disabled unit starts only when named, or when a unit that is needs it.
+        wanted = project
+            .plan
+            .ids()
+            .filter(|id| !project.units[id.0].disabled)
+            .collect();
     }
     let (tx, rx): (UnboundedSender<Msg>, UnboundedReceiver<Msg>) = unbounded_channel();
 

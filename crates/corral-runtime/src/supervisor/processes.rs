@@ -76,6 +76,17 @@ pub(super) fn watch_for(project: &Project, unit: UnitId) -> Watch {
     }
 }
 
+/// Read what a short-lived helper prints (at most 64 KiB) on a blocking thread.
+fn read_capped<R: std::io::Read + Send + 'static>(r: Option<R>) -> tokio::task::JoinHandle<String> {
+    tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        if let Some(r) = r {
+            let _ = std::io::Read::read_to_string(&mut r.take(64 << 10), &mut text);
+        }
+        text
+    })
+}
+
 /// Kill every process carrying `marker` (a process we cannot adopt) and wait, bounded, until
 /// they are gone.
 pub(super) fn end_marked(marker: &str) {
@@ -507,6 +518,93 @@ impl Processes {
                 ok,
                 detail,
             }));
+        });
+    }
+
+    /// Run the unit's `shutdown_command` (instead of its stop signal) on a task of its own:
+    /// with the unit's environment, directory and user, time-limited by its stop grace (the
+    /// engine's SIGKILL comes then anyway); what it prints goes to the terminal and events.
+    pub(super) fn run_shutdown_command(
+        &self,
+        project: &Project,
+        unit: UnitId,
+        generation: u64,
+        printer: &Printer,
+    ) {
+        let def = &project.units[unit.0];
+        let Some(command) = &def.shutdown_command else {
+            return;
+        };
+        let argv = command.to_argv(self.ports[unit.0]);
+        let (reaper, printer) = (self.reaper.clone(), printer.clone());
+        let (workdir, mut env, identity) =
+            (def.workdir.clone(), def.env.clone(), def.identity.clone());
+        if let Some(p) = self.ports[unit.0] {
+            env.retain(|(k, _)| k != "PORT");
+            env.push(("PORT".into(), p.to_string()));
+        }
+        if let Some(pid) = self.pid(unit) {
+            env.push(("CORRAL_PID".into(), pid.to_string()));
+        }
+        let name = def.name.clone();
+        let grace = project.plan.get(unit).stop_grace;
+        let marker = proctable::marker(&format!("shutdown:{name}"), generation);
+        tokio::spawn(async move {
+            let spawned = crate::spawn::spawn(
+                &reaper,
+                crate::spawn::Spec {
+                    argv: &argv,
+                    cwd: &workdir,
+                    env: &env,
+                    marker: Some(&marker),
+                    stdin: crate::spawn::Io::Null,
+                    stdout: crate::spawn::Io::Piped,
+                    stderr: crate::spawn::Io::Piped,
+                    identity: identity.as_ref(),
+                    umask: None,
+                },
+            );
+            let mut spawned = match spawned {
+                Ok(s) => s,
+                Err(e) => {
+                    printer
+                        .system(format!("{name}: shutdown_command cannot start: {e}"))
+                        .await;
+                    return;
+                }
+            };
+            let (out, err) = (spawned.child.stdout.take(), spawned.child.stderr.take());
+            // Small and short-lived: read on blocking threads, to the end or the kill.
+            let (out, err) = (read_capped(out), read_capped(err));
+            let status = tokio::time::timeout(grace, spawned.exit).await;
+            if status.is_err() {
+                reaper.signal_group(spawned.pid, Signal::SIGKILL);
+            }
+            let text = format!(
+                "{}{}",
+                out.await.unwrap_or_default(),
+                err.await.unwrap_or_default()
+            );
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                printer
+                    .system(format!("{name}: shutdown_command: {line}"))
+                    .await;
+            }
+            match status {
+                Ok(Ok(s)) if s.success() => {}
+                Ok(Ok(s)) => {
+                    printer
+                        .system(format!("{name}: shutdown_command ended with {s}"))
+                        .await
+                }
+                _ => {
+                    printer
+                        .system(format!(
+                            "{name}: shutdown_command took longer than the stop timeout; killed"
+                        ))
+                        .await
+                }
+            }
         });
     }
 

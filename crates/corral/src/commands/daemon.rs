@@ -142,6 +142,11 @@ pub fn start(file: Option<&Path>, args: &super::up::UpArgs) -> Result<ExitCode, 
     if let Some(addr) = listen {
         cmd.arg("--listen").arg(addr.to_string());
     }
+    if let Some(ns) = &args.namespace {
+        // Checked here, so a wrong one is said by `up -d`, not in the daemon's log.
+        args.units(&project)?;
+        cmd.arg("--namespace").arg(ns);
+    }
     if let Some(f) = &args.formation {
         let spec: Vec<String> = f.iter().map(|(k, n)| format!("{k}={n}")).collect();
         cmd.arg("--formation").arg(spec.join(","));

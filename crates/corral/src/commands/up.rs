@@ -26,6 +26,9 @@ pub struct UpArgs {
     /// default their `cwd` must be inside the project.
     #[arg(long)]
     pub procs_anywhere: bool,
+    /// Start the units of this namespace (`namespace = "..."`), with what they depend on.
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
     /// A Procfile's formation: how many of each process type (`web=2,worker=1`).
     #[arg(short = 'm', long, value_name = "TYPE=N,...", value_parser = formation)]
     pub formation: Option<std::collections::BTreeMap<String, usize>>,
@@ -40,6 +43,39 @@ fn formation(s: &str) -> Result<std::collections::BTreeMap<String, usize>, Strin
 }
 
 impl UpArgs {
+    /// The units named, and those of `--namespace`.
+    pub fn units(&self, project: &corral_config::Project) -> Result<Vec<String>, CliError> {
+        let mut names = self.names.clone();
+        if let Some(ns) = &self.namespace {
+            let before = names.len();
+            names.extend(
+                project
+                    .units
+                    .iter()
+                    .filter(|u| u.namespace.as_deref() == Some(ns.as_str()))
+                    .map(|u| u.name.clone()),
+            );
+            if names.len() == before {
+                let mut known: Vec<&str> = project
+                    .units
+                    .iter()
+                    .filter_map(|u| u.namespace.as_deref())
+                    .collect();
+                known.sort();
+                known.dedup();
+                return Err(CliError::Run(format!(
+                    "no unit has namespace `{ns}`{}",
+                    if known.is_empty() {
+                        " (no unit has a namespace)".to_string()
+                    } else {
+                        format!("; namespaces: {}", known.join(", "))
+                    }
+                )));
+            }
+        }
+        Ok(names)
+    }
+
     /// How to read the project file.
     pub fn read_options(&self) -> corral_config::formats::ReadOptions {
         corral_config::formats::ReadOptions {
@@ -51,7 +87,7 @@ impl UpArgs {
 pub fn run(file: Option<&Path>, args: &UpArgs) -> Result<ExitCode, CliError> {
     let project = load_project_with(file, &args.read_options())?;
     let options = Options {
-        names: args.names.clone(),
+        names: args.units(&project)?,
         quiet: args.quiet || args.daemon_child,
         stay: args.daemon_child,
         procs_anywhere: args.procs_anywhere,

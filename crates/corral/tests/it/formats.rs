@@ -69,6 +69,7 @@ processes:
     command: "echo never"
     disabled: true
     namespace: extra
+    log_location: later.log
 "#;
 
 #[test]
@@ -84,8 +85,8 @@ fn a_process_compose_file_runs_unchanged() {
         err.contains("process-compose.yaml (a process-compose file)"),
         "{err}"
     );
-    assert!(err.contains("process `later` is disabled"), "{err}");
-    assert!(err.contains("process-compose.yaml:40:3"), "{err}");
+    assert!(err.contains("`log_location`"), "{err}");
+    assert!(err.contains("process-compose.yaml:44:19"), "{err}");
     let lines = corral_lines(&out);
     assert_eq!(printed(&out, "setup"), ["setup hi dev"], "{out}");
     assert!(
@@ -209,11 +210,11 @@ fn import_writes_a_corral_toml_that_runs_the_same() {
     assert!(err.contains("wrote"), "{err}");
     let toml = p.read("corral.toml");
     assert!(toml.contains("# Not carried over:"), "{toml}");
-    assert!(toml.contains("process-compose.yaml:40:3"), "{toml}");
+    assert!(toml.contains("process-compose.yaml:44:19"), "{toml}");
     // corral.toml comes first now.
     let (status, out, err) = p.run(&["validate"]);
     assert!(status.success(), "{out}{err}");
-    assert!(out.contains("corral.toml: ok (6 services"), "{out}");
+    assert!(out.contains("corral.toml: ok (7 services"), "{out}");
     let (status, imported, err) = p.run(&["up"]);
     assert!(status.success(), "{imported}{err}");
     let outputs = |s: &str| {
@@ -232,4 +233,112 @@ fn import_writes_a_corral_toml_that_runs_the_same() {
     let (status, _, err) = p.run(&["import", "process-compose.yaml", "--force"]);
     assert!(status.success(), "{err}");
     p.assert_nothing_left();
+}
+
+/// process-compose's `exit_on_failure` ends the whole project with a failure; `shutdown.command`
+/// runs instead of the stop signal.
+#[test]
+fn exit_on_failure_and_shutdown_command_from_process_compose() {
+    let p = project(&[(
+        "process-compose.yaml",
+        r#"
+processes:
+  server:
+    command: "trap 'echo got TERM; exit 0' TERM; echo serving; while true; do sleep 0.1; done"
+    shutdown:
+      command: "echo asked to stop; kill -TERM $$CORRAL_PID"
+      timeout_seconds: 5
+  job:
+    command: "sleep 0.5; exit 4"
+    availability:
+      restart: exit_on_failure
+    depends_on:
+      server:
+        condition: process_started
+"#,
+    )]);
+    let (status, out, err) = p.run(&["up"]);
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    let lines = corral_lines(&out);
+    assert!(position(&lines, "job: exited (exit code 4") < position(&lines, "server: stopping"));
+    assert!(
+        out.contains("server: shutdown_command: asked to stop"),
+        "{out}"
+    );
+    assert_eq!(printed(&out, "server"), ["serving", "got TERM"], "{out}");
+    assert!(err.contains("ended with failures: job"), "{err}");
+    p.assert_nothing_left();
+}
+
+/// What those formats say, corral.toml says too: `replicas` (`{replica}`, `CORRAL_REPLICA`,
+/// dependents wait for all), `shell`, `disabled`, `namespace` (`up --namespace`),
+/// `exit_on_failure`, `shutdown_command`.
+#[test]
+fn the_same_power_in_corral_toml() {
+    let p = Project::new(
+        r#"
+shell = "bash"
+
+[services.web]
+command = "echo web {replica} $CORRAL_REPLICA; [[ 1 == 1 ]] && echo bash; exec sleep 30"
+replicas = 2
+namespace = "front"
+ports = ["auto"]
+shutdown_command = ["sh", "-c", "echo bye $CORRAL_PID; kill $CORRAL_PID"]
+
+[services.extra]
+command = "sleep 30"
+disabled = true
+
+[services.after]
+command = "echo after; exec sleep 30"
+depends_on = ["web"]
+
+[services.job]
+command = "sleep 1; exit 4"
+restart = "never"
+exit_on_failure = true
+"#,
+    );
+    let (status, out, err) = p.run(&["up"]);
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert_eq!(printed(&out, "web-0"), ["web 0 0", "bash"], "{out}");
+    assert_eq!(printed(&out, "web-1"), ["web 1 1", "bash"], "{out}");
+    assert!(
+        !out.contains("extra: started"),
+        "a disabled unit started: {out}"
+    );
+    let lines = corral_lines(&out);
+    assert!(position(&lines, "web-0: started") < position(&lines, "after: started"));
+    assert!(position(&lines, "web-1: started") < position(&lines, "after: started"));
+    assert!(position(&lines, "job: exited (exit code 4") < position(&lines, "stopping"));
+    assert!(out.contains("web-0: shutdown_command: bye"), "{out}");
+    assert!(out.contains("web-1: shutdown_command: bye"), "{out}");
+
+    // A namespace, in the background: only its units run.
+    let (status, _, err) = p.run_client(&["up", "-d", "--namespace", "nope"]);
+    assert!(!status.success());
+    assert!(err.contains("namespaces: front"), "{err}");
+    ok_run(&p, &["up", "-d", "--namespace", "front"]);
+    let ps = ok_run(&p, &["ps"]);
+    assert!(ps.contains("web-0") && ps.contains("web-1"), "{ps}");
+    let running = |name: &str| {
+        ps.lines()
+            .any(|l| l.starts_with(name) && l.contains("running"))
+    };
+    assert!(running("web-0") && running("web-1"), "{ps}");
+    assert!(
+        !running("after") && !running("job") && !running("extra"),
+        "{ps}"
+    );
+    // `start` starts a disabled unit.
+    ok_run(&p, &["start", "extra", "--wait"]);
+    ok_run(&p, &["down"]);
+    p.assert_nothing_left();
+}
+
+fn ok_run(p: &Project, args: &[&str]) -> String {
+    let (status, out, err) = p.run_client(args);
+    assert!(status.success(), "corral {args:?}: {out}{err}");
+    out
 }

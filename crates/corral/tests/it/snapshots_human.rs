@@ -51,6 +51,8 @@ fn out(p: &Project, args: &[&str]) -> String {
 fn ps_why_and_tree_read_well() {
     let p = Project::new(STACK);
     out(&p, &["up", "-d"]);
+    // Running first (it waits for `api`), so that it has a last exit to show.
+    out(&p, &["start", "worker", "--wait"]);
     out(&p, &["stop", "worker", "--wait"]);
     // Settled: the tasks have ended, the services run.
     eventually(Duration::from_secs(15), "the stack to settle", || {
