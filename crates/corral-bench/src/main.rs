@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+mod formats;
 mod soak;
 
 fn main() {
@@ -29,6 +30,11 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--soak") {
         let seconds = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(300);
         soak::run(&corral_binary(), seconds);
+        return;
+    }
+    // `--formats`: only reading a large process-compose file.
+    if args.iter().any(|a| a == "--formats") {
+        formats::run(&corral_binary(), 1000);
         return;
     }
     // `--flood`: only the restart-under-flood benchmark.
@@ -66,6 +72,8 @@ fn main() {
     adhoc_exec(&corral, 20);
     println!();
     instances(&corral, if quick { 30 } else { 100 });
+    println!();
+    formats::run(&corral, 1000);
 }
 
 /// One HTTP/1.1 request over the project's API socket; returns the body.
