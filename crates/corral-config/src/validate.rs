@@ -43,6 +43,8 @@ const SERVICE_KEYS: &[&str] = &[
     "umask",
     "disabled",
     "exit_on_failure",
+    "exit_on_end",
+    "exit_on_skipped",
     "shutdown_command",
     "namespace",
     "shell",
@@ -63,6 +65,8 @@ const TASK_KEYS: &[&str] = &[
     "umask",
     "disabled",
     "exit_on_failure",
+    "exit_on_end",
+    "exit_on_skipped",
     "namespace",
     "shell",
 ];
@@ -685,8 +689,14 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
     if let Some(v) = get(t, "disabled") {
         def.disabled = w.bool(v, "`disabled`").unwrap_or(false);
     }
-    if let Some(v) = get(t, "exit_on_failure") {
-        spec.exit_on_failure = w.bool(v, "`exit_on_failure`").unwrap_or(false);
+    for (key, slot) in [
+        ("exit_on_failure", &mut spec.exit_on_failure),
+        ("exit_on_end", &mut spec.exit_on_end),
+        ("exit_on_skipped", &mut spec.exit_on_skipped),
+    ] {
+        if let Some(v) = get(t, key) {
+            *slot = w.bool(v, &format!("`{key}`")).unwrap_or(false);
+        }
     }
     if let Some(v) = get(t, "shutdown_command") {
         def.shutdown_command = w

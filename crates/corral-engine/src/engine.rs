@@ -398,15 +398,22 @@ impl Engine {
     }
 
     fn set(&mut self, id: UnitId, state: State, mut note: Option<String>) {
-        let failed = match &state {
-            State::Failed { .. } => true,
-            State::Exited { status } => !status.success(),
-            _ => false,
+        let spec = &self.plan.units[id.0];
+        let rule = match &state {
+            State::Failed { .. } if spec.exit_on_failure => Some("exit_on_failure"),
+            State::Exited { status } if spec.exit_on_failure && !status.success() => {
+                Some("exit_on_failure")
+            }
+            State::Failed { .. } | State::Exited { .. } if spec.exit_on_end => Some("exit_on_end"),
+            State::Skipped { .. } if spec.exit_on_skipped => Some("exit_on_skipped"),
+            _ => None,
         };
-        if failed && self.plan.units[id.0].exit_on_failure && !self.shutting_down {
-            // Its failure is the stack's: everything stops (the dependents first, as always).
+        if let Some(rule) = rule
+            && !self.shutting_down
+        {
+            // Its end is the stack's: everything stops (the dependents first, as always).
             self.shutting_down = true;
-            let why = "exit_on_failure: stopping everything".to_string();
+            let why = format!("{rule}: stopping everything");
             note = Some(match note {
                 Some(n) => format!("{n}; {why}"),
                 None => why,
@@ -785,6 +792,10 @@ impl Engine {
             if !started_any {
                 break;
             }
+        }
+        // A unit whose end ends the stack may have been skipped just now.
+        if self.shutting_down {
+            self.stop_pass(|_| true);
         }
     }
 

@@ -209,6 +209,10 @@ pub struct UnitSpec {
     pub allow_failure: bool,
     /// When it fails for good (a failure it is not restarted from), the whole stack stops.
     pub exit_on_failure: bool,
+    /// When it ends for good, however, the whole stack stops.
+    pub exit_on_end: bool,
+    /// When it is skipped (a dependency's condition can never hold), the whole stack stops.
+    pub exit_on_skipped: bool,
 }
 
 impl UnitSpec {
@@ -233,6 +237,8 @@ impl UnitSpec {
             start_timeout: Duration::from_secs(60),
             allow_failure: false,
             exit_on_failure: false,
+            exit_on_end: false,
+            exit_on_skipped: false,
         }
     }
 

@@ -1205,3 +1205,40 @@ fn exit_on_failure_stops_everything_when_it_fails_for_good() {
     assert!(w.eng.all_down(), "{:?}", w.state("web"));
     assert_eq!(w.signals.len(), 1, "web got its stop signal");
 }
+
+#[test]
+fn exit_on_end_and_exit_on_skipped_stop_everything() {
+    // `exit_on_end`: a clean exit ends the stack too.
+    let mut once = UnitSpec::new("once", Kind::Service);
+    once.restart.mode = RestartMode::Never;
+    once.exit_on_end = true;
+    let web = UnitSpec::new("web", Kind::Service);
+    let mut w = World::new(plan(vec![once, web]));
+    let id = w.id("once");
+    w.behaviour.insert(id, Behaviour::ExitAfter(MS * 100, 0));
+    w.up_all();
+    w.run_until(MS * 50);
+    assert!(!w.eng.is_shutting_down());
+    w.run_until(Duration::from_secs(2));
+    assert!(w.eng.is_shutting_down() && w.eng.all_down());
+
+    // `exit_on_skipped`: a dependency that can never hold ends the stack.
+    let mut check = UnitSpec::new("check", Kind::Task);
+    check.restart.mode = RestartMode::Never;
+    let names = ["check", "deploy", "web"];
+    let mut deploy = UnitSpec::new("deploy", Kind::Task);
+    deploy
+        .deps
+        .push(dep(&names, "check", Condition::CompletedSuccessfully));
+    deploy.exit_on_skipped = true;
+    let web = UnitSpec::new("web", Kind::Service);
+    let mut w = World::new(plan(vec![check, deploy, web]));
+    let id = w.id("check");
+    w.behaviour.insert(id, Behaviour::ExitAfter(MS * 100, 1));
+    w.up_all();
+    w.run_until(MS * 50);
+    assert!(!w.eng.is_shutting_down());
+    w.run_until(Duration::from_secs(2));
+    assert!(matches!(w.state("deploy"), State::Skipped { .. }));
+    assert!(w.eng.is_shutting_down() && w.eng.all_down());
+}

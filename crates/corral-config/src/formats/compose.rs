@@ -12,7 +12,8 @@
 //!   replaces the shell; `PC_PROC_NAME` (and `PC_REPLICA_NUM`) are in its environment;
 //! - `replicas: N` is corral's `replicas` (`NAME-0` … `NAME-(N-1)`; a dependency on `NAME`
 //!   waits for all of them), `PC_REPLICA_NUM` its `{replica}`; `disabled`, `namespace`,
-//!   `description`, `shutdown.command` and `exit_on_failure` are corral keys too;
+//!   `description`, `shutdown.command`, `exit_on_failure`, `exit_on_end` and `exit_on_skipped`
+//!   are corral keys too;
 //! - `availability.restart` keeps its meaning (`no` by default); probes, conditions, shutdown
 //!   signal and timeout map to corral's keys.
 //!
@@ -549,20 +550,13 @@ impl Rewriter {
                 out.push((key(corral, p.span.clone()), probe));
             }
         }
-        let restart = get(t, "availability").map(|a| self.availability(a));
-        let exit_on_failure = restart.as_ref().is_some_and(|(_, e)| *e);
-        out.push((
-            key("restart", span.clone()),
-            restart.map_or_else(|| string("never", span), |(r, _)| r),
-        ));
-        if exit_on_failure {
-            out.push((
-                key("exit_on_failure", span.clone()),
-                Node {
-                    value: Value::Bool(true),
-                    span: span.clone(),
-                },
-            ));
+        let (restart, rules) = match get(t, "availability") {
+            Some(a) => self.availability(a),
+            None => (string("never", span), Vec::new()),
+        };
+        out.push((key("restart", span.clone()), restart));
+        for (rule, at) in rules {
+            out.push((key(rule, at.span.clone()), at));
         }
         if let Some(s) = get(t, "shutdown") {
             let (stop, command) = self.shutdown(s);
@@ -774,8 +768,9 @@ impl Rewriter {
         Some(table(out, &p.span))
     }
 
-    /// `availability` as corral's `restart`, and whether it says `exit_on_failure`.
-    fn availability(&mut self, a: &Node) -> (Node, bool) {
+    /// `availability` as corral's `restart`, and the stack-ending rules it sets
+    /// (`exit_on_failure`, `exit_on_end`, `exit_on_skipped`).
+    fn availability(&mut self, a: &Node) -> (Node, Vec<(&'static str, Node)>) {
         let Value::Table(t) = &a.value else {
             self.diags.push(Diagnostic::new(
                 a.span.clone(),
@@ -784,9 +779,9 @@ impl Rewriter {
                     a.value.type_str()
                 ),
             ));
-            return (string("never", &a.span), false);
+            return (string("never", &a.span), Vec::new());
         };
-        let mut exit_on_failure = false;
+        let mut rules: Vec<(&'static str, Node)> = Vec::new();
         let mut out: Table = Vec::new();
         let mode = match get(t, "restart") {
             None => "never".to_string(),
@@ -796,7 +791,11 @@ impl Rewriter {
                     "on_failure" => "on-failure".into(),
                     "no" => "never".into(),
                     "exit_on_failure" => {
-                        exit_on_failure = true;
+                        let yes = Node {
+                            value: Value::Bool(true),
+                            span: r.span.clone(),
+                        };
+                        rules.push(("exit_on_failure", yes));
                         "never".into()
                     }
                     other => {
@@ -846,17 +845,11 @@ impl Rewriter {
             }
         }
         for k in ["exit_on_end", "exit_on_skipped"] {
-            if let Some(v) = get(t, k)
-                && v.value == Value::Bool(true)
-            {
-                self.warn(
-                    v.span.clone(),
-                    format!("`{k}` is not supported yet; ignored"),
-                );
+            if let Some(v) = get(t, k) {
+                rules.push((k, v.clone()));
             }
         }
-
-        (table(out, &a.span), exit_on_failure)
+        (table(out, &a.span), rules)
     }
 
     /// `shutdown` as corral's `stop`, and its `command`.

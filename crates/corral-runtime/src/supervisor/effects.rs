@@ -115,6 +115,12 @@ impl Supervisor {
             (state, &note),
             (State::Starting, _) | (State::Inactive, None)
         );
+        // The engine says when this end ends the stack (`exit_on_failure` and the like).
+        let ends_stack = note
+            .as_deref()
+            .and_then(|n| n.split("; ").find(|p| p.ends_with("stopping everything")))
+            .map(|p| format!("; {p}"))
+            .unwrap_or_default();
         let text = match (state, note) {
             (State::Running { .. }, Some(n)) | (State::Stopping { .. }, Some(n)) => {
                 format!("{name}: {n}")
@@ -126,9 +132,9 @@ impl Supervisor {
                 let w: Vec<String> = waiting_on.iter().map(|w| w.to_string()).collect();
                 format!("{name}: waiting for {}", w.join(", "))
             }
-            (State::Failed { reason }, _) => format!("{name}: failed: {reason}"),
-            (State::Skipped { reason }, _) => format!("{name}: skipped: {reason}"),
-            (State::Exited { status }, _) => format!("{name}: exited ({status})"),
+            (State::Failed { reason }, _) => format!("{name}: failed: {reason}{ends_stack}"),
+            (State::Skipped { reason }, _) => format!("{name}: skipped: {reason}{ends_stack}"),
+            (State::Exited { status }, _) => format!("{name}: exited ({status}){ends_stack}"),
             (State::Backoff { .. }, Some(n)) => format!("{name}: {n}"),
             (State::Inactive, Some(n)) => format!("{name}: {n}"),
             (State::Starting, _) | (State::Inactive, None) => format!("{name}: {}", state.name()),

@@ -235,8 +235,8 @@ fn import_writes_a_corral_toml_that_runs_the_same() {
     p.assert_nothing_left();
 }
 
-/// process-compose's `exit_on_failure` ends the whole project with a failure; `shutdown.command`
-/// runs instead of the stop signal.
+/// process-compose's `exit_on_failure` ends the whole project with a failure, `exit_on_end`
+/// with the process; `shutdown.command` runs instead of the stop signal.
 #[test]
 fn exit_on_failure_and_shutdown_command_from_process_compose() {
     let p = project(&[(
@@ -257,6 +257,22 @@ processes:
         condition: process_started
 "#,
     )]);
+    let ends = project(&[(
+        "process-compose.yaml",
+        r#"
+processes:
+  server:
+    command: "exec sleep 30"
+  once:
+    command: "sleep 0.3; echo done"
+    availability:
+      exit_on_end: true
+"#,
+    )]);
+    let (status, out, err) = ends.run(&["up"]);
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("exit_on_end: stopping everything"), "{out}");
+    ends.assert_nothing_left();
     let (status, out, err) = p.run(&["up"]);
     assert_eq!(status.code(), Some(1), "{out}{err}");
     let lines = corral_lines(&out);
@@ -311,7 +327,11 @@ exit_on_failure = true
     let lines = corral_lines(&out);
     assert!(position(&lines, "web-0: started") < position(&lines, "after: started"));
     assert!(position(&lines, "web-1: started") < position(&lines, "after: started"));
-    assert!(position(&lines, "job: exited (exit code 4") < position(&lines, "stopping"));
+    assert!(position(&lines, "job: exited (exit code 4") < position(&lines, "after: stopping"));
+    assert!(
+        out.contains("exit_on_failure: stopping everything"),
+        "{out}"
+    );
     assert!(out.contains("web-0: shutdown_command: bye"), "{out}");
     assert!(out.contains("web-1: shutdown_command: bye"), "{out}");
 
