@@ -40,6 +40,9 @@ pub struct ConfigError {
     pub file: PathBuf,
     pub source_text: String,
     pub diagnostics: Vec<Diagnostic>,
+    /// Files read over `file` (`-f a -f b`): each with where its text starts in
+    /// `source_text`, which holds them all one after another.
+    pub parts: Vec<(PathBuf, usize)>,
 }
 
 /// Why a config could not be loaded at all.
@@ -76,30 +79,62 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
-/// Diagnostics of `file` (its text `src`) as `level` (`error`, `warning`), one after another.
-pub fn render(file: &Path, src: &str, diags: &[Diagnostic], level: &str) -> String {
-    struct Shown<'a>(&'a Path, &'a str, &'a [Diagnostic], &'a str);
+/// The text diagnostics point into: one file, or several read one over another (`parts`: each
+/// later file and where its text starts in `text`).
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    pub file: &'a Path,
+    pub text: &'a str,
+    pub parts: &'a [(PathBuf, usize)],
+}
+
+impl<'a> Sources<'a> {
+    /// The file a byte offset is in, its text, and the offset within it.
+    fn locate(&self, offset: usize) -> (&'a Path, &'a str, usize) {
+        let mut file = self.file;
+        let mut start = 0;
+        let mut end = self
+            .parts
+            .first()
+            .map_or(self.text.len(), |(_, s)| s.saturating_sub(1));
+        for (i, (p, s)) in self.parts.iter().enumerate() {
+            if offset >= *s {
+                file = p;
+                start = *s;
+                end = self
+                    .parts
+                    .get(i + 1)
+                    .map_or(self.text.len(), |(_, n)| n.saturating_sub(1));
+            }
+        }
+        let end = end.clamp(start, self.text.len());
+        (file, &self.text[start..end], offset - start)
+    }
+}
+
+/// Diagnostics as `level` (`error`, `warning`), one after another.
+pub fn render(sources: Sources<'_>, diags: &[Diagnostic], level: &str) -> String {
+    struct Shown<'a>(Sources<'a>, &'a [Diagnostic], &'a str);
     impl fmt::Display for Shown<'_> {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            for d in self.2 {
-                render_one(f, self.0, self.1, d, self.3)?;
+            for d in self.1 {
+                render_one(f, self.0, d, self.2)?;
                 writeln!(f)?;
             }
             Ok(())
         }
     }
-    Shown(file, src, diags, level).to_string()
+    Shown(sources, diags, level).to_string()
 }
 
 fn render_one(
     f: &mut fmt::Formatter<'_>,
-    file: &Path,
-    src: &str,
+    sources: Sources<'_>,
     d: &Diagnostic,
     level: &str,
 ) -> fmt::Result {
     let span = match &d.span {
-        Span::File(range) => range,
+        Span::File(range) => range.clone(),
         Span::Field { owner, path } => {
             writeln!(f, "{level}: {}", d.message)?;
             if path.is_empty() {
@@ -113,6 +148,8 @@ fn render_one(
             return Ok(());
         }
     };
+    let (file, src, start) = sources.locate(span.start);
+    let span = start..start + (span.end.saturating_sub(span.start));
     let (line, col) = line_col(src, span.start);
     writeln!(f, "{level}: {}", d.message)?;
     writeln!(f, "  --> {}:{line}:{col}", display_path(file))?;
@@ -142,7 +179,12 @@ fn render_one(
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for d in &self.diagnostics {
-            render_one(f, &self.file, &self.source_text, d, "error")?;
+            let sources = Sources {
+                file: &self.file,
+                text: &self.source_text,
+                parts: &self.parts,
+            };
+            render_one(f, sources, d, "error")?;
             writeln!(f)?;
         }
         let n = self.diagnostics.len();

@@ -26,6 +26,10 @@ pub struct Base {
     /// What the file says that corral could not carry out (another format's keys).
     warnings: Vec<crate::diag::Diagnostic>,
     format: crate::formats::Format,
+    /// Files read over `file`, with where each starts in `source_text`.
+    parts: Vec<(PathBuf, usize)>,
+    /// How the files were read (so `reload` reads them the same way).
+    options: crate::formats::ReadOptions,
 }
 
 /// A service defined at run time (over the API, or rendered from a template): the keys of a
@@ -132,18 +136,74 @@ pub fn parse_project_with(
     options: &crate::formats::ReadOptions,
 ) -> Result<Project, ConfigError> {
     let root = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let format = crate::formats::Format::of(file, text);
+    // Files read over this one: one combined text, each file's spans moved to its place in it,
+    // so an error names the right file and line.
+    let mut combined = text.to_string();
+    let mut parts: Vec<(PathBuf, usize)> = Vec::new();
+    let mut read_errors = Vec::new();
+    let mut over_docs = Vec::new();
+    for o in &options.overrides {
+        let o = std::path::absolute(o).unwrap_or_else(|_| o.clone());
+        match std::fs::read_to_string(&o) {
+            Ok(t) => {
+                combined.push('\n');
+                let start = combined.len();
+                combined.push_str(&t);
+                let f = crate::formats::Format::of(&o, &t);
+                if f != format || f == crate::formats::Format::Procfile {
+                    read_errors.push(Diagnostic::new(
+                        Span::File(start..start),
+                        format!(
+                            "`{}` is {}; only files of the same kind can be read over {} (and not Procfiles)",
+                            o.display(),
+                            f.describe(),
+                            format.describe()
+                        ),
+                    ));
+                } else {
+                    match crate::formats::read(f, &t) {
+                        Ok(mut d) => {
+                            crate::formats::shift(&mut d, start);
+                            over_docs.push(d);
+                        }
+                        Err(mut ds) => {
+                            for d in &mut ds {
+                                if let Span::File(r) = &mut d.span {
+                                    *r = r.start + start..r.end + start;
+                                }
+                            }
+                            read_errors.extend(ds);
+                        }
+                    }
+                }
+                parts.push((o, start));
+            }
+            Err(e) => read_errors.push(Diagnostic::new(
+                Span::TOP,
+                format!("cannot read `{}`: {e}", o.display()),
+            )),
+        }
+    }
     let error = |diagnostics| {
         let mut e = ConfigError {
             file: file.to_path_buf(),
-            source_text: text.to_string(),
+            source_text: combined.clone(),
             diagnostics,
+            parts: parts.clone(),
         };
         e.sort();
         e
     };
-    let format = crate::formats::Format::of(file, text);
+    let mut doc = crate::formats::read(format, text).map_err(error)?;
+    if !read_errors.is_empty() {
+        return Err(error(read_errors));
+    }
+    for d in over_docs {
+        doc = crate::formats::merge(doc, d);
+    }
     let (doc, warnings) =
-        crate::formats::document(format, text, &root, inherited, options).map_err(error)?;
+        crate::formats::shape(format, doc, &root, inherited, options).map_err(error)?;
     let mut w = Walker {
         diags: Vec::new(),
         root: &root,
@@ -192,11 +252,13 @@ pub fn parse_project_with(
     }
     let base = Arc::new(Base {
         file: file.to_path_buf(),
-        source_text: text.to_string(),
+        source_text: combined.clone(),
         ctx,
         drafts: drafts.clone(),
         warnings,
         format,
+        parts: parts.clone(),
+        options: options.clone(),
     });
     Ok(lower(base, drafts, templates))
 }
@@ -220,12 +282,22 @@ impl Project {
     /// (empty when nothing).
     pub fn warnings(&self) -> String {
         let base = &self.base;
-        crate::diag::render(&base.file, &base.source_text, &base.warnings, "warning")
+        let sources = crate::diag::Sources {
+            file: &base.file,
+            text: &base.source_text,
+            parts: &base.parts,
+        };
+        crate::diag::render(sources, &base.warnings, "warning")
     }
 
     /// The format of the project's file.
     pub fn format(&self) -> crate::formats::Format {
         self.base.format
+    }
+
+    /// How the project's files were read (for reading them again).
+    pub fn read_options(&self) -> &crate::formats::ReadOptions {
+        &self.base.options
     }
 
     /// This project (as read from its file) with `defs` added: the services defined at run
@@ -286,6 +358,7 @@ impl Project {
                 file: base.file.clone(),
                 source_text: base.source_text.clone(),
                 diagnostics: diags,
+                parts: base.parts.clone(),
             };
             e.sort();
             return Err(e);

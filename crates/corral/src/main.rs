@@ -11,9 +11,11 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "corral", version, about, propagate_version = true)]
 struct Cli {
-    /// The config file. Default: `corral.toml` in this directory or the nearest parent.
+    /// The project file. Default: the nearest `corral.toml` (or `process-compose.yaml`,
+    /// `Procfile`) here or in a parent. Given again, each later file is read over the ones
+    /// before it (its keys override theirs).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
-    file: Option<PathBuf>,
+    file: Vec<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -213,6 +215,12 @@ enum ProcAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The first `-f` names the project; the others are read over it.
+    let file: Option<PathBuf> = cli.file.first().cloned();
+    let read = corral_config::formats::ReadOptions {
+        overrides: cli.file.iter().skip(1).cloned().collect(),
+        ..Default::default()
+    };
     if !matches!(
         cli.command,
         Command::Up { .. } | Command::Run { .. } | Command::Keeper { .. } | Command::Wrap { .. }
@@ -229,17 +237,18 @@ fn main() -> ExitCode {
         };
     }
     let result = match cli.command {
-        Command::Validate => commands::validate::run(cli.file.as_deref()),
+        Command::Validate => commands::validate::run(file.as_deref(), &read),
         Command::Import(args) => commands::import::run(&args),
-        Command::Up(args) => {
+        Command::Up(mut args) => {
+            args.overrides = read.overrides.clone();
             if args.detach {
-                commands::daemon::start(cli.file.as_deref(), &args)
+                commands::daemon::start(file.as_deref(), &args)
             } else {
-                commands::up::run(cli.file.as_deref(), &args)
+                commands::up::run(file.as_deref(), &args)
             }
         }
-        Command::Down => commands::daemon::down(cli.file.as_deref()),
-        Command::Ps { json } => commands::ctl::ps(cli.file.as_deref(), json),
+        Command::Down => commands::daemon::down(file.as_deref()),
+        Command::Ps { json } => commands::ctl::ps(file.as_deref(), json),
         Command::Logs {
             names,
             follow,
@@ -248,7 +257,7 @@ fn main() -> ExitCode {
             grep,
             json,
         } => commands::ctl::logs(
-            cli.file.as_deref(),
+            file.as_deref(),
             commands::ctl::LogArgs {
                 names,
                 follow,
@@ -258,18 +267,18 @@ fn main() -> ExitCode {
                 json,
             },
         ),
-        Command::Start(args) => commands::ctl::act(cli.file.as_deref(), "start", &args),
-        Command::Stop(args) => commands::ctl::act(cli.file.as_deref(), "stop", &args),
-        Command::Restart(args) => commands::ctl::act(cli.file.as_deref(), "restart", &args),
-        Command::Kill { name, signal } => commands::ctl::kill(cli.file.as_deref(), &name, &signal),
-        Command::Why { name } => commands::ctl::why(cli.file.as_deref(), &name),
-        Command::Tree => commands::ctl::tree(cli.file.as_deref()),
+        Command::Start(args) => commands::ctl::act(file.as_deref(), "start", &args),
+        Command::Stop(args) => commands::ctl::act(file.as_deref(), "stop", &args),
+        Command::Restart(args) => commands::ctl::act(file.as_deref(), "restart", &args),
+        Command::Kill { name, signal } => commands::ctl::kill(file.as_deref(), &name, &signal),
+        Command::Why { name } => commands::ctl::why(file.as_deref(), &name),
+        Command::Tree => commands::ctl::tree(file.as_deref()),
         Command::Top {
             iterations,
             interval,
-        } => commands::ctl::top(cli.file.as_deref(), iterations, &interval),
-        Command::Reload => commands::ctl::reload(cli.file.as_deref()),
-        Command::Events { history } => commands::ctl::events(cli.file.as_deref(), history),
+        } => commands::ctl::top(file.as_deref(), iterations, &interval),
+        Command::Reload => commands::ctl::reload(file.as_deref()),
+        Command::Events { history } => commands::ctl::events(file.as_deref(), history),
         Command::Exec {
             detach,
             timeout,
@@ -278,7 +287,7 @@ fn main() -> ExitCode {
             env,
             command,
         } => commands::exec::run(
-            cli.file.as_deref(),
+            file.as_deref(),
             commands::exec::ExecArgs {
                 detach,
                 timeout,
@@ -290,7 +299,7 @@ fn main() -> ExitCode {
         ),
         Command::Proc { action } => {
             use commands::exec as e;
-            let f = cli.file.as_deref();
+            let f = file.as_deref();
             match action {
                 ProcAction::Ls { json } => e::list(f, json),
                 ProcAction::Show { id } => e::show(f, &id),
@@ -303,7 +312,7 @@ fn main() -> ExitCode {
         }
         Command::Instance { action } => {
             use commands::instance as i;
-            let f = cli.file.as_deref();
+            let f = file.as_deref();
             match action {
                 InstanceAction::Create {
                     template,
@@ -340,7 +349,7 @@ fn main() -> ExitCode {
             tasks,
             sequential,
             quiet,
-        } => commands::run::run(cli.file.as_deref(), tasks, sequential, quiet),
+        } => commands::run::run(file.as_deref(), &read, tasks, sequential, quiet),
     };
     match result {
         Ok(code) => code,

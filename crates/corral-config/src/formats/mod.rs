@@ -91,21 +91,39 @@ fn looks_like_procfile(text: &str) -> bool {
 pub struct ReadOptions {
     /// A Procfile formation (`web=2`): how many of each process type.
     pub formation: BTreeMap<String, usize>,
+    /// Files read over the project file, in order (`-f base.yaml -f override.yaml`): a later
+    /// file's keys override an earlier one's (mappings merge key by key; other values are
+    /// replaced). Same format as the project file.
+    pub overrides: Vec<std::path::PathBuf>,
 }
 
-/// `text` (in `format`) as a corral.toml document, with warnings about what it could not carry.
-/// `root` is the project's directory (its `.env`), `inherited` corral's environment.
-pub fn document(
+/// `text` in `format` as a node tree, before it is shaped into corral.toml's document (what
+/// files are merged at).
+pub fn read(format: Format, text: &str) -> Result<Node, Vec<Diagnostic>> {
+    match format {
+        Format::Toml => crate::read::toml(text),
+        Format::ProcessCompose => yaml::read(text),
+        // Nothing to merge in a Procfile: shaped straight away (see `shape`).
+        Format::Procfile => Ok(Node {
+            value: crate::node::Value::String(text.to_string()),
+            span: crate::node::Span::File(0..text.len()),
+        }),
+    }
+}
+
+/// A node tree of `format` (from [`read`], perhaps merged) as a corral.toml document, with
+/// warnings about what it could not carry. `root` is the project's directory (its `.env`),
+/// `inherited` corral's environment.
+pub fn shape(
     format: Format,
-    text: &str,
+    doc: Node,
     root: &Path,
     inherited: &BTreeMap<String, String>,
     options: &ReadOptions,
 ) -> Result<(Node, Vec<Diagnostic>), Vec<Diagnostic>> {
     match format {
-        Format::Toml => crate::read::toml(text).map(|d| (d, Vec::new())),
+        Format::Toml => Ok((doc, Vec::new())),
         Format::ProcessCompose => {
-            let doc = yaml::read(text)?;
             // process-compose reads `.env` for `${VAR}` in the file (and corral gives it to
             // the processes, as for corral.toml).
             let dotenv: BTreeMap<String, String> = std::fs::read_to_string(root.join(".env"))
@@ -117,11 +135,90 @@ pub fn document(
             Ok((r.doc, r.warnings))
         }
         Format::Procfile => {
+            let crate::node::Value::String(text) = &doc.value else {
+                return Err(vec![Diagnostic::new(doc.span, "not a Procfile")]);
+            };
             let base = inherited
                 .get("PORT")
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(5000);
             procfile::rewrite(text, base, &options.formation).map(|d| (d, Vec::new()))
         }
+    }
+}
+
+/// [`read`] then [`shape`]: one file as a corral.toml document.
+pub fn document(
+    format: Format,
+    text: &str,
+    root: &Path,
+    inherited: &BTreeMap<String, String>,
+    options: &ReadOptions,
+) -> Result<(Node, Vec<Diagnostic>), Vec<Diagnostic>> {
+    shape(format, read(format, text)?, root, inherited, options)
+}
+
+/// `over` laid over `base`: mappings merge key by key (recursively), anything else in `over`
+/// replaces what `base` has.
+pub fn merge(base: Node, over: Node) -> Node {
+    use crate::node::Value;
+    match (base.value, over.value) {
+        (Value::Table(mut b), Value::Table(o)) => {
+            for (k, v) in o {
+                match b.iter().position(|(bk, _)| bk.name == k.name) {
+                    Some(i) => {
+                        let (bk, bv) = b.remove(i);
+                        b.insert(i, (bk, merge(bv, v)));
+                    }
+                    None => b.push((k, v)),
+                }
+            }
+            Node {
+                value: Value::Table(b),
+                span: base.span,
+            }
+        }
+        (_, value) => Node {
+            value,
+            span: over.span,
+        },
+    }
+}
+
+/// Every span in `n` moved `by` bytes on (a file placed after others in one combined text).
+pub fn shift(n: &mut Node, by: usize) {
+    use crate::node::{Span, Value};
+    if let Span::File(r) = &mut n.span {
+        *r = r.start + by..r.end + by;
+    }
+    match &mut n.value {
+        Value::Array(a) => a.iter_mut().for_each(|x| shift(x, by)),
+        Value::Table(t) => {
+            for (k, v) in t {
+                if let Span::File(r) = &mut k.span {
+                    *r = r.start + by..r.end + by;
+                }
+                shift(v, by);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_files_override_key_by_key() {
+        let base =
+            yaml::read("processes:\n  a:\n    command: x\n    env: [A=1]\n  b:\n    command: y\n")
+                .unwrap();
+        let over = yaml::read("processes:\n  a:\n    command: z\n  c:\n    command: w\n").unwrap();
+        let merged = merge(base, over).to_json();
+        assert_eq!(merged["processes"]["a"]["command"], "z");
+        assert_eq!(merged["processes"]["a"]["env"][0], "A=1");
+        assert_eq!(merged["processes"]["b"]["command"], "y");
+        assert_eq!(merged["processes"]["c"]["command"], "w");
     }
 }

@@ -99,9 +99,14 @@ impl Supervisor {
         }
         // Only `reload` reads the file; a definition joins what was read before.
         let new = match &change {
-            Change::ReadFile => corral_config::load(&self.project.file)
-                .map_err(|e| invalid(&e))?
-                .with_definitions(&added),
+            // Read as the project was read (the files over it, a formation).
+            Change::ReadFile => corral_config::load_with(
+                &self.project.file,
+                &std::env::vars().collect(),
+                self.project.read_options(),
+            )
+            .map_err(|e| invalid(&e))?
+            .with_definitions(&added),
             _ => self.project.with_definitions(&added),
         }
         .map_err(|e| invalid(&e))?;

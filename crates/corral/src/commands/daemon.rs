@@ -132,10 +132,12 @@ pub fn start(file: Option<&Path>, args: &super::up::UpArgs) -> Result<ExitCode, 
         .map_err(|e| CliError::Run(format!("cannot open `{}`: {e}", log_path.display())))?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("-f")
-        .arg(&project.file)
-        .arg("up")
-        .arg("--daemon-child");
+    cmd.arg("-f").arg(&project.file);
+    for o in &args.overrides {
+        cmd.arg("-f")
+            .arg(std::path::absolute(o).unwrap_or_else(|_| o.clone()));
+    }
+    cmd.arg("up").arg("--daemon-child");
     if args.procs_anywhere {
         cmd.arg("--procs-anywhere");
     }

@@ -43,6 +43,7 @@ pub fn run(args: &ImportArgs) -> Result<ExitCode, CliError> {
     }
     let options = formats::ReadOptions {
         formation: args.formation.clone().unwrap_or_default(),
+        ..Default::default()
     };
     let inherited: std::collections::BTreeMap<String, String> = std::env::vars().collect();
     // The source must be valid as it is: its errors name its own lines.

@@ -55,12 +55,8 @@ fn config_path(file: Option<&Path>) -> Result<std::path::PathBuf, CliError> {
     }
 }
 
-/// The project from `-f FILE`, or from the nearest `corral.toml`.
-pub fn load_project(file: Option<&Path>) -> Result<Project, CliError> {
-    load_project_with(file, &corral_config::formats::ReadOptions::default())
-}
-
-/// [`load_project`], with how to read the file (a Procfile's formation). A file in another
+/// The project from `-f FILE` (with the files read over it), or from the nearest project file;
+/// `options` say how to read it (a Procfile's formation). A file in another
 /// format is named, and what corral does not carry out of it is shown as warnings.
 pub fn load_project_with(
     file: Option<&Path>,

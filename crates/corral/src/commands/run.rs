@@ -10,7 +10,7 @@ use corral_proto::fmt_duration;
 use corral_proto::wire;
 use corral_runtime::Options;
 
-use super::{CliError, Serve, load_project, runtime, supervise};
+use super::{CliError, Serve, load_project_with, runtime, supervise};
 
 /// One line of the summary.
 struct Row {
@@ -22,11 +22,12 @@ struct Row {
 
 pub fn run(
     file: Option<&Path>,
+    read: &corral_config::formats::ReadOptions,
     tasks: Vec<String>,
     sequential: bool,
     quiet: bool,
 ) -> Result<ExitCode, CliError> {
-    let project = load_project(file)?;
+    let project = load_project_with(file, read)?;
     for name in &tasks {
         if let Some(u) = project.unit(name)
             && u.kind != Kind::Task

@@ -32,6 +32,9 @@ pub struct UpArgs {
     /// A Procfile's formation: how many of each process type (`web=2,worker=1`).
     #[arg(short = 'm', long, value_name = "TYPE=N,...", value_parser = formation)]
     pub formation: Option<std::collections::BTreeMap<String, usize>>,
+    /// Files read over the project file (the second and later `-f`).
+    #[arg(skip)]
+    pub overrides: Vec<std::path::PathBuf>,
     /// Internal: this process is the daemon `up -d` started (stays up when every unit has
     /// ended, until `corral down`).
     #[arg(long, hide = true)]
@@ -80,6 +83,7 @@ impl UpArgs {
     pub fn read_options(&self) -> corral_config::formats::ReadOptions {
         corral_config::formats::ReadOptions {
             formation: self.formation.clone().unwrap_or_default(),
+            overrides: self.overrides.clone(),
         }
     }
 }

@@ -5,10 +5,13 @@ use std::process::ExitCode;
 
 use corral_engine::Kind;
 
-use super::{CliError, load_project};
+use super::{CliError, load_project_with};
 
-pub fn run(file: Option<&Path>) -> Result<ExitCode, CliError> {
-    let project = load_project(file)?;
+pub fn run(
+    file: Option<&Path>,
+    read: &corral_config::formats::ReadOptions,
+) -> Result<ExitCode, CliError> {
+    let project = load_project_with(file, read)?;
     let count = |k: Kind| project.units.iter().filter(|u| u.kind == k).count();
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     let templates = match project.templates.len() {

@@ -2,6 +2,8 @@
 //! corral.toml), and `corral import` turns them into a corral.toml that runs the same.
 //! Every file here is written for these tests.
 
+use std::time::Duration;
+
 use crate::harness::*;
 
 /// The lines unit `unit` printed (the `name | ` prefix is padded to the longest name).
@@ -361,4 +363,73 @@ fn ok_run(p: &Project, args: &[&str]) -> String {
     let (status, out, err) = p.run_client(args);
     assert!(status.success(), "corral {args:?}: {out}{err}");
     out
+}
+
+/// Several `-f`: each later file is read over the ones before (process-compose's override
+/// files); an error in one names that file and its line; the daemon (and `reload`) read them
+/// the same way.
+#[test]
+fn override_files_merge_key_by_key() {
+    let p = project(&[
+        (
+            "process-compose.yaml",
+            "processes:\n  web:\n    command: \"echo base web\"\n    environment:\n      - \"MODE=base\"\n  db:\n    command: \"echo db $$MODE\"\n    environment:\n      - \"MODE=base\"\n",
+        ),
+        (
+            "process-compose.override.yaml",
+            "processes:\n  web:\n    command: \"echo override web\"\n  extra:\n    command: \"echo extra\"\n",
+        ),
+        (
+            "broken.override.yaml",
+            "processes:\n  web:\n    depends_on:\n      nope:\n        condition: process_started\n",
+        ),
+    ]);
+    let (status, out, err) = p.run(&[
+        "-f",
+        "process-compose.yaml",
+        "-f",
+        "process-compose.override.yaml",
+        "up",
+    ]);
+    assert!(status.success(), "{out}{err}");
+    assert_eq!(printed(&out, "web"), ["override web"], "{out}");
+    assert_eq!(printed(&out, "db"), ["db base"], "{out}");
+    assert_eq!(printed(&out, "extra"), ["extra"], "{out}");
+
+    let (status, _, err) = p.run(&[
+        "-f",
+        "process-compose.yaml",
+        "-f",
+        "broken.override.yaml",
+        "validate",
+    ]);
+    assert!(!status.success());
+    assert!(err.contains("broken.override.yaml:4:7"), "{err}");
+
+    let (status, _, err) = p.run(&["-f", "process-compose.yaml", "-f", "Procfile", "validate"]);
+    assert!(!status.success());
+    assert!(err.contains("cannot read"), "{err}");
+
+    // The daemon reads both, and so does its `reload`.
+    let both = [
+        "-f",
+        "process-compose.yaml",
+        "-f",
+        "process-compose.override.yaml",
+    ];
+    ok_run(&p, &[&both[..], &["up", "-d"]].concat());
+    eventually(Duration::from_secs(10), "extra to have run", || {
+        ok_run(&p, &["logs", "extra"]).contains("extra")
+    });
+    std::fs::write(
+        p.path().join("process-compose.override.yaml"),
+        "processes:\n  web:\n    command: \"echo override web\"\n  later:\n    command: \"echo later\"\n",
+    )
+    .unwrap();
+    ok_run(&p, &["reload"]);
+    eventually(Duration::from_secs(10), "later to have run", || {
+        ok_run(&p, &["logs", "later"]).contains("later")
+    });
+    ok_run(&p, &["down"]);
+    p.assert_nothing_left();
 }
