@@ -43,9 +43,10 @@ pub async fn run(project: Project, options: Options, serve: Serve) -> Result<Out
     let state_dir = project.state_dir.clone();
     let (sup, control) = corral_runtime::prepare(project, options)?;
     let socket = corral_proto::paths::api_socket(&state_dir);
+    let shared = crate::routes::Shared::new(&state_dir);
     let mut server = None;
     if serve.api {
-        let served = crate::serve_unix(control.clone(), &socket).await;
+        let served = crate::serve_unix(control.clone(), &socket, shared.clone()).await;
         server = Some(served.map_err(|source| DaemonError::Socket {
             path: socket.display().to_string(),
             source,
@@ -54,9 +55,10 @@ pub async fn run(project: Project, options: Options, serve: Serve) -> Result<Out
     }
     if let Some(addr) = serve.listen {
         let tokens = crate::auth::Tokens::load_or_create(&state_dir).map_err(DaemonError::Token)?;
-        let bound = crate::serve_tcp(control.clone(), addr, tokens)
+        let bound = crate::serve_tcp(control.clone(), addr, tokens, shared.clone())
             .await
             .map_err(|source| DaemonError::Listen { addr, source })?;
+        *shared.tcp.lock().await = Some(bound);
         eprintln!(
             "corral: API on http://{bound} (token in {})",
             corral_proto::paths::token_file(&state_dir).display()

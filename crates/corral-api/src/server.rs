@@ -25,7 +25,11 @@ impl Server {
 }
 
 /// Serve on a Unix socket (mode 0600) until [`Server::finish`].
-pub async fn serve_unix(control: Control, path: &Path) -> std::io::Result<Server> {
+pub async fn serve_unix(
+    control: Control,
+    path: &Path,
+    shared: crate::routes::Shared,
+) -> std::io::Result<Server> {
     use std::os::unix::fs::PermissionsExt;
     let short = corral_proto::paths::SocketPath::new(path)?;
     // We hold the project lock, so a socket file here is a leftover of a dead daemon.
@@ -33,7 +37,7 @@ pub async fn serve_unix(control: Control, path: &Path) -> std::io::Result<Server
     let listener =
         corral_runtime::sockpath::bind_private(|| tokio::net::UnixListener::bind(short.as_path()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    let app = router(control);
+    let app = router(control, shared);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let _keep = short;
@@ -51,6 +55,7 @@ pub async fn serve_tcp(
     control: Control,
     addr: std::net::SocketAddr,
     tokens: crate::auth::Tokens,
+    shared: crate::routes::Shared,
 ) -> std::io::Result<std::net::SocketAddr> {
     if !addr.ip().is_loopback() {
         return Err(std::io::Error::new(
@@ -62,11 +67,8 @@ pub async fn serve_tcp(
     }
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let app = router(control).layer(axum::middleware::from_fn_with_state(
-        Arc::new(crate::auth::Guard {
-            tokens,
-            addr: bound,
-        }),
+    let app = router(control, shared).layer(axum::middleware::from_fn_with_state(
+        Arc::new(crate::auth::Guard::new(tokens, bound)),
         crate::auth::check,
     ));
     tokio::spawn(accept_capped(listener, app));

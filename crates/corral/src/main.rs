@@ -151,6 +151,16 @@ enum Command {
     Validate,
     /// Convert a process-compose file or a Procfile into a corral.toml.
     Import(commands::import::ImportArgs),
+    /// Print the link that signs a browser in to the web dashboard (and open it where there
+    /// is a desktop). The running corral starts listening on a loopback port if it does not yet.
+    Dashboard {
+        /// Only print the link.
+        #[arg(long)]
+        no_open: bool,
+        /// A link for a session that may only look.
+        #[arg(long)]
+        read_only: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -239,6 +249,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate => commands::validate::run(file.as_deref(), &read),
         Command::Import(args) => commands::import::run(&args),
+        Command::Dashboard { no_open, read_only } => {
+            commands::dashboard::run(file.as_deref(), no_open, read_only)
+        }
         Command::Up(mut args) => {
             args.overrides = read.overrides.clone();
             if args.detach {

@@ -11,6 +11,7 @@ use corral_runtime::Control;
 use crate::error::ApiError;
 
 pub(crate) mod daemon;
+pub(crate) mod dashboard;
 pub(crate) mod events;
 pub(crate) mod instances;
 pub(crate) mod logs;
@@ -19,11 +20,37 @@ pub(crate) mod procs;
 pub(crate) mod runs;
 pub(crate) mod units;
 
-/// What every handler gets: the supervisor's handle and the meter for CPU/memory.
+/// What every handler gets: the supervisor's handle, the meter for CPU/memory, and what the
+/// daemon's servers share.
 #[derive(Clone)]
 pub(crate) struct App {
     pub(crate) control: Control,
     pub(crate) meter: corral_runtime::metrics::Meter,
+    pub(crate) shared: Shared,
+}
+
+/// What the servers of one daemon (the Unix socket, TCP) share: the state dir, and where the
+/// TCP API listens once it does (started with `--listen`, or asked for by `corral dashboard`).
+#[derive(Clone, Debug)]
+pub struct Shared {
+    pub(crate) state_dir: std::path::PathBuf,
+    pub(crate) tcp: std::sync::Arc<tokio::sync::Mutex<Option<std::net::SocketAddr>>>,
+}
+
+impl Shared {
+    pub fn new(state_dir: &std::path::Path) -> Shared {
+        Shared {
+            state_dir: state_dir.to_path_buf(),
+            tcp: Default::default(),
+        }
+    }
+}
+
+/// Who a request comes from, as the TCP guard found (the Unix socket's clients are the owner).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Full,
+    ReadOnly,
 }
 
 /// A router being built, and the list of what it serves.
@@ -59,6 +86,10 @@ fn routes() -> Routes {
         .add("get", "/openapi.json", get(daemon::openapi))
         .add("get", "/v1/project", get(daemon::project))
         .add("post", "/v1/shutdown", post(daemon::shutdown))
+        .add("post", "/v1/listen", post(daemon::listen))
+        .add("get", "/v1/session", get(daemon::session))
+        .add("get", "/", get(dashboard::index))
+        .add("get", "/assets/{file}", get(dashboard::asset))
         .add("get", "/metrics", get(metrics::metrics))
         // units
         .add("get", "/v1/services", get(units::services))
@@ -119,7 +150,7 @@ pub fn table() -> Vec<(&'static str, &'static str)> {
     routes().table
 }
 
-pub fn router(control: Control) -> Router {
+pub fn router(control: Control, shared: Shared) -> Router {
     routes()
         .router
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
@@ -133,6 +164,7 @@ pub fn router(control: Control) -> Router {
         .with_state(App {
             control,
             meter: Default::default(),
+            shared,
         })
         .layer(axum::middleware::map_response(json_errors))
 }

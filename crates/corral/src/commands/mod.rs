@@ -2,6 +2,7 @@
 
 pub mod ctl;
 pub mod daemon;
+pub mod dashboard;
 pub mod exec;
 pub mod import;
 pub mod instance;

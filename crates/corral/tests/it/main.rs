@@ -7,6 +7,7 @@ mod redact;
 
 mod config;
 mod daemon;
+mod dashboard;
 mod formats;
 mod hardening;
 mod in_process;
@@ -20,3 +21,4 @@ mod snapshots_human;
 mod stop;
 mod tickets;
 mod up;
+mod webdriver;
