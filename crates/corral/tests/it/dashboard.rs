@@ -27,6 +27,15 @@ depends_on = { worker = "healthy", slow = "healthy" }
 [services.slow]
 command = ["sleep", "1000"]
 readiness = { exec = "false", interval = "200ms" }
+
+[services.talker]
+command = "i=0; while true; do i=$((i+1)); echo tick $i; echo oops $i >&2; sleep 0.2; done"
+
+[templates.box]
+command = ["python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"]
+workdir = "{workspace}"
+readiness = { http = "/" }
+params = { greeting = "hi" }
 "#;
 
 fn ok(p: &Project, args: &[&str]) -> String {
@@ -136,11 +145,145 @@ fn the_dashboard_in_a_real_browser() {
 
     // The graph: a node per unit, the blocked edge marked with its condition.
     let nodes = b.eval("return document.querySelectorAll('#graph g.node').length;");
-    assert_eq!(nodes, 4);
+    assert_eq!(nodes, 5);
     let blocked = b.eval(
         "return [...document.querySelectorAll('#graph .cond')].map(t => t.textContent).join(',');",
     );
     assert_eq!(blocked.as_str().unwrap_or_default(), "healthy", "{blocked}");
+
+    b.screenshot("units");
+
+    // A unit's logs follow live, stderr marked; a regex filter highlights.
+    b.click("button[aria-label='Show the logs of talker']");
+    let log_text = || {
+        b.eval("return document.querySelector('#logs').innerText;")
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let first = {
+        let mut n = 0;
+        eventually(T, "talker's lines in the log view", || {
+            n = log_text().matches("tick").count();
+            n > 0
+        });
+        n
+    };
+    eventually(T, "more lines, live", || {
+        log_text().matches("tick").count() > first
+    });
+    let err_lines = b.eval("return document.querySelectorAll('#logs div.err').length;");
+    assert!(err_lines.as_u64().unwrap_or(0) > 0, "stderr not marked");
+    b.type_into("#logs-filter", "oops [0-9]+");
+    eventually(T, "only matching lines, highlighted", || {
+        let marks = b.eval("return document.querySelectorAll('#logs mark').length;");
+        marks.as_u64().unwrap_or(0) > 0 && !log_text().contains("tick")
+    });
+    b.screenshot("logs");
+
+    // Instances: made through the form from a git repository and from a ZIP, then deleted.
+    let repo = p.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("from-git.txt"), "git").unwrap();
+    for args in [
+        &["init", "-q"][..],
+        &["-c", "user.email=t@t", "-c", "user.name=t", "add", "."],
+        &[
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "user.name=t",
+            "commit",
+            "-qm",
+            "one",
+        ],
+    ] {
+        let st = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let zip = p.path().join("ws.zip");
+    let st = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import zipfile; z = zipfile.ZipFile('{}', 'w'); z.writestr('from-zip.txt', 'zip'); z.close()",
+            zip.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    b.goto(&format!("{base}/#instances"));
+    let instance_states = || {
+        b.eval("return [...document.querySelectorAll('#instances tr[data-instance]')].map(r => r.dataset.instance + '=' + r.dataset.state).join(' ');")
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    b.click("input[name=src][value=git]");
+    b.type_into("#src-git", &repo.display().to_string());
+    b.click("button[aria-label='Create the instance']");
+    eventually(Duration::from_secs(30), "the git instance ready", || {
+        instance_states().contains("=ready")
+    });
+    b.click("input[name=src][value=zip]");
+    b.type_into("#src-zip", &zip.display().to_string());
+    b.click("button[aria-label='Create the instance']");
+    eventually(Duration::from_secs(30), "both instances ready", || {
+        instance_states().matches("=ready").count() == 2
+    });
+    b.screenshot("instances");
+    let made: Vec<serde_json::Value> =
+        serde_json::from_str(&p.http("GET", "/v1/instances").1).unwrap();
+    let ws = |source: &str| {
+        let i = made
+            .iter()
+            .find(|i| i["source"].as_str().unwrap_or_default().starts_with(source))
+            .unwrap_or_else(|| panic!("no {source} instance: {made:?}"));
+        (
+            i["name"].as_str().unwrap().to_string(),
+            std::path::PathBuf::from(i["workspace"].as_str().unwrap()),
+        )
+    };
+    let (git_name, git_ws) = ws("git");
+    let (_, zip_ws) = ws("upload");
+    assert!(git_ws.join("from-git.txt").exists());
+    assert!(zip_ws.join("from-zip.txt").exists());
+    b.click(&format!("button[aria-label='Delete {git_name}']"));
+    let asked = b.accept_alert();
+    assert!(asked.contains(&git_name), "{asked}");
+    eventually(T, "the instance gone", || {
+        !instance_states().contains(&git_name) && !git_ws.exists()
+    });
+
+    // Processes: a command run from the page, its output shown.
+    b.goto(&format!("{base}/#procs"));
+    b.type_into("#proc-cmd", "echo from-the-page");
+    b.click("button[aria-label='Run the command']");
+    eventually(T, "the process's output", || {
+        b.eval("return document.querySelector('#proc-output').innerText;")
+            .as_str()
+            .unwrap_or_default()
+            .contains("from-the-page")
+    });
+    b.screenshot("procs");
+
+    // Events: the history, filtered by unit.
+    b.goto(&format!("{base}/#events"));
+    eventually(T, "the event history", || {
+        b.eval("return document.querySelectorAll('#events tbody tr').length;")
+            .as_u64()
+            .unwrap_or(0)
+            > 3
+    });
+    b.eval("const s = document.querySelector('#ev-unit'); s.value = 'worker'; s.dispatchEvent(new Event('change')); return 0;");
+    let units_shown = b.eval(
+        "return [...new Set([...document.querySelectorAll('#events tbody tr')].map(r => r.children[1].textContent))].join(',');",
+    );
+    assert_eq!(units_shown, "worker");
+    b.screenshot("events");
 
     // A read-only session: the page shows, the actions do not.
     let ro = ok(&p, &["dashboard", "--no-open", "--read-only"])
@@ -152,6 +295,7 @@ fn the_dashboard_in_a_real_browser() {
     });
     let buttons = b.eval("return document.querySelectorAll('#units button.act').length;");
     assert_eq!(buttons, 0, "a read-only session shows actions");
+    b.screenshot("read-only");
 
     let left = b.close();
     assert!(left.is_empty(), "the browser left {left:?}");

@@ -83,6 +83,12 @@ impl Browser {
             .as_str()
             .unwrap_or_else(|| panic!("no session: {v}"))
             .to_string();
+        // A laptop's window, for the screenshots.
+        b.call(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": 1280, "height": 900})),
+        );
         Some(b)
     }
 
@@ -197,6 +203,49 @@ impl Browser {
         }
     }
 
+    /// The id of the element `css` finds, waiting a few seconds for it.
+    fn find(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let path = format!("/session/{}/element", self.session);
+            let found = self.request(
+                "POST",
+                &path,
+                Some(json!({"using": "css selector", "value": css})),
+            );
+            if let Some(id) = found.ok().and_then(|v| {
+                v["value"]
+                    .as_object()
+                    .and_then(|o| o.values().next())
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            }) {
+                return id;
+            }
+            assert!(Instant::now() < deadline, "no element `{css}`");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Type `text` into the element `css` finds (for a file input: a path to upload).
+    pub fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css);
+        self.call(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
+    /// A screenshot of the page, written to `target/dashboard-shots/NAME.png`.
+    pub fn screenshot(&self, name: &str) {
+        let b64 = self.call("GET", "/screenshot", None);
+        let png = base64_decode(b64.as_str().unwrap_or_default());
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard-shots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+
     /// The text of the open `confirm`/`prompt`, accepted.
     pub fn accept_alert(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -267,4 +316,26 @@ impl Drop for Browser {
         self.end();
         reap();
     }
+}
+
+/// Standard base64 (what WebDriver sends screenshots in); eight lines rather than a crate.
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let (mut out, mut acc, mut bits) = (Vec::new(), 0u32, 0);
+    for v in s.bytes().filter_map(val) {
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
 }

@@ -142,7 +142,7 @@ function cells(u) {
     el('td', { class: 'name' }, el('button', { 'aria-label': `Show the logs of ${u.name}`, onclick: () => showLogs(u.name) }, u.name)),
     el('td', {}, u.kind),
     stateCell,
-    el('td', {}, u.health || ''),
+    el('td', { class: 'health', title: u.health || '' }, u.health || ''),
     el('td', {}, u.pid ? String(u.pid) : ''),
     el('td', {}, duration(u.uptime_secs)),
     el('td', {}, String(u.restarts)),
@@ -198,7 +198,7 @@ function renderGraph() {
   units.forEach((u) => depthOf(u.name));
   const layers = [];
   for (const u of units) (layers[depth.get(u.name)] ||= []).push(u.name);
-  const W = 150, H = 30, GX = 70, GY = 16;
+  const W = 210, H = 30, GX = 60, GY = 16;
   const pos = new Map();
   layers.forEach((names, x) => names.forEach((n, y) => pos.set(n, [x * (W + GX) + 10, y * (H + GY) + 10])));
   const width = layers.length * (W + GX) + 20;
@@ -269,31 +269,314 @@ async function refresh() {
   }
 }
 
-/** Live: every event (a change made anywhere) refreshes; a lost stream is shown and retried. */
+// ---- a unit's logs: follow, pause, a regex filter with highlight; and its `why` ----
+
+let logStream;
+let logLines = [];
+const MAX_LINES = 5000;
+
+function logFilter() {
+  const src = $('#logs-filter').value;
+  if (!src) return null;
+  try { return new RegExp(src, 'g'); } catch { return undefined; }
+}
+
+/** One line as a DOM node, the filter's matches marked. */
+function lineNode(l, re) {
+  const div = el('div', { class: l.stream === 'err' ? 'err' : 'out', 'data-stream': l.stream });
+  if (!re) { div.textContent = l.text; return div; }
+  let last = 0;
+  // `matchAll` starts where the regex's last `test` left off: from the start, always.
+  re.lastIndex = 0;
+  for (const m of l.text.matchAll(re)) {
+    if (m[0] === '') break;
+    div.append(l.text.slice(last, m.index), el('mark', {}, m[0]));
+    last = m.index + m[0].length;
+  }
+  div.append(l.text.slice(last));
+  return div;
+}
+
+function renderLogs() {
+  const pre = $('#logs');
+  const re = logFilter();
+  if (re === undefined) { $('#logs-count').textContent = 'not a regex'; return; }
+  const shown = re ? logLines.filter((l) => { re.lastIndex = 0; return re.test(l.text); }) : logLines;
+  pre.replaceChildren(...shown.slice(-2000).map((l) => lineNode(l, re)));
+  $('#logs-count').textContent = `${shown.length} of ${logLines.length} lines`;
+  if (!$('#logs-pause').checked) pre.scrollTop = pre.scrollHeight;
+}
+
+function showLogs(name) {
+  if (logStream) logStream.close();
+  logLines = [];
+  $('#logs-section').hidden = false;
+  $('#logs-name').textContent = name;
+  const u = units.find((x) => x.name === name);
+  $('#logs-why').textContent = u ? explain(u) : '';
+  renderLogs();
+  logStream = new EventSource(`/v1/services/${encodeURIComponent(name)}/logs?tail=200&follow=true`);
+  logStream.addEventListener('line', (ev) => {
+    const l = JSON.parse(ev.data);
+    logLines.push(l);
+    if (logLines.length > MAX_LINES) logLines.shift();
+    if ($('#logs-pause').checked) { $('#logs-count').textContent = `paused; ${logLines.length} lines`; return; }
+    const re = logFilter();
+    if (re === undefined) return;
+    if (re) { re.lastIndex = 0; if (!re.test(l.text)) return; }
+    const pre = $('#logs');
+    pre.append(lineNode(l, re));
+    while (pre.childElementCount > 2000) pre.firstChild.remove();
+    pre.scrollTop = pre.scrollHeight;
+  });
+  $('#logs-section').scrollIntoView({ block: 'nearest' });
+}
+
+/** What `corral why` says: the state, why, what it needs. */
+function explain(u) {
+  const parts = [`${u.name} is ${stateText(u)}`];
+  if (u.reason) parts.push(`because: ${u.reason.message}`);
+  for (const d of u.depends_on || []) {
+    const dep = units.find((x) => x.name === d.name);
+    parts.push(`needs ${d.name} (${d.condition}): ${dep ? stateText(dep) : 'unknown'}`);
+  }
+  if (u.held) parts.push(`stopped by the user; start brings it back`);
+  return parts.join(' · ');
+}
+
+// ---- instances ----
+
+let templates = [];
+let instances = [];
+
+async function loadTemplates() {
+  templates = await api('GET', '/v1/templates');
+  const sel = $('#tpl');
+  sel.replaceChildren(...templates.map((t) => el('option', { value: t.name }, t.name)));
+  renderParams();
+  $('#new-instance').hidden = templates.length === 0 || role !== 'full';
+}
+
+function renderParams() {
+  const t = templates.find((x) => x.name === $('#tpl').value);
+  const box = $('#tpl-params');
+  box.replaceChildren(...Object.entries(t ? t.params : {}).map(([k, v]) =>
+    el('label', {}, `${k} `, el('input', { type: 'text', name: k, value: v, 'aria-label': `Parameter ${k}` }))));
+}
+
+function uploadZip(name, file) {
+  return new Promise((resolve, reject) => {
+    const bar = $('#upload');
+    bar.hidden = false;
+    bar.value = 0;
+    const xhr = new XMLHttpRequest();
+    xhr.open('PUT', `/v1/instances/${encodeURIComponent(name)}/workspace`);
+    xhr.setRequestHeader('Content-Type', 'application/zip');
+    xhr.upload.addEventListener('progress', (e) => { if (e.lengthComputable) bar.value = e.loaded / e.total; });
+    xhr.addEventListener('load', () => {
+      bar.hidden = true;
+      if (xhr.status < 300) resolve(); else {
+        let msg = `${xhr.status}`;
+        try { msg = JSON.parse(xhr.responseText).message; } catch { /* not JSON */ }
+        reject(new Error(msg));
+      }
+    });
+    xhr.addEventListener('error', () => { bar.hidden = true; reject(new Error('upload failed')); });
+    xhr.send(file);
+  });
+}
+
+async function createInstance(ev) {
+  ev.preventDefault();
+  const body = { template: $('#tpl').value, params: {} };
+  for (const i of $('#tpl-params').querySelectorAll('input')) body.params[i.name] = i.value;
+  const src = $('#new-instance').querySelector('input[name=src]:checked').value;
+  const file = $('#src-zip').files[0];
+  if (src === 'git') body.git = $('#src-git').value;
+  if (src === 'zip') {
+    if (!file) { outcome('choose a ZIP file first', true); return; }
+    body.upload = true;
+  }
+  try {
+    const r = await fetch('/v1/instances', { method: 'POST', credentials: 'same-origin', headers: { 'Content-Type': 'application/json', Accept: 'application/json' }, body: JSON.stringify(body) });
+    const inst = await r.json();
+    if (!r.ok) throw new Error(inst.message || r.status);
+    if (src === 'zip') await uploadZip(inst.name, file);
+    outcome(`instance ${inst.name} created`);
+  } catch (e) {
+    outcome(`create: ${e.message}`, true);
+  }
+  refreshInstances();
+}
+
+async function deleteInstance(name) {
+  if (!window.confirm(`Delete ${name}, its workspace and its logs?`)) return;
+  try {
+    const r = await api('DELETE', `/v1/instances/${encodeURIComponent(name)}`);
+    outcome(r.message || `${name} deleted`);
+  } catch (e) {
+    outcome(`delete ${name}: ${e.message}`, true);
+  }
+  refreshInstances();
+}
+
+function renderInstances() {
+  const tbody = $('#instances tbody');
+  tbody.replaceChildren(...instances.map((i) => {
+    const done = i.steps.filter((s) => s.state === 'done').length;
+    const running = i.steps.find((s) => s.state === 'running');
+    const steps = `${done}/${i.steps.length}${running ? ` · ${running.name}` : ''}${i.error ? ` · ${i.error}` : ''}`;
+    const acts = el('td', { class: 'act-col' });
+    if (role === 'full') {
+      const u = units.find((x) => x.name === i.name);
+      const live = u && ['running', 'starting', 'backoff', 'blocked'].includes(u.state);
+      if (u && !live) acts.append(el('button', { class: 'act', 'aria-label': `Start ${i.name}`, onclick: () => act('start', i.name) }, 'start'), ' ');
+      if (live) acts.append(el('button', { class: 'act', 'aria-label': `Restart ${i.name}`, onclick: () => act('restart', i.name, `Restart ${i.name}?`) }, 'restart'), ' ',
+        el('button', { class: 'act danger', 'aria-label': `Stop ${i.name}`, onclick: () => act('stop', i.name, `Stop ${i.name}?`) }, 'stop'), ' ');
+      acts.append(el('button', { class: 'act danger', 'aria-label': `Delete ${i.name}`, onclick: () => deleteInstance(i.name) }, 'delete'));
+    }
+    return el('tr', { 'data-instance': i.name, 'data-state': i.state },
+      el('td', {}, i.name), el('td', {}, i.template),
+      el('td', {}, el('span', { class: `state s-${i.state === 'ready' ? 'running ready' : i.state === 'failed' ? 'failed' : 'starting'}` }, i.state)),
+      el('td', { class: 'steps' }, steps),
+      el('td', {}, el('a', { href: `http://127.0.0.1:${i.port}/`, target: '_blank', rel: 'noopener', 'aria-label': `Open ${i.name}` }, String(i.port))),
+      el('td', {}, i.source), acts);
+  }));
+}
+
+async function refreshInstances() {
+  try { instances = await api('GET', '/v1/instances'); renderInstances(); } catch (e) { outcome(e.message, true); }
+}
+
+// ---- ad-hoc processes ----
+
+let procs = [];
+let procStream;
+
+async function runProc(ev) {
+  ev.preventDefault();
+  const raw = $('#proc-cmd').value.trim();
+  if (!raw) return;
+  let command = raw;
+  if (raw.startsWith('[')) {
+    try { command = JSON.parse(raw); } catch { outcome('the command is not a JSON list', true); return; }
+  }
+  const body = { command };
+  if ($('#proc-cwd').value) body.cwd = $('#proc-cwd').value;
+  const env = $('#proc-env').value.trim();
+  if (env) body.env = Object.fromEntries(env.split(/\s+/).map((kv) => { const i = kv.indexOf('='); return [kv.slice(0, i), kv.slice(i + 1)]; }));
+  try {
+    const r = await fetch('/v1/procs', { method: 'POST', credentials: 'same-origin', headers: { 'Content-Type': 'application/json', Accept: 'application/json' }, body: JSON.stringify(body) });
+    const p = await r.json();
+    if (!r.ok) throw new Error(p.message || r.status);
+    outcome(`process ${p.id} started (pid ${p.pid})`);
+    showProc(p.id);
+  } catch (e) {
+    outcome(`run: ${e.message}`, true);
+  }
+  refreshProcs();
+}
+
+function showProc(id) {
+  if (procStream) procStream.close();
+  $('#proc-section').hidden = false;
+  $('#proc-name').textContent = id;
+  const pre = $('#proc-output');
+  pre.replaceChildren();
+  procStream = new EventSource(`/v1/procs/${encodeURIComponent(id)}/output`);
+  procStream.addEventListener('line', (ev) => { const l = JSON.parse(ev.data); pre.append(lineNode(l, null)); });
+  procStream.addEventListener('omitted', (ev) => { const o = JSON.parse(ev.data); pre.append(el('div', { class: 'muted' }, `… ${o.bytes ?? ''} bytes omitted …`)); });
+  procStream.addEventListener('exit', () => { procStream.close(); refreshProcs(); });
+}
+
+async function procAction(id, what) {
+  try {
+    if (what === 'signal') {
+      const sig = window.prompt(`Signal to send to ${id}:`, 'TERM');
+      if (!sig) return;
+      await api('POST', `/v1/procs/${encodeURIComponent(id)}/signal?signal=${encodeURIComponent(sig)}`);
+    } else if (what === 'input') {
+      const text = window.prompt(`A line for ${id}'s stdin:`);
+      if (text == null) return;
+      await fetch(`/v1/procs/${encodeURIComponent(id)}/input`, { method: 'POST', credentials: 'same-origin', body: text + '\n' });
+    } else if (what === 'remove') {
+      await api('DELETE', `/v1/procs/${encodeURIComponent(id)}`);
+    }
+  } catch (e) {
+    outcome(`${what} ${id}: ${e.message}`, true);
+  }
+  refreshProcs();
+}
+
+function renderProcs() {
+  $('#procs tbody').replaceChildren(...procs.map((p) => {
+    const exit = p.state === 'running' ? '' : p.exit_code != null ? `exit ${p.exit_code}` : p.signal != null ? `signal ${p.signal}` : '';
+    const o = p.output || {};
+    const acts = el('td', { class: 'act-col' },
+      el('button', { class: 'act', 'aria-label': `Output of ${p.id}`, onclick: () => showProc(p.id) }, 'output'));
+    if (role === 'full' && p.state === 'running') {
+      acts.append(' ', el('button', { class: 'act', 'aria-label': `Input to ${p.id}`, onclick: () => procAction(p.id, 'input') }, 'input'),
+        ' ', el('button', { class: 'act', 'aria-label': `Signal ${p.id}`, onclick: () => procAction(p.id, 'signal') }, 'signal'));
+    }
+    if (role === 'full' && p.state !== 'running') acts.append(' ', el('button', { class: 'act', 'aria-label': `Remove ${p.id}`, onclick: () => procAction(p.id, 'remove') }, 'remove'));
+    return el('tr', { 'data-proc': p.id, 'data-state': p.state },
+      el('td', {}, p.id), el('td', {}, p.command), el('td', {}, p.state), el('td', {}, exit),
+      el('td', { class: 'steps' }, `${bytes(o.retained_bytes)} kept${o.omitted_bytes ? `, ${bytes(o.omitted_bytes)} omitted` : ''}`), acts);
+  }));
+}
+
+async function refreshProcs() {
+  try { procs = await api('GET', '/v1/procs'); renderProcs(); } catch (e) { outcome(e.message, true); }
+}
+
+// ---- events ----
+
+let events = [];
+
+function renderEvents() {
+  const unit = $('#ev-unit').value, kind = $('#ev-kind').value;
+  for (const [sel, key] of [['#ev-unit', 'unit'], ['#ev-kind', 'kind']]) {
+    const s = $(sel);
+    const have = new Set([...s.options].map((o) => o.value));
+    for (const v of new Set(events.map((e) => e[key]))) if (!have.has(v)) s.append(el('option', { value: v }, v));
+  }
+  const shown = events.filter((e) => (!unit || e.unit === unit) && (!kind || e.kind === kind)).slice(-500).reverse();
+  $('#events tbody').replaceChildren(...shown.map((e) => el('tr', {},
+    el('td', {}, new Date(e.time_ms).toLocaleTimeString()), el('td', {}, e.unit), el('td', {}, e.kind), el('td', { class: 'why' }, e.message))));
+}
+
+async function loadEvents() {
+  try { events = await api('GET', '/v1/events/history?limit=1000'); renderEvents(); } catch (e) { outcome(e.message, true); }
+}
+
+// ---- views ----
+
+function showView() {
+  const view = (location.hash || '#units').slice(1);
+  for (const s of document.querySelectorAll('.view')) s.hidden = s.id !== `view-${view}`;
+  for (const a of document.querySelectorAll('nav a')) {
+    if (a.dataset.view === view) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+  }
+  if (view === 'instances') { loadTemplates().catch((e) => outcome(e.message, true)); refreshInstances(); }
+  if (view === 'procs') refreshProcs();
+  if (view === 'events') loadEvents();
+}
+
+/** Live: every event refreshes what it is about; a lost stream is shown and retried. */
 function connect() {
   const link = $('#link');
   const es = new EventSource('/v1/events');
   es.addEventListener('open', () => { link.textContent = 'live'; link.className = 'link'; refresh(); });
-  es.addEventListener('event', () => refresh());
-  es.addEventListener('lagged', () => refresh());
-  es.addEventListener('error', () => { link.textContent = 'connection lost; retrying…'; link.className = 'link down'; });
-}
-
-let logStream;
-function showLogs(name) {
-  if (logStream) logStream.close();
-  $('#logs-section').hidden = false;
-  $('#logs-name').textContent = name;
-  const pre = $('#logs');
-  pre.replaceChildren();
-  logStream = new EventSource(`/v1/services/${encodeURIComponent(name)}/logs?tail=200&follow=true`);
-  logStream.addEventListener('line', (ev) => {
-    const l = JSON.parse(ev.data);
-    const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-    pre.append(el('div', { class: l.stream === 'err' ? 'err' : '' }, l.text));
-    while (pre.childElementCount > 2000) pre.firstChild.remove();
-    if (atEnd) pre.scrollTop = pre.scrollHeight;
+  es.addEventListener('event', (ev) => {
+    const e = JSON.parse(ev.data);
+    refresh();
+    if (e.kind === 'instance' || e.instance) refreshInstances();
+    if (e.kind === 'proc') refreshProcs();
+    events.push(e);
+    if (!$('#view-events').hidden) renderEvents();
   });
+  es.addEventListener('lagged', () => { refresh(); refreshInstances(); });
+  es.addEventListener('error', () => { link.textContent = 'connection lost; retrying…'; link.className = 'link down'; });
 }
 
 async function main() {
@@ -304,8 +587,9 @@ async function main() {
   } catch (e) {
     outcome(e.message, true);
   }
+  document.body.dataset.role = role;
   $('#role').textContent = role === 'full' ? '' : 'read-only';
-  for (const id of ['#start-all', '#stop-all']) $(id).hidden = role !== 'full';
+  for (const id of ['#start-all', '#stop-all', '#new-proc']) $(id).hidden = role !== 'full';
   $('#start-all').addEventListener('click', async () => {
     for (const u of units.filter((u) => u.kind !== 'target' && !['running', 'starting'].includes(u.state))) {
       await act('start', u.name);
@@ -321,10 +605,20 @@ async function main() {
     if (logStream) logStream.close();
     $('#logs-section').hidden = true;
   });
+  $('#logs-filter').addEventListener('input', renderLogs);
+  $('#logs-pause').addEventListener('change', renderLogs);
+  $('#tpl').addEventListener('change', renderParams);
+  $('#new-instance').addEventListener('submit', createInstance);
+  $('#new-proc').addEventListener('submit', runProc);
+  $('#ev-unit').addEventListener('change', renderEvents);
+  $('#ev-kind').addEventListener('change', renderEvents);
+  window.addEventListener('hashchange', showView);
+  showView();
   connect();
   await refresh();
-  // CPU and memory move without events: a slow poll keeps the sparklines going.
-  setInterval(refresh, 5000);
+  // CPU and memory move without events: a slow refresh keeps the sparklines going, only while
+  // the page is seen (a hidden tab costs the daemon nothing).
+  setInterval(() => { if (document.visibilityState === 'visible') refresh(); }, 10000);
 }
 
 main();
