@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+mod dashboard;
 mod formats;
 mod soak;
 
@@ -30,6 +31,11 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--soak") {
         let seconds = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(300);
         soak::run(&corral_binary(), seconds);
+        return;
+    }
+    // `--dashboard`: only the dashboard in a browser.
+    if args.iter().any(|a| a == "--dashboard") {
+        dashboard::run(&corral_binary(), 200);
         return;
     }
     // `--formats`: only reading a large process-compose file.
@@ -74,6 +80,8 @@ fn main() {
     instances(&corral, if quick { 30 } else { 100 });
     println!();
     formats::run(&corral, 1000);
+    println!();
+    dashboard::run(&corral, 200);
 }
 
 /// One HTTP/1.1 request over the project's API socket; returns the body.

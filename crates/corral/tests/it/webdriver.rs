@@ -4,6 +4,9 @@
 //! browser too) when the [`Browser`] is closed or dropped. Chromium double-forks some helpers
 //! (crash handler, zygote): the test process becomes their subreaper, so they come back to it
 //! and are reaped, not left as zombies of init.
+//!
+//! Written once for the tests and the benchmark (`corral-bench` includes this file), so it uses
+//! nothing of either.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -276,9 +279,13 @@ impl Browser {
                 .filter(|pid| {
                     let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                     let ours = String::from_utf8_lossy(&cmd).contains(&profile);
-                    let zombie_child =
-                        crate::harness::zombie_children(std::process::id() as i32).contains(pid);
-                    (ours && !crate::harness::is_dead(*pid)) || zombie_child
+                    match state_and_parent(*pid) {
+                        Some((state, ppid)) => {
+                            let zombie = state == 'Z';
+                            (ours && !zombie) || (zombie && ppid == std::process::id() as i32)
+                        }
+                        None => false,
+                    }
                 })
                 .collect();
             if left.is_empty() || Instant::now() > deadline {
@@ -299,6 +306,15 @@ impl Browser {
         let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.driver.wait();
     }
+}
+
+/// A process's state letter and parent, from `/proc/PID/stat`.
+fn state_and_parent(pid: i32) -> Option<(char, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let mut f = rest.split(' ');
+    let state = f.next()?.chars().next()?;
+    Some((state, f.next()?.parse().ok()?))
 }
 
 /// Reap whatever children of ours have exited (the browser's re-parented helpers).
