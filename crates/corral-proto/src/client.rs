@@ -39,11 +39,14 @@ impl std::fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
+#[derive(Clone)]
 enum Transport {
     Unix(PathBuf),
     Tcp { addr: SocketAddr, token: String },
 }
 
+/// A client of one corral; cheap to clone (each request opens its own connection).
+#[derive(Clone)]
 pub struct Client {
     transport: Transport,
 }

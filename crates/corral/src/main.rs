@@ -1,6 +1,7 @@
 //! The `corral` command: clap dispatch, one file per command, errors mapped to exit codes.
 
 mod commands;
+mod tui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -151,6 +152,8 @@ enum Command {
     Validate,
     /// Convert a process-compose file or a Procfile into a corral.toml.
     Import(commands::import::ImportArgs),
+    /// The terminal UI of the running corral: units, logs, actions (`?` lists the keys).
+    Tui,
     /// Print the link that signs a browser in to the web dashboard (and open it where there
     /// is a desktop). The running corral starts listening on a loopback port if it does not yet.
     Dashboard {
@@ -249,6 +252,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate => commands::validate::run(file.as_deref(), &read),
         Command::Import(args) => commands::import::run(&args),
+        Command::Tui => tui::run(file.as_deref()),
         Command::Dashboard { no_open, read_only } => {
             commands::dashboard::run(file.as_deref(), no_open, read_only)
         }

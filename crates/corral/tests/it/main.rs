@@ -20,5 +20,6 @@ mod run;
 mod snapshots_human;
 mod stop;
 mod tickets;
+mod tui;
 mod up;
 mod webdriver;

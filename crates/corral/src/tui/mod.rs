@@ -1,0 +1,237 @@
+//! `corral tui`: the terminal UI, a client of the running corral's API (through corral-proto,
+//! like every client command). It redraws when something happens — a key, a change the daemon
+//! reports, a log line — and on a slow tick for uptimes and CPU, never on a fast timer.
+//!
+//! The terminal is restored however it ends: on `q`, on an error, and on a panic (a hook puts
+//! it back before the message is printed).
+
+pub mod app;
+pub mod view;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use corral_proto::client::{Client, Method};
+use corral_proto::wire;
+use ratatui::Terminal;
+use ratatui::backend::CrosstermBackend;
+use ratatui::crossterm::event::{self, Event as TermEvent, KeyEventKind};
+use ratatui::crossterm::{execute, terminal};
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+
+use app::{Action, App};
+
+use crate::commands::ctl::{cli_error, client};
+use crate::commands::{CliError, runtime};
+
+enum Msg {
+    Key(event::KeyEvent),
+    Redraw,
+    Units(Vec<wire::Service>),
+    Line(wire::Line),
+    /// Something changed: fetch the units again.
+    Changed,
+    Link(bool),
+    Status(String),
+}
+
+/// Put the terminal back as it was.
+fn restore() {
+    let _ = terminal::disable_raw_mode();
+    let _ = execute!(
+        std::io::stdout(),
+        terminal::LeaveAlternateScreen,
+        ratatui::crossterm::cursor::Show
+    );
+}
+
+pub fn run(file: Option<&Path>) -> Result<ExitCode, CliError> {
+    let c = client(file)?;
+    let rt = runtime()?;
+    // With no corral running, say so before touching the terminal.
+    let units: Vec<wire::Service> = rt
+        .block_on(c.call(Method::GET, "/v1/services?metrics=true"))
+        .map_err(cli_error)?;
+    let project: wire::Project = rt
+        .block_on(c.call(Method::GET, "/v1/project"))
+        .map_err(cli_error)?;
+    let mut app = App {
+        project: project.file,
+        color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        ..App::default()
+    };
+    app.set_units(units);
+
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        restore();
+        previous(info);
+    }));
+    terminal::enable_raw_mode()
+        .map_err(|e| CliError::Run(format!("cannot use this terminal: {e}")))?;
+    execute!(std::io::stdout(), terminal::EnterAlternateScreen)
+        .map_err(|e| CliError::Run(format!("cannot use this terminal: {e}")))?;
+    let result = rt.block_on(event_loop(c, app));
+    restore();
+    let _ = std::io::stdout().flush();
+    result
+}
+
+async fn event_loop(c: Client, mut app: App) -> Result<ExitCode, CliError> {
+    let mut term = Terminal::new(CrosstermBackend::new(std::io::stdout()))
+        .map_err(|e| CliError::Run(format!("cannot draw: {e}")))?;
+    let (tx, mut rx) = unbounded_channel::<Msg>();
+    // Keys and resizes, read on a thread of their own (reading blocks).
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            while let Ok(ev) = event::read() {
+                let msg = match ev {
+                    TermEvent::Key(k) if k.kind != KeyEventKind::Release => Msg::Key(k),
+                    TermEvent::Resize(..) => Msg::Redraw,
+                    _ => continue,
+                };
+                if tx.send(msg).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    // The daemon's events: each one means "look again"; a lost stream is shown and retried.
+    {
+        let (c, tx) = (c.clone(), tx.clone());
+        tokio::spawn(async move {
+            loop {
+                let _ = tx.send(Msg::Link(true));
+                let t = tx.clone();
+                let r = c
+                    .stream("/v1/events", |_, _| t.send(Msg::Changed).is_ok())
+                    .await;
+                if tx.send(Msg::Link(false)).is_err() {
+                    return;
+                }
+                let _ = r;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = tx.send(Msg::Changed);
+            }
+        });
+    }
+    // Uptimes and CPU move without events: a slow tick.
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                if tx.send(Msg::Changed).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let mut fetching = false;
+    let mut again = false;
+    let mut follow: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        term.draw(|f| view::draw(f, &app))
+            .map_err(|e| CliError::Run(format!("cannot draw: {e}")))?;
+        let Some(msg) = rx.recv().await else { break };
+        match msg {
+            Msg::Key(k) => match app.key(k) {
+                Action::Quit => break,
+                Action::None => {}
+                Action::Follow(name) => {
+                    if let Some(f) = follow.take() {
+                        f.abort();
+                    }
+                    follow = Some(spawn_follow(&c, &tx, name));
+                }
+                Action::Do(verb, name) => {
+                    app.status = format!("{} {name}…", verb.as_str());
+                    let (c, tx) = (c.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let path = format!(
+                            "/v1/services/{}/{}?wait=true",
+                            corral_proto::client::encode(&name),
+                            verb.as_str()
+                        );
+                        let text = match c.call::<wire::Done>(Method::POST, &path).await {
+                            Ok(d) => d.message,
+                            Err(e) => format!("{} {name}: {e}", verb.as_str()),
+                        };
+                        let _ = tx.send(Msg::Status(text));
+                        let _ = tx.send(Msg::Changed);
+                    });
+                }
+            },
+            Msg::Redraw => {}
+            Msg::Units(u) => {
+                fetching = false;
+                app.set_units(u);
+                if std::mem::take(&mut again) {
+                    fetching = true;
+                    spawn_fetch(&c, &tx);
+                }
+            }
+            Msg::Line(l) => app.push_line(l),
+            Msg::Changed => {
+                // Coalesced: a burst of events is one fetch.
+                if fetching {
+                    again = true;
+                } else {
+                    fetching = true;
+                    spawn_fetch(&c, &tx);
+                }
+            }
+            Msg::Link(up) => app.connected = up,
+            Msg::Status(s) => app.status = s,
+        }
+    }
+    if let Some(f) = follow {
+        f.abort();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn spawn_fetch(c: &Client, tx: &UnboundedSender<Msg>) {
+    let (c, tx) = (c.clone(), tx.clone());
+    tokio::spawn(async move {
+        match c
+            .call::<Vec<wire::Service>>(Method::GET, "/v1/services?metrics=true")
+            .await
+        {
+            Ok(u) => {
+                let _ = tx.send(Msg::Units(u));
+            }
+            Err(e) => {
+                let _ = tx.send(Msg::Status(format!("cannot list the units: {e}")));
+                let _ = tx.send(Msg::Units(Vec::new()));
+            }
+        }
+    });
+}
+
+fn spawn_follow(
+    c: &Client,
+    tx: &UnboundedSender<Msg>,
+    name: String,
+) -> tokio::task::JoinHandle<()> {
+    let (c, tx) = (c.clone(), tx.clone());
+    tokio::spawn(async move {
+        let path = format!(
+            "/v1/services/{}/logs?tail=200&follow=true",
+            corral_proto::client::encode(&name)
+        );
+        let _ = c
+            .stream(&path, |event, data| {
+                if event == "line"
+                    && let Ok(l) = serde_json::from_str::<wire::Line>(data)
+                {
+                    return tx.send(Msg::Line(l)).is_ok();
+                }
+                true
+            })
+            .await;
+    })
+}

@@ -1,0 +1,350 @@
+//! Drawing the terminal UI from its state: a header, the units table, the followed log, the
+//! status and key line; the help overlay and the y/n question on top. 80×24 is the smallest it
+//! is laid out for: narrow terminals lose the less needed columns first.
+
+use corral_proto::wire::{self, UnitState};
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Table, Wrap};
+
+use super::app::{App, KEYS};
+
+fn state_color(u: &wire::Service) -> Color {
+    match u.state {
+        UnitState::Running if u.ready => Color::Green,
+        UnitState::Running
+        | UnitState::Starting
+        | UnitState::Blocked
+        | UnitState::Backoff
+        | UnitState::Stopping => Color::Yellow,
+        UnitState::Failed | UnitState::Skipped => Color::Red,
+        UnitState::Inactive | UnitState::Exited => Color::DarkGray,
+    }
+}
+
+fn duration(secs: Option<f64>) -> String {
+    match secs {
+        None => String::new(),
+        Some(s) => corral_proto::fmt_duration(std::time::Duration::from_secs(s as u64)),
+    }
+}
+
+fn mem(n: u64) -> String {
+    if n >= 1 << 30 {
+        format!("{:.1}G", n as f64 / (1u64 << 30) as f64)
+    } else if n >= 1 << 20 {
+        format!("{:.1}M", n as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{}K", n >> 10)
+    }
+}
+
+pub fn draw(f: &mut Frame, app: &App) {
+    let area = f.area();
+    let style = |s: Style| if app.color { s } else { Style::default() };
+    let logs_open = app.log_unit.is_some();
+    let [head, body, status, foot] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(3),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    let (table_area, log_area) = if logs_open {
+        let [t, l] =
+            Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(body);
+        (t, Some(l))
+    } else {
+        (body, None)
+    };
+
+    // Header: the project and the link to the daemon.
+    let link = if app.connected {
+        Span::styled("live", style(Style::default().fg(Color::Green)))
+    } else {
+        Span::styled(
+            "connection lost; retrying",
+            style(Style::default().fg(Color::Red)),
+        )
+    };
+    f.render_widget(
+        Paragraph::new(Line::from(vec![
+            Span::styled("corral ", Style::default().add_modifier(Modifier::BOLD)),
+            Span::raw(format!("{} · ", app.project)),
+            link,
+        ])),
+        head,
+    );
+
+    // The units.
+    let wide = table_area.width >= 110;
+    let mut header = vec!["NAME", "STATE", "PID", "CPU", "MEM", "UPTIME", "RST"];
+    let mut widths = vec![
+        Constraint::Min(12),
+        Constraint::Length(20),
+        Constraint::Length(7),
+        Constraint::Length(6),
+        Constraint::Length(7),
+        Constraint::Length(8),
+        Constraint::Length(4),
+    ];
+    if wide {
+        header.insert(1, "KIND");
+        widths.insert(1, Constraint::Length(8));
+        header.push("HEALTH");
+        widths.push(Constraint::Min(16));
+        header.push("PORTS");
+        widths.push(Constraint::Length(12));
+    }
+    let visible = app.visible();
+    let rows: Vec<Row> = visible
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let mut state = u.state_text();
+            if !u.waiting_on.is_empty() {
+                let w: Vec<String> = u.waiting_on.iter().map(|d| d.name.clone()).collect();
+                state = format!("{state} ({})", w.join(","));
+            }
+            let mut cells = vec![
+                Span::raw(u.name.clone()),
+                Span::styled(state, style(Style::default().fg(state_color(u)))),
+                Span::raw(u.pid.map(|p| p.to_string()).unwrap_or_default()),
+                Span::raw(
+                    u.usage
+                        .map(|x| format!("{:.1}%", x.cpu_percent))
+                        .unwrap_or_default(),
+                ),
+                Span::raw(u.usage.map(|x| mem(x.rss_bytes)).unwrap_or_default()),
+                Span::raw(duration(u.uptime_secs)),
+                Span::raw(u.restarts.to_string()),
+            ];
+            if wide {
+                cells.insert(1, Span::raw(u.kind.clone()));
+                cells.push(Span::raw(u.health.clone().unwrap_or_default()));
+                let ports: Vec<String> = u.ports.iter().map(u16::to_string).collect();
+                cells.push(Span::raw(ports.join(",")));
+            }
+            let mut row = Row::new(cells);
+            if i == app.selected {
+                row = row.style(Style::default().add_modifier(Modifier::REVERSED));
+            }
+            row
+        })
+        .collect();
+    let title = if app.filtering || !app.filter.is_empty() {
+        format!(
+            " units {}/{} · filter: {}{} ",
+            visible.len(),
+            app.units.len(),
+            app.filter,
+            if app.filtering { "▏" } else { "" }
+        )
+    } else {
+        format!(" units {} ", app.units.len())
+    };
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
+        .block(Block::default().borders(Borders::TOP).title(title));
+    f.render_widget(table, table_area);
+
+    // The followed log.
+    if let (Some(area), Some(unit)) = (log_area, &app.log_unit) {
+        let inner = area.height.saturating_sub(1) as usize;
+        let end = app.lines.len().saturating_sub(app.scroll);
+        let start = end.saturating_sub(inner);
+        let lines: Vec<Line> = app
+            .lines
+            .range(start..end)
+            .map(|l| {
+                let mark = if l.stream == "err" { "! " } else { "  " };
+                let s = if l.stream == "err" {
+                    style(Style::default().fg(Color::Red))
+                } else {
+                    Style::default()
+                };
+                Line::from(vec![Span::styled(mark, s), Span::raw(l.text.clone())])
+            })
+            .collect();
+        let follow = if app.scroll == 0 {
+            "following".to_string()
+        } else {
+            format!("paused, {} lines up (f follows)", app.scroll)
+        };
+        f.render_widget(
+            Paragraph::new(lines).block(
+                Block::default()
+                    .borders(Borders::TOP)
+                    .title(format!(" log of {unit} · {follow} ")),
+            ),
+            area,
+        );
+    }
+
+    // Status, then keys.
+    let status_text = match &app.confirm {
+        Some((verb, name)) => format!("{} {name}? y/n", verb.as_str()),
+        None => app.status.clone(),
+    };
+    let st = if app.confirm.is_some() {
+        style(
+            Style::default()
+                .fg(Color::Yellow)
+                .add_modifier(Modifier::BOLD),
+        )
+    } else {
+        Style::default()
+    };
+    f.render_widget(Paragraph::new(Span::styled(status_text, st)), status);
+    let quit = match (app.owns_stack, foot.width >= 110) {
+        (true, true) => "q quit (stops the stack)",
+        (false, true) => "q quit (the stack keeps running)",
+        (true, false) => "q quit+stop",
+        (false, false) => "q quit",
+    };
+    let keys = if foot.width >= 110 {
+        "j/k move · Enter log · S start · s stop · r restart · / filter · ? help"
+    } else {
+        "j/k · ⏎ log · S/s/r start/stop/restart · / filter · ? help"
+    };
+    f.render_widget(
+        Paragraph::new(format!("{keys} · {quit}"))
+            .style(style(Style::default().fg(Color::DarkGray))),
+        foot,
+    );
+
+    if app.help {
+        let w = 60.min(area.width.saturating_sub(2));
+        let h = (KEYS.len() as u16 + 4).min(area.height.saturating_sub(2));
+        let r = Rect {
+            x: area.x + (area.width.saturating_sub(w)) / 2,
+            y: area.y + (area.height.saturating_sub(h)) / 2,
+            width: w,
+            height: h,
+        };
+        let lines: Vec<Line> = KEYS
+            .iter()
+            .map(|(k, what)| Line::from(format!("{k:>10}  {what}")))
+            .chain([Line::from(""), Line::from("  any key closes this")])
+            .collect();
+        f.render_widget(Clear, r);
+        f.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .block(Block::default().borders(Borders::ALL).title(" keys ")),
+            r,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use corral_proto::wire::{self, UnitState};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    use super::super::app::{App, Verb};
+
+    fn unit(name: &str, state: UnitState, ready: bool) -> wire::Service {
+        wire::Service {
+            name: name.into(),
+            kind: "service".into(),
+            state,
+            pid: matches!(state, UnitState::Running).then_some(4242),
+            ready,
+            uptime_secs: matches!(state, UnitState::Running).then_some(3725.0),
+            restarts: 1,
+            last_exit: None,
+            health: (!ready && state == UnitState::Running)
+                .then(|| "not ready: GET /health: 503".to_string()),
+            ports: vec![8080],
+            waiting_on: Vec::new(),
+            reason: None,
+            backoff_until_ms: None,
+            depends_on: Vec::new(),
+            held: false,
+            adopted: false,
+            usage: Some(wire::Usage {
+                cpu_percent: 1.5,
+                rss_bytes: 23 << 20,
+                processes: 1,
+            }),
+        }
+    }
+
+    /// A stack as the API would list it: running, not ready, blocked, failed, stopped.
+    fn app() -> App {
+        let mut blocked = unit("web", UnitState::Blocked, false);
+        blocked.waiting_on = vec![wire::Dependency {
+            name: "api".into(),
+            condition: wire::Condition::Healthy,
+        }];
+        let mut a = App {
+            project: "/srv/shop/corral.toml".into(),
+            connected: true,
+            color: false,
+            ..App::default()
+        };
+        a.set_units(vec![
+            unit("db", UnitState::Running, true),
+            unit("api", UnitState::Running, false),
+            blocked,
+            unit("mailer", UnitState::Failed, false),
+            unit("worker", UnitState::Inactive, false),
+        ]);
+        a
+    }
+
+    fn render(app: &App, w: u16, h: u16) -> String {
+        let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+        t.draw(|f| super::draw(f, app)).unwrap();
+        let buf = t.backend().buffer();
+        (0..h)
+            .map(|y| {
+                let line: String = (0..w)
+                    .map(|x| buf.cell((x, y)).map_or(" ", |c| c.symbol()).to_string())
+                    .collect();
+                line.trim_end().to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_units_view_at_80x24_and_160x40() {
+        let a = app();
+        insta::assert_snapshot!("units_80x24", render(&a, 80, 24));
+        insta::assert_snapshot!("units_160x40", render(&a, 160, 40));
+    }
+
+    #[test]
+    fn logs_help_and_a_question() {
+        let mut a = app();
+        a.selected = 1;
+        a.log_unit = Some("api".into());
+        a.lines = VecDeque::from(
+            (1..=30)
+                .map(|i| wire::Line {
+                    unit: "api".into(),
+                    time_ms: 0,
+                    stream: if i % 10 == 0 { "err" } else { "out" }.into(),
+                    text: format!("GET /orders/{i} 200"),
+                })
+                .collect::<Vec<_>>(),
+        );
+        a.confirm = Some((Verb::Restart, "api".into()));
+        insta::assert_snapshot!("logs_80x24", render(&a, 80, 24));
+        a.confirm = None;
+        a.scroll = 5;
+        a.help = true;
+        insta::assert_snapshot!("help_160x40", render(&a, 160, 40));
+        // Lost: said, not hidden.
+        a.help = false;
+        a.connected = false;
+        assert!(render(&a, 80, 24).contains("connection lost; retrying"));
+    }
+}

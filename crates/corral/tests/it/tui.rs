@@ -1,0 +1,174 @@
+//! `corral tui` in a real terminal: tmux runs it against a real stack; keys go in with
+//! `send-keys`, the screen comes back with `capture-pane`. Each test has its own tmux server
+//! (`-L`), ended with everything in it.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::*;
+
+const T: Duration = Duration::from_secs(15);
+
+/// A tmux server of this test's own, with one window running a command.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(dir: &std::path::Path, cmd: &str, w: u16, h: u16) -> Option<Tmux> {
+        let socket = format!("corral-it-{}", std::process::id());
+        let ok = Command::new("tmux")
+            .args(["-L", &socket, "-f", "/dev/null", "new-session", "-d"])
+            .args(["-x", &w.to_string(), "-y", &h.to_string()])
+            .args(["-c", &dir.display().to_string(), cmd])
+            .status()
+            .ok()?
+            .success();
+        ok.then_some(Tmux { socket })
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let st = Command::new("tmux")
+            .args(["-L", &self.socket, "send-keys"])
+            .args(keys)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// Whether the window (and so the program in it) is still there.
+    fn alive(&self) -> bool {
+        Command::new("tmux")
+            .args(["-L", &self.socket, "has-session"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn wait_for(&self, what: &str) -> String {
+        let mut last = String::new();
+        let deadline = std::time::Instant::now() + T;
+        while std::time::Instant::now() < deadline {
+            last = self.screen();
+            if last.contains(what) {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("`{what}` never showed; the screen:\n{last}");
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn the_tui_in_a_real_terminal() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "tmux is needed (apt-get install tmux)"
+        );
+        eprintln!("skipped: no tmux here");
+        return;
+    }
+    let p = Project::new(
+        r#"
+[services.quiet]
+command = ["sleep", "1000"]
+
+[services.chatty]
+command = "i=0; while true; do i=$((i+1)); echo line $i; sleep 0.2; done"
+"#,
+    );
+    let (status, out, err) = p.run_client(&["up", "-d"]);
+    assert!(status.success(), "{out}{err}");
+    eventually(T, "both running", || {
+        let ps = p.http("GET", "/v1/services").1;
+        ps.matches("\"state\":\"running\"").count() == 2
+    });
+    let bin = env!("CARGO_BIN_EXE_corral");
+    let tmux = Tmux::start(p.path(), &format!("NO_COLOR=1 {bin} tui"), 120, 30)
+        .expect("tmux starts a session");
+    let screen = tmux.wait_for("live");
+    assert!(
+        screen.contains("quiet") && screen.contains("chatty"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("q quit (the stack keeps running)"),
+        "{screen}"
+    );
+
+    // The second unit's log, followed.
+    tmux.keys(&["j", "Enter"]);
+    tmux.wait_for("log of chatty · following");
+    tmux.wait_for("line ");
+
+    // A restart asks first; `y` restarts it (a new PID).
+    let pid_of = || {
+        let v: serde_json::Value =
+            serde_json::from_str(&p.http("GET", "/v1/services/chatty").1).unwrap();
+        v["pid"].as_u64().unwrap_or(0)
+    };
+    let before = pid_of();
+    tmux.keys(&["r"]);
+    tmux.wait_for("restart chatty? y/n");
+    tmux.keys(&["y"]);
+    eventually(T, "chatty restarted", || {
+        let now = pid_of();
+        now != 0 && now != before
+    });
+    tmux.wait_for("chatty: running");
+
+    // A change made elsewhere shows: stopped from the CLI.
+    let (status, _, _) = p.run_client(&["stop", "quiet", "--wait"]);
+    assert!(status.success());
+    tmux.wait_for("inactive");
+
+    // The help, then a filter.
+    tmux.keys(&["?"]);
+    tmux.wait_for("any key closes this");
+    // (A key right after Escape would read as Alt+key: the help is closed with a plain one.)
+    tmux.keys(&["Space"]);
+    eventually(T, "the help closed", || {
+        !tmux.screen().contains("any key closes this")
+    });
+    tmux.keys(&["/", "qui", "Enter"]);
+    tmux.wait_for("units 1/2 · filter: qui");
+
+    // q leaves the stack as it was.
+    tmux.keys(&["q"]);
+    eventually(T, "the tui ends", || !tmux.alive());
+    let v: serde_json::Value =
+        serde_json::from_str(&p.http("GET", "/v1/services/chatty").1).unwrap();
+    assert_eq!(v["state"], "running");
+
+    drop(tmux);
+    let (status, _, _) = p.run_client(&["down"]);
+    assert!(status.success());
+    p.assert_nothing_left();
+}
+
+/// Without a running corral, it says how to start one and leaves the terminal alone.
+#[test]
+fn the_tui_without_a_corral_says_what_to_do() {
+    let p = Project::new("[services.a]\ncommand = [\"sleep\", \"1\"]\n");
+    let (status, _, err) = p.run(&["tui"]);
+    assert!(!status.success());
+    assert!(err.contains("corral up -d"), "{err}");
+}
