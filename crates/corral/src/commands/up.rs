@@ -29,6 +29,9 @@ pub struct UpArgs {
     /// Start the units of this namespace (`namespace = "..."`), with what they depend on.
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
+    /// The terminal UI instead of the prefixed output; quitting it stops the stack.
+    #[arg(long, conflicts_with = "detach")]
+    pub tui: bool,
     /// A Procfile's formation: how many of each process type (`web=2,worker=1`).
     #[arg(short = 'm', long, value_name = "TYPE=N,...", value_parser = formation)]
     pub formation: Option<std::collections::BTreeMap<String, usize>>,
@@ -92,7 +95,8 @@ pub fn run(file: Option<&Path>, args: &UpArgs) -> Result<ExitCode, CliError> {
     let project = load_project_with(file, &args.read_options())?;
     let options = Options {
         names: args.units(&project)?,
-        quiet: args.quiet || args.daemon_child,
+        // The TUI shows the output; the terminal is its.
+        quiet: args.quiet || args.daemon_child || args.tui,
         stay: args.daemon_child,
         procs_anywhere: args.procs_anywhere,
         ..Options::default()
@@ -101,7 +105,14 @@ pub fn run(file: Option<&Path>, args: &UpArgs) -> Result<ExitCode, CliError> {
         api: true,
         listen: args.listen,
     };
-    let outcome = supervise(project, options, serve)?;
+    let (outcome, tui) = if args.tui {
+        tui_beside(project, options, serve, file)?
+    } else {
+        (supervise(project, options, serve)?, None)
+    };
+    if let Some(code) = tui {
+        return Ok(code);
+    }
     // Stopped by the user: success. Ended by itself: success only if nothing failed.
     let failed: Vec<&str> = outcome
         .units
@@ -120,4 +131,52 @@ pub fn run(file: Option<&Path>, args: &UpArgs) -> Result<ExitCode, CliError> {
         eprintln!("corral: ended with failures: {}", failed.join(", "));
         Ok(ExitCode::from(1))
     }
+}
+
+/// `up --tui`: the stack in this process, the TUI on a thread of its own as a client of it.
+/// Quitting the TUI stops the stack (like Ctrl-C without it); a stack that ends by itself ends
+/// the TUI. Returns the outcome, and the TUI's exit code when it failed.
+fn tui_beside(
+    project: corral_config::Project,
+    options: Options,
+    serve: Serve,
+    file: Option<&Path>,
+) -> Result<(corral_runtime::Outcome, Option<ExitCode>), CliError> {
+    let state_dir = project.state_dir.clone();
+    let file = file.map(Path::to_path_buf);
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
+    let ui = std::thread::spawn(move || {
+        let c = corral_proto::client::Client::new(&state_dir);
+        let rt = super::runtime()?;
+        // The API answers once the stack is set up.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while rt
+            .block_on(c.call::<serde_json::Value>(corral_proto::client::Method::GET, "/ready"))
+            .is_err()
+        {
+            if std::time::Instant::now() > deadline {
+                return Err(CliError::Run("the stack did not come up".into()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let r = crate::tui::run_with(file.as_deref(), true, Some(ended_rx));
+        // Quit: the stack goes too (it may be gone already).
+        let _ = rt.block_on(
+            c.call::<serde_json::Value>(corral_proto::client::Method::POST, "/v1/shutdown"),
+        );
+        r
+    });
+    let outcome = supervise(project, options, serve);
+    let _ = ended_tx.send(());
+    let ui = ui
+        .join()
+        .unwrap_or_else(|_| Err(CliError::Run("the terminal UI failed".into())));
+    let outcome = outcome?;
+    Ok((
+        outcome,
+        ui.err().map(|e| {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }),
+    ))
 }

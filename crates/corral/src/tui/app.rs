@@ -5,7 +5,9 @@
 use std::collections::VecDeque;
 
 use corral_proto::wire;
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::crossterm::event::{
+    KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
 
 /// Log lines kept for the open log view.
 pub const MAX_LINES: usize = 5000;
@@ -36,6 +38,30 @@ pub enum Action {
     Do(Verb, String),
     /// Follow this unit's log (the previous follow ends).
     Follow(String),
+    /// Follow every unit's log, interleaved.
+    FollowAll,
+    /// Send a signal (its name) to a unit.
+    Signal(String, &'static str),
+    /// Put this text on the terminal's clipboard (OSC 52).
+    Copy(String),
+}
+
+/// The signals the `x` menu offers, by key.
+pub const SIGNALS: &[(char, &str)] = &[
+    ('1', "HUP"),
+    ('2', "INT"),
+    ('3', "TERM"),
+    ('4', "KILL"),
+    ('5', "USR1"),
+    ('6', "USR2"),
+];
+
+/// Whose log is shown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogSource {
+    Unit(String),
+    /// Every unit's, interleaved (each line says whose).
+    All,
 }
 
 #[derive(Default)]
@@ -47,13 +73,21 @@ pub struct App {
     /// The name filter (`/`); `filtering` while it is being typed.
     pub filter: String,
     pub filtering: bool,
-    /// The unit whose log is shown, and its lines (newest last).
-    pub log_unit: Option<String>,
+    /// Whose log is shown, and its lines (newest last).
+    pub log: Option<LogSource>,
     pub lines: VecDeque<wire::Line>,
     /// Lines scrolled up from the bottom; 0 follows.
     pub scroll: usize,
     /// A destructive action waiting for `y`.
     pub confirm: Option<(Verb, String)>,
+    /// The signal menu (`x`) is open for this unit.
+    pub signal_menu: Option<String>,
+    /// Long log lines wrap (`w`) instead of being cut.
+    pub wrap: bool,
+    /// Where the view drew the first unit row and the log (for mouse clicks and the wheel):
+    /// set while drawing.
+    pub first_row_y: std::cell::Cell<u16>,
+    pub log_top_y: std::cell::Cell<u16>,
     pub help: bool,
     /// The last outcome or error, shown above the footer.
     pub status: String,
@@ -91,7 +125,12 @@ impl App {
     }
 
     pub fn push_line(&mut self, line: wire::Line) {
-        if self.log_unit.as_deref() != Some(line.unit.as_str()) {
+        let wanted = match &self.log {
+            Some(LogSource::All) => true,
+            Some(LogSource::Unit(u)) => *u == line.unit,
+            None => false,
+        };
+        if !wanted {
             return;
         }
         self.lines.push_back(line);
@@ -114,6 +153,30 @@ impl App {
         self.selected = next as usize;
     }
 
+    /// What the mouse does: a click on a unit's row selects it, the wheel scrolls the log
+    /// (over the log) or moves the selection.
+    pub fn mouse(&mut self, m: MouseEvent) {
+        let over_log = self.log.is_some() && m.row >= self.log_top_y.get();
+        match m.kind {
+            MouseEventKind::Down(MouseButton::Left) if !over_log => {
+                let first = self.first_row_y.get();
+                if m.row >= first {
+                    let i = (m.row - first) as usize;
+                    if i < self.visible().len() {
+                        self.selected = i;
+                    }
+                }
+            }
+            MouseEventKind::ScrollUp if over_log => {
+                self.scroll = (self.scroll + 3).min(self.lines.len().saturating_sub(1));
+            }
+            MouseEventKind::ScrollDown if over_log => self.scroll = self.scroll.saturating_sub(3),
+            MouseEventKind::ScrollUp => self.move_by(-1),
+            MouseEventKind::ScrollDown => self.move_by(1),
+            _ => {}
+        }
+    }
+
     /// What a key does.
     pub fn key(&mut self, key: KeyEvent) -> Action {
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
@@ -122,6 +185,15 @@ impl App {
         if self.help {
             self.help = false;
             return Action::None;
+        }
+        if let Some(name) = self.signal_menu.take() {
+            return match key.code {
+                KeyCode::Char(c) => match SIGNALS.iter().find(|(k, _)| *k == c) {
+                    Some((_, sig)) => Action::Signal(name, sig),
+                    None => Action::None,
+                },
+                _ => Action::None,
+            };
         }
         if let Some((verb, name)) = self.confirm.take() {
             return match key.code {
@@ -167,10 +239,32 @@ impl App {
             KeyCode::Char('f') => self.scroll = 0,
             KeyCode::Enter => {
                 if let Some(name) = self.selected_name() {
-                    self.log_unit = Some(name.clone());
+                    self.log = Some(LogSource::Unit(name.clone()));
                     self.lines.clear();
                     self.scroll = 0;
                     return Action::Follow(name);
+                }
+            }
+            KeyCode::Char('a') => {
+                self.log = Some(LogSource::All);
+                self.lines.clear();
+                self.scroll = 0;
+                return Action::FollowAll;
+            }
+            KeyCode::Char('w') => self.wrap = !self.wrap,
+            KeyCode::Char('x') => self.signal_menu = self.selected_name(),
+            KeyCode::Char('c') => {
+                // What the log shows now (up to a screenful), as plain text.
+                let end = self.lines.len().saturating_sub(self.scroll);
+                let start = end.saturating_sub(50);
+                let text: Vec<&str> = self
+                    .lines
+                    .range(start..end)
+                    .map(|l| l.text.as_str())
+                    .collect();
+                if !text.is_empty() {
+                    self.status = format!("copied {} lines", text.len());
+                    return Action::Copy(text.join("\n"));
                 }
             }
             KeyCode::Char('S') => {
@@ -197,6 +291,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ("Enter", "follow the unit's log"),
     ("PgUp/PgDn", "scroll the log (f: follow again)"),
     ("/", "filter by name (Enter keeps, Esc clears)"),
+    ("a", "follow every unit's log, interleaved"),
+    ("w", "wrap long log lines"),
+    ("c", "copy the log lines shown (OSC 52)"),
+    ("x", "send a signal (a menu)"),
+    ("mouse", "click selects, the wheel scrolls"),
     ("S", "start"),
     ("s", "stop (asks y/n)"),
     ("r", "restart (asks y/n)"),
@@ -273,5 +372,56 @@ mod tests {
         a.set_units(vec![unit("api", wire::UnitState::Running)]);
         assert_eq!(a.selected_name().as_deref(), Some("api"));
         assert_eq!(a.key(key(KeyCode::Char('q'))), Action::Quit);
+    }
+
+    #[test]
+    fn signals_all_logs_copy_and_the_mouse() {
+        let mut a = App::default();
+        a.set_units(vec![
+            unit("api", wire::UnitState::Running),
+            unit("db", wire::UnitState::Running),
+        ]);
+        // The signal menu: a number sends, anything else cancels.
+        a.key(key(KeyCode::Char('x')));
+        assert_eq!(a.signal_menu.as_deref(), Some("api"));
+        assert_eq!(
+            a.key(key(KeyCode::Char('1'))),
+            Action::Signal("api".into(), "HUP")
+        );
+        a.key(key(KeyCode::Char('x')));
+        assert_eq!(a.key(key(KeyCode::Char('z'))), Action::None);
+        assert!(a.signal_menu.is_none());
+        // Every unit's log: lines of any unit are kept.
+        assert_eq!(a.key(key(KeyCode::Char('a'))), Action::FollowAll);
+        for (u, t) in [("api", "one"), ("db", "two")] {
+            a.push_line(wire::Line {
+                unit: u.into(),
+                time_ms: 0,
+                stream: "out".into(),
+                text: t.into(),
+            });
+        }
+        assert_eq!(a.lines.len(), 2);
+        assert_eq!(
+            a.key(key(KeyCode::Char('c'))),
+            Action::Copy("one\ntwo".into())
+        );
+        a.key(key(KeyCode::Char('w')));
+        assert!(a.wrap);
+        // A click on the second row selects it; the wheel over the log scrolls it.
+        a.first_row_y.set(3);
+        a.log_top_y.set(10);
+        let at = |kind, row| MouseEvent {
+            kind,
+            column: 5,
+            row,
+            modifiers: KeyModifiers::NONE,
+        };
+        a.mouse(at(MouseEventKind::Down(MouseButton::Left), 4));
+        assert_eq!(a.selected_name().as_deref(), Some("db"));
+        a.mouse(at(MouseEventKind::ScrollUp, 12));
+        assert_eq!(a.scroll, 1, "scrolled up, within the two lines");
+        a.mouse(at(MouseEventKind::ScrollUp, 4));
+        assert_eq!(a.selected_name().as_deref(), Some("api"));
     }
 }

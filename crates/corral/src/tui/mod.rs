@@ -28,6 +28,7 @@ use crate::commands::{CliError, runtime};
 
 enum Msg {
     Key(event::KeyEvent),
+    Mouse(event::MouseEvent),
     Redraw,
     Units(Vec<wire::Service>),
     Line(wire::Line),
@@ -35,6 +36,8 @@ enum Msg {
     Changed,
     Link(bool),
     Status(String),
+    /// The stack this TUI runs (`up --tui`) has ended by itself.
+    Ended,
 }
 
 /// Put the terminal back as it was.
@@ -43,11 +46,22 @@ fn restore() {
     let _ = execute!(
         std::io::stdout(),
         terminal::LeaveAlternateScreen,
+        ratatui::crossterm::event::DisableMouseCapture,
         ratatui::crossterm::cursor::Show
     );
 }
 
 pub fn run(file: Option<&Path>) -> Result<ExitCode, CliError> {
+    run_with(file, false, None)
+}
+
+/// [`run`], for `up --tui` too: `owns_stack` says (in the footer) that quitting stops the
+/// stack, and `ended` ends the TUI when the stack has ended by itself.
+pub fn run_with(
+    file: Option<&Path>,
+    owns_stack: bool,
+    ended: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> Result<ExitCode, CliError> {
     let c = client(file)?;
     let rt = runtime()?;
     // With no corral running, say so before touching the terminal.
@@ -59,6 +73,7 @@ pub fn run(file: Option<&Path>) -> Result<ExitCode, CliError> {
         .map_err(cli_error)?;
     let mut app = App {
         project: project.file,
+        owns_stack,
         color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         ..App::default()
     };
@@ -71,18 +86,34 @@ pub fn run(file: Option<&Path>) -> Result<ExitCode, CliError> {
     }));
     terminal::enable_raw_mode()
         .map_err(|e| CliError::Run(format!("cannot use this terminal: {e}")))?;
-    execute!(std::io::stdout(), terminal::EnterAlternateScreen)
-        .map_err(|e| CliError::Run(format!("cannot use this terminal: {e}")))?;
-    let result = rt.block_on(event_loop(c, app));
+    execute!(
+        std::io::stdout(),
+        terminal::EnterAlternateScreen,
+        ratatui::crossterm::event::EnableMouseCapture
+    )
+    .map_err(|e| CliError::Run(format!("cannot use this terminal: {e}")))?;
+    let result = rt.block_on(event_loop(c, app, ended));
     restore();
     let _ = std::io::stdout().flush();
     result
 }
 
-async fn event_loop(c: Client, mut app: App) -> Result<ExitCode, CliError> {
+async fn event_loop(
+    c: Client,
+    mut app: App,
+    ended: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> Result<ExitCode, CliError> {
     let mut term = Terminal::new(CrosstermBackend::new(std::io::stdout()))
         .map_err(|e| CliError::Run(format!("cannot draw: {e}")))?;
     let (tx, mut rx) = unbounded_channel::<Msg>();
+    if let Some(ended) = ended {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            if ended.await.is_ok() {
+                let _ = tx.send(Msg::Ended);
+            }
+        });
+    }
     // Keys and resizes, read on a thread of their own (reading blocks).
     {
         let tx = tx.clone();
@@ -90,6 +121,7 @@ async fn event_loop(c: Client, mut app: App) -> Result<ExitCode, CliError> {
             while let Ok(ev) = event::read() {
                 let msg = match ev {
                     TermEvent::Key(k) if k.kind != KeyEventKind::Release => Msg::Key(k),
+                    TermEvent::Mouse(m) => Msg::Mouse(m),
                     TermEvent::Resize(..) => Msg::Redraw,
                     _ => continue,
                 };
@@ -145,7 +177,36 @@ async fn event_loop(c: Client, mut app: App) -> Result<ExitCode, CliError> {
                     if let Some(f) = follow.take() {
                         f.abort();
                     }
-                    follow = Some(spawn_follow(&c, &tx, name));
+                    let path = format!(
+                        "/v1/services/{}/logs?tail=200&follow=true",
+                        corral_proto::client::encode(&name)
+                    );
+                    follow = Some(spawn_follow(&c, &tx, path));
+                }
+                Action::FollowAll => {
+                    if let Some(f) = follow.take() {
+                        f.abort();
+                    }
+                    follow = Some(spawn_follow(
+                        &c,
+                        &tx,
+                        "/v1/logs?tail=200&follow=true".into(),
+                    ));
+                }
+                Action::Copy(text) => copy(&text),
+                Action::Signal(name, sig) => {
+                    let (c, tx) = (c.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let path = format!(
+                            "/v1/services/{}/signal?signal={sig}",
+                            corral_proto::client::encode(&name)
+                        );
+                        let text = match c.call::<wire::Done>(Method::POST, &path).await {
+                            Ok(d) => d.message,
+                            Err(e) => format!("signal {name}: {e}"),
+                        };
+                        let _ = tx.send(Msg::Status(text));
+                    });
                 }
                 Action::Do(verb, name) => {
                     app.status = format!("{} {name}…", verb.as_str());
@@ -166,6 +227,7 @@ async fn event_loop(c: Client, mut app: App) -> Result<ExitCode, CliError> {
                 }
             },
             Msg::Redraw => {}
+            Msg::Mouse(m) => app.mouse(m),
             Msg::Units(u) => {
                 fetching = false;
                 app.set_units(u);
@@ -186,6 +248,7 @@ async fn event_loop(c: Client, mut app: App) -> Result<ExitCode, CliError> {
             }
             Msg::Link(up) => app.connected = up,
             Msg::Status(s) => app.status = s,
+            Msg::Ended => break,
         }
     }
     if let Some(f) = follow {
@@ -212,17 +275,38 @@ fn spawn_fetch(c: &Client, tx: &UnboundedSender<Msg>) {
     });
 }
 
+/// Put `text` on the clipboard of the terminal we run in (OSC 52: works over ssh, and in tmux
+/// with `set-clipboard on`).
+fn copy(text: &str) {
+    // Base64, which the escape sequence takes; a few lines rather than a crate.
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(text.len() * 4 / 3 + 4);
+    for chunk in text.as_bytes().chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    let mut stdout = std::io::stdout();
+    let _ = write!(stdout, "\x1b]52;c;{out}\x07");
+    let _ = stdout.flush();
+}
+
+/// Follow the log stream at `path` (one unit's, or all) into the TUI.
 fn spawn_follow(
     c: &Client,
     tx: &UnboundedSender<Msg>,
-    name: String,
+    path: String,
 ) -> tokio::task::JoinHandle<()> {
     let (c, tx) = (c.clone(), tx.clone());
     tokio::spawn(async move {
-        let path = format!(
-            "/v1/services/{}/logs?tail=200&follow=true",
-            corral_proto::client::encode(&name)
-        );
         let _ = c
             .stream(&path, |event, data| {
                 if event == "line"

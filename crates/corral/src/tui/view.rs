@@ -9,7 +9,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Table, Wrap};
 
-use super::app::{App, KEYS};
+use super::app::{App, KEYS, LogSource, SIGNALS};
 
 fn state_color(u: &wire::Service) -> Color {
     match u.state {
@@ -44,7 +44,7 @@ fn mem(n: u64) -> String {
 pub fn draw(f: &mut Frame, app: &App) {
     let area = f.area();
     let style = |s: Style| if app.color { s } else { Style::default() };
-    let logs_open = app.log_unit.is_some();
+    let logs_open = app.log.is_some();
     let [head, body, status, foot] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(3),
@@ -149,9 +149,13 @@ pub fn draw(f: &mut Frame, app: &App) {
         .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
         .block(Block::default().borders(Borders::TOP).title(title));
     f.render_widget(table, table_area);
+    // Below the block's title line and the header row.
+    app.first_row_y.set(table_area.y + 2);
 
     // The followed log.
-    if let (Some(area), Some(unit)) = (log_area, &app.log_unit) {
+    if let (Some(area), Some(source)) = (log_area, &app.log) {
+        app.log_top_y.set(area.y);
+        let all = *source == LogSource::All;
         let inner = area.height.saturating_sub(1) as usize;
         let end = app.lines.len().saturating_sub(app.scroll);
         let start = end.saturating_sub(inner);
@@ -165,7 +169,15 @@ pub fn draw(f: &mut Frame, app: &App) {
                 } else {
                     Style::default()
                 };
-                Line::from(vec![Span::styled(mark, s), Span::raw(l.text.clone())])
+                let mut spans = vec![Span::styled(mark, s)];
+                if all {
+                    spans.push(Span::styled(
+                        format!("{} | ", l.unit),
+                        style(Style::default().fg(Color::Cyan)),
+                    ));
+                }
+                spans.push(Span::raw(l.text.clone()));
+                Line::from(spans)
             })
             .collect();
         let follow = if app.scroll == 0 {
@@ -173,22 +185,31 @@ pub fn draw(f: &mut Frame, app: &App) {
         } else {
             format!("paused, {} lines up (f follows)", app.scroll)
         };
-        f.render_widget(
-            Paragraph::new(lines).block(
-                Block::default()
-                    .borders(Borders::TOP)
-                    .title(format!(" log of {unit} · {follow} ")),
-            ),
-            area,
+        let whose = match source {
+            LogSource::All => "every unit".to_string(),
+            LogSource::Unit(u) => u.clone(),
+        };
+        let mut p = Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::TOP)
+                .title(format!(" log of {whose} · {follow} ")),
         );
+        if app.wrap {
+            p = p.wrap(Wrap { trim: false });
+        }
+        f.render_widget(p, area);
     }
 
     // Status, then keys.
-    let status_text = match &app.confirm {
-        Some((verb, name)) => format!("{} {name}? y/n", verb.as_str()),
-        None => app.status.clone(),
+    let status_text = match (&app.confirm, &app.signal_menu) {
+        (Some((verb, name)), _) => format!("{} {name}? y/n", verb.as_str()),
+        (None, Some(name)) => {
+            let menu: Vec<String> = SIGNALS.iter().map(|(k, s)| format!("{k} {s}")).collect();
+            format!("signal to {name}: {} (other keys cancel)", menu.join(" · "))
+        }
+        (None, None) => app.status.clone(),
     };
-    let st = if app.confirm.is_some() {
+    let st = if app.confirm.is_some() || app.signal_menu.is_some() {
         style(
             Style::default()
                 .fg(Color::Yellow)
@@ -325,7 +346,7 @@ mod tests {
     fn logs_help_and_a_question() {
         let mut a = app();
         a.selected = 1;
-        a.log_unit = Some("api".into());
+        a.log = Some(super::super::app::LogSource::Unit("api".into()));
         a.lines = VecDeque::from(
             (1..=30)
                 .map(|i| wire::Line {

@@ -92,7 +92,7 @@ fn the_tui_in_a_real_terminal() {
 command = ["sleep", "1000"]
 
 [services.chatty]
-command = "i=0; while true; do i=$((i+1)); echo line $i; sleep 0.2; done"
+command = "trap 'echo got usr1' USR1; i=0; while true; do i=$((i+1)); echo line $i; sleep 0.2; done"
 "#,
     );
     let (status, out, err) = p.run_client(&["up", "-d"]);
@@ -135,6 +135,18 @@ command = "i=0; while true; do i=$((i+1)); echo line $i; sleep 0.2; done"
     });
     tmux.wait_for("chatty: running");
 
+    // A signal from the menu.
+    tmux.keys(&["x"]);
+    tmux.wait_for("signal to chatty: 1 HUP");
+    tmux.keys(&["5"]);
+    tmux.wait_for("sent SIGUSR1 to chatty");
+    tmux.wait_for("got usr1");
+
+    // Every unit's log, interleaved, each line saying whose.
+    tmux.keys(&["a"]);
+    tmux.wait_for("log of every unit");
+    tmux.wait_for("chatty | line");
+
     // A change made elsewhere shows: stopped from the CLI.
     let (status, _, _) = p.run_client(&["stop", "quiet", "--wait"]);
     assert!(status.success());
@@ -171,4 +183,48 @@ fn the_tui_without_a_corral_says_what_to_do() {
     let (status, _, err) = p.run(&["tui"]);
     assert!(!status.success());
     assert!(err.contains("corral up -d"), "{err}");
+}
+
+/// `up --tui`: the stack in the foreground with the TUI instead of the prefixed output; the
+/// footer says quitting stops it, and it does.
+#[test]
+fn up_with_the_tui_stops_the_stack_on_quit() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "tmux is needed (apt-get install tmux)"
+        );
+        eprintln!("skipped: no tmux here");
+        return;
+    }
+    let p = Project::new(
+        r#"
+[services.one]
+command = ["sleep", "1000"]
+
+[services.two]
+command = ["sleep", "1000"]
+depends_on = ["one"]
+"#,
+    );
+    let bin = env!("CARGO_BIN_EXE_corral");
+    let tmux =
+        Tmux::start(p.path(), &format!("{bin} up --tui"), 120, 30).expect("tmux starts a session");
+    let screen = tmux.wait_for("q quit (stops the stack)");
+    assert!(screen.contains("one") && screen.contains("two"), "{screen}");
+    eventually(T, "both running", || {
+        let s = tmux.screen();
+        s.matches(" running ").count() >= 2
+    });
+    assert_eq!(
+        p.processes()
+            .iter()
+            .filter(|(_, c)| c.contains("sleep"))
+            .count(),
+        2
+    );
+    tmux.keys(&["q"]);
+    eventually(T, "the stack and the tui end", || !tmux.alive());
+    drop(tmux);
+    p.assert_nothing_left();
 }
