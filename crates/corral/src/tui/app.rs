@@ -56,6 +56,43 @@ pub const SIGNALS: &[(char, &str)] = &[
     ('6', "USR2"),
 ];
 
+/// What the units table is sorted by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sort {
+    /// As the daemon lists them (dependency order).
+    #[default]
+    Order,
+    Name,
+    State,
+    Cpu,
+    Memory,
+    Restarts,
+}
+
+impl Sort {
+    pub fn next(self) -> Sort {
+        match self {
+            Sort::Order => Sort::Name,
+            Sort::Name => Sort::State,
+            Sort::State => Sort::Cpu,
+            Sort::Cpu => Sort::Memory,
+            Sort::Memory => Sort::Restarts,
+            Sort::Restarts => Sort::Order,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sort::Order => "order",
+            Sort::Name => "name",
+            Sort::State => "state",
+            Sort::Cpu => "cpu",
+            Sort::Memory => "memory",
+            Sort::Restarts => "restarts",
+        }
+    }
+}
+
 /// Whose log is shown.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogSource {
@@ -84,6 +121,13 @@ pub struct App {
     pub signal_menu: Option<String>,
     /// Long log lines wrap (`w`) instead of being cut.
     pub wrap: bool,
+    /// The selected unit's `why` and dependency tree (`i`) instead of the log.
+    pub info: bool,
+    /// The column the table is sorted by (`o` cycles).
+    pub sort: Sort,
+    /// The log search (`l`): its text, while typed, and the line a `n`/`N` jumped to.
+    pub search: String,
+    pub searching: bool,
     /// Where the view drew the first unit row and the log (for mouse clicks and the wheel):
     /// set while drawing.
     pub first_row_y: std::cell::Cell<u16>,
@@ -100,13 +144,127 @@ pub struct App {
 }
 
 impl App {
-    /// The units the filter lets through, in the daemon's order.
+    /// The units the filter lets through, sorted as asked (the daemon's order by default).
     pub fn visible(&self) -> Vec<&wire::Service> {
         let f = self.filter.to_lowercase();
-        self.units
+        let mut v: Vec<&wire::Service> = self
+            .units
             .iter()
             .filter(|u| f.is_empty() || u.name.to_lowercase().contains(&f))
+            .collect();
+        let cpu = |u: &wire::Service| u.usage.map_or(0.0, |x| x.cpu_percent);
+        let mem = |u: &wire::Service| u.usage.map_or(0, |x| x.rss_bytes);
+        match self.sort {
+            Sort::Order => {}
+            Sort::Name => v.sort_by(|a, b| a.name.cmp(&b.name)),
+            Sort::State => v.sort_by_key(|u| u.state_text()),
+            Sort::Cpu => v.sort_by(|a, b| cpu(b).total_cmp(&cpu(a))),
+            Sort::Memory => v.sort_by_key(|u| std::cmp::Reverse(mem(u))),
+            Sort::Restarts => v.sort_by_key(|u| std::cmp::Reverse(u.restarts)),
+        }
+        v
+    }
+
+    /// `why` for the selected unit, and what it depends on, as a tree.
+    pub fn explain(&self) -> Vec<String> {
+        let Some(name) = self.selected_name() else {
+            return Vec::new();
+        };
+        let find = |n: &str| self.units.iter().find(|u| u.name == n);
+        let Some(u) = find(&name) else {
+            return Vec::new();
+        };
+        let mut out = vec![format!("{} is {}", u.name, u.state_text())];
+        if let Some(r) = &u.reason {
+            out.push(format!("  because: {}", r.message));
+        }
+        if !u.waiting_on.is_empty() {
+            let w: Vec<String> = u.waiting_on.iter().map(|d| d.to_string()).collect();
+            out.push(format!("  waits on {}", w.join(", ")));
+        }
+        if u.held {
+            out.push("  stopped by the user; S starts it again".into());
+        }
+        out.push(String::new());
+        out.push("depends on:".into());
+        // The tree of what it needs, each with its state now (a unit seen before is not
+        // followed again).
+        let mut seen = std::collections::HashSet::new();
+        fn walk(
+            app: &App,
+            name: &str,
+            depth: usize,
+            seen: &mut std::collections::HashSet<String>,
+            out: &mut Vec<String>,
+        ) {
+            let Some(u) = app.units.iter().find(|u| u.name == name) else {
+                return;
+            };
+            for d in &u.depends_on {
+                let state = app
+                    .units
+                    .iter()
+                    .find(|x| x.name == d.name)
+                    .map_or("unknown".to_string(), |x| x.state_text());
+                out.push(format!(
+                    "{}└ {} ({}): {state}",
+                    "  ".repeat(depth),
+                    d.name,
+                    d.condition
+                ));
+                if seen.insert(d.name.clone()) {
+                    walk(app, &d.name, depth + 1, seen, out);
+                }
+            }
+        }
+        walk(self, &u.name, 0, &mut seen, &mut out);
+        if out.last().is_some_and(|l| l == "depends on:") {
+            out.push("  nothing".into());
+        }
+        out
+    }
+
+    /// Lines of the log matching the search, by index.
+    fn matches(&self) -> Vec<usize> {
+        if self.search.is_empty() {
+            return Vec::new();
+        }
+        let s = self.search.to_lowercase();
+        self.lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.text.to_lowercase().contains(&s))
+            .map(|(i, _)| i)
             .collect()
+    }
+
+    /// Scroll so that the next (`forward`) or previous match from the bottom line shown is the
+    /// bottom line.
+    fn jump(&mut self, forward: bool) {
+        let m = self.matches();
+        let n = self.lines.len();
+        if m.is_empty() || n == 0 {
+            self.status = format!("no line has `{}`", self.search);
+            return;
+        }
+        let bottom = n.saturating_sub(self.scroll).saturating_sub(1);
+        let target = if forward {
+            m.iter()
+                .copied()
+                .find(|&i| i > bottom)
+                .or(m.first().copied())
+        } else {
+            m.iter()
+                .rev()
+                .copied()
+                .find(|&i| i < bottom)
+                .or(m.last().copied())
+        };
+        if let Some(t) = target {
+            self.scroll = n - 1 - t;
+            let k = m.iter().position(|&i| i == t).unwrap_or(0) + 1;
+            self.status = format!("`{}`: match {k} of {}", self.search, m.len());
+        }
     }
 
     pub fn selected_name(&self) -> Option<String> {
@@ -204,6 +362,24 @@ impl App {
                 }
             };
         }
+        if self.searching {
+            match key.code {
+                KeyCode::Enter => {
+                    self.searching = false;
+                    self.jump(false);
+                }
+                KeyCode::Esc => {
+                    self.searching = false;
+                    self.search.clear();
+                }
+                KeyCode::Backspace => {
+                    self.search.pop();
+                }
+                KeyCode::Char(c) => self.search.push(c),
+                _ => {}
+            }
+            return Action::None;
+        }
         if self.filtering {
             match key.code {
                 KeyCode::Enter => self.filtering = false,
@@ -252,6 +428,18 @@ impl App {
                 return Action::FollowAll;
             }
             KeyCode::Char('w') => self.wrap = !self.wrap,
+            KeyCode::Char('i') => self.info = !self.info,
+            KeyCode::Char('o') => {
+                self.sort = self.sort.next();
+                self.selected = 0;
+                self.status = format!("sorted by {}", self.sort.as_str());
+            }
+            KeyCode::Char('l') if self.log.is_some() => {
+                self.searching = true;
+                self.search.clear();
+            }
+            KeyCode::Char('n') if !self.search.is_empty() => self.jump(true),
+            KeyCode::Char('N') if !self.search.is_empty() => self.jump(false),
             KeyCode::Char('x') => self.signal_menu = self.selected_name(),
             KeyCode::Char('c') => {
                 // What the log shows now (up to a screenful), as plain text.
@@ -292,6 +480,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("PgUp/PgDn", "scroll the log (f: follow again)"),
     ("/", "filter by name (Enter keeps, Esc clears)"),
     ("a", "follow every unit's log, interleaved"),
+    ("l, n/N", "search the log, next/previous match"),
+    ("i", "why, and the dependency tree"),
+    ("o", "sort by order, name, state, cpu, memory, restarts"),
     ("w", "wrap long log lines"),
     ("c", "copy the log lines shown (OSC 52)"),
     ("x", "send a signal (a menu)"),
@@ -423,5 +614,68 @@ mod tests {
         assert_eq!(a.scroll, 1, "scrolled up, within the two lines");
         a.mouse(at(MouseEventKind::ScrollUp, 4));
         assert_eq!(a.selected_name().as_deref(), Some("api"));
+    }
+
+    #[test]
+    fn search_why_and_sort() {
+        let mut a = App::default();
+        let mut web = unit("web", wire::UnitState::Blocked);
+        web.depends_on = vec![wire::Dependency {
+            name: "api".into(),
+            condition: wire::Condition::Healthy,
+        }];
+        web.waiting_on = web.depends_on.clone();
+        let mut api = unit("api", wire::UnitState::Running);
+        api.ready = false;
+        api.restarts = 3;
+        api.depends_on = vec![wire::Dependency {
+            name: "db".into(),
+            condition: wire::Condition::Started,
+        }];
+        a.set_units(vec![unit("db", wire::UnitState::Running), api, web]);
+        // Why, with the tree of what it needs.
+        a.key(key(KeyCode::Char('G')));
+        a.key(key(KeyCode::Char('i')));
+        assert!(a.info);
+        let why = a.explain().join("\n");
+        assert!(why.starts_with("web is blocked"), "{why}");
+        assert!(why.contains("waits on api (healthy)"), "{why}");
+        assert!(
+            why.contains("└ api (healthy): running (not ready)"),
+            "{why}"
+        );
+        assert!(why.contains("  └ db (started): running"), "{why}");
+        // Sorting by restarts puts api first.
+        for _ in 0..5 {
+            a.key(key(KeyCode::Char('o')));
+        }
+        assert_eq!(a.sort, Sort::Restarts);
+        assert_eq!(a.visible()[0].name, "api");
+        // Search: n jumps to the previous/next match and says which.
+        a.key(key(KeyCode::Char('a')));
+        for i in 0..20 {
+            a.push_line(wire::Line {
+                unit: "db".into(),
+                time_ms: 0,
+                stream: "out".into(),
+                text: if i % 5 == 0 {
+                    format!("ERROR {i}")
+                } else {
+                    format!("ok {i}")
+                },
+            });
+        }
+        a.key(key(KeyCode::Char('l')));
+        for c in "error".chars() {
+            a.key(key(KeyCode::Char(c)));
+        }
+        a.key(key(KeyCode::Enter));
+        // The last match (line 15) is the bottom line now.
+        assert_eq!(a.scroll, 4);
+        assert!(a.status.contains("match 4 of 4"), "{}", a.status);
+        a.key(key(KeyCode::Char('N')));
+        assert_eq!(a.scroll, 9);
+        a.key(key(KeyCode::Char('n')));
+        assert_eq!(a.scroll, 4);
     }
 }

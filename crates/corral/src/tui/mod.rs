@@ -150,6 +150,21 @@ async fn event_loop(
             }
         });
     }
+    // SIGTERM and SIGHUP (a closed terminal, `kill`): end like `q`, so the terminal is put
+    // back (raw mode turns Ctrl-C into a key, handled as `q` too).
+    for kind in [
+        tokio::signal::unix::SignalKind::terminate(),
+        tokio::signal::unix::SignalKind::hangup(),
+    ] {
+        if let Ok(mut sig) = tokio::signal::unix::signal(kind) {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                if sig.recv().await.is_some() {
+                    let _ = tx.send(Msg::Ended);
+                }
+            });
+        }
+    }
     // Uptimes and CPU move without events: a slow tick.
     {
         let tx = tx.clone();

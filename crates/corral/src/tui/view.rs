@@ -41,10 +41,34 @@ fn mem(n: u64) -> String {
     }
 }
 
+/// `text` with each case-insensitive match of `term` marked.
+fn highlight(text: &str, term: &str, style: impl Fn(Style) -> Style) -> Vec<Span<'static>> {
+    if term.is_empty() {
+        return vec![Span::raw(text.to_string())];
+    }
+    let lower = text.to_lowercase();
+    let needle = term.to_lowercase();
+    // Lower-casing may change byte lengths (non-ASCII): then the text is shown unmarked.
+    if lower.len() != text.len() {
+        return vec![Span::raw(text.to_string())];
+    }
+    let mark =
+        style(Style::default().fg(Color::Black).bg(Color::Yellow)).add_modifier(Modifier::REVERSED);
+    let mut out = Vec::new();
+    let mut last = 0;
+    for (i, _) in lower.match_indices(&needle) {
+        out.push(Span::raw(text[last..i].to_string()));
+        out.push(Span::styled(text[i..i + needle.len()].to_string(), mark));
+        last = i + needle.len();
+    }
+    out.push(Span::raw(text[last..].to_string()));
+    out
+}
+
 pub fn draw(f: &mut Frame, app: &App) {
     let area = f.area();
     let style = |s: Style| if app.color { s } else { Style::default() };
-    let logs_open = app.log.is_some();
+    let logs_open = app.log.is_some() || app.info;
     let [head, body, status, foot] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(3),
@@ -134,6 +158,11 @@ pub fn draw(f: &mut Frame, app: &App) {
             row
         })
         .collect();
+    let sorted = if app.sort == super::app::Sort::Order {
+        String::new()
+    } else {
+        format!(" · by {}", app.sort.as_str())
+    };
     let title = if app.filtering || !app.filter.is_empty() {
         format!(
             " units {}/{} · filter: {}{} ",
@@ -141,9 +170,9 @@ pub fn draw(f: &mut Frame, app: &App) {
             app.units.len(),
             app.filter,
             if app.filtering { "▏" } else { "" }
-        )
+        ) + &sorted
     } else {
-        format!(" units {} ", app.units.len())
+        format!(" units {}{sorted} ", app.units.len())
     };
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
@@ -152,8 +181,19 @@ pub fn draw(f: &mut Frame, app: &App) {
     // Below the block's title line and the header row.
     app.first_row_y.set(table_area.y + 2);
 
-    // The followed log.
-    if let (Some(area), Some(source)) = (log_area, &app.log) {
+    // The selected unit's why and tree, in place of the log.
+    if let (Some(area), true) = (log_area, app.info) {
+        app.log_top_y.set(area.y);
+        let lines: Vec<Line> = app.explain().into_iter().map(Line::from).collect();
+        f.render_widget(
+            Paragraph::new(lines).block(
+                Block::default()
+                    .borders(Borders::TOP)
+                    .title(" why · i closes "),
+            ),
+            area,
+        );
+    } else if let (Some(area), Some(source)) = (log_area, &app.log) {
         app.log_top_y.set(area.y);
         let all = *source == LogSource::All;
         let inner = area.height.saturating_sub(1) as usize;
@@ -176,7 +216,7 @@ pub fn draw(f: &mut Frame, app: &App) {
                         style(Style::default().fg(Color::Cyan)),
                     ));
                 }
-                spans.push(Span::raw(l.text.clone()));
+                spans.extend(highlight(&l.text, &app.search, style));
                 Line::from(spans)
             })
             .collect();
@@ -184,6 +224,11 @@ pub fn draw(f: &mut Frame, app: &App) {
             "following".to_string()
         } else {
             format!("paused, {} lines up (f follows)", app.scroll)
+        };
+        let follow = if app.search.is_empty() {
+            follow
+        } else {
+            format!("{follow} · search: {}", app.search)
         };
         let whose = match source {
             LogSource::All => "every unit".to_string(),
@@ -206,6 +251,9 @@ pub fn draw(f: &mut Frame, app: &App) {
         (None, Some(name)) => {
             let menu: Vec<String> = SIGNALS.iter().map(|(k, s)| format!("{k} {s}")).collect();
             format!("signal to {name}: {} (other keys cancel)", menu.join(" · "))
+        }
+        (None, None) if app.searching => {
+            format!("search the log: {}▏ (Enter finds, Esc clears)", app.search)
         }
         (None, None) => app.status.clone(),
     };
@@ -237,8 +285,8 @@ pub fn draw(f: &mut Frame, app: &App) {
     );
 
     if app.help {
-        let w = 60.min(area.width.saturating_sub(2));
-        let h = (KEYS.len() as u16 + 4).min(area.height.saturating_sub(2));
+        let w = 72.min(area.width.saturating_sub(2));
+        let h = (KEYS.len() as u16 + 2).min(area.height);
         let r = Rect {
             x: area.x + (area.width.saturating_sub(w)) / 2,
             y: area.y + (area.height.saturating_sub(h)) / 2,
@@ -248,13 +296,14 @@ pub fn draw(f: &mut Frame, app: &App) {
         let lines: Vec<Line> = KEYS
             .iter()
             .map(|(k, what)| Line::from(format!("{k:>10}  {what}")))
-            .chain([Line::from(""), Line::from("  any key closes this")])
             .collect();
         f.render_widget(Clear, r);
         f.render_widget(
-            Paragraph::new(lines)
-                .wrap(Wrap { trim: false })
-                .block(Block::default().borders(Borders::ALL).title(" keys ")),
+            Paragraph::new(lines).block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(" keys · any key closes this "),
+            ),
             r,
         );
     }

@@ -114,6 +114,15 @@ command = "trap 'echo got usr1' USR1; i=0; while true; do i=$((i+1)); echo line 
         "{screen}"
     );
 
+    // Why, with what it depends on; the list sorted.
+    tmux.keys(&["i"]);
+    tmux.wait_for("quiet is running");
+    tmux.wait_for("depends on:");
+    tmux.keys(&["i", "o"]);
+    tmux.wait_for("sorted by name");
+    tmux.keys(&["o", "o", "o", "o", "o"]);
+    tmux.wait_for("sorted by order");
+
     // The second unit's log, followed.
     tmux.keys(&["j", "Enter"]);
     tmux.wait_for("log of chatty · following");
@@ -146,6 +155,11 @@ command = "trap 'echo got usr1' USR1; i=0; while true; do i=$((i+1)); echo line 
     tmux.keys(&["a"]);
     tmux.wait_for("log of every unit");
     tmux.wait_for("chatty | line");
+
+    // A search in the log, highlighted and jumped to.
+    tmux.keys(&["l", "line 1", "Enter"]);
+    tmux.wait_for("search: line 1");
+    tmux.wait_for("match ");
 
     // A change made elsewhere shows: stopped from the CLI.
     let (status, _, _) = p.run_client(&["stop", "quiet", "--wait"]);
