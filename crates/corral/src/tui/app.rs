@@ -44,6 +44,31 @@ pub enum Action {
     Signal(String, &'static str),
     /// Put this text on the terminal's clipboard (OSC 52).
     Copy(String),
+    /// Make an instance of a template with parameters.
+    CreateInstance(String, Vec<(String, String)>),
+    DeleteInstance(String),
+    /// Run a shell line as an ad-hoc process.
+    RunProc(String),
+    /// Show a process's head and tail.
+    ShowProc(String),
+}
+
+/// The views `tab` switches between.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tab {
+    #[default]
+    Units,
+    Instances,
+    Procs,
+}
+
+/// A line being typed at the bottom: a new instance or a command to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prompt {
+    /// `TEMPLATE [K=V …]`
+    Instance(String),
+    /// A shell line.
+    Command(String),
 }
 
 /// The signals the `x` menu offers, by key.
@@ -117,6 +142,8 @@ pub struct App {
     pub scroll: usize,
     /// A destructive action waiting for `y`.
     pub confirm: Option<(Verb, String)>,
+    /// An instance waiting for `y` to be deleted.
+    pub confirm_delete: Option<String>,
     /// The signal menu (`x`) is open for this unit.
     pub signal_menu: Option<String>,
     /// Long log lines wrap (`w`) instead of being cut.
@@ -125,6 +152,16 @@ pub struct App {
     pub info: bool,
     /// The column the table is sorted by (`o` cycles).
     pub sort: Sort,
+    pub tab: Tab,
+    pub instances: Vec<wire::Instance>,
+    pub templates: Vec<wire::Template>,
+    pub procs: Vec<wire::Proc>,
+    /// The selected row of the instances and processes tabs.
+    pub selected_instance: usize,
+    pub selected_proc: usize,
+    /// The process whose head and tail are shown, as fetched.
+    pub proc_output: Option<wire::Proc>,
+    pub prompt: Option<Prompt>,
     /// The log search (`l`): its text, while typed, and the line a `n`/`N` jumped to.
     pub search: String,
     pub searching: bool,
@@ -311,6 +348,62 @@ impl App {
         self.selected = next as usize;
     }
 
+    /// Keys on the instances and processes tabs.
+    fn key_in_tab(&mut self, key: KeyEvent) -> Action {
+        let (n, sel) = match self.tab {
+            Tab::Instances => (self.instances.len(), &mut self.selected_instance),
+            _ => (self.procs.len(), &mut self.selected_proc),
+        };
+        match key.code {
+            KeyCode::Char('q') => return Action::Quit,
+            KeyCode::Char('?') => self.help = true,
+            KeyCode::Char('j') | KeyCode::Down => *sel = (*sel + 1).min(n.saturating_sub(1)),
+            KeyCode::Char('k') | KeyCode::Up => *sel = sel.saturating_sub(1),
+            KeyCode::Char('g') => *sel = 0,
+            KeyCode::Char('G') => *sel = n.saturating_sub(1),
+            KeyCode::Char('n') => {
+                self.prompt = Some(match self.tab {
+                    Tab::Instances => Prompt::Instance(
+                        self.templates
+                            .first()
+                            .map(|t| format!("{} ", t.name))
+                            .unwrap_or_default(),
+                    ),
+                    _ => Prompt::Command(String::new()),
+                })
+            }
+            _ => {}
+        }
+        let sel = *sel;
+        match (self.tab, key.code) {
+            (Tab::Instances, KeyCode::Char('d')) => {
+                if let Some(i) = self.instances.get(sel) {
+                    self.confirm_delete = Some(i.name.clone());
+                }
+            }
+            (Tab::Instances, KeyCode::Char(c @ ('r' | 's' | 'S'))) => {
+                if let Some(i) = self.instances.get(sel) {
+                    let verb = match c {
+                        'r' => Verb::Restart,
+                        's' => Verb::Stop,
+                        _ => Verb::Start,
+                    };
+                    if verb == Verb::Start {
+                        return Action::Do(verb, i.name.clone());
+                    }
+                    self.confirm = Some((verb, i.name.clone()));
+                }
+            }
+            (Tab::Procs, KeyCode::Enter) => {
+                if let Some(p) = self.procs.get(sel) {
+                    return Action::ShowProc(p.id.clone());
+                }
+            }
+            _ => {}
+        }
+        Action::None
+    }
+
     /// What the mouse does: a click on a unit's row selects it, the wheel scrolls the log
     /// (over the log) or moves the selection.
     pub fn mouse(&mut self, m: MouseEvent) {
@@ -353,6 +446,15 @@ impl App {
                 _ => Action::None,
             };
         }
+        if let Some(name) = self.confirm_delete.take() {
+            return match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') => Action::DeleteInstance(name),
+                _ => {
+                    self.status = format!("delete {name}: cancelled");
+                    Action::None
+                }
+            };
+        }
         if let Some((verb, name)) = self.confirm.take() {
             return match key.code {
                 KeyCode::Char('y') | KeyCode::Char('Y') => Action::Do(verb, name),
@@ -361,6 +463,56 @@ impl App {
                     Action::None
                 }
             };
+        }
+        if let Some(p) = self.prompt.as_mut() {
+            let text = match p {
+                Prompt::Instance(t) | Prompt::Command(t) => t,
+            };
+            match key.code {
+                KeyCode::Esc => self.prompt = None,
+                KeyCode::Backspace => {
+                    text.pop();
+                }
+                KeyCode::Char(c) => text.push(c),
+                KeyCode::Enter => {
+                    let p = self.prompt.take();
+                    return match p {
+                        Some(Prompt::Command(t)) if !t.trim().is_empty() => Action::RunProc(t),
+                        Some(Prompt::Instance(t)) => {
+                            let mut words = t.split_whitespace();
+                            let Some(template) = words.next() else {
+                                return Action::None;
+                            };
+                            let mut params = Vec::new();
+                            for w in words {
+                                match w.split_once('=') {
+                                    Some((k, v)) => params.push((k.to_string(), v.to_string())),
+                                    None => {
+                                        self.status =
+                                            format!("`{w}` is not NAME=VALUE; nothing made");
+                                        return Action::None;
+                                    }
+                                }
+                            }
+                            Action::CreateInstance(template.to_string(), params)
+                        }
+                        _ => Action::None,
+                    };
+                }
+                _ => {}
+            }
+            return Action::None;
+        }
+        if key.code == KeyCode::Tab {
+            self.tab = match self.tab {
+                Tab::Units => Tab::Instances,
+                Tab::Instances => Tab::Procs,
+                Tab::Procs => Tab::Units,
+            };
+            return Action::None;
+        }
+        if self.tab != Tab::Units {
+            return self.key_in_tab(key);
         }
         if self.searching {
             match key.code {
@@ -491,6 +643,13 @@ pub const KEYS: &[(&str, &str)] = &[
     ("s", "stop (asks y/n)"),
     ("r", "restart (asks y/n)"),
     ("?", "this help"),
+    ("tab", "units, instances, processes"),
+    (
+        "n",
+        "(instances) new: TEMPLATE K=V…; (processes) run a shell line",
+    ),
+    ("d", "(instances) delete (asks y/n)"),
+    ("Enter", "(processes) head and tail of the output"),
     ("q", "quit"),
 ];
 

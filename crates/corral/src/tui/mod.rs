@@ -31,6 +31,8 @@ enum Msg {
     Mouse(event::MouseEvent),
     Redraw,
     Units(Vec<wire::Service>),
+    Others(Vec<wire::Instance>, Vec<wire::Proc>, Vec<wire::Template>),
+    ProcOutput(wire::Proc),
     Line(wire::Line),
     /// Something changed: fetch the units again.
     Changed,
@@ -209,6 +211,76 @@ async fn event_loop(
                     ));
                 }
                 Action::Copy(text) => copy(&text),
+                Action::CreateInstance(template, params) => {
+                    let body = serde_json::json!({
+                        "template": template,
+                        "params": params.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+                    });
+                    let (c, tx) = (c.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let r = c
+                            .call_with::<wire::Instance>(
+                                Method::POST,
+                                "/v1/instances",
+                                body.to_string().into_bytes(),
+                            )
+                            .await;
+                        let text = match r {
+                            Ok(i) => format!("instance {} made; preparing", i.name),
+                            Err(e) => format!("new instance: {e}"),
+                        };
+                        let _ = tx.send(Msg::Status(text));
+                        let _ = tx.send(Msg::Changed);
+                    });
+                }
+                Action::DeleteInstance(name) => {
+                    let (c, tx) = (c.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let path = format!("/v1/instances/{}", corral_proto::client::encode(&name));
+                        let text = match c.call::<wire::Done>(Method::DELETE, &path).await {
+                            Ok(d) => d.message,
+                            Err(e) => format!("delete {name}: {e}"),
+                        };
+                        let _ = tx.send(Msg::Status(text));
+                        let _ = tx.send(Msg::Changed);
+                    });
+                }
+                Action::RunProc(line) => {
+                    let body = serde_json::json!({ "command": line });
+                    let (c, tx) = (c.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let r = c
+                            .call_with::<wire::Proc>(
+                                Method::POST,
+                                "/v1/procs",
+                                body.to_string().into_bytes(),
+                            )
+                            .await;
+                        let text = match r {
+                            Ok(p) => {
+                                let _ = tx.send(Msg::ProcOutput(p.clone()));
+                                format!("process {} started (pid {})", p.id, p.pid)
+                            }
+                            Err(e) => format!("run: {e}"),
+                        };
+                        let _ = tx.send(Msg::Status(text));
+                        let _ = tx.send(Msg::Changed);
+                    });
+                }
+                Action::ShowProc(id) => {
+                    let (c, tx) = (c.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let path = format!("/v1/procs/{}", corral_proto::client::encode(&id));
+                        match c.call::<wire::Proc>(Method::GET, &path).await {
+                            Ok(p) => {
+                                let _ = tx.send(Msg::ProcOutput(p));
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Msg::Status(format!("{id}: {e}")));
+                            }
+                        }
+                    });
+                }
                 Action::Signal(name, sig) => {
                     let (c, tx) = (c.clone(), tx.clone());
                     tokio::spawn(async move {
@@ -252,6 +324,22 @@ async fn event_loop(
                 }
             }
             Msg::Line(l) => app.push_line(l),
+            Msg::Others(i, p, t) => {
+                app.instances = i;
+                app.procs = p;
+                app.templates = t;
+                app.selected_instance = app
+                    .selected_instance
+                    .min(app.instances.len().saturating_sub(1));
+                app.selected_proc = app.selected_proc.min(app.procs.len().saturating_sub(1));
+                // The process shown: its latest head and tail.
+                if let Some(shown) = &app.proc_output
+                    && let Some(p) = app.procs.iter().find(|p| p.id == shown.id)
+                {
+                    app.proc_output = Some(p.clone());
+                }
+            }
+            Msg::ProcOutput(p) => app.proc_output = Some(p),
             Msg::Changed => {
                 // Coalesced: a burst of events is one fetch.
                 if fetching {
@@ -275,6 +363,23 @@ async fn event_loop(
 fn spawn_fetch(c: &Client, tx: &UnboundedSender<Msg>) {
     let (c, tx) = (c.clone(), tx.clone());
     tokio::spawn(async move {
+        // Instances, processes and templates too (small lists; the tabs show them).
+        let others = async {
+            Some((
+                c.call::<Vec<wire::Instance>>(Method::GET, "/v1/instances")
+                    .await
+                    .ok()?,
+                c.call::<Vec<wire::Proc>>(Method::GET, "/v1/procs")
+                    .await
+                    .ok()?,
+                c.call::<Vec<wire::Template>>(Method::GET, "/v1/templates")
+                    .await
+                    .ok()?,
+            ))
+        };
+        if let Some((i, p, t)) = others.await {
+            let _ = tx.send(Msg::Others(i, p, t));
+        }
         match c
             .call::<Vec<wire::Service>>(Method::GET, "/v1/services?metrics=true")
             .await

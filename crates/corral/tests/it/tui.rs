@@ -93,6 +93,10 @@ command = ["sleep", "1000"]
 
 [services.chatty]
 command = "trap 'echo got usr1' USR1; i=0; while true; do i=$((i+1)); echo line $i; sleep 0.2; done"
+
+[templates.box]
+command = ["sleep", "1000"]
+params = { size = "s" }
 "#,
     );
     let (status, out, err) = p.run_client(&["up", "-d"]);
@@ -176,6 +180,45 @@ command = "trap 'echo got usr1' USR1; i=0; while true; do i=$((i+1)); echo line 
     });
     tmux.keys(&["/", "qui", "Enter"]);
     tmux.wait_for("units 1/2 · filter: qui");
+
+    // The instances tab: one made from the template with a parameter, then deleted.
+    tmux.keys(&["Escape"]);
+    std::thread::sleep(Duration::from_millis(100));
+    tmux.keys(&["Tab"]);
+    tmux.wait_for("templates: box");
+    tmux.keys(&["n"]);
+    tmux.wait_for("new instance (TEMPLATE K=V…): box");
+    tmux.keys(&["size=xl", "Enter"]);
+    tmux.wait_for("ready");
+    let made: Vec<serde_json::Value> =
+        serde_json::from_str(&p.http("GET", "/v1/instances").1).unwrap();
+    assert_eq!(made.len(), 1);
+    assert_eq!(made[0]["params"][0][1], "xl", "{made:?}");
+    let name = made[0]["name"].as_str().unwrap().to_string();
+    tmux.keys(&["d"]);
+    tmux.wait_for(&format!("delete {name} with its workspace and logs? y/n"));
+    tmux.keys(&["y"]);
+    eventually(T, "the instance gone", || {
+        p.http("GET", "/v1/instances").1 == "[]"
+    });
+
+    // The processes tab: a command run, its output shown.
+    tmux.keys(&["Tab"]);
+    tmux.wait_for("n run, Enter output");
+    tmux.keys(&["n"]);
+    tmux.wait_for("run (a shell line)");
+    tmux.keys(&["echo hello-from-the-tui", "Enter"]);
+    tmux.wait_for("process ");
+    eventually(T, "its output", || {
+        tmux.keys(&["Enter"]);
+        std::thread::sleep(Duration::from_millis(100));
+        tmux.screen().contains("hello-from-the-tui\n")
+            || tmux
+                .screen()
+                .lines()
+                .any(|l| l.trim() == "hello-from-the-tui")
+    });
+    tmux.keys(&["Tab"]);
 
     // q leaves the stack as it was.
     tmux.keys(&["q"]);
