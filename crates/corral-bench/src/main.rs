@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 mod dashboard;
 mod formats;
 mod soak;
+mod tui;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -36,6 +37,11 @@ fn main() {
     // `--dashboard`: only the dashboard in a browser.
     if args.iter().any(|a| a == "--dashboard") {
         dashboard::run(&corral_binary(), 200);
+        return;
+    }
+    // `--tui`: only the terminal UI in tmux.
+    if args.iter().any(|a| a == "--tui") {
+        tui::run(&corral_binary(), 200, 100_000);
         return;
     }
     // `--formats`: only reading a large process-compose file.
@@ -82,6 +88,8 @@ fn main() {
     formats::run(&corral, 1000);
     println!();
     dashboard::run(&corral, 200);
+    println!();
+    tui::run(&corral, 200, 100_000);
 }
 
 /// One HTTP/1.1 request over the project's API socket; returns the body.

@@ -34,8 +34,10 @@ enum Msg {
     Others(Vec<wire::Instance>, Vec<wire::Proc>, Vec<wire::Template>),
     ProcOutput(wire::Proc),
     Line(wire::Line),
-    /// Something changed: fetch the units again.
+    /// Something changed: fetch the units (and instances, processes) again.
     Changed,
+    /// Time passed: the units' uptimes and CPU.
+    Tick,
     Link(bool),
     Status(String),
     /// The stack this TUI runs (`up --tui`) has ended by itself.
@@ -167,13 +169,13 @@ async fn event_loop(
             });
         }
     }
-    // Uptimes and CPU move without events: a slow tick.
+    // Uptimes and CPU move without events: a slow tick (the units only).
     {
         let tx = tx.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                if tx.send(Msg::Changed).is_err() {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                if tx.send(Msg::Tick).is_err() {
                     return;
                 }
             }
@@ -182,10 +184,27 @@ async fn event_loop(
     let mut fetching = false;
     let mut again = false;
     let mut follow: Option<tokio::task::JoinHandle<()>> = None;
+    // What came in since the last frame: all of it is taken in before the next one is drawn,
+    // so a burst of log lines is one frame, not one per line.
+    let mut pending = std::collections::VecDeque::new();
+    let mut frames: Vec<Duration> = Vec::new();
     loop {
-        term.draw(|f| view::draw(f, &app))
-            .map_err(|e| CliError::Run(format!("cannot draw: {e}")))?;
-        let Some(msg) = rx.recv().await else { break };
+        if pending.is_empty() {
+            let t = std::time::Instant::now();
+            term.draw(|f| view::draw(f, &app))
+                .map_err(|e| CliError::Run(format!("cannot draw: {e}")))?;
+            frames.push(t.elapsed());
+            let Some(msg) = rx.recv().await else { break };
+            pending.push_back(msg);
+            while pending.len() < 10_000
+                && let Ok(m) = rx.try_recv()
+            {
+                pending.push_back(m);
+            }
+        }
+        let Some(msg) = pending.pop_front() else {
+            continue;
+        };
         match msg {
             Msg::Key(k) => match app.key(k) {
                 Action::Quit => break,
@@ -320,7 +339,7 @@ async fn event_loop(
                 app.set_units(u);
                 if std::mem::take(&mut again) {
                     fetching = true;
-                    spawn_fetch(&c, &tx);
+                    spawn_fetch(&c, &tx, true);
                 }
             }
             Msg::Line(l) => app.push_line(l),
@@ -346,9 +365,14 @@ async fn event_loop(
                     again = true;
                 } else {
                     fetching = true;
-                    spawn_fetch(&c, &tx);
+                    spawn_fetch(&c, &tx, true);
                 }
             }
+            Msg::Tick if !fetching => {
+                fetching = true;
+                spawn_fetch(&c, &tx, app.tab != app::Tab::Units);
+            }
+            Msg::Tick => {}
             Msg::Link(up) => app.connected = up,
             Msg::Status(s) => app.status = s,
             Msg::Ended => break,
@@ -357,13 +381,35 @@ async fn event_loop(
     if let Some(f) = follow {
         f.abort();
     }
+    // For the benchmark: how long frames took (`CORRAL_TUI_STATS=FILE`).
+    if let Some(path) = std::env::var_os("CORRAL_TUI_STATS") {
+        frames.sort();
+        let at = |q: f64| {
+            frames
+                .get(((frames.len() as f64 - 1.0) * q) as usize)
+                .copied()
+        };
+        let us = |d: Option<Duration>| d.map_or(0, |d| d.as_micros());
+        let _ = std::fs::write(
+            path,
+            format!(
+                "frames {} median_us {} p99_us {} max_us {}\n",
+                frames.len(),
+                us(at(0.5)),
+                us(at(0.99)),
+                us(frames.last().copied())
+            ),
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn spawn_fetch(c: &Client, tx: &UnboundedSender<Msg>) {
+/// Fetch the units, and with `others` the instances, processes and templates too.
+fn spawn_fetch(c: &Client, tx: &UnboundedSender<Msg>, others: bool) {
     let (c, tx) = (c.clone(), tx.clone());
     tokio::spawn(async move {
         // Instances, processes and templates too (small lists; the tabs show them).
+        let wanted = others;
         let others = async {
             Some((
                 c.call::<Vec<wire::Instance>>(Method::GET, "/v1/instances")
@@ -377,7 +423,9 @@ fn spawn_fetch(c: &Client, tx: &UnboundedSender<Msg>) {
                     .ok()?,
             ))
         };
-        if let Some((i, p, t)) = others.await {
+        if wanted
+            && let Some((i, p, t)) = others.await
+        {
             let _ = tx.send(Msg::Others(i, p, t));
         }
         match c
