@@ -152,6 +152,11 @@ enum Command {
     Validate,
     /// Convert a process-compose file or a Procfile into a corral.toml.
     Import(commands::import::ImportArgs),
+    /// Write the project out for another engine (systemd units).
+    Export {
+        #[command(subcommand)]
+        target: commands::export::ExportTarget,
+    },
     /// The terminal UI of the running corral: units, logs, actions (`?` lists the keys).
     Tui,
     /// Print the link that signs a browser in to the web dashboard (and open it where there
@@ -253,6 +258,7 @@ fn main() -> ExitCode {
         Command::Validate => commands::validate::run(file.as_deref(), &read),
         Command::Import(args) => commands::import::run(&args),
         Command::Tui => tui::run(file.as_deref()),
+        Command::Export { target } => commands::export::run(file.as_deref(), &read, &target),
         Command::Dashboard { no_open, read_only } => {
             commands::dashboard::run(file.as_deref(), no_open, read_only)
         }

@@ -4,6 +4,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod dashboard;
 pub mod exec;
+pub mod export;
 pub mod import;
 pub mod instance;
 pub mod run;

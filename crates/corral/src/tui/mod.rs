@@ -423,9 +423,7 @@ fn spawn_fetch(c: &Client, tx: &UnboundedSender<Msg>, others: bool) {
                     .ok()?,
             ))
         };
-        if wanted
-            && let Some((i, p, t)) = others.await
-        {
+        if wanted && let Some((i, p, t)) = others.await {
             let _ = tx.send(Msg::Others(i, p, t));
         }
         match c

@@ -8,6 +8,7 @@ mod redact;
 mod config;
 mod daemon;
 mod dashboard;
+mod export;
 mod formats;
 mod hardening;
 mod in_process;

@@ -1,0 +1,88 @@
+//! `corral export systemd`: the project written out for another engine (see `corral-export`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::{CliError, load_project_with};
+
+/// What `corral export` takes.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum ExportTarget {
+    /// systemd units: one per service, task and target, and a target for the project.
+    Systemd {
+        /// Units for a user's manager (`systemctl --user`).
+        #[arg(long)]
+        user: bool,
+        /// Where to write them (default: ./systemd); `-` prints them.
+        #[arg(short, long, value_name = "DIR")]
+        output: Option<PathBuf>,
+        /// The start of every unit's name (default: the project directory's name).
+        #[arg(long, value_name = "NAME")]
+        prefix: Option<String>,
+    },
+}
+
+pub fn run(
+    file: Option<&Path>,
+    read: &corral_config::formats::ReadOptions,
+    target: &ExportTarget,
+) -> Result<ExitCode, CliError> {
+    let project = load_project_with(file, read)?;
+    let ExportTarget::Systemd {
+        user,
+        output,
+        prefix,
+    } = target;
+    let prefix = prefix.clone().unwrap_or_else(|| {
+        let dir = project
+            .root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "corral".into());
+        // A unit name takes letters, digits and `:-_.\`; the rest becomes `-`.
+        dir.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    });
+    let opts = corral_export::systemd::Options {
+        user: *user,
+        prefix,
+        inherited: std::env::vars().collect(),
+    };
+    let export = corral_export::systemd::export(&project, &opts);
+    for n in &export.notes {
+        eprintln!("corral: not carried: {n}");
+    }
+    match output.as_deref() {
+        Some(p) if p.as_os_str() == "-" => {
+            for f in &export.files {
+                println!("# ---- {} ----\n{}", f.name, f.text);
+            }
+        }
+        out => {
+            let dir = out.map_or_else(|| PathBuf::from("systemd"), Path::to_path_buf);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| CliError::Run(format!("cannot create `{}`: {e}", dir.display())))?;
+            for f in &export.files {
+                let path = dir.join(&f.name);
+                std::fs::write(&path, &f.text).map_err(|e| {
+                    CliError::Run(format!("cannot write `{}`: {e}", path.display()))
+                })?;
+            }
+            eprintln!(
+                "corral: wrote {} units to {}; install them with `cp {}/* /etc/systemd/system/ && systemctl daemon-reload && systemctl start {}.target`",
+                export.files.len(),
+                dir.display(),
+                dir.display(),
+                opts.prefix
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,132 @@
+//! `corral export systemd`: the units it writes say what corral.toml says, and every one passes
+//! `systemd-analyze verify` (Debian's systemd).
+
+use crate::harness::*;
+
+#[test]
+fn systemd_units_verify_and_carry_the_config() {
+    let p = Project::new(
+        r#"
+env = { GREETING = "50% off, say \"hi\"" }
+
+[services.db]
+command = ["sleep", "1000"]
+ports = [15432]
+restart = { mode = "always", max_restarts = 4, backoff_initial = "2s", reset_after = "5m" }
+stop = { signal = "SIGINT", timeout = "20s" }
+readiness = { tcp = "127.0.0.1:{port}" }
+
+[services.api]
+command = "echo listening on $PORT with $GREETING; exec sleep 1000"
+depends_on = { db = "healthy", migrate = "completed_successfully" }
+ports = ["auto"]
+shutdown_command = ["kill", "-TERM", "1"]
+umask = "027"
+
+[tasks.migrate]
+command = ["true"]
+depends_on = ["db"]
+
+[services.cleaner]
+command = ["sleep", "1000"]
+restart = "never"
+depends_on = { migrate = "completed" }
+
+[targets.backend]
+depends_on = ["api", "db"]
+"#,
+    );
+    let out_dir = p.path().join("units");
+    let (status, _, err) = p.run(&[
+        "export",
+        "systemd",
+        "-o",
+        out_dir.to_str().unwrap(),
+        "--prefix",
+        "shop",
+    ]);
+    assert!(status.success(), "{err}");
+    // What could not be carried is said.
+    assert!(err.contains("api: an `auto` port"), "{err}");
+    assert!(err.contains("`db = \"healthy\"` becomes an order"), "{err}");
+    let read = |n: &str| std::fs::read_to_string(out_dir.join(n)).unwrap();
+    let db = read("shop-db.service");
+    for line in [
+        "Type=exec",
+        "ExecStart=/usr/bin/sleep 1000",
+        "Restart=always",
+        "RestartSec=2s",
+        "StartLimitBurst=5",
+        "StartLimitIntervalSec=300s",
+        "KillSignal=SIGINT",
+        "TimeoutStopSec=20s",
+        "KillMode=control-group",
+        "Environment=\"PORT=15432\"",
+        "Environment=\"GREETING=50%% off, say \\\"hi\\\"\"",
+        "WantedBy=shop.target",
+    ] {
+        assert!(db.lines().any(|l| l == line), "no `{line}` in:\n{db}");
+    }
+    let api = read("shop-api.service");
+    for line in [
+        "Requires=shop-db.service",
+        "After=shop-db.service",
+        "Requires=shop-migrate.service",
+        "ExecStart=/bin/sh -c \"echo listening on $$PORT with $$GREETING; exec sleep 1000\"",
+        "ExecStop=/usr/bin/kill -TERM 1",
+        "UMask=0027",
+    ] {
+        assert!(api.lines().any(|l| l == line), "no `{line}` in:\n{api}");
+    }
+    let migrate = read("shop-migrate.service");
+    assert!(
+        migrate.contains("Type=oneshot\nRemainAfterExit=yes"),
+        "{migrate}"
+    );
+    let cleaner = read("shop-cleaner.service");
+    assert!(cleaner.contains("Wants=shop-migrate.service"), "{cleaner}");
+    assert!(cleaner.contains("Restart=no"), "{cleaner}");
+    let backend = read("shop-backend.target");
+    assert!(backend.contains("Requires=shop-api.service"), "{backend}");
+    let project = read("shop.target");
+    assert!(project.contains("WantedBy=multi-user.target"), "{project}");
+    for unit in [
+        "shop-db.service",
+        "shop-backend.target",
+        "shop-migrate.service",
+    ] {
+        assert!(project.contains(unit), "{project}");
+    }
+
+    // systemd's own check, on every file.
+    if std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-analyze is needed (apt-get install systemd)"
+        );
+        eprintln!("skipped the systemd check: no systemd-analyze here");
+        return;
+    }
+    let files: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().display().to_string())
+        .collect();
+    assert_eq!(files.len(), 6);
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&files)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success(), "systemd-analyze verify: {said}");
+    // Warnings about our files are defects too.
+    assert!(
+        !said.lines().any(|l| l.contains("shop")),
+        "systemd-analyze verify: {said}"
+    );
+}
