@@ -154,6 +154,8 @@ pub struct UnitDef {
     /// A label to start and list units by (`up --namespace NS`).
     pub namespace: Option<String>,
     pub description: Option<String>,
+    /// The container image for `corral export kubernetes` (ignored on one machine).
+    pub image: Option<String>,
 }
 
 /// Who a unit's processes run as (`user`, `group`): resolved when the config is read.

@@ -48,6 +48,7 @@ const SERVICE_KEYS: &[&str] = &[
     "shutdown_command",
     "namespace",
     "shell",
+    "image",
 ];
 const TASK_KEYS: &[&str] = &[
     "command",
@@ -69,6 +70,7 @@ const TASK_KEYS: &[&str] = &[
     "exit_on_skipped",
     "namespace",
     "shell",
+    "image",
 ];
 const TARGET_KEYS: &[&str] = &["depends_on", "description", "disabled", "namespace"];
 const PROBE_KEYS: &[&str] = &[
@@ -535,6 +537,7 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         shutdown_command: None,
         namespace: None,
         description: None,
+        image: None,
     };
     let shell = match get(t, "shell") {
         Some(v) => w.shell(v),
@@ -705,6 +708,9 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
     }
     if let Some(v) = get(t, "namespace") {
         def.namespace = w.string(v, "`namespace`");
+    }
+    if let Some(v) = get(t, "image") {
+        def.image = w.string(v, "`image`");
     }
     def.identity = identity(w, t);
     if let Some(v) = get(t, "umask") {

@@ -5,8 +5,10 @@
 //! an engine that already does its job well. Each exporter returns files (name and text) and
 //! what it could not carry over, in words; the CLI writes them.
 //!
-//! - [`systemd`]: one unit per service, task and target, and a target for the project.
+//! - [`systemd`]: one unit per service, task and target, and a target for the project;
+//! - [`kubernetes`]: Deployments, Services, ConfigMaps, Jobs (or init containers).
 
+pub mod kubernetes;
 pub mod systemd;
 
 /// One file to write.

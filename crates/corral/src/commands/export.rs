@@ -20,6 +20,37 @@ pub enum ExportTarget {
         #[arg(long, value_name = "NAME")]
         prefix: Option<String>,
     },
+    /// Kubernetes manifests: a Deployment (and Service, ConfigMap) per service, Jobs or init
+    /// containers for tasks; one YAML stream for `kubectl apply -f`.
+    Kubernetes {
+        /// The image of every container without its own `image` in corral.toml.
+        #[arg(long, value_name = "IMAGE")]
+        image: String,
+        #[arg(long, value_name = "NS")]
+        namespace: Option<String>,
+        /// Where to write the stream (default: stdout).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+/// The project directory's name, as a name other engines take.
+fn default_prefix(project: &corral_config::Project) -> String {
+    let dir = project
+        .root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "corral".into());
+    // A unit name takes letters, digits and `-_.`; the rest becomes `-`.
+    dir.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 pub fn run(
@@ -28,28 +59,45 @@ pub fn run(
     target: &ExportTarget,
 ) -> Result<ExitCode, CliError> {
     let project = load_project_with(file, read)?;
-    let ExportTarget::Systemd {
-        user,
-        output,
-        prefix,
-    } = target;
-    let prefix = prefix.clone().unwrap_or_else(|| {
-        let dir = project
-            .root
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "corral".into());
-        // A unit name takes letters, digits and `:-_.\`; the rest becomes `-`.
-        dir.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                    c
-                } else {
-                    '-'
+    let (user, output, prefix) = match target {
+        ExportTarget::Systemd {
+            user,
+            output,
+            prefix,
+        } => (user, output, prefix),
+        ExportTarget::Kubernetes {
+            image,
+            namespace,
+            output,
+        } => {
+            let opts = corral_export::kubernetes::Options {
+                image: image.clone(),
+                namespace: namespace.clone(),
+                prefix: default_prefix(&project),
+                inherited: std::env::vars().collect(),
+            };
+            let export = corral_export::kubernetes::export(&project, &opts);
+            for n in &export.notes {
+                eprintln!("corral: not carried: {n}");
+            }
+            let text = &export.files[0].text;
+            match output {
+                Some(path) if path.as_os_str() != "-" => {
+                    std::fs::write(path, text).map_err(|e| {
+                        CliError::Run(format!("cannot write `{}`: {e}", path.display()))
+                    })?;
+                    eprintln!(
+                        "corral: wrote {}; `kubectl apply -f {}`",
+                        path.display(),
+                        path.display()
+                    );
                 }
-            })
-            .collect()
-    });
+                _ => print!("{text}"),
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let prefix = prefix.clone().unwrap_or_else(|| default_prefix(&project));
     let opts = corral_export::systemd::Options {
         user: *user,
         prefix,

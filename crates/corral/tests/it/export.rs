@@ -130,3 +130,125 @@ depends_on = ["api", "db"]
         "systemd-analyze verify: {said}"
     );
 }
+
+/// `corral export kubernetes`: Deployments, Services, ConfigMaps, a Job and an init container,
+/// probes and stop behaviour mapped; the stream passes `kubernetes-validate --strict`.
+#[test]
+fn kubernetes_manifests_validate_and_carry_the_config() {
+    let p = Project::new(
+        r#"
+[services.db]
+command = ["postgres"]
+image = "postgres:16"
+ports = [5432]
+env = { POSTGRES_DB = "shop" }
+readiness = { tcp = "127.0.0.1:{port}", interval = "2s", failure_threshold = 5 }
+stop = { signal = "SIGINT", timeout = "30s" }
+
+[services.api]
+command = "exec ./api --port 8080"
+ports = [8080]
+depends_on = { db = "healthy", migrate = "completed_successfully" }
+readiness = { http = "/health", interval = "3s" }
+liveness = { exec = ["./api", "--check"], interval = "10s" }
+
+[tasks.migrate]
+command = ["./migrate"]
+
+[tasks.report]
+command = ["./report"]
+depends_on = ["api"]
+"#,
+    );
+    let out = p.path().join("k8s.yaml");
+    let (status, _, err) = p.run(&[
+        "export",
+        "kubernetes",
+        "--image",
+        "shop/app:1",
+        "--namespace",
+        "shop",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(status.success(), "{err}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let docs: Vec<serde_json::Value> = text
+        .split("\n---\n")
+        .skip(1)
+        .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("{e}: {d}")))
+        .collect();
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in {text}"))
+            .clone()
+    };
+    let db = find("Deployment", "db");
+    let c = &db["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "postgres:16");
+    assert_eq!(c["readinessProbe"]["tcpSocket"]["port"], 5432);
+    assert_eq!(c["readinessProbe"]["periodSeconds"], 2);
+    assert_eq!(c["readinessProbe"]["failureThreshold"], 5);
+    assert_eq!(
+        c["lifecycle"]["preStop"]["exec"]["command"][2],
+        "kill -INT 1"
+    );
+    assert_eq!(
+        db["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
+        30
+    );
+    assert_eq!(db["metadata"]["namespace"], "shop");
+    assert_eq!(find("Service", "db")["spec"]["ports"][0]["port"], 5432);
+    assert_eq!(find("ConfigMap", "db-env")["data"]["POSTGRES_DB"], "shop");
+    let api = find("Deployment", "api");
+    let pod = &api["spec"]["template"]["spec"];
+    assert_eq!(pod["containers"][0]["image"], "shop/app:1");
+    assert_eq!(
+        pod["containers"][0]["command"],
+        serde_json::json!(["/bin/sh", "-c", "exec ./api --port 8080"])
+    );
+    assert_eq!(
+        pod["containers"][0]["readinessProbe"]["httpGet"]["path"],
+        "/health"
+    );
+    assert_eq!(
+        pod["containers"][0]["readinessProbe"]["httpGet"]["port"],
+        8080
+    );
+    assert_eq!(
+        pod["containers"][0]["livenessProbe"]["exec"]["command"],
+        serde_json::json!(["./api", "--check"])
+    );
+    // The task api waits for runs before it, in its pod; the other is a Job.
+    assert_eq!(pod["initContainers"][0]["name"], "migrate");
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "Job" && d["metadata"]["name"] == "migrate")
+    );
+    assert_eq!(
+        find("Job", "report")["spec"]["template"]["spec"]["restartPolicy"],
+        "Never"
+    );
+    assert!(err.contains("db: a Deployment always restarts"), "{err}");
+
+    let validate = std::process::Command::new("kubernetes-validate")
+        .args(["--strict", out.to_str().unwrap()])
+        .output();
+    let Ok(v) = validate else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "kubernetes-validate is needed (pip install kubernetes-validate)"
+        );
+        eprintln!("skipped the schema check: no kubernetes-validate here");
+        return;
+    };
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    assert!(v.status.success(), "kubernetes-validate: {said}");
+    assert_eq!(said.matches("passed").count(), docs.len(), "{said}");
+}
