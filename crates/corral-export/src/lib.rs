@@ -6,8 +6,13 @@
 //! what it could not carry over, in words; the CLI writes them.
 //!
 //! - [`systemd`]: one unit per service, task and target, and a target for the project;
-//! - [`kubernetes`]: Deployments, Services, ConfigMaps, Jobs (or init containers).
+//! - [`kubernetes`]: Deployments, Services, ConfigMaps, Jobs (or init containers);
+//! - [`compose`]: a Docker Compose file.
+//!
+//! The same input gives byte-identical output (stable order), so exports can be committed and
+//! diffed.
 
+pub mod compose;
 pub mod kubernetes;
 pub mod systemd;
 

@@ -32,6 +32,33 @@ pub enum ExportTarget {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// A Docker Compose file: services with depends_on conditions, healthchecks, restart,
+    /// ports, environment, stop signal and grace.
+    Compose {
+        /// The image of every service without its own `image` in corral.toml.
+        #[arg(long, value_name = "IMAGE")]
+        image: String,
+        /// Where to write it (default: stdout).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Say what was not carried, then write the one file to `output` (or stdout).
+fn write_one(export: &corral_export::Export, output: Option<&Path>) -> Result<(), CliError> {
+    for n in &export.notes {
+        eprintln!("corral: not carried: {n}");
+    }
+    let text = &export.files[0].text;
+    match output {
+        Some(path) if path.as_os_str() != "-" => {
+            std::fs::write(path, text)
+                .map_err(|e| CliError::Run(format!("cannot write `{}`: {e}", path.display())))?;
+            eprintln!("corral: wrote {}", path.display());
+        }
+        _ => print!("{text}"),
+    }
+    Ok(())
 }
 
 /// The project directory's name, as a name other engines take.
@@ -77,23 +104,17 @@ pub fn run(
                 inherited: std::env::vars().collect(),
             };
             let export = corral_export::kubernetes::export(&project, &opts);
-            for n in &export.notes {
-                eprintln!("corral: not carried: {n}");
-            }
-            let text = &export.files[0].text;
-            match output {
-                Some(path) if path.as_os_str() != "-" => {
-                    std::fs::write(path, text).map_err(|e| {
-                        CliError::Run(format!("cannot write `{}`: {e}", path.display()))
-                    })?;
-                    eprintln!(
-                        "corral: wrote {}; `kubectl apply -f {}`",
-                        path.display(),
-                        path.display()
-                    );
-                }
-                _ => print!("{text}"),
-            }
+            write_one(&export, output.as_deref())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        ExportTarget::Compose { image, output } => {
+            let opts = corral_export::compose::Options {
+                image: image.clone(),
+                prefix: default_prefix(&project),
+                inherited: std::env::vars().collect(),
+            };
+            let export = corral_export::compose::export(&project, &opts);
+            write_one(&export, output.as_deref())?;
             return Ok(ExitCode::SUCCESS);
         }
     };

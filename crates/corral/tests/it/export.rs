@@ -252,3 +252,111 @@ depends_on = ["api"]
     assert!(v.status.success(), "kubernetes-validate: {said}");
     assert_eq!(said.matches("passed").count(), docs.len(), "{said}");
 }
+
+const EVERY_FEATURE: &str = r#"
+env = { STAGE = "prod", PRICE = "$$5 100%" }
+
+[services.db]
+command = ["sleep", "1000"]
+image = "postgres:16"
+ports = [5432]
+readiness = { tcp = "127.0.0.1:{port}", interval = "2s", failure_threshold = 5 }
+stop = { signal = "SIGINT", timeout = "30s" }
+restart = { mode = "always", max_restarts = 4, backoff_initial = "2s" }
+
+[services.cache]
+command = "echo cache ready; exec sleep 1000"
+log_ready = "cache ready"
+restart = "never"
+
+[services.api]
+command = "exec sleep 1000 # --port {port}"
+ports = [8080]
+depends_on = { db = "healthy", migrate = "completed_successfully", cache = "log_ready" }
+readiness = { http = "/health", interval = "3s" }
+liveness = { exec = ["true"], interval = "10s" }
+shutdown_command = ["true"]
+
+[services.worker]
+command = ["sleep", "1000"]
+ports = ["auto"]
+depends_on = { api = "started", report = "completed" }
+
+[tasks.migrate]
+command = ["true"]
+
+[tasks.report]
+command = ["true"]
+
+[targets.backend]
+depends_on = ["api", "db"]
+
+[templates.box]
+command = ["sleep", "1000"]
+"#;
+
+/// `corral export compose`: the services, their conditions and healthchecks; and every
+/// exporter gives byte-identical output for the same input, kept as golden files for review.
+#[test]
+fn exports_are_stable_and_reviewed() {
+    let p = Project::new(EVERY_FEATURE);
+    let export = |args: &[&str]| {
+        let (status, out, err) = p.run(args);
+        assert!(status.success(), "{err}");
+        (out, err)
+    };
+    let (compose, notes) = export(&["export", "compose", "--image", "shop/app:1"]);
+    let doc: serde_json::Value = serde_json::from_str(compose.split_once('\n').unwrap().1).unwrap();
+    let api = &doc["services"]["api"];
+    assert_eq!(api["depends_on"]["db"]["condition"], "service_healthy");
+    assert_eq!(
+        api["depends_on"]["migrate"]["condition"],
+        "service_completed_successfully"
+    );
+    assert_eq!(api["depends_on"]["cache"]["condition"], "service_started");
+    assert_eq!(api["ports"][0], "8080:8080");
+    assert_eq!(api["healthcheck"]["interval"], "3s");
+    assert_eq!(doc["services"]["db"]["image"], "postgres:16");
+    assert_eq!(doc["services"]["db"]["stop_signal"], "SIGINT");
+    assert_eq!(doc["services"]["db"]["stop_grace_period"], "30s");
+    assert_eq!(doc["services"]["db"]["restart"], "always");
+    assert_eq!(doc["services"]["migrate"]["restart"], "no");
+    assert_eq!(doc["services"]["db"]["environment"]["PRICE"], "$$5 100%");
+    assert!(doc["services"].get("backend").is_none());
+    for said in [
+        "cache = \"log_ready\"` becomes service_started",
+        "backend: targets have no Compose object",
+        "worker: an `auto` port",
+        "templates are made into instances",
+    ] {
+        assert!(notes.contains(said), "not said: {said}\n{notes}");
+    }
+
+    // Stable: the same input, the same bytes; kept as golden files.
+    // The temp directory's path and name (the default prefix, lowercased by Compose).
+    let dir_name = p.path().file_name().unwrap().to_string_lossy().into_owned();
+    let redact = |s: String| {
+        s.replace(&p.path().display().to_string(), "<project>")
+            .replace(&dir_name, "<dir>")
+            .replace(&dir_name.to_ascii_lowercase(), "<dir>")
+    };
+    let again = export(&["export", "compose", "--image", "shop/app:1"]).0;
+    assert_eq!(compose, again);
+    insta::assert_snapshot!("export_compose", redact(compose));
+    let k8s = export(&["export", "kubernetes", "--image", "shop/app:1"]).0;
+    assert_eq!(
+        k8s,
+        export(&["export", "kubernetes", "--image", "shop/app:1"]).0
+    );
+    insta::assert_snapshot!("export_kubernetes", redact(k8s));
+    let units = export(&["export", "systemd", "-o", "-", "--prefix", "shop"]).0;
+    assert_eq!(
+        units,
+        export(&["export", "systemd", "-o", "-", "--prefix", "shop"]).0
+    );
+    // The programs' paths are this machine's.
+    let units = redact(units)
+        .replace("/usr/bin/sleep", "<sleep>")
+        .replace("/usr/bin/true", "<true>");
+    insta::assert_snapshot!("export_systemd", units);
+}
