@@ -10,51 +10,17 @@
 
 use std::collections::BTreeMap;
 
-use corral_config::{Check, Command, PortDecl, Project};
+use corral_config::{Check, Project};
 use corral_engine::{Condition, Kind, RestartMode};
 use serde_json::{Map, Value, json};
 
+use crate::unit::{argv, auto_port_note, declared_env, duration as dur, fixed_ports, signal_name};
 use crate::{Export, File};
 
 pub struct Options {
     pub image: String,
     pub prefix: String,
     pub inherited: BTreeMap<String, String>,
-}
-
-fn argv(c: &Command, port: Option<u16>) -> Vec<String> {
-    match c {
-        Command::Argv(v) => v
-            .iter()
-            .map(|a| corral_config::fill_port(a, port))
-            .collect(),
-        Command::Shell(s) => vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            corral_config::fill_port(s, port),
-        ],
-    }
-}
-
-fn dur(d: std::time::Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}
-
-fn signal_name(n: i32) -> String {
-    match n {
-        1 => "SIGHUP".into(),
-        2 => "SIGINT".into(),
-        3 => "SIGQUIT".into(),
-        9 => "SIGKILL".into(),
-        10 => "SIGUSR1".into(),
-        12 => "SIGUSR2".into(),
-        _ => "SIGTERM".into(),
-    }
 }
 
 /// The file for `project`.
@@ -68,19 +34,8 @@ pub fn export(project: &Project, opts: &Options) -> Export {
             notes.push(format!("{me}: targets have no Compose object"));
             continue;
         }
-        let fixed: Vec<u16> = def
-            .ports
-            .iter()
-            .filter_map(|p| match p {
-                PortDecl::Fixed(p) => Some(*p),
-                PortDecl::Auto => None,
-            })
-            .collect();
-        if def.ports.contains(&PortDecl::Auto) {
-            notes.push(format!(
-                "{me}: an `auto` port has no value outside corral; set `ports = [N]` to export it"
-            ));
-        }
+        let fixed = fixed_ports(def);
+        notes.extend(auto_port_note(def));
         let port = fixed.first().copied();
         let mut s = Map::new();
         s.insert(
@@ -91,11 +46,9 @@ pub fn export(project: &Project, opts: &Options) -> Export {
             s.insert("command".into(), json!(argv(c, port)));
         }
         let mut env = Map::new();
-        for (k, v) in &def.env {
-            if opts.inherited.get(k) != Some(v) {
-                // Compose interpolates `$` in the file: doubled, it stays a `$`.
-                env.insert(k.clone(), json!(v.replace('$', "$$")));
-            }
+        for (k, v) in declared_env(def, &opts.inherited) {
+            // Compose interpolates `$` in the file: doubled, it stays a `$`.
+            env.insert(k.clone(), json!(v.replace('$', "$$")));
         }
         if let Some(p) = port {
             env.insert("PORT".into(), json!(p.to_string()));

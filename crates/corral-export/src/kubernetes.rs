@@ -11,10 +11,11 @@
 
 use std::collections::BTreeMap;
 
-use corral_config::{Check, Command, PortDecl, Probe, Project};
+use corral_config::{Check, Probe, Project};
 use corral_engine::{Condition, Kind, RestartMode};
 use serde_json::{Value, json};
 
+use crate::unit::{argv, auto_port_note, declared_env, fixed_ports};
 use crate::{Export, File};
 
 pub struct Options {
@@ -37,20 +38,6 @@ fn dns(name: &str) -> String {
     s = s.trim_matches('-').to_string();
     s.truncate(63);
     if s.is_empty() { "unit".into() } else { s }
-}
-
-fn argv(c: &Command, port: Option<u16>) -> Vec<String> {
-    match c {
-        Command::Argv(v) => v
-            .iter()
-            .map(|a| corral_config::fill_port(a, port))
-            .collect(),
-        Command::Shell(s) => vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            corral_config::fill_port(s, port),
-        ],
-    }
 }
 
 /// `http://host:port/path` → (port, path).
@@ -130,19 +117,8 @@ fn container(
     let def = &project.units[i];
     let spec = &project.plan.units[i];
     let me = def.name.as_str();
-    let fixed: Vec<u16> = def
-        .ports
-        .iter()
-        .filter_map(|p| match p {
-            PortDecl::Fixed(p) => Some(*p),
-            PortDecl::Auto => None,
-        })
-        .collect();
-    if def.ports.contains(&PortDecl::Auto) {
-        notes.push(format!(
-            "{me}: an `auto` port has no value outside corral; set `ports = [N]` to export it"
-        ));
-    }
+    let fixed = fixed_ports(def);
+    notes.extend(auto_port_note(def));
     let port = fixed.first().copied();
     let mut c = json!({
         "name": dns(me),
@@ -158,10 +134,8 @@ fn container(
     }
     // The declared environment, as a ConfigMap the container reads.
     let mut data = serde_json::Map::new();
-    for (k, v) in &def.env {
-        if opts.inherited.get(k) != Some(v) {
-            data.insert(k.clone(), json!(v));
-        }
+    for (k, v) in declared_env(def, &opts.inherited) {
+        data.insert(k.clone(), json!(v));
     }
     if let Some(p) = port {
         data.insert("PORT".into(), json!(p.to_string()));
@@ -317,14 +291,7 @@ pub fn export(project: &Project, opts: &Options) -> Export {
                         }
                     }
                 }));
-                let fixed: Vec<u16> = def
-                    .ports
-                    .iter()
-                    .filter_map(|p| match p {
-                        PortDecl::Fixed(p) => Some(*p),
-                        PortDecl::Auto => None,
-                    })
-                    .collect();
+                let fixed = fixed_ports(def);
                 if !fixed.is_empty() {
                     docs.push(json!({
                         "apiVersion": "v1",

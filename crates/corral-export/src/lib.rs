@@ -29,3 +29,80 @@ pub struct Export {
     pub files: Vec<File>,
     pub notes: Vec<String>,
 }
+
+/// What every exporter reads of a unit the same way.
+pub(crate) mod unit {
+    use std::collections::BTreeMap;
+
+    use corral_config::{Command, PortDecl, UnitDef};
+
+    /// The unit's fixed ports (an `auto` port has no value outside corral).
+    pub fn fixed_ports(def: &UnitDef) -> Vec<u16> {
+        def.ports
+            .iter()
+            .filter_map(|p| match p {
+                PortDecl::Fixed(p) => Some(*p),
+                PortDecl::Auto => None,
+            })
+            .collect()
+    }
+
+    /// The note for a unit with an `auto` port, if it has one.
+    pub fn auto_port_note(def: &UnitDef) -> Option<String> {
+        def.ports.contains(&PortDecl::Auto).then(|| {
+            format!(
+                "{}: an `auto` port has no value outside corral; set `ports = [N]` to export it",
+                def.name
+            )
+        })
+    }
+
+    /// A command as an argv, `{port}` filled; a string command through `/bin/sh -c`.
+    pub fn argv(c: &Command, port: Option<u16>) -> Vec<String> {
+        match c {
+            Command::Argv(v) => v
+                .iter()
+                .map(|a| corral_config::fill_port(a, port))
+                .collect(),
+            Command::Shell(s) => vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                corral_config::fill_port(s, port),
+            ],
+        }
+    }
+
+    /// The environment the project declares for the unit: what differs from corral's own.
+    pub fn declared_env<'a>(
+        def: &'a UnitDef,
+        inherited: &'a BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'a (String, String)> {
+        def.env
+            .iter()
+            .filter(move |(k, v)| inherited.get(k) != Some(v))
+    }
+
+    /// `2s`, `500ms`: how these engines write a duration.
+    pub fn duration(d: std::time::Duration) -> String {
+        let ms = d.as_millis();
+        if ms.is_multiple_of(1000) {
+            format!("{}s", ms / 1000)
+        } else {
+            format!("{ms}ms")
+        }
+    }
+
+    /// A signal's name (`SIGINT`), from corral's number.
+    pub fn signal_name(n: i32) -> String {
+        match n {
+            1 => "SIGHUP".into(),
+            2 => "SIGINT".into(),
+            3 => "SIGQUIT".into(),
+            9 => "SIGKILL".into(),
+            10 => "SIGUSR1".into(),
+            12 => "SIGUSR2".into(),
+            15 => "SIGTERM".into(),
+            n => n.to_string(),
+        }
+    }
+}

@@ -20,9 +20,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use corral_config::{Command, PortDecl, Project, UnitDef};
+use corral_config::{Project, UnitDef};
 use corral_engine::{Condition, Kind, RestartMode, UnitSpec};
 
+use crate::unit::{argv, auto_port_note, declared_env, duration as secs, fixed_ports, signal_name};
 use crate::{Export, File};
 
 pub struct Options {
@@ -80,28 +81,6 @@ fn resolve(program: &str, path: &str, workdir: &Path) -> Option<String> {
             .filter(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
             .map(|_| p.display().to_string())
     })
-}
-
-fn secs(d: std::time::Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}
-
-fn signal_name(n: i32) -> String {
-    match n {
-        1 => "SIGHUP".into(),
-        2 => "SIGINT".into(),
-        3 => "SIGQUIT".into(),
-        9 => "SIGKILL".into(),
-        10 => "SIGUSR1".into(),
-        12 => "SIGUSR2".into(),
-        15 => "SIGTERM".into(),
-        n => n.to_string(),
-    }
 }
 
 /// What a unit's name becomes.
@@ -263,17 +242,12 @@ fn service_unit(
     } else {
         svc.push("Type=exec".into());
     }
-    let fixed = def.ports.iter().find_map(|p| match p {
-        PortDecl::Fixed(p) => Some(*p),
-        PortDecl::Auto => None,
-    });
-    if def.ports.contains(&PortDecl::Auto) {
+    let fixed = fixed_ports(def).first().copied();
+    if let Some(note) = auto_port_note(def) {
         svc.push(format!(
             "# {me} has an `auto` port in corral: give it a fixed one here (PORT)"
         ));
-        notes.push(format!(
-            "{me}: an `auto` port has no value outside corral; set `ports = [N]` to export it"
-        ));
+        notes.push(note);
     }
     let env_path = def
         .env
@@ -282,18 +256,11 @@ fn service_unit(
         .map(|(_, v)| v.clone())
         .or_else(|| opts.inherited.get("PATH").cloned())
         .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    let argv: Vec<String> = match &def.command {
-        Some(Command::Argv(v)) => v
-            .iter()
-            .map(|a| corral_config::fill_port(a, fixed))
-            .collect(),
-        Some(Command::Shell(s)) => vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            corral_config::fill_port(s, fixed),
-        ],
-        None => Vec::new(),
-    };
+    let argv: Vec<String> = def
+        .command
+        .as_ref()
+        .map(|c| argv(c, fixed))
+        .unwrap_or_default();
     // A command line: its program resolved to an absolute path, every word quoted.
     let mut line = |argv: &[String]| -> Option<String> {
         let first = argv.first()?;
@@ -320,10 +287,8 @@ fn service_unit(
         word(&def.workdir.display().to_string())
     ));
     // The environment the project declares: what differs from corral's own.
-    for (k, v) in &def.env {
-        if opts.inherited.get(k) != Some(v) {
-            svc.push(format!("Environment={}", assignment(k, v)));
-        }
+    for (k, v) in declared_env(def, &opts.inherited) {
+        svc.push(format!("Environment={}", assignment(k, v)));
     }
     if let Some(p) = fixed {
         svc.push(format!(

@@ -76,14 +76,22 @@ impl Drop for Tmux {
     }
 }
 
+/// Whether tmux is here (in CI it must be: a missing one fails the test there).
+fn tmux_here() -> bool {
+    if Command::new("tmux").arg("-V").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "tmux is needed (apt-get install tmux)"
+    );
+    eprintln!("skipped: no tmux here");
+    false
+}
+
 #[test]
 fn the_tui_in_a_real_terminal() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "tmux is needed (apt-get install tmux)"
-        );
-        eprintln!("skipped: no tmux here");
+    if !tmux_here() {
         return;
     }
     let p = Project::new(
@@ -246,12 +254,7 @@ fn the_tui_without_a_corral_says_what_to_do() {
 /// footer says quitting stops it, and it does.
 #[test]
 fn up_with_the_tui_stops_the_stack_on_quit() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "tmux is needed (apt-get install tmux)"
-        );
-        eprintln!("skipped: no tmux here");
+    if !tmux_here() {
         return;
     }
     let p = Project::new(

@@ -180,29 +180,15 @@ impl Browser {
     pub fn click(&self, css: &str) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let path = format!("/session/{}/element", self.session);
-            let found = self.request(
-                "POST",
-                &path,
-                Some(json!({"using": "css selector", "value": css})),
-            );
-            let id = found.ok().and_then(|v| {
-                v["value"]
-                    .as_object()
-                    .and_then(|o| o.values().next())
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string)
-            });
-            if let Some(id) = id {
-                let click = format!("/session/{}/element/{id}/click", self.session);
-                match self.request("POST", &click, Some(json!({}))) {
-                    Ok(_) => return,
-                    Err(e) if e.contains("stale element") => {}
-                    Err(e) => panic!("webdriver: {e}"),
+            let id = self.find(css);
+            let click = format!("/session/{}/element/{id}/click", self.session);
+            match self.request("POST", &click, Some(json!({}))) {
+                Ok(_) => return,
+                Err(e) if e.contains("stale element") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
                 }
+                Err(e) => panic!("webdriver: {e}"),
             }
-            assert!(Instant::now() < deadline, "no element `{css}` to click");
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
