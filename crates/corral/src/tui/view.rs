@@ -522,6 +522,7 @@ mod tests {
             name: "api".into(),
             condition: wire::Condition::Healthy,
         }];
+        blocked.depends_on = blocked.waiting_on.clone();
         let mut a = App {
             project: "/srv/shop/corral.toml".into(),
             connected: true,
@@ -639,6 +640,7 @@ mod tests {
         ];
         a.tab = Tab::Instances;
         insta::assert_snapshot!("instances_80x24", render(&a, 80, 24));
+        insta::assert_snapshot!("instances_160x40", render(&a, 160, 40));
         let proc_ = wire::Proc {
             id: "p7".into(),
             key: None,
@@ -663,5 +665,12 @@ mod tests {
         a.proc_output = Some(proc_);
         a.tab = Tab::Procs;
         insta::assert_snapshot!("procs_80x24", render(&a, 80, 24));
+        insta::assert_snapshot!("procs_160x40", render(&a, 160, 40));
+        // The why view, on the units tab.
+        a.tab = Tab::Units;
+        a.selected = 2;
+        a.info = true;
+        insta::assert_snapshot!("why_80x24", render(&a, 80, 24));
+        insta::assert_snapshot!("why_160x40", render(&a, 160, 40));
     }
 }
