@@ -31,6 +31,12 @@ readiness = { exec = "false", interval = "200ms" }
 [services.talker]
 command = "i=0; while true; do i=$((i+1)); echo tick $i; echo oops $i >&2; sleep 0.2; done"
 
+[tasks.lint]
+command = "true"
+
+[tasks.check]
+command = "sleep 0.2; exit 3"
+
 [templates.box]
 command = ["python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"]
 workdir = "{workspace}"
@@ -145,7 +151,7 @@ fn the_dashboard_in_a_real_browser() {
 
     // The graph: a node per unit, the blocked edge marked with its condition.
     let nodes = b.eval("return document.querySelectorAll('#graph g.node').length;");
-    assert_eq!(nodes, 5);
+    assert_eq!(nodes, 7);
     let blocked = b.eval(
         "return [...document.querySelectorAll('#graph .cond')].map(t => t.textContent).join(',');",
     );
@@ -178,6 +184,13 @@ fn the_dashboard_in_a_real_browser() {
     eventually(T, "only matching lines, highlighted", || {
         let marks = b.eval("return document.querySelectorAll('#logs mark').length;");
         marks.as_u64().unwrap_or(0) > 0 && !log_text().contains("tick")
+    });
+    // Its events are listed.
+    eventually(T, "talker's events", || {
+        b.eval("return document.querySelector('#logs-events').innerText;")
+            .as_str()
+            .unwrap_or_default()
+            .contains("talker: started")
     });
     b.screenshot("logs");
 
@@ -269,6 +282,24 @@ fn the_dashboard_in_a_real_browser() {
             .contains("from-the-page")
     });
     b.screenshot("procs");
+
+    // Tasks: a pipeline run from the page, its verdicts filling in.
+    b.goto(&format!("{base}/#tasks"));
+    b.click("button[aria-label='Run the pipeline']");
+    let verdicts = || {
+        b.eval("return [...document.querySelectorAll('#run tr[data-task]')].map(r => r.dataset.task + '=' + r.dataset.verdict).sort().join(' ');")
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    eventually(T, "the verdicts", || verdicts() == "check=FAIL lint=PASS");
+    eventually(T, "the run's end", || {
+        b.eval("return document.querySelector('#run-summary').textContent;")
+            .as_str()
+            .unwrap_or_default()
+            .contains("failed")
+    });
+    b.screenshot("tasks");
 
     // Events: the history, filtered by unit.
     b.goto(&format!("{base}/#events"));

@@ -315,7 +315,15 @@ function showLogs(name) {
   const u = units.find((x) => x.name === name);
   $('#logs-why').textContent = u ? explain(u) : '';
   renderLogs();
-  logStream = new EventSource(`/v1/services/${encodeURIComponent(name)}/logs?tail=200&follow=true`);
+  const since = $('#logs-since').value;
+  const from = since ? `since=${encodeURIComponent(since)}` : 'tail=200';
+  logStream = new EventSource(`/v1/services/${encodeURIComponent(name)}/logs?${from}&follow=true`);
+  // Its recent events, from the history.
+  api('GET', '/v1/events/history?limit=1000').then((all) => {
+    const mine = all.filter((e) => e.unit === name).slice(-20).reverse();
+    $('#logs-events').replaceChildren(...mine.map((e) =>
+      el('li', {}, `${new Date(e.time_ms).toLocaleTimeString()} ${e.kind}: ${e.message}`)));
+  }).catch(() => {});
   logStream.addEventListener('line', (ev) => {
     const l = JSON.parse(ev.data);
     logLines.push(l);
@@ -529,6 +537,48 @@ async function refreshProcs() {
   try { procs = await api('GET', '/v1/procs'); renderProcs(); } catch (e) { outcome(e.message, true); }
 }
 
+// ---- tasks: a pipeline run, its verdicts filling in ----
+
+let run = null;
+
+function renderRunForm() {
+  const box = $('#run-tasks');
+  const tasks = units.filter((u) => u.kind === 'task').map((u) => u.name);
+  const have = [...box.querySelectorAll('input')].map((i) => i.value);
+  if (have.join() === tasks.join()) return;
+  box.replaceChildren(el('legend', {}, 'tasks (none chosen: every task)'),
+    ...tasks.map((t) => el('label', {}, el('input', { type: 'checkbox', value: t, 'aria-label': `Task ${t}` }), ` ${t} `)));
+}
+
+function renderRun() {
+  if (!run) return;
+  const secs = (s) => (s == null ? '' : `${s.toFixed(2)}s`);
+  $('#run-summary').textContent = `run ${run.id}: ${run.state}, ${secs(run.elapsed_secs)}${run.sequential ? ', one at a time' : ''}`;
+  $('#run tbody').replaceChildren(...run.tasks.map((t) => el('tr', { 'data-task': t.name, 'data-verdict': t.verdict },
+    el('td', {}, t.name), el('td', { class: `v-${t.verdict}` }, t.verdict), el('td', {}, secs(t.duration_secs)), el('td', { class: 'why' }, t.detail || ''))));
+}
+
+async function refreshRun() {
+  if (!run) return;
+  try { run = await api('GET', `/v1/runs/${run.id}`); renderRun(); } catch (e) { outcome(e.message, true); }
+}
+
+async function startRun(ev) {
+  ev.preventDefault();
+  const tasks = [...$('#run-tasks').querySelectorAll('input:checked')].map((i) => i.value);
+  const body = { sequential: $('#run-sequential').checked };
+  if (tasks.length) body.tasks = tasks;
+  try {
+    const r = await fetch('/v1/runs', { method: 'POST', credentials: 'same-origin', headers: { 'Content-Type': 'application/json', Accept: 'application/json' }, body: JSON.stringify(body) });
+    const b = await r.json();
+    if (!r.ok) throw new Error(b.message || r.status);
+    run = b;
+    renderRun();
+  } catch (e) {
+    outcome(`run: ${e.message}`, true);
+  }
+}
+
 // ---- events ----
 
 let events = [];
@@ -560,6 +610,7 @@ function showView() {
   if (view === 'instances') { loadTemplates().catch((e) => outcome(e.message, true)); refreshInstances(); }
   if (view === 'procs') refreshProcs();
   if (view === 'events') loadEvents();
+  if (view === 'tasks') { renderRunForm(); refreshRun(); }
 }
 
 /** Live: every event refreshes what it is about; a lost stream is shown and retried. */
@@ -569,7 +620,15 @@ function connect() {
   es.addEventListener('open', () => { link.textContent = 'live'; link.className = 'link'; refresh(); });
   es.addEventListener('event', (ev) => {
     const e = JSON.parse(ev.data);
+    // The event carries the unit's new state: shown at once, the full row follows.
+    const u = e.state && units.find((x) => x.name === e.unit);
+    if (u && u.state !== e.state) {
+      u.state = e.state;
+      if (e.state !== 'running') u.ready = false;
+      render();
+    }
     refresh();
+    if (run && run.state === 'running') refreshRun();
     if (e.kind === 'instance' || e.instance) refreshInstances();
     if (e.kind === 'proc') refreshProcs();
     events.push(e);
@@ -589,7 +648,7 @@ async function main() {
   }
   document.body.dataset.role = role;
   $('#role').textContent = role === 'full' ? '' : 'read-only';
-  for (const id of ['#start-all', '#stop-all', '#new-proc']) $(id).hidden = role !== 'full';
+  for (const id of ['#start-all', '#stop-all', '#new-proc', '#new-run']) $(id).hidden = role !== 'full';
   $('#start-all').addEventListener('click', async () => {
     for (const u of units.filter((u) => u.kind !== 'target' && !['running', 'starting'].includes(u.state))) {
       await act('start', u.name);
@@ -607,9 +666,14 @@ async function main() {
   });
   $('#logs-filter').addEventListener('input', renderLogs);
   $('#logs-pause').addEventListener('change', renderLogs);
+  $('#logs-since').addEventListener('change', () => {
+    const name = $('#logs-name').textContent;
+    if (name) showLogs(name);
+  });
   $('#tpl').addEventListener('change', renderParams);
   $('#new-instance').addEventListener('submit', createInstance);
   $('#new-proc').addEventListener('submit', runProc);
+  $('#new-run').addEventListener('submit', startRun);
   $('#ev-unit').addEventListener('change', renderEvents);
   $('#ev-kind').addEventListener('change', renderEvents);
   window.addEventListener('hashchange', showView);
