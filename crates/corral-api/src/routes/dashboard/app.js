@@ -161,6 +161,12 @@ function render() {
   const wanted = [];
   for (const u of units) {
     let tr = rows.get(u.name);
+    // A row whose unit (and CPU history) did not change is left as it is.
+    const sig = JSON.stringify(u) + (history.get(u.name) || []).length + role;
+    if (tr && tr.sig === sig) {
+      wanted.push(tr);
+      continue;
+    }
     const fresh = cells(u);
     if (!tr) {
       tr = el('tr', { 'data-unit': u.name }, ...fresh);
@@ -173,6 +179,7 @@ function render() {
       });
     }
     tr.dataset.state = u.state;
+    tr.sig = sig;
     wanted.push(tr);
   }
   // Order as the daemon lists them; rows of units that are gone go.
@@ -625,7 +632,13 @@ function connect() {
     if (u && u.state !== e.state) {
       u.state = e.state;
       if (e.state !== 'running') u.ready = false;
-      render();
+      // Only that row's state cell, now; the rest comes with the fetch.
+      const tr = document.querySelector(`#units tr[data-unit="${CSS.escape(u.name)}"]`);
+      if (tr) {
+        tr.dataset.state = u.state;
+        tr.sig = '';
+        tr.children[2].replaceChildren(el('span', { class: `state s-${u.state}` }, stateText(u)));
+      }
     }
     refresh();
     if (run && run.state === 'running') refreshRun();
