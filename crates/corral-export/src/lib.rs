@@ -7,13 +7,15 @@
 //!
 //! - [`systemd`]: one unit per service, task and target, and a target for the project;
 //! - [`kubernetes`]: Deployments, Services, ConfigMaps, Jobs (or init containers);
-//! - [`compose`]: a Docker Compose file.
+//! - [`compose`]: a Docker Compose file;
+//! - [`nomad`]: a Nomad service job (and a batch job for standalone tasks).
 //!
 //! The same input gives byte-identical output (stable order), so exports can be committed and
 //! diffed.
 
 pub mod compose;
 pub mod kubernetes;
+pub mod nomad;
 pub mod systemd;
 
 /// One file to write.

@@ -32,6 +32,16 @@ pub enum ExportTarget {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Nomad job specifications: a service job (a group per service), and a batch job for
+    /// tasks no service waits for.
+    Nomad {
+        /// The datacenter the jobs run in.
+        #[arg(long, value_name = "DC", default_value = "dc1")]
+        datacenter: String,
+        /// Where to write them (default: ./nomad); `-` prints them.
+        #[arg(short, long, value_name = "DIR")]
+        output: Option<PathBuf>,
+    },
     /// A Docker Compose file: services with depends_on conditions, healthchecks, restart,
     /// ports, environment, stop signal and grace.
     Compose {
@@ -42,6 +52,42 @@ pub enum ExportTarget {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+}
+
+/// Say what was not carried, then write the files into `output` (default `default_dir`), or
+/// print them for `-`.
+fn write_dir(
+    export: &corral_export::Export,
+    output: Option<&Path>,
+    default_dir: &str,
+) -> Result<(), CliError> {
+    for n in &export.notes {
+        eprintln!("corral: not carried: {n}");
+    }
+    match output {
+        Some(p) if p.as_os_str() == "-" => {
+            for f in &export.files {
+                println!("# ---- {} ----\n{}", f.name, f.text);
+            }
+        }
+        out => {
+            let dir = out.map_or_else(|| PathBuf::from(default_dir), Path::to_path_buf);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| CliError::Run(format!("cannot create `{}`: {e}", dir.display())))?;
+            for f in &export.files {
+                let path = dir.join(&f.name);
+                std::fs::write(&path, &f.text).map_err(|e| {
+                    CliError::Run(format!("cannot write `{}`: {e}", path.display()))
+                })?;
+            }
+            eprintln!(
+                "corral: wrote {} files to {}",
+                export.files.len(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Say what was not carried, then write the one file to `output` (or stdout).
@@ -107,6 +153,16 @@ pub fn run(
             write_one(&export, output.as_deref())?;
             return Ok(ExitCode::SUCCESS);
         }
+        ExportTarget::Nomad { datacenter, output } => {
+            let opts = corral_export::nomad::Options {
+                prefix: default_prefix(&project),
+                datacenter: datacenter.clone(),
+                inherited: std::env::vars().collect(),
+            };
+            let export = corral_export::nomad::export(&project, &opts);
+            write_dir(&export, output.as_deref(), "nomad")?;
+            return Ok(ExitCode::SUCCESS);
+        }
         ExportTarget::Compose { image, output } => {
             let opts = corral_export::compose::Options {
                 image: image.clone(),
@@ -125,33 +181,12 @@ pub fn run(
         inherited: std::env::vars().collect(),
     };
     let export = corral_export::systemd::export(&project, &opts);
-    for n in &export.notes {
-        eprintln!("corral: not carried: {n}");
-    }
-    match output.as_deref() {
-        Some(p) if p.as_os_str() == "-" => {
-            for f in &export.files {
-                println!("# ---- {} ----\n{}", f.name, f.text);
-            }
-        }
-        out => {
-            let dir = out.map_or_else(|| PathBuf::from("systemd"), Path::to_path_buf);
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| CliError::Run(format!("cannot create `{}`: {e}", dir.display())))?;
-            for f in &export.files {
-                let path = dir.join(&f.name);
-                std::fs::write(&path, &f.text).map_err(|e| {
-                    CliError::Run(format!("cannot write `{}`: {e}", path.display()))
-                })?;
-            }
-            eprintln!(
-                "corral: wrote {} units to {}; install them with `cp {}/* /etc/systemd/system/ && systemctl daemon-reload && systemctl start {}.target`",
-                export.files.len(),
-                dir.display(),
-                dir.display(),
-                opts.prefix
-            );
-        }
+    write_dir(&export, output.as_deref(), "systemd")?;
+    if output.as_deref().is_none_or(|p| p.as_os_str() != "-") {
+        eprintln!(
+            "corral: install them: copy them to /etc/systemd/system/ (or ~/.config/systemd/user/ with --user), `systemctl daemon-reload`, `systemctl start {}.target`",
+            opts.prefix
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -349,6 +349,14 @@ fn exports_are_stable_and_reviewed() {
         export(&["export", "kubernetes", "--image", "shop/app:1"]).0
     );
     insta::assert_snapshot!("export_kubernetes", redact(k8s));
+    let nomad = export(&["export", "nomad", "-o", "-"]).0;
+    assert_eq!(nomad, export(&["export", "nomad", "-o", "-"]).0);
+    insta::assert_snapshot!(
+        "export_nomad",
+        redact(nomad)
+            .replace("/usr/bin/sleep", "<sleep>")
+            .replace("/usr/bin/true", "<true>")
+    );
     let units = export(&["export", "systemd", "-o", "-", "--prefix", "shop"]).0;
     assert_eq!(
         units,
