@@ -185,9 +185,10 @@ pub fn export(project: &Project, opts: &Options) -> Export {
             }
         })
         .collect();
-    let doc = json!({ "name": name, "services": services });
+    // The project's name is said, not written as `name:` (older Compose files refuse it).
+    let doc = json!({ "services": services });
     let text = format!(
-        "# {} (from {}), exported by `corral export compose`.\n{}\n",
+        "# {} (from {}), exported by `corral export compose`; run it with `docker compose -p {name} up`.\n{}\n",
         opts.prefix,
         project.file.display(),
         serde_json::to_string_pretty(&doc).unwrap_or_default()

@@ -368,3 +368,78 @@ fn exports_are_stable_and_reviewed() {
         .replace("/usr/bin/true", "<true>");
     insta::assert_snapshot!("export_systemd", units);
 }
+
+/// The Compose export of the demo stack and of a stack with every feature, checked against the
+/// Compose specification's JSON schema — the one docker-compose 1.29.2 ships (Apache-2.0), fetched
+/// from PyPI into `target/` at test time, not kept in the repository.
+#[test]
+fn compose_files_match_the_compose_schema() {
+    let cache = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/compose-spec");
+    let schema = cache.join("compose_spec.json");
+    if !schema.exists() {
+        std::fs::create_dir_all(&cache).unwrap();
+        let fetched = std::process::Command::new("python3")
+            .args(["-m", "pip", "download", "-q", "--no-deps", "docker-compose==1.29.2", "-d"])
+            .arg(&cache)
+            .status()
+            .is_ok_and(|s| s.success())
+            && std::process::Command::new("python3")
+                .arg("-c")
+                .arg(format!(
+                    "import zipfile, glob; z = zipfile.ZipFile(glob.glob('{}/docker_compose-*.whl')[0]); open('{}', 'wb').write(z.read('compose/config/compose_spec.json'))",
+                    cache.display(),
+                    schema.display()
+                ))
+                .status()
+                .is_ok_and(|s| s.success());
+        if !fetched {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "the compose schema could not be fetched from PyPI"
+            );
+            eprintln!("skipped: no compose schema here");
+            return;
+        }
+    }
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../corral.toml");
+    let p = Project::new(EVERY_FEATURE);
+    for file in [demo, p.path().join("corral.toml")] {
+        let out = std::process::Command::new(BIN)
+            .args([
+                "-f",
+                file.to_str().unwrap(),
+                "export",
+                "compose",
+                "--image",
+                "app:1",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let json = text.split_once('\n').unwrap().1.to_string();
+        let doc = p.path().join("compose.json");
+        std::fs::write(&doc, &json).unwrap();
+        let script = format!(
+            "import json, jsonschema, sys\nv = jsonschema.Draft7Validator(json.load(open('{}')))\nerrors = [e.message for e in v.iter_errors(json.load(open('{}')))]\nprint(errors)\nsys.exit(1 if errors else 0)",
+            schema.display(),
+            doc.display()
+        );
+        let check = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}: {}{}",
+            file.display(),
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+}
