@@ -67,11 +67,28 @@ fn assignment(k: &str, v: &str) -> String {
     format!("\"{kv}\"")
 }
 
+/// `path` without `.` and `..` (lexically: links are kept, as `/bin/sh` should be).
+fn normalize(path: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `program` as an absolute path, found on `path` as `execvp` would.
 fn resolve(program: &str, path: &str, workdir: &Path) -> Option<String> {
     if program.contains('/') {
         let p = workdir.join(program);
-        return Some(p.display().to_string());
+        // systemd takes only normalized paths (no `..`).
+        return Some(normalize(&p).display().to_string());
     }
     path.split(':').filter(|d| !d.is_empty()).find_map(|d| {
         let p = Path::new(d).join(program);
@@ -282,9 +299,11 @@ fn service_unit(
     {
         svc.push(format!("ExecStop={l}"));
     }
+    // systemd takes only normalized paths (a project read with `-f ../x` has `..` in it).
+    let workdir = normalize(&def.workdir);
     svc.push(format!(
         "WorkingDirectory={}",
-        word(&def.workdir.display().to_string())
+        word(&workdir.display().to_string())
     ));
     // The environment the project declares: what differs from corral's own.
     for (k, v) in declared_env(def, &opts.inherited) {

@@ -443,3 +443,76 @@ fn compose_files_match_the_compose_schema() {
         );
     }
 }
+
+/// The demo stack of this repository, through systemd-analyze and kubernetes-validate.
+#[test]
+fn the_demo_stack_exports_validate() {
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../corral.toml");
+    let p = Project::new("");
+    let dir = p.path().join("units");
+    let k8s = p.path().join("k8s.yaml");
+    for args in [
+        vec!["export", "systemd", "-o", dir.to_str().unwrap()],
+        vec![
+            "export",
+            "kubernetes",
+            "--image",
+            "demo:1",
+            "-o",
+            k8s.to_str().unwrap(),
+        ],
+    ] {
+        let out = std::process::Command::new(BIN)
+            .arg("-f")
+            .arg(&demo)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let tool = |name: &str| {
+        std::process::Command::new(name)
+            .arg("--version")
+            .output()
+            .is_ok()
+    };
+    if !tool("systemd-analyze") || !tool("kubernetes-validate") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the validators are needed in CI"
+        );
+        eprintln!("skipped: no validators here");
+        return;
+    }
+    let units: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(units.len() >= 5, "{units:?}");
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&units)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let validate = std::process::Command::new("kubernetes-validate")
+        .arg("--strict")
+        .arg(&k8s)
+        .output()
+        .unwrap();
+    assert!(
+        validate.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&validate.stdout),
+        String::from_utf8_lossy(&validate.stderr)
+    );
+}
