@@ -188,9 +188,10 @@ pub fn export(project: &Project, opts: &Options) -> Export {
     // The project's name is said, not written as `name:` (older Compose files refuse it).
     let doc = json!({ "services": services });
     let text = format!(
-        "# {} (from {}), exported by `corral export compose`; run it with `docker compose -p {name} up`.\n{}\n",
+        "# {} (from {}), exported by `corral export compose`; run it with `docker compose -p {name} up`.\n{}{}\n",
         opts.prefix,
         project.file.display(),
+        crate::note_lines(&notes),
         serde_json::to_string_pretty(&doc).unwrap_or_default()
     );
     Export {

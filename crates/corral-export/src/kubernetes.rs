@@ -218,11 +218,15 @@ pub fn export(project: &Project, opts: &Options) -> Export {
             continue;
         }
         for d in &spec.deps {
-            if project.units[d.unit.0].kind == Kind::Task
-                && d.condition == Condition::CompletedSuccessfully
-            {
+            let dep = &project.units[d.unit.0];
+            if dep.kind == Kind::Task && d.condition == Condition::CompletedSuccessfully {
                 init_of.entry(i).or_default().push(d.unit.0);
                 as_init.insert(d.unit.0);
+            } else if dep.kind != Kind::Target {
+                notes.push(format!(
+                    "{}: waits for {} ({}); Kubernetes starts Deployments independently",
+                    project.units[i].name, dep.name, d.condition
+                ));
             }
         }
     }
@@ -312,9 +316,10 @@ pub fn export(project: &Project, opts: &Options) -> Export {
         notes.push("templates are made into instances at run time: not exported".into());
     }
     let mut text = format!(
-        "# {} (from {}), exported by `corral export kubernetes`.\n",
+        "# {} (from {}), exported by `corral export kubernetes`.\n{}",
         opts.prefix,
-        project.file.display()
+        project.file.display(),
+        crate::note_lines(&notes)
     );
     for d in &docs {
         text.push_str("---\n");

@@ -32,6 +32,15 @@ pub struct Export {
     pub notes: Vec<String>,
 }
 
+/// `notes` as comment lines (`# not carried: …`), for the head of an exported file: what was
+/// lost is written where the output is read, not only said once on stderr.
+pub(crate) fn note_lines(notes: &[String]) -> String {
+    notes
+        .iter()
+        .map(|n| format!("# not carried: {n}\n"))
+        .collect()
+}
+
 /// What every exporter reads of a unit the same way.
 pub(crate) mod unit {
     use std::collections::BTreeMap;

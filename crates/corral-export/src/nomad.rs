@@ -265,6 +265,10 @@ pub fn export(project: &Project, opts: &Options) -> Export {
     if !project.templates.is_empty() {
         notes.push("templates are made into instances at run time: not exported".into());
     }
+    // What was lost, under the header of the service job.
+    if let Some(end) = svc.find('\n') {
+        svc.insert_str(end + 1, &crate::note_lines(&notes));
+    }
     let mut files = vec![File {
         name: format!("{job_name}.nomad.hcl"),
         text: svc,
