@@ -76,6 +76,39 @@ proptest! {
         let _ = params(Some(&raw), &["wait", "timeout", "dependents"]);
     }
 
+    /// The other project file formats: process-compose files (random YAML-ish text, and random
+    /// documents under `processes:`), Procfiles, and their export back to TOML.
+    #[test]
+    fn other_formats_never_panic(
+        soup in "[a-z_:\\-\\[\\]{}\"' \n$#&*!|>0-9.=%]{0,300}",
+        doc in json(),
+        uni in "\\PC{0,120}",
+    ) {
+        let dir = std::env::temp_dir();
+        let read = corral_config::formats::ReadOptions::default();
+        let yaml = dir.join("process-compose.yaml");
+        let procfile = dir.join("Procfile");
+        let _ = corral_config::parse_project_with(&yaml, &soup, &Default::default(), &read);
+        let _ = corral_config::parse_project_with(&procfile, &soup, &Default::default(), &read);
+        // Characters of any width (spans are bytes; the YAML parser counts characters).
+        let _ = corral_config::parse_project_with(&yaml, &uni, &Default::default(), &read);
+        let uni_doc = format!("processes:\n  {uni}:\n    command: \"{uni}\"\n");
+        let _ = corral_config::parse_project_with(&yaml, &uni_doc, &Default::default(), &read);
+        // JSON is YAML: any document as the processes.
+        let text = format!("processes: {}\n", serde_json::to_string(&doc).unwrap_or_default());
+        let _ = corral_config::parse_project_with(&yaml, &text, &Default::default(), &read);
+        let root = std::path::Path::new("/");
+        if let Ok((d, _)) = corral_config::formats::document(
+            corral_config::formats::Format::ProcessCompose,
+            &text,
+            root,
+            &Default::default(),
+            &read,
+        ) {
+            let _ = corral_config::formats::emit::toml(&d, &[]);
+        }
+    }
+
     /// The other bodies: runs, instances, stdin input.
     #[test]
     fn other_bodies_never_panic(body in json()) {
