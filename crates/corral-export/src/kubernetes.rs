@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use corral_config::{Check, Probe, Project};
-use corral_engine::{Condition, Kind, RestartMode};
+use corral_engine::{Kind, RestartMode};
 use serde_json::{Value, json};
 
 use crate::unit::{argv, auto_port_note, declared_env, fixed_ports};
@@ -211,25 +211,12 @@ pub fn export(project: &Project, opts: &Options) -> Export {
     let mut notes = Vec::new();
     let mut docs: Vec<Value> = Vec::new();
     // Tasks a service waits on with `completed_successfully` run as its init containers.
-    let mut init_of: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    let mut as_init = std::collections::BTreeSet::new();
-    for (i, spec) in project.plan.units.iter().enumerate() {
-        if project.units[i].kind != Kind::Service {
-            continue;
-        }
-        for d in &spec.deps {
-            let dep = &project.units[d.unit.0];
-            if dep.kind == Kind::Task && d.condition == Condition::CompletedSuccessfully {
-                init_of.entry(i).or_default().push(d.unit.0);
-                as_init.insert(d.unit.0);
-            } else if dep.kind != Kind::Target {
-                notes.push(format!(
-                    "{}: waits for {} ({}); Kubernetes starts Deployments independently",
-                    project.units[i].name, dep.name, d.condition
-                ));
-            }
-        }
-    }
+    let before = crate::tasks_before(
+        project,
+        "Kubernetes starts Deployments independently",
+        &mut notes,
+    );
+    let (init_of, as_init) = (before.of, before.all);
     for (i, def) in project.units.iter().enumerate() {
         let spec = &project.plan.units[i];
         let me = def.name.as_str();

@@ -41,6 +41,44 @@ pub(crate) fn note_lines(notes: &[String]) -> String {
         .collect()
 }
 
+/// Tasks that services wait for with `completed_successfully` (they run before the service, in
+/// its pod or group): by service index, and all of them. Every other wait between units the
+/// engine `what` cannot order is a note (`what` says what it does instead).
+pub(crate) struct Before {
+    pub of: std::collections::BTreeMap<usize, Vec<usize>>,
+    pub all: std::collections::BTreeSet<usize>,
+}
+
+pub(crate) fn tasks_before(
+    project: &corral_config::Project,
+    what: &str,
+    notes: &mut Vec<String>,
+) -> Before {
+    use corral_engine::{Condition, Kind};
+    let mut before = Before {
+        of: Default::default(),
+        all: Default::default(),
+    };
+    for (i, spec) in project.plan.units.iter().enumerate() {
+        if project.units[i].kind != Kind::Service {
+            continue;
+        }
+        for d in &spec.deps {
+            let dep = &project.units[d.unit.0];
+            if dep.kind == Kind::Task && d.condition == Condition::CompletedSuccessfully {
+                before.of.entry(i).or_default().push(d.unit.0);
+                before.all.insert(d.unit.0);
+            } else if dep.kind != Kind::Target {
+                notes.push(format!(
+                    "{}: waits for {} ({}); {what}",
+                    project.units[i].name, dep.name, d.condition
+                ));
+            }
+        }
+    }
+    before
+}
+
 /// What every exporter reads of a unit the same way.
 pub(crate) mod unit {
     use std::collections::BTreeMap;

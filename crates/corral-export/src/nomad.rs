@@ -7,10 +7,10 @@
 //! What Nomad has no word for is said in the notes: dependencies between groups, `log_ready`,
 //! `log` and liveness probes beyond the check, `auto` ports, targets, templates.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use corral_config::{Check, Project, UnitDef};
-use corral_engine::{Condition, Kind, RestartMode};
+use corral_engine::{Kind, RestartMode};
 
 use crate::unit::{argv, auto_port_note, declared_env, duration, fixed_ports, signal_name};
 use crate::{Export, File};
@@ -115,25 +115,8 @@ fn task(
 pub fn export(project: &Project, opts: &Options) -> Export {
     let mut notes = Vec::new();
     // Tasks a service waits on with `completed_successfully` run as its prestart tasks.
-    let mut prestart_of: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    let mut prestart = BTreeSet::new();
-    for (i, spec) in project.plan.units.iter().enumerate() {
-        if project.units[i].kind != Kind::Service {
-            continue;
-        }
-        for d in &spec.deps {
-            let dep = &project.units[d.unit.0];
-            if dep.kind == Kind::Task && d.condition == Condition::CompletedSuccessfully {
-                prestart_of.entry(i).or_default().push(d.unit.0);
-                prestart.insert(d.unit.0);
-            } else if dep.kind != Kind::Target {
-                notes.push(format!(
-                    "{}: waits for {} ({}); Nomad starts groups independently",
-                    project.units[i].name, dep.name, d.condition
-                ));
-            }
-        }
-    }
+    let before = crate::tasks_before(project, "Nomad starts groups independently", &mut notes);
+    let (prestart_of, prestart) = (before.of, before.all);
     let header = |kind: &str| {
         format!(
             "# {} ({kind}), exported by `corral export nomad` from {}.\n",
