@@ -15,7 +15,7 @@ use corral_config::{Check, Probe, Project};
 use corral_engine::{Kind, RestartMode};
 use serde_json::{Value, json};
 
-use crate::unit::{argv, auto_port_note, declared_env, fixed_ports};
+use crate::unit::{argv, auto_port_note, declared_env, fixed_ports, signal_name};
 use crate::{Export, File};
 
 pub struct Options {
@@ -95,18 +95,6 @@ fn probe(
     Some(v)
 }
 
-fn signal_name(n: i32) -> &'static str {
-    match n {
-        1 => "HUP",
-        2 => "INT",
-        3 => "QUIT",
-        9 => "KILL",
-        10 => "USR1",
-        12 => "USR2",
-        _ => "TERM",
-    }
-}
-
 /// The container of a unit (a service's main one, or a task's).
 fn container(
     project: &Project,
@@ -176,7 +164,7 @@ fn container(
     if spec.stop_signal != 15 {
         // Kubernetes sends TERM; the unit wants another signal first.
         c["lifecycle"] = json!({ "preStop": { "exec": { "command": [
-            "/bin/sh", "-c", format!("kill -{} 1", signal_name(spec.stop_signal))
+            "/bin/sh", "-c", format!("kill -{} 1", signal_name(spec.stop_signal).trim_start_matches("SIG"))
         ] } } });
     }
     if let Some(sh) = &def.shutdown_command {

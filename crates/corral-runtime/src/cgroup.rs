@@ -216,14 +216,17 @@ pub fn end_daemon_cgroup(dir: &Path, keep: impl Fn(&Path) -> bool) -> bool {
     if !is_daemon_cgroup(dir) {
         return true;
     }
-    let mut all_gone = true;
-    for child in children(dir) {
-        if keep(&child) {
-            all_gone = false;
-            continue;
-        }
-        kill(&child);
-        if !wait_empty(&child, std::time::Duration::from_secs(2)) || !remove(&child) {
+    let (kept, ended): (Vec<PathBuf>, Vec<PathBuf>) =
+        children(dir).into_iter().partition(|c| keep(c));
+    // All killed first, then one bounded wait for them together (not 2 s each in turn).
+    for child in &ended {
+        kill(child);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut all_gone = kept.is_empty();
+    for child in &ended {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if !wait_empty(child, left) || !remove(child) {
             all_gone = false;
         }
     }

@@ -76,6 +76,23 @@ pub(super) fn watch_for(project: &Project, unit: UnitId) -> Watch {
     }
 }
 
+/// The whole environment of a unit's process: its own, what a login as its `user` would have
+/// (systemd's `User=` does the same), and `PORT`.
+fn env_of(def: &corral_config::UnitDef, port: Option<u16>) -> Vec<(String, String)> {
+    let mut env = def.env.clone();
+    if let Some(id) = &def.identity {
+        env.retain(|(k, _)| !["HOME", "USER", "LOGNAME"].contains(&k.as_str()));
+        env.push(("HOME".into(), id.home.display().to_string()));
+        env.push(("USER".into(), id.user.clone()));
+        env.push(("LOGNAME".into(), id.user.clone()));
+    }
+    if let Some(p) = port {
+        env.retain(|(k, _)| k != "PORT");
+        env.push(("PORT".into(), p.to_string()));
+    }
+    env
+}
+
 /// Read what a short-lived helper prints (at most 64 KiB) on a blocking thread.
 fn read_capped<R: std::io::Read + Send + 'static>(r: Option<R>) -> tokio::task::JoinHandle<String> {
     tokio::task::spawn_blocking(move || {
@@ -361,18 +378,7 @@ impl Processes {
         let port = self.ports[unit.0];
         let mut argv = command.to_argv(port);
         let marker = proctable::marker(&def.name, generation);
-        let mut env = def.env.clone();
-        if let Some(id) = &def.identity {
-            // What a login as that user would have (systemd's `User=` does the same).
-            env.retain(|(k, _)| !["HOME", "USER", "LOGNAME"].contains(&k.as_str()));
-            env.push(("HOME".into(), id.home.display().to_string()));
-            env.push(("USER".into(), id.user.clone()));
-            env.push(("LOGNAME".into(), id.user.clone()));
-        }
-        if let Some(p) = port {
-            env.retain(|(k, _)| k != "PORT");
-            env.push(("PORT".into(), p.to_string()));
-        }
+        let env = env_of(def, port);
         let is_task = def.kind == corral_engine::Kind::Task;
         if is_task {
             // Its exit status must survive our death: `corral __wrap` records it.
@@ -537,12 +543,12 @@ impl Processes {
         };
         let argv = command.to_argv(self.ports[unit.0]);
         let (reaper, printer) = (self.reaper.clone(), printer.clone());
-        let (workdir, mut env, identity) =
-            (def.workdir.clone(), def.env.clone(), def.identity.clone());
-        if let Some(p) = self.ports[unit.0] {
-            env.retain(|(k, _)| k != "PORT");
-            env.push(("PORT".into(), p.to_string()));
-        }
+        // The environment its process has (PORT, and HOME/USER for a unit with `user`).
+        let (workdir, mut env, identity) = (
+            def.workdir.clone(),
+            env_of(def, self.ports[unit.0]),
+            def.identity.clone(),
+        );
         if let Some(pid) = self.pid(unit) {
             env.push(("CORRAL_PID".into(), pid.to_string()));
         }

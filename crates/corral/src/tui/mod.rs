@@ -253,16 +253,8 @@ async fn event_loop(
                     });
                 }
                 Action::DeleteInstance(name) => {
-                    let (c, tx) = (c.clone(), tx.clone());
-                    tokio::spawn(async move {
-                        let path = format!("/v1/instances/{}", corral_proto::client::encode(&name));
-                        let text = match c.call::<wire::Done>(Method::DELETE, &path).await {
-                            Ok(d) => d.message,
-                            Err(e) => format!("delete {name}: {e}"),
-                        };
-                        let _ = tx.send(Msg::Status(text));
-                        let _ = tx.send(Msg::Changed);
-                    });
+                    let path = format!("/v1/instances/{}", corral_proto::client::encode(&name));
+                    report(&c, &tx, Method::DELETE, path, format!("delete {name}"));
                 }
                 Action::RunProc(line) => {
                     let body = serde_json::json!({ "command": line });
@@ -301,35 +293,26 @@ async fn event_loop(
                     });
                 }
                 Action::Signal(name, sig) => {
-                    let (c, tx) = (c.clone(), tx.clone());
-                    tokio::spawn(async move {
-                        let path = format!(
-                            "/v1/services/{}/signal?signal={sig}",
-                            corral_proto::client::encode(&name)
-                        );
-                        let text = match c.call::<wire::Done>(Method::POST, &path).await {
-                            Ok(d) => d.message,
-                            Err(e) => format!("signal {name}: {e}"),
-                        };
-                        let _ = tx.send(Msg::Status(text));
-                    });
+                    let path = format!(
+                        "/v1/services/{}/signal?signal={sig}",
+                        corral_proto::client::encode(&name)
+                    );
+                    report(&c, &tx, Method::POST, path, format!("signal {name}"));
                 }
                 Action::Do(verb, name) => {
                     app.status = format!("{} {name}…", verb.as_str());
-                    let (c, tx) = (c.clone(), tx.clone());
-                    tokio::spawn(async move {
-                        let path = format!(
-                            "/v1/services/{}/{}?wait=true",
-                            corral_proto::client::encode(&name),
-                            verb.as_str()
-                        );
-                        let text = match c.call::<wire::Done>(Method::POST, &path).await {
-                            Ok(d) => d.message,
-                            Err(e) => format!("{} {name}: {e}", verb.as_str()),
-                        };
-                        let _ = tx.send(Msg::Status(text));
-                        let _ = tx.send(Msg::Changed);
-                    });
+                    let path = format!(
+                        "/v1/services/{}/{}?wait=true",
+                        corral_proto::client::encode(&name),
+                        verb.as_str()
+                    );
+                    report(
+                        &c,
+                        &tx,
+                        Method::POST,
+                        path,
+                        format!("{} {name}", verb.as_str()),
+                    );
                 }
             },
             Msg::Redraw => {}
@@ -402,6 +385,20 @@ async fn event_loop(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ask the daemon (an answer `{message}`) on a task of its own; the message, or what went wrong
+/// with `what`, becomes the status line, and the lists are fetched again.
+fn report(c: &Client, tx: &UnboundedSender<Msg>, method: Method, path: String, what: String) {
+    let (c, tx) = (c.clone(), tx.clone());
+    tokio::spawn(async move {
+        let text = match c.call::<wire::Done>(method, &path).await {
+            Ok(d) => d.message,
+            Err(e) => format!("{what}: {e}"),
+        };
+        let _ = tx.send(Msg::Status(text));
+        let _ = tx.send(Msg::Changed);
+    });
 }
 
 /// Fetch the units, and with `others` the instances, processes and templates too.
