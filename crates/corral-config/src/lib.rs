@@ -37,6 +37,7 @@ pub use env::{expand, parse_dotenv};
 pub use lower::{Base, Definition, parse_project, parse_project_with};
 pub use model::*;
 pub use node::{Node, Span};
+pub use replicas::MAX_REPLICAS;
 
 pub const FILE_NAME: &str = "corral.toml";
 

@@ -210,7 +210,12 @@ pub fn parse_project_with(
         in_template: false,
     };
     let mut raw = read::project(&doc, &mut w.diags);
-    crate::replicas::expand(&mut raw, &mut w.diags);
+    // A Procfile's formation names process types, and its reader has used it already.
+    let formation = match format {
+        crate::formats::Format::Procfile => Default::default(),
+        _ => options.formation.clone(),
+    };
+    crate::replicas::expand(&mut raw, &formation, &mut w.diags);
 
     // Project-wide environment: inherited, then `.env` if present, then `env_file`, then `env`.
     let mut env = inherited.clone();

@@ -81,11 +81,14 @@ pub enum PortDecl {
 pub enum Check {
     /// A TCP connect to `host:port` succeeds.
     Tcp { addr: String },
-    /// An HTTP GET answers with `status` (default: any 2xx) and, if set, a body containing `body`.
+    /// An HTTP(S) GET answers with `status` (default: any 2xx or 3xx) and, if set, a body
+    /// containing `body`.
     Http {
         url: String,
         status: Option<u16>,
         body: Option<String>,
+        /// For `https://`: accept any certificate (a local server's self-signed one).
+        insecure: bool,
     },
     /// The command exits 0 and, if set, its output contains `output`.
     Exec {

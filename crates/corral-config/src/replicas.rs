@@ -2,36 +2,100 @@
 //! validation: `NAME` becomes `NAME-0` … `NAME-(N-1)`, each with `CORRAL_REPLICA` in its
 //! environment and `{replica}` filled in its strings; a dependency on `NAME` becomes one on
 //! every replica. Each replica is then an ordinary unit (its own process, log, auto port).
+//!
+//! A formation (`up -m web=3`, `corral scale web 3`) sets the count from outside, over what the
+//! file says; a count of 0 keeps the unit, disabled.
 
-use crate::diag::Diagnostic;
-use crate::node::{Key, Node, Value, get};
+use std::collections::BTreeMap;
+
+use corral_engine::Kind;
+
+use crate::diag::{Diagnostic, did_you_mean};
+use crate::node::{Key, Node, Span, Value, get};
 use crate::read::{RawProject, RawUnit, valid_name};
 
 /// The most replicas one unit may have.
 pub const MAX_REPLICAS: i64 = 1000;
 
-/// Expand the units of `raw` that have `replicas`.
-pub fn expand(raw: &mut RawProject, diags: &mut Vec<Diagnostic>) {
+/// Expand the units of `raw` that have `replicas`, or a count in `formation`.
+pub fn expand(
+    raw: &mut RawProject,
+    formation: &BTreeMap<String, usize>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    for name in formation.keys() {
+        match raw.units.iter().find(|u| &u.name == name) {
+            Some(u) if matches!(u.kind, Kind::Service | Kind::Task) => {}
+            Some(u) => diags.push(Diagnostic::new(
+                u.name_span.clone(),
+                format!("`{name}` is a target: only services and tasks have replicas"),
+            )),
+            None => {
+                let names: Vec<&str> = raw
+                    .units
+                    .iter()
+                    .filter(|u| matches!(u.kind, Kind::Service | Kind::Task))
+                    .map(|u| u.name.as_str())
+                    .collect();
+                let help = match did_you_mean(name, names.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("the services and tasks here: {}", names.join(", ")),
+                };
+                let d = Diagnostic::new(
+                    Span::Field {
+                        owner: "the formation (`up -m`, `corral scale`)".into(),
+                        path: String::new(),
+                    },
+                    format!("it names `{name}`, which is not a service or task here"),
+                )
+                .with_help(help);
+                diags.push(d);
+            }
+        }
+    }
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     let mut units = Vec::with_capacity(raw.units.len());
     for unit in std::mem::take(&mut raw.units) {
-        let Some(n) = get(&unit.body, "replicas") else {
-            units.push(unit);
-            continue;
-        };
-        let count = match n.value {
-            Value::Integer(Some(c)) if (1..=MAX_REPLICAS).contains(&c) => c as usize,
-            _ => {
-                diags.push(
-                    Diagnostic::new(
-                        n.span.clone(),
-                        format!("`replicas` must be a whole number from 1 to {MAX_REPLICAS}"),
-                    )
-                    .with_help("e.g. `replicas = 3` runs NAME-0, NAME-1 and NAME-2"),
-                );
-                units.push(without_replicas(unit));
+        let count = match formation.get(&unit.name) {
+            Some(0) => {
+                units.push(disabled(without_replicas(unit)));
                 continue;
             }
+            Some(&c) if c as i64 <= MAX_REPLICAS => Some(c),
+            Some(_) => {
+                diags.push(Diagnostic::new(
+                    unit.name_span.clone(),
+                    format!(
+                        "a formation may run at most {MAX_REPLICAS} of `{}`",
+                        unit.name
+                    ),
+                ));
+                continue;
+            }
+            None => None,
+        };
+        let n = get(&unit.body, "replicas");
+        if count.is_none() && n.is_none() {
+            units.push(unit);
+            continue;
+        }
+        let count = match count {
+            Some(c) => c,
+            None => match n.map(|n| &n.value) {
+                Some(Value::Integer(Some(c))) if (1..=MAX_REPLICAS).contains(c) => *c as usize,
+                _ => {
+                    let span = n.map_or(unit.name_span.clone(), |n| n.span.clone());
+                    diags.push(
+                        Diagnostic::new(
+                            span,
+                            format!("`replicas` must be a whole number from 1 to {MAX_REPLICAS}"),
+                        )
+                        .with_help("e.g. `replicas = 3` runs NAME-0, NAME-1 and NAME-2"),
+                    );
+                    units.push(without_replicas(unit));
+                    continue;
+                }
+            },
         };
         if count == 1 {
             let mut one = fill(&without_replicas(unit.clone()), 0);
@@ -72,6 +136,22 @@ pub fn expand(raw: &mut RawProject, diags: &mut Vec<Diagnostic>) {
         }
     }
     raw.units = units;
+}
+
+/// A unit scaled to 0: kept (its dependents still name it), but not started.
+fn disabled(mut unit: RawUnit) -> RawUnit {
+    unit.body.retain(|(k, _)| k.name != "disabled");
+    unit.body.push((
+        Key {
+            name: "disabled".into(),
+            span: unit.name_span.clone(),
+        },
+        Node {
+            value: Value::Bool(true),
+            span: unit.name_span.clone(),
+        },
+    ));
+    unit
 }
 
 fn without_replicas(mut unit: RawUnit) -> RawUnit {

@@ -76,7 +76,9 @@ depends_on = ["api"]
     assert_eq!(envmap["GREETING"], "hi /home/dev");
     assert_eq!(envmap["PRICE"], "$5");
     let Some(Probe {
-        check: Check::Http { url, status, body },
+        check: Check::Http {
+            url, status, body, ..
+        },
         ..
     }) = &api_def.liveness
     else {
@@ -552,4 +554,76 @@ replicas = 1
         "[services.web]\ncommand = \"x\"\nreplicas = 2\n\n[services.web-1]\ncommand = \"y\"\n",
     );
     assert!(e.contains("`web-1` is defined twice"), "{e}");
+}
+
+#[test]
+fn https_probes_verify_unless_insecure_and_process_compose_implies_insecure() {
+    let probe_of = |p: &Project, name: &str| match &p.unit(name).unwrap().readiness {
+        Some(Probe {
+            check: Check::Http { url, insecure, .. },
+            ..
+        }) => (url.clone(), *insecure),
+        other => panic!("{other:?}"),
+    };
+    let p = parse(
+        "[services.a]\ncommand = \"x\"\nreadiness = { http = \"https://127.0.0.1:8443/up\" }\n\n\
+         [services.b]\ncommand = \"x\"\nreadiness = { http = \"https://localhost:8443/\", insecure = true }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        probe_of(&p, "a"),
+        ("https://127.0.0.1:8443/up".into(), false)
+    );
+    assert_eq!(probe_of(&p, "b"), ("https://localhost:8443/".into(), true));
+    let e = errors(
+        "[services.a]\ncommand = \"x\"\nreadiness = { http = \"http://127.0.0.1:80/\", insecure = true }\n",
+    );
+    assert!(
+        e.contains("`insecure` only applies to an `https://` URL"),
+        "{e}"
+    );
+    let e = errors("[services.a]\ncommand = \"x\"\nreadiness = { http = \"ftp://x/\" }\n");
+    assert!(e.contains("`http://` or `https://` URL"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("process-compose.yaml");
+    let yaml = "processes:\n  web:\n    command: serve\n    readiness_probe:\n      http_get:\n        scheme: https\n        host: 127.0.0.1\n        port: 8443\n        path: health\n";
+    let p = parse_project(&file, yaml, &env()).unwrap();
+    assert_eq!(
+        probe_of(&p, "web"),
+        ("https://127.0.0.1:8443/health".into(), true)
+    );
+    assert!(p.warnings().is_empty(), "{}", p.warnings());
+}
+
+#[test]
+fn a_formation_sets_replicas_over_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("corral.toml");
+    let text = "[services.web]\ncommand = \"x\"\nreplicas = 2\n\n[services.api]\ncommand = \"y\"\ndepends_on = [\"web\"]\n\n[targets.all]\ndepends_on = [\"api\"]\n";
+    let with = |pairs: &[(&str, usize)]| {
+        let options = formats::ReadOptions {
+            formation: pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            ..Default::default()
+        };
+        parse_project_with(&file, text, &env(), &options)
+    };
+    let names = |p: &Project| p.units.iter().map(|u| u.name.clone()).collect::<Vec<_>>();
+    let p = with(&[("web", 3), ("api", 2)]).unwrap();
+    assert_eq!(
+        names(&p),
+        ["web-0", "web-1", "web-2", "api-0", "api-1", "all"]
+    );
+    // Every api replica waits for every web replica; the target for both api replicas.
+    let api1 = p.plan.find("api-1").unwrap();
+    assert_eq!(p.plan.get(api1).deps.len(), 3);
+    let p = with(&[("web", 0)]).unwrap();
+    assert_eq!(names(&p), ["web", "api", "all"]);
+    assert!(p.unit("web").unwrap().disabled);
+    let e = with(&[("wbe", 1), ("all", 2)]).unwrap_err().to_string();
+    assert!(
+        e.contains("it names `wbe`") && e.contains("the services and tasks here: web, api"),
+        "{e}"
+    );
+    assert!(e.contains("`all` is a target"), "{e}");
 }

@@ -80,6 +80,7 @@ const PROBE_KEYS: &[&str] = &[
     "log",
     "status",
     "body",
+    "insecure",
     "output",
     "start_period",
     "interval",
@@ -833,10 +834,10 @@ fn probe(w: &mut Walker<'_>, v: &Node, what: &str, port: Option<PortDecl>) -> Op
             if url.starts_with('/') {
                 url = format!("http://127.0.0.1:{{port}}{url}");
             }
-            if !url.starts_with("http://") {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
                 w.error_help(
                     kv.span.clone(),
-                    "`http` must be an `http://` URL or a path",
+                    "`http` must be an `http://` or `https://` URL, or a path",
                     "e.g. \"http://127.0.0.1:8080/health\" or \"/health\" for the unit's own port",
                 );
                 return None;
@@ -846,7 +847,26 @@ fn probe(w: &mut Walker<'_>, v: &Node, what: &str, port: Option<PortDecl>) -> Op
                 .and_then(|s| w.integer(s, "`status`", 100..600))
                 .map(|s| s as u16);
             let body = get(t, "body").and_then(|b| w.string(b, "`body`"));
-            Check::Http { url, status, body }
+            let insecure = match get(t, "insecure") {
+                Some(i) => {
+                    let on = w.bool(i, "`insecure`").unwrap_or(false);
+                    if on && !url.starts_with("https://") {
+                        w.error_help(
+                            i.span.clone(),
+                            "`insecure` only applies to an `https://` URL",
+                            "remove it, or probe `https://…`",
+                        );
+                    }
+                    on
+                }
+                None => false,
+            };
+            Check::Http {
+                url,
+                status,
+                body,
+                insecure,
+            }
         }
         "exec" => Check::Exec {
             command: w.command(kv, "`exec`")?,

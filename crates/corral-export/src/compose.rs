@@ -104,15 +104,17 @@ pub fn export(project: &Project, opts: &Options) -> Export {
                     t.extend(argv(command, port));
                     Some(t)
                 }
-                Check::Http { url, .. } => {
+                Check::Http { url, insecure, .. } => {
                     notes.push(format!(
                         "{me}: its http healthcheck needs curl in the image"
                     ));
                     let url = corral_config::fill_port(url, port).replace("127.0.0.1", "localhost");
-                    Some(vec![
-                        "CMD-SHELL".into(),
-                        format!("curl -fsS '{url}' >/dev/null || exit 1"),
-                    ])
+                    let mut t = vec!["CMD".to_string(), "curl".into(), "-fsS".into()];
+                    if *insecure {
+                        t.push("-k".into());
+                    }
+                    t.extend(["-o".into(), "/dev/null".into(), url]);
+                    Some(t)
                 }
                 Check::Tcp { addr } => {
                     notes.push(format!("{me}: its tcp healthcheck needs nc in the image"));

@@ -72,7 +72,13 @@ fn probe(
                 ));
                 return None;
             };
-            json!({ "httpGet": { "port": p, "path": path } })
+            // The kubelet does not verify an HTTPS probe's certificate: `insecure` is implied.
+            let scheme = if url.starts_with("https://") {
+                "HTTPS"
+            } else {
+                "HTTP"
+            };
+            json!({ "httpGet": { "port": p, "path": path, "scheme": scheme } })
         }
         Check::Exec { command, .. } => json!({ "exec": { "command": argv(command, port) } }),
         Check::Log { .. } => {

@@ -190,13 +190,18 @@ pub fn export(project: &Project, opts: &Options) -> Export {
                         Check::Tcp { .. } => port.map(|p| {
                             format!("        type = \"tcp\"\n        port = \"p{p}\"\n{timing}")
                         }),
-                        Check::Http { url, .. } => port.map(|p| {
+                        Check::Http { url, insecure, .. } => port.map(|p| {
                             let path = url
                                 .split_once("://")
                                 .and_then(|(_, r)| r.find('/').map(|i| r[i..].to_string()))
                                 .unwrap_or_else(|| "/".into());
+                            let tls = match (url.starts_with("https://"), insecure) {
+                                (false, _) => "",
+                                (true, false) => "        protocol = \"https\"\n",
+                                (true, true) => "        protocol = \"https\"\n        tls_skip_verify = true\n",
+                            };
                             format!(
-                                "        type = \"http\"\n        port = \"p{p}\"\n        path = {}\n{timing}",
+                                "        type = \"http\"\n        port = \"p{p}\"\n        path = {}\n{tls}{timing}",
                                 s(&path)
                             )
                         }),

@@ -80,6 +80,13 @@ enum Command {
     },
     /// Read corral.toml again: restart only what changed, start what is new, stop what is gone.
     Reload,
+    /// Run N replicas of a service or task (`NAME-0` … `NAME-(N-1)`; a Procfile's `NAME.1` …;
+    /// 0: none). Lasts until the daemon stops; `replicas` in the file is the lasting way.
+    Scale {
+        name: String,
+        #[arg(value_parser = clap::value_parser!(u16).range(0..=1000))]
+        replicas: u16,
+    },
     /// Print events (state changes, health results) as they happen.
     Events {
         /// First print this many past events.
@@ -301,6 +308,7 @@ fn main() -> ExitCode {
             interval,
         } => commands::ctl::top(file.as_deref(), iterations, &interval),
         Command::Reload => commands::ctl::reload(file.as_deref()),
+        Command::Scale { name, replicas } => commands::ctl::scale(file.as_deref(), &name, replicas),
         Command::Events { history } => commands::ctl::events(file.as_deref(), history),
         Command::Exec {
             detach,

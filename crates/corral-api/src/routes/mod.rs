@@ -105,6 +105,7 @@ fn routes() -> Routes {
         .add("post", "/v1/services/{name}/stop", post(units::stop))
         .add("post", "/v1/services/{name}/restart", post(units::restart))
         .add("post", "/v1/services/{name}/signal", post(units::signal))
+        .add("post", "/v1/services/{name}/scale", post(units::scale))
         .add("post", "/v1/reload", post(units::reload))
         // logs and events
         .add("get", "/v1/services/{name}/logs", get(logs::service_logs))

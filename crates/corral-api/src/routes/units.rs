@@ -183,6 +183,27 @@ pub(crate) async fn signal(
     act(&app, Command::Signal { name, signal: sig }).await
 }
 
+pub(crate) async fn scale(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<wire::Done>> {
+    let map = params(q.as_deref(), &["replicas"])?;
+    let replicas = map
+        .get("replicas")
+        .ok_or_else(|| ApiError::bad("say how many: `?replicas=N`"))?
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n as i64 <= corral_config::MAX_REPLICAS)
+        .ok_or_else(|| {
+            ApiError::bad(format!(
+                "`replicas` must be a whole number from 0 to {}",
+                corral_config::MAX_REPLICAS
+            ))
+        })?;
+    act(&app, Command::Scale { name, replicas }).await
+}
+
 pub(crate) async fn reload(
     State(app): State<App>,
     RawQuery(q): RawQuery,

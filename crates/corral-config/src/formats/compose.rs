@@ -713,25 +713,24 @@ impl Rewriter {
                     .push(Diagnostic::new(span.clone(), "`http_get` has no `port`"));
                 return None;
             };
-            if scheme == "https" {
-                self.warn(
-                    span.clone(),
-                    "https probes are not supported yet: probed as a TCP connection to the same host and port",
-                );
-
-                out.push((
-                    key("tcp", span.clone()),
-                    string(format!("{host}:{port}"), span),
-                ));
+            let path = if path.starts_with('/') {
+                path
             } else {
-                let path = if path.starts_with('/') {
-                    path
-                } else {
-                    format!("/{path}")
-                };
+                format!("/{path}")
+            };
+            out.push((
+                key("http", span.clone()),
+                string(format!("{scheme}://{host}:{port}{path}"), span),
+            ));
+            // Like a Kubernetes probe (which process-compose's follow), an https probe does
+            // not verify the certificate: local servers use self-signed ones.
+            if scheme == "https" {
                 out.push((
-                    key("http", span.clone()),
-                    string(format!("{scheme}://{host}:{port}{path}"), span),
+                    key("insecure", span.clone()),
+                    Node {
+                        value: Value::Bool(true),
+                        span: span.clone(),
+                    },
                 ));
             }
             if let Some(s) = get(h, "status_code") {

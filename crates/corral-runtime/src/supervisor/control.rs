@@ -46,6 +46,11 @@ pub enum Command {
     Remove {
         name: String,
     },
+    /// Run `replicas` of a service or task of the config file (0: none), read again.
+    Scale {
+        name: String,
+        replicas: usize,
+    },
     /// Run these tasks (all tasks when empty) and the tasks they depend on, again, as one
     /// pipeline; services they need are started. One pipeline at a time.
     RunTasks {
@@ -277,10 +282,18 @@ impl Supervisor {
         let busy = self.engine.is_shutting_down();
         match command {
             Command::Snapshot => Ok(Reply::Snapshot(self.snapshot())),
-            Command::Reload | Command::Define { .. } | Command::Remove { .. } if busy => {
+            Command::Reload
+            | Command::Define { .. }
+            | Command::Remove { .. }
+            | Command::Scale { .. }
+                if busy =>
+            {
                 Err(CommandError::ShuttingDown)
             }
-            Command::Reload | Command::Define { .. } | Command::Remove { .. }
+            Command::Reload
+            | Command::Define { .. }
+            | Command::Remove { .. }
+            | Command::Scale { .. }
                 if self.reload.is_some() =>
             {
                 Err(CommandError::Conflict(
@@ -304,6 +317,10 @@ impl Supervisor {
             Command::Reload => {
                 let added = self.added()?;
                 self.reload_with(added, Change::ReadFile).await
+            }
+            Command::Scale { name, replicas } => {
+                let added = self.added()?;
+                self.reload_with(added, Change::Scale(name, replicas)).await
             }
             Command::Define {
                 name,

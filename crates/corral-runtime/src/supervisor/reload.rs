@@ -13,6 +13,9 @@ pub(super) enum Change {
     Define(Definition),
     /// Remove a service defined at run time.
     Forget(String),
+    /// Read the config file again with a new count for one unit (`corral scale NAME N`): the
+    /// formation it was read with, changed. Lasts as long as the daemon.
+    Scale(String, usize),
 }
 
 /// Whose a stored definition is, for its errors.
@@ -96,6 +99,7 @@ impl Supervisor {
                 added.push(def.clone());
             }
             Change::Forget(name) => added.retain(|d| d.name != *name),
+            Change::Scale(..) => {}
         }
         // Only `reload` reads the file; a definition joins what was read before.
         let new = match &change {
@@ -107,6 +111,13 @@ impl Supervisor {
             )
             .map_err(|e| invalid(&e))?
             .with_definitions(&added),
+            Change::Scale(name, n) => {
+                let mut options = self.project.read_options().clone();
+                options.formation.insert(name.clone(), *n);
+                corral_config::load_with(&self.project.file, &std::env::vars().collect(), &options)
+                    .map_err(|e| invalid(&e))?
+                    .with_definitions(&added)
+            }
             _ => self.project.with_definitions(&added),
         }
         .map_err(|e| invalid(&e))?;
@@ -116,7 +127,7 @@ impl Supervisor {
                 .store
                 .put_definition(&def.name, &def.to_json().to_string()),
             Change::Forget(name) => self.store.forget(name),
-            Change::ReadFile => Ok(()),
+            Change::ReadFile | Change::Scale(..) => Ok(()),
         };
         stored.map_err(|e| invalid(&e))?;
         let old = fingerprints(&self.project);
@@ -160,7 +171,12 @@ impl Supervisor {
                 continue;
             };
             let u = self.engine.unit(id);
-            if changed.contains(name) {
+            // A unit now disabled (`disabled = true`, or scaled to 0) stops and stays down.
+            let disabled = new
+                .plan
+                .find(name)
+                .is_some_and(|id| new.units[id.0].disabled);
+            if changed.contains(name) && !disabled {
                 if u.held {
                     hold.push(name.clone());
                 } else if u.wanted || u.state.is_live() {
@@ -277,7 +293,9 @@ impl Supervisor {
                 .filter_map(|n| self.project.plan.find(n))
                 .collect()
         };
-        let (added, restart, hold) = (ids(&p.added), ids(&p.restart), ids(&p.hold));
+        let (mut added, restart, hold) = (ids(&p.added), ids(&p.restart), ids(&p.hold));
+        // A disabled unit starts only when named, as at `up`.
+        added.retain(|id| !self.project.units[id.0].disabled);
         self.handle(Event::Up(added)).await;
         for unit in restart {
             self.handle(Event::Start {

@@ -268,6 +268,16 @@ pub fn reload(file: Option<&Path>) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn scale(file: Option<&Path>, name: &str, replicas: u16) -> Result<ExitCode, CliError> {
+    let done: wire::Done = call(
+        file,
+        Method::POST,
+        &format!("/v1/services/{}/scale?replicas={replicas}", encode(name)),
+    )?;
+    println!("{}", done.message);
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn kill(file: Option<&Path>, name: &str, signal: &str) -> Result<ExitCode, CliError> {
     let done: wire::Done = call(
         file,

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use crate::harness::*;
 
+const T: Duration = Duration::from_secs(30);
+
 /// The lines unit `unit` printed (the `name | ` prefix is padded to the longest name).
 fn printed<'a>(out: &'a str, unit: &str) -> Vec<&'a str> {
     out.lines()
@@ -429,6 +431,98 @@ fn override_files_merge_key_by_key() {
     ok_run(&p, &["reload"]);
     eventually(Duration::from_secs(10), "later to have run", || {
         ok_run(&p, &["logs", "later"]).contains("later")
+    });
+    ok_run(&p, &["down"]);
+    p.assert_nothing_left();
+}
+
+/// The names `ps` lists as running.
+fn running_names(p: &Project) -> Vec<String> {
+    let ps: serde_json::Value = serde_json::from_str(&ok_run(p, &["ps", "--json"])).unwrap();
+    let mut names: Vec<String> = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| in_state(s, "running"))
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `corral scale NAME N` (and `POST /v1/services/NAME/scale`) on a running stack: replicas come
+/// and go with their own ports, a dependent waits for the new ones, 0 leaves none; `up -m`
+/// applies to corral.toml as to a Procfile; a wrong name or count is refused with a reason.
+#[test]
+fn scale_changes_the_replicas_of_a_running_stack() {
+    let p = Project::new(
+        r#"
+[services.web]
+command = "echo web $CORRAL_REPLICA on $PORT; exec sleep 30"
+replicas = 2
+ports = ["auto"]
+
+[services.front]
+command = "exec sleep 30"
+depends_on = ["web"]
+"#,
+    );
+    ok_run(&p, &["up", "-d", "-m", "web=1"]);
+    eventually(T, "web and front run", || {
+        running_names(&p) == ["front", "web"]
+    });
+
+    let out = ok_run(&p, &["scale", "web", "3"]);
+    assert!(out.contains("web-2"), "{out}");
+    eventually(T, "three replicas and front run", || {
+        running_names(&p) == ["front", "web-0", "web-1", "web-2"]
+    });
+    // Each replica has its own port.
+    let ps: serde_json::Value = serde_json::from_str(&ok_run(&p, &["ps", "--json"])).unwrap();
+    let mut ports: Vec<u64> = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"].as_str().unwrap().starts_with("web-"))
+        .map(|s| s["ports"][0].as_u64().unwrap())
+        .collect();
+    ports.dedup();
+    assert_eq!(ports.len(), 3, "{ps}");
+
+    // Through the API: down to one, then none.
+    let (code, body) = p.http("POST", "/v1/services/web/scale?replicas=1");
+    assert_eq!(code, 200, "{body}");
+    eventually(T, "one web", || running_names(&p) == ["front", "web"]);
+    ok_run(&p, &["scale", "web", "0"]);
+    eventually(T, "no web", || {
+        !running_names(&p).iter().any(|n| n.starts_with("web"))
+    });
+
+    let (status, _, err) = p.run_client(&["scale", "webb", "2"]);
+    assert!(!status.success());
+    assert!(
+        err.contains("`webb`") && err.contains("did you mean `web`"),
+        "{err}"
+    );
+    let (status, _, err) = p.run_client(&["scale", "web", "1001"]);
+    assert!(!status.success());
+    assert!(err.contains("1000"), "{err}");
+    let (code, body) = p.http("POST", "/v1/services/web/scale?replicas=-1");
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = p.http("POST", "/v1/services/web/scale");
+    assert!(code == 400 && body.contains("replicas=N"), "{body}");
+    ok_run(&p, &["down"]);
+    p.assert_nothing_left();
+
+    // A Procfile's process type scales the same way, to foreman's names.
+    let p = project(&[("Procfile", "web: exec sleep 30\nclock: exec sleep 30\n")]);
+    ok_run(&p, &["up", "-d"]);
+    eventually(T, "web and clock run", || {
+        running_names(&p) == ["clock", "web"]
+    });
+    ok_run(&p, &["scale", "web", "2"]);
+    eventually(T, "web.1 and web.2", || {
+        running_names(&p) == ["clock", "web.1", "web.2"]
     });
     ok_run(&p, &["down"]);
     p.assert_nothing_left();

@@ -287,3 +287,70 @@ fn a_second_corral_for_the_same_project_is_refused() {
     assert!(first.wait(T).success());
     assert_no_leftovers(first.pid);
 }
+
+/// A self-signed certificate and key for `127.0.0.1`, made with the `openssl` CLI.
+fn self_signed(p: &Project) {
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
+        .current_dir(p.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl is installed (.ci/run installs it)");
+    assert!(status.success());
+}
+
+#[test]
+fn https_probes_gate_dependents_and_check_certificates_unless_insecure() {
+    let p = Project::new(
+        r#"
+[services.tls]
+command = "exec openssl s_server -quiet -www -accept 127.0.0.1:$PORT -cert cert.pem -key key.pem"
+ports = ["auto"]
+readiness = { http = "https://127.0.0.1:{port}/", insecure = true, body = "s_server", interval = "100ms" }
+
+[services.strict]
+command = "exec openssl s_server -quiet -www -accept 127.0.0.1:$PORT -cert cert.pem -key key.pem"
+ports = ["auto"]
+readiness = { http = "https://127.0.0.1:{port}/", interval = "100ms", timeout = "1s" }
+
+[services.web]
+command = ["sleep", "30"]
+depends_on = { tls = "healthy" }
+"#,
+    );
+    self_signed(&p);
+    let mut c = p.start(&["up"]);
+    c.wait_for("web: started", T);
+    let lines = corral_lines(&c.stdout());
+    assert!(position(&lines, "tls: ready") < position(&lines, "web: started"));
+    // A self-signed certificate is not trusted when `insecure` is not set, and `why` says so.
+    eventually(T, "strict's probe names the certificate", || {
+        let (_, out, _) = p.run(&["why", "strict"]);
+        out.contains("invalid peer certificate: UnknownIssuer") && out.contains("insecure = true")
+    });
+    assert!(!c.stdout().contains("strict: ready"), "{}", c.stdout());
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success());
+    assert_no_leftovers(c.pid);
+}
