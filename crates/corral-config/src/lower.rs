@@ -252,6 +252,7 @@ pub fn parse_project_with(
     let mut diags = w.diags;
     crate::resolve::dependencies(&mut diags, &mut drafts);
     crate::resolve::ports(&mut diags, &drafts);
+    crate::resolve::log_files(&mut diags, &drafts, &root.join(".corral"));
     if !diags.is_empty() {
         return Err(error(diags));
     }
@@ -358,6 +359,7 @@ impl Project {
         let mut diags = w.diags;
         crate::resolve::dependencies(&mut diags, &mut drafts);
         crate::resolve::ports(&mut diags, &drafts);
+        crate::resolve::log_files(&mut diags, &drafts, &base.ctx.root.join(".corral"));
         if !diags.is_empty() {
             let mut e = ConfigError {
                 file: base.file.clone(),

@@ -1,7 +1,7 @@
 //! The validated config: what the runtime needs to run each unit. The engine's half (edges,
 //! timings, policies) is in [`Project::plan`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use corral_engine::{Kind, Plan, ProbeTiming};
 use regex::Regex;
@@ -27,6 +27,12 @@ pub struct Project {
 impl Project {
     pub fn unit(&self, name: &str) -> Option<&UnitDef> {
         self.units.iter().find(|u| u.name == name)
+    }
+
+    /// The file a unit's log is written to: its `log_file`, or `.corral/logs/NAME.log`. Rotated
+    /// files are this path with `.1`, `.2`, … appended.
+    pub fn log_path(&self, def: &UnitDef) -> PathBuf {
+        log_path(&self.state_dir, &def.name, def.log_file.as_deref())
     }
 
     pub fn template(&self, name: &str) -> Option<&Template> {
@@ -57,6 +63,14 @@ impl Command {
             Command::Argv(v) => v.join(" "),
             Command::Shell(s) => s.clone(),
         }
+    }
+}
+
+/// See [`Project::log_path`].
+pub fn log_path(state_dir: &Path, name: &str, log_file: Option<&Path>) -> PathBuf {
+    match log_file {
+        Some(f) => f.to_path_buf(),
+        None => state_dir.join("logs").join(format!("{name}.log")),
     }
 }
 
@@ -145,6 +159,11 @@ pub struct UnitDef {
     pub liveness: Option<Probe>,
     pub log_ready: Option<Regex>,
     pub log: LogSettings,
+    /// Where its log is written, instead of `.corral/logs/NAME.log` (`log_file`, absolute).
+    pub log_file: Option<PathBuf>,
+    /// Stop signal to the main process only, not its whole process group (SIGKILL after the
+    /// grace period still goes to everything).
+    pub stop_parent_only: bool,
     /// Run as this user (and group), instead of corral's own. None: as corral.
     pub identity: Option<Identity>,
     /// The umask of its processes. None: corral's.

@@ -132,6 +132,26 @@ fn find_cycle(edges: &[Vec<(usize, Span)>]) -> Option<Vec<(usize, Span)>> {
     None
 }
 
+/// Two units writing one log file would interleave and rotate each other's lines.
+pub fn log_files(diags: &mut Vec<Diagnostic>, drafts: &[Draft], state_dir: &std::path::Path) {
+    let mut seen: HashMap<std::path::PathBuf, &str> = HashMap::new();
+    for d in drafts {
+        let path = crate::model::log_path(state_dir, &d.def.name, d.def.log_file.as_deref());
+        match (seen.get(&path), &d.log_span) {
+            (Some(other), Some(span)) => diags.push(
+                Diagnostic::new(
+                    span.clone(),
+                    format!("`{}` is the log file of `{other}` already", path.display()),
+                )
+                .with_help("give each unit its own log file (`{replica}` for replicas)"),
+            ),
+            _ => {
+                seen.insert(path, &d.spec.name);
+            }
+        }
+    }
+}
+
 /// Two units declaring the same fixed port could never both run: the second is refused.
 pub fn ports(diags: &mut Vec<Diagnostic>, drafts: &[Draft]) {
     let mut seen: HashMap<u16, &str> = HashMap::new();

@@ -49,6 +49,7 @@ const SERVICE_KEYS: &[&str] = &[
     "namespace",
     "shell",
     "image",
+    "log_file",
 ];
 const TASK_KEYS: &[&str] = &[
     "command",
@@ -98,7 +99,7 @@ const RESTART_KEYS: &[&str] = &[
     "jitter",
     "reset_after",
 ];
-const STOP_KEYS: &[&str] = &["signal", "timeout"];
+const STOP_KEYS: &[&str] = &["signal", "timeout", "parent_only"];
 const LOG_KEYS: &[&str] = &["lines", "max_file_size", "keep_files"];
 
 /// A unit as validated, before names are resolved to ids.
@@ -110,6 +111,8 @@ pub struct Draft {
     pub deps: Vec<(String, Span, Option<Condition>)>,
     /// Where each fixed port was declared: two units cannot both have one.
     pub port_spans: Vec<(u16, Span)>,
+    /// Where `log_file` was written: two units cannot share a log file.
+    pub log_span: Option<Span>,
 }
 
 /// What every unit of a project shares: the project's directory, environment and log defaults.
@@ -532,6 +535,8 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         liveness: None,
         log_ready: None,
         log: ctx.log,
+        log_file: None,
+        stop_parent_only: false,
         identity: None,
         umask: None,
         disabled: false,
@@ -675,6 +680,17 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         if let Some(tv) = get(st, "timeout") {
             spec.stop_grace = w.duration(tv, "`stop.timeout`").unwrap_or(spec.stop_grace);
         }
+        if let Some(v) = get(st, "parent_only") {
+            def.stop_parent_only = w.bool(v, "`stop.parent_only`").unwrap_or(false);
+            // A task's main process is corral's wrapper, which outlives its command.
+            if def.stop_parent_only && kind == Kind::Task {
+                w.error_help(
+                    v.span.clone(),
+                    "`stop.parent_only` applies to services",
+                    "a task's stop signal goes to its whole process group",
+                );
+            }
+        }
     }
     if let Some(v) = get(t, "start_timeout") {
         spec.start_timeout = w
@@ -689,6 +705,10 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
     }
     if let Some(v) = get(t, "description") {
         def.description = w.string(v, "`description`");
+    }
+    let log_span = get(t, "log_file").map(|v| v.span.clone());
+    if let Some(v) = get(t, "log_file") {
+        def.log_file = log_file(w, v);
     }
     if let Some(v) = get(t, "disabled") {
         def.disabled = w.bool(v, "`disabled`").unwrap_or(false);
@@ -774,7 +794,31 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         def,
         deps,
         port_spans,
+        log_span,
     }
+}
+
+/// `log_file`: a path relative to the project's directory (`{replica}` filled by then; a unit
+/// without replicas is replica 0, as process-compose's `PC_REPLICA_NUM`).
+fn log_file(w: &mut Walker<'_>, v: &Node) -> Option<PathBuf> {
+    if w.in_template {
+        w.error_help(
+            v.span.clone(),
+            "a template cannot set `log_file`",
+            "an instance's log is kept in .corral/logs and removed with the instance",
+        );
+        return None;
+    }
+    let text = w.string(v, "`log_file`")?.replace("{replica}", "0");
+    if text.is_empty() || text.ends_with('/') {
+        w.error_help(
+            v.span.clone(),
+            "`log_file` must name a file",
+            "e.g. \"logs/api.log\" (relative to the project's directory)",
+        );
+        return None;
+    }
+    Some(w.root.join(text))
 }
 
 fn probe(w: &mut Walker<'_>, v: &Node, what: &str, port: Option<PortDecl>) -> Option<Probe> {

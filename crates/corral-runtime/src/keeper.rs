@@ -76,26 +76,40 @@ pub struct Attach {
     pub unit: String,
     pub generation: u64,
     pub settings: LogSettings,
+    /// The log file (`.corral/logs/NAME.log`, or the unit's `log_file`).
+    pub path: PathBuf,
 }
 
 impl Attach {
     fn encode(&self) -> Vec<u8> {
+        use std::os::unix::ffi::OsStrExt;
         let mut p = Vec::new();
         p.extend_from_slice(&self.generation.to_le_bytes());
         p.extend_from_slice(&self.settings.max_file_bytes.to_le_bytes());
         p.extend_from_slice(&self.settings.keep_files.to_le_bytes());
+        p.extend_from_slice(&(self.unit.len() as u32).to_le_bytes());
         p.extend_from_slice(self.unit.as_bytes());
+        p.extend_from_slice(self.path.as_os_str().as_bytes());
         p
     }
 
     fn decode(p: &[u8]) -> Option<Attach> {
+        use std::os::unix::ffi::OsStrExt;
         let generation = u64::from_le_bytes(p.get(0..8)?.try_into().ok()?);
         let max_file_bytes = u64::from_le_bytes(p.get(8..16)?.try_into().ok()?);
         let keep_files = u32::from_le_bytes(p.get(16..20)?.try_into().ok()?);
-        let unit = std::str::from_utf8(p.get(20..)?).ok()?.to_string();
+        let len = u32::from_le_bytes(p.get(20..24)?.try_into().ok()?) as usize;
+        let unit = std::str::from_utf8(p.get(24..24usize.checked_add(len)?)?)
+            .ok()?
+            .to_string();
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(p.get(24 + len..)?));
+        if !path.is_absolute() {
+            return None;
+        }
         Some(Attach {
             unit,
             generation,
+            path,
             settings: LogSettings {
                 ring_lines: 0,
                 max_file_bytes,
@@ -454,6 +468,21 @@ impl Tap {
     }
 }
 
+/// A unit's log file; the directories of a `log_file` outside the state dir are made (0700)
+/// when missing.
+fn open_log(log_dir: &Path, a: &Attach) -> io::Result<LogFile> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(parent) = a.path.parent()
+        && parent != log_dir
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)?;
+    }
+    LogFile::open(a.path.clone(), a.settings)
+}
+
 async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> io::Result<()> {
     let (msg_tx, mut msg_rx) = tokio::sync::mpsc::unbounded_channel::<KeeperMsg>();
     let current: Arc<Mutex<Option<(u64, UnixStream)>>> = Arc::default();
@@ -557,7 +586,7 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                             *users += 1;
                             Some(f.clone())
                         }
-                        None => match LogFile::open(log_dir.join(format!("{}.log", a.unit)), a.settings) {
+                        None => match open_log(&log_dir, &a) {
                             Ok(f) => {
                                 let f = Arc::new(Mutex::new(f));
                                 files.insert(a.unit.clone(), (f.clone(), 1));

@@ -58,20 +58,21 @@ pub struct Query {
 /// The files are read newest first, each from its end backwards, so a `tail` (with or without a
 /// pattern) reads only as much as it needs, and `since` stops at the first older line (lines are
 /// in time order).
-pub fn query(dir: &Path, name: &str, keep_files: u32, query: &Query) -> io::Result<Vec<LogLine>> {
-    query_until(dir, name, keep_files, query, None)
+/// `base` is the unit's log file (`.corral/logs/NAME.log`, or its `log_file`); rotated files
+/// are `base.1` ….
+pub fn query(base: &Path, keep_files: u32, query: &Query) -> io::Result<Vec<LogLine>> {
+    query_until(base, keep_files, query, None)
 }
 
 /// Like [`query`], reading the current file only up to `end` (where a [`Tail`] starts), so a
 /// backlog and a follow meet without a gap or a repeat.
 pub fn query_until(
-    dir: &Path,
-    name: &str,
+    base: &Path,
     keep_files: u32,
     query: &Query,
     end: Option<u64>,
 ) -> io::Result<Vec<LogLine>> {
-    let base = dir.join(format!("{name}.log"));
+    let base = base.to_path_buf();
     let paths = std::iter::once(base.clone())
         .chain((1..=keep_files).map(|n| PathBuf::from(format!("{}.{n}", base.display()))));
     let wanted = query.tail.unwrap_or(usize::MAX);
@@ -120,8 +121,8 @@ pub fn query_until(
 /// follower gets every line the keeper wrote, however slow it is (the live tap may drop lines
 /// for a slow reader; the file never does).
 pub struct Tail {
-    dir: PathBuf,
-    name: String,
+    /// The unit's log file.
+    base: PathBuf,
     /// The inode of the file being read, and how far it has been read.
     ino: u64,
     pos: u64,
@@ -131,12 +132,11 @@ pub struct Tail {
 
 impl Tail {
     /// From the end of the unit's log as it is now (or its start, when there is none yet).
-    pub fn at_end(dir: &Path, name: &str) -> Tail {
+    pub fn at_end(base: &Path) -> Tail {
         use std::os::unix::fs::MetadataExt;
-        let meta = fs::metadata(dir.join(format!("{name}.log")));
+        let meta = fs::metadata(base);
         Tail {
-            dir: dir.to_path_buf(),
-            name: name.to_string(),
+            base: base.to_path_buf(),
             ino: meta.as_ref().map_or(0, |m| m.ino()),
             pos: meta.map_or(0, |m| m.len()),
             partial: Vec::new(),
@@ -152,7 +152,7 @@ impl Tail {
     pub fn read_new(&mut self) -> io::Result<Vec<LogLine>> {
         use std::io::{Read, Seek, SeekFrom};
         use std::os::unix::fs::MetadataExt;
-        let base = self.dir.join(format!("{}.log", self.name));
+        let base = self.base.clone();
         let mut bytes = Vec::new();
         let current = match File::open(&base) {
             Ok(f) => Some(f),
@@ -165,7 +165,7 @@ impl Tail {
         };
         if self.ino != 0 && current_ino != self.ino {
             // Rotated: the rest of the file being read is now `.1`.
-            let old = self.dir.join(format!("{}.log.1", self.name));
+            let old = PathBuf::from(format!("{}.1", base.display()));
             if let Ok(mut f) = File::open(&old)
                 && f.metadata()?.ino() == self.ino
             {
@@ -561,7 +561,7 @@ mod tests {
         assert!(dir.join("svc.log.2").exists());
         assert!(!dir.join("svc.log.3").exists());
         // A query reads the rotated files too, in order.
-        let all = query(&dir, "svc", 2, &Query::default()).unwrap();
+        let all = query(&dir.join("svc.log"), 2, &Query::default()).unwrap();
         let numbers: Vec<&str> = all.iter().map(|l| &l.text[..2]).collect();
         let mut sorted = numbers.clone();
         sorted.sort();
@@ -572,7 +572,7 @@ mod tests {
             grep: Some(Regex::new("^1[0-8]").unwrap()),
             since: None,
         };
-        let got: Vec<String> = query(&dir, "svc", 2, &q)
+        let got: Vec<String> = query(&dir.join("svc.log"), 2, &q)
             .unwrap()
             .into_iter()
             .map(|l| l.text[..2].to_string())

@@ -117,6 +117,14 @@ impl Reaper {
         sent
     }
 
+    /// Send `sig` to `pid` alone, if it is still one of ours and not yet reaped (a stop with
+    /// `parent_only`: the process tells its children itself).
+    pub fn signal_one(&self, pid: u32, sig: Signal) -> bool {
+        let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.by_pid.contains_key(&(pid as i32))
+            && nix::sys::signal::kill(Pid::from_raw(pid as i32), sig).is_ok()
+    }
+
     /// PIDs we started that are not reaped yet.
     pub fn registered(&self) -> std::collections::HashSet<i32> {
         let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());

@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Json, Response};
 use corral_proto::wire;
 use corral_runtime::Snapshot;
 use corral_runtime::logs::{Query, Tail, query_until};
-use std::path::Path;
 
 use crate::routes::units::find;
 use regex::{Regex, RegexBuilder};
@@ -94,7 +93,6 @@ fn compile_grep(v: &str) -> ApiResult<Regex> {
 
 fn read_logs(
     snap: &Snapshot,
-    log_dir: &Path,
     names: &[String],
     q: &Query,
     ends: &[(String, u64)],
@@ -103,7 +101,7 @@ fn read_logs(
     for name in names {
         let unit = find(snap, name)?;
         let end = ends.iter().find(|(n, _)| n == name).map(|(_, e)| *e);
-        let lines = query_until(log_dir, name, unit.keep_files, q, end).map_err(|e| ApiError {
+        let lines = query_until(&unit.log_path, unit.keep_files, q, end).map_err(|e| ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "log_read",
             message: format!("cannot read the log of `{name}`: {e}"),
@@ -152,12 +150,11 @@ pub(crate) async fn serve_logs(app: App, mut p: LogParams) -> ApiResult<Response
     // from there — no line in both, none in neither. Subscribed first, so a line written after
     // this moment wakes the follower.
     let rx = p.follow.then(|| app.control.lines());
-    let log_dir = app.control.log_dir.clone();
     let tails: Vec<Tail> = if p.follow {
         p.services
             .iter()
-            .map(|n| Tail::at_end(&log_dir, n))
-            .collect()
+            .map(|n| find(&snap, n).map(|u| Tail::at_end(&u.log_path)))
+            .collect::<ApiResult<_>>()?
     } else {
         Vec::new()
     };
@@ -167,7 +164,7 @@ pub(crate) async fn serve_logs(app: App, mut p: LogParams) -> ApiResult<Response
         .map(|(t, n)| (n.clone(), t.position()))
         .collect();
     let (snap2, names, q) = (snap.clone(), p.services.clone(), p.query.clone());
-    let lines = tokio::task::spawn_blocking(move || read_logs(&snap2, &log_dir, &names, &q, &ends))
+    let lines = tokio::task::spawn_blocking(move || read_logs(&snap2, &names, &q, &ends))
         .await
         .map_err(|_| ApiError::bad("log read failed"))??;
     let Some(rx) = rx else {

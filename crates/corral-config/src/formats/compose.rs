@@ -513,10 +513,13 @@ impl Rewriter {
         };
         if let Value::Table(e) = &mut env.value {
             e.push((key("PC_PROC_NAME", span.clone()), string(name, span)));
-            e.push((
-                key("PC_REPLICA_NUM", span.clone()),
-                string("{replica}", span),
-            ));
+            // A process without `replicas` is replica 0 (its `{replica}` would stay as written).
+            let num = if get(t, "replicas").is_some() {
+                "{replica}"
+            } else {
+                "0"
+            };
+            e.push((key("PC_REPLICA_NUM", span.clone()), string(num, span)));
         }
         out.push((key("env", env.span.clone()), env));
         if let Some(f) = get(t, "env_file") {
@@ -585,16 +588,28 @@ impl Rewriter {
                 out.push((key(k, v.span.clone()), v.clone()));
             }
         }
-        for (k, what) in [
-            (
-                "is_daemon",
-                "corral does not follow processes that daemonize (fork and exit); run it in the foreground",
-            ),
-            (
-                "log_location",
-                "corral keeps each unit's log in .corral/logs; `log_location` is ignored",
-            ),
-        ] {
+        // One file per process (per replica with `{PC_REPLICA_NUM}`), in corral's log format.
+        if let Some(v) = get(t, "log_location") {
+            let v = match &v.value {
+                Value::String(s) => string(
+                    s.replace(
+                        "{PC_REPLICA_NUM}",
+                        if get(t, "replicas").is_some() {
+                            "{replica}"
+                        } else {
+                            "0"
+                        },
+                    ),
+                    &v.span,
+                ),
+                _ => v.clone(),
+            };
+            out.push((key("log_file", v.span.clone()), v));
+        }
+        for (k, what) in [(
+            "is_daemon",
+            "corral does not follow processes that daemonize (fork and exit); run it in the foreground",
+        )] {
             if let Some(v) = get(t, k)
                 && !matches!(v.value, Value::Bool(false) | Value::Null)
             {
@@ -873,13 +888,8 @@ impl Rewriter {
                 )),
             }
         }
-        if let Some(p) = get(t, "parent_only")
-            && p.value == Value::Bool(true)
-        {
-            self.warn(
-                p.span.clone(),
-                "`parent_only` is not supported: corral signals the whole process group",
-            );
+        if let Some(p) = get(t, "parent_only") {
+            out.push((key("parent_only", p.span.clone()), p.clone()));
         }
         (
             (!out.is_empty()).then(|| table(out, &s.span)),

@@ -125,6 +125,8 @@ pub struct UnitView {
     pub wanted: bool,
     pub adopted: bool,
     pub keep_files: u32,
+    /// Its log file (rotated ones are this with `.1` … appended).
+    pub log_path: PathBuf,
 }
 
 #[derive(Clone, Debug)]
@@ -213,7 +215,6 @@ pub struct Control {
     pub instances: crate::instances::Instances,
     pub(super) notices: broadcast::Sender<Arc<Notice>>,
     pub(super) lines: broadcast::Sender<Arc<LineNotice>>,
-    pub log_dir: PathBuf,
 }
 
 impl Control {
@@ -496,6 +497,7 @@ impl Supervisor {
                     wanted: u.wanted,
                     adopted: self.processes.adopted(id),
                     keep_files: def.log.keep_files,
+                    log_path: self.project.log_path(def),
                 }
             })
             .collect();

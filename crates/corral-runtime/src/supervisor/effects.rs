@@ -72,7 +72,11 @@ impl Supervisor {
                             );
                         } else {
                             let sig = Signal::try_from(signal).unwrap_or(Signal::SIGTERM);
-                            signals.push((unit, sig));
+                            if self.project.units[unit.0].stop_parent_only {
+                                self.processes.signal_main(unit, sig);
+                            } else {
+                                signals.push((unit, sig));
+                            }
                         }
                     }
                     Effect::Kill { unit, .. } => signals.push((unit, Signal::SIGKILL)),

@@ -397,7 +397,6 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         instances: instances.clone(),
         notices: notices.clone(),
         lines: lines.clone(),
-        log_dir,
     };
     let processes = Processes::new(
         reaper,

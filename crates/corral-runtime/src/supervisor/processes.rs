@@ -428,6 +428,7 @@ impl Processes {
                 unit: def.name.clone(),
                 generation,
                 settings: def.log,
+                path: project.log_path(def),
             };
             // Before the keeper has the pipes: the router must know the patterns first.
             self.router
@@ -614,6 +615,25 @@ impl Processes {
         });
     }
 
+    /// Send a stop signal to a unit's main process only (`stop.parent_only`).
+    pub(super) fn signal_main(&self, unit: UnitId, sig: Signal) {
+        let Some(live) = &self.live[unit.0] else {
+            return;
+        };
+        match &live.adopted {
+            // Not our child: the pidfd says whether the PID is still this process.
+            Some(pidfd) => {
+                if !pidfd.exited() {
+                    let _ =
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(live.pid as i32), sig);
+                }
+            }
+            None => {
+                self.reaper.signal_one(live.pid, sig);
+            }
+        }
+    }
+
     /// Send stop signals or SIGKILL: to each unit's process group, and to the strays that left
     /// the group (setsid) or lost their parent. One `/proc` scan serves the whole batch.
     pub(super) fn signal_batch(&self, signals: &[(UnitId, Signal)]) {
@@ -750,6 +770,7 @@ impl Processes {
                 unit: def.name.clone(),
                 generation,
                 settings: def.log,
+                path: project.log_path(def),
             };
             match keeper.attach(&attach, out, err) {
                 Ok(()) => handed += 1,

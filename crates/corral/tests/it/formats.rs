@@ -57,11 +57,12 @@ processes:
   worker:
     command: "echo worker $$PC_REPLICA_NUM of $$PC_PROC_NAME"
     replicas: 2
+    log_location: "logs/worker-{PC_REPLICA_NUM}.log"
     depends_on:
       api:
         condition: process_healthy
   report:
-    command: "echo report done"
+    command: "echo report done $$PC_REPLICA_NUM"
     depends_on:
       cache:
         condition: process_log_ready
@@ -73,7 +74,10 @@ processes:
     command: "echo never"
     disabled: true
     namespace: extra
-    log_location: later.log
+    readiness_probe:
+      exec:
+        command: "true"
+        working_dir: /tmp
 "#;
 
 #[test]
@@ -89,16 +93,27 @@ fn a_process_compose_file_runs_unchanged() {
         err.contains("process-compose.yaml (a process-compose file)"),
         "{err}"
     );
-    assert!(err.contains("`log_location`"), "{err}");
-    assert!(err.contains("process-compose.yaml:44:19"), "{err}");
+    assert!(
+        err.contains("a probe's `working_dir` is not supported"),
+        "{err}"
+    );
+    assert!(err.contains("process-compose.yaml:48:22"), "{err}");
     let lines = corral_lines(&out);
     assert_eq!(printed(&out, "setup"), ["setup hi dev"], "{out}");
+    // Without `replicas` a process is replica 0.
+    assert_eq!(printed(&out, "report"), ["report done 0"], "{out}");
     assert!(
         printed(&out, "api").contains(&"bash-random"),
         "bash semantics: {out}"
     );
     assert_eq!(printed(&out, "worker-0"), ["worker 0 of worker"], "{out}");
     assert_eq!(printed(&out, "worker-1"), ["worker 1 of worker"], "{out}");
+    // `log_location`: each replica's log in its own file, and only there.
+    assert!(
+        p.read("logs/worker-1.log")
+            .ends_with(" out worker 1 of worker\n")
+    );
+    assert!(!p.path().join(".corral/logs/worker-1.log").exists());
     assert!(!out.contains("never"), "a disabled process ran: {out}");
     // The diamond and its conditions, in order.
     assert!(position(&lines, "setup: exited") < position(&lines, "api: started"));
@@ -214,7 +229,11 @@ fn import_writes_a_corral_toml_that_runs_the_same() {
     assert!(err.contains("wrote"), "{err}");
     let toml = p.read("corral.toml");
     assert!(toml.contains("# Not carried over:"), "{toml}");
-    assert!(toml.contains("process-compose.yaml:44:19"), "{toml}");
+    assert!(toml.contains("process-compose.yaml:48:22"), "{toml}");
+    assert!(
+        toml.contains("log_file = \"logs/worker-{replica}.log\""),
+        "{toml}"
+    );
     // corral.toml comes first now.
     let (status, out, err) = p.run(&["validate"]);
     assert!(status.success(), "{out}{err}");
@@ -526,4 +545,77 @@ depends_on = ["web"]
     });
     ok_run(&p, &["down"]);
     p.assert_nothing_left();
+}
+
+/// `log_file` puts a unit's log where the user says (per replica with `{replica}`), and `logs`
+/// reads it there; two units cannot share one. `stop.parent_only` sends the stop signal to the
+/// main process alone, which tells its child itself.
+#[test]
+fn log_file_and_parent_only() {
+    // On TERM the main shell tells its child with USR1 (a moment later, so a child that got
+    // TERM too has ended by then); a child that gets TERM says so.
+    let script = r#"trap 'echo main got TERM; sleep 0.3; kill -USR1 $c 2>/dev/null; wait $c; exit 0' TERM
+( trap 'echo child got TERM; exit 0' TERM; trap 'echo child got USR1; exit 0' USR1
+  echo child up; while :; do sleep 0.05; done ) &
+c=$!
+wait $c"#;
+    let p = Project::new(&format!(
+        r#"
+[services.web]
+command = "echo web {{replica}} here; exec sleep 30"
+replicas = 2
+log_file = "logs/web-{{replica}}.log"
+
+[services.gentle]
+command = '''{script}'''
+stop = {{ parent_only = true, timeout = "5s" }}
+log_file = "gentle.log"
+
+[services.group]
+command = '''{script}'''
+"#
+    ));
+    ok_run(&p, &["up", "-d"]);
+    eventually(T, "both children up", || {
+        p.read("gentle.log").contains("child up")
+            && p.read(".corral/logs/group.log").contains("child up")
+    });
+    eventually(T, "web-1's line", || {
+        ok_run(&p, &["logs", "web-1"]).contains("web 1 here")
+    });
+    assert!(p.read("logs/web-0.log").contains("out web 0 here"));
+    assert!(!p.path().join(".corral/logs/web-0.log").exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(p.path().join("logs/web-0.log"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    ok_run(&p, &["down"]);
+    let gentle = p.read("gentle.log");
+    assert!(
+        gentle.contains("main got TERM") && gentle.contains("child got USR1"),
+        "{gentle}"
+    );
+    assert!(!gentle.contains("child got TERM"), "{gentle}");
+    let group = p.read(".corral/logs/group.log");
+    assert!(group.contains("child got TERM"), "{group}");
+    p.assert_nothing_left();
+
+    std::fs::write(
+        p.path().join("corral.toml"),
+        "[services.a]\ncommand = \"x\"\nlog_file = \"one.log\"\n\n[services.b]\ncommand = \"y\"\nlog_file = \"one.log\"\n\n[tasks.t]\ncommand = \"z\"\nstop = { parent_only = true }\n",
+    )
+    .unwrap();
+    let (status, out, err) = p.run_client(&["validate"]);
+    assert!(!status.success(), "{out}");
+    assert!(
+        err.contains("one.log` is the log file of `a` already"),
+        "{err}"
+    );
+    assert!(err.contains("corral.toml:7:12"), "{err}");
+    assert!(
+        err.contains("`stop.parent_only` applies to services"),
+        "{err}"
+    );
 }
