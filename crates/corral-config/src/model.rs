@@ -161,6 +161,9 @@ pub struct UnitDef {
     pub log: LogSettings,
     /// Where its log is written, instead of `.corral/logs/NAME.log` (`log_file`, absolute).
     pub log_file: Option<PathBuf>,
+    /// The command starts a daemon and exits (process-compose's `is_daemon`): an exit 0 is not
+    /// the end; the unit runs while what it started runs.
+    pub daemon: bool,
     /// Stop signal to the main process only, not its whole process group (SIGKILL after the
     /// grace period still goes to everything).
     pub stop_parent_only: bool,

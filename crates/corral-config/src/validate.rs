@@ -50,6 +50,7 @@ const SERVICE_KEYS: &[&str] = &[
     "shell",
     "image",
     "log_file",
+    "daemon",
 ];
 const TASK_KEYS: &[&str] = &[
     "command",
@@ -536,6 +537,7 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         log_ready: None,
         log: ctx.log,
         log_file: None,
+        daemon: false,
         stop_parent_only: false,
         identity: None,
         umask: None,
@@ -705,6 +707,9 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
     }
     if let Some(v) = get(t, "description") {
         def.description = w.string(v, "`description`");
+    }
+    if let Some(v) = get(t, "daemon") {
+        def.daemon = w.bool(v, "`daemon`").unwrap_or(false);
     }
     let log_span = get(t, "log_file").map(|v| v.span.clone());
     if let Some(v) = get(t, "log_file") {

@@ -289,6 +289,7 @@ async fn exec(
             stderr: crate::spawn::Io::Null,
             identity: ctx.identity,
             umask: None,
+            daemon: false,
         },
     )
     .map_err(|e| e.0)?;

@@ -35,9 +35,18 @@ pub struct Reaper {
     cgroups: Option<Arc<crate::cgroup::Cgroups>>,
 }
 
+/// One process we started and have not reaped.
+struct Registered {
+    exit: oneshot::Sender<ExitStatus>,
+    cgroup: Option<PathBuf>,
+    /// A daemon's launcher: when it exits 0, what it started is left alone (the supervisor
+    /// watches and ends it).
+    daemon: bool,
+}
+
 #[derive(Default)]
 struct Waiting {
-    by_pid: HashMap<i32, (oneshot::Sender<ExitStatus>, Option<PathBuf>)>,
+    by_pid: HashMap<i32, Registered>,
     /// Cgroups killed whose processes had not all died yet: removed at a later reap.
     retired: Vec<PathBuf>,
 }
@@ -82,6 +91,7 @@ impl Reaper {
         &self,
         cmd: &mut Command,
         cgroup: Option<PathBuf>,
+        daemon: bool,
     ) -> io::Result<(Child, oneshot::Receiver<ExitStatus>)> {
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         let child = match cmd.spawn() {
@@ -94,7 +104,14 @@ impl Reaper {
             }
         };
         let (tx, rx) = oneshot::channel();
-        waiting.by_pid.insert(child.id() as i32, (tx, cgroup));
+        waiting.by_pid.insert(
+            child.id() as i32,
+            Registered {
+                exit: tx,
+                cgroup,
+                daemon,
+            },
+        );
         Ok((child, rx))
     }
 
@@ -103,7 +120,7 @@ impl Reaper {
     /// already gone.
     pub fn signal_group(&self, pid: u32, sig: Signal) -> bool {
         let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((_, cgroup)) = waiting.by_pid.get(&(pid as i32)) else {
+        let Some(Registered { cgroup, .. }) = waiting.by_pid.get(&(pid as i32)) else {
             return false;
         };
         let sent = killpg(Pid::from_raw(pid as i32), sig).is_ok();
@@ -152,16 +169,20 @@ impl Reaper {
                 Ok(_) | Err(Errno::EINTR) => continue,
                 Err(_) => break,
             };
-            if let Some((tx, cgroup)) = waiting.by_pid.remove(&pid.as_raw()) {
-                // The leader is gone: whatever it left in its group goes too, now, while the
-                // group id cannot have been reused (its members keep it alive); and whatever
-                // it left in its cgroup, wherever it went.
-                let _ = killpg(pid, Signal::SIGKILL);
-                if let Some(dir) = cgroup {
-                    crate::cgroup::kill(&dir);
-                    waiting.retired.push(dir);
+            if let Some(r) = waiting.by_pid.remove(&pid.as_raw()) {
+                // A daemon's launcher that succeeded leaves the daemon it started.
+                let launched = r.daemon && status == ExitStatus::Code(0);
+                if !launched {
+                    // The leader is gone: whatever it left in its group goes too, now, while
+                    // the group id cannot have been reused (its members keep it alive); and
+                    // whatever it left in its cgroup, wherever it went.
+                    let _ = killpg(pid, Signal::SIGKILL);
+                    if let Some(dir) = r.cgroup {
+                        crate::cgroup::kill(&dir);
+                        waiting.retired.push(dir);
+                    }
                 }
-                let _ = tx.send(status);
+                let _ = r.exit.send(status);
             }
         }
         // The processes of a killed cgroup die a moment later (and are reaped here, being our

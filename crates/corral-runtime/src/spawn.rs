@@ -59,6 +59,9 @@ pub struct Spec<'a> {
     pub identity: Option<&'a corral_config::Identity>,
     /// The child's umask.
     pub umask: Option<u32>,
+    /// It starts a daemon and exits (`daemon = true`): when it exits 0, what it leaves in its
+    /// group and cgroup lives on (see [`Spawned::cgroup`]).
+    pub daemon: bool,
 }
 
 impl<'a> Spec<'a> {
@@ -74,6 +77,7 @@ impl<'a> Spec<'a> {
             stderr: Io::Null,
             identity: None,
             umask: None,
+            daemon: false,
         }
     }
 }
@@ -83,6 +87,9 @@ pub struct Spawned {
     pub child: Child,
     pub pid: u32,
     pub exit: oneshot::Receiver<ExitStatus>,
+    /// Its cgroup, for a `daemon`: the caller's to retire once the daemon has ended (the
+    /// reaper retires the others' at their exit).
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 /// Why a process could not be started, in words a person can act on (`.0`), and whether
@@ -173,7 +180,8 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
             });
         }
     }
-    let (child, exit) = reaper.spawn(&mut cmd, cgroup).map_err(|e| {
+    let kept = if spec.daemon { cgroup.clone() } else { None };
+    let (child, exit) = reaper.spawn(&mut cmd, cgroup, spec.daemon).map_err(|e| {
         let retryable = matches!(
             e.raw_os_error(),
             Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::EAGAIN | nix::libc::ENOMEM)
@@ -181,7 +189,12 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
         SpawnError(describe(program0, spec.cwd, e), retryable)
     })?;
     let pid = child.id();
-    Ok(Spawned { child, pid, exit })
+    Ok(Spawned {
+        child,
+        pid,
+        exit,
+        cgroup: kept,
+    })
 }
 
 pub(crate) fn not_found_or_no_dir(program: &str, cwd: &Path) -> String {

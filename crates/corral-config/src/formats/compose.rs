@@ -606,17 +606,9 @@ impl Rewriter {
             };
             out.push((key("log_file", v.span.clone()), v));
         }
-        for (k, what) in [(
-            "is_daemon",
-            "corral does not follow processes that daemonize (fork and exit); run it in the foreground",
-        )] {
-            if let Some(v) = get(t, k)
-                && !matches!(v.value, Value::Bool(false) | Value::Null)
-            {
-                self.warn(v.span.clone(), format!("`{k}`: {what}"));
-            }
+        if let Some(v) = get(t, "is_daemon") {
+            out.push((key("daemon", v.span.clone()), v.clone()));
         }
-
         table(out, span)
     }
 

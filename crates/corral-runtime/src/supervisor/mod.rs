@@ -176,6 +176,12 @@ enum Msg {
     Sweep,
     /// Record what the live processes have started.
     Census,
+    /// A daemon's launcher exited 0 and left this process running: the unit's process now.
+    Daemonized {
+        unit: UnitId,
+        generation: u64,
+        pid: u32,
+    },
     /// The output router found what the engine waits for (or lost the keeper).
     Found(Found),
     Request(Request),
@@ -620,6 +626,21 @@ impl Supervisor {
             }
             Msg::Sweep => self.processes.sweep(),
             Msg::Census => self.processes.census(&self.project, &self.store),
+            Msg::Daemonized {
+                unit,
+                generation,
+                pid,
+            } => {
+                let name = &self.project.units[unit.0].name;
+                if self
+                    .processes
+                    .daemonized(&self.store, name, unit, generation, pid)
+                {
+                    self.printer
+                        .system(format!("{name}: daemon running (pid {pid})"))
+                        .await;
+                }
+            }
             Msg::Found(f) => self.found(f).await,
             Msg::Request(r) => {
                 // Pending answers: a pipeline's waiters, or the reload's.

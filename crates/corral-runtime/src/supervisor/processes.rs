@@ -26,6 +26,44 @@ struct Live {
     tree: Vec<(u32, u64)>,
 }
 
+/// How often a daemon's processes are looked for. Only units with `daemon = true` are watched
+/// this way (one cgroup file read, or one `/proc` scan without cgroups).
+const DAEMON_WATCH: Duration = Duration::from_millis(500);
+
+/// The processes of a daemon (what its launcher left, by cgroup or marker).
+fn daemon_pids(marker: &str, cgroup: Option<&std::path::Path>) -> Vec<i32> {
+    match cgroup {
+        Some(dir) => crate::cgroup::pids(dir),
+        None => proctable::with_marker(marker),
+    }
+}
+
+/// After a daemon's launcher exited 0: say which process is the daemon, then return once none
+/// of its processes is left.
+async fn daemon_lives(
+    tx: &tokio::sync::mpsc::UnboundedSender<Msg>,
+    unit: UnitId,
+    generation: u64,
+    marker: &str,
+    cgroup: Option<&std::path::Path>,
+) {
+    let first = daemon_pids(marker, cgroup);
+    let Some(main) = first.iter().min().copied() else {
+        return;
+    };
+    let _ = tx.send(Msg::Daemonized {
+        unit,
+        generation,
+        pid: main as u32,
+    });
+    loop {
+        tokio::time::sleep(DAEMON_WATCH).await;
+        if daemon_pids(marker, cgroup).is_empty() {
+            return;
+        }
+    }
+}
+
 /// The trees table's name for what belongs to the project but no unit (marker dropped).
 const PROJECT: &str = "";
 
@@ -149,6 +187,44 @@ impl Processes {
     /// The PID of the unit's live process.
     pub(super) fn pid(&self, unit: UnitId) -> Option<u32> {
         self.live[unit.0].as_ref().map(|l| l.pid)
+    }
+
+    /// A daemon's launcher left `pid` running: it is the unit's process from now on, watched
+    /// through a pidfd as an adopted one is (signals reach it, its group and its cgroup), and
+    /// recorded so that a later daemon adopts it. False if the unit has moved on.
+    pub(super) fn daemonized(
+        &mut self,
+        store: &Store,
+        name: &str,
+        unit: UnitId,
+        generation: u64,
+        pid: u32,
+    ) -> bool {
+        let Some(live) = self.live[unit.0]
+            .as_mut()
+            .filter(|l| l.generation == generation)
+        else {
+            return false;
+        };
+        let (Ok(pidfd), Some(start_time)) = (
+            proctable::PidFd::open(pid),
+            proctable::start_time(pid as i32),
+        ) else {
+            return false;
+        };
+        live.pid = pid;
+        live.adopted = Some(pidfd);
+        let rec = ProcessRecord {
+            unit: name.to_string(),
+            generation,
+            pid,
+            start_time,
+            marker: live.marker.clone(),
+        };
+        if let Err(e) = store.put_process(&rec) {
+            eprintln!("corral: {e}");
+        }
+        true
     }
 
     pub(super) fn adopted(&self, unit: UnitId) -> bool {
@@ -402,8 +478,12 @@ impl Processes {
             wrapped.append(&mut argv);
             argv = wrapped;
         }
+        let daemon = def.daemon && !is_task;
         let crate::spawn::Spawned {
-            mut child, exit, ..
+            mut child,
+            exit,
+            cgroup,
+            ..
         } = crate::spawn::spawn(
             &self.reaper,
             crate::spawn::Spec {
@@ -417,6 +497,7 @@ impl Processes {
                 // A task's wrapper applies them to the command (it stays ours to record the end).
                 identity: if is_task { None } else { def.identity.as_ref() },
                 umask: if is_task { None } else { def.umask },
+                daemon,
             },
         )?;
         let pid = child.id();
@@ -464,8 +545,12 @@ impl Processes {
             }
         }
         let tx = self.tx.clone();
+        let watch = daemon.then(|| (marker.clone(), cgroup.clone()));
         tokio::spawn(async move {
             let status = exit.await.unwrap_or(ExitStatus::Signal(9));
+            if let (Some((marker, cgroup)), ExitStatus::Code(0)) = (watch, status) {
+                daemon_lives(&tx, unit, generation, &marker, cgroup.as_deref()).await;
+            }
             let _ = tx.send(Msg::Event(Event::Exited {
                 unit,
                 generation,
@@ -477,7 +562,8 @@ impl Processes {
             pid,
             marker,
             adopted: None,
-            cgroup: None,
+            // A daemon's cgroup outlives its launcher: ours to retire when the unit ends.
+            cgroup,
             pipes,
             tree: Vec::new(),
         });
@@ -569,6 +655,7 @@ impl Processes {
                     stderr: crate::spawn::Io::Piped,
                     identity: identity.as_ref(),
                     umask: None,
+                    daemon: false,
                 },
             );
             let mut spawned = match spawned {

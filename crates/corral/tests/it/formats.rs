@@ -619,3 +619,75 @@ command = '''{script}'''
         "{err}"
     );
 }
+
+/// `daemon = true` (process-compose's `is_daemon`): the command starts a daemon and exits 0;
+/// the unit runs while the daemon runs (its PID in `ps`), a stop ends the daemon, the daemon's
+/// death ends the unit, and a launcher that fails leaves nothing behind.
+#[test]
+fn a_daemon_runs_after_its_launcher_exits() {
+    daemon_case(None);
+    // Without cgroups its processes are found by corral's marker in their environment.
+    daemon_case(Some(("CORRAL_CGROUP", "off")));
+}
+
+fn daemon_case(env: Option<(&str, &str)>) {
+    let mut p = Project::new(
+        r#"
+[services.bg]
+command = "setsid sh -c 'echo $$ > bg.pid; exec sleep 30' </dev/null >/dev/null 2>&1 & echo launched"
+daemon = true
+
+[services.after]
+command = "exec sleep 30"
+depends_on = { bg = "healthy" }
+
+[services.broken]
+command = "setsid sh -c 'echo $$ > broken.pid; exec sleep 30' </dev/null >/dev/null 2>&1 & while [ ! -s broken.pid ]; do sleep 0.01; done; exit 3"
+daemon = true
+restart = "never"
+"#,
+    );
+    if let Some((k, v)) = env {
+        p = p.with_env(k, v);
+    }
+    ok_run(&p, &["up", "-d"]);
+    let pid_of = |file: &str| p.read(file).trim().parse::<i32>().ok();
+    eventually(T, "the daemon is bg's process", || {
+        let ps: serde_json::Value = serde_json::from_str(&ok_run(&p, &["ps", "--json"])).unwrap();
+        let bg = ps
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "bg")
+            .unwrap()
+            .clone();
+        in_state(&bg, "running") && pid_of("bg.pid").is_some_and(|d| bg["pid"] == d)
+    });
+    eventually(T, "after runs", || {
+        running_names(&p).contains(&"after".to_string())
+    });
+    // The broken launcher's leftover is ended with it.
+    eventually(T, "broken's leftover ended", || {
+        pid_of("broken.pid").is_some_and(is_dead)
+    });
+
+    let daemon = pid_of("bg.pid").unwrap();
+    ok_run(&p, &["stop", "bg"]);
+    eventually(T, "the daemon ended by stop", || is_dead(daemon));
+    ok_run(&p, &["start", "bg", "--wait"]);
+    eventually(T, "a new daemon", || {
+        pid_of("bg.pid").is_some_and(|d| d != daemon && !is_dead(d))
+    });
+    // The daemon dies on its own: the unit has ended.
+    let daemon = pid_of("bg.pid").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually(T, "bg no longer runs", || {
+        !running_names(&p).contains(&"bg".to_string())
+    });
+    ok_run(&p, &["down"]);
+    p.assert_nothing_left();
+}
