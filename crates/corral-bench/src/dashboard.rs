@@ -51,13 +51,33 @@ fn gzipped(bytes: &[u8]) -> usize {
     out.stdout.len()
 }
 
+/// Runs `corral down` in its project when dropped, also when a step panics.
+struct Down<'a>(&'a Path, &'a Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(self.0)
+            .arg("down")
+            .current_dir(self.1)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 pub fn run(corral: &Path, n: usize) {
     let Some(b) = webdriver::Browser::start() else {
         println!("dashboard: skipped (install chromium and chromium-driver)");
         return;
     };
-    let dir = project(&sleep_services(n));
+    let dir = project(&format!(
+        "{}[templates.box]\ncommand = [\"sleep\", \"1000\"]\n",
+        sleep_services(n)
+    ));
     corral_cmd(corral, dir.path(), &["up", "-d"]);
+    // Whatever happens below, the stack goes (the project directory goes with `dir`).
+    let _down = Down(corral, dir.path());
     wait_running(corral, dir.path(), n, false);
     let link = corral_cmd(corral, dir.path(), &["dashboard", "--no-open"]);
     let link = link.trim();
@@ -145,6 +165,73 @@ pub fn run(corral: &Path, n: usize) {
         ms(worst)
     );
 
+    // DevBox's page: 100 instances beside the units. A fresh visit until every unit row and
+    // every instance row is on the page, and how many unit rows were filled in (the rest wait
+    // until they scroll into view).
+    let boxes = 100;
+    for _ in 0..boxes {
+        let body = http(
+            dir.path(),
+            "POST",
+            "/v1/instances",
+            r#"{"template": "box"}"#,
+        );
+        assert!(body.contains("\"name\""), "{body}");
+    }
+    wait_running(corral, dir.path(), n + boxes, false);
+    let instance_rows = |b: &webdriver::Browser| {
+        b.eval("return document.querySelectorAll('#instances tr[data-instance]').length;")
+            .as_u64()
+            .unwrap_or(0) as usize
+    };
+    let t0 = Instant::now();
+    b.goto(link);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rows(&b) < n + boxes {
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed {} units",
+            n + boxes
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let took = t0.elapsed();
+    let filled = b
+        .eval("return document.querySelectorAll('#units tr[data-unit]:not(.pending)').length;")
+        .as_u64()
+        .unwrap_or(0);
+    println!(
+        "  +{boxes} instances   {:>8}   (link opened until all {} unit rows are on the page; {filled} filled in, the rest as they scroll into view)",
+        ms(took),
+        n + boxes
+    );
+    let t0 = Instant::now();
+    b.click("nav a[data-view='instances']");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while instance_rows(&b) < boxes {
+        assert!(
+            Instant::now() < deadline,
+            "the instances view never showed {boxes} rows"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    println!(
+        "  instances view    {:>8}   (the tab clicked until its {boxes} rows are on the page)",
+        ms(t0.elapsed())
+    );
+    b.click("nav a[data-view='units']");
+    // Scrolling to the end fills the rows that come into view.
+    b.eval("document.querySelector('#units tbody tr:last-child').scrollIntoView(); return 0;");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b
+        .eval("return document.querySelector('#units tbody tr:last-child').classList.contains('pending');")
+        .as_bool()
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "the last row was never filled in");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+
     // A tab open, nothing happening: what the daemon spends.
     let pid = daemon_pid(dir.path());
     let window = Duration::from_secs(10);
@@ -158,5 +245,4 @@ pub fn run(corral: &Path, n: usize) {
     );
     let left = b.close();
     assert!(left.is_empty(), "the browser left {left:?}");
-    corral_cmd(corral, dir.path(), &["down"]);
 }

@@ -272,6 +272,25 @@ pub struct Line {
     pub text: String,
 }
 
+/// A unit's definition as corral runs it, in corral.toml's terms: what `GET
+/// /v1/services/NAME/definition` answers (the dashboard's unit panel shows it).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Definition {
+    pub name: String,
+    pub kind: String,
+    /// Where it is defined: the config file, or "added at run time", or its template.
+    pub source: String,
+    /// Its settings in order, each as `corral.toml` would say it (`key`, value as text); what is
+    /// left at its default is left out. Environment values are not sent, only their names.
+    pub fields: Vec<DefinitionField>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DefinitionField {
+    pub key: String,
+    pub value: String,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Done {
     pub message: String,

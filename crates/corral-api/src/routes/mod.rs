@@ -95,6 +95,11 @@ fn routes() -> Routes {
         .add("get", "/v1/services", get(units::services))
         .add("post", "/v1/services", post(units::add_service))
         .add("get", "/v1/services/{name}", get(units::service))
+        .add(
+            "get",
+            "/v1/services/{name}/definition",
+            get(units::show_definition),
+        )
         .add("put", "/v1/services/{name}", put(units::update_service))
         .add(
             "delete",

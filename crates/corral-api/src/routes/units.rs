@@ -72,6 +72,16 @@ pub(crate) async fn service(
     Ok(Json(svc))
 }
 
+pub(crate) async fn show_definition(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<wire::Definition>> {
+    match app.control.ask(Command::Definition(name)).await? {
+        Reply::Definition(d) => Ok(Json(d)),
+        _ => Err(ApiError::bad("unexpected reply")),
+    }
+}
+
 pub(crate) async fn act(app: &App, command: Command) -> ApiResult<Json<wire::Done>> {
     match app.control.ask(command).await? {
         Reply::Done(message) => Ok(Json(wire::Done { message })),

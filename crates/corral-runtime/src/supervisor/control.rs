@@ -33,6 +33,8 @@ pub enum Command {
     Snapshot,
     /// The last N events of the stored history.
     History(usize),
+    /// A unit's definition, for people.
+    Definition(String),
     /// Read the config file again; restart only the units whose definition changed.
     Reload,
     /// Add a service at run time (`replace`: or change one added before). `body` has the keys
@@ -74,6 +76,7 @@ pub enum Reply {
     Run(RunView),
     Snapshot(Snapshot),
     History(Vec<Notice>),
+    Definition(corral_proto::wire::Definition),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -283,6 +286,20 @@ impl Supervisor {
         let busy = self.engine.is_shutting_down();
         match command {
             Command::Snapshot => Ok(Reply::Snapshot(self.snapshot())),
+            Command::Definition(name) => {
+                let id = self.find_unit(&name)?;
+                let added = self.added()?.iter().any(|d| d.name == name);
+                let source = if added {
+                    "added at run time".to_string()
+                } else {
+                    self.project.file.display().to_string()
+                };
+                Ok(Reply::Definition(super::definition::describe(
+                    &self.project,
+                    id,
+                    source,
+                )))
+            }
             Command::Reload
             | Command::Define { .. }
             | Command::Remove { .. }

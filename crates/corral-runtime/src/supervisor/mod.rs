@@ -42,6 +42,7 @@ use crate::router::{Found, Router, Watch};
 use crate::{ports, proctable};
 
 mod control;
+mod definition;
 mod effects;
 mod output;
 mod processes;

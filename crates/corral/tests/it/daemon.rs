@@ -138,6 +138,7 @@ fn daemon_serves_the_api_and_the_cli_end_to_end() {
         ),
         ("GET", "/v1/events/history?limit=-1", 400, "bad_request"),
         ("GET", "/nope", 404, "not_found"),
+        ("GET", "/v1/services/dbb/definition", 404, "unknown_service"),
         ("DELETE", "/v1/services", 405, "method_not_allowed"),
     ] {
         let (got, body) = p.http(method, path);
@@ -162,6 +163,31 @@ fn daemon_serves_the_api_and_the_cli_end_to_end() {
         serde_json::from_str::<serde_json::Value>(&body)
             .unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
     }
+    // A unit's definition, in corral.toml's terms.
+    let (_, def) = p.http("GET", "/v1/services/api/definition");
+    let def: serde_json::Value = serde_json::from_str(&def).unwrap();
+    let field = |k: &str| {
+        def["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["key"] == k)
+            .map(|f| f["value"].as_str().unwrap().to_string())
+    };
+    assert_eq!(def["kind"], "service", "{def}");
+    assert_eq!(
+        field("command").as_deref(),
+        Some("trap '' USR1; echo api-up; exec sleep 1000")
+    );
+    assert_eq!(
+        field("depends_on").as_deref(),
+        Some("db (started)"),
+        "{def}"
+    );
+    assert!(
+        def["source"].as_str().unwrap().ends_with("corral.toml"),
+        "{def}"
+    );
     let (_, hist) = p.http("GET", "/v1/events/history?limit=50");
     assert!(hist.contains("api: started"), "{hist}");
     // Every event in the history carries the unit's typed state after it.

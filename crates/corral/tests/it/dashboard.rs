@@ -30,6 +30,8 @@ readiness = { exec = "false", interval = "200ms" }
 
 [services.talker]
 command = "i=0; while true; do i=$((i+1)); echo tick $i; echo oops $i >&2; sleep 0.2; done"
+env = { SECRET_TOKEN = "hunter2" }
+stop = { signal = "SIGINT", timeout = "3s" }
 
 [tasks.lint]
 command = "true"
@@ -192,7 +194,25 @@ fn the_dashboard_in_a_real_browser() {
             .unwrap_or_default()
             .contains("talker: started")
     });
+    // Its definition: the command as written, the stop settings, env names but not values.
+    eventually(T, "talker's definition", || {
+        let def = b
+            .eval("return document.querySelector('#logs-def').innerText;")
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        def.contains("echo tick $i")
+            && def.contains("SIGINT to the process group, SIGKILL after 3s")
+            && def.contains("SECRET_TOKEN")
+    });
+    let page = b.eval("return document.body.innerText;");
+    assert!(
+        !page.as_str().unwrap_or_default().contains("hunter2"),
+        "an env value was shown"
+    );
     b.screenshot("logs");
+    b.eval("document.querySelector('#logs-def').scrollIntoView(); return 0;");
+    b.screenshot("definition");
 
     // Instances: made through the form from a git repository and from a ZIP, then deleted.
     let repo = p.path().join("repo");

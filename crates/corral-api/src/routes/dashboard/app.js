@@ -153,38 +153,61 @@ function cells(u) {
   ];
 }
 
-/** Update the table in place: a cell is replaced only when what it shows changed, so a button
- * under the pointer or with the keyboard focus stays the same element. */
+/** Rows near the viewport (and their units' names): only these are filled in. A page with
+ * hundreds of units keeps every row (so order, scrolling and find-in-page by name work), but
+ * builds and updates the cells of the ones that can be seen. */
+const seen = new Set();
+const rowObserver = new IntersectionObserver((entries) => {
+  for (const e of entries) {
+    const tr = e.target;
+    if (e.isIntersecting) { seen.add(tr.dataset.unit); fillRow(tr); } else seen.delete(tr.dataset.unit);
+  }
+}, { rootMargin: '400px 0px' });
+
+/** Fill a row's cells from its unit: a cell is replaced only when what it shows changed, so a
+ * button under the pointer or with the keyboard focus stays the same element. */
+function fillRow(tr) {
+  const u = tr.unit;
+  // A row whose unit (and CPU history) did not change is left as it is.
+  const sig = JSON.stringify(u) + (history.get(u.name) || []).length + role;
+  if (tr.sig === sig) return;
+  const fresh = cells(u);
+  fresh.forEach((td, i) => {
+    const old = tr.children[i];
+    if (!old || old.outerHTML !== td.outerHTML) {
+      if (old) old.replaceWith(td); else tr.append(td);
+    }
+  });
+  tr.classList.remove('pending');
+  tr.sig = sig;
+}
+
+/** Update the table: one row per unit in the daemon's order; a row out of sight holds only
+ * its unit's name until it scrolls into view. */
 function render() {
   const tbody = $('#units tbody');
   const rows = new Map([...tbody.children].map((tr) => [tr.dataset.unit, tr]));
   const wanted = [];
   for (const u of units) {
     let tr = rows.get(u.name);
-    // A row whose unit (and CPU history) did not change is left as it is.
-    const sig = JSON.stringify(u) + (history.get(u.name) || []).length + role;
-    if (tr && tr.sig === sig) {
-      wanted.push(tr);
-      continue;
-    }
-    const fresh = cells(u);
     if (!tr) {
-      tr = el('tr', { 'data-unit': u.name }, ...fresh);
-    } else {
-      fresh.forEach((td, i) => {
-        const old = tr.children[i];
-        if (!old || old.outerHTML !== td.outerHTML) {
-          if (old) old.replaceWith(td); else tr.append(td);
-        }
-      });
+      tr = el('tr', { 'data-unit': u.name, class: 'pending' }, el('td', { class: 'name' }, u.name));
+      rowObserver.observe(tr);
     }
+    tr.unit = u;
+    // Cheap, and kept for every row: what CSS and watchers key on.
     tr.dataset.state = u.state;
-    tr.sig = sig;
+    if (seen.has(u.name)) fillRow(tr);
     wanted.push(tr);
   }
   // Order as the daemon lists them; rows of units that are gone go.
   wanted.forEach((tr, i) => { if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null); });
-  while (tbody.children.length > wanted.length) tbody.lastChild.remove();
+  while (tbody.children.length > wanted.length) {
+    const gone = tbody.lastChild;
+    rowObserver.unobserve(gone);
+    seen.delete(gone.dataset.unit);
+    gone.remove();
+  }
   renderGraph();
 }
 
@@ -321,6 +344,11 @@ function showLogs(name) {
   $('#logs-name').textContent = name;
   const u = units.find((x) => x.name === name);
   $('#logs-why').textContent = u ? explain(u) : '';
+  $('#logs-def').replaceChildren();
+  api('GET', `/v1/services/${encodeURIComponent(name)}/definition`).then((d) => {
+    $('#logs-def-source').textContent = d.source;
+    $('#logs-def').replaceChildren(...d.fields.flatMap((f) => [el('dt', {}, f.key), el('dd', {}, f.value)]));
+  }).catch((e) => { $('#logs-def-source').textContent = e.message; });
   renderLogs();
   const since = $('#logs-since').value;
   const from = since ? `since=${encodeURIComponent(since)}` : 'tail=200';
@@ -637,7 +665,7 @@ function connect() {
       if (tr) {
         tr.dataset.state = u.state;
         tr.sig = '';
-        tr.children[2].replaceChildren(el('span', { class: `state s-${u.state}` }, stateText(u)));
+        if (tr.children[2]) tr.children[2].replaceChildren(el('span', { class: `state s-${u.state}` }, stateText(u)));
       }
     }
     refresh();
