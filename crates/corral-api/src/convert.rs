@@ -99,6 +99,7 @@ pub fn service(u: &corral_runtime::UnitView) -> wire::Service {
             .collect(),
         held: u.held,
         adopted: u.adopted,
+        namespace: u.namespace.clone(),
         usage: None,
     }
 }

@@ -153,6 +153,9 @@ pub struct Service {
     /// Stopped by the user: stays down until started.
     pub held: bool,
     pub adopted: bool,
+    /// Its `namespace`, if it has one (`up --namespace`, `stop --namespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// CPU, memory and process count of its tree (with `?metrics=true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,

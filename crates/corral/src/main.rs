@@ -37,6 +37,7 @@ enum Command {
     /// Show logs: the last lines of one or more services, interleaved by time.
     Logs {
         /// Services. Default: all.
+        #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::units))]
         names: Vec<String>,
         /// Keep following new lines.
         #[arg(short, long)]
@@ -61,13 +62,17 @@ enum Command {
     Restart(commands::ctl::ActArgs),
     /// Send a signal to a service's process group.
     Kill {
+        #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::units))]
         name: String,
         /// TERM, HUP, INT, KILL, USR1, ... or a number.
         #[arg(short, long, default_value = "TERM")]
         signal: String,
     },
     /// Say why a service is in its state: what it waits on, why it failed.
-    Why { name: String },
+    Why {
+        #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::units))]
+        name: String,
+    },
     /// Show the dependency tree with states.
     Tree,
     /// `ps` with CPU and memory, refreshed until Ctrl-C.
@@ -83,6 +88,7 @@ enum Command {
     /// Run N replicas of a service or task (`NAME-0` … `NAME-(N-1)`; a Procfile's `NAME.1` …;
     /// 0: none). Lasts until the daemon stops; `replicas` in the file is the lasting way.
     Scale {
+        #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::units))]
         name: String,
         #[arg(value_parser = clap::value_parser!(u16).range(0..=1000))]
         replicas: u16,
@@ -166,6 +172,13 @@ enum Command {
     },
     /// The terminal UI of the running corral: units, logs, actions (`?` lists the keys).
     Tui,
+    /// Print the script that gives SHELL completion of corral's commands, flags and the names
+    /// of units, templates, instances and processes (asked of the running corral).
+    /// Bash: `source <(corral completions bash)` in ~/.bashrc; fish: `corral completions fish
+    /// | source`; zsh: `source <(corral completions zsh)`.
+    Completions { shell: commands::completions::Shell },
+    /// Print the man page of corral, or of one of its commands (`corral man stop | man -l -`).
+    Man { command: Vec<String> },
     /// Print the link that signs a browser in to the web dashboard (and open it where there
     /// is a desktop). The running corral starts listening on a loopback port if it does not yet.
     Dashboard {
@@ -182,6 +195,7 @@ enum Command {
 enum InstanceAction {
     /// Make an instance of TEMPLATE; it starts once its workspace is ready.
     Create {
+        #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::templates))]
         template: String,
         /// A parameter, `NAME=VALUE` (repeatable).
         #[arg(short, long = "param", value_name = "NAME=VALUE")]
@@ -195,10 +209,12 @@ enum InstanceAction {
     },
     Ls,
     Show {
+        #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::instances))]
         name: String,
     },
     /// Stop it and delete it with its workspace and logs.
     Rm {
+        #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::instances))]
         name: String,
     },
 }
@@ -211,15 +227,20 @@ enum ProcAction {
         json: bool,
     },
     /// One process with its output (head and tail).
-    Show { id: String },
+    Show {
+        #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::procs))]
+        id: String,
+    },
     /// Wait until it ends (at most `--timeout`, default 30s) and show it.
     Wait {
+        #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::procs))]
         id: String,
         #[arg(long, default_value = "30s")]
         timeout: String,
     },
     /// Write to its stdin (and with `--close`, close it).
     Input {
+        #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::procs))]
         id: String,
         #[arg(default_value = "")]
         data: String,
@@ -228,17 +249,25 @@ enum ProcAction {
     },
     /// Send a signal to its process group (default TERM).
     Kill {
+        #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::procs))]
         id: String,
         #[arg(short, long, default_value = "TERM")]
         signal: String,
     },
     /// Forget an ended process.
-    Rm { id: String },
+    Rm {
+        #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::procs))]
+        id: String,
+    },
     /// Forget every ended process.
     Clear,
 }
 
 fn main() -> ExitCode {
+    // A shell asking for completions (`COMPLETE=bash corral -- …`) is answered here, and exits.
+    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command)
+        .var(commands::completions::VAR)
+        .complete();
     let cli = Cli::parse();
     // The first `-f` names the project; the others are read over it.
     let file: Option<PathBuf> = cli.file.first().cloned();
@@ -263,6 +292,8 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Validate => commands::validate::run(file.as_deref(), &read),
+        Command::Completions { shell } => commands::completions::print(shell),
+        Command::Man { command } => commands::completions::man::<Cli>(&command),
         Command::Import(args) => commands::import::run(&args),
         Command::Tui => tui::run(file.as_deref()),
         Command::Export { target } => commands::export::run(file.as_deref(), &read, &target),

@@ -130,6 +130,7 @@ pub struct UnitView {
     pub keep_files: u32,
     /// Its log file (rotated ones are this with `.1` … appended).
     pub log_path: PathBuf,
+    pub namespace: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -515,6 +516,7 @@ impl Supervisor {
                     adopted: self.processes.adopted(id),
                     keep_files: def.log.keep_files,
                     log_path: self.project.log_path(def),
+                    namespace: def.namespace.clone(),
                 }
             })
             .collect();

@@ -234,8 +234,17 @@ pub fn logs(file: Option<&Path>, args: LogArgs) -> Result<ExitCode, CliError> {
 
 /// What `start`, `stop` and `restart` take.
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["names", "all", "namespace"])))]
 pub struct ActArgs {
-    pub name: String,
+    /// The units (one or more).
+    #[arg(add = clap_complete::ArgValueCompleter::new(super::completions::units))]
+    pub names: Vec<String>,
+    /// Every unit (the daemon keeps running: `down` ends it).
+    #[arg(long)]
+    pub all: bool,
+    /// Every unit of this namespace.
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
     /// Also act on everything that depends on it (stop: first; start: after).
     #[arg(long)]
     pub with_dependents: bool,
@@ -248,18 +257,52 @@ pub struct ActArgs {
     pub timeout: String,
 }
 
+/// `start`/`stop`/`restart` of each named unit (or all, or a namespace's), in dependency order
+/// (stop: dependents first). Every unit is tried; the exit code is 1 if any failed.
 pub fn act(file: Option<&Path>, verb: &str, args: &ActArgs) -> Result<ExitCode, CliError> {
-    let mut path = format!(
-        "/v1/services/{}/{verb}?dependents={}",
-        encode(&args.name),
-        args.with_dependents
-    );
-    if args.wait {
-        path.push_str(&format!("&wait=true&timeout={}", encode(&args.timeout)));
+    let mut names = args.names.clone();
+    if args.all || args.namespace.is_some() {
+        // The daemon lists units in dependency order (what a unit needs comes first).
+        names = services(file)?
+            .into_iter()
+            .filter(|s| args.all || s.namespace == args.namespace)
+            .map(|s| s.name)
+            .collect();
+        if names.is_empty() {
+            return Err(CliError::Run(match &args.namespace {
+                Some(ns) => format!("no unit is in namespace `{ns}`"),
+                None => "there are no units".into(),
+            }));
+        }
+        if verb == "stop" {
+            names.reverse();
+        }
     }
-    let done: wire::Done = call(file, Method::POST, &path)?;
-    println!("{}", done.message);
-    Ok(ExitCode::SUCCESS)
+    let mut failed = false;
+    for name in &names {
+        let mut path = format!(
+            "/v1/services/{}/{verb}?dependents={}",
+            encode(name),
+            args.with_dependents
+        );
+        if args.wait {
+            path.push_str(&format!("&wait=true&timeout={}", encode(&args.timeout)));
+        }
+        match call::<wire::Done>(file, Method::POST, &path) {
+            Ok(done) => println!("{}", done.message),
+            // One name: its error is the command's.
+            Err(e) if names.len() == 1 => return Err(e),
+            Err(e) => {
+                eprintln!("{e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub fn reload(file: Option<&Path>) -> Result<ExitCode, CliError> {

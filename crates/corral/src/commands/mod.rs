@@ -1,5 +1,6 @@
 //! One file per command. Shared here: loading the config and the error type at the edge.
 
+pub mod completions;
 pub mod ctl;
 pub mod daemon;
 pub mod dashboard;

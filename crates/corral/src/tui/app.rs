@@ -679,6 +679,7 @@ mod tests {
             depends_on: Vec::new(),
             held: false,
             adopted: false,
+            namespace: None,
             usage: None,
         }
     }

@@ -507,6 +507,7 @@ mod tests {
             depends_on: Vec::new(),
             held: false,
             adopted: false,
+            namespace: None,
             usage: Some(wire::Usage {
                 cpu_percent: 1.5,
                 rss_bytes: 23 << 20,

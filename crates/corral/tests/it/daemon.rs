@@ -790,3 +790,62 @@ fn every_route_in_the_table_is_served_and_documented() {
     }
     p.assert_nothing_left();
 }
+
+/// `start`/`stop`/`restart` take several names, `--all` (the daemon stays) and `--namespace`;
+/// a wrong name among several is reported and the rest are still acted on.
+#[test]
+fn start_stop_and_restart_take_several_names_all_or_a_namespace() {
+    let p = Project::new(
+        r#"
+[services.db]
+command = "exec sleep 1000"
+namespace = "data"
+
+[services.cache]
+command = "exec sleep 1000"
+namespace = "data"
+
+[services.api]
+command = "exec sleep 1000"
+depends_on = ["db"]
+"#,
+    );
+    ok(&p, &["up", "-d"]);
+    for name in ["db", "cache", "api"] {
+        wait_state(&p, name, "running");
+    }
+    let out = ok(&p, &["stop", "cache", "api", "--wait"]);
+    assert!(out.contains("cache") && out.contains("api"), "{out}");
+    wait_state(&p, "api", "inactive");
+    wait_state(&p, "cache", "inactive");
+    assert!(in_state(service(&services(&p), "db"), "running"));
+
+    let (status, _, err) = p.run_client(&["start", "cache", "nope", "--wait"]);
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("`nope`"), "{err}");
+    wait_state(&p, "cache", "running");
+
+    ok(&p, &["stop", "--namespace", "data", "--wait"]);
+    wait_state(&p, "db", "inactive");
+    wait_state(&p, "cache", "inactive");
+    let (status, _, err) = p.run_client(&["stop", "--namespace", "nothing"]);
+    assert!(!status.success());
+    assert!(err.contains("no unit is in namespace `nothing`"), "{err}");
+
+    ok(&p, &["start", "--all", "--wait"]);
+    for name in ["db", "cache", "api"] {
+        wait_state(&p, name, "running");
+    }
+    ok(&p, &["stop", "--all", "--wait"]);
+    for name in ["db", "cache", "api"] {
+        wait_state(&p, name, "inactive");
+    }
+    // The daemon is still there to start them again.
+    ok(&p, &["restart", "db", "api", "--wait"]);
+    wait_state(&p, "api", "running");
+    let (status, _, err) = p.run_client(&["stop"]);
+    assert!(!status.success());
+    assert!(err.contains("--all"), "{err}");
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}

@@ -81,3 +81,21 @@ fn the_run_summary_reads_well() {
     insta::assert_snapshot!("run_summary", redact(&stdout, p.path()));
     p.assert_nothing_left();
 }
+
+/// The bash completion script (the binary's path redacted) and a command's man page.
+#[test]
+fn completion_script_and_man_page() {
+    let p = Project::new("[services.a]\ncommand = \"true\"\n");
+    let (status, script, err) = p.run_client(&["completions", "bash"]);
+    assert!(status.success(), "{err}");
+    insta::assert_snapshot!("completions_bash", script.replace(BIN, "[BIN]"));
+    let (status, man, err) = p.run_client(&["man", "stop"]);
+    assert!(status.success(), "{err}");
+    insta::assert_snapshot!("man_stop", man);
+    let (status, _, err) = p.run_client(&["man", "nope"]);
+    assert!(!status.success());
+    assert!(err.contains("`corral` has no command `nope`"), "{err}");
+    let (status, _, err) = p.run_client(&["completions", "tcsh"]);
+    assert!(!status.success());
+    assert!(err.contains("bash, zsh, fish, elvish, powershell"), "{err}");
+}

@@ -288,3 +288,36 @@ depends_on = ["one"]
     drop(tmux);
     p.assert_nothing_left();
 }
+
+/// `corral completions bash` in a real bash: TAB completes a command, and a unit's name asked
+/// of the running corral.
+#[test]
+fn bash_completes_commands_and_unit_names_from_the_running_corral() {
+    if !tmux_here() {
+        return;
+    }
+    let p = Project::new(
+        r#"
+[services.dashboard-api]
+command = ["sleep", "1000"]
+
+[services.db]
+command = ["sleep", "1000"]
+"#,
+    );
+    let (status, out, err) = p.run_client(&["up", "-d"]);
+    assert!(status.success(), "{out}{err}");
+    let Some(t) = Tmux::start(p.path(), "bash --norc --noprofile", 120, 20) else {
+        panic!("tmux could not start a session");
+    };
+    t.keys(&[&format!("source <('{BIN}' completions bash)"), "Enter"]);
+    t.keys(&["corral resta", "Tab"]);
+    // (tmux trims the space the completion adds at the end of the line)
+    t.wait_for("corral restart");
+    t.keys(&["da", "Tab"]);
+    t.wait_for("corral restart dashboard-api");
+    drop(t);
+    let (status, _, _) = p.run_client(&["down"]);
+    assert!(status.success());
+    p.assert_nothing_left();
+}
