@@ -66,6 +66,27 @@ impl Command {
     }
 }
 
+/// What a unit watches: `watch` patterns, less `watch_ignore` ones (and, always, anything
+/// under `.git`, `target`, `node_modules` and `.corral`).
+#[derive(Clone, Debug)]
+pub struct Watch {
+    /// As written, for people.
+    pub patterns: Vec<String>,
+    pub ignore_patterns: Vec<String>,
+    pub matcher: globset::GlobSet,
+    pub ignore: globset::GlobSet,
+}
+
+impl Watch {
+    /// Whether a change to `rel` (a path relative to the project) concerns the unit.
+    pub fn wants(&self, rel: &Path) -> bool {
+        self.matcher.is_match(rel) && !self.ignore.is_match(rel)
+    }
+}
+
+/// Directories never watched: what version control, builds and packages churn.
+pub const WATCH_NEVER: &[&str] = &[".git", "target", "node_modules", ".corral"];
+
 /// See [`Project::log_path`].
 pub fn log_path(state_dir: &Path, name: &str, log_file: Option<&Path>) -> PathBuf {
     match log_file {
@@ -161,6 +182,8 @@ pub struct UnitDef {
     pub log: LogSettings,
     /// Where its log is written, instead of `.corral/logs/NAME.log` (`log_file`, absolute).
     pub log_file: Option<PathBuf>,
+    /// Files whose change restarts it (a task: runs it again), relative to the project.
+    pub watch: Option<Watch>,
     /// The command starts a daemon and exits (process-compose's `is_daemon`): an exit 0 is not
     /// the end; the unit runs while what it started runs.
     pub daemon: bool,

@@ -51,6 +51,9 @@ const SERVICE_KEYS: &[&str] = &[
     "image",
     "log_file",
     "daemon",
+    "watch",
+    "watch_ignore",
+    "watch_debounce",
 ];
 const TASK_KEYS: &[&str] = &[
     "command",
@@ -73,6 +76,9 @@ const TASK_KEYS: &[&str] = &[
     "namespace",
     "shell",
     "image",
+    "watch",
+    "watch_ignore",
+    "watch_debounce",
 ];
 const TARGET_KEYS: &[&str] = &["depends_on", "description", "disabled", "namespace"];
 const PROBE_KEYS: &[&str] = &[
@@ -537,6 +543,7 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         log_ready: None,
         log: ctx.log,
         log_file: None,
+        watch: None,
         daemon: false,
         stop_parent_only: false,
         identity: None,
@@ -708,6 +715,19 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
     if let Some(v) = get(t, "description") {
         def.description = w.string(v, "`description`");
     }
+    if let Some(v) = get(t, "watch") {
+        def.watch = watch(w, v, get(t, "watch_ignore"));
+        let debounce = get(t, "watch_debounce")
+            .and_then(|d| w.duration(d, "`watch_debounce`"))
+            .unwrap_or(Duration::from_millis(300));
+        spec.watch_debounce = def.watch.is_some().then_some(debounce);
+    } else if let Some(v) = get(t, "watch_ignore").or(get(t, "watch_debounce")) {
+        w.error_help(
+            v.span.clone(),
+            "`watch_ignore` and `watch_debounce` need `watch`",
+            "e.g. `watch = [\"src/**/*.rs\"]`",
+        );
+    }
     if let Some(v) = get(t, "daemon") {
         def.daemon = w.bool(v, "`daemon`").unwrap_or(false);
     }
@@ -801,6 +821,54 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         port_spans,
         log_span,
     }
+}
+
+/// `watch` (and `watch_ignore`): glob patterns over paths relative to the project; `*` stays
+/// within a directory, `**` crosses them.
+fn watch(w: &mut Walker<'_>, v: &Node, ignore: Option<&Node>) -> Option<crate::Watch> {
+    let set =
+        |w: &mut Walker<'_>, v: &Node, what: &str| -> Option<(Vec<String>, globset::GlobSet)> {
+            let Value::Array(items) = &v.value else {
+                w.error_help(
+                    v.span.clone(),
+                    format!("`{what}` must be a list of patterns"),
+                    "e.g. [\"src/**/*.rs\", \"Cargo.toml\"]",
+                );
+                return None;
+            };
+            let mut b = globset::GlobSetBuilder::new();
+            let mut texts = Vec::new();
+            for item in items {
+                let text = w.string(item, &format!("a `{what}` pattern"))?;
+                match globset::GlobBuilder::new(&text).literal_separator(true).build() {
+                Ok(g) => {
+                    b.add(g);
+                    texts.push(text);
+                }
+                Err(e) => w.error_help(
+                    item.span.clone(),
+                    format!("`{text}` is not a pattern: {}", e.kind()),
+                    "`*` matches within a directory, `**` across directories, `?` one character",
+                ),
+            }
+            }
+            Some((texts, b.build().ok()?))
+        };
+    let (patterns, matcher) = set(w, v, "watch")?;
+    if patterns.is_empty() {
+        w.error(v.span.clone(), "`watch` names no pattern");
+        return None;
+    }
+    let (ignore_patterns, ignore) = match ignore {
+        Some(i) => set(w, i, "watch_ignore")?,
+        None => (Vec::new(), globset::GlobSet::empty()),
+    };
+    Some(crate::Watch {
+        patterns,
+        ignore_patterns,
+        matcher,
+        ignore,
+    })
 }
 
 /// `log_file`: a path relative to the project's directory (`{replica}` filled by then; a unit

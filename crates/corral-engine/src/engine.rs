@@ -41,6 +41,8 @@ pub struct UnitStatus {
     pub held: bool,
     readiness: Streak,
     liveness: Streak,
+    /// The latest watched change (its number, and the file), waiting for the debounce.
+    watch: Option<(u64, String)>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -70,6 +72,7 @@ impl UnitStatus {
             held: false,
             readiness: Streak::default(),
             liveness: Streak::default(),
+            watch: None,
         }
     }
 }
@@ -328,9 +331,51 @@ impl Engine {
                     self.timer_fired(unit, timer);
                 }
             }
+            Event::FilesChanged { unit, path } => self.files_changed(unit, path),
+            Event::WatchSettled { unit, seq } => self.watch_settled(unit, seq),
         }
         self.evaluate();
         std::mem::take(&mut self.out)
+    }
+
+    /// A watched file changed: (re)start the debounce. A unit nobody wants up, or that the user
+    /// stopped, is not started by a change.
+    fn files_changed(&mut self, unit: UnitId, path: String) {
+        let Some(after) = self.plan.units.get(unit.0).and_then(|s| s.watch_debounce) else {
+            return;
+        };
+        let u = &self.units[unit.0];
+        if !u.wanted || u.held {
+            return;
+        }
+        // Numbered across all units, like generations: a settle addressed to a unit that a
+        // plan change renumbered never matches.
+        let seq = self.next_generation;
+        self.next_generation += 1;
+        self.units[unit.0].watch = Some((seq, path));
+        self.out.push(Effect::WatchTimer { unit, seq, after });
+    }
+
+    /// No change for the debounce: restart the service (a task: run it again).
+    fn watch_settled(&mut self, unit: UnitId, seq: u64) {
+        let Some(u) = self.units.get_mut(unit.0) else {
+            return;
+        };
+        let Some((_, path)) = u.watch.take_if(|(s, _)| *s == seq) else {
+            return;
+        };
+        if !u.wanted || u.held {
+            return;
+        }
+        let note = Some(format!("`{path}` changed: restarting"));
+        if u.state.is_live() {
+            u.down_requested = true;
+            u.start_after_stop = true;
+            self.changed(unit, note);
+        } else {
+            self.changed(unit, note);
+            self.start(vec![unit]);
+        }
     }
 
     fn is_current(&self, unit: UnitId, generation: u64) -> bool {

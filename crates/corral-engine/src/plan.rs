@@ -213,6 +213,9 @@ pub struct UnitSpec {
     pub exit_on_end: bool,
     /// When it is skipped (a dependency's condition can never hold), the whole stack stops.
     pub exit_on_skipped: bool,
+    /// It watches files (`watch`): a change restarts it (a task: runs it again) once no other
+    /// change came for this long. None: it watches nothing.
+    pub watch_debounce: Option<Duration>,
 }
 
 impl UnitSpec {
@@ -239,6 +242,7 @@ impl UnitSpec {
             exit_on_failure: false,
             exit_on_end: false,
             exit_on_skipped: false,
+            watch_debounce: None,
         }
     }
 

@@ -293,6 +293,10 @@ pub enum Event {
         generation: u64,
         timer: TimerKind,
     },
+    /// A file the unit watches changed (`path`, relative to the project).
+    FilesChanged { unit: UnitId, path: String },
+    /// The debounce after change `seq` is over (see [`Effect::WatchTimer`]).
+    WatchSettled { unit: UnitId, seq: u64 },
 }
 
 /// Something the runtime must do, returned by [`crate::Engine::handle`].
@@ -323,4 +327,10 @@ pub enum Effect {
     },
     /// The unit changed state; `note` says why, for people.
     Changed { unit: UnitId, note: Option<String> },
+    /// Report `WatchSettled` with this `seq` after this long (a later change sets another).
+    WatchTimer {
+        unit: UnitId,
+        seq: u64,
+        after: Duration,
+    },
 }

@@ -24,6 +24,7 @@ enum Behaviour {
 #[derive(Debug)]
 enum Pending {
     Engine(UnitId, u64, TimerKind),
+    Watch(UnitId, u64),
     Exit(UnitId, u64, ExitStatus),
 }
 
@@ -167,6 +168,9 @@ impl World {
                 timer,
                 after,
             } => self.schedule(after, Pending::Engine(unit, generation, timer)),
+            Effect::WatchTimer { unit, seq, after } => {
+                self.schedule(after, Pending::Watch(unit, seq))
+            }
             Effect::Changed { unit, .. } => {
                 if let State::Backoff { until, restart } = *self.eng.state(unit) {
                     let policy = self.eng.plan().get(unit).restart;
@@ -238,6 +242,7 @@ impl World {
                     generation,
                     timer,
                 }),
+                Pending::Watch(unit, seq) => self.send(Event::WatchSettled { unit, seq }),
                 Pending::Exit(unit, generation, status) => {
                     if self.live.get(&unit) == Some(&generation) {
                         self.live.remove(&unit);
@@ -1241,4 +1246,92 @@ fn exit_on_end_and_exit_on_skipped_stop_everything() {
     w.run_until(Duration::from_secs(2));
     assert!(matches!(w.state("deploy"), State::Skipped { .. }));
     assert!(w.eng.is_shutting_down() && w.eng.all_down());
+}
+
+/// A service and a task that watch files, with a 300 ms debounce.
+fn watching() -> World {
+    let mut api = UnitSpec::new("api", Kind::Service);
+    api.watch_debounce = Some(MS * 300);
+    let mut codegen = UnitSpec::new("codegen", Kind::Task);
+    codegen.watch_debounce = Some(MS * 300);
+    let idle = UnitSpec::new("idle", Kind::Service);
+    let mut w = World::new(plan(vec![api, codegen, idle]));
+    let codegen_id = w.id("codegen");
+    w.behaviour
+        .insert(codegen_id, Behaviour::ExitAfter(MS * 5, 0));
+    w
+}
+
+#[test]
+fn a_storm_of_changes_within_the_debounce_is_one_restart() {
+    let mut w = watching();
+    let api = w.id("api");
+    w.up_all();
+    w.run_until(MS * 50);
+    assert_eq!(w.spawn_count("api"), 1);
+    // 1,000 saves, 0.1 ms apart (100 ms in all): one restart, 300 ms after the last.
+    for i in 0..1000u32 {
+        w.now = w.t0 + MS * 100 + Duration::from_micros(100) * i;
+        w.send(Event::FilesChanged {
+            unit: api,
+            path: format!("src/f{i}.rs"),
+        });
+        w.run_until(w.now - w.t0);
+    }
+    let last = w.now;
+    w.run_until(Duration::from_secs(5));
+    assert_eq!(w.spawn_count("api"), 2, "one restart for the whole storm");
+    let restarted = w.spawns.iter().filter(|(_, u)| *u == api).nth(1).unwrap().0;
+    assert!(
+        restarted >= last + MS * 300,
+        "not before the debounce after the last change"
+    );
+    assert_eq!(
+        w.eng.unit(api).restarts,
+        0,
+        "a watched change is not a crash"
+    );
+    // Two changes far apart: two restarts.
+    for at in [6000, 7000] {
+        w.now = w.t0 + MS * at;
+        w.send(Event::FilesChanged {
+            unit: api,
+            path: "a.rs".into(),
+        });
+        w.run_until(MS * (at + 500));
+    }
+    assert_eq!(w.spawn_count("api"), 4);
+}
+
+#[test]
+fn a_watched_task_runs_again_and_a_stopped_or_unwatched_unit_does_not() {
+    let mut w = watching();
+    let (api, codegen, idle) = (w.id("api"), w.id("codegen"), w.id("idle"));
+    w.up_all();
+    w.run_until(MS * 50);
+    assert!(matches!(w.state("codegen"), State::Exited { .. }));
+    w.send(Event::FilesChanged {
+        unit: codegen,
+        path: "schema.sql".into(),
+    });
+    w.run_until(MS * 500);
+    assert_eq!(w.spawn_count("codegen"), 2, "the task ran again");
+    // A unit without `watch` ignores changes; one the user stopped stays stopped.
+    w.send(Event::FilesChanged {
+        unit: idle,
+        path: "x".into(),
+    });
+    w.send(Event::Stop {
+        unit: api,
+        dependents: false,
+    });
+    w.run_until(MS * 600);
+    w.send(Event::FilesChanged {
+        unit: api,
+        path: "x".into(),
+    });
+    w.run_until(MS * 1500);
+    assert_eq!(w.spawn_count("idle"), 1);
+    assert_eq!(w.spawn_count("api"), 1);
+    assert!(matches!(w.state("api"), State::Inactive));
 }

@@ -63,6 +63,7 @@ pub mod sockpath;
 pub mod spawn;
 pub mod statedir;
 pub mod supervisor;
+pub mod watch;
 pub mod wrap;
 
 pub use supervisor::{

@@ -87,6 +87,13 @@ impl Supervisor {
                     } => self
                         .processes
                         .run_probe(&self.project, unit, generation, probe),
+                    Effect::WatchTimer { unit, seq, after } => {
+                        let tx = self.tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(after).await;
+                            let _ = tx.send(Msg::Event(Event::WatchSettled { unit, seq }));
+                        });
+                    }
                     Effect::SetTimer {
                         unit,
                         generation,

@@ -208,6 +208,8 @@ pub struct Supervisor {
     pending_notices: Vec<Arc<Notice>>,
     /// A reload waiting for its changed units to stop.
     reload: Option<PendingReload>,
+    /// The project's file watcher (`watch`), while a unit watches something.
+    watcher: Option<crate::watch::Watcher>,
     /// The instances' owner, told of templates and unit names after every reload.
     instances: crate::instances::Instances,
     /// Pipeline runs, newest last (a few are kept); the last may still be running.
@@ -431,6 +433,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         wanted,
         pending_notices: Vec::new(),
         reload: None,
+        watcher: None,
         instances,
         runs: Vec::new(),
         run_waiters: Vec::new(),
@@ -519,6 +522,7 @@ impl Supervisor {
         let wanted = std::mem::take(&mut self.wanted);
         self.handle(Event::Up(wanted)).await;
         self.commit();
+        self.watch().await;
         loop {
             if self.engine.is_shutting_down() {
                 if self.engine.all_down() {
@@ -580,6 +584,26 @@ impl Supervisor {
             t.finish();
         }
         Ok(outcome)
+    }
+
+    /// (Re)start the file watcher for the current plan: at start and after a reload.
+    pub(super) async fn watch(&mut self) {
+        self.watcher = None;
+        let tx = self.tx.clone();
+        let send = move |c: crate::watch::Change| {
+            let _ = tx.send(Msg::Event(Event::FilesChanged {
+                unit: c.unit,
+                path: c.path,
+            }));
+        };
+        match crate::watch::start(&self.project, send) {
+            Ok(w) => self.watcher = w,
+            Err(e) => {
+                self.printer
+                    .system(format!("cannot watch files: {e}; `watch` is off"))
+                    .await
+            }
+        }
     }
 
     fn begin(&self) {

@@ -286,6 +286,7 @@ impl Supervisor {
             .router()
             .names(self.project.units.iter().map(|u| u.name.clone()).collect());
         self.instances.project(project_view(&self.project));
+        self.watch().await;
         self.printer.system(p.summary.clone()).await;
         let ids = |names: &[String]| -> Vec<UnitId> {
             names

@@ -354,3 +354,67 @@ depends_on = { tls = "healthy" }
     assert!(c.wait(T).success());
     assert_no_leftovers(c.pid);
 }
+
+/// `watch`: a saved file restarts the service once; a storm of saves within the debounce is one
+/// restart; `watch_ignore` and `target/` are not watched; a watched task runs again.
+#[test]
+fn a_watched_change_restarts_once_per_quiet_moment() {
+    let p = Project::new(
+        r#"
+[services.app]
+command = "echo app up; exec sleep 30"
+watch = ["src/**/*.txt", "config.toml"]
+watch_ignore = ["src/skip/**"]
+watch_debounce = "200ms"
+
+[tasks.build]
+command = "echo built"
+watch = ["src/**/*.txt"]
+watch_debounce = "200ms"
+"#,
+    );
+    for d in ["src/skip", "src/deep/er", "target"] {
+        std::fs::create_dir_all(p.path().join(d)).unwrap();
+    }
+    let mut c = p.start(&["up"]);
+    c.wait_for("app: started", T);
+    c.wait_for("build: exited (exit code 0)", T);
+    let starts = |c: &Corral| c.stdout().matches("app: started").count();
+    let builds = |c: &Corral| c.stdout().matches("built").count();
+
+    std::fs::write(p.path().join("src/deep/er/a.txt"), "1").unwrap();
+    eventually(T, "app restarted", || starts(&c) == 2);
+    assert!(
+        c.stdout()
+            .contains("`src/deep/er/a.txt` changed: restarting"),
+        "{}",
+        c.stdout()
+    );
+    eventually(T, "build ran again", || builds(&c) == 2);
+
+    // 300 files written at once: one restart.
+    for i in 0..300 {
+        std::fs::write(p.path().join(format!("src/f{i}.txt")), "x").unwrap();
+    }
+    eventually(T, "app restarted once more", || starts(&c) == 3);
+    // Ignored and never-watched places, and a file matching no pattern.
+    std::fs::write(p.path().join("src/skip/b.txt"), "1").unwrap();
+    std::fs::write(p.path().join("target/c.txt"), "1").unwrap();
+    std::fs::write(p.path().join("src/d.rs"), "1").unwrap();
+    // A directory made after the start is watched too.
+    std::fs::create_dir_all(p.path().join("src/new")).unwrap();
+    std::fs::write(p.path().join("src/new/e.txt"), "1").unwrap();
+    eventually(T, "the new directory's file restarts app", || {
+        starts(&c) == 4
+    });
+    assert!(
+        c.stdout().contains("`src/new/e.txt` changed"),
+        "{}",
+        c.stdout()
+    );
+    assert!(!c.stdout().contains("skip/b.txt") && !c.stdout().contains("target/c.txt"));
+    assert!(!c.stdout().contains("src/d.rs"));
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success());
+    assert_no_leftovers(c.pid);
+}
