@@ -100,6 +100,7 @@ pub fn service(u: &corral_runtime::UnitView) -> wire::Service {
         held: u.held,
         adopted: u.adopted,
         namespace: u.namespace.clone(),
+        status_text: u.status_text.clone(),
         usage: None,
     }
 }

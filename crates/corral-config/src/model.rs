@@ -132,6 +132,8 @@ pub enum Check {
     },
     /// A line of the unit's output matches.
     Log { pattern: Regex },
+    /// The unit says `READY=1` on its `NOTIFY_SOCKET` (systemd's sd_notify protocol).
+    Notify,
 }
 
 #[derive(Clone, Debug)]
@@ -182,6 +184,8 @@ pub struct UnitDef {
     pub log: LogSettings,
     /// Where its log is written, instead of `.corral/logs/NAME.log` (`log_file`, absolute).
     pub log_file: Option<PathBuf>,
+    /// It gets a `NOTIFY_SOCKET` (readiness `notify`, or a `watchdog`).
+    pub notify: bool,
     /// Files whose change restarts it (a task: runs it again), relative to the project.
     pub watch: Option<Watch>,
     /// The command starts a daemon and exits (process-compose's `is_daemon`): an exit 0 is not

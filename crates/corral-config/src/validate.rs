@@ -51,6 +51,7 @@ const SERVICE_KEYS: &[&str] = &[
     "image",
     "log_file",
     "daemon",
+    "watchdog",
     "watch",
     "watch_ignore",
     "watch_debounce",
@@ -86,6 +87,7 @@ const PROBE_KEYS: &[&str] = &[
     "http",
     "exec",
     "log",
+    "notify",
     "status",
     "body",
     "insecure",
@@ -543,6 +545,7 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         log_ready: None,
         log: ctx.log,
         log_file: None,
+        notify: false,
         watch: None,
         daemon: false,
         stop_parent_only: false,
@@ -660,15 +663,24 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
     if let Some(v) = get(t, "liveness") {
         def.liveness = probe(w, v, "liveness", first_port);
         if let Some(l) = &def.liveness
-            && matches!(l.check, Check::Log { .. })
+            && matches!(l.check, Check::Log { .. } | Check::Notify)
         {
-            w.error(
+            w.error_help(
                 v.span.clone(),
-                "a `log` check can only be a readiness probe",
+                "a `log` or `notify` check can only be a readiness probe",
+                "for heartbeats over NOTIFY_SOCKET, set `watchdog = \"10s\"`",
             );
             def.liveness = None;
         }
     }
+    if let Some(v) = get(t, "watchdog") {
+        spec.watchdog = w.duration(v, "`watchdog`").filter(|d| !d.is_zero());
+    }
+    def.notify = spec.watchdog.is_some()
+        || def
+            .readiness
+            .as_ref()
+            .is_some_and(|p| matches!(p.check, Check::Notify));
     spec.readiness = def.readiness.as_ref().map(|p| p.timing);
     spec.liveness = def.liveness.as_ref().map(|p| p.timing);
     if let Some(v) = get(t, "log_ready") {
@@ -897,7 +909,7 @@ fn log_file(w: &mut Walker<'_>, v: &Node) -> Option<PathBuf> {
 fn probe(w: &mut Walker<'_>, v: &Node, what: &str, port: Option<PortDecl>) -> Option<Probe> {
     let t = w.table(v, &format!("`{what}`"))?;
     w.check_keys(t, PROBE_KEYS, &format!("`{what}`"));
-    let kinds: Vec<&str> = ["tcp", "http", "exec", "log"]
+    let kinds: Vec<&str> = ["tcp", "http", "exec", "log", "notify"]
         .into_iter()
         .filter(|k| get(t, k).is_some())
         .collect();
@@ -912,7 +924,7 @@ fn probe(w: &mut Walker<'_>, v: &Node, what: &str, port: Option<PortDecl>) -> Op
                     kinds.join(" and ")
                 }
             ),
-            "use one of `tcp = \"127.0.0.1:5432\"`, `http = \"http://127.0.0.1:8080/health\"`, `exec = [\"cmd\"]`, `log = \"regex\"`",
+            "use one of `tcp = \"127.0.0.1:5432\"`, `http = \"http://127.0.0.1:8080/health\"`, `exec = [\"cmd\"]`, `log = \"regex\"`, `notify = true`",
         );
         return None;
     }
@@ -989,12 +1001,20 @@ fn probe(w: &mut Walker<'_>, v: &Node, what: &str, port: Option<PortDecl>) -> Op
             command: w.command(kv, "`exec`")?,
             output: get(t, "output").and_then(|o| w.string(o, "`output`")),
         },
+        "notify" => {
+            if w.bool(kv, "`notify`") != Some(true) {
+                w.error(kv.span.clone(), "`notify` can only be `true`");
+                return None;
+            }
+            Check::Notify
+        }
         _ => Check::Log {
             pattern: w.regex(kv, "`log`")?,
         },
     };
     let mut timing = ProbeTiming {
-        by_log: matches!(check, Check::Log { .. }),
+        // Passed by what the unit says, not by asking it on an interval.
+        by_log: matches!(check, Check::Log { .. } | Check::Notify),
         ..ProbeTiming::default()
     };
     for (key, slot) in [

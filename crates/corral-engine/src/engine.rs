@@ -43,6 +43,8 @@ pub struct UnitStatus {
     liveness: Streak,
     /// The latest watched change (its number, and the file), waiting for the debounce.
     watch: Option<(u64, String)>,
+    /// By when the next `WATCHDOG=1` must come (one timer is armed at a time).
+    watchdog_due: Option<Instant>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -73,6 +75,7 @@ impl UnitStatus {
             readiness: Streak::default(),
             liveness: Streak::default(),
             watch: None,
+            watchdog_due: None,
         }
     }
 }
@@ -328,7 +331,14 @@ impl Engine {
                 timer,
             } => {
                 if self.is_current(unit, generation) {
-                    self.timer_fired(unit, timer);
+                    self.timer_fired(unit, timer, now);
+                }
+            }
+            Event::Watchdog { unit, generation } => {
+                if self.is_current(unit, generation)
+                    && let Some(every) = self.plan.units[unit.0].watchdog
+                {
+                    self.units[unit.0].watchdog_due = Some(now + every);
                 }
             }
             Event::FilesChanged { unit, path } => self.files_changed(unit, path),
@@ -512,6 +522,10 @@ impl Engine {
         if let Some(p) = liveness {
             self.arm(id, TimerKind::Probe(ProbeKind::Liveness), p.start_period);
         }
+        if let Some(every) = self.plan.units[id.0].watchdog {
+            self.units[id.0].watchdog_due = Some(now + every);
+            self.arm(id, TimerKind::Watchdog, every);
+        }
     }
 
     fn exited(&mut self, id: UnitId, status: ExitStatus, now: Instant) {
@@ -621,7 +635,7 @@ impl Engine {
         self.arm(id, TimerKind::Backoff, delay);
     }
 
-    fn timer_fired(&mut self, id: UnitId, timer: TimerKind) {
+    fn timer_fired(&mut self, id: UnitId, timer: TimerKind, now: Instant) {
         let spec = &self.plan.units[id.0];
         let (grace, start_timeout) = (spec.stop_grace, spec.effective_start_timeout());
         let state = self.units[id.0].state.clone();
@@ -656,6 +670,19 @@ impl Engine {
             (TimerKind::Backoff, State::Backoff { .. }) => {
                 // Back to the start pass, which checks dependencies again.
                 self.units[id.0].state = State::Inactive;
+            }
+            (TimerKind::Watchdog, State::Running { .. }) if !self.shutting_down => {
+                let Some(due) = self.units[id.0].watchdog_due else {
+                    return;
+                };
+                if now < due {
+                    // A heartbeat came since this timer was set: wait for the next one.
+                    self.arm(id, TimerKind::Watchdog, due - now);
+                } else {
+                    let every = self.plan.units[id.0].watchdog.unwrap_or_default();
+                    let note = format!("no WATCHDOG=1 within {}; restarting", fmt_duration(every));
+                    self.begin_stop(id, true, Some(note));
+                }
             }
             _ => {}
         }

@@ -216,6 +216,9 @@ pub struct UnitSpec {
     /// It watches files (`watch`): a change restarts it (a task: runs it again) once no other
     /// change came for this long. None: it watches nothing.
     pub watch_debounce: Option<Duration>,
+    /// `WATCHDOG=1` must come at least this often while it runs, or it is restarted through
+    /// its policy (systemd's `WatchdogSec`).
+    pub watchdog: Option<Duration>,
 }
 
 impl UnitSpec {
@@ -243,6 +246,7 @@ impl UnitSpec {
             exit_on_end: false,
             exit_on_skipped: false,
             watch_debounce: None,
+            watchdog: None,
         }
     }
 

@@ -234,6 +234,8 @@ pub enum TimerKind {
     StopGrace,
     /// The backoff delay is over: start again.
     Backoff,
+    /// Time to check that a `WATCHDOG=1` came.
+    Watchdog,
 }
 
 /// Something that happened, fed to [`crate::Engine::handle`].
@@ -293,6 +295,8 @@ pub enum Event {
         generation: u64,
         timer: TimerKind,
     },
+    /// The unit said `WATCHDOG=1`: it is alive.
+    Watchdog { unit: UnitId, generation: u64 },
     /// A file the unit watches changed (`path`, relative to the project).
     FilesChanged { unit: UnitId, path: String },
     /// The debounce after change `seq` is over (see [`Effect::WatchTimer`]).

@@ -1335,3 +1335,32 @@ fn a_watched_task_runs_again_and_a_stopped_or_unwatched_unit_does_not() {
     assert_eq!(w.spawn_count("api"), 1);
     assert!(matches!(w.state("api"), State::Inactive));
 }
+
+#[test]
+fn a_missed_watchdog_restarts_through_the_policy() {
+    let mut s = UnitSpec::new("svc", Kind::Service);
+    s.watchdog = Some(MS * 100);
+    let mut w = World::new(plan(vec![s]));
+    let id = w.id("svc");
+    w.up_all();
+    // Heartbeats every 60 ms for a second: it stays up.
+    for i in 1..=16u32 {
+        w.run_until(MS * (60 * i));
+        let generation = w.eng.unit(id).generation;
+        w.send(Event::Watchdog {
+            unit: id,
+            generation,
+        });
+    }
+    assert_eq!(w.spawn_count("svc"), 1);
+    // They stop: restarted once the 100 ms pass, through the restart policy.
+    w.run_until(MS * 1200);
+    assert_eq!(w.signals.len(), 1);
+    assert!(w.signals[0].0 >= w.t0 + MS * (960 + 100));
+    w.run_until(MS * 5000);
+    assert!(w.spawn_count("svc") >= 2);
+    assert!(
+        w.eng.unit(id).restarts >= 1,
+        "a missed watchdog counts as a failure"
+    );
+}

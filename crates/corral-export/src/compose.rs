@@ -129,6 +129,10 @@ pub fn export(project: &Project, opts: &Options) -> Export {
                     notes.push(format!("{me}: a `log` probe has no Compose healthcheck"));
                     None
                 }
+                Check::Notify => {
+                    notes.push(format!("{me}: a `notify` probe has no Compose healthcheck"));
+                    None
+                }
             };
             if let Some(test) = test {
                 let t = p.timing;

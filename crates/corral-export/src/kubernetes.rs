@@ -85,6 +85,12 @@ fn probe(
             notes.push(format!("{me}: a `log` probe has no Kubernetes equivalent"));
             return None;
         }
+        Check::Notify => {
+            notes.push(format!(
+                "{me}: a `notify` probe has no Kubernetes equivalent"
+            ));
+            return None;
+        }
     };
     let t = p.timing;
     let secs = |d: std::time::Duration| d.as_secs().max(1);

@@ -215,7 +215,7 @@ pub fn export(project: &Project, opts: &Options) -> Export {
                                 s(&label(me))
                             ))
                         }
-                        Check::Log { .. } => None,
+                        Check::Log { .. } | Check::Notify => None,
                     }
                 });
                 if def.readiness.is_some() && check.is_none() {

@@ -156,6 +156,9 @@ pub struct Service {
     /// Its `namespace`, if it has one (`up --namespace`, `stop --namespace`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// What it last said with `STATUS=` on its NOTIFY_SOCKET (sd_notify).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_text: Option<String>,
     /// CPU, memory and process count of its tree (with `?metrics=true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,

@@ -59,6 +59,7 @@ pub mod probe;
 pub mod proctable;
 pub mod reaper;
 pub mod router;
+pub mod sdnotify;
 pub mod sockpath;
 pub mod spawn;
 pub mod statedir;

@@ -77,6 +77,7 @@ pub async fn run(
             exec(command.to_argv(port), output.as_deref(), timeout, ctx).await
         }
         Check::Log { .. } => Err("log checks are matched by the output pump".into()),
+        Check::Notify => Err("notify checks are passed by READY=1 on NOTIFY_SOCKET".into()),
     }
 }
 

@@ -131,6 +131,8 @@ pub struct UnitView {
     /// Its log file (rotated ones are this with `.1` … appended).
     pub log_path: PathBuf,
     pub namespace: Option<String>,
+    /// What it last said with `STATUS=` on its NOTIFY_SOCKET.
+    pub status_text: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -517,6 +519,7 @@ impl Supervisor {
                     keep_files: def.log.keep_files,
                     log_path: self.project.log_path(def),
                     namespace: def.namespace.clone(),
+                    status_text: self.processes.status(id),
                 }
             })
             .collect();

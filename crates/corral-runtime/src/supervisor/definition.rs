@@ -174,6 +174,7 @@ fn probe(p: &Probe) -> String {
             s
         }
         Check::Log { pattern } => format!("log line matching `{}`", pattern.as_str()),
+        Check::Notify => "READY=1 on NOTIFY_SOCKET".into(),
     };
     let t = &p.timing;
     if t.by_log {

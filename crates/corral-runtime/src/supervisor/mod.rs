@@ -177,6 +177,12 @@ enum Msg {
     Sweep,
     /// Record what the live processes have started.
     Census,
+    /// A unit said something on its NOTIFY_SOCKET.
+    Notify {
+        unit: UnitId,
+        generation: u64,
+        pairs: Vec<(String, String)>,
+    },
     /// A daemon's launcher exited 0 and left this process running: the unit's process now.
     Daemonized {
         unit: UnitId,
@@ -586,6 +592,44 @@ impl Supervisor {
         Ok(outcome)
     }
 
+    /// What a unit said on its NOTIFY_SOCKET: `READY=1` passes a `notify` readiness check,
+    /// `WATCHDOG=1` is a heartbeat, `STATUS=` is shown by `ps`/`why`, `STOPPING=1` is printed.
+    async fn notified(&mut self, unit: UnitId, generation: u64, pairs: Vec<(String, String)>) {
+        if unit.0 >= self.project.units.len() || self.engine.unit(unit).generation != generation {
+            return;
+        }
+        let by_notify = self.project.units[unit.0]
+            .readiness
+            .as_ref()
+            .is_some_and(|p| matches!(p.check, corral_config::Check::Notify));
+        for (key, value) in pairs {
+            match (key.as_str(), value.as_str()) {
+                ("READY", "1") if by_notify => {
+                    self.handle(Event::ProbeResult {
+                        unit,
+                        generation,
+                        probe: corral_engine::ProbeKind::Readiness,
+                        ok: true,
+                        detail: "READY=1".into(),
+                    })
+                    .await
+                }
+                ("WATCHDOG", "1") => self.handle(Event::Watchdog { unit, generation }).await,
+                ("STATUS", text) => {
+                    self.processes
+                        .set_status(unit, generation, text.to_string());
+                }
+                ("STOPPING", "1") => {
+                    let name = &self.project.units[unit.0].name;
+                    self.printer
+                        .system(format!("{name}: says it is stopping"))
+                        .await;
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// (Re)start the file watcher for the current plan: at start and after a reload.
     pub(super) async fn watch(&mut self) {
         self.watcher = None;
@@ -651,6 +695,11 @@ impl Supervisor {
             }
             Msg::Sweep => self.processes.sweep(),
             Msg::Census => self.processes.census(&self.project, &self.store),
+            Msg::Notify {
+                unit,
+                generation,
+                pairs,
+            } => self.notified(unit, generation, pairs).await,
             Msg::Daemonized {
                 unit,
                 generation,
@@ -704,7 +753,13 @@ impl Supervisor {
                 PortDecl::Fixed(p) => Some(*p),
                 PortDecl::Auto => None,
             });
-        let Some(running_for) = self.processes.adopt(&self.store, unit, &rec, fixed) else {
+        let Some(running_for) = self.processes.adopt(
+            &self.store,
+            unit,
+            &rec,
+            fixed,
+            self.project.units[unit.0].notify,
+        ) else {
             return;
         };
         self.handle(Event::Adopt {

@@ -24,6 +24,9 @@ struct Live {
     /// Its descendants as last seen (pid, start time), also in the store: one that escapes —
     /// a new session, no marker, its parent gone — is still found by these.
     tree: Vec<(u32, u64)>,
+    /// Its `NOTIFY_SOCKET` (closed with it), and the last `STATUS=` it sent there.
+    _notify: Option<crate::sdnotify::Listener>,
+    status: Option<String>,
 }
 
 /// How often a daemon's processes are looked for. Only units with `daemon = true` are watched
@@ -227,6 +230,37 @@ impl Processes {
         true
     }
 
+    /// The unit's `NOTIFY_SOCKET`, its messages sent to the supervisor.
+    fn listen(
+        &self,
+        unit: UnitId,
+        generation: u64,
+        name: &str,
+    ) -> std::io::Result<(String, crate::sdnotify::Listener)> {
+        let tx = self.tx.clone();
+        crate::sdnotify::listen(&self.state_dir, name, move |pairs| {
+            let _ = tx.send(Msg::Notify {
+                unit,
+                generation,
+                pairs,
+            });
+        })
+    }
+
+    /// What the unit last said with `STATUS=` (this generation).
+    pub(super) fn set_status(&mut self, unit: UnitId, generation: u64, text: String) {
+        if let Some(l) = self.live[unit.0]
+            .as_mut()
+            .filter(|l| l.generation == generation)
+        {
+            l.status = Some(text);
+        }
+    }
+
+    pub(super) fn status(&self, unit: UnitId) -> Option<String> {
+        self.live[unit.0].as_ref()?.status.clone()
+    }
+
     pub(super) fn adopted(&self, unit: UnitId) -> bool {
         self.live[unit.0]
             .as_ref()
@@ -272,6 +306,7 @@ impl Processes {
         unit: UnitId,
         rec: &ProcessRecord,
         fixed: Option<u16>,
+        notify: bool,
     ) -> Option<Duration> {
         let (Ok(watch_fd), Ok(check_fd)) = (
             proctable::PidFd::open(rec.pid),
@@ -291,6 +326,12 @@ impl Processes {
             // Copies come from the keeper once it sees us (`hold`).
             pipes: None,
             tree: store.tree(&rec.unit, rec.generation).unwrap_or_default(),
+            // Its NOTIFY_SOCKET names the same path: bound again, it is heard again.
+            _notify: notify
+                .then(|| self.listen(unit, rec.generation, &rec.unit).ok())
+                .flatten()
+                .map(|(_, l)| l),
+            status: None,
         });
         if fixed.is_some() {
             self.ports[unit.0] = fixed;
@@ -454,7 +495,19 @@ impl Processes {
         let port = self.ports[unit.0];
         let mut argv = command.to_argv(port);
         let marker = proctable::marker(&def.name, generation);
-        let env = env_of(def, port);
+        let mut env = env_of(def, port);
+        let notify = if def.notify {
+            let (value, listener) = self.listen(unit, generation, &def.name).map_err(|e| {
+                SpawnError::permanent(format!("cannot make its NOTIFY_SOCKET: {e}"))
+            })?;
+            env.push(("NOTIFY_SOCKET".into(), value));
+            if let Some(every) = project.plan.get(unit).watchdog {
+                env.push(("WATCHDOG_USEC".into(), every.as_micros().to_string()));
+            }
+            Some(listener)
+        } else {
+            None
+        };
         let is_task = def.kind == corral_engine::Kind::Task;
         if is_task {
             // Its exit status must survive our death: `corral __wrap` records it.
@@ -566,6 +619,8 @@ impl Processes {
             cgroup,
             pipes,
             tree: Vec::new(),
+            _notify: notify,
+            status: None,
         });
         // Daemonizing children appear in the first moments: look then.
         self.schedule_census();

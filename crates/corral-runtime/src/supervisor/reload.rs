@@ -329,6 +329,7 @@ impl Supervisor {
                 unit, generation, ..
             }
             | Event::LogReady { unit, generation }
+            | Event::Watchdog { unit, generation }
             | Event::Timer {
                 unit, generation, ..
             } => {
@@ -351,6 +352,7 @@ impl Supervisor {
                 unit, generation, ..
             }
             | Event::LogReady { unit, generation }
+            | Event::Watchdog { unit, generation }
             | Event::Timer {
                 unit, generation, ..
             } => {

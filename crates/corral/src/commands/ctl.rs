@@ -83,7 +83,13 @@ fn print_table(list: &[wire::Service]) {
                 s.usage.map_or("-".into(), |u| bytes(u.rss_bytes)),
                 uptime(s.uptime_secs),
                 s.restarts.to_string(),
-                s.health.clone().unwrap_or_else(|| "-".into()),
+                // What it says of itself (sd_notify's STATUS=) after what its probe says.
+                match (&s.health, &s.status_text) {
+                    (Some(h), Some(t)) => format!("{h}; {t}"),
+                    (Some(h), None) => h.clone(),
+                    (None, Some(t)) => t.clone(),
+                    (None, None) => "-".into(),
+                },
                 if s.ports.is_empty() {
                     "-".into()
                 } else {
@@ -366,6 +372,9 @@ pub fn why(file: Option<&Path>, name: &str) -> Result<ExitCode, CliError> {
     }
     if let Some(h) = &s.health {
         lines.push(format!("  health: {h}"));
+    }
+    if let Some(t) = &s.status_text {
+        lines.push(format!("  status: {t}"));
     }
     if let Some(e) = &s.last_exit {
         lines.push(format!("  last exit: {e}"));

@@ -680,6 +680,7 @@ mod tests {
             held: false,
             adopted: false,
             namespace: None,
+            status_text: None,
             usage: None,
         }
     }

@@ -508,6 +508,7 @@ mod tests {
             held: false,
             adopted: false,
             namespace: None,
+            status_text: None,
             usage: Some(wire::Usage {
                 cpu_percent: 1.5,
                 rss_bytes: 23 << 20,

@@ -64,7 +64,7 @@ fn shown_state(b: &Browser, unit: &str) -> String {
 
 fn shown_pid(b: &Browser, unit: &str) -> String {
     b.eval(&format!(
-        "const r = document.querySelector('#units tr[data-unit=\"{unit}\"]'); return r ? r.children[4].textContent : '';"
+        "const r = document.querySelector('#units tr[data-unit=\"{unit}\"]'); return r && r.children[4] ? r.children[4].textContent : '';"
     ))
     .as_str()
     .unwrap_or_default()
@@ -108,16 +108,13 @@ fn the_dashboard_in_a_real_browser() {
     eventually(T, "worker shown running", || {
         shown_state(&b, "worker") == "running"
     });
-    // A blocked unit says what it waits on.
-    let waits =
-        b.eval("return document.querySelector('#units tr[data-unit=\"waits\"]').innerText;");
-    assert!(
-        waits
+    // A blocked unit says what it waits on (once its row is filled in, as it comes into view).
+    eventually(T, "waits says what it waits on", || {
+        b.eval("return document.querySelector('#units tr[data-unit=\"waits\"]').innerText;")
             .as_str()
             .unwrap_or_default()
-            .contains("slow (healthy)"),
-        "{waits}"
-    );
+            .contains("slow (healthy)")
+    });
 
     // Live: a change made elsewhere shows without a reload.
     ok(&p, &["stop", "worker", "--wait"]);
@@ -136,8 +133,11 @@ fn the_dashboard_in_a_real_browser() {
         "{outcome}"
     );
     // A restart asks first; confirmed, web runs with a new PID.
-    let before = shown_pid(&b, "web");
-    assert!(!before.is_empty());
+    let mut before = String::new();
+    eventually(T, "web's PID shown", || {
+        before = shown_pid(&b, "web");
+        !before.is_empty()
+    });
     b.click("button[aria-label='Restart web']");
     let asked = b.accept_alert();
     assert!(asked.contains("Restart web"), "{asked}");

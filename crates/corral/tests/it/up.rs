@@ -418,3 +418,63 @@ watch_debounce = "200ms"
     assert!(c.wait(T).success());
     assert_no_leftovers(c.pid);
 }
+
+/// sd_notify: Debian's `systemd-notify --ready` gates a dependent (and returns at once: its
+/// BARRIER is answered), `STATUS=` shows in `why`, and missed `WATCHDOG=1` heartbeats restart
+/// the service.
+#[test]
+fn notify_readiness_status_and_watchdog() {
+    let p = Project::new(
+        r#"
+[services.db]
+command = "sleep 0.3; systemd-notify --ready --status='accepting connections'; echo notified; exec sleep 30"
+readiness = { notify = true }
+
+[services.api]
+command = "exec sleep 30"
+depends_on = { db = "healthy" }
+
+[services.beat]
+command = ["python3", "beat.py"]
+watchdog = "400ms"
+"#,
+    );
+    std::fs::write(
+        p.path().join("beat.py"),
+        r#"import os, socket, time
+addr = os.environ["NOTIFY_SOCKET"]
+if addr.startswith("@"):
+    addr = "\0" + addr[1:]
+assert os.environ["WATCHDOG_USEC"] == "400000"
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+for i in range(8):
+    s.sendto(b"WATCHDOG=1\nSTATUS=beat %d" % i, addr)
+    time.sleep(0.1)
+time.sleep(30)
+"#,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut c = p.start(&["up"]);
+    c.wait_for("api: started", T);
+    let lines = corral_lines(&c.stdout());
+    assert!(position(&lines, "db: ready") < position(&lines, "api: started"));
+    // `systemd-notify` waits for its barrier (5 s when nobody answers): it returned at once.
+    eventually(Duration::from_secs(3), "systemd-notify returned", || {
+        p.read(".corral/logs/db.log").contains("notified")
+    });
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let (_, why, _) = p.run(&["why", "db"]);
+    assert!(why.contains("status: accepting connections"), "{why}");
+    c.wait_for("beat: no WATCHDOG=1 within 400ms; restarting", T);
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success());
+    assert_no_leftovers(c.pid);
+    assert!(
+        std::fs::read_dir(p.path().join(".corral/notify"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "sockets left"
+    );
+}
