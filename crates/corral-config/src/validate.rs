@@ -52,6 +52,7 @@ const SERVICE_KEYS: &[&str] = &[
     "log_file",
     "daemon",
     "watchdog",
+    "max_memory",
     "watch",
     "watch_ignore",
     "watch_debounce",
@@ -672,6 +673,24 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
             );
             def.liveness = None;
         }
+    }
+    if let Some(v) = get(t, "max_memory") {
+        spec.max_memory = match &v.value {
+            Value::String(text) => match parse_size(text) {
+                Some(n) if n >= 1 << 20 => Some(n),
+                _ => {
+                    w.error_help(
+                        v.span.clone(),
+                        format!("`max_memory` `{text}` is not a size of at least 1MiB"),
+                        "e.g. \"512MiB\" or \"2GiB\"",
+                    );
+                    None
+                }
+            },
+            _ => w
+                .integer(v, "`max_memory`", 1 << 20..i64::MAX)
+                .map(|n| n as u64),
+        };
     }
     if let Some(v) = get(t, "watchdog") {
         spec.watchdog = w.duration(v, "`watchdog`").filter(|d| !d.is_zero());

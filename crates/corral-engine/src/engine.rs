@@ -45,6 +45,8 @@ pub struct UnitStatus {
     watch: Option<(u64, String)>,
     /// By when the next `WATCHDOG=1` must come (one timer is armed at a time).
     watchdog_due: Option<Instant>,
+    /// Memory samples over `max_memory` in a row.
+    memory_over: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -76,6 +78,7 @@ impl UnitStatus {
             liveness: Streak::default(),
             watch: None,
             watchdog_due: None,
+            memory_over: 0,
         }
     }
 }
@@ -341,11 +344,47 @@ impl Engine {
                     self.units[unit.0].watchdog_due = Some(now + every);
                 }
             }
+            Event::Memory {
+                unit,
+                generation,
+                rss_bytes,
+            } => self.memory(unit, generation, rss_bytes),
             Event::FilesChanged { unit, path } => self.files_changed(unit, path),
             Event::WatchSettled { unit, seq } => self.watch_settled(unit, seq),
         }
         self.evaluate();
         std::mem::take(&mut self.out)
+    }
+
+    /// Samples in a row over `max_memory` before a restart: one spike is not enough.
+    const MEMORY_SAMPLES: u32 = 2;
+
+    fn memory(&mut self, unit: UnitId, generation: u64, rss: u64) {
+        if !self.is_current(unit, generation) || self.shutting_down {
+            return;
+        }
+        let Some(max) = self.plan.units[unit.0].max_memory else {
+            return;
+        };
+        if !matches!(self.units[unit.0].state, State::Running { .. }) {
+            return;
+        }
+        let u = &mut self.units[unit.0];
+        if rss <= max {
+            u.memory_over = 0;
+            return;
+        }
+        u.memory_over += 1;
+        if u.memory_over >= Self::MEMORY_SAMPLES {
+            u.memory_over = 0;
+            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+            let note = format!(
+                "memory {:.1} MiB over max_memory {:.1} MiB; restarting",
+                mib(rss),
+                mib(max)
+            );
+            self.begin_stop(unit, true, Some(note));
+        }
     }
 
     /// A watched file changed: (re)start the debounce. A unit nobody wants up, or that the user
@@ -506,6 +545,7 @@ impl Engine {
         u.restart_after_stop = false;
         u.readiness = Streak::default();
         u.liveness = Streak::default();
+        u.memory_over = 0;
         let ready = readiness.is_none();
         u.ever_ready = ready;
         self.set(

@@ -219,6 +219,9 @@ pub struct UnitSpec {
     /// `WATCHDOG=1` must come at least this often while it runs, or it is restarted through
     /// its policy (systemd's `WatchdogSec`).
     pub watchdog: Option<Duration>,
+    /// Restart it when its process tree's resident memory stays above this many bytes
+    /// (`max_memory`, two samples in a row).
+    pub max_memory: Option<u64>,
 }
 
 impl UnitSpec {
@@ -247,6 +250,7 @@ impl UnitSpec {
             exit_on_skipped: false,
             watch_debounce: None,
             watchdog: None,
+            max_memory: None,
         }
     }
 

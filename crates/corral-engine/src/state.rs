@@ -295,6 +295,12 @@ pub enum Event {
         generation: u64,
         timer: TimerKind,
     },
+    /// A sample of the unit's tree's resident memory (only for units with `max_memory`).
+    Memory {
+        unit: UnitId,
+        generation: u64,
+        rss_bytes: u64,
+    },
     /// The unit said `WATCHDOG=1`: it is alive.
     Watchdog { unit: UnitId, generation: u64 },
     /// A file the unit watches changed (`path`, relative to the project).

@@ -1364,3 +1364,32 @@ fn a_missed_watchdog_restarts_through_the_policy() {
         "a missed watchdog counts as a failure"
     );
 }
+
+#[test]
+fn memory_over_the_limit_twice_in_a_row_restarts() {
+    let mut s = UnitSpec::new("fat", Kind::Service);
+    s.max_memory = Some(32 << 20);
+    let mut w = World::new(plan(vec![s]));
+    let id = w.id("fat");
+    w.up_all();
+    w.run_until(MS * 10);
+    let sample = |w: &mut World, mib: u64| {
+        let generation = w.eng.unit(id).generation;
+        w.send(Event::Memory {
+            unit: id,
+            generation,
+            rss_bytes: mib << 20,
+        });
+    };
+    // A spike between normal samples is not enough.
+    for mib in [10, 40, 10, 40, 20] {
+        sample(&mut w, mib);
+    }
+    w.run_until(MS * 20);
+    assert!(w.signals.is_empty());
+    sample(&mut w, 64);
+    sample(&mut w, 64);
+    w.run_until(MS * 5000);
+    assert_eq!(w.signals.len(), 1, "restarted once");
+    assert_eq!(w.spawn_count("fat"), 2);
+}

@@ -177,6 +177,8 @@ enum Msg {
     Sweep,
     /// Record what the live processes have started.
     Census,
+    /// Time to sample the memory of units with `max_memory`.
+    MemoryTick,
     /// A unit said something on its NOTIFY_SOCKET.
     Notify {
         unit: UnitId,
@@ -216,6 +218,9 @@ pub struct Supervisor {
     reload: Option<PendingReload>,
     /// The project's file watcher (`watch`), while a unit watches something.
     watcher: Option<crate::watch::Watcher>,
+    /// `max_memory`: a sample is due (one pending at a time), and the meter that takes it.
+    memory_due: bool,
+    meter: crate::metrics::Meter,
     /// The instances' owner, told of templates and unit names after every reload.
     instances: crate::instances::Instances,
     /// Pipeline runs, newest last (a few are kept); the last may still be running.
@@ -440,6 +445,8 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         pending_notices: Vec::new(),
         reload: None,
         watcher: None,
+        memory_due: false,
+        meter: crate::metrics::Meter::default(),
         instances,
         runs: Vec::new(),
         run_waiters: Vec::new(),
@@ -529,6 +536,7 @@ impl Supervisor {
         self.handle(Event::Up(wanted)).await;
         self.commit();
         self.watch().await;
+        self.schedule_memory();
         loop {
             if self.engine.is_shutting_down() {
                 if self.engine.all_down() {
@@ -590,6 +598,57 @@ impl Supervisor {
             t.finish();
         }
         Ok(outcome)
+    }
+
+    /// Sample again in a second, if any unit has `max_memory`: no unit with a limit, no timer.
+    pub(super) fn schedule_memory(&mut self) {
+        const EVERY: Duration = Duration::from_secs(1);
+        if self.memory_due
+            || !self
+                .project
+                .plan
+                .units
+                .iter()
+                .any(|u| u.max_memory.is_some())
+        {
+            return;
+        }
+        self.memory_due = true;
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(EVERY).await;
+            let _ = tx.send(Msg::MemoryTick);
+        });
+    }
+
+    /// One `/proc` pass for the trees of the running units with `max_memory`; the engine decides.
+    async fn sample_memory(&mut self) {
+        self.memory_due = false;
+        let ids: Vec<(UnitId, u32)> = self
+            .project
+            .plan
+            .ids()
+            .filter(|id| self.project.plan.get(*id).max_memory.is_some())
+            .filter_map(|id| Some((id, self.processes.pid(id)?)))
+            .collect();
+        let roots: Vec<(String, u32)> = ids
+            .iter()
+            .map(|(id, pid)| (self.project.units[id.0].name.clone(), *pid))
+            .collect();
+        let usage = self.meter.measure(&roots);
+        for (id, _) in ids {
+            let name = &self.project.units[id.0].name;
+            if let Some(u) = usage.get(name) {
+                let generation = self.engine.unit(id).generation;
+                self.handle(Event::Memory {
+                    unit: id,
+                    generation,
+                    rss_bytes: u.rss_bytes,
+                })
+                .await;
+            }
+        }
+        self.schedule_memory();
     }
 
     /// What a unit said on its NOTIFY_SOCKET: `READY=1` passes a `notify` readiness check,
@@ -700,6 +759,7 @@ impl Supervisor {
                 generation,
                 pairs,
             } => self.notified(unit, generation, pairs).await,
+            Msg::MemoryTick => self.sample_memory().await,
             Msg::Daemonized {
                 unit,
                 generation,

@@ -287,6 +287,7 @@ impl Supervisor {
             .names(self.project.units.iter().map(|u| u.name.clone()).collect());
         self.instances.project(project_view(&self.project));
         self.watch().await;
+        self.schedule_memory();
         self.printer.system(p.summary.clone()).await;
         let ids = |names: &[String]| -> Vec<UnitId> {
             names

@@ -478,3 +478,30 @@ time.sleep(30)
         "sockets left"
     );
 }
+
+/// `max_memory`: a service whose tree holds 64 MiB against a 32 MiB limit is restarted (its
+/// memory sampled once a second, two samples over in a row); one under its limit is left alone.
+#[test]
+fn a_service_over_max_memory_is_restarted() {
+    let p = Project::new(
+        r#"
+[services.fat]
+command = ["python3", "-c", "import time; b = b'x' * (64 << 20); print('allocated', flush=True); time.sleep(30)"]
+max_memory = "32MiB"
+
+[services.slim]
+command = ["python3", "-c", "import time; b = b'x' * (8 << 20); time.sleep(30)"]
+max_memory = "32MiB"
+"#,
+    );
+    let mut c = p.start(&["up"]);
+    let out = c.wait_for("over max_memory 32.0 MiB; restarting", T);
+    assert!(out.contains("fat: memory "), "{out}");
+    eventually(T, "fat started again", || {
+        c.stdout().matches("fat: started").count() >= 2
+    });
+    assert!(!c.stdout().contains("slim: memory"), "{}", c.stdout());
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success());
+    assert_no_leftovers(c.pid);
+}
