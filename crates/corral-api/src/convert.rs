@@ -101,6 +101,7 @@ pub fn service(u: &corral_runtime::UnitView) -> wire::Service {
         adopted: u.adopted,
         namespace: u.namespace.clone(),
         status_text: u.status_text.clone(),
+        next_run_ms: u.next_run.map(millis),
         usage: None,
     }
 }

@@ -66,6 +66,24 @@ impl Command {
     }
 }
 
+/// A cron pattern (seconds optional), read in the local time zone.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    /// As written.
+    pub pattern: String,
+    pub cron: croner::Cron,
+}
+
+impl Schedule {
+    /// The next time it is due after `now`.
+    pub fn next_after(
+        &self,
+        now: &chrono::DateTime<chrono::Local>,
+    ) -> Option<chrono::DateTime<chrono::Local>> {
+        self.cron.find_next_occurrence(now, false).ok()
+    }
+}
+
 /// What a unit watches: `watch` patterns, less `watch_ignore` ones (and, always, anything
 /// under `.git`, `target`, `node_modules` and `.corral`).
 #[derive(Clone, Debug)]
@@ -184,6 +202,8 @@ pub struct UnitDef {
     pub log: LogSettings,
     /// Where its log is written, instead of `.corral/logs/NAME.log` (`log_file`, absolute).
     pub log_file: Option<PathBuf>,
+    /// A task's `schedule`: when it runs while corral runs.
+    pub schedule: Option<Schedule>,
     /// It gets a `NOTIFY_SOCKET` (readiness `notify`, or a `watchdog`).
     pub notify: bool,
     /// Files whose change restarts it (a task: runs it again), relative to the project.

@@ -81,6 +81,8 @@ const TASK_KEYS: &[&str] = &[
     "watch",
     "watch_ignore",
     "watch_debounce",
+    "schedule",
+    "overlap",
 ];
 const TARGET_KEYS: &[&str] = &["depends_on", "description", "disabled", "namespace"];
 const PROBE_KEYS: &[&str] = &[
@@ -546,6 +548,7 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         log_ready: None,
         log: ctx.log,
         log_file: None,
+        schedule: None,
         notify: false,
         watch: None,
         daemon: false,
@@ -673,6 +676,41 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
             );
             def.liveness = None;
         }
+    }
+    if let Some(v) = get(t, "schedule") {
+        def.schedule = w.string(v, "`schedule`").and_then(|pattern| {
+            match croner::parser::CronParser::new().parse(&pattern) {
+                Ok(cron) => Some(crate::Schedule { pattern, cron }),
+                Err(e) => {
+                    w.error_help(
+                        v.span.clone(),
+                        format!("`{pattern}` is not a cron schedule: {e}"),
+                        "minute hour day-of-month month day-of-week, with an optional seconds field first: \"*/5 * * * *\", \"*/10 * * * * *\"",
+                    );
+                    None
+                }
+            }
+        });
+        let overlap = match get(t, "overlap") {
+            None => Some(corral_engine::Overlap::Skip),
+            Some(o) => match w.string(o, "`overlap`").as_deref() {
+                Some("skip") => Some(corral_engine::Overlap::Skip),
+                Some("queue") => Some(corral_engine::Overlap::Queue),
+                Some("kill") => Some(corral_engine::Overlap::Kill),
+                Some(other) => {
+                    w.error_help(
+                        o.span.clone(),
+                        format!("`overlap` `{other}` is not one of skip, queue, kill"),
+                        "what a scheduled run does while the last is still going",
+                    );
+                    None
+                }
+                None => None,
+            },
+        };
+        spec.schedule = def.schedule.as_ref().and(overlap);
+    } else if let Some(o) = get(t, "overlap") {
+        w.error(o.span.clone(), "`overlap` needs `schedule`");
     }
     if let Some(v) = get(t, "max_memory") {
         spec.max_memory = match &v.value {

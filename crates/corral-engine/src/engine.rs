@@ -47,6 +47,8 @@ pub struct UnitStatus {
     watchdog_due: Option<Instant>,
     /// Memory samples over `max_memory` in a row.
     memory_over: u32,
+    /// A scheduled run waits for the one going to end (`overlap = "queue"`).
+    queued_run: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -79,6 +81,7 @@ impl UnitStatus {
             watch: None,
             watchdog_due: None,
             memory_over: 0,
+            queued_run: false,
         }
     }
 }
@@ -306,8 +309,15 @@ impl Engine {
             } => {
                 if self.is_current(unit, generation) {
                     self.exited(unit, status, now);
+                    let u = &mut self.units[unit.0];
+                    if u.queued_run && !u.state.is_live() && !self.shutting_down {
+                        u.queued_run = false;
+                        self.changed(unit, Some("the queued scheduled run starts".into()));
+                        self.start(vec![unit]);
+                    }
                 }
             }
+            Event::ScheduleDue { unit } => self.schedule_due(unit),
             Event::ProbeResult {
                 unit,
                 generation,
@@ -354,6 +364,36 @@ impl Engine {
         }
         self.evaluate();
         std::mem::take(&mut self.out)
+    }
+
+    /// A scheduled run is due: start it, or do what `overlap` says when one is still going. A
+    /// task the user stopped is not run by its schedule until started again.
+    fn schedule_due(&mut self, unit: UnitId) {
+        let Some(overlap) = self.plan.units.get(unit.0).and_then(|s| s.schedule) else {
+            return;
+        };
+        if self.shutting_down || self.units[unit.0].held {
+            return;
+        }
+        let u = &mut self.units[unit.0];
+        if !u.state.is_live() {
+            self.changed(unit, Some("scheduled run".into()));
+            self.start(vec![unit]);
+            return;
+        }
+        let note = match overlap {
+            crate::Overlap::Skip => "the last run is still going: this scheduled run is skipped",
+            crate::Overlap::Queue => {
+                u.queued_run = true;
+                "the last run is still going: this scheduled run waits for it"
+            }
+            crate::Overlap::Kill => {
+                u.down_requested = true;
+                u.start_after_stop = true;
+                "the last run is still going: it is stopped for this scheduled run"
+            }
+        };
+        self.changed(unit, Some(note.into()));
     }
 
     /// Samples in a row over `max_memory` before a restart: one spike is not enough.

@@ -28,7 +28,8 @@ mod state;
 
 pub use engine::{Engine, UnitStatus, fmt_duration};
 pub use plan::{
-    Condition, Dependency, Kind, Plan, ProbeTiming, RestartMode, RestartPolicy, UnitId, UnitSpec,
+    Condition, Dependency, Kind, Overlap, Plan, ProbeTiming, RestartMode, RestartPolicy, UnitId,
+    UnitSpec,
 };
 pub use state::{
     Effect, Event, ExitStatus, FailReason, Never, ProbeKind, SkipReason, State, TimerKind, Waiting,

@@ -222,6 +222,19 @@ pub struct UnitSpec {
     /// Restart it when its process tree's resident memory stays above this many bytes
     /// (`max_memory`, two samples in a row).
     pub max_memory: Option<u64>,
+    /// It runs on a schedule (a task's `schedule`): what a due run does while one is going.
+    pub schedule: Option<Overlap>,
+}
+
+/// A scheduled run comes due while the previous one is still going.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overlap {
+    /// This run is skipped (and said so).
+    Skip,
+    /// It runs as soon as the one going ends (at most one waits).
+    Queue,
+    /// The one going is stopped, and this one starts.
+    Kill,
 }
 
 impl UnitSpec {
@@ -251,6 +264,7 @@ impl UnitSpec {
             watch_debounce: None,
             watchdog: None,
             max_memory: None,
+            schedule: None,
         }
     }
 

@@ -301,6 +301,8 @@ pub enum Event {
         generation: u64,
         rss_bytes: u64,
     },
+    /// A scheduled run of the task is due (the runtime keeps the calendar).
+    ScheduleDue { unit: UnitId },
     /// The unit said `WATCHDOG=1`: it is alive.
     Watchdog { unit: UnitId, generation: u64 },
     /// A file the unit watches changed (`path`, relative to the project).

@@ -1393,3 +1393,56 @@ fn memory_over_the_limit_twice_in_a_row_restarts() {
     assert_eq!(w.signals.len(), 1, "restarted once");
     assert_eq!(w.spawn_count("fat"), 2);
 }
+
+/// A task that takes 100 ms, scheduled with each overlap rule.
+fn scheduled(overlap: Overlap) -> (World, UnitId) {
+    let mut t = UnitSpec::new("job", Kind::Task);
+    t.schedule = Some(overlap);
+    let mut w = World::new(plan(vec![t]));
+    let id = w.id("job");
+    w.behaviour.insert(id, Behaviour::ExitAfter(MS * 100, 0));
+    (w, id)
+}
+
+#[test]
+fn scheduled_runs_skip_queue_or_kill_one_still_going() {
+    // Due while idle: it runs; due again while it runs: skipped.
+    let (mut w, id) = scheduled(Overlap::Skip);
+    w.send(Event::ScheduleDue { unit: id });
+    w.run_until(MS * 50);
+    w.send(Event::ScheduleDue { unit: id });
+    w.run_until(MS * 500);
+    assert_eq!(w.spawn_count("job"), 1);
+    w.send(Event::ScheduleDue { unit: id });
+    w.run_until(MS * 1000);
+    assert_eq!(w.spawn_count("job"), 2, "due again once idle: it runs");
+
+    // Queue: the second runs once the first has ended (and only one waits).
+    let (mut w, id) = scheduled(Overlap::Queue);
+    w.send(Event::ScheduleDue { unit: id });
+    w.run_until(MS * 20);
+    w.send(Event::ScheduleDue { unit: id });
+    w.send(Event::ScheduleDue { unit: id });
+    w.run_until(MS * 1000);
+    assert_eq!(w.spawn_count("job"), 2);
+    assert!(w.spawns[1].0 >= w.t0 + MS * 100, "after the first ended");
+
+    // Kill: the one going is stopped, a new one starts.
+    let (mut w, id) = scheduled(Overlap::Kill);
+    w.send(Event::ScheduleDue { unit: id });
+    w.run_until(MS * 20);
+    w.send(Event::ScheduleDue { unit: id });
+    w.run_until(MS * 1000);
+    assert_eq!(w.signals.len(), 1);
+    assert_eq!(w.spawn_count("job"), 2);
+
+    // Stopped by the user: its schedule does not run it.
+    let (mut w, id) = scheduled(Overlap::Skip);
+    w.send(Event::Stop {
+        unit: id,
+        dependents: false,
+    });
+    w.send(Event::ScheduleDue { unit: id });
+    w.run_until(MS * 500);
+    assert_eq!(w.spawn_count("job"), 0);
+}

@@ -159,6 +159,9 @@ pub struct Service {
     /// What it last said with `STATUS=` on its NOTIFY_SOCKET (sd_notify).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_text: Option<String>,
+    /// A scheduled task's next run (milliseconds since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_ms: Option<u64>,
     /// CPU, memory and process count of its tree (with `?metrics=true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,

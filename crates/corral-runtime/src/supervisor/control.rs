@@ -133,6 +133,8 @@ pub struct UnitView {
     pub namespace: Option<String>,
     /// What it last said with `STATUS=` on its NOTIFY_SOCKET.
     pub status_text: Option<String>,
+    /// A scheduled task's next run.
+    pub next_run: Option<SystemTime>,
 }
 
 #[derive(Clone, Debug)]
@@ -520,6 +522,11 @@ impl Supervisor {
                     log_path: self.project.log_path(def),
                     namespace: def.namespace.clone(),
                     status_text: self.processes.status(id),
+                    next_run: def
+                        .schedule
+                        .as_ref()
+                        .and_then(|s| s.next_after(&chrono::Local::now()))
+                        .map(SystemTime::from),
                 }
             })
             .collect();

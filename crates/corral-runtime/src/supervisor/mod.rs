@@ -218,6 +218,8 @@ pub struct Supervisor {
     reload: Option<PendingReload>,
     /// The project's file watcher (`watch`), while a unit watches something.
     watcher: Option<crate::watch::Watcher>,
+    /// The timers of scheduled tasks (`schedule`), one per task, remade with the plan.
+    schedules: Vec<tokio::task::AbortHandle>,
     /// `max_memory`: a sample is due (one pending at a time), and the meter that takes it.
     memory_due: bool,
     meter: crate::metrics::Meter,
@@ -290,11 +292,12 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         }
     }
     if options.names.is_empty() {
-        // A disabled unit starts only when named, or when a unit that is needs it.
+        // A disabled unit starts only when named, or when a unit that is needs it; a scheduled
+        // task runs on its schedule.
         wanted = project
             .plan
             .ids()
-            .filter(|id| !project.units[id.0].disabled)
+            .filter(|id| !project.units[id.0].disabled && project.units[id.0].schedule.is_none())
             .collect();
     }
     let (tx, rx): (UnboundedSender<Msg>, UnboundedReceiver<Msg>) = unbounded_channel();
@@ -446,6 +449,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         reload: None,
         watcher: None,
         memory_due: false,
+        schedules: Vec::new(),
         meter: crate::metrics::Meter::default(),
         instances,
         runs: Vec::new(),
@@ -537,12 +541,14 @@ impl Supervisor {
         self.commit();
         self.watch().await;
         self.schedule_memory();
+        self.schedule_tasks();
         loop {
             if self.engine.is_shutting_down() {
                 if self.engine.all_down() {
                     break;
                 }
             } else if !self.options.stay
+                && self.schedules.is_empty()
                 && ((self.options.exit_when_tasks_done && self.engine.tasks_settled())
                     || self.engine.settled())
             {
@@ -598,6 +604,34 @@ impl Supervisor {
             t.finish();
         }
         Ok(outcome)
+    }
+
+    /// A timer per scheduled task, each sending `ScheduleDue` at the pattern's next time (local
+    /// time, computed again after every run, so a clock change is followed).
+    pub(super) fn schedule_tasks(&mut self) {
+        for h in self.schedules.drain(..) {
+            h.abort();
+        }
+        for (i, def) in self.project.units.iter().enumerate() {
+            let Some(schedule) = def.schedule.clone() else {
+                continue;
+            };
+            let tx = self.tx.clone();
+            let unit = UnitId(i);
+            let task = tokio::spawn(async move {
+                loop {
+                    let now = chrono::Local::now();
+                    let Some(next) = schedule.next_after(&now) else {
+                        return;
+                    };
+                    tokio::time::sleep((next - now).to_std().unwrap_or_default()).await;
+                    if tx.send(Msg::Event(Event::ScheduleDue { unit })).is_err() {
+                        return;
+                    }
+                }
+            });
+            self.schedules.push(task.abort_handle());
+        }
     }
 
     /// Sample again in a second, if any unit has `max_memory`: no unit with a limit, no timer.

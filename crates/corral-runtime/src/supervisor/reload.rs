@@ -288,6 +288,7 @@ impl Supervisor {
         self.instances.project(project_view(&self.project));
         self.watch().await;
         self.schedule_memory();
+        self.schedule_tasks();
         self.printer.system(p.summary.clone()).await;
         let ids = |names: &[String]| -> Vec<UnitId> {
             names

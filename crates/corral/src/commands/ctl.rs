@@ -84,11 +84,20 @@ fn print_table(list: &[wire::Service]) {
                 uptime(s.uptime_secs),
                 s.restarts.to_string(),
                 // What it says of itself (sd_notify's STATUS=) after what its probe says.
-                match (&s.health, &s.status_text) {
-                    (Some(h), Some(t)) => format!("{h}; {t}"),
-                    (Some(h), None) => h.clone(),
-                    (None, Some(t)) => t.clone(),
-                    (None, None) => "-".into(),
+                match (&s.health, &s.status_text, s.next_run_ms) {
+                    (Some(h), Some(t), _) => format!("{h}; {t}"),
+                    (Some(h), None, _) => h.clone(),
+                    (None, Some(t), _) => t.clone(),
+                    (None, None, Some(next)) => {
+                        let now = wire::millis(std::time::SystemTime::now());
+                        format!(
+                            "next run in {}",
+                            corral_proto::fmt_duration(std::time::Duration::from_millis(
+                                next.saturating_sub(now)
+                            ))
+                        )
+                    }
+                    (None, None, None) => "-".into(),
                 },
                 if s.ports.is_empty() {
                     "-".into()
@@ -375,6 +384,13 @@ pub fn why(file: Option<&Path>, name: &str) -> Result<ExitCode, CliError> {
     }
     if let Some(t) = &s.status_text {
         lines.push(format!("  status: {t}"));
+    }
+    if let Some(next) = s.next_run_ms {
+        let now = wire::millis(std::time::SystemTime::now());
+        lines.push(format!(
+            "  next scheduled run in {}",
+            corral_proto::fmt_duration(std::time::Duration::from_millis(next.saturating_sub(now)))
+        ));
     }
     if let Some(e) = &s.last_exit {
         lines.push(format!("  last exit: {e}"));

@@ -681,6 +681,7 @@ mod tests {
             adopted: false,
             namespace: None,
             status_text: None,
+            next_run_ms: None,
             usage: None,
         }
     }

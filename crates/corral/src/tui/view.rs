@@ -509,6 +509,7 @@ mod tests {
             adopted: false,
             namespace: None,
             status_text: None,
+            next_run_ms: None,
             usage: Some(wire::Usage {
                 cpu_percent: 1.5,
                 rss_bytes: 23 << 20,

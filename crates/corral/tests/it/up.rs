@@ -505,3 +505,46 @@ max_memory = "32MiB"
     assert!(c.wait(T).success());
     assert_no_leftovers(c.pid);
 }
+
+/// `schedule` with a seconds field: the task runs on its schedule (not at `up`), twice in a
+/// little over two seconds; `up` keeps running for it; `why` names the next run; a bad pattern
+/// is refused with its line.
+#[test]
+fn a_scheduled_task_runs_on_its_schedule() {
+    let p = Project::new(
+        r#"
+[tasks.tick]
+command = "echo tick"
+schedule = "* * * * * *"
+
+[services.web]
+command = "exec sleep 30"
+"#,
+    );
+    let mut c = p.start(&["up"]);
+    c.wait_for("web: started", T);
+    eventually(T, "two scheduled runs", || {
+        c.stdout().matches("| tick\n").count() >= 2
+    });
+    let (_, why, _) = p.run(&["why", "tick"]);
+    assert!(why.contains("next scheduled run in"), "{why}");
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success());
+    assert_no_leftovers(c.pid);
+
+    std::fs::write(
+        p.path().join("corral.toml"),
+        "[tasks.t]\ncommand = \"true\"\nschedule = \"61 * * * *\"\noverlap = \"later\"\n",
+    )
+    .unwrap();
+    let (status, _, err) = p.run(&["validate"]);
+    assert!(!status.success());
+    assert!(
+        err.contains("`61 * * * *` is not a cron schedule") && err.contains("corral.toml:3:12"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`overlap` `later` is not one of skip, queue, kill"),
+        "{err}"
+    );
+}
