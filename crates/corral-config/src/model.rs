@@ -66,6 +66,25 @@ impl Command {
     }
 }
 
+/// `on_ready`, `on_failure`, `on_exit`, `on_restart`: each run with the unit's name, state and
+/// exit in its environment (`CORRAL_UNIT`, `CORRAL_STATE`, `CORRAL_EXIT`).
+#[derive(Clone, Debug, Default)]
+pub struct Hooks {
+    pub on_ready: Option<Command>,
+    pub on_failure: Option<Command>,
+    pub on_exit: Option<Command>,
+    pub on_restart: Option<Command>,
+}
+
+impl Hooks {
+    pub fn any(&self) -> bool {
+        self.on_ready.is_some()
+            || self.on_failure.is_some()
+            || self.on_exit.is_some()
+            || self.on_restart.is_some()
+    }
+}
+
 /// A cron pattern (seconds optional), read in the local time zone.
 #[derive(Clone, Debug)]
 pub struct Schedule {
@@ -202,6 +221,8 @@ pub struct UnitDef {
     pub log: LogSettings,
     /// Where its log is written, instead of `.corral/logs/NAME.log` (`log_file`, absolute).
     pub log_file: Option<PathBuf>,
+    /// Commands run when it becomes ready, fails, exits, is restarted.
+    pub hooks: Hooks,
     /// A task's `schedule`: when it runs while corral runs.
     pub schedule: Option<Schedule>,
     /// It gets a `NOTIFY_SOCKET` (readiness `notify`, or a `watchdog`).

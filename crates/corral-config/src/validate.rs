@@ -53,6 +53,10 @@ const SERVICE_KEYS: &[&str] = &[
     "daemon",
     "watchdog",
     "max_memory",
+    "on_ready",
+    "on_failure",
+    "on_exit",
+    "on_restart",
     "watch",
     "watch_ignore",
     "watch_debounce",
@@ -83,6 +87,10 @@ const TASK_KEYS: &[&str] = &[
     "watch_debounce",
     "schedule",
     "overlap",
+    "on_ready",
+    "on_failure",
+    "on_exit",
+    "on_restart",
 ];
 const TARGET_KEYS: &[&str] = &["depends_on", "description", "disabled", "namespace"];
 const PROBE_KEYS: &[&str] = &[
@@ -548,6 +556,7 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         log_ready: None,
         log: ctx.log,
         log_file: None,
+        hooks: crate::Hooks::default(),
         schedule: None,
         notify: false,
         watch: None,
@@ -820,6 +829,18 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         def.shutdown_command = w
             .command(v, "`shutdown_command`")
             .map(|c| with_shell(c, shell.as_deref()));
+    }
+    for (key, slot) in [
+        ("on_ready", &mut def.hooks.on_ready),
+        ("on_failure", &mut def.hooks.on_failure),
+        ("on_exit", &mut def.hooks.on_exit),
+        ("on_restart", &mut def.hooks.on_restart),
+    ] {
+        if let Some(v) = get(t, key) {
+            *slot = w
+                .command(v, &format!("`{key}`"))
+                .map(|c| with_shell(c, shell.as_deref()));
+        }
     }
     if let Some(v) = get(t, "namespace") {
         def.namespace = w.string(v, "`namespace`");

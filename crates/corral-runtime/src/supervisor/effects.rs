@@ -19,6 +19,72 @@ impl Supervisor {
         }
     }
 
+    /// `on_ready`, `on_failure`, `on_exit`, `on_restart`, from what one event did to a unit.
+    fn run_hooks(
+        &mut self,
+        unit: UnitId,
+        generation: u64,
+        before: &State,
+        exit: Option<corral_engine::ExitStatus>,
+        spawned: bool,
+    ) {
+        /// How long a hook may run before it is killed.
+        const LIMIT: Duration = Duration::from_secs(30);
+        let after = self.engine.state(unit).clone();
+        let def = &self.project.units[unit.0];
+        let hooks = &def.hooks;
+        let ready = |s: &State| matches!(s, State::Running { ready: true, .. });
+        let mut due: Vec<(&'static str, &corral_config::Command)> = Vec::new();
+        if let Some(c) = &hooks.on_ready
+            && ready(&after)
+            && !ready(before)
+        {
+            due.push(("on_ready", c));
+        }
+        if let Some(status) = exit {
+            if let Some(c) = &hooks.on_exit {
+                due.push(("on_exit", c));
+            }
+            // A stop corral was asked for is not a failure.
+            if let Some(c) = &hooks.on_failure
+                && !status.success()
+                && !matches!(before, State::Stopping { .. })
+            {
+                due.push(("on_failure", c));
+            }
+        }
+        if spawned {
+            let first = self.ran.insert(def.name.clone());
+            if let Some(c) = &hooks.on_restart
+                && !first
+            {
+                due.push(("on_restart", c));
+            }
+        }
+        for (label, command) in due {
+            let mut env = vec![
+                ("CORRAL_UNIT".to_string(), def.name.clone()),
+                ("CORRAL_STATE".to_string(), after.name().to_string()),
+                ("CORRAL_HOOK".to_string(), label.to_string()),
+            ];
+            if let Some(status) = exit {
+                env.push(("CORRAL_EXIT".to_string(), status.to_string()));
+            }
+            self.processes.run_hook(
+                &self.project,
+                unit,
+                generation,
+                &self.printer,
+                super::processes::Hook {
+                    label,
+                    command,
+                    env,
+                    limit: LIMIT,
+                },
+            );
+        }
+    }
+
     pub(super) async fn interrupt_gently(&mut self) {
         if !self.engine.is_shutting_down() {
             self.printer.system("stopping".into()).await;
@@ -51,7 +117,38 @@ impl Supervisor {
                     message: format!("{}: {detail}", if *ok { "ok" } else { "failed" }),
                 }));
             }
-            for effect in self.engine.handle(event, Instant::now()) {
+            // What the hooks need: the unit's state before, and how its process ended.
+            let hook_unit = match &event {
+                Event::Exited {
+                    unit, generation, ..
+                }
+                | Event::Spawned {
+                    unit, generation, ..
+                }
+                | Event::ProbeResult {
+                    unit, generation, ..
+                }
+                | Event::LogReady { unit, generation }
+                | Event::Timer {
+                    unit, generation, ..
+                } if self.engine.unit(*unit).generation == *generation
+                    && self.project.units[unit.0].hooks.any() =>
+                {
+                    Some((*unit, *generation))
+                }
+                _ => None,
+            };
+            let before = hook_unit.map(|(u, _)| self.engine.state(u).clone());
+            let exit = match &event {
+                Event::Exited { status, .. } => Some(*status),
+                _ => None,
+            };
+            let spawned = matches!(event, Event::Spawned { .. });
+            let effects = self.engine.handle(event, Instant::now());
+            if let (Some((unit, generation)), Some(before)) = (hook_unit, before) {
+                self.run_hooks(unit, generation, &before, exit, spawned);
+            }
+            for effect in effects {
                 match effect {
                     Effect::Spawn { unit, generation } => {
                         queue.push_back(self.spawn(unit, generation))

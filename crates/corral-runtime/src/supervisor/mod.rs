@@ -218,6 +218,8 @@ pub struct Supervisor {
     reload: Option<PendingReload>,
     /// The project's file watcher (`watch`), while a unit watches something.
     watcher: Option<crate::watch::Watcher>,
+    /// Units that have run since this daemon started (a later spawn is a restart: `on_restart`).
+    ran: std::collections::HashSet<String>,
     /// The timers of scheduled tasks (`schedule`), one per task, remade with the plan.
     schedules: Vec<tokio::task::AbortHandle>,
     /// `max_memory`: a sample is due (one pending at a time), and the meter that takes it.
@@ -450,6 +452,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         watcher: None,
         memory_due: false,
         schedules: Vec::new(),
+        ran: std::collections::HashSet::new(),
         meter: crate::metrics::Meter::default(),
         instances,
         runs: Vec::new(),
@@ -589,6 +592,7 @@ impl Supervisor {
                 }
             }
         }
+        self.processes.hooks_done().await;
         // Without a daemon connected and with no pipe left, the keeper ends by itself.
         self.processes.close_output().await;
         self.processes.end_escaped(&self.store);

@@ -29,6 +29,14 @@ struct Live {
     status: Option<String>,
 }
 
+/// A command run for a unit (`shutdown_command`, `on_ready` …).
+pub(super) struct Hook<'a> {
+    pub label: &'static str,
+    pub command: &'a corral_config::Command,
+    pub env: Vec<(String, String)>,
+    pub limit: Duration,
+}
+
 /// How often a daemon's processes are looked for. Only units with `daemon = true` are watched
 /// this way (one cgroup file read, or one `/proc` scan without cgroups).
 const DAEMON_WATCH: Duration = Duration::from_millis(500);
@@ -84,6 +92,8 @@ pub(super) fn end_tree(tree: &[(u32, u64)]) {
 }
 
 pub(super) struct Processes {
+    /// Hooks and shutdown commands still running: waited for before corral ends.
+    hooks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     reaper: Reaper,
     /// None only while corral ends (dropping it lets the keeper go).
     keeper: Option<KeeperLink>,
@@ -177,6 +187,7 @@ impl Processes {
             ports,
             sweep_pending: false,
             census_pending: false,
+            hooks: std::sync::Mutex::new(Vec::new()),
             tx,
             exe,
             state_dir,
@@ -670,8 +681,7 @@ impl Processes {
     }
 
     /// Run the unit's `shutdown_command` (instead of its stop signal) on a task of its own:
-    /// with the unit's environment, directory and user, time-limited by its stop grace (the
-    /// engine's SIGKILL comes then anyway); what it prints goes to the terminal and events.
+    /// its output printed, its exit said if not 0, killed if it outlasts the stop timeout.
     pub(super) fn run_shutdown_command(
         &self,
         project: &Project,
@@ -683,9 +693,36 @@ impl Processes {
         let Some(command) = &def.shutdown_command else {
             return;
         };
-        let argv = command.to_argv(self.ports[unit.0]);
+        let grace = project.plan.get(unit).stop_grace;
+        self.run_hook(
+            project,
+            unit,
+            generation,
+            printer,
+            Hook {
+                label: "shutdown_command",
+                command,
+                env: Vec::new(),
+                limit: grace,
+            },
+        );
+    }
+
+    /// Run a command for a unit on a task of its own, through the one spawn path, with the
+    /// environment its process has (PORT, HOME/USER for a unit with `user`, CORRAL_PID while it
+    /// runs) and `hook.env`: its output printed as `NAME: LABEL: line`, an exit other than 0
+    /// said, killed (its whole group) if it outlasts `hook.limit`.
+    pub(super) fn run_hook(
+        &self,
+        project: &Project,
+        unit: UnitId,
+        generation: u64,
+        printer: &Printer,
+        hook: Hook<'_>,
+    ) {
+        let def = &project.units[unit.0];
+        let argv = hook.command.to_argv(self.ports[unit.0]);
         let (reaper, printer) = (self.reaper.clone(), printer.clone());
-        // The environment its process has (PORT, and HOME/USER for a unit with `user`).
         let (workdir, mut env, identity) = (
             def.workdir.clone(),
             env_of(def, self.ports[unit.0]),
@@ -694,10 +731,11 @@ impl Processes {
         if let Some(pid) = self.pid(unit) {
             env.push(("CORRAL_PID".into(), pid.to_string()));
         }
+        env.extend(hook.env);
         let name = def.name.clone();
-        let grace = project.plan.get(unit).stop_grace;
-        let marker = proctable::marker(&format!("shutdown:{name}"), generation);
-        tokio::spawn(async move {
+        let (label, limit) = (hook.label, hook.limit);
+        let marker = proctable::marker(&format!("{label}:{name}"), generation);
+        let handle = tokio::spawn(async move {
             let spawned = crate::spawn::spawn(
                 &reaper,
                 crate::spawn::Spec {
@@ -717,7 +755,7 @@ impl Processes {
                 Ok(s) => s,
                 Err(e) => {
                     printer
-                        .system(format!("{name}: shutdown_command cannot start: {e}"))
+                        .system(format!("{name}: {label} cannot start: {e}"))
                         .await;
                     return;
                 }
@@ -725,7 +763,7 @@ impl Processes {
             let (out, err) = (spawned.child.stdout.take(), spawned.child.stderr.take());
             // Small and short-lived: read on blocking threads, to the end or the kill.
             let (out, err) = (read_capped(out), read_capped(err));
-            let status = tokio::time::timeout(grace, spawned.exit).await;
+            let status = tokio::time::timeout(limit, spawned.exit).await;
             if status.is_err() {
                 reaper.signal_group(spawned.pid, Signal::SIGKILL);
             }
@@ -735,26 +773,37 @@ impl Processes {
                 err.await.unwrap_or_default()
             );
             for line in text.lines().filter(|l| !l.is_empty()) {
-                printer
-                    .system(format!("{name}: shutdown_command: {line}"))
-                    .await;
+                printer.system(format!("{name}: {label}: {line}")).await;
             }
             match status {
                 Ok(Ok(s)) if s.success() => {}
                 Ok(Ok(s)) => {
                     printer
-                        .system(format!("{name}: shutdown_command ended with {s}"))
+                        .system(format!("{name}: {label} ended with {s}"))
                         .await
                 }
                 _ => {
                     printer
                         .system(format!(
-                            "{name}: shutdown_command took longer than the stop timeout; killed"
+                            "{name}: {label} took longer than {}; killed",
+                            corral_engine::fmt_duration(limit)
                         ))
                         .await
                 }
             }
         });
+        let mut hooks = self.hooks.lock().unwrap_or_else(|e| e.into_inner());
+        hooks.retain(|h| !h.is_finished());
+        hooks.push(handle);
+    }
+
+    /// Wait for the hooks still running (each ends within its own limit): an `on_exit` of the
+    /// last stop runs to its end before corral does.
+    pub(super) async fn hooks_done(&self) {
+        let running = std::mem::take(&mut *self.hooks.lock().unwrap_or_else(|e| e.into_inner()));
+        for h in running {
+            let _ = h.await;
+        }
     }
 
     /// Send a stop signal to a unit's main process only (`stop.parent_only`).

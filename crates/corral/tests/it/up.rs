@@ -548,3 +548,57 @@ command = "exec sleep 30"
         "{err}"
     );
 }
+
+/// Hooks: `on_ready`, `on_failure`, `on_exit` and `on_restart` run with the unit's name, state
+/// and exit in their environment, their output in corral's; a stop asked for is not a failure.
+#[test]
+fn hooks_run_on_ready_failure_exit_and_restart() {
+    let p = Project::new(
+        r#"
+[services.flaky]
+command = "echo up; sleep 0.3; exit 3"
+restart = { max_restarts = 1, backoff_initial = "100ms", jitter = 0.0 }
+on_ready = "echo ready $CORRAL_UNIT $CORRAL_STATE"
+on_failure = "echo failed: $CORRAL_EXIT"
+on_exit = ["sh", "-c", "echo ended: $CORRAL_EXIT"]
+on_restart = "echo again"
+
+[services.calm]
+command = "exec sleep 30"
+on_failure = "echo calm failed"
+on_exit = "echo calm ended: $CORRAL_EXIT"
+"#,
+    );
+    let mut c = p.start(&["up"]);
+    let out = c.wait_for("flaky: failed", T);
+    eventually(T, "the hooks of both runs", || {
+        let out = c.stdout();
+        out.matches("flaky: on_exit: ended: exit code 3").count() == 2
+            && out
+                .matches("flaky: on_failure: failed: exit code 3")
+                .count()
+                == 2
+    });
+    let out = c.stdout() + &out;
+    assert!(
+        out.contains("flaky: on_ready: ready flaky running"),
+        "{out}"
+    );
+    assert_eq!(
+        c.stdout().matches("flaky: on_restart: again").count(),
+        1,
+        "{out}"
+    );
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success());
+    let out = c.stdout();
+    assert!(
+        out.contains("calm: on_exit: calm ended: signal 15"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("calm failed"),
+        "a stop is not a failure: {out}"
+    );
+    assert_no_leftovers(c.pid);
+}
