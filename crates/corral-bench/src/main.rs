@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 
 mod dashboard;
 mod formats;
+mod scale;
 mod soak;
 mod tui;
 
@@ -47,6 +48,16 @@ fn main() {
     // `--formats`: only reading a large process-compose file.
     if args.iter().any(|a| a == "--formats") {
         formats::run(&corral_binary(), 1000);
+        return;
+    }
+    // `--scale`: only how corral grows with N (`--quick`: up to 2,000).
+    if args.iter().any(|a| a == "--scale") {
+        let sizes: &[usize] = if quick {
+            &[200, 1000, 2000]
+        } else {
+            &[200, 1000, 2000, 5000]
+        };
+        scale::run(&corral_binary(), sizes);
         return;
     }
     // `--flood`: only the restart-under-flood benchmark.

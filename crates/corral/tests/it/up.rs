@@ -602,3 +602,45 @@ on_exit = "echo calm ended: $CORRAL_EXIT"
     );
     assert_no_leftovers(c.pid);
 }
+
+/// corral raises its soft limit on open files to the hard one (it holds two pipes per
+/// process); what it starts inherits it.
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_limit() {
+    let p =
+        Project::new("[tasks.show]\ncommand = \"echo soft=$(ulimit -Sn) hard=$(ulimit -Hn)\"\n");
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("ulimit -Sn 256 && exec '{BIN}' run -q")])
+        .current_dir(p.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = p.read(".corral/logs/show.log");
+    let hard = log.split("hard=").nth(1).unwrap_or("").trim().to_string();
+    assert!(!hard.is_empty(), "{log}");
+    assert!(log.contains(&format!("soft={hard} ")), "{log}");
+    assert_ne!(hard, "256", "{log}");
+}
+
+/// 2,000 services start, are all running, and stop leaving nothing behind.
+#[test]
+fn two_thousand_services_start_and_stop_leaving_nothing() {
+    let n = 2000;
+    let config: String = (0..n)
+        .map(|i| format!("[services.s{i}]\ncommand = [\"sleep\", \"1000\"]\n"))
+        .collect();
+    let p = Project::new(&config);
+    let (status, out, err) = p.run_client(&["up", "-d"]);
+    assert!(status.success(), "{out}{err}");
+    eventually(Duration::from_secs(120), "2,000 running", || {
+        let (_, ps, _) = p.run_client(&["ps", "--json"]);
+        ps.matches("\"state\": \"running\"").count() == n
+    });
+    let (status, out, err) = p.run_client(&["down"]);
+    assert!(status.success(), "{out}{err}");
+    p.assert_nothing_left();
+}
