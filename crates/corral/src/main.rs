@@ -177,6 +177,10 @@ enum Command {
     /// Bash: `source <(corral completions bash)` in ~/.bashrc; fish: `corral completions fish
     /// | source`; zsh: `source <(corral completions zsh)`.
     Completions { shell: commands::completions::Shell },
+    /// A Model Context Protocol server on stdin/stdout for AI assistants: tools to list units,
+    /// start/stop/restart them, read logs, run commands and manage instances of the running
+    /// corral.
+    Mcp,
     /// Print the man page of corral, or of one of its commands (`corral man stop | man -l -`).
     Man { command: Vec<String> },
     /// Print the link that signs a browser in to the web dashboard (and open it where there
@@ -311,6 +315,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate => commands::validate::run(file.as_deref(), &read),
         Command::Completions { shell } => commands::completions::print(shell),
+        Command::Mcp => commands::mcp::run(file.as_deref()),
         Command::Man { command } => commands::completions::man::<Cli>(&command),
         Command::Import(args) => commands::import::run(&args),
         Command::Tui => tui::run(file.as_deref()),

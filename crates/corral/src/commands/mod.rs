@@ -8,6 +8,7 @@ pub mod exec;
 pub mod export;
 pub mod import;
 pub mod instance;
+pub mod mcp;
 pub mod run;
 pub mod up;
 pub mod validate;

@@ -14,6 +14,7 @@ mod hardening;
 mod in_process;
 mod instances;
 mod logs;
+mod mcp;
 mod metrics;
 mod ports;
 mod procs;
