@@ -72,9 +72,16 @@ enum Command {
     Why {
         #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::units))]
         name: String,
+        /// The unit as the API gives it (`GET /v1/services/NAME`).
+        #[arg(long)]
+        json: bool,
     },
     /// Show the dependency tree with states.
-    Tree,
+    Tree {
+        /// Every unit with what it depends on, as the API gives them.
+        #[arg(long)]
+        json: bool,
+    },
     /// `ps` with CPU and memory, refreshed until Ctrl-C.
     Top {
         /// Stop after this many refreshes.
@@ -98,6 +105,9 @@ enum Command {
         /// First print this many past events.
         #[arg(short = 'n', long = "history", default_value_t = 0)]
         history: usize,
+        /// One JSON object a line, as the API streams them.
+        #[arg(long)]
+        json: bool,
     },
     /// Run a command through corral (an ad-hoc process): its output streams here and corral
     /// exits with its exit code; with `--detach`, print its id and leave it running.
@@ -211,10 +221,15 @@ enum InstanceAction {
         #[arg(long)]
         zip: Option<PathBuf>,
     },
-    Ls,
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
     Show {
         #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::instances))]
         name: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Stop it and delete it with its workspace and logs.
     Rm {
@@ -234,6 +249,8 @@ enum ProcAction {
     Show {
         #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::procs))]
         id: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Wait until it ends (at most `--timeout`, default 30s) and show it.
     Wait {
@@ -241,6 +258,8 @@ enum ProcAction {
         id: String,
         #[arg(long, default_value = "30s")]
         timeout: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Write to its stdin (and with `--close`, close it).
     Input {
@@ -355,15 +374,15 @@ fn main() -> ExitCode {
         Command::Stop(args) => commands::ctl::act(file.as_deref(), "stop", &args),
         Command::Restart(args) => commands::ctl::act(file.as_deref(), "restart", &args),
         Command::Kill { name, signal } => commands::ctl::kill(file.as_deref(), &name, &signal),
-        Command::Why { name } => commands::ctl::why(file.as_deref(), &name),
-        Command::Tree => commands::ctl::tree(file.as_deref()),
+        Command::Why { name, json } => commands::ctl::why(file.as_deref(), &name, json),
+        Command::Tree { json } => commands::ctl::tree(file.as_deref(), json),
         Command::Top {
             iterations,
             interval,
         } => commands::ctl::top(file.as_deref(), iterations, &interval),
         Command::Reload => commands::ctl::reload(file.as_deref()),
         Command::Scale { name, replicas } => commands::ctl::scale(file.as_deref(), &name, replicas),
-        Command::Events { history } => commands::ctl::events(file.as_deref(), history),
+        Command::Events { history, json } => commands::ctl::events(file.as_deref(), history, json),
         Command::Exec {
             detach,
             timeout,
@@ -387,8 +406,8 @@ fn main() -> ExitCode {
             let f = file.as_deref();
             match action {
                 ProcAction::Ls { json } => e::list(f, json),
-                ProcAction::Show { id } => e::show(f, &id),
-                ProcAction::Wait { id, timeout } => e::wait(f, &id, &timeout),
+                ProcAction::Show { id, json } => e::show(f, &id, json),
+                ProcAction::Wait { id, timeout, json } => e::wait(f, &id, &timeout, json),
                 ProcAction::Input { id, data, close } => e::input(f, &id, &data, close),
                 ProcAction::Kill { id, signal } => e::kill(f, &id, &signal),
                 ProcAction::Rm { id } => e::remove(f, &id),
@@ -405,8 +424,8 @@ fn main() -> ExitCode {
                     git,
                     zip,
                 } => i::create(f, &template, &param, git, zip.as_deref()),
-                InstanceAction::Ls => i::list(f),
-                InstanceAction::Show { name } => i::show(f, &name),
+                InstanceAction::Ls { json } => i::list(f, json),
+                InstanceAction::Show { name, json } => i::show(f, &name, json),
                 InstanceAction::Rm { name } => i::remove(f, &name),
             }
         }

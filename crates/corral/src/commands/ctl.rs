@@ -362,8 +362,17 @@ fn still_holds(dep: &wire::Service, condition: wire::Condition) -> bool {
     }
 }
 
-pub fn why(file: Option<&Path>, name: &str) -> Result<ExitCode, CliError> {
+/// `--json`: what the API answered, as it answered it (same field names).
+pub fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+pub fn why(file: Option<&Path>, name: &str, json: bool) -> Result<ExitCode, CliError> {
     let s: wire::Service = call(file, Method::GET, &format!("/v1/services/{}", encode(name)))?;
+    if json {
+        print_json(&s);
+        return Ok(ExitCode::SUCCESS);
+    }
     let all = services(file)?;
     let mut lines = vec![format!("{} is {}", s.name, s.state_text())];
     if s.held {
@@ -423,8 +432,12 @@ pub fn why(file: Option<&Path>, name: &str) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn tree(file: Option<&Path>) -> Result<ExitCode, CliError> {
+pub fn tree(file: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
     let list = services(file)?;
+    if json {
+        print_json(&list);
+        return Ok(ExitCode::SUCCESS);
+    }
     // Roots: what nothing depends on; each shows what it needs below it.
     let needed: std::collections::HashSet<&str> = list
         .iter()
@@ -457,10 +470,14 @@ pub fn tree(file: Option<&Path>) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn events(file: Option<&Path>, history: usize) -> Result<ExitCode, CliError> {
+pub fn events(file: Option<&Path>, history: usize, json: bool) -> Result<ExitCode, CliError> {
     let c = client(file)?;
     let rt = runtime()?;
     let print = |e: &wire::Event| {
+        if json {
+            println!("{}", serde_json::to_string(e).unwrap_or_default());
+            return;
+        }
         let time = humantime::format_rfc3339_millis(wire::from_millis(e.time_ms));
         println!("{time} {} {}", e.kind, e.message);
     };

@@ -124,18 +124,31 @@ fn show_output(p: &wire::Proc) {
     print!("{}", o.tail);
 }
 
-pub fn show(file: Option<&Path>, id: &str) -> Result<ExitCode, CliError> {
+pub fn show(file: Option<&Path>, id: &str, json: bool) -> Result<ExitCode, CliError> {
     let p: wire::Proc = call(file, Method::GET, &format!("/v1/procs/{}", encode(id)))?;
+    if json {
+        super::ctl::print_json(&p);
+        return Ok(ExitCode::SUCCESS);
+    }
     show_output(&p);
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn wait(file: Option<&Path>, id: &str, timeout: &str) -> Result<ExitCode, CliError> {
+pub fn wait(
+    file: Option<&Path>,
+    id: &str,
+    timeout: &str,
+    json: bool,
+) -> Result<ExitCode, CliError> {
     let p: wire::Proc = call(
         file,
         Method::GET,
         &format!("/v1/procs/{}/wait?timeout={}", encode(id), encode(timeout)),
     )?;
+    if json {
+        super::ctl::print_json(&p);
+        return Ok(ExitCode::SUCCESS);
+    }
     show_output(&p);
     Ok(ExitCode::SUCCESS)
 }

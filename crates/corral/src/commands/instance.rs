@@ -62,8 +62,12 @@ pub fn create(
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn list(file: Option<&Path>) -> Result<ExitCode, CliError> {
+pub fn list(file: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
     let all: Vec<serde_json::Value> = call(file, Method::GET, "/v1/instances")?;
+    if json {
+        super::ctl::print_json(&all);
+        return Ok(ExitCode::SUCCESS);
+    }
     for i in &all {
         println!(
             "{}  {}  port {}  {}",
@@ -76,12 +80,16 @@ pub fn list(file: Option<&Path>) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn show(file: Option<&Path>, name: &str) -> Result<ExitCode, CliError> {
+pub fn show(file: Option<&Path>, name: &str, json: bool) -> Result<ExitCode, CliError> {
     let i: serde_json::Value = call(
         file,
         Method::GET,
         &format!("/v1/instances/{}", encode(name)),
     )?;
+    if json {
+        super::ctl::print_json(&i);
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "{}: {} (template {}, port {})",
         name,

@@ -849,3 +849,73 @@ depends_on = ["db"]
     ok(&p, &["down"]);
     p.assert_nothing_left();
 }
+
+/// `--json` on the commands that read: what the API answers, parsed here, with its field names.
+#[test]
+fn read_commands_print_json_with_the_apis_field_names() {
+    let p = Project::new(
+        r#"
+[services.db]
+command = "exec sleep 1000"
+
+[services.api]
+command = "exec sleep 1000"
+depends_on = ["db"]
+
+[templates.box]
+command = ["sleep", "1000"]
+"#,
+    );
+    ok(&p, &["up", "-d"]);
+    wait_state(&p, "api", "running");
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = ok(&p, args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("corral {args:?}: {e}: {out}"))
+    };
+    let why = json(&["why", "api", "--json"]);
+    assert_eq!(why["name"], "api");
+    assert_eq!(why["depends_on"][0]["name"], "db", "{why}");
+    let tree = json(&["tree", "--json"]);
+    assert_eq!(tree.as_array().unwrap().len(), 2, "{tree}");
+    let made = ok(&p, &["instance", "create", "box"]);
+    let name = made.split_whitespace().next().unwrap().to_string();
+    let list = json(&["instance", "ls", "--json"]);
+    assert_eq!(list[0]["name"], name.as_str(), "{list}");
+    let one = json(&["instance", "show", &name, "--json"]);
+    assert_eq!(one["template"], "box", "{one}");
+    let id = ok(&p, &["exec", "-d", "--", "sh", "-c", "echo out"])
+        .trim()
+        .to_string();
+    let waited = json(&["proc", "wait", &id, "--json"]);
+    assert_eq!(waited["exit_code"], 0, "{waited}");
+    let shown = json(&["proc", "show", &id, "--json"]);
+    assert!(
+        shown["output"]["head"].as_str().unwrap().contains("out"),
+        "{shown}"
+    );
+    // `events --json` follows: its first line (from the history) is an event object.
+    let mut ev = std::process::Command::new(BIN)
+        .args(["events", "-n", "3", "--json"])
+        .current_dir(p.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = ev.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an event line");
+    let _ = ev.kill();
+    let _ = ev.wait();
+    let e: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert!(e["kind"].is_string() && e["time_ms"].is_u64(), "{e}");
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}
