@@ -27,6 +27,7 @@ pub mod node;
 pub mod read;
 mod replicas;
 mod resolve;
+pub mod schema;
 mod validate;
 
 use std::collections::BTreeMap;

@@ -10,7 +10,7 @@ use crate::diag::{Diagnostic, did_you_mean};
 use crate::node::{Key, Node, Span, Table, Value, get};
 
 /// The top-level keys of corral.toml.
-const TOP_KEYS: &[&str] = &[
+pub(crate) const TOP_KEYS: &[&str] = &[
     "services",
     "tasks",
     "targets",

@@ -21,8 +21,9 @@ use crate::read::{self, RawUnit};
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// What a template has besides the keys of a service.
-const TEMPLATE_ONLY_KEYS: &[&str] = &["params", "setup", "files", "port_range", "setup_timeout"];
-const SERVICE_KEYS: &[&str] = &[
+pub(crate) const TEMPLATE_ONLY_KEYS: &[&str] =
+    &["params", "setup", "files", "port_range", "setup_timeout"];
+pub(crate) const SERVICE_KEYS: &[&str] = &[
     "command",
     "workdir",
     "env",
@@ -61,7 +62,7 @@ const SERVICE_KEYS: &[&str] = &[
     "watch_ignore",
     "watch_debounce",
 ];
-const TASK_KEYS: &[&str] = &[
+pub(crate) const TASK_KEYS: &[&str] = &[
     "command",
     "workdir",
     "env",
@@ -92,8 +93,8 @@ const TASK_KEYS: &[&str] = &[
     "on_exit",
     "on_restart",
 ];
-const TARGET_KEYS: &[&str] = &["depends_on", "description", "disabled", "namespace"];
-const PROBE_KEYS: &[&str] = &[
+pub(crate) const TARGET_KEYS: &[&str] = &["depends_on", "description", "disabled", "namespace"];
+pub(crate) const PROBE_KEYS: &[&str] = &[
     "tcp",
     "http",
     "exec",
@@ -109,7 +110,7 @@ const PROBE_KEYS: &[&str] = &[
     "failure_threshold",
     "success_threshold",
 ];
-const RESTART_KEYS: &[&str] = &[
+pub(crate) const RESTART_KEYS: &[&str] = &[
     "mode",
     "max_restarts",
     "startup_max_restarts",
@@ -119,8 +120,8 @@ const RESTART_KEYS: &[&str] = &[
     "jitter",
     "reset_after",
 ];
-const STOP_KEYS: &[&str] = &["signal", "timeout", "parent_only"];
-const LOG_KEYS: &[&str] = &["lines", "max_file_size", "keep_files"];
+pub(crate) const STOP_KEYS: &[&str] = &["signal", "timeout", "parent_only"];
+pub(crate) const LOG_KEYS: &[&str] = &["lines", "max_file_size", "keep_files"];
 
 /// A unit as validated, before names are resolved to ids.
 #[derive(Clone, Debug)]

@@ -191,6 +191,9 @@ enum Command {
     /// start/stop/restart them, read logs, run commands and manage instances of the running
     /// corral.
     Mcp,
+    /// Print a JSON Schema of corral.toml, for editors: save it and put `#:schema ./corral.schema.json`
+    /// on corral.toml's first line (taplo, Even Better TOML).
+    Schema,
     /// Print the man page of corral, or of one of its commands (`corral man stop | man -l -`).
     Man { command: Vec<String> },
     /// Print the link that signs a browser in to the web dashboard (and open it where there
@@ -335,6 +338,10 @@ fn main() -> ExitCode {
         Command::Validate => commands::validate::run(file.as_deref(), &read),
         Command::Completions { shell } => commands::completions::print(shell),
         Command::Mcp => commands::mcp::run(file.as_deref()),
+        Command::Schema => {
+            commands::ctl::print_json(&corral_config::schema::json_schema());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Man { command } => commands::completions::man::<Cli>(&command),
         Command::Import(args) => commands::import::run(&args),
         Command::Tui => tui::run(file.as_deref()),

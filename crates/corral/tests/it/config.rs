@@ -90,3 +90,85 @@ fn dash_f_picks_the_file() {
     assert!(status.success());
     assert!(out.contains("other.toml: ok (1 service"), "{out}");
 }
+
+/// `corral schema`: a JSON Schema that accepts the demo and a config using every feature, and
+/// rejects what `validate` rejects in a sample of mistakes (checked with Python's jsonschema).
+#[test]
+fn the_schema_accepts_what_validate_accepts_and_rejects_a_sample_of_mistakes() {
+    let has_jsonschema = std::process::Command::new("python3")
+        .args(["-c", "import jsonschema, tomllib"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_jsonschema {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3 with jsonschema is needed"
+        );
+        eprintln!("skipped: no python3 jsonschema here");
+        return;
+    }
+    let p = Project::new(crate::export::EVERY_FEATURE);
+    let (status, schema, err) = p.run(&["schema"]);
+    assert!(status.success(), "{err}");
+    let schema_json: serde_json::Value = serde_json::from_str(&schema).unwrap();
+    insta::assert_snapshot!(
+        "schema",
+        serde_json::to_string_pretty(&schema_json).unwrap()
+    );
+    std::fs::write(p.path().join("corral.schema.json"), &schema).unwrap();
+    // What the schema says of a file: "ok" or its first error.
+    let check = |file: &std::path::Path| -> String {
+        let script = format!(
+            "import json, tomllib, jsonschema\nv = jsonschema.Draft202012Validator(json.load(open('{}')))\nerrs = [e.message for e in v.iter_errors(tomllib.load(open('{}', 'rb')))]\nprint(errs[0] if errs else 'ok')",
+            p.path().join("corral.schema.json").display(),
+            file.display()
+        );
+        let out = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../corral.toml");
+    assert_eq!(check(&demo), "ok");
+    assert_eq!(check(&p.path().join("corral.toml")), "ok");
+    for (bad, why) in [
+        (
+            "[services.a]\ncommand = \"x\"\nrestrat = \"always\"\n",
+            "restrat",
+        ),
+        ("[services.a]\ncommand = 5\n", "5"),
+        ("[services.a]\ncommand = \"x\"\nports = [\"any\"]\n", "any"),
+        (
+            "[services.a]\ncommand = \"x\"\nreadiness = { http = \"/\", intervall = \"1s\" }\n",
+            "intervall",
+        ),
+        (
+            "[services.a]\ncommand = \"x\"\ndepends_on = { b = \"ready\" }\n\n[services.b]\ncommand = \"y\"\n",
+            "ready",
+        ),
+        (
+            "[tasks.t]\ncommand = \"x\"\nschedule = \"* * * * *\"\noverlap = \"later\"\n",
+            "later",
+        ),
+        (
+            "[services.a]\ncommand = \"x\"\nrestart = { mode = \"sometimes\" }\n",
+            "sometimes",
+        ),
+        ("[targets.t]\ncommand = \"x\"\n", "command"),
+    ] {
+        std::fs::write(p.path().join("corral.toml"), bad).unwrap();
+        let said = check(&p.path().join("corral.toml"));
+        assert!(
+            said != "ok" && said.contains(why),
+            "the schema let `{bad}` pass: {said}"
+        );
+        let (status, _, err) = p.run(&["validate"]);
+        assert!(!status.success(), "validate let `{bad}` pass: {err}");
+    }
+}

@@ -253,7 +253,7 @@ depends_on = ["api"]
     assert_eq!(said.matches("passed").count(), docs.len(), "{said}");
 }
 
-const EVERY_FEATURE: &str = r#"
+pub(crate) const EVERY_FEATURE: &str = r#"
 env = { STAGE = "prod", PRICE = "$$5 100%" }
 
 [services.db]
