@@ -85,6 +85,20 @@ impl Hooks {
     }
 }
 
+/// One of `kill_filters`, as written and as a pattern.
+#[derive(Clone, Debug)]
+pub struct KillFilter {
+    pub text: String,
+    pub pattern: Regex,
+}
+
+impl KillFilter {
+    /// `comm` is the process's name (`/proc/PID/comm`), `cmdline` its words joined by spaces.
+    pub fn matches(&self, comm: &str, cmdline: &str) -> bool {
+        comm == self.text || self.pattern.is_match(cmdline)
+    }
+}
+
 /// A cron pattern (seconds optional), read in the local time zone.
 #[derive(Clone, Debug)]
 pub struct Schedule {
@@ -215,6 +229,9 @@ pub struct UnitDef {
     pub ports: Vec<PortDecl>,
     /// Kill whatever holds a declared port before starting.
     pub kill_others: bool,
+    /// Before a start, processes matching one of these are killed with their trees
+    /// (`kill_filters`: a process name exactly, or a regex over the command line).
+    pub kill_filters: Vec<KillFilter>,
     pub readiness: Option<Probe>,
     pub liveness: Option<Probe>,
     pub log_ready: Option<Regex>,

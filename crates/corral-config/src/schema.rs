@@ -71,7 +71,7 @@ pub(crate) fn unit_key(key: &str) -> Option<Value> {
             json!({"type": ["string", "integer"], "description": "`512MiB`, `2GiB` or bytes"})
         }
         "overlap" => json!({"enum": ["skip", "queue", "kill"]}),
-        "watch" | "watch_ignore" => strings(),
+        "watch" | "watch_ignore" | "kill_filters" => strings(),
         "replicas" => {
             json!({"type": "integer", "minimum": 1, "maximum": crate::replicas::MAX_REPLICAS})
         }

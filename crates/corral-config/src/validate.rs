@@ -31,6 +31,7 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "depends_on",
     "ports",
     "kill_others",
+    "kill_filters",
     "readiness",
     "liveness",
     "log_ready",
@@ -552,6 +553,7 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         env: Vec::new(),
         ports: Vec::new(),
         kill_others: false,
+        kill_filters: Vec::new(),
         readiness: None,
         liveness: None,
         log_ready: None,
@@ -668,6 +670,24 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
                 "`kill_others` needs `ports`",
                 "declare the ports whose holders should be killed",
             );
+        }
+    }
+    if let Some(v) = get(t, "kill_filters") {
+        match &v.value {
+            Value::Array(items) if !items.is_empty() => {
+                for item in items {
+                    if let Some(text) = w.string(item, "a `kill_filters` entry")
+                        && let Some(pattern) = w.regex(item, "a `kill_filters` entry")
+                    {
+                        def.kill_filters.push(crate::KillFilter { text, pattern });
+                    }
+                }
+            }
+            _ => w.error_help(
+                v.span.clone(),
+                "`kill_filters` must be a non-empty list",
+                "e.g. [\"redis-server\"] (a process name) or [\"python3 .*worker\"] (a regex over the command line)",
+            ),
         }
     }
     let first_port = def.ports.first().copied();

@@ -64,3 +64,60 @@ pub fn kill_holders(port: u16) -> Result<Vec<i32>, String> {
         describe_holders(port)
     ))
 }
+
+/// `kill_filters`: the processes matching a filter (its name exactly, or the regex over its
+/// command line) are killed with their trees before the unit starts — never corral itself, its
+/// ancestors (the shell that runs it), or what carries a corral marker (the project's own
+/// processes), and only this user's (any user's when corral is root). Blocks for at most 3 s
+/// while they go. Returns each killed root with its command line.
+pub fn kill_matching(filters: &[corral_config::KillFilter]) -> Vec<(i32, String)> {
+    if filters.is_empty() {
+        return Vec::new();
+    }
+    let me = std::process::id() as i32;
+    let snapshot = proctable::snapshot();
+    let parent: std::collections::HashMap<i32, i32> =
+        snapshot.iter().map(|p| (p.pid, p.ppid)).collect();
+    let mut spared = std::collections::HashSet::from([me]);
+    let mut up = me;
+    while let Some(&pp) = parent.get(&up) {
+        if pp <= 1 || !spared.insert(pp) {
+            break;
+        }
+        up = pp;
+    }
+    let uid = nix::unistd::getuid();
+    let mine = |pid: i32| {
+        use std::os::unix::fs::MetadataExt;
+        uid.is_root()
+            || std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid.as_raw())
+    };
+    let roots: Vec<(i32, String)> = snapshot
+        .iter()
+        .filter(|p| !p.zombie && !spared.contains(&p.pid) && mine(p.pid))
+        .filter(|p| proctable::env_var(p.pid, proctable::MARKER_VAR).is_none())
+        .filter_map(|p| {
+            let comm = std::fs::read_to_string(format!("/proc/{}/comm", p.pid)).ok()?;
+            let cmdline = proctable::cmdline(p.pid);
+            filters
+                .iter()
+                .any(|f| f.matches(comm.trim_end(), &cmdline))
+                .then_some((p.pid, cmdline))
+        })
+        .collect();
+    if roots.is_empty() {
+        return roots;
+    }
+    let children = proctable::children_map(&snapshot);
+    let victims: Vec<i32> = roots
+        .iter()
+        .flat_map(|(pid, _)| proctable::tree(&children, *pid))
+        .filter(|pid| !spared.contains(pid))
+        .collect();
+    proctable::signal_all(&victims, Signal::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && victims.iter().any(|p| proctable::start_time(*p).is_some()) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    roots
+}

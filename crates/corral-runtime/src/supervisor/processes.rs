@@ -462,6 +462,19 @@ impl Processes {
             .command
             .as_ref()
             .ok_or_else(|| SpawnError::permanent("nothing to run"))?;
+        // `kill_filters`: what would clash with it goes first (blocks for at most 3 s).
+        let killed = ports::kill_matching(&def.kill_filters);
+        if !killed.is_empty() {
+            let who: Vec<String> = killed
+                .iter()
+                .map(|(pid, cmd)| format!("pid {pid} (`{cmd}`)"))
+                .collect();
+            let (printer, text) = (
+                printer.clone(),
+                format!("{}: kill_filters: killed {}", def.name, who.join(", ")),
+            );
+            tokio::spawn(async move { printer.system(text).await });
+        }
         // Ports: a fixed port must be free (or freed); an auto port is chosen once, then kept.
         for decl in &def.ports {
             let port = match decl {

@@ -644,3 +644,43 @@ fn two_thousand_services_start_and_stop_leaving_nothing() {
     assert!(status.success(), "{out}{err}");
     p.assert_nothing_left();
 }
+
+/// `kill_filters`: before the start, a stray matching the filter (a regex over its command
+/// line) is killed with its tree, and corral says what it killed.
+#[test]
+fn kill_filters_end_a_stray_and_its_tree_before_the_start() {
+    use std::os::unix::process::CommandExt;
+    let tag = format!("corral-stray-{}", std::process::id());
+    let here = tempfile::tempdir().unwrap();
+    let mut stray = std::process::Command::new("sh")
+        .args(["-c", "sleep 60 & echo $! > child.pid; wait", &tag])
+        .current_dir(here.path())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let p = Project::new(&format!(
+        "[services.app]\ncommand = \"exec sleep 30\"\nkill_filters = [\"{tag}\"]\n"
+    ));
+    let child_pid_file = here.path().join("child.pid");
+    eventually(T, "the stray's child", || {
+        std::fs::read_to_string(&child_pid_file).is_ok_and(|s| !s.trim().is_empty())
+    });
+    let child: i32 = std::fs::read_to_string(&child_pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut c = p.start(&["up"]);
+    let out = c.wait_for("app: started", T);
+    assert!(
+        out.contains(&format!("app: kill_filters: killed pid {}", stray.id())),
+        "{out}"
+    );
+    // Both gone: the stray (reaped here, its parent) and its child (re-parented, ended).
+    let status = stray.wait().unwrap();
+    assert!(status.code().is_none(), "killed by a signal: {status}");
+    eventually(T, "the stray's child ended", || is_dead(child));
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success());
+    assert_no_leftovers(c.pid);
+}
