@@ -229,6 +229,9 @@ pub struct UnitDef {
     pub ports: Vec<PortDecl>,
     /// Kill whatever holds a declared port before starting.
     pub kill_others: bool,
+    /// `limits`: resource limits set in its process (name as in `prlimit`: nofile, nproc, core,
+    /// memlock, as, stack, fsize, cpu), each soft and hard alike. `u64::MAX` is unlimited.
+    pub limits: Vec<(String, u64)>,
     /// Before a start, processes matching one of these are killed with their trees
     /// (`kill_filters`: a process name exactly, or a regex over the command line).
     pub kill_filters: Vec<KillFilter>,

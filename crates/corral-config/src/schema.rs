@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use crate::read::TOP_KEYS;
 use crate::validate::{
-    LOG_KEYS, PROBE_KEYS, RESTART_KEYS, SERVICE_KEYS, STOP_KEYS, TARGET_KEYS, TASK_KEYS,
-    TEMPLATE_ONLY_KEYS,
+    LIMIT_KEYS, LOG_KEYS, PROBE_KEYS, RESTART_KEYS, SERVICE_KEYS, STOP_KEYS, TARGET_KEYS,
+    TASK_KEYS, TEMPLATE_ONLY_KEYS,
 };
 
 fn strings() -> Value {
@@ -71,6 +71,12 @@ pub(crate) fn unit_key(key: &str) -> Option<Value> {
             json!({"type": ["string", "integer"], "description": "`512MiB`, `2GiB` or bytes"})
         }
         "overlap" => json!({"enum": ["skip", "queue", "kill"]}),
+        "limits" => object(LIMIT_KEYS, |_| {
+            Some(json!({"oneOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "description": "a size (`64MiB`) or `unlimited`"}
+            ]}))
+        }),
         "watch" | "watch_ignore" | "kill_filters" => strings(),
         "replicas" => {
             json!({"type": "integer", "minimum": 1, "maximum": crate::replicas::MAX_REPLICAS})

@@ -32,6 +32,7 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "ports",
     "kill_others",
     "kill_filters",
+    "limits",
     "readiness",
     "liveness",
     "log_ready",
@@ -89,6 +90,7 @@ pub(crate) const TASK_KEYS: &[&str] = &[
     "watch_debounce",
     "schedule",
     "overlap",
+    "limits",
     "on_ready",
     "on_failure",
     "on_exit",
@@ -123,6 +125,9 @@ pub(crate) const RESTART_KEYS: &[&str] = &[
 ];
 pub(crate) const STOP_KEYS: &[&str] = &["signal", "timeout", "parent_only"];
 pub(crate) const LOG_KEYS: &[&str] = &["lines", "max_file_size", "keep_files"];
+pub(crate) const LIMIT_KEYS: &[&str] = &[
+    "nofile", "nproc", "core", "memlock", "as", "stack", "fsize", "cpu",
+];
 
 /// A unit as validated, before names are resolved to ids.
 #[derive(Clone, Debug)]
@@ -554,6 +559,7 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         ports: Vec::new(),
         kill_others: false,
         kill_filters: Vec::new(),
+        limits: Vec::new(),
         readiness: None,
         liveness: None,
         log_ready: None,
@@ -670,6 +676,33 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
                 "`kill_others` needs `ports`",
                 "declare the ports whose holders should be killed",
             );
+        }
+    }
+    if let Some(v) = get(t, "limits")
+        && let Some(lt) = w.table(v, "`limits`")
+    {
+        w.check_keys(lt, LIMIT_KEYS, "`limits`");
+        for (k, lv) in lt {
+            if !LIMIT_KEYS.contains(&k.name.as_str()) {
+                continue;
+            }
+            let value = match &lv.value {
+                Value::String(s) if s == "unlimited" || s == "infinity" => Some(u64::MAX),
+                Value::String(s) => parse_size(s).or_else(|| {
+                    w.error_help(
+                        lv.span.clone(),
+                        format!("`limits.{}` `{s}` is not a number or size", k.name),
+                        "a number, a size like \"64MiB\", or \"unlimited\"",
+                    );
+                    None
+                }),
+                _ => w
+                    .integer(lv, &format!("`limits.{}`", k.name), 0..i64::MAX)
+                    .map(|n| n as u64),
+            };
+            if let Some(value) = value {
+                def.limits.push((k.name.clone(), value));
+            }
         }
     }
     if let Some(v) = get(t, "kill_filters") {

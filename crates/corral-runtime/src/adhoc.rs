@@ -722,6 +722,7 @@ impl Owner {
                 stderr: crate::spawn::Io::Piped,
                 identity: None,
                 umask: None,
+                rlimits: &[],
                 daemon: false,
             },
         )

@@ -290,6 +290,7 @@ async fn exec(
             stderr: crate::spawn::Io::Null,
             identity: ctx.identity,
             umask: None,
+            rlimits: &[],
             daemon: false,
         },
     )

@@ -59,6 +59,8 @@ pub struct Spec<'a> {
     pub identity: Option<&'a corral_config::Identity>,
     /// The child's umask.
     pub umask: Option<u32>,
+    /// Resource limits set in the child before `exec` (`limits`): soft and hard alike.
+    pub rlimits: &'a [(nix::sys::resource::Resource, u64)],
     /// It starts a daemon and exits (`daemon = true`): when it exits 0, what it leaves in its
     /// group and cgroup lives on (see [`Spawned::cgroup`]).
     pub daemon: bool,
@@ -77,6 +79,7 @@ impl<'a> Spec<'a> {
             stderr: Io::Null,
             identity: None,
             umask: None,
+            rlimits: &[],
             daemon: false,
         }
     }
@@ -147,6 +150,19 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
                 // Best effort: a process outside its cgroup is still found the fallback ways
                 // (group, marker, recorded tree); it is not a reason to refuse to start it.
                 let _ = slot.join_from_child();
+                Ok(())
+            });
+        }
+    }
+    if !spec.rlimits.is_empty() {
+        let limits = spec.rlimits.to_vec();
+        // SAFETY: between fork and exec this only calls setrlimit on data prepared before the
+        // fork; nothing allocates or locks.
+        unsafe {
+            cmd.pre_exec(move || {
+                for (resource, value) in &limits {
+                    nix::sys::resource::setrlimit(*resource, *value, *value)?;
+                }
                 Ok(())
             });
         }

@@ -132,6 +132,7 @@ pub async fn run_step(reaper: &Reaper, step: SetupCommand<'_>) -> Result<(), Str
             stderr: crate::spawn::Io::File(err),
             identity,
             umask: None,
+            rlimits: &[],
             daemon: false,
         },
     )

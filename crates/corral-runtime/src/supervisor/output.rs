@@ -64,6 +64,7 @@ pub(super) fn spawn_keeper(
             stderr: crate::spawn::Io::File(err),
             identity: None,
             umask: None,
+            rlimits: &[],
             daemon: false,
         },
     )

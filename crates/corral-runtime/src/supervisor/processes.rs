@@ -37,6 +37,42 @@ pub(super) struct Hook<'a> {
     pub limit: Duration,
 }
 
+/// A unit's `limits` as rlimits; one above this user's hard limit is refused here, in words,
+/// rather than failing in the child (only root may raise a hard limit).
+fn rlimits_of(
+    def: &corral_config::UnitDef,
+) -> Result<Vec<(nix::sys::resource::Resource, u64)>, crate::spawn::SpawnError> {
+    use nix::sys::resource::{Resource, getrlimit};
+    let root = nix::unistd::geteuid().is_root();
+    def.limits
+        .iter()
+        .map(|(name, value)| {
+            let resource = match name.as_str() {
+                "nofile" => Resource::RLIMIT_NOFILE,
+                "nproc" => Resource::RLIMIT_NPROC,
+                "core" => Resource::RLIMIT_CORE,
+                "memlock" => Resource::RLIMIT_MEMLOCK,
+                "as" => Resource::RLIMIT_AS,
+                "stack" => Resource::RLIMIT_STACK,
+                "fsize" => Resource::RLIMIT_FSIZE,
+                "cpu" => Resource::RLIMIT_CPU,
+                _ => {
+                    return Err(crate::spawn::SpawnError::permanent(format!(
+                        "unknown limit `{name}`"
+                    )));
+                }
+            };
+            let hard = getrlimit(resource).map(|(_, h)| h).unwrap_or(u64::MAX);
+            if *value > hard && !root {
+                return Err(crate::spawn::SpawnError::permanent(format!(
+                    "limits.{name} = {value} is above this user's hard limit ({hard})"
+                )));
+            }
+            Ok((resource, *value))
+        })
+        .collect()
+}
+
 /// How often a daemon's processes are looked for. Only units with `daemon = true` are watched
 /// this way (one cgroup file read, or one `/proc` scan without cgroups).
 const DAEMON_WATCH: Duration = Duration::from_millis(500);
@@ -556,6 +592,7 @@ impl Processes {
             argv = wrapped;
         }
         let daemon = def.daemon && !is_task;
+        let rlimits = rlimits_of(def)?;
         let crate::spawn::Spawned {
             mut child,
             exit,
@@ -574,6 +611,8 @@ impl Processes {
                 // A task's wrapper applies them to the command (it stays ours to record the end).
                 identity: if is_task { None } else { def.identity.as_ref() },
                 umask: if is_task { None } else { def.umask },
+                // Inherited across exec: a task's wrapper passes them on to its command.
+                rlimits: &rlimits,
                 daemon,
             },
         )?;
@@ -761,6 +800,7 @@ impl Processes {
                     stderr: crate::spawn::Io::Piped,
                     identity: identity.as_ref(),
                     umask: None,
+                    rlimits: &[],
                     daemon: false,
                 },
             );

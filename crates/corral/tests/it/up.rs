@@ -684,3 +684,44 @@ fn kill_filters_end_a_stray_and_its_tree_before_the_start() {
     assert!(c.wait(T).success());
     assert_no_leftovers(c.pid);
 }
+
+/// `limits`: rlimits set in the unit's process (a task's command too, through its wrapper).
+#[test]
+fn limits_are_set_in_the_units_processes() {
+    let p = Project::new(
+        r#"
+[services.svc]
+command = "echo svc nofile=$(ulimit -n) core=$(ulimit -c); exec sleep 30"
+limits = { nofile = 256, core = 0 }
+
+[tasks.job]
+command = "echo job nofile=$(ulimit -Hn) fsize=$(ulimit -f)"
+limits = { nofile = "300", fsize = "unlimited" }
+"#,
+    );
+    let mut c = p.start(&["up"]);
+    c.wait_for("job: exited (exit code 0)", T);
+    eventually(T, "svc's line", || {
+        c.stdout().contains("svc nofile=256 core=0")
+    });
+    assert!(
+        c.stdout().contains("job nofile=300 fsize=unlimited"),
+        "{}",
+        c.stdout()
+    );
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success());
+    assert_no_leftovers(c.pid);
+
+    std::fs::write(
+        p.path().join("corral.toml"),
+        "[services.a]\ncommand = \"x\"\nlimits = { files = 10, nproc = \"many\" }\n",
+    )
+    .unwrap();
+    let (status, _, err) = p.run(&["validate"]);
+    assert!(!status.success());
+    assert!(
+        err.contains("`files`") && err.contains("`limits.nproc` `many` is not a number or size"),
+        "{err}"
+    );
+}
