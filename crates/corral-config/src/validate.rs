@@ -91,6 +91,7 @@ pub(crate) const TASK_KEYS: &[&str] = &[
     "schedule",
     "overlap",
     "limits",
+    "log_file",
     "on_ready",
     "on_failure",
     "on_exit",

@@ -239,12 +239,72 @@ pub fn logs(file: Option<&Path>, args: LogArgs) -> Result<ExitCode, CliError> {
         }))
         .map_err(cli_error)?;
     } else {
-        let lines: Vec<wire::Line> = rt
-            .block_on(c.call(Method::GET, &format!("/v1/logs?{q}")))
-            .map_err(cli_error)?;
+        let lines: Vec<wire::Line> =
+            match rt.block_on(c.call(Method::GET, &format!("/v1/logs?{q}"))) {
+                Ok(lines) => lines,
+                // No corral runs: the log files are read here, as the daemon would.
+                Err(ClientError::NoDaemon) => logs_from_files(file, &args)?,
+                Err(e) => return Err(cli_error(e)),
+            };
         lines.iter().for_each(show);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `logs` with no corral running: the same query over the project's log files (each unit's
+/// `log_file` or `.corral/logs/NAME.log`, with its rotated files), several units by time.
+fn logs_from_files(file: Option<&Path>, args: &LogArgs) -> Result<Vec<wire::Line>, CliError> {
+    use corral_runtime::logs::{Query, query};
+    let project = super::load_project_with(file, &Default::default())?;
+    let since = match &args.since {
+        None => None,
+        Some(v) => Some(
+            humantime::parse_rfc3339_weak(v)
+                .ok()
+                .or_else(|| {
+                    let d = humantime::parse_duration(v).ok()?;
+                    std::time::SystemTime::now().checked_sub(d)
+                })
+                .ok_or_else(|| {
+                    CliError::Run(format!(
+                        "`--since` must be a time (2026-01-02T15:04:05Z) or a duration ago (10m), not `{v}`"
+                    ))
+                })?,
+        ),
+    };
+    let grep = match &args.grep {
+        None => None,
+        Some(g) => Some(
+            regex::Regex::new(g)
+                .map_err(|e| CliError::Run(format!("`--grep` is not a valid pattern: {e}")))?,
+        ),
+    };
+    let q = Query {
+        tail: Some(args.tail),
+        since,
+        grep,
+    };
+    let mut all = Vec::new();
+    for def in &project.units {
+        if !args.names.is_empty() && !args.names.contains(&def.name) {
+            continue;
+        }
+        let lines = query(&project.log_path(def), def.log.keep_files, &q)
+            .map_err(|e| CliError::Run(format!("cannot read the log of `{}`: {e}", def.name)))?;
+        all.extend(lines.into_iter().map(|l| wire::Line {
+            unit: def.name.clone(),
+            time_ms: wire::millis(l.time),
+            stream: l.stream.tag().to_string(),
+            text: l.text,
+        }));
+    }
+    if let Some(unknown) = args.names.iter().find(|n| project.unit(n).is_none()) {
+        return Err(CliError::Run(format!("no unit named `{unknown}`")));
+    }
+    all.sort_by_key(|l| l.time_ms);
+    let extra = all.len().saturating_sub(args.tail);
+    all.drain(..extra);
+    Ok(all)
 }
 
 /// What `start`, `stop` and `restart` take.

@@ -141,3 +141,40 @@ command = ["python3", "-c", "for i in range(5000): print(f'{i:05} ' + 'z' * 50)"
         );
     }
 }
+
+/// `logs` with no corral running reads the log files itself (a `log_file` too), by time, with
+/// `--grep` and `-n`.
+#[test]
+fn logs_without_a_running_corral_read_the_files() {
+    let p = Project::new(
+        r#"
+[tasks.one]
+command = "echo alpha; echo beta"
+
+[tasks.two]
+command = "sleep 0.1; echo gamma"
+log_file = "two.log"
+"#,
+    );
+    let (status, out, err) = p.run(&["run", "-q"]);
+    assert!(status.success(), "{out}{err}");
+    let (status, out, err) = p.run(&["logs"]);
+    assert!(status.success(), "{err}");
+    let texts: Vec<&str> = out
+        .lines()
+        .map(|l| l.rsplit_once(" | ").unwrap().1)
+        .collect();
+    assert_eq!(texts, ["alpha", "beta", "gamma"], "{out}");
+    let (_, out, _) = p.run(&["logs", "two"]);
+    assert!(
+        out.contains("two | gamma") && !out.contains("alpha"),
+        "{out}"
+    );
+    let (_, out, _) = p.run(&["logs", "--grep", "^b", "-n", "5"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let (_, out, _) = p.run(&["logs", "-n", "1", "--json"]);
+    let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(line["text"], "gamma");
+    let (status, _, err) = p.run(&["logs", "nope"]);
+    assert!(!status.success() && err.contains("`nope`"), "{err}");
+}
