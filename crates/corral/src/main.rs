@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 /// Run, supervise and stop the processes of a project.
 #[derive(Parser, Debug)]
-#[command(name = "corral", version, about, propagate_version = true)]
+#[command(name = "corral", version, about, propagate_version = true, after_help = commands::EXIT_CODES)]
 struct Cli {
     /// The project file. Default: the nearest `corral.toml` (or `process-compose.yaml`,
     /// `Procfile`) here or in a parent. Given again, each later file is read over the ones

@@ -15,9 +15,7 @@ pub fn client(file: Option<&Path>) -> Result<Client, CliError> {
 
 pub fn cli_error(e: ClientError) -> CliError {
     match e {
-        ClientError::NoDaemon => CliError::Run(
-            "no corral is running for this project\n  help: start one with `corral up -d` (background) or `corral up` (in this terminal)".into(),
-        ),
+        ClientError::NoDaemon => CliError::NoDaemon,
         e => CliError::Run(e.to_string()),
     }
 }
@@ -365,8 +363,8 @@ pub fn act(file: Option<&Path>, verb: &str, args: &ActArgs) -> Result<ExitCode, 
         }
         match call::<wire::Done>(file, Method::POST, &path) {
             Ok(done) => println!("{}", done.message),
-            // One name: its error is the command's.
-            Err(e) if names.len() == 1 => return Err(e),
+            // One name: its error is the command's; no corral: none will do better.
+            Err(e) if names.len() == 1 || matches!(e, CliError::NoDaemon) => return Err(e),
             Err(e) => {
                 eprintln!("{e}");
                 failed = true;

@@ -236,7 +236,7 @@ pub fn down(file: Option<&Path>) -> Result<ExitCode, CliError> {
         Err(ClientError::NoDaemon) => {
             let ended = end_leftovers(&state_dir);
             if ended.is_empty() {
-                println!("corral: no daemon is running for this project");
+                return Err(CliError::NoDaemon);
             } else {
                 println!(
                     "corral: no daemon was running; ended what one left: {}",

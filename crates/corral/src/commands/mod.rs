@@ -25,13 +25,22 @@ pub enum CliError {
     Config(LoadError),
     /// corral could not do what was asked: exit 1.
     Run(String),
+    /// No corral runs for this project, for a command that needs one: exit 3 (`ps`, `down`,
+    /// `stop` … alike).
+    NoDaemon,
 }
+
+/// The exit codes, for `--help`.
+pub const EXIT_CODES: &str = "Exit codes: 0 done; 1 failed (what was asked could not be done, or a \
+stack ended with a failure); 2 a mistake in the project file or the command line; 3 no corral is \
+running for this project (for a command that needs one).";
 
 impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             CliError::Config(_) => ExitCode::from(2),
             CliError::Run(_) => ExitCode::from(1),
+            CliError::NoDaemon => ExitCode::from(3),
         }
     }
 }
@@ -42,6 +51,10 @@ impl fmt::Display for CliError {
             CliError::Config(LoadError::Invalid(e)) => write!(f, "{e}"),
             CliError::Config(e) => write!(f, "error: {e}"),
             CliError::Run(e) => write!(f, "error: {e}"),
+            CliError::NoDaemon => write!(
+                f,
+                "error: no corral is running for this project\n  help: start one with `corral up -d` (background) or `corral up` (in this terminal)"
+            ),
         }
     }
 }

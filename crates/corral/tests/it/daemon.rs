@@ -221,6 +221,19 @@ fn daemon_serves_the_api_and_the_cli_end_to_end() {
         err.contains("no corral is running") && err.contains("corral up -d"),
         "{err}"
     );
+    // No corral: one exit code for every command that needs one (documented in --help).
+    for args in [
+        &["ps"][..],
+        &["down"],
+        &["stop", "db", "api"],
+        &["tree"],
+        &["why", "db"],
+    ] {
+        let (status, _, err) = p.run_client(args);
+        assert_eq!(status.code(), Some(3), "corral {args:?}: {err}");
+    }
+    let (_, help, _) = p.run_client(&["--help"]);
+    assert!(help.contains("3 no corral is running"), "{help}");
 }
 
 #[test]
