@@ -223,6 +223,12 @@ enum InstanceAction {
         /// Unpack this ZIP into the workspace.
         #[arg(long)]
         zip: Option<PathBuf>,
+        /// Wait until it is ready, a line per setup step; exit 1 if its preparation fails.
+        #[arg(long)]
+        wait: bool,
+        /// With `--wait`: give up after this long.
+        #[arg(long, default_value = "10m", requires = "wait")]
+        timeout: String,
     },
     Ls {
         #[arg(long)]
@@ -430,7 +436,17 @@ fn main() -> ExitCode {
                     param,
                     git,
                     zip,
-                } => i::create(f, &template, &param, git, zip.as_deref()),
+                    wait,
+                    timeout,
+                } => match wait
+                    .then(|| humantime::parse_duration(&timeout))
+                    .transpose()
+                {
+                    Ok(limit) => i::create(f, &template, &param, git, zip.as_deref(), limit),
+                    Err(e) => Err(commands::CliError::Run(format!(
+                        "`--timeout {timeout}` is not a duration: {e}"
+                    ))),
+                },
                 InstanceAction::Ls { json } => i::list(f, json),
                 InstanceAction::Show { name, json } => i::show(f, &name, json),
                 InstanceAction::Rm { name } => i::remove(f, &name),

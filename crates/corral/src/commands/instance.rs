@@ -15,6 +15,7 @@ pub fn create(
     params: &[String],
     git: Option<String>,
     zip: Option<&Path>,
+    wait: Option<std::time::Duration>,
 ) -> Result<ExitCode, CliError> {
     let mut map = std::collections::BTreeMap::new();
     for kv in params {
@@ -55,11 +56,73 @@ pub fn create(
             ))
             .map_err(cli_error)?;
     }
+    if let Some(limit) = wait {
+        println!("{name} (port {})", inst["port"]);
+        return wait_ready(file, &name, limit);
+    }
     println!(
         "{name} (port {}); `corral instance show {name}` for its progress",
         inst["port"]
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `create --wait`: a line per setup step as it moves, until the instance is ready (exit 0) or
+/// its preparation failed (exit 1, saying why), or `limit` passes.
+fn wait_ready(
+    file: Option<&Path>,
+    name: &str,
+    limit: std::time::Duration,
+) -> Result<ExitCode, CliError> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut said: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    loop {
+        let i: serde_json::Value = call(
+            file,
+            Method::GET,
+            &format!("/v1/instances/{}", encode(name)),
+        )?;
+        let steps = i["steps"].as_array().cloned().unwrap_or_default();
+        for (n, s) in steps.iter().enumerate() {
+            let step = s["name"].as_str().unwrap_or_default();
+            let state = s["state"].as_str().unwrap_or_default().to_string();
+            if state == "pending" || said.get(step) == Some(&state) {
+                continue;
+            }
+            let detail = s["detail"].as_str().unwrap_or_default();
+            println!(
+                "  [{}/{}] {step}: {state}{}",
+                n + 1,
+                steps.len(),
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({detail})")
+                }
+            );
+            said.insert(step.to_string(), state);
+        }
+        match i["state"].as_str().unwrap_or_default() {
+            "ready" => {
+                println!("{name}: ready");
+                return Ok(ExitCode::SUCCESS);
+            }
+            "failed" => {
+                return Err(CliError::Run(format!(
+                    "{name}: preparation failed: {}",
+                    i["error"].as_str().unwrap_or("see `corral instance show`")
+                )));
+            }
+            _ => {}
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(CliError::Run(format!(
+                "{name} was not ready within {}",
+                humantime::format_duration(limit)
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 pub fn list(file: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {

@@ -468,3 +468,39 @@ setup = ["echo $$ > started.txt; exec sleep 1000"]
     assert!(status.success(), "{out}{err}");
     p.assert_nothing_left();
 }
+
+/// `instance create --wait`: a line per setup step, then ready (exit 0); a failing step makes
+/// it exit 1 saying why.
+#[test]
+fn create_wait_reports_each_setup_step_and_fails_with_the_preparation() {
+    let p = Project::new(
+        r#"
+[templates.good]
+command = ["sleep", "30"]
+setup = ["echo fetching", "sleep 0.2"]
+
+[templates.bad]
+command = ["sleep", "30"]
+setup = ["echo about to fail; exit 4"]
+"#,
+    );
+    let (status, out, err) = p.run_client(&["up", "-d"]);
+    assert!(status.success(), "{out}{err}");
+    let (status, out, err) = p.run_client(&["instance", "create", "good", "--wait"]);
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        out.contains("[2/3] sh -c echo fetching: done")
+            && out.contains("[3/3] sh -c sleep 0.2: done"),
+        "{out}"
+    );
+    assert!(
+        out.lines().last().unwrap_or("").ends_with(": ready"),
+        "{out}"
+    );
+    let (status, out, err) = p.run_client(&["instance", "create", "bad", "--wait"]);
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert!(err.contains("preparation failed"), "{err}");
+    let (status, _, _) = p.run_client(&["down"]);
+    assert!(status.success());
+    p.assert_nothing_left();
+}
