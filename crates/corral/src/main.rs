@@ -18,8 +18,19 @@ struct Cli {
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Vec<PathBuf>,
 
+    /// Colour: `auto` on a terminal (and not with NO_COLOR set), `always`, or `never`.
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto)]
+    color: ColorWhen,
+
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ColorWhen {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Subcommand, Debug)]
@@ -313,6 +324,13 @@ fn main() -> ExitCode {
         .var(commands::completions::VAR)
         .complete();
     let cli = Cli::parse();
+    // Every styled line goes through anstream, which follows this (and, on `auto`, NO_COLOR
+    // and whether the output is a terminal).
+    anstream::ColorChoice::write_global(match cli.color {
+        ColorWhen::Auto => anstream::ColorChoice::Auto,
+        ColorWhen::Always => anstream::ColorChoice::Always,
+        ColorWhen::Never => anstream::ColorChoice::Never,
+    });
     // The first `-f` names the project; the others are read over it.
     let file: Option<PathBuf> = cli.file.first().cloned();
     let read = corral_config::formats::ReadOptions {
@@ -481,7 +499,14 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("{err}");
+            let text = err.to_string();
+            let red = anstyle::Style::new()
+                .bold()
+                .fg_color(Some(anstyle::AnsiColor::Red.into()));
+            match text.strip_prefix("error:") {
+                Some(rest) => anstream::eprintln!("{red}error:{red:#}{rest}"),
+                None => anstream::eprintln!("{text}"),
+            }
             err.exit_code()
         }
     }

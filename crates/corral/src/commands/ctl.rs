@@ -118,18 +118,60 @@ fn print_table(list: &[wire::Service]) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let print = |cells: Vec<&str>| {
+    // The state in colour (anstream drops it off a terminal, with NO_COLOR or --color never);
+    // widths are counted on the plain text.
+    let print = |cells: Vec<&str>, state: Option<&wire::Service>| {
         let line: Vec<String> = cells
             .iter()
             .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            .enumerate()
+            .map(|(i, (c, w))| {
+                let padded = format!("{c:<w$}");
+                match state {
+                    Some(s) if i == 2 => {
+                        let style = state_style(s);
+                        format!("{style}{padded}{style:#}")
+                    }
+                    _ => padded,
+                }
+            })
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        anstream::println!("{}", line.join("  ").trim_end());
     };
-    print(header.to_vec());
-    for r in &rows {
-        print(r.iter().map(String::as_str).collect());
+    print(header.to_vec(), None);
+    for (r, s) in rows.iter().zip(list) {
+        print(r.iter().map(String::as_str).collect(), Some(s));
     }
+}
+
+/// A unit's colour in `logs`: the same for a name every time.
+fn name_style(name: &str) -> anstyle::Style {
+    const PALETTE: [anstyle::AnsiColor; 6] = [
+        anstyle::AnsiColor::Cyan,
+        anstyle::AnsiColor::Yellow,
+        anstyle::AnsiColor::Green,
+        anstyle::AnsiColor::Magenta,
+        anstyle::AnsiColor::Blue,
+        anstyle::AnsiColor::Red,
+    ];
+    let h = name
+        .bytes()
+        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+    anstyle::Style::new().fg_color(Some(PALETTE[h % PALETTE.len()].into()))
+}
+
+/// Green when up and ready, yellow on the way (or not ready), red when failed.
+pub fn state_style(s: &wire::Service) -> anstyle::Style {
+    use wire::UnitState as S;
+    let color = match s.state {
+        S::Running if s.ready => anstyle::AnsiColor::Green,
+        S::Running | S::Starting | S::Stopping | S::Backoff | S::Blocked => {
+            anstyle::AnsiColor::Yellow
+        }
+        S::Failed | S::Skipped => anstyle::AnsiColor::Red,
+        _ => return anstyle::Style::new().dimmed(),
+    };
+    anstyle::Style::new().fg_color(Some(color.into()))
 }
 
 /// `ps` again and again: CPU is measured over each interval.
@@ -199,9 +241,21 @@ pub fn logs(file: Option<&Path>, args: LogArgs) -> Result<ExitCode, CliError> {
     if let Some(g) = &args.grep {
         q.push_str(&format!("&grep={}", encode(g)));
     }
-    let width = args.names.iter().map(String::len).max().unwrap_or(0);
+    // Names padded to the longest of the units shown (all of them when none is named), as
+    // `up` pads them.
+    let width = if args.names.is_empty() {
+        services(file)
+            .map(|l| l.iter().map(|s| s.name.len()).max().unwrap_or(0))
+            .unwrap_or(0)
+    } else {
+        args.names.iter().map(String::len).max().unwrap_or(0)
+    };
     // A service's output may hold terminal escapes: on a terminal they are shown, not obeyed.
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let colour = !matches!(
+        anstream::AutoStream::choice(&std::io::stdout()),
+        anstream::ColorChoice::Never
+    );
     let show = |l: &wire::Line| {
         if args.json {
             println!("{}", serde_json::to_string(l).unwrap_or_default());
@@ -213,11 +267,22 @@ pub fn logs(file: Option<&Path>, args: LogArgs) -> Result<ExitCode, CliError> {
             } else {
                 std::borrow::Cow::Borrowed(l.text.as_str())
             };
-            println!(
-                "{time} {:<width$} {mark} {text}",
-                l.unit,
-                width = width.max(l.unit.len())
-            );
+            let name = format!("{:<width$}", l.unit, width = width.max(l.unit.len()));
+            // Only corral's part is styled: the service's text goes out as it is (through a
+            // pipe a script gets its bytes; on a terminal it was escaped above).
+            let (style, mark_style) = if colour {
+                (
+                    name_style(&l.unit),
+                    if l.stream == "err" {
+                        anstyle::Style::new().fg_color(Some(anstyle::AnsiColor::Red.into()))
+                    } else {
+                        anstyle::Style::new().dimmed()
+                    },
+                )
+            } else {
+                (anstyle::Style::new(), anstyle::Style::new())
+            };
+            println!("{time} {style}{name}{style:#} {mark_style}{mark}{mark_style:#} {text}");
         }
     };
     let rt = runtime()?;

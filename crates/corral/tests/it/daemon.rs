@@ -932,3 +932,28 @@ command = ["sleep", "1000"]
     ok(&p, &["down"]);
     p.assert_nothing_left();
 }
+
+/// Colour: off when the output is not a terminal (as in every other test here); `--color
+/// always` colours `ps`'s states, `logs`' names and errors; `--color never` never does.
+#[test]
+fn colour_is_chosen_with_color_and_off_by_default_off_a_terminal() {
+    let p = Project::new("[services.db]\ncommand = \"echo hi; exec sleep 1000\"\n");
+    ok(&p, &["up", "-d"]);
+    wait_state(&p, "db", "running");
+    let plain = ok(&p, &["ps"]);
+    assert!(!plain.contains('\u{1b}'), "{plain:?}");
+    let coloured = ok(&p, &["ps", "--color", "always"]);
+    assert!(coloured.contains("\u{1b}[32mrunning"), "{coloured:?}");
+    eventually(Duration::from_secs(10), "db's line", || {
+        ok(&p, &["logs", "--color", "always"]).contains("\u{1b}[")
+    });
+    let never = ok(&p, &["logs", "--color", "never"]);
+    assert!(
+        never.contains("db | hi") && !never.contains('\u{1b}'),
+        "{never:?}"
+    );
+    let (_, _, err) = p.run_client(&["why", "nope", "--color", "always"]);
+    assert!(err.contains("\u{1b}[1m\u{1b}[31merror:"), "{err:?}");
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}
