@@ -50,6 +50,10 @@ pub struct Query {
     pub since: Option<SystemTime>,
     /// Only lines matching this pattern.
     pub grep: Option<Regex>,
+    /// Only lines before this time.
+    pub until: Option<SystemTime>,
+    /// Only this stream's lines.
+    pub stream: Option<Stream>,
 }
 
 /// Read a unit's log files and return the lines `query` selects, oldest first. The files are
@@ -106,6 +110,12 @@ pub fn query_until(
             };
             if query.since.is_some_and(|s| line.time < s) {
                 break 'files;
+            }
+            // Newer than `until`: read on (backwards) to the ones before it.
+            if query.until.is_some_and(|u| line.time >= u)
+                || query.stream.is_some_and(|s| s != line.stream)
+            {
+                continue;
             }
             out.push(line);
             if out.len() == wanted {
@@ -571,6 +581,8 @@ mod tests {
             tail: Some(2),
             grep: Some(Regex::new("^1[0-8]").unwrap()),
             since: None,
+            until: None,
+            stream: None,
         };
         let got: Vec<String> = query(&dir.join("svc.log"), 2, &q)
             .unwrap()

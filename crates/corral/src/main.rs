@@ -62,6 +62,18 @@ enum Command {
         /// Only lines matching this regular expression.
         #[arg(long)]
         grep: Option<String>,
+        /// Only lines before a time (RFC 3339) or a duration ago (`5m`).
+        #[arg(long, conflicts_with = "follow")]
+        until: Option<String>,
+        /// Only what the services wrote to stdout.
+        #[arg(long, conflicts_with = "stderr")]
+        stdout: bool,
+        /// Only what the services wrote to stderr.
+        #[arg(long)]
+        stderr: bool,
+        /// The lines' text only: no time, name or stream mark.
+        #[arg(long, conflicts_with = "json")]
+        raw: bool,
         #[arg(long)]
         json: bool,
     },
@@ -389,6 +401,10 @@ fn main() -> ExitCode {
             tail,
             since,
             grep,
+            until,
+            stdout,
+            stderr,
+            raw,
             json,
         } => commands::ctl::logs(
             file.as_deref(),
@@ -398,6 +414,15 @@ fn main() -> ExitCode {
                 tail,
                 since,
                 grep,
+                until,
+                stream: if stdout {
+                    Some("out")
+                } else if stderr {
+                    Some("err")
+                } else {
+                    None
+                },
+                raw,
                 json,
             },
         ),

@@ -53,6 +53,24 @@ pub fn log_params(map: &HashMap<String, String>) -> ApiResult<LogParams> {
         None => None,
         Some(v) => Some(compile_grep(v)?),
     };
+    let until = match map.get("until") {
+        None => None,
+        Some(v) => Some(parse_since(v).map_err(|_| {
+            ApiError::bad(format!(
+                "`until` must be a time (2026-01-02T15:04:05Z) or a duration ago (10m, 2h), not `{v}`"
+            ))
+        })?),
+    };
+    let stream = match map.get("stream").map(String::as_str) {
+        None => None,
+        Some("out" | "stdout") => Some(corral_runtime::logs::Stream::Stdout),
+        Some("err" | "stderr") => Some(corral_runtime::logs::Stream::Stderr),
+        Some(v) => {
+            return Err(ApiError::bad(format!(
+                "`stream` must be `out` or `err`, not `{v}`"
+            )));
+        }
+    };
     let services = map
         .get("services")
         .map(|s| {
@@ -64,7 +82,13 @@ pub fn log_params(map: &HashMap<String, String>) -> ApiResult<LogParams> {
         .unwrap_or_default();
     Ok(LogParams {
         services,
-        query: Query { tail, since, grep },
+        query: Query {
+            tail,
+            since,
+            grep,
+            until,
+            stream,
+        },
         follow: flag(map, "follow")?,
     })
 }
@@ -127,7 +151,10 @@ pub(crate) async fn service_logs(
     UrlPath(name): UrlPath<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let map = params(q.as_deref(), &["tail", "since", "grep", "follow"])?;
+    let map = params(
+        q.as_deref(),
+        &["tail", "since", "grep", "until", "stream", "follow"],
+    )?;
     let mut p = log_params(&map)?;
     p.services = vec![name];
     serve_logs(app, p).await
@@ -136,7 +163,9 @@ pub(crate) async fn service_logs(
 pub(crate) async fn logs(State(app): State<App>, RawQuery(q): RawQuery) -> ApiResult<Response> {
     let map = params(
         q.as_deref(),
-        &["services", "tail", "since", "grep", "follow"],
+        &[
+            "services", "tail", "since", "grep", "until", "stream", "follow",
+        ],
     )?;
     serve_logs(app, log_params(&map)?).await
 }
@@ -177,6 +206,7 @@ pub(crate) async fn serve_logs(app: App, mut p: LogParams) -> ApiResult<Response
         pending: std::collections::VecDeque::new(),
         busy: false,
         grep: p.query.grep,
+        stream: p.query.stream,
     };
     let backlog = futures_util::stream::iter(
         lines
@@ -219,6 +249,7 @@ struct Follow {
     /// The last read found lines: look again shortly even without news.
     busy: bool,
     grep: Option<Regex>,
+    stream: Option<corral_runtime::logs::Stream>,
 }
 
 impl Follow {
@@ -231,6 +262,7 @@ impl Follow {
                 lines
                     .into_iter()
                     .filter(|l| self.grep.as_ref().is_none_or(|g| g.is_match(&l.text)))
+                    .filter(|l| self.stream.is_none_or(|s| s == l.stream))
                     .map(|l| wire::Line {
                         unit: name.clone(),
                         time_ms: wire::millis(l.time),

@@ -208,6 +208,10 @@ pub struct LogArgs {
     pub tail: usize,
     pub since: Option<String>,
     pub grep: Option<String>,
+    pub until: Option<String>,
+    /// `out` or `err`.
+    pub stream: Option<&'static str>,
+    pub raw: bool,
     pub json: bool,
 }
 
@@ -241,6 +245,12 @@ pub fn logs(file: Option<&Path>, args: LogArgs) -> Result<ExitCode, CliError> {
     if let Some(g) = &args.grep {
         q.push_str(&format!("&grep={}", encode(g)));
     }
+    if let Some(u) = &args.until {
+        q.push_str(&format!("&until={}", encode(u)));
+    }
+    if let Some(st) = args.stream {
+        q.push_str(&format!("&stream={st}"));
+    }
     // Names padded to the longest of the units shown (all of them when none is named), as
     // `up` pads them.
     let width = if args.names.is_empty() {
@@ -259,6 +269,8 @@ pub fn logs(file: Option<&Path>, args: LogArgs) -> Result<ExitCode, CliError> {
     let show = |l: &wire::Line| {
         if args.json {
             println!("{}", serde_json::to_string(l).unwrap_or_default());
+        } else if args.raw {
+            println!("{}", l.text);
         } else {
             let time = humantime::format_rfc3339_millis(wire::from_millis(l.time_ms));
             let mark = if l.stream == "err" { '!' } else { '|' };
@@ -319,22 +331,25 @@ pub fn logs(file: Option<&Path>, args: LogArgs) -> Result<ExitCode, CliError> {
 fn logs_from_files(file: Option<&Path>, args: &LogArgs) -> Result<Vec<wire::Line>, CliError> {
     use corral_runtime::logs::{Query, query};
     let project = super::load_project_with(file, &Default::default())?;
-    let since = match &args.since {
-        None => None,
-        Some(v) => Some(
-            humantime::parse_rfc3339_weak(v)
-                .ok()
-                .or_else(|| {
-                    let d = humantime::parse_duration(v).ok()?;
-                    std::time::SystemTime::now().checked_sub(d)
-                })
-                .ok_or_else(|| {
-                    CliError::Run(format!(
-                        "`--since` must be a time (2026-01-02T15:04:05Z) or a duration ago (10m), not `{v}`"
-                    ))
-                })?,
-        ),
+    let when = |flag: &str,
+                v: &Option<String>|
+     -> Result<Option<std::time::SystemTime>, CliError> {
+        let Some(v) = v else { return Ok(None) };
+        humantime::parse_rfc3339_weak(v)
+            .ok()
+            .or_else(|| {
+                let d = humantime::parse_duration(v).ok()?;
+                std::time::SystemTime::now().checked_sub(d)
+            })
+            .map(Some)
+            .ok_or_else(|| {
+                CliError::Run(format!(
+                    "`{flag}` must be a time (2026-01-02T15:04:05Z) or a duration ago (10m), not `{v}`"
+                ))
+            })
     };
+    let since = when("--since", &args.since)?;
+    let until = when("--until", &args.until)?;
     let grep = match &args.grep {
         None => None,
         Some(g) => Some(
@@ -346,6 +361,14 @@ fn logs_from_files(file: Option<&Path>, args: &LogArgs) -> Result<Vec<wire::Line
         tail: Some(args.tail),
         since,
         grep,
+        until,
+        stream: args.stream.map(|s| {
+            if s == "err" {
+                corral_runtime::logs::Stream::Stderr
+            } else {
+                corral_runtime::logs::Stream::Stdout
+            }
+        }),
     };
     let mut all = Vec::new();
     for def in &project.units {

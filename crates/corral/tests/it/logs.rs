@@ -178,3 +178,39 @@ log_file = "two.log"
     let (status, _, err) = p.run(&["logs", "nope"]);
     assert!(!status.success() && err.contains("`nope`"), "{err}");
 }
+
+/// `logs --stderr`/`--stdout`, `--until` and `--raw`, through the running corral and from the
+/// files alike.
+#[test]
+fn logs_filter_by_stream_and_time_and_print_raw() {
+    let p = Project::new(
+        "[tasks.say]\ncommand = \"echo to-out; echo to-err >&2; sleep 0.2; echo later\"\n\n[services.idle]\ncommand = \"exec sleep 30\"\n",
+    );
+    let (status, out, err) = p.run(&["run", "-q", "say"]);
+    assert!(status.success(), "{out}{err}");
+    // The time `later` was written: `--until` it leaves it out and keeps what came before.
+    let log = p.read(".corral/logs/say.log");
+    let later_at = log
+        .lines()
+        .find(|l| l.ends_with(" later"))
+        .and_then(|l| l.split(' ').next())
+        .unwrap()
+        .to_string();
+    let check = |p: &Project| {
+        let (_, out, _) = p.run_client(&["logs", "say", "--stderr", "--raw"]);
+        assert_eq!(out, "to-err\n");
+        let (_, out, _) = p.run_client(&["logs", "say", "--stdout", "--raw"]);
+        assert_eq!(out, "to-out\nlater\n");
+        let (_, out, _) = p.run_client(&["logs", "say", "--until", &later_at, "--raw"]);
+        assert!(out.contains("to-out") && !out.contains("later"), "{out}");
+    };
+    // From the files (no corral runs) …
+    check(&p);
+    // … and through a running one.
+    let (status, out, err) = p.run_client(&["up", "-d", "idle"]);
+    assert!(status.success(), "{out}{err}");
+    check(&p);
+    let (status, _, _) = p.run_client(&["down"]);
+    assert!(status.success());
+    p.assert_nothing_left();
+}
