@@ -176,6 +176,55 @@ fn render_one(
     Ok(())
 }
 
+/// One error, placed: the file it is in and its line and column (or the definition and field
+/// it is about), for `validate --json`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placed {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl ConfigError {
+    pub fn placed(&self) -> Vec<Placed> {
+        let sources = Sources {
+            file: &self.file,
+            text: &self.source_text,
+            parts: &self.parts,
+        };
+        self.diagnostics
+            .iter()
+            .map(|d| {
+                let (file, line, column) = match &d.span {
+                    Span::File(range) => {
+                        let (file, src, at) = sources.locate(range.start);
+                        let (l, c) = line_col(src, at);
+                        (display_path(file), Some(l), Some(c))
+                    }
+                    Span::Field { owner, path } => (
+                        if path.is_empty() {
+                            owner.to_string()
+                        } else {
+                            format!("{owner}, field `{path}`")
+                        },
+                        None,
+                        None,
+                    ),
+                };
+                Placed {
+                    file,
+                    line,
+                    column,
+                    message: d.message.clone(),
+                    help: d.help.clone(),
+                }
+            })
+            .collect()
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for d in &self.diagnostics {

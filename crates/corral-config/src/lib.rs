@@ -33,7 +33,7 @@ mod validate;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use diag::{ConfigError, Diagnostic, LoadError, did_you_mean, line_col};
+pub use diag::{ConfigError, Diagnostic, LoadError, Placed, did_you_mean, line_col};
 pub use env::{expand, parse_dotenv};
 pub use lower::{Base, Definition, parse_project, parse_project_with};
 pub use model::*;

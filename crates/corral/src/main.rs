@@ -195,7 +195,13 @@ enum Command {
         quiet: bool,
     },
     /// Check the config and report every error at once.
-    Validate,
+    Validate {
+        /// `{"ok": true, "file", "format", "services", "tasks", "targets", "templates",
+        /// "warnings"}`, or `{"ok": false, "file", "errors": [{"file", "line", "column",
+        /// "message", "help"}]}` (exit 2).
+        #[arg(long)]
+        json: bool,
+    },
     /// Convert a process-compose file or a Procfile into a corral.toml.
     Import(commands::import::ImportArgs),
     /// Write the project out for another engine (systemd units).
@@ -371,7 +377,7 @@ fn main() -> ExitCode {
         };
     }
     let result = match cli.command {
-        Command::Validate => commands::validate::run(file.as_deref(), &read),
+        Command::Validate { json } => commands::validate::run(file.as_deref(), &read, json),
         Command::Completions { shell } => commands::completions::print(shell),
         Command::Mcp => commands::mcp::run(file.as_deref()),
         Command::Schema => {

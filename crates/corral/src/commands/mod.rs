@@ -61,7 +61,7 @@ impl fmt::Display for CliError {
 
 /// The project file: `-f FILE`, or the nearest one (`corral.toml`, `process-compose.yaml`,
 /// `Procfile`; see `corral_config::find_config`).
-fn config_path(file: Option<&Path>) -> Result<std::path::PathBuf, CliError> {
+pub fn config_path(file: Option<&Path>) -> Result<std::path::PathBuf, CliError> {
     match file {
         Some(f) => Ok(f.to_path_buf()),
         None => {

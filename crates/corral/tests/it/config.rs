@@ -172,3 +172,41 @@ fn the_schema_accepts_what_validate_accepts_and_rejects_a_sample_of_mistakes() {
         assert!(!status.success(), "validate let `{bad}` pass: {err}");
     }
 }
+
+/// `validate --json`: every error placed (file, line, column, message, help), exit 2; or what
+/// the file defines.
+#[test]
+fn validate_json_places_every_error() {
+    let p = Project::new("[services.a]\ncommand = 5\nfoo = 1\n");
+    let (status, out, err) = p.run(&["validate", "--json"]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], false);
+    let errors = v["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{v}");
+    assert_eq!(
+        (errors[0]["line"].as_u64(), errors[0]["column"].as_u64()),
+        (Some(2), Some(11))
+    );
+    assert!(
+        errors[1]["message"].as_str().unwrap().contains("`foo`"),
+        "{v}"
+    );
+    std::fs::write(
+        p.path().join("corral.toml"),
+        "[services.a]\ncommand = \"true\"\n\n[tasks.t]\ncommand = \"true\"\n",
+    )
+    .unwrap();
+    let (status, out, _) = p.run(&["validate", "--json"]);
+    assert!(status.success());
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            v["ok"].as_bool(),
+            v["services"].as_u64(),
+            v["tasks"].as_u64()
+        ),
+        (Some(true), Some(1), Some(1)),
+        "{v}"
+    );
+}
