@@ -193,6 +193,10 @@ enum Command {
         /// Don't show the output of the processes.
         #[arg(short, long)]
         quiet: bool,
+        /// The summary as JSON (the API's run: `tasks` with `name`, `verdict`, `detail`,
+        /// `duration_secs`; `elapsed_secs`), and no process output on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Check the config and report every error at once.
     Validate {
@@ -525,7 +529,8 @@ fn main() -> ExitCode {
             tasks,
             sequential,
             quiet,
-        } => commands::run::run(file.as_deref(), &read, tasks, sequential, quiet),
+            json,
+        } => commands::run::run(file.as_deref(), &read, tasks, sequential, quiet, json),
     };
     match result {
         Ok(code) => code,

@@ -26,7 +26,10 @@ pub fn run(
     tasks: Vec<String>,
     sequential: bool,
     quiet: bool,
+    json: bool,
 ) -> Result<ExitCode, CliError> {
+    // JSON on stdout: the processes' output stays in their logs.
+    let quiet = quiet || json;
     let project = load_project_with(file, read)?;
     for name in &tasks {
         if let Some(u) = project.unit(name)
@@ -85,6 +88,7 @@ pub fn run(
                 &rows,
                 std::time::Duration::from_secs_f64(run.elapsed_secs),
                 false,
+                json,
             ));
         }
         Err(ClientError::NoDaemon) => {}
@@ -115,21 +119,48 @@ pub fn run(
             }
         })
         .collect();
-    Ok(summary(&rows, outcome.elapsed, outcome.interrupted))
+    Ok(summary(&rows, outcome.elapsed, outcome.interrupted, json))
 }
 
 /// Print the summary; exit 0 only if nothing failed or was skipped.
-fn summary(rows: &[Row], elapsed: std::time::Duration, interrupted: bool) -> ExitCode {
+fn summary(rows: &[Row], elapsed: std::time::Duration, interrupted: bool, json: bool) -> ExitCode {
     let mut passed = 0;
     let mut failed = 0;
     let mut skipped = 0;
-    println!();
     for r in rows {
         match r.verdict.as_str() {
             "PASS" | "ALLOWED" => passed += 1,
             "SKIP" => skipped += 1,
             _ => failed += 1,
         }
+    }
+    let ok = failed == 0 && skipped == 0 && !interrupted;
+    if json {
+        let tasks: Vec<wire::TaskResult> = rows
+            .iter()
+            .map(|r| wire::TaskResult {
+                name: r.name.clone(),
+                verdict: r.verdict.clone(),
+                detail: r.detail.clone(),
+                duration_secs: r.duration.map(|d| d.as_secs_f64()),
+            })
+            .collect();
+        super::ctl::print_json(&serde_json::json!({
+            "tasks": tasks,
+            "elapsed_secs": elapsed.as_secs_f64(),
+            "interrupted": interrupted,
+            "passed": passed,
+            "failed": failed,
+            "skipped": skipped,
+        }));
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
+    }
+    println!();
+    for r in rows {
         let took = r.duration.map(fmt_duration).unwrap_or_default();
         println!("{:>7}  {:<20} {took:>8}  {}", r.verdict, r.name, r.detail);
     }
@@ -140,7 +171,7 @@ fn summary(rows: &[Row], elapsed: std::time::Duration, interrupted: bool) -> Exi
         fmt_duration(elapsed),
         if interrupted { " (interrupted)" } else { "" }
     );
-    if failed == 0 && skipped == 0 && !interrupted {
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -243,3 +243,19 @@ fn pipelines_run_over_the_api_with_a_result_per_task() {
     assert!(status.success(), "{out}{err}");
     p.assert_nothing_left();
 }
+
+/// `run --json`: the summary as the API's run (and nothing else on stdout), exit 1 on a failure.
+#[test]
+fn run_json_is_the_summary_alone() {
+    let p = Project::new("[tasks.a]\ncommand = \"echo hi\"\n\n[tasks.b]\ncommand = \"exit 3\"\n");
+    let (status, out, err) = p.run(&["run", "--json"]);
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(
+        (v["passed"].as_u64(), v["failed"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["tasks"][1]["verdict"], "FAIL");
+    assert_eq!(v["tasks"][1]["detail"], "exit code 3");
+}
