@@ -352,9 +352,12 @@ impl Owner {
     }
 
     fn get(&self, name: &str) -> Result<&Instance, CommandError> {
-        self.records
-            .get(name)
-            .ok_or_else(|| CommandError::NotFound(format!("no instance named `{name}`")))
+        self.records.get(name).ok_or_else(|| {
+            let hint = corral_config::did_you_mean(name, self.records.keys().map(String::as_str))
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            CommandError::NotFound(format!("no instance named `{name}`{hint}"))
+        })
     }
 
     /// Keep a record (memory and store) and tell the event stream.

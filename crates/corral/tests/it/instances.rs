@@ -497,6 +497,11 @@ setup = ["echo about to fail; exit 4"]
         out.lines().last().unwrap_or("").ends_with(": ready"),
         "{out}"
     );
+    // A mistyped name gets the closest one.
+    let name = out.split_whitespace().next().unwrap().to_string();
+    let (status, _, err) = p.run_client(&["instance", "show", &format!("{name}x")]);
+    assert!(!status.success());
+    assert!(err.contains(&format!("did you mean `{name}`")), "{err}");
     let (status, out, err) = p.run_client(&["instance", "create", "bad", "--wait"]);
     assert_eq!(status.code(), Some(1), "{out}{err}");
     assert!(err.contains("preparation failed"), "{err}");
