@@ -30,10 +30,13 @@ impl Drop for Listener {
 }
 
 /// Listen for `name`'s notifications; `on_message` gets each datagram's `KEY=VALUE` pairs.
-/// Returns the value for `NOTIFY_SOCKET` and the listener.
+/// Returns the value for `NOTIFY_SOCKET` and the listener. `other_user`: the unit runs as
+/// another user, who cannot reach into the state dir (0700): its socket gets an abstract name
+/// with a random part instead.
 pub fn listen(
     state_dir: &Path,
     name: &str,
+    other_user: bool,
     on_message: impl Fn(Vec<(String, String)>) + Send + 'static,
 ) -> io::Result<(String, Listener)> {
     use std::os::unix::net::UnixDatagram;
@@ -43,12 +46,16 @@ pub fn listen(
     let _ = std::fs::remove_file(&path);
     // A path a client can `connect` to fits in `sun_path`; a longer one becomes an abstract
     // name (Linux), which `NOTIFY_SOCKET` writes with a leading `@`.
-    let (std_sock, value, kept) = if path.as_os_str().len() <= 107 {
+    let (std_sock, value, kept) = if path.as_os_str().len() <= 107 && !other_user {
         let s = crate::sockpath::bind_private(|| UnixDatagram::bind(&path))?;
         (s, path.display().to_string(), Some(path))
     } else {
         use std::os::linux::net::SocketAddrExt;
-        let abstract_name = format!("corral/{}/{name}", std::process::id());
+        let abstract_name = format!(
+            "corral/{}/{name}/{:016x}",
+            std::process::id(),
+            fastrand::u64(..)
+        );
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())?;
         (
             UnixDatagram::bind_addr(&addr)?,

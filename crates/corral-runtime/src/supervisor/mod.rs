@@ -721,7 +721,9 @@ impl Supervisor {
             unit,
             &rec,
             fixed,
-            self.project.units[unit.0].notify,
+            self.project.units[unit.0]
+                .notify
+                .then(|| processes::other_user(&self.project.units[unit.0])),
         ) else {
             return;
         };

@@ -37,6 +37,13 @@ pub(super) struct Hook<'a> {
     pub limit: Duration,
 }
 
+/// The unit runs as a user other than corral's (who cannot reach into the 0700 state dir).
+pub(super) fn other_user(def: &corral_config::UnitDef) -> bool {
+    def.identity
+        .as_ref()
+        .is_some_and(|i| i.uid != nix::unistd::geteuid().as_raw())
+}
+
 /// A unit's `limits` as rlimits; one above this user's hard limit is refused here, in words,
 /// rather than failing in the child (only root may raise a hard limit).
 fn rlimits_of(
@@ -283,9 +290,10 @@ impl Processes {
         unit: UnitId,
         generation: u64,
         name: &str,
+        other_user: bool,
     ) -> std::io::Result<(String, crate::sdnotify::Listener)> {
         let tx = self.tx.clone();
-        crate::sdnotify::listen(&self.state_dir, name, move |pairs| {
+        crate::sdnotify::listen(&self.state_dir, name, other_user, move |pairs| {
             let _ = tx.send(Msg::Notify {
                 unit,
                 generation,
@@ -353,7 +361,8 @@ impl Processes {
         unit: UnitId,
         rec: &ProcessRecord,
         fixed: Option<u16>,
-        notify: bool,
+        // Its NOTIFY_SOCKET, if it has one: whether it runs as another user.
+        notify: Option<bool>,
     ) -> Option<Duration> {
         let (Ok(watch_fd), Ok(check_fd)) = (
             proctable::PidFd::open(rec.pid),
@@ -375,8 +384,7 @@ impl Processes {
             tree: store.tree(&rec.unit, rec.generation).unwrap_or_default(),
             // Its NOTIFY_SOCKET names the same path: bound again, it is heard again.
             _notify: notify
-                .then(|| self.listen(unit, rec.generation, &rec.unit).ok())
-                .flatten()
+                .and_then(|other| self.listen(unit, rec.generation, &rec.unit, other).ok())
                 .map(|(_, l)| l),
             status: None,
         });
@@ -557,9 +565,11 @@ impl Processes {
         let marker = proctable::marker(&def.name, generation);
         let mut env = env_of(def, port);
         let notify = if def.notify {
-            let (value, listener) = self.listen(unit, generation, &def.name).map_err(|e| {
-                SpawnError::permanent(format!("cannot make its NOTIFY_SOCKET: {e}"))
-            })?;
+            let (value, listener) = self
+                .listen(unit, generation, &def.name, other_user(def))
+                .map_err(|e| {
+                    SpawnError::permanent(format!("cannot make its NOTIFY_SOCKET: {e}"))
+                })?;
             env.push(("NOTIFY_SOCKET".into(), value));
             if let Some(every) = project.plan.get(unit).watchdog {
                 env.push(("WATCHDOG_USEC".into(), every.as_micros().to_string()));

@@ -847,11 +847,17 @@ readiness = { exec = "test \"$(id -un)\" = nobody" }
 command = "echo \"task as $(id -un)\""
 user = "nobody"
 
+[services.notifier]
+command = "systemd-notify --ready; exec sleep 1000"
+user = "nobody"
+readiness = { notify = true }
+
 [services.after]
 command = ["sleep", "1000"]
-depends_on = { setup = "completed_successfully", app = "healthy" }
+depends_on = { setup = "completed_successfully", app = "healthy", notifier = "healthy" }
 "#,
     );
+    // `notifier` (another user, who cannot enter the state dir) reaches its NOTIFY_SOCKET.
     up_and_wait(&p, "after");
     let app = json(&p, "GET", "/v1/services/app?metrics=true", "").1;
     let pid = app["pid"].as_u64().unwrap() as i32;
