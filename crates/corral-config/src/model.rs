@@ -68,12 +68,26 @@ impl Command {
 
 /// `on_ready`, `on_failure`, `on_exit`, `on_restart`: each run with the unit's name, state and
 /// exit in its environment (`CORRAL_UNIT`, `CORRAL_STATE`, `CORRAL_EXIT`).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Hooks {
     pub on_ready: Option<Command>,
     pub on_failure: Option<Command>,
     pub on_exit: Option<Command>,
     pub on_restart: Option<Command>,
+    /// How long a hook may run before it is killed (`hook_timeout`, default 30 s).
+    pub timeout: std::time::Duration,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            on_ready: None,
+            on_failure: None,
+            on_exit: None,
+            on_restart: None,
+            timeout: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 impl Hooks {

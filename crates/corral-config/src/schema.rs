@@ -45,7 +45,9 @@ pub(crate) fn unit_key(key: &str) -> Option<Value> {
         "workdir" | "log_ready" | "description" | "user" | "group" | "namespace" | "image"
         | "log_file" | "schedule" => string,
         "umask" => json!({"type": "string", "pattern": "^[0-7]{3,4}$"}),
-        "start_timeout" | "watchdog" | "watch_debounce" | "setup_timeout" => duration(),
+        "start_timeout" | "watchdog" | "watch_debounce" | "setup_timeout" | "hook_timeout" => {
+            duration()
+        }
         "kill_others" | "disabled" | "exit_on_failure" | "exit_on_end" | "exit_on_skipped"
         | "allow_failure" | "daemon" => boolean,
         "env" => {

@@ -60,6 +60,7 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "on_failure",
     "on_exit",
     "on_restart",
+    "hook_timeout",
     "watch",
     "watch_ignore",
     "watch_debounce",
@@ -96,6 +97,7 @@ pub(crate) const TASK_KEYS: &[&str] = &[
     "on_failure",
     "on_exit",
     "on_restart",
+    "hook_timeout",
 ];
 pub(crate) const TARGET_KEYS: &[&str] = &["depends_on", "description", "disabled", "namespace"];
 pub(crate) const PROBE_KEYS: &[&str] = &[
@@ -884,6 +886,11 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         def.shutdown_command = w
             .command(v, "`shutdown_command`")
             .map(|c| with_shell(c, shell.as_deref()));
+    }
+    if let Some(v) = get(t, "hook_timeout")
+        && let Some(d) = w.duration(v, "`hook_timeout`")
+    {
+        def.hooks.timeout = d;
     }
     for (key, slot) in [
         ("on_ready", &mut def.hooks.on_ready),

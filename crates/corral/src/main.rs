@@ -112,6 +112,9 @@ enum Command {
         iterations: Option<u64>,
         #[arg(long, default_value = "2s")]
         interval: String,
+        /// Each refresh as one line of JSON (`ps --json`'s objects, with CPU and memory).
+        #[arg(long)]
+        json: bool,
     },
     /// Read corral.toml again: restart only what changed, start what is new, stop what is gone.
     Reload,
@@ -445,7 +448,8 @@ fn main() -> ExitCode {
         Command::Top {
             iterations,
             interval,
-        } => commands::ctl::top(file.as_deref(), iterations, &interval),
+            json,
+        } => commands::ctl::top(file.as_deref(), iterations, &interval, json),
         Command::Reload => commands::ctl::reload(file.as_deref()),
         Command::Scale { name, replicas } => commands::ctl::scale(file.as_deref(), &name, replicas),
         Command::Events { history, json } => commands::ctl::events(file.as_deref(), history, json),

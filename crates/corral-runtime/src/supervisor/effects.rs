@@ -28,8 +28,6 @@ impl Supervisor {
         exit: Option<corral_engine::ExitStatus>,
         spawned: bool,
     ) {
-        /// How long a hook may run before it is killed.
-        const LIMIT: Duration = Duration::from_secs(30);
         let after = self.engine.state(unit).clone();
         let def = &self.project.units[unit.0];
         let hooks = &def.hooks;
@@ -79,7 +77,7 @@ impl Supervisor {
                     label,
                     command,
                     env,
-                    limit: LIMIT,
+                    limit: hooks.timeout,
                 },
             );
         }

@@ -179,6 +179,7 @@ pub fn top(
     file: Option<&Path>,
     iterations: Option<u64>,
     interval: &str,
+    json: bool,
 ) -> Result<ExitCode, CliError> {
     let every = humantime::parse_duration(interval)
         .map_err(|e| CliError::Run(format!("`{interval}` is not a duration: {e}")))?;
@@ -189,11 +190,15 @@ pub fn top(
         let list: Vec<wire::Service> = rt
             .block_on(c.call(Method::GET, "/v1/services?metrics=true"))
             .map_err(cli_error)?;
-        // Clear the screen between frames on a terminal only.
-        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-            print!("\x1b[H\x1b[2J");
+        if json {
+            println!("{}", serde_json::to_string(&list).unwrap_or_default());
+        } else {
+            // Clear the screen between frames on a terminal only.
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                print!("\x1b[H\x1b[2J");
+            }
+            print_table(&list);
         }
-        print_table(&list);
         n += 1;
         if iterations.is_some_and(|max| n >= max) {
             return Ok(ExitCode::SUCCESS);
@@ -600,7 +605,13 @@ pub fn tree(file: Option<&Path>, json: bool) -> Result<ExitCode, CliError> {
             return;
         };
         let cond = cond.map_or(String::new(), |c| format!(" ({c})"));
-        println!("{}{}{cond}: {}", "  ".repeat(depth), s.name, s.state_text());
+        let style = state_style(s);
+        anstream::println!(
+            "{}{}{cond}: {style}{}{style:#}",
+            "  ".repeat(depth),
+            s.name,
+            s.state_text()
+        );
         if path.contains(&s.name) {
             return;
         }

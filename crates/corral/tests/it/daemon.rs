@@ -890,6 +890,8 @@ command = ["sleep", "1000"]
     assert_eq!(why["depends_on"][0]["name"], "db", "{why}");
     let tree = json(&["tree", "--json"]);
     assert_eq!(tree.as_array().unwrap().len(), 2, "{tree}");
+    let top = json(&["top", "-n", "1", "--json"]);
+    assert!(top[0]["usage"].is_object(), "{top}");
     let made = ok(&p, &["instance", "create", "box"]);
     let name = made.split_whitespace().next().unwrap().to_string();
     let list = json(&["instance", "ls", "--json"]);
@@ -944,6 +946,8 @@ fn colour_is_chosen_with_color_and_off_by_default_off_a_terminal() {
     assert!(!plain.contains('\u{1b}'), "{plain:?}");
     let coloured = ok(&p, &["ps", "--color", "always"]);
     assert!(coloured.contains("\u{1b}[32mrunning"), "{coloured:?}");
+    let tree = ok(&p, &["tree", "--color", "always"]);
+    assert!(tree.contains("db: \u{1b}[32mrunning"), "{tree:?}");
     eventually(Duration::from_secs(10), "db's line", || {
         ok(&p, &["logs", "--color", "always"]).contains("\u{1b}[")
     });

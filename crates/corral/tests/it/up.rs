@@ -567,6 +567,8 @@ on_restart = "echo again"
 command = "exec sleep 30"
 on_failure = "echo calm failed"
 on_exit = "echo calm ended: $CORRAL_EXIT"
+on_ready = "sleep 20"
+hook_timeout = "300ms"
 "#,
     );
     let mut c = p.start(&["up"]);
