@@ -32,6 +32,29 @@ impl Stream {
             Stream::Stderr => "err",
         }
     }
+
+    /// `out`/`stdout` or `err`/`stderr`.
+    pub fn from_tag(tag: &str) -> Option<Stream> {
+        match tag {
+            "out" | "stdout" => Some(Stream::Stdout),
+            "err" | "stderr" => Some(Stream::Stderr),
+            _ => None,
+        }
+    }
+}
+
+/// A moment a log query names (`since`, `until`): a time (RFC 3339, `2026-01-02T15:04:05Z`) or
+/// a duration ago (`10m`, `2h`; at most a hundred years).
+pub fn parse_when(v: &str) -> Option<SystemTime> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(v) {
+        return Some(t);
+    }
+    let d = humantime::parse_duration(v).ok()?;
+    (d <= std::time::Duration::from_secs(100 * 365 * 86_400)).then(|| {
+        SystemTime::now()
+            .checked_sub(d)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,7 +16,8 @@ use tokio::sync::mpsc;
 use crate::logs::Stream;
 
 const QUEUE: usize = 8192;
-const PALETTE: [AnsiColor; 6] = [
+/// One stable colour per unit, here and in `corral logs`.
+pub const PALETTE: [AnsiColor; 6] = [
     AnsiColor::Cyan,
     AnsiColor::Yellow,
     AnsiColor::Green,

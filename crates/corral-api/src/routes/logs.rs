@@ -47,7 +47,7 @@ pub fn log_params(map: &HashMap<String, String>) -> ApiResult<LogParams> {
     };
     let since = match map.get("since") {
         None => None,
-        Some(v) => Some(parse_since(v)?),
+        Some(v) => Some(parse_when("since", v)?),
     };
     let grep = match map.get("grep") {
         None => None,
@@ -55,22 +55,15 @@ pub fn log_params(map: &HashMap<String, String>) -> ApiResult<LogParams> {
     };
     let until = match map.get("until") {
         None => None,
-        Some(v) => Some(parse_since(v).map_err(|_| {
-            ApiError::bad(format!(
-                "`until` must be a time (2026-01-02T15:04:05Z) or a duration ago (10m, 2h), not `{v}`"
-            ))
-        })?),
+        Some(v) => Some(parse_when("until", v)?),
     };
-    let stream = match map.get("stream").map(String::as_str) {
-        None => None,
-        Some("out" | "stdout") => Some(corral_runtime::logs::Stream::Stdout),
-        Some("err" | "stderr") => Some(corral_runtime::logs::Stream::Stderr),
-        Some(v) => {
-            return Err(ApiError::bad(format!(
-                "`stream` must be `out` or `err`, not `{v}`"
-            )));
-        }
-    };
+    let stream =
+        match map.get("stream") {
+            None => None,
+            Some(v) => Some(corral_runtime::logs::Stream::from_tag(v).ok_or_else(|| {
+                ApiError::bad(format!("`stream` must be `out` or `err`, not `{v}`"))
+            })?),
+        };
     let services = map
         .get("services")
         .map(|s| {
@@ -94,18 +87,12 @@ pub fn log_params(map: &HashMap<String, String>) -> ApiResult<LogParams> {
 }
 
 /// An RFC 3339 time, or a duration meaning "that long ago" (`5m`, `1h 30m`).
-fn parse_since(v: &str) -> ApiResult<SystemTime> {
-    if let Ok(t) = humantime::parse_rfc3339_weak(v) {
-        return Ok(t);
-    }
-    match humantime::parse_duration(v) {
-        Ok(d) if d <= Duration::from_secs(100 * 365 * 86_400) => Ok(SystemTime::now()
-            .checked_sub(d)
-            .unwrap_or(SystemTime::UNIX_EPOCH)),
-        _ => Err(ApiError::bad(format!(
-            "`since` must be a time (2026-01-02T15:04:05Z) or a duration ago (10m, 2h), not `{v}`"
-        ))),
-    }
+fn parse_when(key: &str, v: &str) -> ApiResult<SystemTime> {
+    corral_runtime::logs::parse_when(v).ok_or_else(|| {
+        ApiError::bad(format!(
+            "`{key}` must be a time (2026-01-02T15:04:05Z) or a duration ago (10m, 2h), not `{v}`"
+        ))
+    })
 }
 
 fn compile_grep(v: &str) -> ApiResult<Regex> {

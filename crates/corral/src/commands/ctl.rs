@@ -146,14 +146,7 @@ fn print_table(list: &[wire::Service]) {
 
 /// A unit's colour in `logs`: the same for a name every time.
 fn name_style(name: &str) -> anstyle::Style {
-    const PALETTE: [anstyle::AnsiColor; 6] = [
-        anstyle::AnsiColor::Cyan,
-        anstyle::AnsiColor::Yellow,
-        anstyle::AnsiColor::Green,
-        anstyle::AnsiColor::Magenta,
-        anstyle::AnsiColor::Blue,
-        anstyle::AnsiColor::Red,
-    ];
+    use corral_runtime::printer::PALETTE;
     let h = name
         .bytes()
         .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
@@ -256,22 +249,16 @@ pub fn logs(file: Option<&Path>, args: LogArgs) -> Result<ExitCode, CliError> {
     if let Some(st) = args.stream {
         q.push_str(&format!("&stream={st}"));
     }
-    // Names padded to the longest of the units shown (all of them when none is named), as
-    // `up` pads them.
-    let width = if args.names.is_empty() {
-        services(file)
-            .map(|l| l.iter().map(|s| s.name.len()).max().unwrap_or(0))
-            .unwrap_or(0)
-    } else {
-        args.names.iter().map(String::len).max().unwrap_or(0)
-    };
+    // Names padded to the longest of the units shown, as `up` pads them: the names given, or
+    // (below) those of the lines read, or for a follow of every unit, all of them.
+    let named = args.names.iter().map(String::len).max().unwrap_or(0);
     // A service's output may hold terminal escapes: on a terminal they are shown, not obeyed.
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let colour = !matches!(
         anstream::AutoStream::choice(&std::io::stdout()),
         anstream::ColorChoice::Never
     );
-    let show = |l: &wire::Line| {
+    let show = |l: &wire::Line, width: usize| {
         if args.json {
             println!("{}", serde_json::to_string(l).unwrap_or_default());
         } else if args.raw {
@@ -304,12 +291,21 @@ pub fn logs(file: Option<&Path>, args: LogArgs) -> Result<ExitCode, CliError> {
     };
     let rt = runtime()?;
     if args.follow {
+        let width = if args.names.is_empty() {
+            services(file)?
+                .iter()
+                .map(|s| s.name.len())
+                .max()
+                .unwrap_or(0)
+        } else {
+            named
+        };
         q.push_str("&follow=true");
         rt.block_on(c.stream(&format!("/v1/logs?{q}"), |event, data| {
             match event {
                 "line" => {
                     if let Ok(l) = serde_json::from_str::<wire::Line>(data) {
-                        show(&l);
+                        show(&l, width);
                     }
                 }
                 "lagged" => eprintln!("corral: (this view fell behind and skipped lines: {data}; the log files have them)"),
@@ -326,7 +322,8 @@ pub fn logs(file: Option<&Path>, args: LogArgs) -> Result<ExitCode, CliError> {
                 Err(ClientError::NoDaemon) => logs_from_files(file, &args)?,
                 Err(e) => return Err(cli_error(e)),
             };
-        lines.iter().for_each(show);
+        let width = named.max(lines.iter().map(|l| l.unit.len()).max().unwrap_or(0));
+        lines.iter().for_each(|l| show(l, width));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -336,22 +333,13 @@ pub fn logs(file: Option<&Path>, args: LogArgs) -> Result<ExitCode, CliError> {
 fn logs_from_files(file: Option<&Path>, args: &LogArgs) -> Result<Vec<wire::Line>, CliError> {
     use corral_runtime::logs::{Query, query};
     let project = super::load_project_with(file, &Default::default())?;
-    let when = |flag: &str,
-                v: &Option<String>|
-     -> Result<Option<std::time::SystemTime>, CliError> {
+    let when = |flag: &str, v: &Option<String>| {
         let Some(v) = v else { return Ok(None) };
-        humantime::parse_rfc3339_weak(v)
-            .ok()
-            .or_else(|| {
-                let d = humantime::parse_duration(v).ok()?;
-                std::time::SystemTime::now().checked_sub(d)
-            })
-            .map(Some)
-            .ok_or_else(|| {
-                CliError::Run(format!(
-                    "`{flag}` must be a time (2026-01-02T15:04:05Z) or a duration ago (10m), not `{v}`"
-                ))
-            })
+        corral_runtime::logs::parse_when(v).map(Some).ok_or_else(|| {
+            CliError::Run(format!(
+                "`{flag}` must be a time (2026-01-02T15:04:05Z) or a duration ago (10m), not `{v}`"
+            ))
+        })
     };
     let since = when("--since", &args.since)?;
     let until = when("--until", &args.until)?;
@@ -367,13 +355,7 @@ fn logs_from_files(file: Option<&Path>, args: &LogArgs) -> Result<Vec<wire::Line
         since,
         grep,
         until,
-        stream: args.stream.map(|s| {
-            if s == "err" {
-                corral_runtime::logs::Stream::Stderr
-            } else {
-                corral_runtime::logs::Stream::Stdout
-            }
-        }),
+        stream: args.stream.and_then(corral_runtime::logs::Stream::from_tag),
     };
     let mut all = Vec::new();
     for def in &project.units {
