@@ -127,8 +127,9 @@ pub struct ProcEvent {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdhocError {
-    #[error("no process with id `{0}`")]
-    NotFound(String),
+    /// The id asked for, and a hint (` (did you mean …?)`, or where to find the ids).
+    #[error("no process with id `{0}`{1}")]
+    NotFound(String, String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -277,7 +278,7 @@ enum Msg {
     List(oneshot::Sender<Vec<ProcView>>),
     Get(
         String,
-        oneshot::Sender<Option<(ProcView, watch::Receiver<bool>)>>,
+        oneshot::Sender<Result<(ProcView, watch::Receiver<bool>), AdhocError>>,
     ),
     Input {
         id: String,
@@ -370,10 +371,7 @@ impl Adhoc {
     }
 
     pub async fn get(&self, id: &str) -> Result<ProcView, AdhocError> {
-        match self.ask(|r| Msg::Get(id.to_string(), r)).await? {
-            Some((v, _)) => Ok(v),
-            None => Err(AdhocError::NotFound(id.to_string())),
-        }
+        Ok(self.ask(|r| Msg::Get(id.to_string(), r)).await??.0)
     }
 
     /// Wait until the process ends, at most `cap`; returns its record either way.
@@ -385,10 +383,7 @@ impl Adhoc {
 
     /// Becomes true once the process has exited and all its output is in.
     pub async fn watch(&self, id: &str) -> Result<watch::Receiver<bool>, AdhocError> {
-        match self.ask(|r| Msg::Get(id.to_string(), r)).await? {
-            Some((_, done)) => Ok(done),
-            None => Err(AdhocError::NotFound(id.to_string())),
-        }
+        Ok(self.ask(|r| Msg::Get(id.to_string(), r)).await??.1)
     }
 
     pub async fn input(&self, id: &str, data: Vec<u8>, close: bool) -> Result<(), AdhocError> {
@@ -444,6 +439,27 @@ struct Owner {
 }
 
 impl Owner {
+    /// No process has `id`: say which was likely meant (the id without its `p`, another case,
+    /// an idempotency key given for an id, a near miss), or where the ids are listed.
+    fn unknown(&self, id: String) -> AdhocError {
+        let lower = id.to_ascii_lowercase();
+        let prefixed = format!("p{lower}");
+        let guess = [lower.as_str(), prefixed.as_str()]
+            .into_iter()
+            .find(|c| self.procs.contains_key(*c))
+            .map(str::to_string)
+            .or_else(|| self.keys.get(&id).cloned())
+            .or_else(|| {
+                corral_config::did_you_mean(&id, self.procs.keys().map(String::as_str))
+                    .map(str::to_string)
+            });
+        let hint = match guess {
+            Some(g) => format!(" (did you mean `{g}`?)"),
+            None => " (`corral proc ls` lists them)".to_string(),
+        };
+        AdhocError::NotFound(id, hint)
+    }
+
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         while let Some(msg) = rx.recv().await {
             self.handle(msg);
@@ -480,7 +496,11 @@ impl Owner {
                 let _ = reply.send(all);
             }
             Msg::Get(id, reply) => {
-                let _ = reply.send(self.procs.get(&id).map(|p| (p.view(), p.done.subscribe())));
+                let found = match self.procs.get(&id) {
+                    Some(p) => Ok((p.view(), p.done.subscribe())),
+                    None => Err(self.unknown(id)),
+                };
+                let _ = reply.send(found);
             }
             Msg::Input {
                 id,
@@ -489,7 +509,7 @@ impl Owner {
                 reply,
             } => {
                 let result = match self.procs.get_mut(&id) {
-                    None => Err(AdhocError::NotFound(id)),
+                    None => Err(self.unknown(id)),
                     Some(p) => match &p.stdin {
                         None => Err(AdhocError::Conflict(format!(
                             "the stdin of `{id}` is closed"
@@ -517,7 +537,7 @@ impl Owner {
             }
             Msg::Signal { id, signal, reply } => {
                 let result = match self.procs.get(&id) {
-                    None => Err(AdhocError::NotFound(id)),
+                    None => Err(self.unknown(id)),
                     Some(p) if p.status.is_some() => {
                         Err(AdhocError::Conflict(format!("`{id}` has already ended")))
                     }
@@ -534,7 +554,7 @@ impl Owner {
             }
             Msg::Remove(id, reply) => {
                 let result = match self.procs.get(&id) {
-                    None => Err(AdhocError::NotFound(id)),
+                    None => Err(self.unknown(id)),
                     Some(p) if p.status.is_none() => Err(AdhocError::Conflict(format!(
                         "`{id}` is still running; kill it first"
                     ))),

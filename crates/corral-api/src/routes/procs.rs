@@ -26,7 +26,7 @@ const MAX_KEEP: usize = 16 << 20;
 impl From<AdhocError> for ApiError {
     fn from(e: AdhocError) -> ApiError {
         let (status, code) = match &e {
-            AdhocError::NotFound(_) => (StatusCode::NOT_FOUND, "unknown_process"),
+            AdhocError::NotFound(..) => (StatusCode::NOT_FOUND, "unknown_process"),
             AdhocError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             AdhocError::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AdhocError::Gone => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),

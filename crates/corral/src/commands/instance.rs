@@ -68,14 +68,23 @@ pub fn create(
 }
 
 /// `create --wait`: a line per setup step as it moves, until the instance is ready (exit 0) or
-/// its preparation failed (exit 1, saying why), or `limit` passes.
+/// its preparation failed (exit 1, saying why), or `limit` passes. On a terminal the step that
+/// is running is one spinner line, redrawn in place, with its time so far; elsewhere (a pipe, a
+/// log) every change of state is a line of its own.
 fn wait_ready(
     file: Option<&Path>,
     name: &str,
     limit: std::time::Duration,
 ) -> Result<ExitCode, CliError> {
+    use std::io::{IsTerminal, Write};
+    const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+    let tty = std::io::stdout().is_terminal();
     let deadline = std::time::Instant::now() + limit;
     let mut said: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    // The running step the spinner is on, and since when.
+    let mut spinning: Option<(String, std::time::Instant)> = None;
+    let mut frame = 0;
+    let mut out = std::io::stdout().lock();
     loop {
         let i: serde_json::Value = call(
             file,
@@ -83,17 +92,26 @@ fn wait_ready(
             &format!("/v1/instances/{}", encode(name)),
         )?;
         let steps = i["steps"].as_array().cloned().unwrap_or_default();
+        let mut running = None;
         for (n, s) in steps.iter().enumerate() {
             let step = s["name"].as_str().unwrap_or_default();
             let state = s["state"].as_str().unwrap_or_default().to_string();
+            let counter = format!("[{}/{}]", n + 1, steps.len());
+            if tty && state == "running" {
+                running = Some((counter, step.to_string()));
+                continue;
+            }
             if state == "pending" || said.get(step) == Some(&state) {
                 continue;
             }
             let detail = s["detail"].as_str().unwrap_or_default();
-            println!(
-                "  [{}/{}] {step}: {state}{}",
-                n + 1,
-                steps.len(),
+            if tty {
+                // The spinner's line becomes this step's lasting line.
+                let _ = write!(out, "\r\x1b[2K");
+            }
+            let _ = writeln!(
+                out,
+                "  {counter} {step}: {state}{}",
                 if detail.is_empty() {
                     String::new()
                 } else {
@@ -102,9 +120,26 @@ fn wait_ready(
             );
             said.insert(step.to_string(), state);
         }
+        if let Some((counter, step)) = running {
+            let since = match &spinning {
+                Some((s, t)) if *s == step => *t,
+                _ => std::time::Instant::now(),
+            };
+            let _ = write!(
+                out,
+                "\r\x1b[2K{} {counter} {step}: running {:.1}s",
+                FRAMES[frame % FRAMES.len()],
+                since.elapsed().as_secs_f64()
+            );
+            frame += 1;
+            spinning = Some((step, since));
+        } else if spinning.take().is_some() {
+            let _ = write!(out, "\r\x1b[2K");
+        }
+        let _ = out.flush();
         match i["state"].as_str().unwrap_or_default() {
             "ready" => {
-                println!("{name}: ready");
+                let _ = writeln!(out, "{name}: ready");
                 return Ok(ExitCode::SUCCESS);
             }
             "failed" => {
@@ -116,6 +151,9 @@ fn wait_ready(
             _ => {}
         }
         if std::time::Instant::now() > deadline {
+            if spinning.is_some() {
+                let _ = writeln!(out);
+            }
             return Err(CliError::Run(format!(
                 "{name} was not ready within {}",
                 humantime::format_duration(limit)

@@ -267,6 +267,24 @@ fn bad_process_requests_are_refused_with_reasons() {
         assert_eq!(got, status, "{method} {path} {body}: {v}");
         assert!(!v["message"].as_str().unwrap_or_default().is_empty(), "{v}");
     }
+    // A mistyped id is answered with the id that was likely meant.
+    let (status, out, err) = p.run_client(&["exec", "-d", "--key", "job-7", "--", "sleep", "100"]);
+    assert!(status.success(), "{out}{err}");
+    let id = out.trim().to_string();
+    let bare = id.trim_start_matches('p');
+    for (asked, hint) in [
+        (bare.to_string(), format!("did you mean `{id}`?")),
+        (id.to_uppercase(), format!("did you mean `{id}`?")),
+        ("job-7".to_string(), format!("did you mean `{id}`?")),
+        ("zzz".to_string(), "`corral proc ls` lists them".to_string()),
+    ] {
+        let (status, out, err) = p.run_client(&["proc", "show", &asked]);
+        assert!(!status.success(), "{asked}: {out}");
+        assert!(
+            err.contains(&format!("no process with id `{asked}`")) && err.contains(&hint),
+            "{asked}: {err}"
+        );
+    }
     down(&p);
 }
 

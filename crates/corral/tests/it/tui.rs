@@ -321,3 +321,47 @@ command = ["sleep", "1000"]
     assert!(status.success());
     p.assert_nothing_left();
 }
+
+/// `instance create --wait` on a terminal: the running step is a spinner line with its time,
+/// redrawn in place and replaced by the step's lasting line when it is done.
+#[test]
+fn instance_create_wait_spins_on_a_terminal() {
+    if !tmux_here() {
+        return;
+    }
+    let p = Project::new(
+        r#"
+[templates.slow]
+command = ["sleep", "30"]
+setup = ["sleep 1.5"]
+"#,
+    );
+    let (status, out, err) = p.run_client(&["up", "-d"]);
+    assert!(status.success(), "{out}{err}");
+    let bin = env!("CARGO_BIN_EXE_corral");
+    // The shell stays after corral ends, so the last screen can be read.
+    let tmux = Tmux::start(
+        p.path(),
+        &format!("{bin} instance create slow --wait; echo exit=$?; sleep 30"),
+        100,
+        20,
+    )
+    .expect("tmux starts a session");
+    let spinning = tmux.wait_for("sleep 1.5: running");
+    let line = spinning
+        .lines()
+        .find(|l| l.contains("sleep 1.5: running"))
+        .unwrap();
+    assert!(line.trim_end().ends_with('s'), "the time so far: {line}");
+    let done = tmux.wait_for("exit=0");
+    assert!(done.contains("[2/2] sh -c sleep 1.5: done"), "{done}");
+    assert!(done.contains(": ready"), "{done}");
+    assert!(
+        !done.contains("running"),
+        "the spinner line is replaced, not left behind:\n{done}"
+    );
+    drop(tmux);
+    let (status, _, _) = p.run_client(&["down"]);
+    assert!(status.success());
+    p.assert_nothing_left();
+}
