@@ -102,6 +102,7 @@ pub fn service(u: &corral_runtime::UnitView) -> wire::Service {
         namespace: u.namespace.clone(),
         status_text: u.status_text.clone(),
         next_run_ms: u.next_run.map(millis),
+        limits: u.limits.clone(),
         usage: None,
     }
 }

@@ -246,6 +246,9 @@ pub struct UnitDef {
     /// `limits`: resource limits set in its process (name as in `prlimit`: nofile, nproc, core,
     /// memlock, as, stack, fsize, cpu), each soft and hard alike. `u64::MAX` is unlimited.
     pub limits: Vec<(String, u64)>,
+    /// `limits.memory` and `limits.cpus`: cgroup limits, where a cgroup with those
+    /// controllers is delegated to corral (else not applied, and `why` says so).
+    pub cgroup_limits: CgroupLimits,
     /// Before a start, processes matching one of these are killed with their trees
     /// (`kill_filters`: a process name exactly, or a regex over the command line).
     pub kill_filters: Vec<KillFilter>,
@@ -483,5 +486,20 @@ impl Template {
                 ],
             })
             .collect()
+    }
+}
+
+/// A unit's cgroup limits (`limits.memory`, `limits.cpus`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CgroupLimits {
+    /// memory.max, in bytes.
+    pub memory: Option<u64>,
+    /// cpu.max as a number of CPUs (0.5 = half of one).
+    pub cpus: Option<f64>,
+}
+
+impl CgroupLimits {
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_none() && self.cpus.is_none()
     }
 }

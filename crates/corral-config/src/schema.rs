@@ -73,11 +73,17 @@ pub(crate) fn unit_key(key: &str) -> Option<Value> {
             json!({"type": ["string", "integer"], "description": "`512MiB`, `2GiB` or bytes"})
         }
         "overlap" => json!({"enum": ["skip", "queue", "kill"]}),
-        "limits" => object(LIMIT_KEYS, |_| {
-            Some(json!({"oneOf": [
-                {"type": "integer", "minimum": 0},
-                {"type": "string", "description": "a size (`64MiB`) or `unlimited`"}
-            ]}))
+        "limits" => object(LIMIT_KEYS, |key| {
+            Some(match key {
+                "cpus" => json!({"type": "number", "minimum": 0.01, "maximum": 1024,
+                    "description": "CPUs as a cgroup limit (cpu.max), where a cgroup is delegated"}),
+                "memory" => json!({"type": ["string", "integer"],
+                    "description": "`512MiB`: a cgroup limit (memory.max), where a cgroup is delegated"}),
+                _ => json!({"oneOf": [
+                    {"type": "integer", "minimum": 0},
+                    {"type": "string", "description": "a size (`64MiB`) or `unlimited`"}
+                ]}),
+            })
         }),
         "watch" | "watch_ignore" | "kill_filters" => strings(),
         "replicas" => {

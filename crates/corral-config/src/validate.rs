@@ -129,7 +129,7 @@ pub(crate) const RESTART_KEYS: &[&str] = &[
 pub(crate) const STOP_KEYS: &[&str] = &["signal", "timeout", "parent_only"];
 pub(crate) const LOG_KEYS: &[&str] = &["lines", "max_file_size", "keep_files"];
 pub(crate) const LIMIT_KEYS: &[&str] = &[
-    "nofile", "nproc", "core", "memlock", "as", "stack", "fsize", "cpu",
+    "nofile", "nproc", "core", "memlock", "as", "stack", "fsize", "cpu", "memory", "cpus",
 ];
 
 /// A unit as validated, before names are resolved to ids.
@@ -563,6 +563,7 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         kill_others: false,
         kill_filters: Vec::new(),
         limits: Vec::new(),
+        cgroup_limits: crate::CgroupLimits::default(),
         readiness: None,
         liveness: None,
         log_ready: None,
@@ -687,6 +688,47 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         w.check_keys(lt, LIMIT_KEYS, "`limits`");
         for (k, lv) in lt {
             if !LIMIT_KEYS.contains(&k.name.as_str()) {
+                continue;
+            }
+            // Cgroup limits (where a cgroup is delegated): a share of CPUs and a memory cap.
+            if k.name == "cpus" {
+                let cpus = match &lv.value {
+                    Value::Float(f) => Some(*f),
+                    Value::Integer(i) => i.map(|i| i as f64),
+                    _ => None,
+                };
+                match cpus {
+                    Some(c) if (0.01..=1024.0).contains(&c) => def.cgroup_limits.cpus = Some(c),
+                    _ => w.error_help(
+                        lv.span.clone(),
+                        "`limits.cpus` must be a number of CPUs from 0.01 to 1024",
+                        "e.g. 0.5 for half of one CPU, 2 for two (a cgroup's cpu.max)",
+                    ),
+                }
+                continue;
+            }
+            if k.name == "memory" {
+                let bytes = match &lv.value {
+                    Value::String(s) => parse_size(s),
+                    Value::Integer(Some(i)) if *i > 0 => Some(*i as u64),
+                    _ => None,
+                };
+                match bytes {
+                    Some(b) if b >= 1 << 20 => def.cgroup_limits.memory = Some(b),
+                    _ => w.error_help(
+                        lv.span.clone(),
+                        "`limits.memory` must be a size of at least 1MiB",
+                        "e.g. \"512MiB\" (a cgroup's memory.max; `max_memory` restarts on RSS instead)",
+                    ),
+                }
+                continue;
+            }
+            if k.name == "cpu" && matches!(lv.value, Value::Float(_)) {
+                w.error_help(
+                    lv.span.clone(),
+                    "`limits.cpu` is CPU time in seconds (an rlimit), a whole number",
+                    "for a share of CPUs write `cpus` (e.g. cpus = 0.5)",
+                );
                 continue;
             }
             let value = match &lv.value {

@@ -162,6 +162,10 @@ pub struct Service {
     /// A scheduled task's next run (milliseconds since the Unix epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run_ms: Option<u64>,
+    /// Its limits, each saying how it applies (`memory 512MiB: cgroup memory.max`,
+    /// `nofile 4096: rlimit`) or why it does not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<String>,
     /// CPU, memory and process count of its tree (with `?metrics=true`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,

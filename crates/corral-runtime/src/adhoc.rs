@@ -743,6 +743,7 @@ impl Owner {
                 identity: None,
                 umask: None,
                 rlimits: &[],
+                cgroup_limits: Default::default(),
                 daemon: false,
             },
         )

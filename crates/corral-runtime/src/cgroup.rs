@@ -30,6 +30,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct Cgroups {
     base: PathBuf,
+    /// Of `cpu` and `memory`, those enabled for the cgroups below the daemon's: a unit's
+    /// `limits.cpus`/`limits.memory` apply only where its controller is here.
+    controllers: Vec<&'static str>,
 }
 
 /// One process's cgroup, ready for the child to join: the directory, and the path of its
@@ -108,25 +111,79 @@ impl Cgroups {
             let _ = std::fs::remove_dir(&base);
             return None;
         }
-        Some(Cgroups { base })
+        let controllers = enable_controllers(&base);
+        Some(Cgroups { base, controllers })
+    }
+
+    /// Which of `cpu` and `memory` the cgroups of units can be limited by.
+    pub fn controllers(&self) -> &[&'static str] {
+        &self.controllers
     }
 
     pub fn base(&self) -> &Path {
         &self.base
     }
 
-    /// A new cgroup for the process carrying `marker`.
-    pub fn slot(&self, marker: &str) -> io::Result<Slot> {
+    /// A new cgroup for the process carrying `marker`, with `limits` written in before the
+    /// process joins.
+    pub fn slot(&self, marker: &str, limits: &corral_config::CgroupLimits) -> io::Result<Slot> {
         let dir = self.base.join(marker.replace('/', "@"));
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
+        if !limits.is_empty()
+            && let Err(e) = write_limits(&dir, limits, &self.controllers)
+        {
+            eprintln!("corral: cgroup limits of {marker} not applied: {e}");
+        }
         let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
             .map_err(|_| io::Error::other("a NUL in a cgroup path"))?;
         Ok(Slot { dir, procs })
     }
+}
+
+/// Enable `cpu` and `memory` for the cgroups below `base`, as far as they are delegated to it
+/// (listed in its `cgroup.controllers`, which its parent decides); returns those enabled.
+/// `base` holds no process itself, so the kernel's no-internal-process rule does not stand in
+/// the way.
+fn enable_controllers(base: &Path) -> Vec<&'static str> {
+    let available = std::fs::read_to_string(base.join("cgroup.controllers")).unwrap_or_default();
+    ["cpu", "memory"]
+        .into_iter()
+        .filter(|c| available.split_whitespace().any(|a| a == *c))
+        .filter(|c| std::fs::write(base.join("cgroup.subtree_control"), format!("+{c}")).is_ok())
+        .collect()
+}
+
+/// Write a unit's cgroup limits into its (new, still empty) cgroup at `dir`: `memory.max` in
+/// bytes, `cpu.max` as a quota per 100 ms period. Only those whose controller is enabled;
+/// a write the kernel refuses is reported, not fatal (the process still runs, unlimited).
+pub fn write_limits(
+    dir: &Path,
+    limits: &corral_config::CgroupLimits,
+    controllers: &[&str],
+) -> io::Result<()> {
+    if let Some(bytes) = limits.memory
+        && controllers.contains(&"memory")
+    {
+        std::fs::write(dir.join("memory.max"), bytes.to_string())?;
+    }
+    if let Some(cpus) = limits.cpus
+        && controllers.contains(&"cpu")
+    {
+        std::fs::write(dir.join("cpu.max"), cpu_max(cpus))?;
+    }
+    Ok(())
+}
+
+/// `cpu.max` for a share of CPUs: the quota (µs) per period of 100,000 µs; the kernel's
+/// smallest quota is 1,000 µs.
+pub fn cpu_max(cpus: f64) -> String {
+    const PERIOD: u64 = 100_000;
+    let quota = ((cpus * PERIOD as f64).round() as u64).max(1_000);
+    format!("{quota} {PERIOD}")
 }
 
 /// Remove the empty cgroups of corral daemons that are gone (one killed with `kill -9` and
@@ -244,5 +301,16 @@ pub fn wait_empty(dir: &Path, limit: std::time::Duration) -> bool {
             return false;
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpu_max_is_a_quota_per_100ms() {
+        assert_eq!(super::cpu_max(1.5), "150000 100000");
+        assert_eq!(super::cpu_max(0.25), "25000 100000");
+        // The kernel refuses a quota under 1 ms.
+        assert_eq!(super::cpu_max(0.001), "1000 100000");
     }
 }

@@ -291,6 +291,7 @@ async fn exec(
             identity: ctx.identity,
             umask: None,
             rlimits: &[],
+            cgroup_limits: Default::default(),
             daemon: false,
         },
     )

@@ -80,8 +80,12 @@ impl Reaper {
 
     /// A cgroup for the process that will carry `marker` (none without confinement, or when
     /// this one cannot be made: the fallback still holds).
-    pub fn slot(&self, marker: &str) -> Option<crate::cgroup::Slot> {
-        self.cgroups.as_ref()?.slot(marker).ok()
+    pub fn slot(
+        &self,
+        marker: &str,
+        limits: &corral_config::CgroupLimits,
+    ) -> Option<crate::cgroup::Slot> {
+        self.cgroups.as_ref()?.slot(marker, limits).ok()
     }
 
     /// Spawn `cmd` and register it (with its cgroup, which `cmd` joins before `exec`). The lock

@@ -61,6 +61,8 @@ pub struct Spec<'a> {
     pub umask: Option<u32>,
     /// Resource limits set in the child before `exec` (`limits`): soft and hard alike.
     pub rlimits: &'a [(nix::sys::resource::Resource, u64)],
+    /// Cgroup limits, written into its cgroup before it joins (where there is one).
+    pub cgroup_limits: corral_config::CgroupLimits,
     /// It starts a daemon and exits (`daemon = true`): when it exits 0, what it leaves in its
     /// group and cgroup lives on (see [`Spawned::cgroup`]).
     pub daemon: bool,
@@ -80,6 +82,7 @@ impl<'a> Spec<'a> {
             identity: None,
             umask: None,
             rlimits: &[],
+            cgroup_limits: corral_config::CgroupLimits::default(),
             daemon: false,
         }
     }
@@ -137,7 +140,9 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
     if let Some(marker) = spec.marker {
         cmd.env(proctable::MARKER_VAR, marker);
     }
-    let slot = spec.marker.and_then(|m| reaper.slot(m));
+    let slot = spec
+        .marker
+        .and_then(|m| reaper.slot(m, &spec.cgroup_limits));
     let cgroup = slot.as_ref().map(|s| s.dir.clone());
     if let Some(slot) = slot {
         // The child joins its cgroup itself, before anything it runs can fork: a parent that

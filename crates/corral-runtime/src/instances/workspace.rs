@@ -133,6 +133,7 @@ pub async fn run_step(reaper: &Reaper, step: SetupCommand<'_>) -> Result<(), Str
             identity,
             umask: None,
             rlimits: &[],
+            cgroup_limits: Default::default(),
             daemon: false,
         },
     )

@@ -135,6 +135,8 @@ pub struct UnitView {
     pub status_text: Option<String>,
     /// A scheduled task's next run.
     pub next_run: Option<SystemTime>,
+    /// Its limits, each saying how it applies (cgroup, rlimit, RSS watch) or why it does not.
+    pub limits: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -527,6 +529,7 @@ impl Supervisor {
                         .as_ref()
                         .and_then(|s| s.next_after(&chrono::Local::now()))
                         .map(SystemTime::from),
+                    limits: self.processes.limits(def, spec.max_memory),
                 }
             })
             .collect();

@@ -65,6 +65,7 @@ pub(super) fn spawn_keeper(
             identity: None,
             umask: None,
             rlimits: &[],
+            cgroup_limits: Default::default(),
             daemon: false,
         },
     )

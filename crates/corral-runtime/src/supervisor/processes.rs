@@ -212,7 +212,63 @@ pub(super) fn end_marked(marker: &str) {
     }
 }
 
+/// A size as people read it: `512MiB`, `1.5GiB`, `4096B`.
+fn size(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    if bytes >= 1 << 30 {
+        format!(
+            "{}GiB",
+            (bytes as f64 / (1u64 << 30) as f64 * 100.0).round() / 100.0
+        )
+    } else if bytes >= MIB && bytes % MIB == 0 {
+        format!("{}MiB", bytes / MIB)
+    } else {
+        format!("{bytes}B")
+    }
+}
+
 impl Processes {
+    /// A unit's limits, each with how it applies (for `why` and the API): cgroup limits
+    /// only where corral's cgroup has the controller, else said to be not applied and why.
+    pub(super) fn limits(
+        &self,
+        def: &corral_config::UnitDef,
+        max_memory: Option<u64>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        let controllers = self.reaper.cgroups().map(|c| c.controllers());
+        let cgroup = |key: &str, value: String, controller: &str, file: &str| match controllers {
+            Some(c) if c.contains(&controller) => format!("{key} {value}: cgroup {file}"),
+            Some(_) => format!(
+                "{key} {value}: not applied (the `{controller}` controller is not delegated to corral's cgroup)"
+            ),
+            None => format!(
+                "{key} {value}: not applied (corral has no cgroup of its own here: cgroup v2 not writable, or CORRAL_CGROUP=off)"
+            ),
+        };
+        if let Some(m) = def.cgroup_limits.memory {
+            out.push(cgroup("memory", size(m), "memory", "memory.max"));
+        }
+        if let Some(c) = def.cgroup_limits.cpus {
+            out.push(cgroup("cpus", c.to_string(), "cpu", "cpu.max"));
+        }
+        if let Some(m) = max_memory {
+            out.push(format!(
+                "max_memory {}: restarted when its tree's RSS stays over it",
+                size(m)
+            ));
+        }
+        for (name, value) in &def.limits {
+            let value = if *value == u64::MAX {
+                "unlimited".to_string()
+            } else {
+                value.to_string()
+            };
+            out.push(format!("{name} {value}: rlimit"));
+        }
+        out
+    }
+
     pub(super) fn new(
         reaper: Reaper,
         keeper: KeeperLink,
@@ -623,6 +679,8 @@ impl Processes {
                 umask: if is_task { None } else { def.umask },
                 // Inherited across exec: a task's wrapper passes them on to its command.
                 rlimits: &rlimits,
+                // The cgroup holds a task's wrapper and its command alike.
+                cgroup_limits: def.cgroup_limits,
                 daemon,
             },
         )?;
@@ -811,6 +869,7 @@ impl Processes {
                     identity: identity.as_ref(),
                     umask: None,
                     rlimits: &[],
+                    cgroup_limits: Default::default(),
                     daemon: false,
                 },
             );

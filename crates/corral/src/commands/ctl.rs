@@ -540,6 +540,9 @@ pub fn why(file: Option<&Path>, name: &str, json: bool) -> Result<ExitCode, CliE
     if s.restarts > 0 {
         lines.push(format!("  restarts: {}", s.restarts));
     }
+    for l in &s.limits {
+        lines.push(format!("  limit {l}"));
+    }
     // What it depends on, and whether that still holds: a unit keeps running when a
     // dependency fails later, degraded.
     let up = matches!(

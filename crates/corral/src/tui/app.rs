@@ -682,6 +682,7 @@ mod tests {
             namespace: None,
             status_text: None,
             next_run_ms: None,
+            limits: Vec::new(),
             usage: None,
         }
     }

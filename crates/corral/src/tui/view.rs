@@ -510,6 +510,7 @@ mod tests {
             namespace: None,
             status_text: None,
             next_run_ms: None,
+            limits: Vec::new(),
             usage: Some(wire::Usage {
                 cpu_percent: 1.5,
                 rss_bytes: 23 << 20,

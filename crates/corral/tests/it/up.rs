@@ -717,13 +717,83 @@ limits = { nofile = "300", fsize = "unlimited" }
 
     std::fs::write(
         p.path().join("corral.toml"),
-        "[services.a]\ncommand = \"x\"\nlimits = { files = 10, nproc = \"many\" }\n",
+        "[services.a]\ncommand = \"x\"\nlimits = { files = 10, nproc = \"many\", cpus = 0, memory = \"1KiB\", cpu = 0.5 }\n",
     )
     .unwrap();
     let (status, _, err) = p.run(&["validate"]);
     assert!(!status.success());
-    assert!(
-        err.contains("`files`") && err.contains("`limits.nproc` `many` is not a number or size"),
-        "{err}"
+    for want in [
+        "`files`",
+        "`limits.nproc` `many` is not a number or size",
+        "`limits.cpus` must be a number of CPUs from 0.01 to 1024",
+        "`limits.memory` must be a size of at least 1MiB",
+        "for a share of CPUs write `cpus`",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
+
+/// Cgroup limits (`limits.memory`, `limits.cpus`) are written into the unit's cgroup where
+/// corral's cgroup has the controllers, and `why` says for each limit how it applies — or that
+/// it does not, and why (on a machine without delegated controllers, like this project's CI).
+#[test]
+fn why_says_which_limits_applied() {
+    let p = Project::new(
+        r#"
+[services.capped]
+command = ["sleep", "30"]
+limits = { memory = "64MiB", cpus = 0.5, nofile = 512 }
+max_memory = "48MiB"
+"#,
     );
+    let (status, out, err) = p.run_client(&["up", "-d"]);
+    assert!(status.success(), "{out}{err}");
+    eventually(T, "running", || {
+        p.http("GET", "/v1/services/capped")
+            .1
+            .contains("\"state\":\"running\"")
+    });
+    let (status, out, err) = p.run_client(&["why", "capped", "--json"]);
+    assert!(status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let limits: Vec<&str> = v["limits"]
+        .as_array()
+        .expect("limits")
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(limits.len(), 4, "{limits:?}");
+    assert!(limits.contains(&"max_memory 48MiB: restarted when its tree's RSS stays over it"));
+    assert!(limits.contains(&"nofile 512: rlimit"));
+    // Where the unit's cgroup got the limits, the kernel's files hold them.
+    let pid = v["pid"].as_u64().unwrap();
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let unified = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("");
+    for (limit, file, want) in [
+        ("memory 64MiB: ", "memory.max", "67108864"),
+        ("cpus 0.5: ", "cpu.max", "50000 100000"),
+    ] {
+        let line = limits.iter().find(|l| l.starts_with(limit)).expect(limit);
+        let how = &line[limit.len()..];
+        if how.starts_with("cgroup ") {
+            let dir = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+                .iter()
+                .map(|m| std::path::Path::new(m).join(unified.trim_start_matches('/')))
+                .find(|d| d.join(file).exists())
+                .expect("the unit's cgroup");
+            let got = std::fs::read_to_string(dir.join(file)).unwrap();
+            assert_eq!(got.trim(), want, "{line}");
+        } else {
+            assert!(how.starts_with("not applied ("), "{line}");
+        }
+    }
+    let (status, out, _) = p.run_client(&["why", "capped"]);
+    assert!(status.success());
+    assert!(out.contains("  limit nofile 512: rlimit"), "{out}");
+    let (status, _, _) = p.run_client(&["down"]);
+    assert!(status.success());
+    p.assert_nothing_left();
 }
