@@ -220,7 +220,7 @@ fn size(bytes: u64) -> String {
             "{}GiB",
             (bytes as f64 / (1u64 << 30) as f64 * 100.0).round() / 100.0
         )
-    } else if bytes >= MIB && bytes % MIB == 0 {
+    } else if bytes >= MIB && bytes.is_multiple_of(MIB) {
         format!("{}MiB", bytes / MIB)
     } else {
         format!("{bytes}B")
