@@ -729,7 +729,7 @@ impl Owner {
             env.push((k.clone(), v.clone()));
         }
         let crate::spawn::Spawned {
-            mut child, exit, ..
+            mut pipes, exit, pid, ..
         } = crate::spawn::spawn(
             &self.reaper,
             crate::spawn::Spec {
@@ -748,7 +748,6 @@ impl Owner {
             },
         )
         .map_err(|e| AdhocError::Invalid(e.0))?;
-        let pid = child.id();
         if let (Some(store), Some(start_time)) = (&self.store, proctable::start_time(pid as i32)) {
             let _ = store.put_process(&corral_store::ProcessRecord {
                 unit: format!("proc:{id}"),
@@ -763,8 +762,8 @@ impl Owner {
             fd.and_then(|fd| pipe::Receiver::from_owned_fd(fd).ok())
         };
         for (stream, pipe) in [
-            (Stream::Stdout, to_pipe(child.stdout.take().map(Into::into))),
-            (Stream::Stderr, to_pipe(child.stderr.take().map(Into::into))),
+            (Stream::Stdout, to_pipe(pipes.stdout.take().map(Into::into))),
+            (Stream::Stderr, to_pipe(pipes.stderr.take().map(Into::into))),
         ] {
             let Some(mut pipe) = pipe else { continue };
             let (tx, id) = (self.tx.clone(), id.clone());
@@ -784,7 +783,7 @@ impl Owner {
             });
         }
         // Stdin: a writer task, so a process that does not read never blocks the owner.
-        let stdin_tx = child
+        let stdin_tx = pipes
             .stdin
             .take()
             .map(Into::<std::os::fd::OwnedFd>::into)

@@ -21,9 +21,7 @@
 //!
 //! `CORRAL_CGROUP=off` turns confinement off (the fallback is then what runs; tests use it).
 
-use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// The daemon's cgroup, under which each started process gets one of its own.
@@ -35,36 +33,18 @@ pub struct Cgroups {
     controllers: Vec<&'static str>,
 }
 
-/// One process's cgroup, ready for the child to join: the directory, and the path of its
-/// `cgroup.procs` made into a C string before the fork (nothing may allocate after it).
+/// One process's cgroup, ready for the child to join.
 #[derive(Debug)]
 pub struct Slot {
     pub dir: PathBuf,
-    procs: CString,
 }
 
 impl Slot {
-    /// In the child, between fork and exec: move the calling process into the cgroup. Only
-    /// `open`, `write` and `close` on data prepared before the fork.
-    pub fn join_from_child(&self) -> io::Result<()> {
-        // SAFETY: plain system calls on a NUL-terminated path and a static buffer.
-        unsafe {
-            let fd = nix::libc::open(
-                self.procs.as_ptr(),
-                nix::libc::O_WRONLY | nix::libc::O_CLOEXEC,
-            );
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // "0" is the writing process itself.
-            let n = nix::libc::write(fd, b"0".as_ptr().cast(), 1);
-            let err = io::Error::last_os_error();
-            nix::libc::close(fd);
-            if n != 1 {
-                return Err(err);
-            }
-        }
-        Ok(())
+    /// Its `cgroup.procs`, open for the child to write itself into (`"0"`) before `exec`.
+    pub fn open_procs(&self) -> io::Result<std::fs::File> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.dir.join("cgroup.procs"))
     }
 }
 
@@ -138,9 +118,7 @@ impl Cgroups {
         {
             eprintln!("corral: cgroup limits of {marker} not applied: {e}");
         }
-        let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
-            .map_err(|_| io::Error::other("a NUL in a cgroup path"))?;
-        Ok(Slot { dir, procs })
+        Ok(Slot { dir })
     }
 }
 

@@ -64,6 +64,7 @@ pub mod sockpath;
 pub mod spawn;
 pub mod statedir;
 pub mod supervisor;
+mod vfork;
 pub mod watch;
 pub mod wrap;
 

@@ -276,7 +276,7 @@ async fn exec(
     ctx: ExecContext<'_>,
 ) -> Result<String, String> {
     let crate::spawn::Spawned {
-        mut child, exit, ..
+        mut pipes, exit, pid, ..
     } = crate::spawn::spawn(
         ctx.reaper,
         crate::spawn::Spec {
@@ -296,8 +296,7 @@ async fn exec(
         },
     )
     .map_err(|e| e.0)?;
-    let pid = child.id();
-    let stdout = child.stdout.take();
+    let stdout = pipes.stdout.take();
     // Reading a small pipe to its end on a blocking thread keeps this simple; the timeout
     // below kills the group, which closes the pipe and ends the read.
     let reader = tokio::task::spawn_blocking(move || {

@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 
 use std::path::PathBuf;
@@ -88,18 +87,18 @@ impl Reaper {
         self.cgroups.as_ref()?.slot(marker, limits).ok()
     }
 
-    /// Spawn `cmd` and register it (with its cgroup, which `cmd` joins before `exec`). The lock
-    /// is held across the spawn so that the reaper cannot collect a very short-lived child
-    /// before it is registered.
+    /// Start a process with `start` (which returns its PID) and register it (with its cgroup,
+    /// which the child joins before `exec`). The lock is held across the start so that the
+    /// reaper cannot collect a very short-lived child before it is registered.
     pub fn spawn(
         &self,
-        cmd: &mut Command,
+        start: impl FnOnce() -> io::Result<u32>,
         cgroup: Option<PathBuf>,
         daemon: bool,
-    ) -> io::Result<(Child, oneshot::Receiver<ExitStatus>)> {
+    ) -> io::Result<(u32, oneshot::Receiver<ExitStatus>)> {
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        let child = match cmd.spawn() {
-            Ok(c) => c,
+        let pid = match start() {
+            Ok(pid) => pid,
             Err(e) => {
                 if let Some(dir) = cgroup {
                     crate::cgroup::remove(&dir);
@@ -109,14 +108,14 @@ impl Reaper {
         };
         let (tx, rx) = oneshot::channel();
         waiting.by_pid.insert(
-            child.id() as i32,
+            pid as i32,
             Registered {
                 exit: tx,
                 cgroup,
                 daemon,
             },
         );
-        Ok((child, rx))
+        Ok((pid, rx))
     }
 
     /// Send `sig` to the process group led by `pid`, if `pid` is still one of ours and not yet

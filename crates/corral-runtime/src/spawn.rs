@@ -5,16 +5,18 @@
 //! - an explicit environment (nothing inherited by accident) plus the marker
 //!   (`CORRAL_INSTANCE_ID`) that ties it, and anything it starts, to its owner — even after
 //!   `setsid` or re-parenting, so a new daemon or a sweep can find it;
-//! - the program resolved on the child's own `PATH` first, so std can use `posix_spawn` (no
-//!   fork of a large daemon) and a missing program is a clear error, not an `exec` failure;
+//! - the program resolved on the child's own `PATH` first, so a missing program is a clear
+//!   error, not an `exec` failure;
+//! - no fork of the (large) daemon: a `CLONE_VM | CLONE_VFORK` child (see [`crate::vfork`]);
 //! - registration with the reaper before it can be reaped, so its exit status is ours;
 //! - a cgroup of its own when the system gives corral cgroups (see [`crate::cgroup`]), joined
 //!   by the child before `exec`, so nothing it starts is ever outside it.
 
+use std::ffi::CString;
 use std::fs::File;
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::process::{Child, Stdio};
 
 use corral_engine::ExitStatus;
 use tokio::sync::oneshot;
@@ -25,20 +27,44 @@ use crate::reaper::Reaper;
 /// Where one of the child's standard streams goes.
 pub enum Io {
     Null,
-    /// A pipe; its other end is in [`Spawned::child`].
+    /// A pipe; its other end is in [`Spawned::pipes`].
     Piped,
     /// Appended to this file.
     File(File),
 }
 
 impl Io {
-    fn stdio(self) -> Stdio {
-        match self {
-            Io::Null => Stdio::null(),
-            Io::Piped => Stdio::piped(),
-            Io::File(f) => Stdio::from(f),
-        }
+    /// The descriptor the child gets (kept open in the parent until the child has exec'd), and
+    /// for a pipe, the parent's end. `input`: the child reads it (stdin).
+    fn open(self, input: bool) -> std::io::Result<(OwnedFd, Option<File>)> {
+        Ok(match self {
+            Io::Null => (
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")?
+                    .into(),
+                None,
+            ),
+            Io::Piped => {
+                let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+                if input {
+                    (r, Some(File::from(w)))
+                } else {
+                    (w, Some(File::from(r)))
+                }
+            }
+            Io::File(f) => (f.into(), None),
+        })
     }
+}
+
+/// The parent's ends of a started process's pipes (those that were [`Io::Piped`]).
+#[derive(Default)]
+pub struct Pipes {
+    pub stdin: Option<File>,
+    pub stdout: Option<File>,
+    pub stderr: Option<File>,
 }
 
 /// What to start.
@@ -88,9 +114,9 @@ impl<'a> Spec<'a> {
     }
 }
 
-/// A started process: its handle (for the pipes), PID, and its exit status to come.
+/// A started process: its pipes, PID, and its exit status to come.
 pub struct Spawned {
-    pub child: Child,
+    pub pipes: Pipes,
     pub pid: u32,
     pub exit: oneshot::Receiver<ExitStatus>,
     /// Its cgroup, for a `daemon`: the caller's to retire once the daemon has ended (the
@@ -127,91 +153,74 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
     };
     let program = proctable::resolve_program(program0, spec.env, spec.cwd)
         .ok_or_else(|| SpawnError::permanent(not_found_or_no_dir(program0, spec.cwd)))?;
-    let mut cmd = std::process::Command::new(program);
-    cmd.arg0(program0)
-        .args(&spec.argv[1..])
-        .current_dir(spec.cwd)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(spec.stdin.stdio())
-        .stdout(spec.stdout.stdio())
-        .stderr(spec.stderr.stdio())
-        .process_group(0);
-    if let Some(marker) = spec.marker {
-        cmd.env(proctable::MARKER_VAR, marker);
-    }
+    let nul = |what: &str| SpawnError::permanent(format!("{what} contains a NUL byte"));
+    let argv = spec
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| nul("an argument"))?;
+    let marker_var = spec
+        .marker
+        .map(|m| format!("{}={m}", proctable::MARKER_VAR));
+    let env = spec
+        .env
+        .iter()
+        .filter(|(k, _)| spec.marker.is_none() || k != proctable::MARKER_VAR)
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain(marker_var)
+        .map(CString::new)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| nul("an environment variable"))?;
+    let cwd = CString::new(spec.cwd.as_os_str().as_bytes()).map_err(|_| nul("the directory"))?;
+    let program_c =
+        CString::new(program.as_os_str().as_bytes()).map_err(|_| nul("the program's path"))?;
+    let io_error = |e: std::io::Error| SpawnError(describe(program0, spec.cwd, e), true);
+    let (stdin, stdin_pipe) = spec.stdin.open(true).map_err(io_error)?;
+    let (stdout, stdout_pipe) = spec.stdout.open(false).map_err(io_error)?;
+    let (stderr, stderr_pipe) = spec.stderr.open(false).map_err(io_error)?;
+    let mut plan = crate::vfork::Plan::new(
+        program_c,
+        argv,
+        env,
+        cwd,
+        [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()],
+    );
     let slot = spec
         .marker
         .and_then(|m| reaper.slot(m, &spec.cgroup_limits));
     let cgroup = slot.as_ref().map(|s| s.dir.clone());
-    if let Some(slot) = slot {
-        // The child joins its cgroup itself, before anything it runs can fork: a parent that
-        // moved it after the spawn would leave a moment in which a fork escapes. (A pre_exec
-        // step makes std fork instead of posix_spawn; the cost is measured by `scripts/bench`.)
-        // SAFETY: `join_from_child` only opens, writes and closes, on a path prepared before the
-        // fork; it runs before the identity step below, while the child may still write there.
-        unsafe {
-            cmd.pre_exec(move || {
-                // Best effort: a process outside its cgroup is still found the fallback ways
-                // (group, marker, recorded tree); it is not a reason to refuse to start it.
-                let _ = slot.join_from_child();
-                Ok(())
-            });
-        }
-    }
-    if !spec.rlimits.is_empty() {
-        let limits = spec.rlimits.to_vec();
-        // SAFETY: between fork and exec this only calls setrlimit on data prepared before the
-        // fork; nothing allocates or locks.
-        unsafe {
-            cmd.pre_exec(move || {
-                for (resource, value) in &limits {
-                    nix::sys::resource::setrlimit(*resource, *value, *value)?;
-                }
-                Ok(())
-            });
-        }
-    }
-    if spec.identity.is_some() || spec.umask.is_some() {
-        // Only for units that ask: a pre_exec step makes std fork instead of posix_spawn.
-        let ids = spec.identity.map(|id| {
-            (
-                id.groups
-                    .iter()
-                    .map(|g| nix::unistd::Gid::from_raw(*g))
-                    .collect::<Vec<_>>(),
-                nix::unistd::Gid::from_raw(id.gid),
-                nix::unistd::Uid::from_raw(id.uid),
-            )
-        });
-        let umask = spec.umask;
-        // SAFETY: between fork and exec this only makes system calls (umask, setgroups,
-        // setgid, setuid) on data prepared before the fork; nothing allocates or locks.
-        unsafe {
-            cmd.pre_exec(move || {
-                if let Some(m) = umask {
-                    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(m as _));
-                }
-                if let Some((groups, gid, uid)) = &ids {
-                    nix::unistd::setgroups(groups)?;
-                    nix::unistd::setgid(*gid)?;
-                    nix::unistd::setuid(*uid)?;
-                }
-                Ok(())
-            });
-        }
-    }
+    // The child writes itself into its cgroup before anything it runs can fork: a parent that
+    // moved it after the spawn would leave a moment in which a fork escapes.
+    let procs = slot.and_then(|s| s.open_procs().ok());
+    plan.cgroup_procs = procs.as_ref().map(|f| f.as_raw_fd());
+    plan.rlimits = spec
+        .rlimits
+        .iter()
+        .map(|(r, v)| (*r as nix::libc::__rlimit_resource_t, *v))
+        .collect();
+    plan.umask = spec.umask.map(|m| m as nix::libc::mode_t);
+    plan.ids = spec
+        .identity
+        .map(|id| (id.groups.clone(), id.gid, id.uid));
     let kept = if spec.daemon { cgroup.clone() } else { None };
-    let (child, exit) = reaper.spawn(&mut cmd, cgroup, spec.daemon).map_err(|e| {
-        let retryable = matches!(
-            e.raw_os_error(),
-            Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::EAGAIN | nix::libc::ENOMEM)
-        );
-        SpawnError(describe(program0, spec.cwd, e), retryable)
-    })?;
-    let pid = child.id();
+    let (pid, exit) = reaper
+        .spawn(|| crate::vfork::spawn(&mut plan), cgroup, spec.daemon)
+        .map_err(|e| {
+            let retryable = matches!(
+                e.raw_os_error(),
+                Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::EAGAIN | nix::libc::ENOMEM)
+            );
+            SpawnError(describe(program0, spec.cwd, e), retryable)
+        })?;
+    // The child has its copies (or has failed): ours of its ends close here.
+    drop((stdin, stdout, stderr, procs));
     Ok(Spawned {
-        child,
+        pipes: Pipes {
+            stdin: stdin_pipe,
+            stdout: stdout_pipe,
+            stderr: stderr_pipe,
+        },
         pid,
         exit,
         cgroup: kept,

@@ -660,10 +660,10 @@ impl Processes {
         let daemon = def.daemon && !is_task;
         let rlimits = rlimits_of(def)?;
         let crate::spawn::Spawned {
-            mut child,
+            mut pipes,
             exit,
             cgroup,
-            ..
+            pid,
         } = crate::spawn::spawn(
             &self.reaper,
             crate::spawn::Spec {
@@ -684,10 +684,9 @@ impl Processes {
                 daemon,
             },
         )?;
-        let pid = child.id();
         // The output pipes go to the keeper, which outlives us; we keep no copy.
-        let out: Option<std::os::fd::OwnedFd> = child.stdout.take().map(Into::into);
-        let err: Option<std::os::fd::OwnedFd> = child.stderr.take().map(Into::into);
+        let out: Option<std::os::fd::OwnedFd> = pipes.stdout.take().map(Into::into);
+        let err: Option<std::os::fd::OwnedFd> = pipes.stderr.take().map(Into::into);
         if let (Some(out), Some(err)) = (&out, &err) {
             let attach = Attach {
                 unit: def.name.clone(),
@@ -882,7 +881,7 @@ impl Processes {
                     return;
                 }
             };
-            let (out, err) = (spawned.child.stdout.take(), spawned.child.stderr.take());
+            let (out, err) = (spawned.pipes.stdout.take(), spawned.pipes.stderr.take());
             // Small and short-lived: read on blocking threads, to the end or the kill.
             let (out, err) = (read_capped(out), read_capped(err));
             let status = tokio::time::timeout(limit, spawned.exit).await;
