@@ -729,7 +729,10 @@ impl Owner {
             env.push((k.clone(), v.clone()));
         }
         let crate::spawn::Spawned {
-            mut pipes, exit, pid, ..
+            mut pipes,
+            exit,
+            pid,
+            ..
         } = crate::spawn::spawn(
             &self.reaper,
             crate::spawn::Spec {

@@ -206,6 +206,13 @@ pub fn populated(dir: &Path) -> bool {
 /// Remove the (empty) cgroup at `dir` and the empty ones below it. False if something is still
 /// in one (the kernel refuses: EBUSY), so the caller tries again later.
 pub fn remove(dir: &Path) -> bool {
+    // Most have no cgroups below them: one rmdir, no listing (listing a cgroup's ~30 files
+    // for each unit was an eighth of a 2,000-service stop).
+    match std::fs::remove_dir(dir) {
+        Ok(()) => return true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return true,
+        Err(_) => {}
+    }
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {

@@ -276,7 +276,10 @@ async fn exec(
     ctx: ExecContext<'_>,
 ) -> Result<String, String> {
     let crate::spawn::Spawned {
-        mut pipes, exit, pid, ..
+        mut pipes,
+        exit,
+        pid,
+        ..
     } = crate::spawn::spawn(
         ctx.reaper,
         crate::spawn::Spec {

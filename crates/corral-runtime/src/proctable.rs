@@ -162,6 +162,7 @@ pub fn cmdline(pid: i32) -> String {
 /// The process table prepared for finding what belongs to which generation. Built once per
 /// batch of signals: one `/proc` scan, and `environ` read only for corral's own children that
 /// are not leaders it started (orphans), however many units are signalled.
+#[derive(Default)]
 pub struct Table {
     procs: HashMap<i32, ProcInfo>,
     children: HashMap<i32, Vec<i32>>,

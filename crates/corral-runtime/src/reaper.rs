@@ -145,6 +145,16 @@ impl Reaper {
             && nix::sys::signal::kill(Pid::from_raw(pid as i32), sig).is_ok()
     }
 
+    /// Whether `pid` is one of ours, not yet reaped, in a cgroup of its own (so signalling its
+    /// group reaches everything it started).
+    pub fn confined(&self, pid: u32) -> bool {
+        let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        waiting
+            .by_pid
+            .get(&(pid as i32))
+            .is_some_and(|r| r.cgroup.is_some())
+    }
+
     /// PIDs we started that are not reaped yet.
     pub fn registered(&self) -> std::collections::HashSet<i32> {
         let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());

@@ -200,9 +200,7 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
         .map(|(r, v)| (*r as nix::libc::__rlimit_resource_t, *v))
         .collect();
     plan.umask = spec.umask.map(|m| m as nix::libc::mode_t);
-    plan.ids = spec
-        .identity
-        .map(|id| (id.groups.clone(), id.gid, id.uid));
+    plan.ids = spec.identity.map(|id| (id.groups.clone(), id.gid, id.uid));
     let kept = if spec.daemon { cgroup.clone() } else { None };
     let (pid, exit) = reaper
         .spawn(|| crate::vfork::spawn(&mut plan), cgroup, spec.daemon)

@@ -121,7 +121,9 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
     // SAFETY: `arg` is the `Plan` the parent holds (and does not touch) until we exec or exit.
     let plan = unsafe { &mut *arg.cast::<Plan>() };
     let fail = |plan: &mut Plan| -> c_int {
-        plan.error = io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+        plan.error = io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
         if plan.error == 0 {
             plan.error = libc::EIO;
         }
@@ -194,7 +196,11 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-        libc::execve(plan.program.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
+        libc::execve(
+            plan.program.as_ptr(),
+            plan.argv.as_ptr(),
+            plan.envp.as_ptr(),
+        );
         fail(plan)
     }
 }
