@@ -227,6 +227,8 @@ struct Proc {
     command: String,
     pid: u32,
     marker: String,
+    /// In a cgroup of its own (see [`crate::spawn::Spawned::confined`]).
+    confined: bool,
     started: SystemTime,
     ended: Option<SystemTime>,
     status: Option<ExitStatus>,
@@ -609,8 +611,11 @@ impl Owner {
                     });
                 }
                 let (marker, retain, timed_out) = (p.marker.clone(), p.retain, p.timed_out);
-                // Nothing it started outlives it (its group went with it; these left the group).
-                proctable::signal_all(&proctable::with_marker(&marker), Signal::SIGKILL);
+                // Nothing it started outlives it: its group and cgroup went with it; without a
+                // cgroup, what left the group is found by marker (a scan of every process).
+                if !p.confined {
+                    proctable::signal_all(&proctable::with_marker(&marker), Signal::SIGKILL);
+                }
                 if let Some(store) = &self.store {
                     let _ = store.remove_process(&format!("proc:{id}"), 0);
                 }
@@ -732,6 +737,7 @@ impl Owner {
             mut pipes,
             exit,
             pid,
+            confined,
             ..
         } = crate::spawn::spawn(
             &self.reaper,
@@ -846,6 +852,7 @@ impl Owner {
             command: display,
             pid,
             marker,
+            confined,
             started: SystemTime::now(),
             ended: None,
             status: None,

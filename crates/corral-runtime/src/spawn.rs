@@ -122,6 +122,9 @@ pub struct Spawned {
     /// Its cgroup, for a `daemon`: the caller's to retire once the daemon has ended (the
     /// reaper retires the others' at their exit).
     pub cgroup: Option<std::path::PathBuf>,
+    /// It is in a cgroup of its own: whatever it starts is killed with it at its exit (by the
+    /// reaper), so nothing needs looking for by marker.
+    pub confined: bool,
 }
 
 /// Why a process could not be started, in words a person can act on (`.0`), and whether
@@ -202,6 +205,7 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
     plan.umask = spec.umask.map(|m| m as nix::libc::mode_t);
     plan.ids = spec.identity.map(|id| (id.groups.clone(), id.gid, id.uid));
     let kept = if spec.daemon { cgroup.clone() } else { None };
+    let confined = cgroup.is_some() && procs.is_some();
     let (pid, exit) = reaper
         .spawn(|| crate::vfork::spawn(&mut plan), cgroup, spec.daemon)
         .map_err(|e| {
@@ -222,6 +226,7 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
         pid,
         exit,
         cgroup: kept,
+        confined,
     })
 }
 

@@ -138,10 +138,14 @@ pub async fn run_step(reaper: &Reaper, step: SetupCommand<'_>) -> Result<(), Str
         },
     )
     .map_err(|e| e.0)?;
-    let (pid, exit) = (spawned.pid, spawned.exit);
-    // Whatever the step leaves behind goes with it, however it ends.
+    let (pid, exit, confined) = (spawned.pid, spawned.exit, spawned.confined);
+    // Whatever the step leaves behind goes with it, however it ends: its group and cgroup
+    // with the step; what left the group, found by marker when there is no cgroup.
     let leftovers = || {
         reaper.signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+        if confined {
+            return;
+        }
         crate::proctable::signal_all(
             &crate::proctable::with_marker(marker),
             nix::sys::signal::Signal::SIGKILL,

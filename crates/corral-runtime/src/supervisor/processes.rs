@@ -664,6 +664,7 @@ impl Processes {
             exit,
             cgroup,
             pid,
+            ..
         } = crate::spawn::spawn(
             &self.reaper,
             crate::spawn::Spec {

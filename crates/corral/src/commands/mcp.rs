@@ -24,7 +24,7 @@ const VERSIONS: &[&str] = &["2025-06-18", "2025-03-26", "2024-11-05"];
 pub fn run(file: Option<&Path>) -> Result<ExitCode, CliError> {
     let server = Server {
         file: file.map(Path::to_path_buf),
-        rt: super::runtime()?,
+        rt: super::runtime_threaded()?,
     };
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();

@@ -99,9 +99,19 @@ pub fn state_dir(file: Option<&Path>) -> Result<std::path::PathBuf, CliError> {
     Ok(corral_proto::paths::state_dir(&config_path(file)?))
 }
 
-/// The tokio runtime for corral: two workers are enough for these machines, and keep corral's
-/// own footprint small.
+/// The runtime of a client command (a request or two, a stream): one thread, so a command
+/// starts no worker threads it would not use (a quarter of a millisecond of `exec`'s round
+/// trip).
 pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Run(format!("cannot start the async runtime: {e}")))
+}
+
+/// The tokio runtime for the daemon and the long-running front ends (TUI, MCP): two workers
+/// are enough for these machines, and keep corral's own footprint small.
+pub fn runtime_threaded() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -119,7 +129,7 @@ pub fn supervise(
 ) -> Result<corral_runtime::Outcome, CliError> {
     options.exe = std::env::current_exe()
         .map_err(|e| CliError::Run(format!("cannot find the corral binary: {e}")))?;
-    runtime()?
+    runtime_threaded()?
         .block_on(corral_api::daemon::run(project, options, serve))
         .map_err(|e| CliError::Run(e.to_string()))
 }

@@ -24,7 +24,7 @@ use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use app::{Action, App};
 
 use crate::commands::ctl::{cli_error, client};
-use crate::commands::{CliError, runtime};
+use crate::commands::{CliError, runtime_threaded};
 
 enum Msg {
     Key(event::KeyEvent),
@@ -67,7 +67,7 @@ pub fn run_with(
     ended: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> Result<ExitCode, CliError> {
     let c = client(file)?;
-    let rt = runtime()?;
+    let rt = runtime_threaded()?;
     // With no corral running, say so before touching the terminal.
     let units: Vec<wire::Service> = rt
         .block_on(c.call(Method::GET, "/v1/services?metrics=true"))
