@@ -1,14 +1,15 @@
 //! How corral grows (`--scale`): N `sleep` services at several sizes, each measure beside its
-//! baseline in the same run, and per unit, so what grows faster than N shows. Also a chain of
-//! 1,000 services, each depending on the one before.
+//! baseline in the same run, and per unit, so what grows faster than N shows; `corral ps`
+//! while they start. Also a chain of 1,000 services, each depending on the one before; crash
+//! and adopt of the largest N; 1,000 instances; 10,000 ad-hoc processes, 100 at a time.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::{
-    baseline_start_stop, cpu_and_rss, http, median, ms, project, ratio, sleep_services,
-    up_until_started,
+    baseline_start_stop, corral_cmd, cpu_and_rss, daemon_pid, http, median, ms, project, ratio,
+    sleep_services, up_until_started, wait_running,
 };
 
 /// Resident memory (KiB) of the keeper of the project in `dir`, found by its command line.
@@ -52,10 +53,49 @@ pub fn run(corral: &Path, sizes: &[usize]) {
         "keeper",
         "idle cpu"
     );
+    let mut during = Vec::new();
     for &n in sizes {
         let dir = project(&sleep_services(n));
         let (base_start, base_stop) = baseline_start_stop(n);
+        // `corral ps` over and over while the N start: does the API keep answering?
+        let stop_asking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let asker = {
+            let (stop, dir, corral) = (
+                stop_asking.clone(),
+                dir.path().to_path_buf(),
+                corral.to_path_buf(),
+            );
+            std::thread::spawn(move || {
+                let mut times = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let ok = Command::new(&corral)
+                        .arg("ps")
+                        .current_dir(&dir)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success());
+                    // Before the daemon listens, `ps` fails at once: not an answer.
+                    if ok {
+                        times.push(t.elapsed());
+                    }
+                }
+                times
+            })
+        };
         let (up, start) = up_until_started(corral, dir.path(), n);
+        stop_asking.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut asked = asker.join().unwrap();
+        asked.sort();
+        if !asked.is_empty() {
+            during.push((
+                n,
+                asked.len(),
+                median(asked.clone()),
+                *asked.last().unwrap(),
+            ));
+        }
         // With the stack up: `ps` (median of 5), one /metrics scrape, memory, idle CPU.
         let ps = median(
             (0..5)
@@ -100,7 +140,143 @@ pub fn run(corral: &Path, sizes: &[usize]) {
             (cpu1 - cpu0) / window.as_secs_f64() * 100.0,
         );
     }
+    for (n, count, med, worst) in during {
+        println!(
+            "  `corral ps` while {n} start: {count} answered, median {}, worst {}",
+            ms(med),
+            ms(worst)
+        );
+    }
     chain(corral, 1000);
+    if let Some(&largest) = sizes.last() {
+        adopt(corral, largest);
+    }
+    instances(corral, 1000);
+    adhoc(corral, 10_000, 100);
+}
+
+/// `kill -9` of the daemon with `n` services running, then a new daemon until it has adopted
+/// them all; against the cold start of the same stack.
+fn adopt(corral: &Path, n: usize) {
+    let dir = project(&sleep_services(n));
+    let t0 = Instant::now();
+    corral_cmd(corral, dir.path(), &["up", "-d"]);
+    wait_running(corral, dir.path(), n, false);
+    let cold = t0.elapsed();
+    let pid = daemon_pid(dir.path());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z")) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let t0 = Instant::now();
+    corral_cmd(corral, dir.path(), &["up", "-d"]);
+    wait_running(corral, dir.path(), n, true);
+    let adopted = t0.elapsed();
+    corral_cmd(corral, dir.path(), &["down"]);
+    println!(
+        "  crash and adopt, {n} services: adopted in {} ({} per unit), cold start {}",
+        ms(adopted),
+        per_unit(adopted, n),
+        ms(cold)
+    );
+}
+
+/// The `"name"` of a JSON object in `body`.
+fn field<'a>(body: &'a str, name: &str) -> &'a str {
+    body.split(&format!("\"{name}\":\""))
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+/// `n` instances of a template created over the API (without waiting for each), until all
+/// run; `ps`, the daemon's memory; then all deleted.
+fn instances(corral: &Path, n: usize) {
+    let dir = project("[templates.t]\ncommand = [\"sleep\", \"1000\"]\n");
+    corral_cmd(corral, dir.path(), &["up", "-d"]);
+    let t0 = Instant::now();
+    let names: Vec<String> = (0..n)
+        .map(|_| {
+            let body = http(dir.path(), "POST", "/v1/instances", r#"{"template": "t"}"#);
+            field(&body, "name").to_string()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let body = http(dir.path(), "GET", "/v1/services", "");
+        if body.matches("\"state\":\"running\"").count() == n {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all {n} instances ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let created = t0.elapsed();
+    let t = Instant::now();
+    corral_cmd(corral, dir.path(), &["ps"]);
+    let ps = t.elapsed();
+    let (_, rss) = cpu_and_rss(daemon_pid(dir.path()));
+    let t0 = Instant::now();
+    for name in &names {
+        let body = http(dir.path(), "DELETE", &format!("/v1/instances/{name}"), "");
+        assert!(body.contains("message"), "{body}");
+    }
+    let deleted = t0.elapsed();
+    corral_cmd(corral, dir.path(), &["down"]);
+    println!(
+        "  {n} instances: created until all run {} ({} per instance), ps {}, daemon {:.1}MiB, deleted {} ({} per instance)",
+        ms(created),
+        per_unit(created, n),
+        ms(ps),
+        rss as f64 / 1024.0,
+        ms(deleted),
+        per_unit(deleted, n)
+    );
+}
+
+/// `n` ad-hoc `true` processes over the API, `batch` at a time (each batch started, then each
+/// waited for), against fork+exec+wait of the same processes in batches in this process.
+fn adhoc(corral: &Path, n: usize, batch: usize) {
+    let dir = project("[services.s]\ncommand = [\"sleep\", \"1000\"]\n");
+    corral_cmd(corral, dir.path(), &["up", "-d"]);
+    let t0 = Instant::now();
+    for _ in 0..n / batch {
+        let ids: Vec<String> = (0..batch)
+            .map(|_| {
+                let body = http(dir.path(), "POST", "/v1/procs", r#"{"command": ["true"]}"#);
+                field(&body, "id").to_string()
+            })
+            .collect();
+        for id in ids {
+            let body = http(dir.path(), "GET", &format!("/v1/procs/{id}/wait"), "");
+            assert!(body.contains("\"exit_code\":0"), "{body}");
+        }
+    }
+    let took = t0.elapsed();
+    let (_, rss) = cpu_and_rss(daemon_pid(dir.path()));
+    corral_cmd(corral, dir.path(), &["down"]);
+    let t0 = Instant::now();
+    for _ in 0..n / batch {
+        let mut children: Vec<std::process::Child> = (0..batch)
+            .map(|_| Command::new("true").spawn().unwrap())
+            .collect();
+        for c in &mut children {
+            assert!(c.wait().unwrap().success());
+        }
+    }
+    let base = t0.elapsed();
+    println!(
+        "  {n} ad-hoc `true`, {batch} at a time: {} ({} each), fork+exec+wait {} ({} each), ratio {:.2}x; daemon {:.1}MiB after",
+        ms(took),
+        per_unit(took, n),
+        ms(base),
+        per_unit(base, n),
+        ratio(took, base),
+        rss as f64 / 1024.0
+    );
 }
 
 /// A chain: s1 needs s0, s2 needs s1, …: start and stop go one unit at a time.

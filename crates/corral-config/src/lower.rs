@@ -277,7 +277,7 @@ fn lower(base: Arc<Base>, drafts: Vec<Draft>, templates: Vec<Template>) -> Proje
         state_dir: root.join(".corral"),
         root,
         units: defs,
-        plan: Plan { units },
+        plan: Plan::new(units),
         templates,
         base,
     }

@@ -30,6 +30,9 @@ pub struct UnitStatus {
     /// The last probe failure, for people.
     pub last_probe_error: Option<String>,
     startup_failures: u32,
+    /// Why the last start of this unit failed for want of a resource (descriptors, processes,
+    /// memory), for the reason it gives if it gives up.
+    spawn_error: Option<String>,
     ever_ready: bool,
     restart_after_stop: bool,
     /// The user asked for this unit to go down (stop, or the first half of a restart).
@@ -71,6 +74,7 @@ impl UnitStatus {
             log_ready: false,
             last_probe_error: None,
             startup_failures: 0,
+            spawn_error: None,
             ever_ready: false,
             restart_after_stop: false,
             down_requested: false,
@@ -287,6 +291,7 @@ impl Engine {
                     u.pid = None;
                     u.ended_at = Some(now);
                     u.last_exit = Some(ExitStatus::NotStarted);
+                    u.spawn_error = Some(error.clone());
                     self.changed(unit, Some(format!("could not start: {error}")));
                     self.after_exit(unit, ExitStatus::NotStarted, true, now);
                 } else if self.is_current(unit, generation) {
@@ -658,8 +663,23 @@ impl Engine {
                 RestartMode::OnFailure => failure,
                 RestartMode::Never => false,
             };
+        // A start that failed for want of a resource is tried again by the restart budget
+        // alone (it is not a crash of the program), and giving up says what was missing.
+        let spawn_error = match status {
+            ExitStatus::NotStarted => self.units[id.0].spawn_error.take(),
+            _ => None,
+        };
         if !restart {
-            self.set(id, State::Exited { status }, Some(format!("{status}")));
+            match spawn_error {
+                Some(error) => self.set(
+                    id,
+                    State::Failed {
+                        reason: FailReason::SpawnFailed(error),
+                    },
+                    None,
+                ),
+                None => self.set(id, State::Exited { status }, Some(format!("{status}"))),
+            }
             return;
         }
         let u = &mut self.units[id.0];
@@ -670,7 +690,9 @@ impl Engine {
             u.restarts = 0;
             u.startup_failures = 0;
         }
-        if uptime < policy.startup_grace {
+        if spawn_error.is_some() {
+            // Not the program's doing: no crash loop.
+        } else if uptime < policy.startup_grace {
             u.startup_failures += 1;
         } else {
             u.startup_failures = 0;
@@ -688,9 +710,15 @@ impl Engine {
         // `max_restarts = 2`, not 3).
         let restart_no = u.restarts + 1;
         if restart_no > policy.max_restarts {
-            let reason = FailReason::RestartBudget {
-                restarts: policy.max_restarts,
-                last: status,
+            let reason = match spawn_error {
+                Some(error) => FailReason::SpawnFailed(format!(
+                    "{error} (gave up after {} tries)",
+                    policy.max_restarts + 1
+                )),
+                None => FailReason::RestartBudget {
+                    restarts: policy.max_restarts,
+                    last: status,
+                },
             };
             self.set(id, State::Failed { reason }, None);
             return;

@@ -282,12 +282,25 @@ impl UnitSpec {
 /// edges. Validation (unknown names, cycles) happens in `corral-config`.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
+    /// Read-only once made (the index below is built from it).
     pub units: Vec<UnitSpec>,
+    /// Unit ids by name: a lookup by name is O(1) however many units there are (a search of
+    /// the list made creating the 1,000th instance O(N) in several places).
+    index: std::collections::HashMap<String, usize>,
 }
 
 impl Plan {
+    pub fn new(units: Vec<UnitSpec>) -> Plan {
+        let index = units
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.name.clone(), i))
+            .collect();
+        Plan { units, index }
+    }
+
     pub fn find(&self, name: &str) -> Option<UnitId> {
-        self.units.iter().position(|u| u.name == name).map(UnitId)
+        self.index.get(name).copied().map(UnitId)
     }
 
     pub fn get(&self, id: UnitId) -> &UnitSpec {

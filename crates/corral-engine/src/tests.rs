@@ -19,6 +19,8 @@ enum Behaviour {
     IgnoresTerm,
     /// Exits this long after the stop signal.
     SlowStop(Duration),
+    /// Cannot be started: the machine is out of descriptors (a retryable spawn failure).
+    OutOfDescriptors,
 }
 
 #[derive(Debug)]
@@ -108,6 +110,16 @@ impl World {
                     "two live generations of {unit:?}"
                 );
                 self.check_deps_hold(unit);
+                if let Behaviour::OutOfDescriptors = self.behaviour_of(unit) {
+                    self.spawns.push((self.now, unit));
+                    self.send(Event::SpawnFailed {
+                        unit,
+                        generation,
+                        error: "out of descriptors".into(),
+                        retryable: true,
+                    });
+                    return;
+                }
                 self.live.insert(unit, generation);
                 self.spawns.push((self.now, unit));
                 self.next_pid += 1;
@@ -271,7 +283,7 @@ impl World {
 }
 
 fn plan(units: Vec<UnitSpec>) -> Plan {
-    Plan { units }
+    Plan::new(units)
 }
 
 fn dep(plan_names: &[&str], name: &str, condition: Condition) -> Dependency {
@@ -708,6 +720,29 @@ fn a_spawn_out_of_descriptors_is_retried_through_the_restart_policy() {
         w.state("svc")
     );
     assert_eq!(w.spawn_count("svc"), 2);
+}
+
+/// A start that keeps failing for want of descriptors is not a crash loop of the program: it is
+/// tried through the whole restart budget, and giving up says what was missing.
+#[test]
+fn a_resource_shortage_uses_the_restart_budget_not_the_crash_loop_rule() {
+    let mut s = UnitSpec::new("svc", Kind::Service);
+    s.restart.jitter = 0.0;
+    s.restart.max_restarts = 6;
+    s.restart.startup_max_restarts = 2;
+    let mut w = World::new(plan(vec![s]));
+    let id = w.id("svc");
+    w.behaviour.insert(id, Behaviour::OutOfDescriptors);
+    w.up_all();
+    w.run_until(Duration::from_secs(600));
+    let State::Failed { reason } = w.state("svc") else {
+        panic!("{:?}", w.state("svc"))
+    };
+    assert_eq!(
+        reason,
+        FailReason::SpawnFailed("out of descriptors (gave up after 7 tries)".into())
+    );
+    assert_eq!(w.spawn_count("svc"), 7, "past startup_max_restarts");
 }
 
 /// Random plans, random crashes, flapping probes and slow stops, user start/stop/restart,

@@ -239,6 +239,37 @@ pub(crate) fn not_found_or_no_dir(program: &str, cwd: &Path) -> String {
 }
 
 fn describe(program: &str, cwd: &Path, e: std::io::Error) -> String {
+    use nix::sys::resource::{Resource, getrlimit};
+    let limit = |r| match getrlimit(r) {
+        Ok((soft, _)) if soft != nix::sys::resource::RLIM_INFINITY => soft.to_string(),
+        _ => "unlimited".to_string(),
+    };
+    match e.raw_os_error() {
+        // The machine's limits, at scale: say which, and what to do; corral tries again later.
+        Some(nix::libc::EMFILE) => {
+            return format!(
+                "cannot start `{program}`: corral has used up its open-file limit ({}; each running process holds 2 pipes until the keeper takes them); raise `ulimit -n` (the hard limit) for corral, or run fewer processes — trying again later",
+                limit(Resource::RLIMIT_NOFILE)
+            );
+        }
+        Some(nix::libc::ENFILE) => {
+            return format!(
+                "cannot start `{program}`: the machine has no file descriptors left (`sysctl fs.file-max`) — trying again later"
+            );
+        }
+        Some(nix::libc::EAGAIN) => {
+            let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap_or_default();
+            return format!(
+                "cannot start `{program}`: the process limit is reached (this user's `ulimit -u` is {}, `kernel.pid_max` is {}, or corral's cgroup `pids.max`) — trying again later",
+                limit(Resource::RLIMIT_NPROC),
+                pid_max.trim()
+            );
+        }
+        Some(nix::libc::ENOMEM) => {
+            return format!("cannot start `{program}`: out of memory — trying again later");
+        }
+        _ => {}
+    }
     match e.kind() {
         std::io::ErrorKind::NotFound => not_found_or_no_dir(program, cwd),
         std::io::ErrorKind::PermissionDenied => {

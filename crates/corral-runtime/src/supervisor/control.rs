@@ -289,24 +289,27 @@ impl Supervisor {
         )))
     }
 
+    /// A unit's definition, and where it came from.
+    pub(super) fn definition(&self, name: &str) -> Result<Reply, CommandError> {
+        let id = self.find_unit(name)?;
+        let added = self.added()?.iter().any(|d| d.name == name);
+        let source = if added {
+            "added at run time".to_string()
+        } else {
+            self.project.file.display().to_string()
+        };
+        Ok(Reply::Definition(super::definition::describe(
+            &self.project,
+            id,
+            source,
+        )))
+    }
+
     pub(super) async fn request(&mut self, command: Command) -> Result<Reply, CommandError> {
         let busy = self.engine.is_shutting_down();
         match command {
             Command::Snapshot => Ok(Reply::Snapshot(self.snapshot())),
-            Command::Definition(name) => {
-                let id = self.find_unit(&name)?;
-                let added = self.added()?.iter().any(|d| d.name == name);
-                let source = if added {
-                    "added at run time".to_string()
-                } else {
-                    self.project.file.display().to_string()
-                };
-                Ok(Reply::Definition(super::definition::describe(
-                    &self.project,
-                    id,
-                    source,
-                )))
-            }
+            Command::Definition(name) => self.definition(&name),
             Command::Reload
             | Command::Define { .. }
             | Command::Remove { .. }

@@ -4,6 +4,10 @@
 
 use super::*;
 
+/// How long a step runs before the queries waiting for it are answered (see
+/// [`Supervisor::answer_queries`]).
+const QUERY_INTERVAL: Duration = Duration::from_millis(20);
+
 impl Supervisor {
     pub(super) async fn interrupt(&mut self) {
         if self.engine.is_shutting_down() {
@@ -94,6 +98,7 @@ impl Supervisor {
     pub(super) async fn handle(&mut self, first: Event) {
         let mut queue = VecDeque::from([first]);
         let mut signals: Vec<(UnitId, Signal)> = Vec::new();
+        let mut answered = Instant::now();
         while let Some(event) = queue.pop_front() {
             if let Event::Exited {
                 unit, generation, ..
@@ -149,7 +154,13 @@ impl Supervisor {
             for effect in effects {
                 match effect {
                     Effect::Spawn { unit, generation } => {
-                        queue.push_back(self.spawn(unit, generation))
+                        queue.push_back(self.spawn(unit, generation));
+                        // A step can be long (10,000 units to start): clients asking how
+                        // things stand are answered along the way rather than after it.
+                        if answered.elapsed() > QUERY_INTERVAL {
+                            self.answer_queries();
+                            answered = Instant::now();
+                        }
                     }
                     Effect::Signal {
                         unit,
@@ -210,6 +221,26 @@ impl Supervisor {
             }
         }
         self.processes.signal_batch(&signals);
+    }
+
+    /// Answer the queries (snapshots, definitions) waiting on the channel now, in the middle of
+    /// a step; anything else taken off it waits in `deferred`, in order, for the step to end.
+    /// A query answered here sees the engine as the step has left it so far — which it is.
+    fn answer_queries(&mut self) {
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                Msg::Request(r)
+                    if matches!(r.command, Command::Snapshot | Command::Definition(_)) =>
+                {
+                    let reply = match &r.command {
+                        Command::Definition(name) => self.definition(name),
+                        _ => Ok(Reply::Snapshot(self.snapshot())),
+                    };
+                    let _ = r.reply.send(reply);
+                }
+                other => self.deferred.push_back(other),
+            }
+        }
     }
 
     /// Print a state change, and tell the event stream and history.

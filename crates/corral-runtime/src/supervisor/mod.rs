@@ -208,6 +208,9 @@ pub struct Supervisor {
     printer_thread: Option<crate::printer::PrinterThread>,
     tx: UnboundedSender<Msg>,
     rx: UnboundedReceiver<Msg>,
+    /// Messages taken off `rx` in the middle of a long step (see [`Supervisor::answer_queries`])
+    /// that were not queries: handled, in order, before anything newer.
+    deferred: VecDeque<Msg>,
     store: Store,
     notices: broadcast::Sender<Arc<Notice>>,
     /// Stored held flags and restart counts, to write only what changed.
@@ -443,6 +446,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         printer_thread,
         tx,
         rx,
+        deferred: VecDeque::new(),
         store,
         notices,
         held: vec![false; n],
@@ -558,6 +562,12 @@ impl Supervisor {
                     || self.engine.settled())
             {
                 self.handle(Event::Shutdown).await;
+                continue;
+            }
+            if let Some(msg) = self.deferred.pop_front() {
+                self.begin();
+                self.dispatch(msg).await;
+                self.commit();
                 continue;
             }
             tokio::select! {

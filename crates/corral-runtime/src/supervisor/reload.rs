@@ -58,12 +58,17 @@ pub(super) struct PendingReload {
 }
 
 /// What decides whether a unit changed: its whole definition, with dependencies by name (ids
-/// shift when units are added or removed).
-pub(super) fn fingerprints(project: &Project) -> std::collections::HashMap<String, String> {
+/// shift when units are added or removed). `only`: just these units (the rest are known to be
+/// unchanged).
+pub(super) fn fingerprints(
+    project: &Project,
+    only: Option<&str>,
+) -> std::collections::HashMap<String, String> {
     project
         .units
         .iter()
         .zip(&project.plan.units)
+        .filter(|(def, _)| only.is_none_or(|name| def.name == name))
         .map(|(def, spec)| {
             let mut spec = spec.clone();
             let deps: Vec<(String, String)> = spec
@@ -130,22 +135,39 @@ impl Supervisor {
             Change::ReadFile | Change::Scale(..) => Ok(()),
         };
         stored.map_err(|e| invalid(&e))?;
-        let old = fingerprints(&self.project);
-        let now = fingerprints(&new);
+        // A definition added or forgotten changes that unit alone: the others are lowered from
+        // the same text, and a dependency is compared by name. Comparing only it keeps creating
+        // the 1,000th instance as cheap as the first (all of them were compared each time).
+        let only = match &change {
+            Change::Define(def) => Some(def.name.as_str()),
+            Change::Forget(name) => Some(name.as_str()),
+            Change::ReadFile | Change::Scale(..) => None,
+        };
+        let old = fingerprints(&self.project, only);
+        let now = fingerprints(&new, only);
         let changed: Vec<String> = now
             .iter()
             .filter(|(n, f)| old.get(*n).is_some_and(|o| o != *f))
             .map(|(n, _)| n.clone())
             .collect();
-        let removed: Vec<String> = old
-            .keys()
-            .filter(|n| !now.contains_key(*n))
-            .cloned()
-            .collect();
+        let removed: Vec<String> = match only {
+            Some(_) => old
+                .keys()
+                .filter(|n| !now.contains_key(*n))
+                .cloned()
+                .collect(),
+            None => self
+                .project
+                .units
+                .iter()
+                .filter(|u| new.plan.find(&u.name).is_none())
+                .map(|u| u.name.clone())
+                .collect(),
+        };
         let added_units: Vec<String> = new
             .units
             .iter()
-            .filter(|u| !old.contains_key(&u.name))
+            .filter(|u| self.project.plan.find(&u.name).is_none())
             .map(|u| u.name.clone())
             .collect();
         if changed.is_empty() && removed.is_empty() && added_units.is_empty() {

@@ -104,11 +104,27 @@ impl Project {
 
     /// Start `corral ARGS` in the project directory.
     pub fn start(&self, args: &[&str]) -> Corral {
+        self.start_limited(args, None)
+    }
+
+    /// Start `corral ARGS` with its open-file limit (soft and hard) set to `nofile`.
+    pub fn start_limited(&self, args: &[&str], nofile: Option<u64>) -> Corral {
+        use std::os::unix::process::CommandExt;
         let out = self
             .path()
             .join(format!("corral-{}.out", args.join("-").replace('/', "_")));
         let err = out.with_extension("err");
-        let child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        if let Some(n) = nofile {
+            // SAFETY: only setrlimit between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let child = cmd
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.path())

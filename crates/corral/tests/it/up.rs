@@ -628,7 +628,8 @@ fn the_open_files_limit_is_raised_to_the_hard_limit() {
     assert_ne!(hard, "256", "{log}");
 }
 
-/// 2,000 services start, are all running, and stop leaving nothing behind.
+/// 2,000 services start, are all running, and stop leaving nothing behind; the API answers
+/// while they start (not once the whole start is done).
 #[test]
 fn two_thousand_services_start_and_stop_leaving_nothing() {
     let n = 2000;
@@ -638,13 +639,48 @@ fn two_thousand_services_start_and_stop_leaving_nothing() {
     let p = Project::new(&config);
     let (status, out, err) = p.run_client(&["up", "-d"]);
     assert!(status.success(), "{out}{err}");
+    let mut counts = Vec::new();
     eventually(Duration::from_secs(120), "2,000 running", || {
-        let (_, ps, _) = p.run_client(&["ps", "--json"]);
-        ps.matches("\"state\": \"running\"").count() == n
+        let (_, ps) = p.http("GET", "/v1/services");
+        let running = ps.matches("\"state\":\"running\"").count();
+        counts.push(ps.matches("\"state\":\"starting\"").count());
+        running == n
     });
+    // Units are `starting` only inside the step that starts them all: an answer that saw some
+    // was given in the middle of it.
+    assert!(
+        counts.iter().any(|&c| c > 0),
+        "no answer came in the middle of the start: {counts:?}"
+    );
     let (status, out, err) = p.run_client(&["down"]);
     assert!(status.success(), "{out}{err}");
     p.assert_nothing_left();
+}
+
+/// At the machine's limits: a corral whose open-file limit is too small for its stack starts
+/// what fits, says for the rest what ran out and what to do, keeps answering, and stops leaving
+/// nothing.
+#[test]
+fn out_of_descriptors_is_said_plainly_and_nothing_breaks() {
+    let n = 40;
+    let config: String = (0..n)
+        .map(|i| format!("[services.s{i}]\ncommand = [\"sleep\", \"1000\"]\n"))
+        .collect();
+    let p = Project::new(&config);
+    let mut c = p.start_limited(&["up"], Some(48));
+    let out = c.wait_for("corral has used up its open-file limit (48;", T);
+    assert!(
+        out.contains("raise `ulimit -n` (the hard limit) for corral"),
+        "{out}"
+    );
+    // Still answering: some run, the others wait to try again.
+    let (status, ps) = p.http("GET", "/v1/services");
+    assert_eq!(status, 200, "{ps}");
+    assert!(ps.contains("\"state\":\"running\""), "{ps}");
+    assert!(ps.contains("\"state\":\"backoff\""), "{ps}");
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success(), "{}", c.stderr());
+    assert_no_leftovers(c.pid);
 }
 
 /// `kill_filters`: before the start, a stray matching the filter (a regex over its command
