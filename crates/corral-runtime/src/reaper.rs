@@ -122,12 +122,19 @@ impl Reaper {
     /// reaped, and to whatever left that group but not its cgroup. Returns false if it was
     /// already gone.
     pub fn signal_group(&self, pid: u32, sig: Signal) -> bool {
-        let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(Registered { cgroup, .. }) = waiting.by_pid.get(&(pid as i32)) else {
-            return false;
+        // The group is signalled under the lock (its id cannot be reused while the leader is
+        // registered); the cgroup's file work after it, so the reaper is not kept waiting.
+        let (sent, cgroup) = {
+            let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(Registered { cgroup, .. }) = waiting.by_pid.get(&(pid as i32)) else {
+                return false;
+            };
+            (
+                killpg(Pid::from_raw(pid as i32), sig).is_ok(),
+                cgroup.clone(),
+            )
         };
-        let sent = killpg(Pid::from_raw(pid as i32), sig).is_ok();
-        if let Some(dir) = cgroup {
+        if let Some(dir) = &cgroup {
             if sig == Signal::SIGKILL {
                 crate::cgroup::kill(dir);
             } else {
@@ -172,34 +179,54 @@ impl Reaper {
     }
 
     /// Reap every exited child. Called on SIGCHLD (signals coalesce, so loop until none left).
+    /// The lock is held only for what needs it (the wait, the table, the group kill while the
+    /// group id cannot be reused); the cgroup work (a write and an rmdir per process, on a
+    /// 2,000-service stop a tenth of a second) is done after, so spawns and signals of the
+    /// supervisor do not wait for it.
     pub fn reap(&self) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            let (pid, status) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus::Code(code)),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, ExitStatus::Signal(sig as i32)),
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-                Ok(_) | Err(Errno::EINTR) => continue,
-                Err(_) => break,
-            };
-            if let Some(r) = waiting.by_pid.remove(&pid.as_raw()) {
-                // A daemon's launcher that succeeded leaves the daemon it started.
-                let launched = r.daemon && status == ExitStatus::Code(0);
-                if !launched {
-                    // The leader is gone: whatever it left in its group goes too, now, while
-                    // the group id cannot have been reused (its members keep it alive); and
-                    // whatever it left in its cgroup, wherever it went.
-                    let _ = killpg(pid, Signal::SIGKILL);
-                    if let Some(dir) = r.cgroup {
-                        crate::cgroup::kill(&dir);
-                        waiting.retired.push(dir);
+        let mut ended = Vec::new();
+        let mut retired = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                let (pid, status) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus::Code(code)),
+                    Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, ExitStatus::Signal(sig as i32)),
+                    Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                    Ok(_) | Err(Errno::EINTR) => continue,
+                    Err(_) => break,
+                };
+                if let Some(r) = waiting.by_pid.remove(&pid.as_raw()) {
+                    // A daemon's launcher that succeeded leaves the daemon it started.
+                    let launched = r.daemon && status == ExitStatus::Code(0);
+                    if !launched {
+                        // The leader is gone: whatever it left in its group goes too, now,
+                        // while the group id cannot have been reused (its members keep it
+                        // alive, and no spawn can take the PID while we hold the lock).
+                        let _ = killpg(pid, Signal::SIGKILL);
                     }
+                    ended.push((r, status, launched));
                 }
-                let _ = r.exit.send(status);
             }
+            std::mem::take(&mut waiting.retired)
+        };
+        for (r, status, launched) in ended {
+            // And whatever it left in its cgroup, wherever it went; most leave nothing, and
+            // an empty cgroup is simply removed.
+            if !launched
+                && let Some(dir) = r.cgroup
+                && !crate::cgroup::remove(&dir)
+            {
+                crate::cgroup::kill(&dir);
+                retired.push(dir);
+            }
+            let _ = r.exit.send(status);
         }
         // The processes of a killed cgroup die a moment later (and are reaped here, being our
         // descendants): it is removed once it is empty.
-        waiting.retired.retain(|dir| !crate::cgroup::remove(dir));
+        retired.retain(|dir| !crate::cgroup::remove(dir));
+        if !retired.is_empty() {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            waiting.retired.append(&mut retired);
+        }
     }
 }

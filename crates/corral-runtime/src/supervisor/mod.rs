@@ -198,6 +198,9 @@ enum Msg {
     Request(Request),
 }
 
+/// At most this many waiting messages are handled in one step (one store transaction).
+const BATCH: usize = 256;
+
 pub struct Supervisor {
     project: Project,
     options: Options,
@@ -574,6 +577,12 @@ impl Supervisor {
                 Some(msg) = self.rx.recv() => {
                     self.begin();
                     self.dispatch(msg).await;
+                    // What is already waiting joins this step's transaction: 2,000 exits at a
+                    // stop are a few commits, not 2,000 (a commit writes the WAL).
+                    for _ in 0..BATCH {
+                        let Ok(msg) = self.rx.try_recv() else { break };
+                        self.dispatch(msg).await;
+                    }
                     self.commit();
                 },
                 _ = sigint.recv() => { interrupted = true; self.interrupt().await; }
