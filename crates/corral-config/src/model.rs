@@ -238,8 +238,9 @@ pub struct UnitDef {
     pub command: Option<Command>,
     pub workdir: PathBuf,
     /// The complete environment for the process, inherited variables included, sorted by name.
-    /// `PORT` is added at start when the unit has ports.
-    pub env: Vec<(String, String)>,
+    /// `PORT` is added at start when the unit has ports. Shared: units with the same
+    /// environment (most of a big stack) hold one copy (see `lower::share_envs`).
+    pub env: std::sync::Arc<[(String, String)]>,
     pub ports: Vec<PortDecl>,
     /// Kill whatever holds a declared port before starting.
     pub kill_others: bool,

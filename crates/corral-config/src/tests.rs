@@ -627,3 +627,18 @@ fn a_formation_sets_replicas_over_the_file() {
     );
     assert!(e.contains("`all` is a target"), "{e}");
 }
+
+/// Units with equal environments share one copy (memory at scale); one with its own variable
+/// has its own, with that variable in it.
+#[test]
+fn equal_environments_are_shared() {
+    let p = parse(
+        "[services.a]\ncommand = \"x\"\n[services.b]\ncommand = \"x\"\n[services.c]\ncommand = \"x\"\nenv = { ONLY_C = \"1\" }\n",
+    )
+    .unwrap();
+    let env = |n: &str| &p.units[p.plan.find(n).unwrap().0].env;
+    assert!(std::sync::Arc::ptr_eq(env("a"), env("b")));
+    assert!(!std::sync::Arc::ptr_eq(env("a"), env("c")));
+    assert!(env("c").iter().any(|(k, v)| k == "ONLY_C" && v == "1"));
+    assert!(!env("a").iter().any(|(k, _)| k == "ONLY_C"));
+}

@@ -558,7 +558,7 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         kind,
         command: None,
         workdir: w.root.to_path_buf(),
-        env: Vec::new(),
+        env: Vec::new().into(),
         ports: Vec::new(),
         kill_others: false,
         kill_filters: Vec::new(),

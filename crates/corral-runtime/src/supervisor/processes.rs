@@ -173,7 +173,7 @@ pub(super) fn watch_for(project: &Project, unit: UnitId) -> Watch {
 /// The whole environment of a unit's process: its own, what a login as its `user` would have
 /// (systemd's `User=` does the same), and `PORT`.
 fn env_of(def: &corral_config::UnitDef, port: Option<u16>) -> Vec<(String, String)> {
-    let mut env = def.env.clone();
+    let mut env = def.env.to_vec();
     if let Some(id) = &def.identity {
         env.retain(|(k, _)| !["HOME", "USER", "LOGNAME"].contains(&k.as_str()));
         env.push(("HOME".into(), id.home.display().to_string()));
@@ -775,7 +775,7 @@ impl Processes {
         let port = self.ports[unit.0];
         let reaper = self.reaper.clone();
         let workdir = def.workdir.clone();
-        let env = def.env.clone();
+        let env = def.env.to_vec();
         let identity = def.identity.clone();
         let tx = self.tx.clone();
         tokio::spawn(async move {
