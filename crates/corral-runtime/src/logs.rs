@@ -408,7 +408,7 @@ impl LineSplitter {
     /// `MAX_LINE` are cut.
     fn split<'a>(&'a mut self, chunk: &'a [u8], out: &mut Vec<Vec<u8>>) {
         let mut rest = chunk;
-        while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', rest) {
             let mut line = std::mem::take(&mut self.carry);
             line.extend_from_slice(&rest[..nl]);
             if line.last() == Some(&b'\r') {
