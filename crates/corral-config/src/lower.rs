@@ -274,15 +274,27 @@ pub fn parse_project_with(
 /// whole inherited one plus its own few: 2,000 copies of a 35-variable environment were a third
 /// of the memory of a 2,000-service stack.
 fn share_envs(drafts: &mut [Draft]) {
-    let mut seen: std::collections::HashSet<Arc<[(String, String)]>> =
-        std::collections::HashSet::new();
+    type Env = Arc<[(String, String)]>;
+    let mut seen: std::collections::HashSet<Env> = std::collections::HashSet::new();
+    // Copies met before are known by address, without hashing what they hold (adding a
+    // definition at run time hashes only the new one's).
+    let mut by_address: std::collections::HashMap<*const (String, String), Env> =
+        std::collections::HashMap::new();
     for d in drafts {
-        match seen.get(&d.def.env) {
-            Some(same) => d.def.env = same.clone(),
+        let at = d.def.env.as_ptr();
+        if let Some(canonical) = by_address.get(&at) {
+            d.def.env = canonical.clone();
+            continue;
+        }
+        let canonical = match seen.get(&d.def.env) {
+            Some(same) => same.clone(),
             None => {
                 seen.insert(d.def.env.clone());
+                d.def.env.clone()
             }
-        }
+        };
+        by_address.insert(at, canonical.clone());
+        d.def.env = canonical;
     }
 }
 

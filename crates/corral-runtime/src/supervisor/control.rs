@@ -252,7 +252,19 @@ impl Control {
 impl Supervisor {
     /// The services defined at run time, as stored.
     pub(super) fn added(&self) -> Result<Vec<corral_config::Definition>, CommandError> {
-        stored_definitions(&self.store).map_err(|e| CommandError::Invalid(e.to_string()))
+        let mut cache = self.added_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(added) = &*cache {
+            return Ok(added.clone());
+        }
+        let added =
+            stored_definitions(&self.store).map_err(|e| CommandError::Invalid(e.to_string()))?;
+        *cache = Some(added.clone());
+        Ok(added)
+    }
+
+    /// The stored definitions changed: [`Supervisor::added`] reads them again.
+    pub(super) fn added_changed(&self) {
+        *self.added_cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// The unit named `name`, or an error that suggests a near name.

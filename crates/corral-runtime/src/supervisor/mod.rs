@@ -214,6 +214,9 @@ pub struct Supervisor {
     /// Messages taken off `rx` in the middle of a long step (see [`Supervisor::answer_queries`])
     /// that were not queries: handled, in order, before anything newer.
     deferred: VecDeque<Msg>,
+    /// The services defined at run time as last read from the store (which owns them): read
+    /// again only after a change, not for every instance created or definition shown.
+    added_cache: std::sync::Mutex<Option<Vec<corral_config::Definition>>>,
     store: Store,
     notices: broadcast::Sender<Arc<Notice>>,
     /// Stored held flags and restart counts, to write only what changed.
@@ -450,6 +453,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         tx,
         rx,
         deferred: VecDeque::new(),
+        added_cache: std::sync::Mutex::new(None),
         store,
         notices,
         held: vec![false; n],

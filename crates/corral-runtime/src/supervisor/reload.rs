@@ -134,6 +134,7 @@ impl Supervisor {
             Change::Forget(name) => self.store.forget(name),
             Change::ReadFile | Change::Scale(..) => Ok(()),
         };
+        self.added_changed();
         stored.map_err(|e| invalid(&e))?;
         // A definition added or forgotten changes that unit alone: the others are lowered from
         // the same text, and a dependency is compared by name. Comparing only it keeps creating
@@ -291,6 +292,7 @@ impl Supervisor {
                 eprintln!("corral: {e}");
             }
         }
+        self.added_changed();
         // A new unit's auto port is the one it had before, if it had one.
         let store = &self.store;
         self.processes.renumber(&carry, |i| {
