@@ -267,7 +267,7 @@ pub fn parse_project_with(
         parts: parts.clone(),
         options: options.clone(),
     });
-    Ok(lower(base, drafts, templates))
+    Ok(lower(base, drafts, templates, Arc::default()))
 }
 
 /// Units whose environments are equal share one copy of it. Each unit's environment is the
@@ -298,7 +298,12 @@ fn share_envs(drafts: &mut [Draft]) {
     }
 }
 
-fn lower(base: Arc<Base>, drafts: Vec<Draft>, templates: Vec<Template>) -> Project {
+fn lower(
+    base: Arc<Base>,
+    drafts: Vec<Draft>,
+    templates: Vec<Template>,
+    added: Arc<Vec<(Definition, Draft)>>,
+) -> Project {
     let root = base.ctx.root.clone();
     let (units, defs) = drafts.into_iter().map(|d| (d.spec, d.def)).unzip();
     Project {
@@ -309,6 +314,7 @@ fn lower(base: Arc<Base>, drafts: Vec<Draft>, templates: Vec<Template>) -> Proje
         plan: Plan::new(units),
         templates,
         base,
+        added,
     }
 }
 
@@ -352,6 +358,12 @@ impl Project {
             .iter()
             .map(|x| (x.spec.name.clone(), x.spec.kind))
             .collect();
+        let before: std::collections::HashMap<&str, &(Definition, Draft)> = self
+            .added
+            .iter()
+            .map(|entry| (entry.0.name.as_str(), entry))
+            .collect();
+        let mut validated = Vec::with_capacity(defs.len());
         for d in defs {
             let span = d.body.span.clone();
             if !read::valid_name(&d.name) {
@@ -382,15 +394,22 @@ impl Project {
                 ));
                 continue;
             };
-            let raw = RawUnit {
-                kind: Kind::Service,
-                name: d.name.clone(),
-                name_span: span.clone(),
-                body: body.clone(),
-                span,
-            };
             taken.insert(d.name.clone(), Kind::Service);
-            drafts.push(validate::unit(&mut w, &raw, &base.ctx));
+            let draft = match before.get(d.name.as_str()) {
+                Some((old, draft)) if old.body == d.body => draft.clone(),
+                _ => {
+                    let raw = RawUnit {
+                        kind: Kind::Service,
+                        name: d.name.clone(),
+                        name_span: span.clone(),
+                        body: body.clone(),
+                        span,
+                    };
+                    validate::unit(&mut w, &raw, &base.ctx)
+                }
+            };
+            validated.push((d.clone(), draft.clone()));
+            drafts.push(draft);
         }
         share_envs(&mut drafts);
         let mut diags = w.diags;
@@ -407,6 +426,11 @@ impl Project {
             e.sort();
             return Err(e);
         }
-        Ok(lower(self.base.clone(), drafts, self.templates.clone()))
+        Ok(lower(
+            self.base.clone(),
+            drafts,
+            self.templates.clone(),
+            Arc::new(validated),
+        ))
     }
 }

@@ -22,11 +22,15 @@ pub struct Project {
     pub templates: Vec<Template>,
     /// What was read and validated, to add definitions to without reading the file again.
     pub base: std::sync::Arc<crate::lower::Base>,
+    /// The run-time definitions this project was made with, each as validated (before its
+    /// dependencies were resolved): the next `with_definitions` validates only what is new or
+    /// changed, so adding the 1,000th instance does not validate the 999 before it again.
+    pub(crate) added: std::sync::Arc<Vec<(crate::lower::Definition, crate::validate::Draft)>>,
 }
 
 impl Project {
     pub fn unit(&self, name: &str) -> Option<&UnitDef> {
-        self.units.iter().find(|u| u.name == name)
+        self.plan.find(name).map(|id| &self.units[id.0])
     }
 
     /// The file a unit's log is written to: its `log_file`, or `.corral/logs/NAME.log`. Rotated
