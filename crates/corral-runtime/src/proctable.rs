@@ -321,9 +321,8 @@ pub fn signal_all(pids: &[i32], sig: nix::sys::signal::Signal) {
 }
 
 /// Find `program` the way `execvp` would, on the `PATH` the child will have. Resolving it here
-/// (instead of letting exec search) gives a clear "not found" error, and lets std spawn with
-/// `posix_spawn` (vfork-fast) rather than fork: it falls back to fork when it has to search a
-/// `PATH` other than corral's own.
+/// (instead of letting exec search) gives a clear "not found" error, and leaves the child (see
+/// `vfork.rs`) one `execve` of a known path: nothing to search with the parent's memory.
 pub fn resolve_program(
     program: &str,
     env: &[(String, String)],
