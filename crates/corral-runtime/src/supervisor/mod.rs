@@ -584,8 +584,15 @@ impl Supervisor {
                     // What is already waiting joins this step's transaction: 2,000 exits at a
                     // stop are a few commits, not 2,000 (a commit writes the WAL).
                     for _ in 0..BATCH {
-                        let Ok(msg) = self.rx.try_recv() else { break };
-                        self.dispatch(msg).await;
+                        // Messages deferred by a long step come before anything newer.
+                        let next = match self.deferred.pop_front() {
+                            Some(msg) => msg,
+                            None => match self.rx.try_recv() {
+                                Ok(msg) => msg,
+                                Err(_) => break,
+                            },
+                        };
+                        self.dispatch(next).await;
                     }
                     self.commit();
                 },
@@ -604,6 +611,11 @@ impl Supervisor {
         self.commit();
         // Every line the keeper read must reach the terminal before we end; the deadline is for
         // a pipe held open by a process we could not see (another user's, say).
+        for msg in std::mem::take(&mut self.deferred) {
+            if let Msg::Request(r) = msg {
+                let _ = r.reply.send(Err(CommandError::ShuttingDown));
+            }
+        }
         let router = self.processes.router().clone();
         let drained = router.drained(Duration::from_secs(3));
         tokio::pin!(drained);
