@@ -189,13 +189,23 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
         cwd,
         [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()],
     );
+    // The child writes itself into its cgroup before anything it runs can fork: a parent that
+    // moved it after the spawn would leave a moment in which a fork escapes. A cgroup whose
+    // `cgroup.procs` cannot be opened is given up here, so nothing counts on it (the reaper,
+    // `confined`): the fallback holds.
     let slot = spec
         .marker
         .and_then(|m| reaper.slot(m, &spec.cgroup_limits));
-    let cgroup = slot.as_ref().map(|s| s.dir.clone());
-    // The child writes itself into its cgroup before anything it runs can fork: a parent that
-    // moved it after the spawn would leave a moment in which a fork escapes.
-    let procs = slot.and_then(|s| s.open_procs().ok());
+    let (cgroup, procs) = match slot {
+        Some(slot) => match slot.open_procs() {
+            Ok(procs) => (Some(slot.dir), Some(procs)),
+            Err(_) => {
+                crate::cgroup::remove(&slot.dir);
+                (None, None)
+            }
+        },
+        None => (None, None),
+    };
     plan.cgroup_procs = procs.as_ref().map(|f| f.as_raw_fd());
     plan.rlimits = spec
         .rlimits
@@ -205,7 +215,7 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
     plan.umask = spec.umask.map(|m| m as nix::libc::mode_t);
     plan.ids = spec.identity.map(|id| (id.groups.clone(), id.gid, id.uid));
     let kept = if spec.daemon { cgroup.clone() } else { None };
-    let confined = cgroup.is_some() && procs.is_some();
+    let confined = cgroup.is_some();
     let (pid, exit) = reaper
         .spawn(|| crate::vfork::spawn(&mut plan), cgroup, spec.daemon)
         .map_err(|e| {

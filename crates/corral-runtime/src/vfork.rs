@@ -24,15 +24,15 @@ use nix::libc;
 
 /// Everything the child does, prepared before the clone.
 pub(crate) struct Plan {
-    pub program: CString,
+    program: CString,
     /// NUL-terminated pointer arrays into `argv_own` / `env_own`.
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     _argv_own: Vec<CString>,
     _env_own: Vec<CString>,
-    pub cwd: CString,
+    cwd: CString,
     /// The descriptors that become the child's 0, 1 and 2.
-    pub stdio: [RawFd; 3],
+    stdio: [RawFd; 3],
     /// An open `cgroup.procs` of the cgroup the child joins first, if any.
     pub cgroup_procs: Option<RawFd>,
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
