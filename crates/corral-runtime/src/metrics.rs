@@ -1,6 +1,10 @@
 //! CPU and memory of process trees, measured when somebody asks and never otherwise: one scan
 //! of `/proc` per request, no timer. CPU % is the share of one core used since the previous
 //! request for the same key, by any client (or, the first time, since the process started).
+//!
+//! The API's meter shares a sample for a second ([`Meter::sharing`]): the kernel counts CPU in
+//! 10 ms ticks, so a rate over a few milliseconds (two `ps` in a row, or `ps` beside the TUI and
+//! the dashboard) is noise, and a scan reads a file per process on the machine (~6 ms for 500).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +26,15 @@ pub struct Usage {
 #[derive(Clone, Default)]
 pub struct Meter {
     last: Arc<Mutex<HashMap<String, (u64, Instant)>>>,
+    /// How long a sample answers later requests (zero: every request scans).
+    share_for: Duration,
+    sample: Arc<Mutex<Option<Sample>>>,
+}
+
+/// One scan's answers, by key with the root pid it was asked for (`None`: no such process then).
+struct Sample {
+    at: Instant,
+    usage: HashMap<String, (u32, Option<Usage>)>,
 }
 
 struct Stat {
@@ -47,11 +60,47 @@ fn read(pid: i32) -> Option<Stat> {
 }
 
 impl Meter {
+    /// A meter whose sample answers requests for `share_for` after it was taken, as long as it
+    /// covers every `(key, root pid)` asked for (a new or restarted process makes a new scan).
+    pub fn sharing(share_for: Duration) -> Meter {
+        Meter {
+            share_for,
+            ..Meter::default()
+        }
+    }
+
     /// Usage of each `(key, root pid)`'s process tree.
     pub fn measure(&self, roots: &[(String, u32)]) -> HashMap<String, Usage> {
         if roots.is_empty() {
             return HashMap::new();
         }
+        if self.share_for.is_zero() {
+            return self.scan(roots);
+        }
+        // Held across the scan: requests arriving meanwhile wait for it instead of scanning too.
+        let mut sample = self.sample.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = sample.as_ref().filter(|s| s.at.elapsed() < self.share_for) {
+            let covered = roots
+                .iter()
+                .all(|(key, pid)| s.usage.get(key).is_some_and(|(p, _)| p == pid));
+            if covered {
+                return roots
+                    .iter()
+                    .filter_map(|(key, _)| Some((key.clone(), s.usage.get(key)?.1?)))
+                    .collect();
+            }
+        }
+        let at = Instant::now();
+        let out = self.scan(roots);
+        let usage = roots
+            .iter()
+            .map(|(key, pid)| (key.clone(), (*pid, out.get(key).copied())))
+            .collect();
+        *sample = Some(Sample { at, usage });
+        out
+    }
+
+    fn scan(&self, roots: &[(String, u32)]) -> HashMap<String, Usage> {
         // One read of `stat` per process: it has the tree links, the CPU and the memory.
         let Ok(dir) = std::fs::read_dir("/proc") else {
             return HashMap::new();
@@ -136,5 +185,37 @@ mod tests {
         assert!(me_usage.processes >= 1);
         assert!(me_usage.cpu_percent > 0.0, "{me_usage:?} {x}");
         assert!(meter.measure(&[("gone".into(), u32::MAX / 2)]).is_empty());
+    }
+
+    #[test]
+    fn a_shared_sample_answers_what_it_covers_and_no_more() {
+        let me = std::process::id();
+        let parent = std::os::unix::process::parent_id();
+        let meter = Meter::sharing(Duration::from_secs(3600));
+        let first = meter.measure(&[("me".into(), me), ("gone".into(), u32::MAX / 2)]);
+        let again = meter.measure(&[("me".into(), me)]);
+        assert_eq!(
+            first["me"], again["me"],
+            "the sample answers within its time"
+        );
+        assert!(!again.contains_key("gone"));
+        // A key with another pid (a restart), or a key the sample lacks, makes a new scan.
+        let moved = meter.measure(&[("me".into(), parent)]);
+        assert!(
+            moved["me"].processes > first["me"].processes,
+            "{moved:?} {first:?}"
+        );
+        let more = meter.measure(&[("me".into(), parent), ("child".into(), me)]);
+        assert!(more["child"].processes >= 1, "{more:?}");
+        // Without sharing every request scans: the RSS of a growing process moves.
+        let fresh = Meter::default();
+        let before = fresh.measure(&[("me".into(), me)])["me"].rss_bytes;
+        let grown = vec![1u8; 64 << 20];
+        let after = fresh.measure(&[("me".into(), me)])["me"].rss_bytes;
+        assert!(
+            after > before + (32 << 20),
+            "{before} → {after} ({})",
+            grown.len()
+        );
     }
 }

@@ -169,7 +169,7 @@ pub fn router(control: Control, shared: Shared) -> Router {
         })
         .with_state(App {
             control,
-            meter: Default::default(),
+            meter: corral_runtime::metrics::Meter::sharing(std::time::Duration::from_secs(1)),
             shared,
         })
         .layer(axum::middleware::map_response(json_errors))
