@@ -139,6 +139,40 @@ pub fn tree(children: &HashMap<i32, Vec<i32>>, root: i32) -> Vec<i32> {
     out
 }
 
+/// Live descendants of corral, found through the kernel's lists of each thread's children
+/// (`/proc/<pid>/task/<tid>/children`): a few reads for a small tree, where a scan reads a file
+/// per process on the machine. None where the kernel keeps no such lists.
+pub fn own_descendants() -> Option<Vec<i32>> {
+    fn children_of(pid: i32) -> Option<Vec<i32>> {
+        let mut out = Vec::new();
+        for task in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+            let Ok(task) = task else { continue };
+            let mut path = task.path();
+            path.push("children");
+            // Gone meanwhile, or an exiting thread: nothing to add.
+            let Ok(text) = fs::read_to_string(path) else {
+                continue;
+            };
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+        Some(out)
+    }
+    let me = std::process::id() as i32;
+    fs::metadata(format!("/proc/{me}/task/{me}/children")).ok()?;
+    let mut found = children_of(me)?;
+    let mut i = 0;
+    while i < found.len() {
+        let more = children_of(found[i]).unwrap_or_default();
+        found.extend(more);
+        i += 1;
+    }
+    found.retain(|&pid| read_stat(pid).is_some_and(|p| !p.zombie));
+    Some(found)
+}
+
 /// The value of `var` in a process's environment as it started.
 pub fn env_var(pid: i32, var: &str) -> Option<String> {
     let data = fs::read(format!("/proc/{pid}/environ")).ok()?;
@@ -391,5 +425,52 @@ impl PidFd {
             }
             Err(_) => std::future::pending().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn own_descendants_reach_grandchildren_and_skip_zombies() {
+        let mut sh = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & sleep 30 & wait"])
+            .spawn()
+            .unwrap();
+        let mut done = std::process::Command::new("true").spawn().unwrap();
+        let (sh_pid, done_pid) = (sh.id() as i32, done.id() as i32);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let found = loop {
+            let found = own_descendants().expect("this kernel lists children");
+            let grandchildren = tree(&children_map(&snapshot()), sh_pid).len() - 1;
+            let done_is_zombie = read_stat(done_pid).is_some_and(|p| p.zombie);
+            if grandchildren == 2 && done_is_zombie {
+                break found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the shell did not start its sleeps"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let sleeps: Vec<i32> = tree(&children_map(&snapshot()), sh_pid)[1..].to_vec();
+        for pid in sleeps.iter().chain([&sh_pid]) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        sh.wait().unwrap();
+        done.wait().unwrap();
+        assert!(found.contains(&sh_pid), "{found:?}");
+        for pid in &sleeps {
+            assert!(found.contains(pid), "grandchild {pid} not in {found:?}");
+        }
+        assert!(
+            !found.contains(&done_pid),
+            "a zombie counts as gone: {found:?}"
+        );
     }
 }

@@ -485,6 +485,15 @@ impl Store {
         Ok(before.into_iter().filter(|p| *p != me).collect())
     }
 
+    /// Forget the daemons [`Store::previous_daemons`] listed, this one too: they left nothing
+    /// running.
+    pub fn forget_daemons(&self) -> Result<(), StoreError> {
+        self.writer()?
+            .execute("DELETE FROM meta WHERE key = 'daemons'", [])
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
     /// The cgroups of the daemons that ran this project before (see `corral_runtime::cgroup`)
     /// and were not removed yet, oldest first.
     pub fn previous_cgroups(&self) -> Result<Vec<String>, StoreError> {
@@ -591,6 +600,25 @@ mod tests {
         a.commit().unwrap();
         assert_eq!(b.held().unwrap(), ["web"]);
         assert_eq!(a.template_instances().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn daemons_are_listed_until_one_ends_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert!(s.previous_daemons(10).unwrap().is_empty());
+        assert_eq!(s.previous_daemons(11).unwrap(), [10]);
+        for pid in 12..30 {
+            s.previous_daemons(pid).unwrap();
+        }
+        // A few are kept, most recent last.
+        assert_eq!(
+            s.previous_daemons(30).unwrap(),
+            (22..30).collect::<Vec<_>>()
+        );
+        s.forget_daemons().unwrap();
+        assert!(s.previous_daemons(31).unwrap().is_empty());
+        assert_eq!(s.previous_daemons(32).unwrap(), [31]);
     }
 
     #[test]

@@ -337,18 +337,24 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     // beside the one started now.
     // (That PID may have been reused by the corral of another project: only what works in this
     // project's directory is taken for ours.)
+    // One scan for all of them (reading every process's environment is the dearest look at
+    // `/proc`), and none after daemons that ended cleanly: they are no longer listed.
     let adopted: HashSet<&str> = adopt.iter().map(|(_, r)| r.marker.as_str()).collect();
     let root = std::fs::canonicalize(&project.root).unwrap_or_else(|_| project.root.clone());
-    for prev in store.previous_daemons(std::process::id())? {
-        let prefix = format!("{prev}/");
-        let strays: Vec<i32> =
-            proctable::with_marker_matching(|m| m.starts_with(&prefix) && !adopted.contains(m))
-                .into_iter()
-                .filter(|pid| {
-                    std::fs::read_link(format!("/proc/{pid}/cwd"))
-                        .is_ok_and(|c| c.starts_with(&root))
-                })
-                .collect();
+    let prefixes: Vec<String> = store
+        .previous_daemons(std::process::id())?
+        .iter()
+        .map(|prev| format!("{prev}/"))
+        .collect();
+    if !prefixes.is_empty() {
+        let strays: Vec<i32> = proctable::with_marker_matching(|m| {
+            prefixes.iter().any(|p| m.starts_with(p.as_str())) && !adopted.contains(m)
+        })
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c.starts_with(&root))
+        })
+        .collect();
         proctable::signal_all(&strays, Signal::SIGKILL);
     }
     // The same, exactly, where the earlier daemons had cgroups: all that is in them goes, but
@@ -633,7 +639,13 @@ impl Supervisor {
         // Without a daemon connected and with no pipe left, the keeper ends by itself.
         self.processes.close_output().await;
         self.processes.end_escaped(&self.store);
-        self.processes.final_sweep().await;
+        if self.processes.final_sweep().await {
+            // Nothing carries this daemon's marker, or an earlier one's (their strays were
+            // ended at the start, what was adopted is stopped): the next start need not look.
+            if let Err(e) = self.store.forget_daemons() {
+                eprintln!("corral: {e}");
+            }
+        }
         let outcome = self.outcome(interrupted, started.elapsed());
         let Supervisor {
             printer,

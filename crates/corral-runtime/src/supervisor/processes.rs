@@ -1043,21 +1043,24 @@ impl Processes {
         let _ = store.set_cgroups(&left);
     }
 
-    pub(super) async fn final_sweep(&mut self) {
+    /// Whether nothing was left in the end.
+    pub(super) async fn final_sweep(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let left = proctable::Table::read(&self.reaper.registered()).descendants();
+        let clean = loop {
+            let left = proctable::own_descendants()
+                .unwrap_or_else(|| proctable::Table::read(&self.reaper.registered()).descendants());
             if left.is_empty() || Instant::now() > deadline {
                 if !left.is_empty() {
                     eprintln!("corral: could not end processes {left:?}");
                 }
-                break;
+                break left.is_empty();
             }
             proctable::signal_all(&left, Signal::SIGKILL);
             tokio::time::sleep(Duration::from_millis(1)).await;
             self.reaper.reap();
-        }
+        };
         self.reaper.reap();
+        clean
     }
 
     /// The keeper's copy of a generation's pipes, for a process of ours that has none (we
