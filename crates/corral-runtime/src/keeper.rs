@@ -127,7 +127,7 @@ pub enum TapMsg {
         generation: u64,
         stream: Stream,
         time: SystemTime,
-        lines: Vec<Vec<u8>>,
+        lines: Lines,
     },
     Eof {
         unit: String,
@@ -149,7 +149,7 @@ fn lines_frame(
     generation: u64,
     stream: Stream,
     time: SystemTime,
-    lines: &[Vec<u8>],
+    lines: &[&[u8]],
 ) -> Vec<u8> {
     let ms = time
         .duration_since(UNIX_EPOCH)
@@ -184,7 +184,21 @@ fn seal(mut p: Vec<u8>, kind: u8) -> Vec<u8> {
     p
 }
 
-fn decode_tap(kind: u8, p: &[u8]) -> Option<TapMsg> {
+/// One chunk's lines as a `LINES` frame carried them: the frame's bytes and where each line is
+/// in them (no allocation per line).
+#[derive(Debug)]
+pub struct Lines {
+    bytes: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+}
+
+impl Lines {
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.spans.iter().map(|&(a, b)| &self.bytes[a..b])
+    }
+}
+
+fn decode_tap(kind: u8, p: Vec<u8>) -> Option<TapMsg> {
     let generation = u64::from_le_bytes(p.get(0..8)?.try_into().ok()?);
     match kind {
         LINES => {
@@ -196,19 +210,20 @@ fn decode_tap(kind: u8, p: &[u8]) -> Option<TapMsg> {
             let ms = u64::from_le_bytes(p.get(9..17)?.try_into().ok()?);
             let name_len = u16::from_le_bytes(p.get(17..19)?.try_into().ok()?) as usize;
             let unit = String::from_utf8_lossy(p.get(19..19 + name_len)?).into_owned();
-            let mut rest = &p[19 + name_len..];
-            let mut lines = Vec::new();
-            while !rest.is_empty() {
-                let n = u32::from_le_bytes(rest.get(0..4)?.try_into().ok()?) as usize;
-                lines.push(rest.get(4..4 + n)?.to_vec());
-                rest = &rest[4 + n..];
+            let mut at = 19 + name_len;
+            let mut spans = Vec::new();
+            while at < p.len() {
+                let n = u32::from_le_bytes(p.get(at..at + 4)?.try_into().ok()?) as usize;
+                let end = (at + 4).checked_add(n).filter(|end| *end <= p.len())?;
+                spans.push((at + 4, end));
+                at = end;
             }
             Some(TapMsg::Lines {
                 unit,
                 generation,
                 stream,
                 time: UNIX_EPOCH + Duration::from_millis(ms),
-                lines,
+                lines: Lines { bytes: p, spans },
             })
         }
         EOF => Some(TapMsg::Eof {
@@ -377,7 +392,7 @@ impl KeeperLink {
                                 stderr,
                             });
                         }
-                    } else if let Some(msg) = decode_tap(kind, &payload) {
+                    } else if let Some(msg) = decode_tap(kind, payload) {
                         tap(msg);
                     }
                 }
@@ -608,7 +623,7 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                         let sink = {
                             let unit = unit.clone();
                             let tap = tap.clone();
-                            move |stream: Stream, lines: &[Vec<u8>]| {
+                            move |stream: Stream, lines: &[&[u8]]| {
                                 let now = SystemTime::now();
                                 if let Some(file) = &file {
                                     file.lock().unwrap_or_else(|e| e.into_inner()).write_lines(now, stream, lines);
@@ -664,7 +679,7 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let lines = vec![b"one".to_vec(), Vec::new(), vec![0xff, b'\n']];
+        let lines: Vec<&[u8]> = vec![b"one", b"", &[0xff, b'\n']];
         let f = lines_frame(
             "api",
             7,
@@ -678,7 +693,7 @@ mod tests {
         drop(a);
         let mut r = FrameReader::new(b);
         let (kind, p) = r.next().unwrap().unwrap();
-        match decode_tap(kind, &p).unwrap() {
+        match decode_tap(kind, p).unwrap() {
             TapMsg::Lines {
                 unit,
                 generation,
@@ -691,13 +706,13 @@ mod tests {
                     ("api", 7, Stream::Stderr)
                 );
                 assert_eq!(time, UNIX_EPOCH + Duration::from_millis(1234));
-                assert_eq!(got, lines);
+                assert_eq!(got.iter().collect::<Vec<_>>(), lines);
             }
             other => panic!("{other:?}"),
         }
         let (kind, p) = r.next().unwrap().unwrap();
         assert!(matches!(
-            decode_tap(kind, &p),
+            decode_tap(kind, p),
             Some(TapMsg::Eof { generation: 7, .. })
         ));
         assert!(r.next().unwrap().is_none());
@@ -715,10 +730,10 @@ mod tests {
             drop(a);
             let mut r = FrameReader::new(b);
             if let Ok(Some((kind, p))) = r.next() {
-                let _ = decode_tap(kind, &p);
+                let _ = decode_tap(kind, p);
             }
         }
-        assert!(decode_tap(LINES, &[1, 2, 3]).is_none());
+        assert!(decode_tap(LINES, vec![1, 2, 3]).is_none());
         assert!(Attach::decode(&[0; 5]).is_none());
     }
 }

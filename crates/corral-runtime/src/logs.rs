@@ -391,7 +391,7 @@ impl LogFile {
 
     /// Lines go out as `<time> <out|err> <text>`. Writes are plain blocking writes to the page
     /// cache: cheaper than a hop to a blocking thread for every chunk.
-    pub fn write_lines(&mut self, time: SystemTime, stream: Stream, lines: &[Vec<u8>]) {
+    pub fn write_lines(&mut self, time: SystemTime, stream: Stream, lines: &[&[u8]]) {
         if self.broken {
             return;
         }
@@ -449,117 +449,150 @@ impl LogFile {
 }
 
 /// Reads a generation's stdout and stderr until both close, and hands each chunk's complete
-/// lines to `sink`.
-pub struct Pump<F: FnMut(Stream, &[Vec<u8>])> {
+/// lines to `sink`, as slices of the bytes read (no copy, no allocation per line).
+pub struct Pump<F: FnMut(Stream, &[&[u8]])> {
     pub sink: F,
 }
 
-/// Splits a byte stream into lines, carrying a partial line between reads.
+/// Splits a byte stream into lines. Reads land at the end of `text`, behind the unfinished line
+/// left by the previous read; complete lines are spans of `text` until the sink has seen them.
 struct LineSplitter {
     stream: Stream,
-    carry: Vec<u8>,
-    /// The carry was just cut at `MAX_LINE` and is empty: a newline now ends that long line,
-    /// it does not make an empty one.
+    text: Vec<u8>,
+    /// Complete lines found by the last `split`, as `(start, end)` in `text`.
+    spans: Vec<(usize, usize)>,
+    /// Where the unfinished line starts: everything before it was handed on.
+    rest: usize,
+    /// The unfinished line was just cut at `MAX_LINE` and is empty: a newline now ends that
+    /// long line, it does not make an empty one.
     cut: bool,
+    /// How much one read may add: grows while a stream keeps filling it.
+    read_size: usize,
 }
 
 impl LineSplitter {
-    /// Complete lines in `carry + chunk`; what is left waits for the next chunk. Lines over
-    /// `MAX_LINE` are cut.
-    fn split<'a>(&'a mut self, chunk: &'a [u8], out: &mut Vec<Vec<u8>>) {
-        let mut rest = chunk;
-        while let Some(nl) = memchr::memchr(b'\n', rest) {
-            let mut line = std::mem::take(&mut self.carry);
-            line.extend_from_slice(&rest[..nl]);
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            if !(line.is_empty() && self.cut) {
-                push_cut(line, out);
-            }
-            self.cut = false;
-            rest = &rest[nl + 1..];
-        }
-        self.carry.extend_from_slice(rest);
-        if !rest.is_empty() {
-            self.cut = false;
-        }
-        while self.carry.len() >= MAX_LINE {
-            let tail = self.carry.split_off(MAX_LINE);
-            out.push(std::mem::replace(&mut self.carry, tail));
-            self.cut = self.carry.is_empty();
+    fn new(stream: Stream) -> LineSplitter {
+        LineSplitter {
+            stream,
+            text: Vec::new(),
+            spans: Vec::new(),
+            rest: 0,
+            cut: false,
+            read_size: 4096,
         }
     }
 
-    fn finish(&mut self, out: &mut Vec<Vec<u8>>) {
-        if !self.carry.is_empty() {
-            push_cut(std::mem::take(&mut self.carry), out);
+    /// Drop what the sink has seen, keeping the unfinished line at the front.
+    fn compact(&mut self) {
+        self.text.drain(..self.rest);
+        self.rest = 0;
+        self.spans.clear();
+    }
+
+    /// Find the complete lines among the bytes added since the last call (the unfinished line
+    /// before them has no newline). Lines over `MAX_LINE` are cut.
+    fn split(&mut self, added: usize) {
+        let mut search = self.text.len() - added;
+        let mut start = self.rest;
+        while let Some(i) = memchr::memchr(b'\n', &self.text[search..]) {
+            let nl = search + i;
+            let mut end = nl;
+            if end > start && self.text[end - 1] == b'\r' {
+                end -= 1;
+            }
+            if !(end == start && self.cut) {
+                self.push_cut(start, end);
+            }
+            self.cut = false;
+            start = nl + 1;
+            search = start;
         }
+        if start < self.text.len() {
+            self.cut = false;
+        }
+        while self.text.len() - start >= MAX_LINE {
+            self.spans.push((start, start + MAX_LINE));
+            start += MAX_LINE;
+            self.cut = start == self.text.len();
+        }
+        self.rest = start;
+    }
+
+    /// The stream ended: an unfinished line is a line.
+    fn finish(&mut self) {
+        if self.rest < self.text.len() {
+            self.push_cut(self.rest, self.text.len());
+            self.rest = self.text.len();
+        }
+    }
+
+    fn push_cut(&mut self, start: usize, end: usize) {
+        if end - start <= MAX_LINE {
+            self.spans.push((start, end));
+        } else {
+            let mut at = start;
+            while at < end {
+                let to = (at + MAX_LINE).min(end);
+                self.spans.push((at, to));
+                at = to;
+            }
+        }
+    }
+
+    fn lines(&self) -> Vec<&[u8]> {
+        self.spans.iter().map(|&(a, b)| &self.text[a..b]).collect()
     }
 }
 
-fn push_cut(line: Vec<u8>, out: &mut Vec<Vec<u8>>) {
-    if line.len() <= MAX_LINE {
-        out.push(line);
-    } else {
-        out.extend(line.chunks(MAX_LINE).map(<[u8]>::to_vec));
-    }
-}
-
-impl<F: FnMut(Stream, &[Vec<u8>])> Pump<F> {
+impl<F: FnMut(Stream, &[&[u8]])> Pump<F> {
     /// Read both pipes until both are closed.
     pub async fn run(mut self, stdout: Option<pipe::Receiver>, stderr: Option<pipe::Receiver>) {
         let mut out = stdout;
         let mut err = stderr;
-        let mut out_split = LineSplitter {
-            stream: Stream::Stdout,
-            carry: Vec::new(),
-            cut: false,
-        };
-        let mut err_split = LineSplitter {
-            stream: Stream::Stderr,
-            carry: Vec::new(),
-            cut: false,
-        };
-        // Buffers start small and grow while a stream keeps filling them: an idle service costs
-        // 8 KiB here, a flooding one reads 64 KiB at a time.
-        let mut out_buf = vec![0u8; 4096];
-        let mut err_buf = vec![0u8; 4096];
-        let mut lines = Vec::new();
+        // Reads start small and grow while a stream keeps filling them: an idle service holds
+        // 4 KiB per stream here, a flooding one reads 64 KiB at a time.
+        let mut out_split = LineSplitter::new(Stream::Stdout);
+        let mut err_split = LineSplitter::new(Stream::Stderr);
         while out.is_some() || err.is_some() {
             let (n, which) = tokio::select! {
-                r = read_some(&mut out, &mut out_buf), if out.is_some() => (r, Stream::Stdout),
-                r = read_some(&mut err, &mut err_buf), if err.is_some() => (r, Stream::Stderr),
+                r = read_some(&mut out, &mut out_split), if out.is_some() => (r, Stream::Stdout),
+                r = read_some(&mut err, &mut err_split), if err.is_some() => (r, Stream::Stderr),
             };
-            let (splitter, buf, pipe) = match which {
-                Stream::Stdout => (&mut out_split, &mut out_buf, &mut out),
-                Stream::Stderr => (&mut err_split, &mut err_buf, &mut err),
+            let (splitter, pipe) = match which {
+                Stream::Stdout => (&mut out_split, &mut out),
+                Stream::Stderr => (&mut err_split, &mut err),
             };
-            lines.clear();
             match n {
                 0 => {
-                    splitter.finish(&mut lines);
+                    splitter.finish();
                     *pipe = None;
                 }
                 n => {
-                    splitter.split(&buf[..n], &mut lines);
-                    if n == buf.len() && buf.len() < 64 * 1024 {
-                        buf.resize(buf.len() * 2, 0);
+                    splitter.split(n);
+                    if n >= splitter.read_size && splitter.read_size < 64 * 1024 {
+                        splitter.read_size *= 2;
                     }
                 }
             }
-            let stream = splitter.stream;
-            if !lines.is_empty() {
-                (self.sink)(stream, &lines);
+            if !splitter.spans.is_empty() {
+                (self.sink)(splitter.stream, &splitter.lines());
+            }
+            splitter.compact();
+            if pipe.is_none() {
+                *splitter = LineSplitter::new(splitter.stream);
             }
         }
     }
 }
 
-/// Read from a pipe; an error counts as end of stream.
-async fn read_some(pipe: &mut Option<pipe::Receiver>, buf: &mut [u8]) -> usize {
+/// Read from a pipe onto the end of the splitter's text; an error counts as end of stream.
+async fn read_some(pipe: &mut Option<pipe::Receiver>, split: &mut LineSplitter) -> usize {
     match pipe {
-        Some(p) => p.read(buf).await.unwrap_or(0),
+        Some(p) => {
+            // Into the spare room behind the unfinished line (at least `read_size`).
+            split.text.reserve(split.read_size);
+            p.read_buf(&mut split.text).await.unwrap_or(0)
+        }
         None => std::future::pending().await,
     }
 }
@@ -569,16 +602,16 @@ mod tests {
     use super::*;
 
     fn split_all(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
-        let mut s = LineSplitter {
-            stream: Stream::Stdout,
-            carry: Vec::new(),
-            cut: false,
-        };
+        let mut s = LineSplitter::new(Stream::Stdout);
         let mut out = Vec::new();
         for c in chunks {
-            s.split(c, &mut out);
+            s.text.extend_from_slice(c);
+            s.split(c.len());
+            out.extend(s.lines().into_iter().map(<[u8]>::to_vec));
+            s.compact();
         }
-        s.finish(&mut out);
+        s.finish();
+        out.extend(s.lines().into_iter().map(<[u8]>::to_vec));
         out
     }
 
@@ -693,7 +726,7 @@ mod tests {
         let mut log = LogFile::open(dir.join("svc.log"), settings).unwrap();
         for i in 0..20 {
             let line = format!("{i:02}{}", "y".repeat(38)).into_bytes();
-            log.write_lines(SystemTime::now(), Stream::Stdout, &[line]);
+            log.write_lines(SystemTime::now(), Stream::Stdout, &[&line]);
         }
         assert!(dir.join("svc.log.1").exists());
         assert!(dir.join("svc.log.2").exists());

@@ -20,7 +20,7 @@ use regex::Regex;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::{broadcast, oneshot};
 
-use crate::keeper::TapMsg;
+use crate::keeper::{Lines, TapMsg};
 use crate::printer::Printer;
 use crate::supervisor::LineNotice;
 
@@ -204,12 +204,12 @@ impl Owner {
                 lines,
             } => {
                 if let Some(&i) = self.index.get(&unit) {
-                    for line in &lines {
+                    for line in lines.iter() {
                         self.printer.line(UnitId(i), stream, line);
                     }
                 }
                 if self.lines.receiver_count() > 0 {
-                    for line in &lines {
+                    for line in lines.iter() {
                         let _ = self.lines.send(Arc::new(LineNotice {
                             unit: unit.clone(),
                             time,
@@ -241,12 +241,12 @@ impl Owner {
         }
     }
 
-    fn check(&mut self, unit: &str, generation: u64, lines: &[Vec<u8>]) {
+    fn check(&mut self, unit: &str, generation: u64, lines: &Lines) {
         let key = (unit.to_string(), generation);
         let Some(watch) = self.watches.get_mut(&key) else {
             return;
         };
-        for line in lines {
+        for line in lines.iter() {
             let text = String::from_utf8_lossy(line);
             if watch.log_ready.as_ref().is_some_and(|r| r.is_match(&text)) {
                 watch.log_ready = None;
