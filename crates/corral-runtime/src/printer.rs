@@ -71,8 +71,13 @@ impl Printer {
         let handle = std::thread::Builder::new()
             .name("corral-printer".into())
             .spawn(move || {
-                let stdout = anstream::stdout();
-                let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+                // Colours are stripped (when stdout is no terminal) before the buffer, not after:
+                // so a line is one `write` however many styled pieces it has.
+                let stdout = std::io::stdout();
+                let choice = anstream::AutoStream::choice(&stdout);
+                let buffered: Box<dyn Write> =
+                    Box::new(std::io::BufWriter::with_capacity(64 * 1024, stdout.lock()));
+                let mut out = anstream::AutoStream::new(buffered, choice);
                 let sys = Style::new().bold();
                 while let Some(msg) = rx.blocking_recv() {
                     let lost = dropped2.swap(0, Ordering::Relaxed);
