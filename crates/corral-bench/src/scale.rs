@@ -38,7 +38,7 @@ pub fn run(corral: &Path, sizes: &[usize]) {
         "scale: N `sleep` services (one run each; ratios against the baseline in the same run)"
     );
     println!(
-        "{:>6}  {:>9} {:>9} {:>6} {:>7}  {:>9} {:>9} {:>6}  {:>8} {:>9} {:>9} {:>9} {:>8}",
+        "{:>6}  {:>9} {:>9} {:>6} {:>7}  {:>9} {:>9} {:>6}  {:>8} {:>8} {:>9} {:>9} {:>9} {:>8}",
         "N",
         "start",
         "fork+exec",
@@ -47,6 +47,7 @@ pub fn run(corral: &Path, sizes: &[usize]) {
         "stop",
         "kill+wait",
         "ratio",
+        "ps new",
         "ps",
         "/metrics",
         "daemon",
@@ -57,22 +58,25 @@ pub fn run(corral: &Path, sizes: &[usize]) {
         let dir = project(&sleep_services(n));
         let (base_start, base_stop) = baseline_start_stop(n);
         let (up, start) = up_until_started(corral, dir.path(), n);
-        // With the stack up: `ps` (median of 5), one /metrics scrape, memory, idle CPU.
-        let ps = median(
-            (0..5)
-                .map(|_| {
-                    let t = Instant::now();
-                    let st = Command::new(corral)
-                        .arg("ps")
-                        .current_dir(dir.path())
-                        .stdout(Stdio::null())
-                        .status()
-                        .unwrap();
-                    assert!(st.success());
-                    t.elapsed()
-                })
-                .collect(),
-        );
+        // With the stack up: `ps` five times (the first takes a new CPU/memory sample, the
+        // others share it: median of those), one /metrics scrape with a new sample, memory,
+        // idle CPU.
+        let mut ps: Vec<Duration> = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                let st = Command::new(corral)
+                    .arg("ps")
+                    .current_dir(dir.path())
+                    .stdout(Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+                t.elapsed()
+            })
+            .collect();
+        let ps_new = ps.remove(0);
+        let ps = median(ps);
+        std::thread::sleep(Duration::from_millis(1100));
         let t = Instant::now();
         let body = http(dir.path(), "GET", "/metrics", "");
         let scrape = t.elapsed();
@@ -86,7 +90,7 @@ pub fn run(corral: &Path, sizes: &[usize]) {
         let keeper = keeper_rss(dir.path());
         let stop = up.stop();
         println!(
-            "{n:>6}  {:>9} {:>9} {:>5.2}x {:>7}  {:>9} {:>9} {:>5.2}x  {:>8} {:>9} {:>6.1}MiB {:>6.1}MiB {:>7.2}%",
+            "{n:>6}  {:>9} {:>9} {:>5.2}x {:>7}  {:>9} {:>9} {:>5.2}x  {:>8} {:>8} {:>9} {:>6.1}MiB {:>6.1}MiB {:>7.2}%",
             ms(start),
             ms(base_start),
             ratio(start, base_start),
@@ -94,6 +98,7 @@ pub fn run(corral: &Path, sizes: &[usize]) {
             ms(stop),
             ms(base_stop),
             ratio(stop, base_stop),
+            ms(ps_new),
             ms(ps),
             ms(scrape),
             rss as f64 / 1024.0,
