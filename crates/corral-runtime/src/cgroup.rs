@@ -40,6 +40,15 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// Its directory, open, for a child to be born in (`CLONE_INTO_CGROUP`).
+    pub fn open_dir(&self) -> io::Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_DIRECTORY)
+            .open(&self.dir)
+    }
+
     /// Its `cgroup.procs`, open for the child to write itself into (`"0"`) before `exec`.
     pub fn open_procs(&self) -> io::Result<std::fs::File> {
         std::fs::OpenOptions::new()

@@ -197,16 +197,18 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
         .marker
         .and_then(|m| reaper.slot(m, &spec.cgroup_limits));
     let (cgroup, procs) = match slot {
-        Some(slot) => match slot.open_procs() {
-            Ok(procs) => (Some(slot.dir), Some(procs)),
-            Err(_) => {
+        Some(slot) => match (slot.open_dir(), slot.open_procs()) {
+            (Ok(dir), Ok(procs)) => (Some(slot.dir), Some((dir, procs))),
+            _ => {
                 crate::cgroup::remove(&slot.dir);
                 (None, None)
             }
         },
         None => (None, None),
     };
-    plan.cgroup_procs = procs.as_ref().map(|f| f.as_raw_fd());
+    plan.cgroup = procs
+        .as_ref()
+        .map(|(dir, procs)| (dir.as_raw_fd(), procs.as_raw_fd()));
     plan.rlimits = spec
         .rlimits
         .iter()

@@ -11,6 +11,11 @@
 //! `execve` (or failed), which is also what makes a failure reportable: the child writes its
 //! `errno` into the shared [`Plan`] and exits.
 //!
+//! Where the kernel allows it (x86-64, Linux 5.7+), the child is made with `clone3` and
+//! `CLONE_INTO_CGROUP`: it is born in its unit's cgroup. Writing `cgroup.procs` instead moves a
+//! running process, which takes a lock that waits for an RCU grace period now and then (median
+//! 0.1 ms, up to 16 ms measured here) and was a fifth of the time to start 200 services.
+//!
 //! Everything the child uses is prepared in the parent ([`Plan`]): C strings, pointer arrays,
 //! open descriptors. The child makes system calls only — no allocation, no locks, no Rust
 //! code that could panic — and calls the kernel directly for credentials (glibc's `setuid`
@@ -33,8 +38,11 @@ pub(crate) struct Plan {
     cwd: CString,
     /// The descriptors that become the child's 0, 1 and 2.
     stdio: [RawFd; 3],
-    /// An open `cgroup.procs` of the cgroup the child joins first, if any.
-    pub cgroup_procs: Option<RawFd>,
+    /// The cgroup the child is born in (its directory, open), and its `cgroup.procs` (open for
+    /// writing) for the child to join it itself where it could not be born there.
+    pub cgroup: Option<(RawFd, RawFd)>,
+    /// The child was born in its cgroup: it need not write itself in.
+    born_in_cgroup: bool,
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
     pub umask: Option<libc::mode_t>,
     /// Supplementary groups, group, user.
@@ -65,7 +73,8 @@ impl Plan {
             _env_own: env,
             cwd,
             stdio,
-            cgroup_procs: None,
+            cgroup: None,
+            born_in_cgroup: false,
             rlimits: Vec::new(),
             umask: None,
             ids: None,
@@ -93,12 +102,24 @@ pub(crate) fn spawn(plan: &mut Plan) -> io::Result<u32> {
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let pid = libc::clone(
-            child,
-            top,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (plan as *mut Plan).cast(),
-        );
+        let mut pid = -1;
+        #[cfg(target_arch = "x86_64")]
+        if let Some((dir, _)) = plan.cgroup {
+            plan.born_in_cgroup = true;
+            pid = clone3_into(plan, dir, &mut stack) as c_int;
+            // Too old a kernel, a sandbox that refuses clone3, a cgroup that cannot take the
+            // child: the child joins by itself below, as everywhere else.
+            plan.born_in_cgroup = pid > 0;
+        }
+        if pid <= 0 {
+            plan.error = 0;
+            pid = libc::clone(
+                child,
+                top,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                (plan as *mut Plan).cast(),
+            );
+        }
         let clone_error = io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         drop(stack);
@@ -114,6 +135,75 @@ pub(crate) fn spawn(plan: &mut Plan) -> io::Result<u32> {
         }
         Ok(pid as u32)
     }
+}
+
+/// `clone3(CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP)` running [`child`] on `stack`: the PID,
+/// or a negative errno. glibc has no wrapper that takes a stack for clone3, so the child's first
+/// instructions are here: the kernel starts it at the instruction after `syscall`, on the new
+/// stack, with the registers it had — `r12` and `r13` carry the plan and the function.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_into(plan: &mut Plan, cgroup_dir: RawFd, stack: &mut [u8]) -> libc::c_long {
+    /// `struct clone_args` of `linux/sched.h`, up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+    #[repr(C)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let base = stack.as_mut_ptr() as u64;
+    // The kernel starts the child at `stack + stack_size`, which must be 16-byte aligned.
+    let size = ((base + stack.len() as u64) & !15) - base;
+    let mut args = CloneArgs {
+        flags: libc::CLONE_VM as u64 | libc::CLONE_VFORK as u64 | CLONE_INTO_CGROUP,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: base,
+        stack_size: size,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: cgroup_dir as u64,
+    };
+    let entry: extern "C" fn(*mut c_void) -> c_int = child;
+    let ret: libc::c_long;
+    // SAFETY: the parent resumes after `syscall` with only rax, rcx and r11 changed (declared);
+    // the child never returns into Rust code of the parent's frame: it calls `child` (which
+    // execs or exits) on its own stack, and exits if that ever returns.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "mov edi, eax",
+            "mov eax, 60", // SYS_exit
+            "syscall",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") &mut args as *mut CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") (plan as *mut Plan).cast::<c_void>(),
+            in("r13") entry,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
 }
 
 /// The child, between clone and exec. System calls only.
@@ -150,10 +240,12 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
                 libc::sigaction(sig, &dfl, std::ptr::null_mut());
             }
         }
-        if let Some(fd) = plan.cgroup_procs {
+        if let Some((_, procs)) = plan.cgroup
+            && !plan.born_in_cgroup
+        {
             // Best effort, like before: a process outside its cgroup is still found the
             // fallback ways (group, marker, recorded tree).
-            libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::write(procs, b"0".as_ptr().cast(), 1);
         }
         if libc::setpgid(0, 0) != 0 {
             return fail(plan);
@@ -202,5 +294,57 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
             plan.envp.as_ptr(),
         );
         fail(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_cgroup_the_child_cannot_be_born_in_is_joined_by_the_child_itself() {
+        // A directory that is no cgroup: clone3 refuses it, and the child falls back to
+        // writing itself into the "cgroup.procs" it was given (here a plain file).
+        let dir = tempfile::tempdir().unwrap();
+        let procs_path = dir.path().join("cgroup.procs");
+        let procs = std::fs::File::create(&procs_path).unwrap();
+        let dir_fd = std::fs::File::open(dir.path()).unwrap();
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        let c = |s: &str| CString::new(s).unwrap();
+        let mut plan = Plan::new(
+            c("/bin/sh"),
+            vec![c("sh"), c("-c"), c("exit 7")],
+            vec![c("PATH=/usr/bin:/bin")],
+            c("/"),
+            [devnull.as_raw_fd(); 3],
+        );
+        plan.cgroup = Some((dir_fd.as_raw_fd(), procs.as_raw_fd()));
+        let pid = spawn(&mut plan).expect("spawned");
+        assert!(!plan.born_in_cgroup);
+        let mut status = 0;
+        // SAFETY: waits for the child this test started.
+        let waited = unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+        assert_eq!(waited, pid as i32);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 7,
+            "{status}"
+        );
+        assert_eq!(std::fs::read_to_string(&procs_path).unwrap(), "0");
+    }
+
+    #[test]
+    fn a_failed_step_comes_back_as_the_error() {
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        let c = |s: &str| CString::new(s).unwrap();
+        let mut plan = Plan::new(
+            c("/bin/true"),
+            vec![c("true")],
+            vec![],
+            c("/no/such/directory"),
+            [devnull.as_raw_fd(); 3],
+        );
+        let err = spawn(&mut plan).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
     }
 }
