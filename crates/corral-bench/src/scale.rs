@@ -58,24 +58,29 @@ pub fn run(corral: &Path, sizes: &[usize]) {
         let dir = project(&sleep_services(n));
         let (base_start, base_stop) = baseline_start_stop(n);
         let (up, start) = up_until_started(corral, dir.path(), n);
-        // With the stack up: `ps` five times (the first takes a new CPU/memory sample, the
-        // others share it: median of those), one /metrics scrape with a new sample, memory,
-        // idle CPU.
-        let mut ps: Vec<Duration> = (0..5)
-            .map(|_| {
-                let t = Instant::now();
-                let st = Command::new(corral)
-                    .arg("ps")
-                    .current_dir(dir.path())
-                    .stdout(Stdio::null())
-                    .status()
-                    .unwrap();
-                assert!(st.success());
-                t.elapsed()
-            })
-            .collect();
-        let ps_new = ps.remove(0);
-        let ps = median(ps);
+        // With the stack up: `ps` with a new CPU/memory sample (three times, a second apart:
+        // median), then four in a row that share the last sample (median), one /metrics scrape
+        // with a new sample, memory, idle CPU.
+        let ps_once = || {
+            let t = Instant::now();
+            let st = Command::new(corral)
+                .arg("ps")
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(st.success());
+            t.elapsed()
+        };
+        let ps_new = median(
+            (0..3)
+                .map(|_| {
+                    std::thread::sleep(Duration::from_millis(1100));
+                    ps_once()
+                })
+                .collect(),
+        );
+        let ps = median((0..4).map(|_| ps_once()).collect());
         std::thread::sleep(Duration::from_millis(1100));
         let t = Instant::now();
         let body = http(dir.path(), "GET", "/metrics", "");
