@@ -235,6 +235,7 @@ pub fn parse_project_with(
     let shell = raw.shell.as_ref().and_then(|v| w.shell(v));
     let ctx = Context {
         root: root.clone(),
+        inherited: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         env,
         log,
         shell,

@@ -633,11 +633,15 @@ fn a_formation_sets_replicas_over_the_file() {
 #[test]
 fn equal_environments_are_shared() {
     let p = parse(
-        "[services.a]\ncommand = \"x\"\n[services.b]\ncommand = \"x\"\n[services.c]\ncommand = \"x\"\nenv = { ONLY_C = \"1\" }\n",
+        "[services.a]\ncommand = \"x\"\n[services.b]\ncommand = \"x\"\n[services.c]\ncommand = \"x\"\nenv = { ONLY_C = \"1\" }\n[services.d]\ncommand = \"x\"\nenv = { SAME = \"1\" }\n[services.e]\ncommand = \"x\"\nenv = { SAME = \"1\" }\n",
     )
     .unwrap();
     let env = |n: &str| &p.units[p.plan.find(n).unwrap().0].env;
+    // No environment of their own: the inherited one, made once.
     assert!(std::sync::Arc::ptr_eq(env("a"), env("b")));
+    // Equal ones of their own: one copy too.
+    assert!(std::sync::Arc::ptr_eq(env("d"), env("e")));
+    assert!(!std::sync::Arc::ptr_eq(env("a"), env("d")));
     assert!(!std::sync::Arc::ptr_eq(env("a"), env("c")));
     assert!(env("c").iter().any(|(k, v)| k == "ONLY_C" && v == "1"));
     assert!(!env("a").iter().any(|(k, _)| k == "ONLY_C"));
