@@ -283,19 +283,24 @@ fn share_envs(drafts: &mut [Draft]) {
         std::collections::HashMap::new();
     for d in drafts {
         let at = d.def.env.as_ptr();
-        if let Some(canonical) = by_address.get(&at) {
-            d.def.env = canonical.clone();
-            continue;
-        }
-        let canonical = match seen.get(&d.def.env) {
-            Some(same) => same.clone(),
+        let canonical = match by_address.get(&at) {
+            Some(canonical) => canonical.clone(),
             None => {
-                seen.insert(d.def.env.clone());
-                d.def.env.clone()
+                let canonical = match seen.get(&d.def.env) {
+                    Some(same) => same.clone(),
+                    None => {
+                        seen.insert(d.def.env.clone());
+                        d.def.env.clone()
+                    }
+                };
+                by_address.insert(at, canonical.clone());
+                canonical
             }
         };
-        by_address.insert(at, canonical.clone());
-        d.def.env = canonical;
+        // Written only where it changes: a definition shared with the project's file stays so.
+        if !Arc::ptr_eq(&canonical, &d.def.env) {
+            Arc::make_mut(&mut d.def).env = canonical;
+        }
     }
 }
 
@@ -312,7 +317,7 @@ fn lower(
         state_dir: root.join(".corral"),
         root,
         units: defs,
-        plan: Plan::new(units),
+        plan: Arc::new(Plan::new(units)),
         templates,
         base,
         added,

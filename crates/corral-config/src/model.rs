@@ -16,8 +16,10 @@ pub struct Project {
     /// Where logs and state go: `<root>/.corral`.
     pub state_dir: PathBuf,
     /// One entry per unit, in the same order as `plan.units`.
-    pub units: Vec<UnitDef>,
-    pub plan: Plan,
+    /// Shared with the file's validated units kept for run-time definitions (one copy each).
+    pub units: Vec<std::sync::Arc<UnitDef>>,
+    /// Shared with the engine that runs it.
+    pub plan: std::sync::Arc<Plan>,
     /// Service shapes for instances made at run time.
     pub templates: Vec<Template>,
     /// What was read and validated, to add definitions to without reading the file again.
@@ -30,7 +32,7 @@ pub struct Project {
 
 impl Project {
     pub fn unit(&self, name: &str) -> Option<&UnitDef> {
-        self.plan.find(name).map(|id| &self.units[id.0])
+        self.plan.find(name).map(|id| &*self.units[id.0])
     }
 
     /// The file a unit's log is written to: its `log_file`, or `.corral/logs/NAME.log`. Rotated

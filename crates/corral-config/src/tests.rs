@@ -361,10 +361,16 @@ fn definitions_are_added_without_reading_the_file_again() {
     let def = Definition::from_json("api", &json, "service `api`");
     // A definition round-trips through its JSON unchanged (that is how the daemon stores it).
     assert_eq!(def.to_json(), json);
-    let q = p.with_definitions(&[def]).unwrap();
+    let q = p.with_definitions(std::slice::from_ref(&def)).unwrap();
     let names: Vec<&str> = q.units.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(names, ["db", "api"]);
     assert_eq!(q.plan.units[1].deps[0].unit, corral_engine::UnitId(0));
+    // The file's units are not copied for the definitions added (an instance each, at run
+    // time): both projects hold the same one; and an unchanged definition is not made again.
+    assert!(std::sync::Arc::ptr_eq(&p.units[0], &q.units[0]));
+    let r = q.with_definitions(&[def]).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&q.units[0], &r.units[0]));
+    assert!(std::sync::Arc::ptr_eq(&q.units[1], &r.units[1]));
 }
 
 #[test]

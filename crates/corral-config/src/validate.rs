@@ -137,7 +137,7 @@ pub(crate) const LIMIT_KEYS: &[&str] = &[
 #[derive(Clone, Debug)]
 pub struct Draft {
     pub spec: UnitSpec,
-    pub def: UnitDef,
+    pub def: Arc<UnitDef>,
     /// (dependency name, its span, condition if written)
     pub deps: Vec<(String, Span, Option<Condition>)>,
     /// Where each fixed port was declared: two units cannot both have one.
@@ -1021,7 +1021,7 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
     }
     Draft {
         spec,
-        def,
+        def: Arc::new(def),
         deps,
         port_spans,
         log_span,

@@ -1,6 +1,7 @@
 //! The state machine. Every rule about dependencies, health thresholds, restart budgets, backoff
 //! and stop order is decided here, in [`Engine::handle`].
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::plan::{Condition, Kind, Plan, RestartMode, UnitId};
@@ -100,7 +101,8 @@ enum Holds {
 /// The supervisor state machine. Pure: no I/O, no clock (`now` is an argument), no threads. Its
 /// randomness (backoff jitter) comes from a seeded generator, so a run is reproducible.
 pub struct Engine {
-    plan: Plan,
+    /// Shared with the project it was made from (one copy of every unit's spec).
+    plan: Arc<Plan>,
     units: Vec<UnitStatus>,
     dependents: Vec<Vec<UnitId>>,
     rng: fastrand::Rng,
@@ -117,7 +119,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(plan: Plan, seed: u64) -> Engine {
+    pub fn new(plan: impl Into<Arc<Plan>>, seed: u64) -> Engine {
+        let plan = plan.into();
         let mut dependents = vec![Vec::new(); plan.units.len()];
         for (i, u) in plan.units.iter().enumerate() {
             for d in &u.deps {
@@ -168,7 +171,8 @@ impl Engine {
     /// the new unit `i` keeps (same name), or None for a new unit. The caller has stopped every
     /// unit whose definition changed or that is gone; units carried over keep their processes
     /// and generation numbers, so their pending events still apply.
-    pub fn replace_plan(&mut self, plan: Plan, carry: &[Option<UnitId>]) {
+    pub fn replace_plan(&mut self, plan: impl Into<Arc<Plan>>, carry: &[Option<UnitId>]) {
+        let plan = plan.into();
         let mut dependents = vec![Vec::new(); plan.units.len()];
         for (i, u) in plan.units.iter().enumerate() {
             for d in &u.deps {
