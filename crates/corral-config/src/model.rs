@@ -259,8 +259,8 @@ pub struct UnitDef {
     /// Before a start, processes matching one of these are killed with their trees
     /// (`kill_filters`: a process name exactly, or a regex over the command line).
     pub kill_filters: Vec<KillFilter>,
-    pub readiness: Option<Probe>,
-    pub liveness: Option<Probe>,
+    pub readiness: Option<Box<Probe>>,
+    pub liveness: Option<Box<Probe>>,
     pub log_ready: Option<Regex>,
     pub log: LogSettings,
     /// Where its log is written, instead of `.corral/logs/NAME.log` (`log_file`, absolute).
@@ -268,11 +268,11 @@ pub struct UnitDef {
     /// Commands run when it becomes ready, fails, exits, is restarted.
     pub hooks: Hooks,
     /// A task's `schedule`: when it runs while corral runs.
-    pub schedule: Option<Schedule>,
+    pub schedule: Option<Box<Schedule>>,
     /// It gets a `NOTIFY_SOCKET` (readiness `notify`, or a `watchdog`).
     pub notify: bool,
     /// Files whose change restarts it (a task: runs it again), relative to the project.
-    pub watch: Option<Watch>,
+    pub watch: Option<Box<Watch>>,
     /// The command starts a daemon and exits (process-compose's `is_daemon`): an exit 0 is not
     /// the end; the unit runs while what it started runs.
     pub daemon: bool,
@@ -280,7 +280,7 @@ pub struct UnitDef {
     /// grace period still goes to everything).
     pub stop_parent_only: bool,
     /// Run as this user (and group), instead of corral's own. None: as corral.
-    pub identity: Option<Identity>,
+    pub identity: Option<Box<Identity>>,
     /// The umask of its processes. None: corral's.
     pub umask: Option<u32>,
     /// Not started by `up` unless named (or needed by a unit that is); `start` starts it.

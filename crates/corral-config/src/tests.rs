@@ -80,7 +80,7 @@ depends_on = ["api"]
             url, status, body, ..
         },
         ..
-    }) = &api_def.liveness
+    }) = api_def.liveness.as_deref()
     else {
         panic!()
     };
@@ -564,7 +564,7 @@ replicas = 1
 
 #[test]
 fn https_probes_verify_unless_insecure_and_process_compose_implies_insecure() {
-    let probe_of = |p: &Project, name: &str| match &p.unit(name).unwrap().readiness {
+    let probe_of = |p: &Project, name: &str| match p.unit(name).unwrap().readiness.as_deref() {
         Some(Probe {
             check: Check::Http { url, insecure, .. },
             ..

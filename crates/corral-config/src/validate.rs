@@ -781,10 +781,10 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
     }
     let first_port = def.ports.first().copied();
     if let Some(v) = get(t, "readiness") {
-        def.readiness = probe(w, v, "readiness", first_port);
+        def.readiness = probe(w, v, "readiness", first_port).map(Box::new);
     }
     if let Some(v) = get(t, "liveness") {
-        def.liveness = probe(w, v, "liveness", first_port);
+        def.liveness = probe(w, v, "liveness", first_port).map(Box::new);
         if let Some(l) = &def.liveness
             && matches!(l.check, Check::Log { .. } | Check::Notify)
         {
@@ -799,7 +799,7 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
     if let Some(v) = get(t, "schedule") {
         def.schedule = w.string(v, "`schedule`").and_then(|pattern| {
             match croner::parser::CronParser::new().parse(&pattern) {
-                Ok(cron) => Some(crate::Schedule { pattern, cron }),
+                Ok(cron) => Some(Box::new(crate::Schedule { pattern, cron })),
                 Err(e) => {
                     w.error_help(
                         v.span.clone(),
@@ -904,7 +904,7 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         def.description = w.string(v, "`description`");
     }
     if let Some(v) = get(t, "watch") {
-        def.watch = watch(w, v, get(t, "watch_ignore"));
+        def.watch = watch(w, v, get(t, "watch_ignore")).map(Box::new);
         let debounce = get(t, "watch_debounce")
             .and_then(|d| w.duration(d, "`watch_debounce`"))
             .unwrap_or(Duration::from_millis(300));
@@ -963,7 +963,7 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
     if let Some(v) = get(t, "image") {
         def.image = w.string(v, "`image`");
     }
-    def.identity = identity(w, t);
+    def.identity = identity(w, t).map(Box::new);
     if let Some(v) = get(t, "umask") {
         def.umask = match &v.value {
             Value::String(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8)

@@ -36,7 +36,7 @@ pub fn start(
         .units
         .iter()
         .enumerate()
-        .filter_map(|(i, u)| Some((UnitId(i), u.watch.clone()?)))
+        .filter_map(|(i, u)| Some((UnitId(i), u.watch.as_deref()?.clone())))
         .collect();
     if units.is_empty() {
         return Ok(None);

@@ -60,8 +60,8 @@ pub fn describe(project: &Project, id: UnitId, source: String) -> Definition {
             .collect();
         f.add("depends_on", deps.join(", "));
     }
-    f.opt("readiness", def.readiness.as_ref().map(probe));
-    f.opt("liveness", def.liveness.as_ref().map(probe));
+    f.opt("readiness", def.readiness.as_deref().map(probe));
+    f.opt("liveness", def.liveness.as_deref().map(probe));
     f.opt(
         "log_ready",
         def.log_ready.as_ref().map(|r| r.as_str().to_string()),

@@ -652,7 +652,7 @@ impl Processes {
                 "__wrap".into(),
                 status.display().to_string(),
             ];
-            wrapped.extend(crate::wrap::RunAs::args(def.identity.as_ref(), def.umask));
+            wrapped.extend(crate::wrap::RunAs::args(def.identity.as_deref(), def.umask));
             wrapped.push("--".into());
             wrapped.append(&mut argv);
             argv = wrapped;
@@ -676,7 +676,11 @@ impl Processes {
                 stdout: crate::spawn::Io::Piped,
                 stderr: crate::spawn::Io::Piped,
                 // A task's wrapper applies them to the command (it stays ours to record the end).
-                identity: if is_task { None } else { def.identity.as_ref() },
+                identity: if is_task {
+                    None
+                } else {
+                    def.identity.as_deref()
+                },
                 umask: if is_task { None } else { def.umask },
                 // Inherited across exec: a task's wrapper passes them on to its command.
                 rlimits: &rlimits,
@@ -783,7 +787,7 @@ impl Processes {
                 reaper: &reaper,
                 workdir: &workdir,
                 env: &env,
-                identity: identity.as_ref(),
+                identity: identity.as_deref(),
             };
             let result = probe::run(&probe.check, port, probe.timing.timeout, ctx).await;
             let (ok, detail) = match result {
@@ -866,7 +870,7 @@ impl Processes {
                     stdin: crate::spawn::Io::Null,
                     stdout: crate::spawn::Io::Piped,
                     stderr: crate::spawn::Io::Piped,
-                    identity: identity.as_ref(),
+                    identity: identity.as_deref(),
                     umask: None,
                     rlimits: &[],
                     cgroup_limits: Default::default(),
