@@ -13,7 +13,6 @@ use std::time::SystemTime;
 
 use corral_config::LogSettings;
 use regex::Regex;
-use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
 /// A line longer than this is cut into pieces of this size (never dropped).
@@ -482,11 +481,16 @@ impl LineSplitter {
         }
     }
 
-    /// Drop what the sink has seen, keeping the unfinished line at the front.
-    fn compact(&mut self) {
+    /// Drop what the sink has seen, keeping the unfinished line at the front. A stream that
+    /// has gone quiet (its last read did not fill the room) and left nothing unfinished gives
+    /// its buffer back: thousands of idle services would otherwise hold one each.
+    fn compact(&mut self, last_read: usize) {
         self.text.drain(..self.rest);
         self.rest = 0;
         self.spans.clear();
+        if self.text.is_empty() && last_read < self.read_size {
+            self.text = Vec::new();
+        }
     }
 
     /// Find the complete lines among the bytes added since the last call (the unfinished line
@@ -549,8 +553,8 @@ impl<F: FnMut(Stream, &[&[u8]])> Pump<F> {
     pub async fn run(mut self, stdout: Option<pipe::Receiver>, stderr: Option<pipe::Receiver>) {
         let mut out = stdout;
         let mut err = stderr;
-        // Reads start small and grow while a stream keeps filling them: an idle service holds
-        // 4 KiB per stream here, a flooding one reads 64 KiB at a time.
+        // Reads start small and grow while a stream keeps filling them: a flooding one reads
+        // 64 KiB at a time, an idle one holds no buffer.
         let mut out_split = LineSplitter::new(Stream::Stdout);
         let mut err_split = LineSplitter::new(Stream::Stderr);
         while out.is_some() || err.is_some() {
@@ -562,22 +566,24 @@ impl<F: FnMut(Stream, &[&[u8]])> Pump<F> {
                 Stream::Stdout => (&mut out_split, &mut out),
                 Stream::Stderr => (&mut err_split, &mut err),
             };
-            match n {
+            let full = match n {
                 0 => {
                     splitter.finish();
                     *pipe = None;
+                    false
                 }
                 n => {
                     splitter.split(n);
-                    if n >= splitter.read_size && splitter.read_size < 64 * 1024 {
-                        splitter.read_size *= 2;
-                    }
+                    n >= splitter.read_size
                 }
-            }
+            };
             if !splitter.spans.is_empty() {
                 (self.sink)(splitter.stream, &splitter.lines());
             }
-            splitter.compact();
+            splitter.compact(n);
+            if full && splitter.read_size < 64 * 1024 {
+                splitter.read_size *= 2;
+            }
             if pipe.is_none() {
                 *splitter = LineSplitter::new(splitter.stream);
             }
@@ -586,14 +592,22 @@ impl<F: FnMut(Stream, &[&[u8]])> Pump<F> {
 }
 
 /// Read from a pipe onto the end of the splitter's text; an error counts as end of stream.
+/// Room is made only once there is something to read: a quiet service holds no buffer.
 async fn read_some(pipe: &mut Option<pipe::Receiver>, split: &mut LineSplitter) -> usize {
-    match pipe {
-        Some(p) => {
-            // Into the spare room behind the unfinished line (at least `read_size`).
-            split.text.reserve(split.read_size);
-            p.read_buf(&mut split.text).await.unwrap_or(0)
+    let Some(p) = pipe else {
+        return std::future::pending().await;
+    };
+    loop {
+        if p.readable().await.is_err() {
+            return 0;
         }
-        None => std::future::pending().await,
+        // Into the spare room behind the unfinished line (at least `read_size`).
+        split.text.reserve(split.read_size);
+        match p.try_read_buf(&mut split.text) {
+            Ok(n) => return n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return 0,
+        }
     }
 }
 
@@ -608,11 +622,32 @@ mod tests {
             s.text.extend_from_slice(c);
             s.split(c.len());
             out.extend(s.lines().into_iter().map(<[u8]>::to_vec));
-            s.compact();
+            s.compact(c.len());
         }
         s.finish();
         out.extend(s.lines().into_iter().map(<[u8]>::to_vec));
         out
+    }
+
+    #[test]
+    fn a_quiet_stream_gives_its_buffer_back() {
+        let mut s = LineSplitter::new(Stream::Stdout);
+        // A read that filled the room: more is likely to follow, the buffer stays.
+        s.text
+            .extend(std::iter::repeat_n(b'x', 4095).chain([b'\n']));
+        s.split(4096);
+        s.compact(4096);
+        assert!(s.text.capacity() >= 4096);
+        // A short read that ended a line: the stream went quiet, nothing is held.
+        s.text.extend_from_slice(b"done\n");
+        s.split(5);
+        s.compact(5);
+        assert_eq!(s.text.capacity(), 0);
+        // An unfinished line is kept, whatever the read.
+        s.text.extend_from_slice(b"half");
+        s.split(4);
+        s.compact(4);
+        assert_eq!(s.text, b"half");
     }
 
     #[test]
