@@ -50,7 +50,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use corral_config::LogSettings;
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
-use tokio::net::unix::pipe;
 
 use crate::logs::{LogFile, Pump, Stream};
 use corral_proto::paths::SocketPath;
@@ -459,7 +458,7 @@ enum KeeperMsg {
 /// A frame for the daemon, with the descriptors it carries (`HELD`).
 enum Out {
     Frame(Vec<u8>),
-    WithFds(Vec<u8>, OwnedFd, OwnedFd),
+    WithFds(Vec<u8>, Arc<OwnedFd>, Arc<OwnedFd>),
 }
 
 /// Where pumps send frames for the daemon: a bounded queue to one writer thread. When the
@@ -478,10 +477,13 @@ impl Tap {
     }
 
     /// Descriptors are never dropped: this one waits for room.
-    fn send_fds(&self, frame: Vec<u8>, stdout: OwnedFd, stderr: OwnedFd) {
+    fn send_fds(&self, frame: Vec<u8>, stdout: Arc<OwnedFd>, stderr: Arc<OwnedFd>) {
         let _ = self.tx.send(Out::WithFds(frame, stdout, stderr));
     }
 }
+
+/// A generation's pipes as the keeper holds them: what they are, and the read ends.
+type HeldPipes = (Attach, Arc<OwnedFd>, Arc<OwnedFd>);
 
 /// A unit's log file; the directories of a `log_file` outside the state dir are made (0700)
 /// when missing.
@@ -557,8 +559,10 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
 
     // A unit's file stays open while one of its instances has a pipe open.
     let mut files: HashMap<String, (Arc<Mutex<LogFile>>, usize)> = HashMap::new();
-    // Copies of the read ends being pumped, for each daemon that connects (`HELD`).
-    let mut held: HashMap<(String, u64), (Attach, OwnedFd, OwnedFd)> = HashMap::new();
+    // The read ends being pumped, for each daemon that connects (`HELD`): shared with the pump,
+    // not copied (a copy per pipe made five descriptors per unit, and 5,000 services ran the
+    // keeper out of its open-file limit).
+    let mut held: HashMap<(String, u64), HeldPipes> = HashMap::new();
     let mut pumps = tokio::task::JoinSet::new();
     let mut daemons = 0usize;
     let idle = tokio::time::sleep(IDLE_GRACE);
@@ -575,9 +579,7 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                     used = true;
                     // The newest daemon is the current one: it gets copies of every pipe.
                     for (attach, out, err) in held.values() {
-                        if let (Ok(out), Ok(err)) = (out.try_clone(), err.try_clone()) {
-                            tap.send_fds(attach_frame(attach, HELD), out, err);
-                        }
+                        tap.send_fds(attach_frame(attach, HELD), out.clone(), err.clone());
                     }
                 }
                 Some(KeeperMsg::Disconnected(id)) => {
@@ -593,9 +595,8 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                         // Already pumped (a daemon re-attaching what it holds): one reader.
                         continue;
                     }
-                    if let (Ok(o), Ok(e)) = (out.try_clone(), err.try_clone()) {
-                        held.insert(key, (a.clone(), o, e));
-                    }
+                    let (out, err) = (Arc::new(out), Arc::new(err));
+                    held.insert(key, (a.clone(), out.clone(), err.clone()));
                     let file = match files.get_mut(&a.unit) {
                         Some((f, users)) => {
                             *users += 1;
@@ -615,8 +616,7 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                             }
                         },
                     };
-                    let out = pipe::Receiver::from_owned_fd(out).ok();
-                    let err = pipe::Receiver::from_owned_fd(err).ok();
+                    let (out, err) = (Some(out), Some(err));
                     let tap = tap.clone();
                     pumps.spawn(async move {
                         let (unit, generation) = (a.unit, a.generation);

@@ -13,7 +13,10 @@ use std::time::SystemTime;
 
 use corral_config::LogSettings;
 use regex::Regex;
-use tokio::net::unix::pipe;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use tokio::io::unix::AsyncFd;
 
 /// A line longer than this is cut into pieces of this size (never dropped).
 pub const MAX_LINE: usize = 64 * 1024;
@@ -548,11 +551,33 @@ impl LineSplitter {
     }
 }
 
+/// A pipe's read end that others hold too (the keeper's copy for a daemon that connects): the
+/// pump reads it without a descriptor of its own.
+struct Shared(Arc<OwnedFd>);
+
+impl AsRawFd for Shared {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// Watch a pipe's read end for reading (made non-blocking: the descriptor is shared with the
+/// daemon's copy, which never reads it). None if it cannot be watched.
+fn watch_pipe(fd: Option<Arc<OwnedFd>>) -> Option<AsyncFd<Shared>> {
+    let fd = fd?;
+    let flags = nix::fcntl::fcntl(&*fd, nix::fcntl::FcntlArg::F_GETFL).ok()?;
+    let flags = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(&*fd, nix::fcntl::FcntlArg::F_SETFL(flags)).ok()?;
+    // SAFETY: `Shared` holds the descriptor open (its `Arc`) for as long as the `AsyncFd` owns
+    // it, and always names the same one.
+    unsafe { AsyncFd::register_with_interest(Shared(fd), tokio::io::Interest::READABLE) }.ok()
+}
+
 impl<F: FnMut(Stream, &[&[u8]])> Pump<F> {
     /// Read both pipes until both are closed.
-    pub async fn run(mut self, stdout: Option<pipe::Receiver>, stderr: Option<pipe::Receiver>) {
-        let mut out = stdout;
-        let mut err = stderr;
+    pub async fn run(mut self, stdout: Option<Arc<OwnedFd>>, stderr: Option<Arc<OwnedFd>>) {
+        let mut out = watch_pipe(stdout);
+        let mut err = watch_pipe(stderr);
         // Reads start small and grow while a stream keeps filling them: a flooding one reads
         // 64 KiB at a time, an idle one holds no buffer.
         let mut out_split = LineSplitter::new(Stream::Stdout);
@@ -593,20 +618,37 @@ impl<F: FnMut(Stream, &[&[u8]])> Pump<F> {
 
 /// Read from a pipe onto the end of the splitter's text; an error counts as end of stream.
 /// Room is made only once there is something to read: a quiet service holds no buffer.
-async fn read_some(pipe: &mut Option<pipe::Receiver>, split: &mut LineSplitter) -> usize {
+async fn read_some(pipe: &mut Option<AsyncFd<Shared>>, split: &mut LineSplitter) -> usize {
     let Some(p) = pipe else {
         return std::future::pending().await;
     };
     loop {
-        if p.readable().await.is_err() {
+        let Ok(mut ready) = p.readable().await else {
             return 0;
-        }
+        };
         // Into the spare room behind the unfinished line (at least `read_size`).
         split.text.reserve(split.read_size);
-        match p.try_read_buf(&mut split.text) {
-            Ok(n) => return n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => return 0,
+        let spare = split.text.spare_capacity_mut();
+        let (at, room) = (spare.as_mut_ptr(), spare.len());
+        let read = ready.try_io(|fd| {
+            // SAFETY: `read` writes at most `room` bytes into the vector's spare capacity.
+            let n = unsafe { nix::libc::read(fd.as_raw_fd(), at.cast(), room) };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        match read {
+            Ok(Ok(n)) => {
+                // SAFETY: the kernel initialized `n` bytes after the old end.
+                unsafe { split.text.set_len(split.text.len() + n) };
+                return n;
+            }
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(Err(_)) => return 0,
+            // Not readable after all: wait again.
+            Err(_) => continue,
         }
     }
 }
