@@ -264,7 +264,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         })?;
     }
     let lock = lock_project(&project.state_dir)?;
-    raise_open_files_limit();
+    raise_open_files_limit(project.units.len());
     let reaper = Reaper::start(crate::cgroup::Cgroups::create()).map_err(StartError::Setup)?;
     // A keeper starting while the store opens: the two take a few milliseconds each.
     let mut early_keeper = KeeperGuard(None);
@@ -496,14 +496,43 @@ fn project_view(project: &Project) -> crate::instances::ProjectView {
 /// Every process corral starts costs it two pipes (and a pidfd when adopted), every API client
 /// a socket: the soft limit on open files (often 1024) is raised to the hard one. Children
 /// inherit it raised, which is what a service expects of a supervisor (systemd does the same).
-fn raise_open_files_limit() {
+/// With more units than the limit allows (the keeper holds three descriptors per running unit:
+/// two pipes and a log file; the daemon two), that is said before anything starts.
+fn raise_open_files_limit(units: usize) {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
-    {
-        eprintln!("corral: cannot raise the open-files limit from {soft} to {hard}: {e}");
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let mut limit = soft;
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => limit = hard,
+            Err(e) => {
+                eprintln!("corral: cannot raise the open-files limit from {soft} to {hard}: {e}")
+            }
+        }
     }
+    if let Some(warning) = too_many_for(units, limit) {
+        eprintln!("corral: {warning}");
+    }
+}
+
+/// Descriptors the keeper needs besides its units' (sockets, its lock, the runtime).
+const KEEPER_SPARE_FILES: u64 = 64;
+
+/// A warning when `units` running at once need more open files than `limit`.
+fn too_many_for(units: usize, limit: u64) -> Option<String> {
+    let need = units as u64 * 3 + KEEPER_SPARE_FILES;
+    (need > limit).then(|| {
+        format!(
+            "{units} units need about {need} open files (three per unit: two pipes and a log \
+             file), over this user's limit of {limit}: past about {} running at once their \
+             output cannot all be kept (and past about {} they fail to start); raise the hard \
+             limit (`ulimit -Hn`, or LimitNOFILE= under systemd) to run them all",
+            limit.saturating_sub(KEEPER_SPARE_FILES) / 3,
+            limit.saturating_sub(KEEPER_SPARE_FILES) / 2
+        )
+    })
 }
 
 /// Run the project in the foreground until it is done or interrupted (no API).
@@ -813,4 +842,25 @@ impl Supervisor {
 
 fn plural(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn more_units_than_open_files_allow_is_said_with_the_numbers() {
+        assert_eq!(too_many_for(5000, 20000), None);
+        let said = too_many_for(7000, 20000).expect("over the limit");
+        for part in [
+            "7000 units",
+            "21064 open files",
+            "limit of 20000",
+            "about 6645",
+            "about 9968",
+        ] {
+            assert!(said.contains(part), "no `{part}` in: {said}");
+        }
+        assert!(said.contains("ulimit -Hn"), "{said}");
+    }
 }

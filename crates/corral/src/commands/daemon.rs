@@ -216,6 +216,13 @@ pub fn start(file: Option<&Path>, args: &super::up::UpArgs) -> Result<ExitCode, 
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // What the daemon said while it started (a limit it could not raise, more units than open
+    // files allow) is for the person who started it, not only for its log.
+    let text = std::fs::read(&log_path).unwrap_or_default();
+    let said = String::from_utf8_lossy(&text[(log_start as usize).min(text.len())..]).into_owned();
+    for line in said.lines().filter(|l| l.starts_with("corral: ")) {
+        eprintln!("{line}");
+    }
     println!(
         "corral: daemon started (pid {}); `corral ps` to see it, `corral logs -f` to follow, `corral down` to stop",
         child.id()

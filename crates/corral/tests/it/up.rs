@@ -673,6 +673,13 @@ fn out_of_descriptors_is_said_plainly_and_nothing_breaks() {
         out.contains("raise `ulimit -n` (the hard limit) for corral"),
         "{out}"
     );
+    // And it was said before anything started, with the numbers.
+    let err = c.stderr();
+    assert!(
+        err.contains("40 units need about 184 open files")
+            && err.contains("over this user's limit of 48"),
+        "{err}"
+    );
     // Still answering: some run, the others wait to try again.
     let (status, ps) = p.http("GET", "/v1/services");
     assert_eq!(status, 200, "{ps}");
@@ -681,6 +688,27 @@ fn out_of_descriptors_is_said_plainly_and_nothing_breaks() {
     c.signal(Signal::SIGINT);
     assert!(c.wait(T).success(), "{}", c.stderr());
     assert_no_leftovers(c.pid);
+}
+
+/// `up -d`: what the daemon says as it starts (here: more units than open files allow) reaches
+/// the person who ran it, not only the daemon's log.
+#[test]
+fn up_detached_shows_what_the_daemon_said_as_it_started() {
+    let config: String = (0..20)
+        .map(|i| format!("[services.s{i}]\ncommand = [\"sleep\", \"1000\"]\n"))
+        .collect();
+    let p = Project::new(&config);
+    let mut c = p.start_limited(&["up", "-d"], Some(100));
+    assert!(c.wait(T).success(), "{}", c.stderr());
+    let err = c.stderr();
+    assert!(
+        err.contains("20 units need about 124 open files") && err.contains("limit of 100"),
+        "{err}"
+    );
+    let daemon = p.daemon_pid();
+    let (status, out, err) = p.run_client(&["down"]);
+    assert!(status.success(), "{out}{err}");
+    assert_no_leftovers(daemon);
 }
 
 /// `kill_filters`: before the start, a stray matching the filter (a regex over its command
