@@ -237,7 +237,9 @@ fn decode_tap(kind: u8, p: Vec<u8>) -> Option<TapMsg> {
 struct FrameReader {
     sock: UnixStream,
     buf: Vec<u8>,
-    fds: VecDeque<OwnedFd>,
+    /// In the order they came, two per frame that carries any; `None` where the kernel could
+    /// not give them (out of open files: `MSG_CTRUNC`), so later frames still get their own.
+    fds: VecDeque<Option<OwnedFd>>,
 }
 
 impl FrameReader {
@@ -281,17 +283,27 @@ impl FrameReader {
                 Err(e) => return Err(e.into()),
             };
             let n = msg.bytes;
+            let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+            let mut got = Vec::new();
             if let Ok(cmsgs) = msg.cmsgs() {
                 for c in cmsgs {
                     if let ControlMessageOwned::ScmRights(fds) = c {
                         // SAFETY: the kernel just installed these descriptors for us; nothing
                         // else owns them.
-                        self.fds.extend(
+                        got.extend(
                             fds.into_iter()
                                 .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
                         );
                     }
                 }
+            }
+            if truncated {
+                // A read returns the descriptors of one message at most (the kernel stops at
+                // the next one that carries any): that frame's pair is lost, the rest kept.
+                drop(got);
+                self.fds.extend([None, None]);
+            } else {
+                self.fds.extend(got.into_iter().map(Some));
             }
             if n == 0 {
                 return Ok(None);
@@ -381,7 +393,10 @@ impl KeeperLink {
             .spawn(move || {
                 while let Ok(Some((kind, payload))) = reader.next() {
                     if kind == HELD {
-                        let fds = (reader.fds.pop_front(), reader.fds.pop_front());
+                        let fds = (
+                            reader.fds.pop_front().flatten(),
+                            reader.fds.pop_front().flatten(),
+                        );
                         if let (Some(attach), (Some(stdout), Some(stderr))) =
                             (Attach::decode(&payload), fds)
                         {
@@ -663,11 +678,22 @@ fn read_daemon(conn: UnixStream, id: u64, tx: tokio::sync::mpsc::UnboundedSender
         if kind != ATTACH {
             continue;
         }
-        let (Some(out), Some(err)) = (reader.fds.pop_front(), reader.fds.pop_front()) else {
+        let fds = (
+            reader.fds.pop_front().flatten(),
+            reader.fds.pop_front().flatten(),
+        );
+        let Some(a) = Attach::decode(&payload) else {
             continue;
         };
-        if let Some(a) = Attach::decode(&payload) {
-            let _ = tx.send(KeeperMsg::Attach(a, out, err));
+        match fds {
+            (Some(out), Some(err)) => {
+                let _ = tx.send(KeeperMsg::Attach(a, out, err));
+            }
+            _ => eprintln!(
+                "keeper: the pipes of `{}` did not arrive (out of open files?): its output is not \
+                 kept",
+                a.unit
+            ),
         }
     }
     let _ = tx.send(KeeperMsg::Disconnected(id));

@@ -8,15 +8,16 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use corral_config::LogSettings;
 use regex::Regex;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
-
 use tokio::io::unix::AsyncFd;
+
+use crate::proctable::SharedFd;
 
 /// A line longer than this is cut into pieces of this size (never dropped).
 pub const MAX_LINE: usize = 64 * 1024;
@@ -551,26 +552,17 @@ impl LineSplitter {
     }
 }
 
-/// A pipe's read end that others hold too (the keeper's copy for a daemon that connects): the
-/// pump reads it without a descriptor of its own.
-struct Shared(Arc<OwnedFd>);
-
-impl AsRawFd for Shared {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
-    }
-}
-
 /// Watch a pipe's read end for reading (made non-blocking: the descriptor is shared with the
-/// daemon's copy, which never reads it). None if it cannot be watched.
-fn watch_pipe(fd: Option<Arc<OwnedFd>>) -> Option<AsyncFd<Shared>> {
+/// daemon's copy, which never reads it). The keeper holds it too (for a daemon that connects):
+/// the pump reads it without a descriptor of its own. None if it cannot be watched.
+fn watch_pipe(fd: Option<Arc<OwnedFd>>) -> Option<AsyncFd<SharedFd>> {
     let fd = fd?;
     let flags = nix::fcntl::fcntl(&*fd, nix::fcntl::FcntlArg::F_GETFL).ok()?;
     let flags = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
     nix::fcntl::fcntl(&*fd, nix::fcntl::FcntlArg::F_SETFL(flags)).ok()?;
-    // SAFETY: `Shared` holds the descriptor open (its `Arc`) for as long as the `AsyncFd` owns
-    // it, and always names the same one.
-    unsafe { AsyncFd::register_with_interest(Shared(fd), tokio::io::Interest::READABLE) }.ok()
+    // SAFETY: `SharedFd` holds the descriptor open (its `Arc`) for as long as the `AsyncFd`
+    // owns it, and always names the same one.
+    unsafe { AsyncFd::register_with_interest(SharedFd(fd), tokio::io::Interest::READABLE) }.ok()
 }
 
 impl<F: FnMut(Stream, &[&[u8]])> Pump<F> {
@@ -618,7 +610,7 @@ impl<F: FnMut(Stream, &[&[u8]])> Pump<F> {
 
 /// Read from a pipe onto the end of the splitter's text; an error counts as end of stream.
 /// Room is made only once there is something to read: a quiet service holds no buffer.
-async fn read_some(pipe: &mut Option<AsyncFd<Shared>>, split: &mut LineSplitter) -> usize {
+async fn read_some(pipe: &mut Option<AsyncFd<SharedFd>>, split: &mut LineSplitter) -> usize {
     let Some(p) = pipe else {
         return std::future::pending().await;
     };

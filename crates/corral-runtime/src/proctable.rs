@@ -107,6 +107,37 @@ pub fn with_marker_matching(pred: impl Fn(&str) -> bool) -> Vec<i32> {
     found.into_iter().filter(|p| alive.contains(p)).collect()
 }
 
+/// Live processes carrying each of `markers`, with their descendants: one scan for all of
+/// them (none when there are none). Every marker asked for is a key.
+pub fn with_markers(markers: &HashSet<&str>) -> HashMap<String, Vec<i32>> {
+    let mut found: HashMap<String, Vec<i32>> = markers
+        .iter()
+        .map(|m| (m.to_string(), Vec::new()))
+        .collect();
+    if markers.is_empty() {
+        return found;
+    }
+    let all = snapshot();
+    let children = children_map(&all);
+    let alive: HashSet<i32> = all.iter().filter(|p| !p.zombie).map(|p| p.pid).collect();
+    for p in all.iter().filter(|p| !p.zombie) {
+        if let Some(m) = env_var(p.pid, MARKER_VAR)
+            && let Some(pids) = found.get_mut(&m)
+        {
+            pids.extend(
+                tree(&children, p.pid)
+                    .into_iter()
+                    .filter(|c| alive.contains(c)),
+            );
+        }
+    }
+    for pids in found.values_mut() {
+        pids.sort_unstable();
+        pids.dedup();
+    }
+    found
+}
+
 /// Every process we can see.
 pub fn snapshot() -> Vec<ProcInfo> {
     let Ok(dir) = fs::read_dir("/proc") else {
@@ -387,8 +418,20 @@ pub fn resolve_program(
 }
 
 /// A process watched through a pidfd: it cannot be confused with a later process that gets the
-/// same PID, and it becomes readable when the process ends. Linux 5.3+.
-pub struct PidFd(std::os::fd::OwnedFd);
+/// same PID, and it becomes readable when the process ends. Linux 5.3+. Clones share the
+/// descriptor (an adopted unit is checked and waited for through one: at 5,000 adopted units
+/// a second descriptor each ran the daemon out of its open files).
+#[derive(Clone)]
+pub struct PidFd(std::sync::Arc<std::os::fd::OwnedFd>);
+
+/// A descriptor that others hold too, for an `AsyncFd` to watch without a copy of its own.
+pub(crate) struct SharedFd(pub std::sync::Arc<std::os::fd::OwnedFd>);
+
+impl std::os::fd::AsRawFd for SharedFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
 
 impl PidFd {
     pub fn open(pid: u32) -> std::io::Result<PidFd> {
@@ -400,9 +443,9 @@ impl PidFd {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: the descriptor was just created and is owned by nobody else.
-        Ok(PidFd(unsafe {
+        Ok(PidFd(std::sync::Arc::new(unsafe {
             std::os::fd::OwnedFd::from_raw_fd(fd as i32)
-        }))
+        })))
     }
 
     /// Whether the process has ended (poll with zero timeout).
@@ -415,9 +458,12 @@ impl PidFd {
 
     /// Wait until the process ends.
     pub async fn wait(self) {
-        // SAFETY: the AsyncFd owns the descriptor, so it stays open while it is registered.
+        // SAFETY: the AsyncFd holds the descriptor open (a share of it) while it is registered.
         let fd = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(self.0, tokio::io::Interest::READABLE)
+            tokio::io::unix::AsyncFd::register_with_interest(
+                SharedFd(self.0),
+                tokio::io::Interest::READABLE,
+            )
         };
         match fd {
             Ok(fd) => {
@@ -472,5 +518,52 @@ mod tests {
             !found.contains(&done_pid),
             "a zombie counts as gone: {found:?}"
         );
+    }
+    #[test]
+    fn with_markers_finds_each_markers_trees_in_one_scan() {
+        let me = std::process::id();
+        let (m1, m2, m3) = (
+            format!("test-{me}/a/1"),
+            format!("test-{me}/b/1"),
+            format!("test-{me}/c/1"),
+        );
+        let spawn = |marker: &str, script: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", script])
+                .env(MARKER_VAR, marker)
+                .spawn()
+                .unwrap()
+        };
+        let mut a = spawn(&m1, "sleep 30 & wait");
+        let mut b = spawn(&m2, "exec sleep 30");
+        let mut c = spawn(&m3, "exec sleep 30");
+        let asked: HashSet<&str> = [m1.as_str(), m2.as_str(), "nobody/x/1"].into();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let found = loop {
+            let found = with_markers(&asked);
+            // `a` is the shell and its sleep (which inherits the marker too).
+            if found[&m1].len() == 2 && found[&m2].len() == 1 {
+                break found;
+            }
+            assert!(Instant::now() < deadline, "not found: {found:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        for pid in found[&m1]
+            .iter()
+            .chain(&found[&m2])
+            .chain([&(c.id() as i32)])
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        for child in [&mut a, &mut b, &mut c] {
+            child.wait().unwrap();
+        }
+        assert!(found[&m1].contains(&(a.id() as i32)), "{found:?}");
+        assert_eq!(found[&m2], [b.id() as i32]);
+        assert!(found["nobody/x/1"].is_empty());
+        assert!(!found.contains_key(&m3), "only what was asked: {found:?}");
     }
 }

@@ -420,14 +420,12 @@ impl Processes {
         // Its NOTIFY_SOCKET, if it has one: whether it runs as another user.
         notify: Option<bool>,
     ) -> Option<Duration> {
-        let (Ok(watch_fd), Ok(check_fd)) = (
-            proctable::PidFd::open(rec.pid),
-            proctable::PidFd::open(rec.pid),
-        ) else {
+        let Ok(check_fd) = proctable::PidFd::open(rec.pid) else {
             end_marked(&rec.marker);
             let _ = store.remove_process(&rec.unit, rec.generation);
             return None;
         };
+        let watch_fd = check_fd.clone();
         self.live[unit.0] = Some(Live {
             generation: rec.generation,
             pid: rec.pid,
@@ -480,8 +478,10 @@ impl Processes {
         if let Err(e) = store.remove_process(name, live.generation) {
             eprintln!("corral: {e}");
         }
-        if live.adopted.is_some() {
-            // Its orphans went to init, not to us: find them by marker.
+        if live.adopted.is_some() && live.cgroup.is_none() {
+            // Its orphans went to init, not to us: find them by marker (in a cgroup, the
+            // cgroup's kill reaches them; a scan of every process's environment per exit made
+            // stopping 5,000 adopted services take minutes).
             proctable::signal_all(&proctable::with_marker(&live.marker), Signal::SIGKILL);
         }
         if let Some(dir) = live.cgroup {
@@ -970,6 +970,15 @@ impl Processes {
         } else {
             proctable::Table::default()
         };
+        // Adopted units outside a cgroup are found by marker: one read of every process's
+        // environment for the batch, not one per unit.
+        let markers: HashSet<&str> = signals
+            .iter()
+            .filter_map(|(unit, _)| self.live[unit.0].as_ref())
+            .filter(|l| l.adopted.is_some() && l.cgroup.is_none())
+            .map(|l| l.marker.as_str())
+            .collect();
+        let marked = proctable::with_markers(&markers);
         for (unit, sig) in signals {
             let Some(live) = &self.live[unit.0] else {
                 continue;
@@ -982,11 +991,14 @@ impl Processes {
                     // Its descendants, wherever they went (not our children: found in /proc).
                     proctable::signal_all(&table.descendants_of(live.pid as i32), *sig);
                 }
-                proctable::signal_all(&proctable::with_marker(&live.marker), *sig);
-                proctable::signal_all(&still_alive(&live.tree), *sig);
-                if let Some(dir) = &live.cgroup {
-                    proctable::signal_all(&crate::cgroup::pids(dir), *sig);
+                match &live.cgroup {
+                    Some(dir) => proctable::signal_all(&crate::cgroup::pids(dir), *sig),
+                    None => proctable::signal_all(
+                        marked.get(&live.marker).map_or(&[][..], Vec::as_slice),
+                        *sig,
+                    ),
                 }
+                proctable::signal_all(&still_alive(&live.tree), *sig);
                 continue;
             }
             let leader_alive = self.reaper.signal_group(live.pid, *sig);

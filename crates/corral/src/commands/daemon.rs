@@ -47,8 +47,12 @@ fn end_leftovers(state_dir: &Path) -> Vec<String> {
                 pids.push(pid as i32);
             }
         }
+        // One read of every process's environment for all the records, not one per record.
+        let markers: std::collections::HashSet<&str> =
+            records.iter().map(|r| r.marker.as_str()).collect();
+        let mut marked = proctable::with_markers(&markers);
         for rec in &records {
-            let mut tree = proctable::with_marker(&rec.marker);
+            let mut tree = marked.remove(&rec.marker).unwrap_or_default();
             if proctable::start_time(rec.pid as i32) == Some(rec.start_time) {
                 tree.push(rec.pid as i32);
             }
@@ -63,8 +67,12 @@ fn end_leftovers(state_dir: &Path) -> Vec<String> {
         {
             std::thread::sleep(Duration::from_millis(20));
         }
+        let still: Vec<i32> = proctable::with_markers(&markers)
+            .into_values()
+            .flatten()
+            .collect();
+        proctable::signal_all(&still, Signal::SIGKILL);
         for rec in &records {
-            proctable::signal_all(&proctable::with_marker(&rec.marker), Signal::SIGKILL);
             let _ = store.forget_tree(&rec.unit, rec.generation);
             let _ = store.remove_process(&rec.unit, rec.generation);
         }
