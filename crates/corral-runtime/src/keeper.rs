@@ -495,6 +495,19 @@ impl Tap {
     fn send_fds(&self, frame: Vec<u8>, stdout: Arc<OwnedFd>, stderr: Arc<OwnedFd>) {
         let _ = self.tx.send(Out::WithFds(frame, stdout, stderr));
     }
+
+    /// An end of output is never dropped either (the daemon waits for it before it ends), but
+    /// it waits for room without holding up the other pumps on this thread.
+    async fn send_eof(&self, frame: Vec<u8>) {
+        let mut out = Out::Frame(frame);
+        loop {
+            match self.tx.try_send(out) {
+                Err(TrySendError::Full(back)) => out = back,
+                _ => return,
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
 }
 
 /// A generation's pipes as the keeper holds them: what they are, and the read ends.
@@ -647,7 +660,7 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                             }
                         };
                         Pump { sink }.run(out, err).await;
-                        tap.send(eof_frame(&unit, generation));
+                        tap.send_eof(eof_frame(&unit, generation)).await;
                         (unit, generation)
                     });
                 }
@@ -742,6 +755,38 @@ mod tests {
             Some(TapMsg::Eof { generation: 7, .. })
         ));
         assert!(r.next().unwrap().is_none());
+    }
+
+    #[test]
+    fn an_end_of_output_waits_for_room_where_lines_are_dropped() {
+        let (tx, rx) = sync_channel::<Out>(1);
+        let tap = Tap {
+            tx,
+            dropped: Arc::default(),
+        };
+        tap.send(b"first".to_vec());
+        tap.send(b"dropped: no room".to_vec());
+        assert_eq!(tap.dropped.load(Ordering::Relaxed), 1);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            // The queue is full until this takes one; then the end gets in.
+            std::thread::sleep(Duration::from_millis(20));
+            while let Ok(Out::Frame(f)) = rx.recv_timeout(Duration::from_secs(5)) {
+                got.push(f);
+                if got.len() == 2 {
+                    break;
+                }
+            }
+            got
+        });
+        rt.block_on(tap.send_eof(eof_frame("api", 3)));
+        let got = reader.join().unwrap();
+        assert_eq!(got[0], b"first");
+        assert_eq!(got[1], eof_frame("api", 3));
     }
 
     #[test]
