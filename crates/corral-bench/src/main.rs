@@ -514,13 +514,37 @@ fn nproc() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn project(config: &str) -> tempfile::TempDir {
+fn project(config: &str) -> BenchDir {
     let dir = tempfile::Builder::new()
         .prefix("corral-bench-")
         .tempdir()
         .unwrap();
     fs::write(dir.path().join("corral.toml"), config).unwrap();
-    dir
+    BenchDir(dir)
+}
+
+/// A benchmark's project directory. If corral still runs there when it goes (a failed check
+/// unwinding), corral is stopped first: a stack of 5,000 services must not outlive the bench,
+/// running in a directory that no longer exists.
+struct BenchDir(tempfile::TempDir);
+
+impl BenchDir {
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for BenchDir {
+    fn drop(&mut self) {
+        if self.path().join(".corral/daemon.pid").exists() {
+            let _ = Command::new(corral_binary())
+                .arg("down")
+                .current_dir(self.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
 
 fn sleep_services(n: usize) -> String {
