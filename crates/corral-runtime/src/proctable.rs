@@ -92,44 +92,53 @@ pub fn marker_unit(marker: &str) -> Option<&str> {
 
 /// Live processes whose marker satisfies `pred`, with their descendants.
 pub fn with_marker_matching(pred: impl Fn(&str) -> bool) -> Vec<i32> {
-    let all = snapshot();
-    let children = children_map(&all);
-    let mut found: HashSet<i32> = HashSet::new();
-    for p in &all {
-        if !p.zombie
-            && !found.contains(&p.pid)
-            && env_var(p.pid, MARKER_VAR).as_deref().is_some_and(&pred)
-        {
-            found.extend(tree(&children, p.pid));
-        }
-    }
-    let alive: HashSet<i32> = all.iter().filter(|p| !p.zombie).map(|p| p.pid).collect();
-    found.into_iter().filter(|p| alive.contains(p)).collect()
+    let mut all: Vec<i32> = marked_trees(|m| pred(m).then_some(()))
+        .into_values()
+        .flatten()
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    all
 }
 
 /// Live processes carrying each of `markers`, with their descendants: one scan for all of
 /// them (none when there are none). Every marker asked for is a key.
 pub fn with_markers(markers: &HashSet<&str>) -> HashMap<String, Vec<i32>> {
-    let mut found: HashMap<String, Vec<i32>> = markers
-        .iter()
-        .map(|m| (m.to_string(), Vec::new()))
-        .collect();
-    if markers.is_empty() {
-        return found;
+    let mut found = if markers.is_empty() {
+        HashMap::new()
+    } else {
+        marked_trees(|m| markers.contains(m).then(|| m.to_string()))
+    };
+    for m in markers {
+        found.entry(m.to_string()).or_default();
     }
+    found
+}
+
+/// The live processes whose marker `group` puts in a group, with their descendants, by group:
+/// one scan of `/proc`, and one read of the environment of each process not already in a tree
+/// found (the dearest read there is).
+fn marked_trees<K: Eq + std::hash::Hash>(
+    group: impl Fn(&str) -> Option<K>,
+) -> HashMap<K, Vec<i32>> {
     let all = snapshot();
     let children = children_map(&all);
     let alive: HashSet<i32> = all.iter().filter(|p| !p.zombie).map(|p| p.pid).collect();
+    let mut covered: HashSet<i32> = HashSet::new();
+    let mut found: HashMap<K, Vec<i32>> = HashMap::new();
     for p in all.iter().filter(|p| !p.zombie) {
-        if let Some(m) = env_var(p.pid, MARKER_VAR)
-            && let Some(pids) = found.get_mut(&m)
-        {
-            pids.extend(
-                tree(&children, p.pid)
-                    .into_iter()
-                    .filter(|c| alive.contains(c)),
-            );
+        if covered.contains(&p.pid) {
+            continue;
         }
+        let Some(key) = env_var(p.pid, MARKER_VAR).and_then(|m| group(&m)) else {
+            continue;
+        };
+        let tree: Vec<i32> = tree(&children, p.pid)
+            .into_iter()
+            .filter(|c| alive.contains(c))
+            .collect();
+        covered.extend(&tree);
+        found.entry(key).or_default().extend(tree);
     }
     for pids in found.values_mut() {
         pids.sort_unstable();
@@ -519,6 +528,7 @@ mod tests {
             "a zombie counts as gone: {found:?}"
         );
     }
+
     #[test]
     fn with_markers_finds_each_markers_trees_in_one_scan() {
         let me = std::process::id();
