@@ -242,6 +242,27 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
     })
 }
 
+/// Every process corral starts costs it two pipes (and a pidfd when adopted), every API client
+/// a socket, and the keeper holds as many: the soft limit on open files (often 1024) is raised to
+/// the hard one. Children inherit it raised, which is what a service expects of a supervisor
+/// (systemd and supervisord do the same). Returns the soft limit now in force.
+pub fn raise_open_files_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return u64::MAX;
+    };
+    if soft >= hard {
+        return soft;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => hard,
+        Err(e) => {
+            eprintln!("corral: cannot raise the open-files limit from {soft} to {hard}: {e}");
+            soft
+        }
+    }
+}
+
 pub(crate) fn not_found_or_no_dir(program: &str, cwd: &Path) -> String {
     if !cwd.is_dir() {
         format!("working directory `{}` does not exist", cwd.display())

@@ -331,18 +331,6 @@ enum ProcAction {
     Clear,
 }
 
-/// A supervisor holds two pipes per process (and the keeper as many): the soft limit on open
-/// files (often 1024) is raised to the hard one, as high as this user may go. The processes it
-/// starts inherit the raised limit, as under supervisord.
-fn raise_open_files() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-    {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
-}
-
 fn main() -> ExitCode {
     // A shell asking for completions (`COMPLETE=bash corral -- …`) is answered here, and exits.
     clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command)
@@ -366,7 +354,7 @@ fn main() -> ExitCode {
         cli.command,
         Command::Up { .. } | Command::Run { .. } | Command::Keeper { .. }
     ) {
-        raise_open_files();
+        corral_runtime::spawn::raise_open_files_limit();
     }
     if !matches!(
         cli.command,

@@ -264,7 +264,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         })?;
     }
     let lock = lock_project(&project.state_dir)?;
-    raise_open_files_limit(project.units.len());
+    warn_if_too_many_for_open_files(project.units.len());
     let reaper = Reaper::start(crate::cgroup::Cgroups::create()).map_err(StartError::Setup)?;
     // A keeper starting while the store opens: the two take a few milliseconds each.
     let mut early_keeper = KeeperGuard(None);
@@ -493,26 +493,10 @@ fn project_view(project: &Project) -> crate::instances::ProjectView {
     }
 }
 
-/// Every process corral starts costs it two pipes (and a pidfd when adopted), every API client
-/// a socket: the soft limit on open files (often 1024) is raised to the hard one. Children
-/// inherit it raised, which is what a service expects of a supervisor (systemd does the same).
-/// With more units than the limit allows (the keeper holds three descriptors per running unit:
-/// two pipes and a log file; the daemon two), that is said before anything starts.
-fn raise_open_files_limit(units: usize) {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return;
-    };
-    let mut limit = soft;
-    if soft < hard {
-        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => limit = hard,
-            Err(e) => {
-                eprintln!("corral: cannot raise the open-files limit from {soft} to {hard}: {e}")
-            }
-        }
-    }
-    if let Some(warning) = too_many_for(units, limit) {
+/// With more units than the open-file limit allows (the keeper holds three descriptors per
+/// running unit: two pipes and a log file; the daemon two), that is said before anything starts.
+fn warn_if_too_many_for_open_files(units: usize) {
+    if let Some(warning) = too_many_for(units, crate::spawn::raise_open_files_limit()) {
         eprintln!("corral: {warning}");
     }
 }
