@@ -281,7 +281,7 @@ fn describe(program: &str, cwd: &Path, e: std::io::Error) -> String {
         // The machine's limits, at scale: say which, and what to do; corral tries again later.
         Some(nix::libc::EMFILE) => {
             return format!(
-                "cannot start `{program}`: corral has used up its open-file limit ({}; each running process holds 2 pipes until the keeper takes them); raise `ulimit -n` (the hard limit) for corral, or run fewer processes — trying again later",
+                "cannot start `{program}`: corral has used up its open-file limit ({}; it holds 2 pipe ends for each running process); raise `ulimit -n` (the hard limit) for corral, or run fewer processes — trying again later",
                 limit(Resource::RLIMIT_NOFILE)
             );
         }
