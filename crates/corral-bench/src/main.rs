@@ -52,6 +52,19 @@ fn main() {
     }
     // `--scale`: only how corral grows with N (`--quick`: up to 2,000).
     if args.iter().any(|a| a == "--scale") {
+        // `--sizes 200,5000`: only the table's rows at those sizes (to look at one closely).
+        if let Some(list) = args
+            .iter()
+            .position(|a| a == "--sizes")
+            .map(|i| args.get(i + 1).expect("--sizes: a list, e.g. 200,5000"))
+        {
+            let sizes: Vec<usize> = list
+                .split(',')
+                .map(|n| n.trim().parse().expect("--sizes: numbers, comma-separated"))
+                .collect();
+            scale::rows(&corral_binary(), &sizes);
+            return;
+        }
         let sizes: &[usize] = if quick {
             &[200, 1000, 2000]
         } else {

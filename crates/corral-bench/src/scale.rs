@@ -34,6 +34,18 @@ fn per_unit(d: Duration, n: usize) -> String {
 }
 
 pub fn run(corral: &Path, sizes: &[usize]) {
+    rows(corral, sizes);
+    chain(corral, 1000);
+    if let Some(&largest) = sizes.last() {
+        ps_while_starting(corral, largest);
+        adopt(corral, largest);
+    }
+    instances(corral, 1000);
+    adhoc(corral, 10_000, 100);
+}
+
+/// The table: one row per size.
+pub fn rows(corral: &Path, sizes: &[usize]) {
     println!(
         "scale: N `sleep` services (one run each; ratios against the baseline in the same run)"
     );
@@ -111,13 +123,6 @@ pub fn run(corral: &Path, sizes: &[usize]) {
             (cpu1 - cpu0) / window.as_secs_f64() * 100.0,
         );
     }
-    chain(corral, 1000);
-    if let Some(&largest) = sizes.last() {
-        ps_while_starting(corral, largest);
-        adopt(corral, largest);
-    }
-    instances(corral, 1000);
-    adhoc(corral, 10_000, 100);
 }
 
 /// `corral ps` over and over while `n` services start (a run of its own: the asking takes
