@@ -497,12 +497,13 @@ mod tests {
         let mut done = std::process::Command::new("true").spawn().unwrap();
         let (sh_pid, done_pid) = (sh.id() as i32, done.id() as i32);
         let deadline = Instant::now() + Duration::from_secs(10);
+        // Asked once the tree is complete (asked before, it could miss a sleep the shell
+        // started in between — that made this test flaky).
         let found = loop {
-            let found = own_descendants().expect("this kernel lists children");
             let grandchildren = tree(&children_map(&snapshot()), sh_pid).len() - 1;
             let done_is_zombie = read_stat(done_pid).is_some_and(|p| p.zombie);
             if grandchildren == 2 && done_is_zombie {
-                break found;
+                break own_descendants().expect("this kernel lists children");
             }
             assert!(
                 Instant::now() < deadline,
