@@ -49,6 +49,7 @@
 
 pub mod adhoc;
 pub mod cgroup;
+pub mod heap;
 pub mod instances;
 pub mod keeper;
 pub mod logs;

@@ -332,6 +332,8 @@ enum ProcAction {
 }
 
 fn main() -> ExitCode {
+    // Before any thread: how this process uses the heap (a daemon lives long).
+    corral_runtime::heap::tune();
     // A shell asking for completions (`COMPLETE=bash corral -- …`) is answered here, and exits.
     clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command)
         .var(commands::completions::VAR)
