@@ -1,7 +1,7 @@
 //! Spawning and reaping. corral is a child subreaper, so every process its services leave
 //! behind is re-parented to corral and must be reaped by corral. One reaper waits for *all*
-//! children (`waitpid(-1)`) on SIGCHLD; the processes we started are registered here and get
-//! their exit status over a oneshot channel; anything else is an orphan and is just reaped.
+//! children (`waitpid(-1)`) on SIGCHLD; the processes we started are registered here and their
+//! exit status goes where they said ([`OnExit`]); anything else is an orphan and is just reaped.
 //!
 //! That is why nothing in corral may use `tokio::process` or `std::process::Child::wait`: the
 //! reaper would steal their exit statuses. Everything spawns through [`Reaper::spawn`].
@@ -23,7 +23,6 @@ use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::oneshot;
 
 #[derive(Clone)]
 pub struct Reaper {
@@ -34,9 +33,14 @@ pub struct Reaper {
     cgroups: Option<Arc<crate::cgroup::Cgroups>>,
 }
 
+/// What is done with a process's exit status when it is reaped (on the reaper's task, without
+/// the reaper's lock): send it on a channel, or hand it straight on — a supervised service has
+/// no task waiting for its exit, which at thousands of services was a third of a KiB each.
+pub type OnExit = Box<dyn FnOnce(ExitStatus) + Send>;
+
 /// One process we started and have not reaped.
 struct Registered {
-    exit: oneshot::Sender<ExitStatus>,
+    exit: OnExit,
     cgroup: Option<PathBuf>,
     /// A daemon's launcher: when it exits 0, what it started is left alone (the supervisor
     /// watches and ends it).
@@ -88,14 +92,16 @@ impl Reaper {
     }
 
     /// Start a process with `start` (which returns its PID) and register it (with its cgroup,
-    /// which the child joins before `exec`). The lock is held across the start so that the
-    /// reaper cannot collect a very short-lived child before it is registered.
+    /// which the child joins before `exec`); `on_exit` gets its exit status. The lock is held
+    /// across the start so that the reaper cannot collect a very short-lived child before it is
+    /// registered.
     pub fn spawn(
         &self,
         start: impl FnOnce() -> io::Result<u32>,
         cgroup: Option<PathBuf>,
         daemon: bool,
-    ) -> io::Result<(u32, oneshot::Receiver<ExitStatus>)> {
+        on_exit: OnExit,
+    ) -> io::Result<u32> {
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         let pid = match start() {
             Ok(pid) => pid,
@@ -106,16 +112,15 @@ impl Reaper {
                 return Err(e);
             }
         };
-        let (tx, rx) = oneshot::channel();
         waiting.by_pid.insert(
             pid as i32,
             Registered {
-                exit: tx,
+                exit: on_exit,
                 cgroup,
                 daemon,
             },
         );
-        Ok((pid, rx))
+        Ok(pid)
     }
 
     /// Send `sig` to the process group led by `pid`, if `pid` is still one of ours and not yet
@@ -219,7 +224,7 @@ impl Reaper {
                 crate::cgroup::kill(&dir);
                 retired.push(dir);
             }
-            let _ = r.exit.send(status);
+            (r.exit)(status);
         }
         // The processes of a killed cgroup die a moment later (and are reaped here, being our
         // descendants): it is removed once it is empty.

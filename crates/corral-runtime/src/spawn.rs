@@ -114,11 +114,12 @@ impl<'a> Spec<'a> {
     }
 }
 
-/// A started process: its pipes, PID, and its exit status to come.
-pub struct Spawned {
+/// A started process: its pipes, PID, and its exit status to come (for [`spawn_then`], which
+/// hands the status on itself, nothing).
+pub struct Spawned<Exit = oneshot::Receiver<ExitStatus>> {
     pub pipes: Pipes,
     pub pid: u32,
-    pub exit: oneshot::Receiver<ExitStatus>,
+    pub exit: Exit,
     /// Its cgroup, for a `daemon`: the caller's to retire once the daemon has ended (the
     /// reaper retires the others' at their exit).
     pub cgroup: Option<std::path::PathBuf>,
@@ -149,6 +150,26 @@ impl std::error::Error for SpawnError {}
 
 /// Start `spec` in its own process group, registered with `reaper`.
 pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
+    let (tx, rx) = oneshot::channel();
+    let s = spawn_then(reaper, spec, move |status| {
+        let _ = tx.send(status);
+    })?;
+    Ok(Spawned {
+        pipes: s.pipes,
+        pid: s.pid,
+        exit: rx,
+        cgroup: s.cgroup,
+        confined: s.confined,
+    })
+}
+
+/// [`spawn`], with `on_exit` called with the exit status when the process is reaped (on the
+/// reaper's task: it must not block).
+pub fn spawn_then(
+    reaper: &Reaper,
+    spec: Spec<'_>,
+    on_exit: impl FnOnce(ExitStatus) + Send + 'static,
+) -> Result<Spawned<()>, SpawnError> {
     let Some(program0) = spec.argv.first() else {
         return Err(SpawnError::permanent(
             "nothing to run (the command is empty)",
@@ -218,8 +239,13 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
     plan.ids = spec.identity.map(|id| (id.groups.clone(), id.gid, id.uid));
     let kept = if spec.daemon { cgroup.clone() } else { None };
     let confined = cgroup.is_some();
-    let (pid, exit) = reaper
-        .spawn(|| crate::vfork::spawn(&mut plan), cgroup, spec.daemon)
+    let pid = reaper
+        .spawn(
+            || crate::vfork::spawn(&mut plan),
+            cgroup,
+            spec.daemon,
+            Box::new(on_exit),
+        )
         .map_err(|e| {
             let retryable = matches!(
                 e.raw_os_error(),
@@ -236,7 +262,7 @@ pub fn spawn(reaper: &Reaper, spec: Spec<'_>) -> Result<Spawned, SpawnError> {
             stderr: stderr_pipe,
         },
         pid,
-        exit,
+        exit: (),
         cgroup: kept,
         confined,
     })

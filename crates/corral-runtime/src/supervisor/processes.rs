@@ -659,13 +659,37 @@ impl Processes {
         }
         let daemon = def.daemon && !is_task;
         let rlimits = rlimits_of(def)?;
+        // Its exit goes straight to the supervisor as an event (no task waits for it: at
+        // thousands of services those were a third of a KiB each). A daemon's launcher is
+        // watched by a task instead: when it succeeds, the daemon it started must end first.
+        let (launcher_tx, launcher_rx) = match daemon {
+            true => {
+                let (t, r) = tokio::sync::oneshot::channel();
+                (Some(t), Some(r))
+            }
+            false => (None, None),
+        };
+        let on_exit = {
+            let tx = self.tx.clone();
+            move |status| match launcher_tx {
+                Some(launcher) => {
+                    let _ = launcher.send(status);
+                }
+                None => {
+                    let _ = tx.send(Msg::Event(Event::Exited {
+                        unit,
+                        generation,
+                        status,
+                    }));
+                }
+            }
+        };
         let crate::spawn::Spawned {
             mut pipes,
-            exit,
             cgroup,
             pid,
             ..
-        } = crate::spawn::spawn(
+        } = crate::spawn::spawn_then(
             &self.reaper,
             crate::spawn::Spec {
                 argv: &argv,
@@ -688,6 +712,7 @@ impl Processes {
                 cgroup_limits: def.cgroup_limits,
                 daemon,
             },
+            on_exit,
         )?;
         // The output pipes go to the keeper, which outlives us; we keep no copy.
         let out: Option<std::os::fd::OwnedFd> = pipes.stdout.take().map(Into::into);
@@ -732,28 +757,21 @@ impl Processes {
                 eprintln!("corral: {e}");
             }
         }
-        let tx = self.tx.clone();
-        let watch = daemon.then(|| (marker.clone(), cgroup.clone()));
-        // One such task per running process: `daemon_lives` (rare, and large) is boxed, so
-        // the task of every other process stays small (640 → 200 bytes each).
-        tokio::spawn(async move {
-            let status = exit.await.unwrap_or(ExitStatus::Signal(9));
-            if let (Some((marker, cgroup)), ExitStatus::Code(0)) = (watch, status) {
-                Box::pin(daemon_lives(
-                    &tx,
+        if let Some(exit) = launcher_rx {
+            let tx = self.tx.clone();
+            let (marker, cgroup) = (marker.clone(), cgroup.clone());
+            tokio::spawn(async move {
+                let status = exit.await.unwrap_or(ExitStatus::Signal(9));
+                if status == ExitStatus::Code(0) {
+                    daemon_lives(&tx, unit, generation, &marker, cgroup.as_deref()).await;
+                }
+                let _ = tx.send(Msg::Event(Event::Exited {
                     unit,
                     generation,
-                    &marker,
-                    cgroup.as_deref(),
-                ))
-                .await;
-            }
-            let _ = tx.send(Msg::Event(Event::Exited {
-                unit,
-                generation,
-                status,
-            }));
-        });
+                    status,
+                }));
+            });
+        }
         self.live[unit.0] = Some(Live {
             generation,
             pid,
