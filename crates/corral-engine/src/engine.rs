@@ -116,6 +116,11 @@ pub struct Engine {
     /// The next generation number (shared by all units).
     next_generation: u64,
     out: Vec<Effect>,
+    /// Units whose state changed since the last evaluation.
+    touched: Vec<UnitId>,
+    /// The shutdown has had its pass over every unit; from then on only units that may act
+    /// differently are looked at (see [`Engine::shutdown_pass`]).
+    shutdown_pass_done: bool,
 }
 
 impl Engine {
@@ -139,6 +144,8 @@ impl Engine {
             a_task_failed: false,
             next_generation: 1,
             out: Vec::new(),
+            touched: Vec::new(),
+            shutdown_pass_done: false,
         }
     }
 
@@ -186,6 +193,9 @@ impl Engine {
             })
             .collect();
         self.dependents = dependents;
+        // Unit ids changed: what was touched, and the shutdown's pass, were of the old plan.
+        self.touched.clear();
+        self.shutdown_pass_done = false;
         self.plan = plan;
     }
 
@@ -563,6 +573,7 @@ impl Engine {
             });
         }
         self.units[id.0].state = state;
+        self.touched.push(id);
         self.changed(id, note);
     }
 
@@ -782,6 +793,7 @@ impl Engine {
             (TimerKind::Backoff, State::Backoff { .. }) => {
                 // Back to the start pass, which checks dependencies again.
                 self.units[id.0].state = State::Inactive;
+                self.touched.push(id);
             }
             (TimerKind::Watchdog, State::Running { .. }) if !self.shutting_down => {
                 let Some(due) = self.units[id.0].watchdog_due else {
@@ -956,7 +968,7 @@ impl Engine {
     /// Start what can start, block what cannot, and during shutdown stop what may stop.
     fn evaluate(&mut self) {
         if self.shutting_down {
-            self.stop_pass(|_| true);
+            self.shutdown_pass();
             return;
         }
         if self.units.iter().any(|u| u.down_requested) {
@@ -979,7 +991,37 @@ impl Engine {
         }
         // A unit whose end ends the stack may have been skipped just now.
         if self.shutting_down {
+            self.shutdown_pass();
+        }
+        self.touched.clear();
+    }
+
+    /// Stop what may stop now that everything is stopping. The first pass looks at every
+    /// unit; after it, a unit can act differently only when its own state changed or one of its
+    /// dependents stopped living, so only the units touched since (and what they depend on) are
+    /// looked at, until nothing moves. A pass over every unit for each exit made stopping N
+    /// services O(N²).
+    fn shutdown_pass(&mut self) {
+        if !self.shutdown_pass_done {
+            self.shutdown_pass_done = true;
             self.stop_pass(|_| true);
+            self.touched.clear();
+            return;
+        }
+        loop {
+            let mut look: Vec<usize> = Vec::new();
+            for id in std::mem::take(&mut self.touched) {
+                look.push(id.0);
+                look.extend(self.plan.units[id.0].deps.iter().map(|d| d.unit.0));
+            }
+            if look.is_empty() {
+                return;
+            }
+            look.sort_unstable();
+            look.dedup();
+            for i in look {
+                self.stop_one(i, &|_| true);
+            }
         }
     }
 
@@ -1061,50 +1103,57 @@ impl Engine {
         loop {
             let mut moved = false;
             for i in 0..self.units.len() {
-                let id = UnitId(i);
-                if !stopping(id) {
-                    continue;
-                }
-                let dependents_down = self.dependents[i]
-                    .iter()
-                    .all(|d| !stopping(*d) || !self.units[d.0].state.is_live());
-                match self.units[i].state {
-                    State::Blocked { .. } | State::Backoff { .. } | State::Inactive => {
-                        // Nothing runs: a stop is done at once, a restart starts now.
-                        let u = &mut self.units[i];
-                        u.down_requested = false;
-                        if std::mem::take(&mut u.start_after_stop) {
-                            u.wanted = true;
-                        }
-                        if self.units[i].state != State::Inactive {
-                            self.set(id, State::Inactive, None);
-                        }
-                    }
-                    State::Exited { .. } | State::Failed { .. } | State::Skipped { .. } => {
-                        let u = &mut self.units[i];
-                        u.down_requested = false;
-                        u.start_after_stop = false;
-                    }
-                    State::Running { .. } if dependents_down => {
-                        if self.plan.units[i].kind == Kind::Target {
-                            let u = &mut self.units[i];
-                            u.down_requested = false;
-                            if std::mem::take(&mut u.start_after_stop) {
-                                u.wanted = true;
-                            }
-                            self.set(id, State::Inactive, None);
-                            moved = true;
-                        } else {
-                            self.begin_stop(id, false, None);
-                        }
-                    }
-                    _ => {}
-                }
+                moved |= self.stop_one(i, &stopping);
             }
             if !moved {
                 break;
             }
         }
+    }
+
+    /// One unit's part in a stop pass. Returns whether a target stopped (which may let what it
+    /// depends on stop in turn).
+    fn stop_one(&mut self, i: usize, stopping: &impl Fn(UnitId) -> bool) -> bool {
+        let id = UnitId(i);
+        if !stopping(id) {
+            return false;
+        }
+        let dependents_down = self.dependents[i]
+            .iter()
+            .all(|d| !stopping(*d) || !self.units[d.0].state.is_live());
+        match self.units[i].state {
+            State::Blocked { .. } | State::Backoff { .. } | State::Inactive => {
+                // Nothing runs: a stop is done at once, a restart starts now.
+                let u = &mut self.units[i];
+                u.down_requested = false;
+                if std::mem::take(&mut u.start_after_stop) {
+                    u.wanted = true;
+                }
+                if self.units[i].state != State::Inactive {
+                    self.set(id, State::Inactive, None);
+                }
+            }
+            State::Exited { .. } | State::Failed { .. } | State::Skipped { .. } => {
+                let u = &mut self.units[i];
+                u.down_requested = false;
+                u.start_after_stop = false;
+            }
+            State::Running { .. } if dependents_down => {
+                if self.plan.units[i].kind == Kind::Target {
+                    let u = &mut self.units[i];
+                    u.down_requested = false;
+                    if std::mem::take(&mut u.start_after_stop) {
+                        u.wanted = true;
+                    }
+                    self.set(id, State::Inactive, None);
+                    return true;
+                } else {
+                    self.begin_stop(id, false, None);
+                }
+            }
+            _ => {}
+        }
+        false
     }
 }
 

@@ -494,6 +494,32 @@ fn stop_runs_in_reverse_dependency_order_and_kills_after_grace() {
 }
 
 #[test]
+fn a_shutdown_passes_through_targets_after_its_first_pass() {
+    // web → group (a target) → db, listed so that db comes before the target: after the first
+    // pass, only what changed is looked at; web's exit must reach the target, and the
+    // target's stop must reach db.
+    let names = ["db", "web", "group"];
+    let db = UnitSpec::new("db", Kind::Service);
+    let mut web = UnitSpec::new("web", Kind::Service);
+    web.deps.push(dep(&names, "group", Condition::Started));
+    let mut group = UnitSpec::new("group", Kind::Target);
+    group.deps.push(dep(&names, "db", Condition::Started));
+    let mut w = World::new(plan(vec![db, web, group]));
+    let web_id = w.id("web");
+    w.behaviour.insert(web_id, Behaviour::SlowStop(MS * 100));
+    w.up_all();
+    w.run_until(MS * 10);
+    w.send(Event::Shutdown);
+    assert_eq!(signal_order(&w), ["web"]);
+    w.run_until(Duration::from_secs(1));
+    assert!(w.eng.all_down());
+    assert_eq!(signal_order(&w), ["web", "db"]);
+    for name in names {
+        assert_eq!(w.state(name), State::Inactive, "{name}");
+    }
+}
+
+#[test]
 fn force_kill_kills_everything_at_once() {
     let names = ["a", "b"];
     let a = UnitSpec::new("a", Kind::Service);
