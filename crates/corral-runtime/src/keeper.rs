@@ -37,6 +37,9 @@
 //! - keeper → daemon `EOF`: both pipes of a generation are closed; all its lines were sent.
 //! - keeper → daemon `HELD`: the same fields as `ATTACH` + 2 fds: copies of the read ends it
 //!   holds, one frame per generation, sent to each daemon as it connects.
+//! - keeper → daemon `REFUSED`: the same fields as `ATTACH`, no fds: an `ATTACH` whose
+//!   descriptors did not arrive (the keeper is out of open files). The daemon reads those pipes
+//!   itself, with its own copies, so the service does not block on a full pipe.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, IoSliceMut, Write};
@@ -58,6 +61,7 @@ const ATTACH: u8 = 1;
 const LINES: u8 = 10;
 const EOF: u8 = 11;
 const HELD: u8 = 12;
+const REFUSED: u8 = 13;
 
 /// A frame larger than this is a protocol error, not an allocation.
 const MAX_FRAME: usize = 16 << 20;
@@ -139,8 +143,27 @@ pub enum TapMsg {
         stdout: OwnedFd,
         stderr: OwnedFd,
     },
+    /// The keeper could not take a generation's pipes (`REFUSED`): the daemon reads them.
+    Refused {
+        attach: Attach,
+    },
     /// The connection to the keeper is gone (it died, or the daemon is ending).
     Lost,
+}
+
+impl TapMsg {
+    /// Lines read by the daemon itself (see [`TapMsg::Refused`]), as the keeper would send them.
+    pub fn lines(
+        unit: &str,
+        generation: u64,
+        stream: Stream,
+        time: SystemTime,
+        lines: &[&[u8]],
+    ) -> Option<TapMsg> {
+        let mut frame = lines_frame(unit, generation, stream, time, lines);
+        frame.drain(..5);
+        decode_tap(LINES, frame)
+    }
 }
 
 fn lines_frame(
@@ -406,6 +429,10 @@ impl KeeperLink {
                                 stderr,
                             });
                         }
+                    } else if kind == REFUSED {
+                        if let Some(attach) = Attach::decode(&payload) {
+                            tap(TapMsg::Refused { attach });
+                        }
                     } else if let Some(msg) = decode_tap(kind, payload) {
                         tap(msg);
                     }
@@ -467,6 +494,8 @@ pub fn main(state_dir: &Path) -> io::Result<()> {
 enum KeeperMsg {
     Connected,
     Attach(Attach, OwnedFd, OwnedFd),
+    /// An `ATTACH` whose descriptors did not arrive.
+    Refused(Attach),
     Disconnected(u64),
 }
 
@@ -496,9 +525,10 @@ impl Tap {
         let _ = self.tx.send(Out::WithFds(frame, stdout, stderr));
     }
 
-    /// An end of output is never dropped either (the daemon waits for it before it ends), but
-    /// it waits for room without holding up the other pumps on this thread.
-    async fn send_eof(&self, frame: Vec<u8>) {
+    /// An end of output is never dropped either (the daemon waits for it before it ends), nor
+    /// a refusal (the daemon must read those pipes): these wait for room without holding up
+    /// the other pumps on this thread.
+    async fn send_kept(&self, frame: Vec<u8>) {
         let mut out = Out::Frame(frame);
         loop {
             match self.tx.try_send(out) {
@@ -515,7 +545,7 @@ type HeldPipes = (Attach, Arc<OwnedFd>, Arc<OwnedFd>);
 
 /// A unit's log file; the directories of a `log_file` outside the state dir are made (0700)
 /// when missing.
-fn open_log(log_dir: &Path, a: &Attach) -> io::Result<LogFile> {
+pub(crate) fn open_log(log_dir: &Path, a: &Attach) -> io::Result<LogFile> {
     use std::os::unix::fs::DirBuilderExt;
     if let Some(parent) = a.path.parent()
         && parent != log_dir
@@ -617,6 +647,7 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                         *cur = None;
                     }
                 }
+                Some(KeeperMsg::Refused(a)) => tap.send_kept(attach_frame(&a, REFUSED)).await,
                 Some(KeeperMsg::Attach(a, out, err)) => {
                     let key = (a.unit.clone(), a.generation);
                     if held.contains_key(&key) {
@@ -660,7 +691,7 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                             }
                         };
                         Pump { sink }.run(out, err).await;
-                        tap.send_eof(eof_frame(&unit, generation)).await;
+                        tap.send_kept(eof_frame(&unit, generation)).await;
                         (unit, generation)
                     });
                 }
@@ -702,11 +733,14 @@ fn read_daemon(conn: UnixStream, id: u64, tx: tokio::sync::mpsc::UnboundedSender
             (Some(out), Some(err)) => {
                 let _ = tx.send(KeeperMsg::Attach(a, out, err));
             }
-            _ => eprintln!(
-                "keeper: the pipes of `{}` did not arrive (out of open files?): its output is not \
-                 kept",
-                a.unit
-            ),
+            _ => {
+                eprintln!(
+                    "keeper: the pipes of `{}` did not arrive (out of open files?): the daemon \
+                     reads them itself",
+                    a.unit
+                );
+                let _ = tx.send(KeeperMsg::Refused(a));
+            }
         }
     }
     let _ = tx.send(KeeperMsg::Disconnected(id));
@@ -783,7 +817,7 @@ mod tests {
             }
             got
         });
-        rt.block_on(tap.send_eof(eof_frame("api", 3)));
+        rt.block_on(tap.send_kept(eof_frame("api", 3)));
         let got = reader.join().unwrap();
         assert_eq!(got[0], b"first");
         assert_eq!(got[1], eof_frame("api", 3));

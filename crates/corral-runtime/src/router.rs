@@ -54,6 +54,10 @@ pub enum Found {
         stdout: std::os::fd::OwnedFd,
         stderr: std::os::fd::OwnedFd,
     },
+    /// The keeper could not take a generation's pipes: the supervisor reads them itself.
+    Refused {
+        attach: crate::keeper::Attach,
+    },
 }
 
 enum In {
@@ -233,6 +237,7 @@ impl Owner {
                 stdout,
                 stderr,
             }),
+            TapMsg::Refused { attach } => (self.found)(Found::Refused { attach }),
             TapMsg::Lost => {
                 // What the dead keeper held will not finish.
                 self.draining.clear();

@@ -104,8 +104,10 @@ impl Supervisor {
                 unit, generation, ..
             } = &event
             {
-                let name = &self.project.units[unit.0].name;
-                self.processes.exited(&self.store, name, *unit, *generation);
+                let def = &self.project.units[unit.0];
+                let task = def.kind == corral_engine::Kind::Task;
+                self.processes
+                    .exited(&self.store, &def.name, task, *unit, *generation);
             }
             if let Event::ProbeResult {
                 unit, ok, detail, ..

@@ -101,6 +101,12 @@ impl Supervisor {
                 }
             }
             Found::KeeperLost => return self.keeper_lost(),
+            Found::Refused { attach } => {
+                if let Some(unit) = self.project.plan.find(&attach.unit) {
+                    self.processes.read_here(unit, attach);
+                }
+                return;
+            }
             Found::Held {
                 attach,
                 stdout,

@@ -20,7 +20,9 @@ struct Live {
     cgroup: Option<PathBuf>,
     /// Our copy of its output pipes' read ends (the keeper holds the other): while either of
     /// us lives, a write never meets a closed pipe. Handed to a new keeper if this one dies.
-    pipes: Option<(OwnedFd, OwnedFd)>,
+    pipes: Option<(Arc<OwnedFd>, Arc<OwnedFd>)>,
+    /// The keeper could not take the pipes: we read them ourselves ([`Processes::read_here`]).
+    read_here: bool,
     /// Its descendants as last seen (pid, start time), also in the store: one that escapes —
     /// a new session, no marker, its parent gone — is still found by these.
     tree: Vec<(u32, u64)>,
@@ -435,6 +437,7 @@ impl Processes {
                 .filter(|c| c.parent().is_some_and(crate::cgroup::is_daemon_cgroup)),
             // Copies come from the keeper once it sees us (`hold`).
             pipes: None,
+            read_here: false,
             tree: store.tree(&rec.unit, rec.generation).unwrap_or_default(),
             // Its NOTIFY_SOCKET names the same path: bound again, it is heard again.
             _notify: notify
@@ -463,8 +466,15 @@ impl Processes {
     }
 
     /// The unit's process `generation` has exited: forget it (and its record), and sweep what
-    /// it left behind.
-    pub(super) fn exited(&mut self, store: &Store, name: &str, unit: UnitId, generation: u64) {
+    /// it left behind. `task`: it had a wrapper, which left its exit status in a file.
+    pub(super) fn exited(
+        &mut self,
+        store: &Store,
+        name: &str,
+        task: bool,
+        unit: UnitId,
+        generation: u64,
+    ) {
         if self.live[unit.0]
             .as_ref()
             .is_none_or(|l| l.generation != generation)
@@ -474,7 +484,10 @@ impl Processes {
         let Some(live) = self.live[unit.0].take() else {
             return;
         };
-        let _ = std::fs::remove_file(crate::wrap::status_path(&self.state_dir, name, generation));
+        if task {
+            let _ =
+                std::fs::remove_file(crate::wrap::status_path(&self.state_dir, name, generation));
+        }
         if let Err(e) = store.remove_process(name, live.generation) {
             eprintln!("corral: {e}");
         }
@@ -744,7 +757,7 @@ impl Processes {
             }
         }
         // Ours to keep too (see `Live::pipes`).
-        let pipes = out.zip(err);
+        let pipes = out.zip(err).map(|(o, e)| (Arc::new(o), Arc::new(e)));
         if let Some(start_time) = proctable::start_time(pid as i32) {
             let rec = ProcessRecord {
                 unit: def.name.clone(),
@@ -780,6 +793,7 @@ impl Processes {
             // A daemon's cgroup outlives its launcher: ours to retire when the unit ends.
             cgroup,
             pipes,
+            read_here: false,
             tree: Vec::new(),
             _notify: notify,
             status: None,
@@ -1113,8 +1127,50 @@ impl Processes {
             && live.generation == generation
             && live.pipes.is_none()
         {
-            live.pipes = Some((stdout, stderr));
+            live.pipes = Some((Arc::new(stdout), Arc::new(stderr)));
         }
+    }
+
+    /// The keeper could not take a generation's pipes (it is out of open files): read them
+    /// here, with our copies, into the same log file and on to the router as the keeper would
+    /// — otherwise nobody reads them and the service blocks once a pipe is full. Its output
+    /// would not survive our death, as it would the keeper's, but it is kept and shown.
+    pub(super) fn read_here(&mut self, unit: UnitId, attach: Attach) {
+        let Some(live) = self.live[unit.0].as_mut() else {
+            return;
+        };
+        let Some((out, err)) = live.pipes.clone() else {
+            return;
+        };
+        if live.generation != attach.generation || live.read_here {
+            return;
+        }
+        live.read_here = true;
+        let log_dir = self.state_dir.join("logs");
+        let router = self.router.clone();
+        tokio::spawn(async move {
+            let mut file = match crate::keeper::open_log(&log_dir, &attach) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    eprintln!("corral: cannot open the log of `{}`: {e}", attach.unit);
+                    None
+                }
+            };
+            let (unit, generation) = (attach.unit, attach.generation);
+            let sink = |stream: Stream, lines: &[&[u8]]| {
+                let now = SystemTime::now();
+                if let Some(f) = &mut file {
+                    f.write_lines(now, stream, lines);
+                }
+                if let Some(msg) =
+                    crate::keeper::TapMsg::lines(&unit, generation, stream, now, lines)
+                {
+                    router.tap(msg);
+                }
+            };
+            crate::logs::Pump { sink }.run(Some(out), Some(err)).await;
+            router.tap(crate::keeper::TapMsg::Eof { unit, generation });
+        });
     }
 
     /// The keeper is gone: start a new one and hand it every pipe we hold, so the services'
@@ -1130,7 +1186,12 @@ impl Processes {
             };
         let mut handed = 0;
         for (i, live) in self.live.iter().enumerate() {
-            let Some((out, err)) = live.as_ref().and_then(|l| l.pipes.as_ref()) else {
+            // What we read ourselves stays ours: one reader per pipe.
+            let Some((out, err)) = live
+                .as_ref()
+                .filter(|l| !l.read_here)
+                .and_then(|l| l.pipes.as_ref())
+            else {
                 continue;
             };
             let def = &project.units[i];

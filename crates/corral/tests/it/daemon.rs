@@ -684,6 +684,68 @@ fn a_dead_keeper_is_replaced_for_new_processes() {
     p.assert_nothing_left();
 }
 
+/// A keeper out of open files cannot take a new process's pipes: the daemon reads them
+/// itself, so the service does not block once a pipe is full, and its output is kept — in its
+/// log file and in `logs` — as if the keeper had it.
+#[test]
+fn pipes_the_keeper_cannot_take_are_read_by_the_daemon() {
+    // 3,000 lines of ~100 bytes: four times what a pipe holds.
+    let p = Project::new(
+        r#"
+[services.quiet]
+command = ["sleep", "1000"]
+
+[services.noisy]
+command = ["sh", "-c", "i=0; while [ $i -lt 3000 ]; do echo \"line $i: ..........................................................................................\"; i=$((i+1)); done; echo noisy-done; exec sleep 1000"]
+"#,
+    );
+    ok(&p, &["up", "-d", "quiet"]);
+    wait_state(&p, "quiet", "running");
+    let keeper = p
+        .processes()
+        .into_iter()
+        .find(|(_, cmd)| cmd.contains("__keeper"))
+        .expect("a keeper runs")
+        .0;
+    // Not one descriptor to spare: the next pipes sent to it do not arrive.
+    let open = std::fs::read_dir(format!("/proc/{keeper}/fd"))
+        .unwrap()
+        .count() as u64;
+    let limit = nix::libc::rlimit {
+        rlim_cur: open,
+        rlim_max: open,
+    };
+    // SAFETY: sets the open-file limit of the keeper this test's corral started.
+    let set = unsafe {
+        nix::libc::prlimit(
+            keeper,
+            nix::libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+    ok(&p, &["start", "noisy"]);
+    eventually(
+        Duration::from_secs(20),
+        "the noisy service past a full pipe",
+        || ok(&p, &["logs", "noisy"]).contains("noisy-done"),
+    );
+    let log = p.read(".corral/logs/noisy.log");
+    assert_eq!(log.matches(": ....").count(), 3000, "every line, once");
+    assert!(
+        log.contains("line 2999: "),
+        "{}",
+        &log[log.len().saturating_sub(300)..]
+    );
+    assert!(
+        p.read(".corral/keeper.err").contains("did not arrive"),
+        "the keeper says why"
+    );
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}
+
 #[test]
 fn foreground_up_serves_the_same_api() {
     let p = Project::new(TWO);
