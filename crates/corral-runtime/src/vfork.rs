@@ -101,9 +101,9 @@ impl Plan {
 }
 
 /// Four descriptors taken low in the daemon's table at its first spawn (the keeper, before any
-/// unit: the table is still short) and held for good (on
-/// `/dev/null` between spawns): a spawn puts the child's standard streams and its
-/// `cgroup.procs` there, so the child, sharing the table, can copy just the part below them.
+/// unit: the table is still short) and held for good, on `/dev/null` between spawns: a spawn
+/// puts the child's standard streams and its `cgroup.procs` there, so the child, sharing the
+/// table, can copy just the part below them.
 /// Held so that nothing else gets those numbers; one spawn at a time uses them (the reaper
 /// already spawns one at a time; the lock makes it this module's own rule).
 struct LowSlots {
@@ -182,6 +182,7 @@ pub(crate) fn spawn(plan: &mut Plan) -> io::Result<u32> {
     }
     (plan.stdio, plan.cgroup, plan.keep_below) = (stdio, cgroup, None);
     if plan.unshare_failed {
+        // That child has exited and been reaped (`spawn_with`); this one copies the table.
         UNSHARE_WORKS.store(false, Ordering::Relaxed);
         plan.unshare_failed = false;
         return spawn_with(plan);
@@ -190,6 +191,8 @@ pub(crate) fn spawn(plan: &mut Plan) -> io::Result<u32> {
 }
 
 fn spawn_with(plan: &mut Plan) -> io::Result<u32> {
+    // Only a child of this attempt sets it (an earlier attempt's may have).
+    plan.error = 0;
     // Sharing the table until the child has taken its own copy of the low end.
     let files = match plan.keep_below {
         Some(_) => libc::CLONE_FILES,
