@@ -100,12 +100,12 @@ impl Plan {
     }
 }
 
-/// Four descriptors taken low in the daemon's table at its first spawn (the keeper, before any
-/// unit: the table is still short) and held for good, on `/dev/null` between spawns: a spawn
-/// puts the child's standard streams and its `cgroup.procs` there, so the child, sharing the
-/// table, can copy just the part below them.
-/// Held so that nothing else gets those numbers; one spawn at a time uses them (the reaper
-/// already spawns one at a time; the lock makes it this module's own rule).
+/// Four descriptors taken low in the daemon's table as it starts ([`reserve_low_slots`], or
+/// at the first spawn) and held for good, on `/dev/null` between spawns: a spawn puts the
+/// child's standard streams and its `cgroup.procs` there, so the child, sharing the table, can
+/// copy just the part below them. Held so that nothing else gets those numbers; one spawn at a
+/// time uses them (the reaper already spawns one at a time; the lock makes it this module's
+/// own rule).
 struct LowSlots {
     fds: [RawFd; 4],
     /// One past the highest: what the child keeps.
@@ -138,6 +138,12 @@ fn low_slots() -> Option<&'static LowSlots> {
             })
         })
         .as_ref()
+}
+
+/// Take the low slots now, while the table is short (a daemon that adopts thousands of
+/// processes opens a pidfd for each before its first spawn).
+pub(crate) fn reserve_low_slots() {
+    low_slots();
 }
 
 /// The child's stack: it only makes system calls, so a small one will do.
