@@ -46,7 +46,7 @@ struct Stat {
 }
 
 fn read(pid: i32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let text = proctable::stat_text(pid)?;
     let rest = &text[text.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split(' ').collect();
     // Fields counted from `state` (field 3 of stat) at index 0.
