@@ -504,6 +504,37 @@ mod tests {
     use std::time::{Duration, Instant};
 
     #[test]
+    fn a_process_named_in_bytes_that_are_not_utf8_is_still_read() {
+        use std::io::BufRead;
+        // The program renames itself (`prctl(PR_SET_NAME)`) to bytes that are not UTF-8, then
+        // says so and waits.
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import ctypes, sys, time\n\
+                 ctypes.CDLL(None).prctl(15, b'\\xffname', 0, 0, 0)\n\
+                 print('renamed', flush=True)\n\
+                 time.sleep(30)",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let pid = child.id() as i32;
+        let raw = fs::read(format!("/proc/{pid}/stat")).unwrap();
+        let (info, started) = (read_stat(pid), start_time(pid));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(line.trim(), "renamed");
+        assert!(std::str::from_utf8(&raw).is_err(), "the name is not UTF-8");
+        assert_eq!(info.map(|i| i.pid), Some(pid));
+        assert!(started.is_some());
+    }
+
+    #[test]
     fn own_descendants_reach_grandchildren_and_skip_zombies() {
         let mut sh = std::process::Command::new("sh")
             .args(["-c", "sleep 30 & sleep 30 & wait"])
