@@ -662,12 +662,7 @@ fn a_dead_keeper_is_replaced_for_new_processes() {
     eventually(Duration::from_secs(10), "first output", || {
         ok(&p, &["logs", "db"]).contains("db-up")
     });
-    let keeper = p
-        .processes()
-        .into_iter()
-        .find(|(_, cmd)| cmd.contains("__keeper"))
-        .expect("a keeper runs")
-        .0;
+    let keeper = p.keeper_pid();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(keeper),
         nix::sys::signal::Signal::SIGKILL,
@@ -701,12 +696,7 @@ command = ["sh", "-c", "i=0; while [ $i -lt 3000 ]; do echo \"line $i: .........
     );
     ok(&p, &["up", "-d", "quiet"]);
     wait_state(&p, "quiet", "running");
-    let keeper = p
-        .processes()
-        .into_iter()
-        .find(|(_, cmd)| cmd.contains("__keeper"))
-        .expect("a keeper runs")
-        .0;
+    let keeper = p.keeper_pid();
     // Not one descriptor to spare: the next pipes sent to it do not arrive.
     let open = std::fs::read_dir(format!("/proc/{keeper}/fd"))
         .unwrap()

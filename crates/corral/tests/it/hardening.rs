@@ -641,14 +641,6 @@ fn ad_hoc_cwd_stays_inside_the_project_unless_allowed() {
     p.assert_nothing_left();
 }
 
-fn keeper_pid(p: &Project) -> i32 {
-    p.processes()
-        .into_iter()
-        .find(|(_, cmd)| cmd.contains("__keeper"))
-        .expect("a keeper runs")
-        .0
-}
-
 fn kill9(pid: i32) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
@@ -688,7 +680,7 @@ fn neither_the_keeper_nor_the_daemon_can_take_a_service_down() {
     };
     grows("output");
 
-    kill9(keeper_pid(&p));
+    kill9(p.keeper_pid());
     grows("output after the keeper's death");
     assert!(!is_dead(pid), "the service died with the keeper");
 
@@ -701,7 +693,7 @@ fn neither_the_keeper_nor_the_daemon_can_take_a_service_down() {
     });
     // The new daemon got the keeper's copies: a second keeper death is survived too.
     grows("output with the new daemon");
-    kill9(keeper_pid(&p));
+    kill9(p.keeper_pid());
     grows("output after the second keeper's death");
     assert!(
         !is_dead(pid),

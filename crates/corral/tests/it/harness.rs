@@ -220,6 +220,15 @@ impl Project {
             .expect("a daemon PID file")
     }
 
+    /// The PID of the project's log keeper (one runs).
+    pub fn keeper_pid(&self) -> i32 {
+        self.processes()
+            .into_iter()
+            .find(|(_, cmd)| cmd.contains("__keeper"))
+            .expect("a keeper runs")
+            .0
+    }
+
     /// `kill -9` the daemon and wait (bounded) until it is gone; returns its PID.
     pub fn kill_daemon(&self) -> i32 {
         let pid = self.daemon_pid();
