@@ -46,7 +46,7 @@ use std::io::{self, IoSlice, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -58,10 +58,16 @@ use crate::logs::{LogFile, Pump, Stream};
 use corral_proto::paths::SocketPath;
 
 const ATTACH: u8 = 1;
+/// Whether the daemon wants a generation's lines themselves (`LINES`) or only news that some
+/// were written (`NEWS`). Lines are wanted until it says otherwise, and again when a new daemon
+/// connects: a keeper and a daemon of different versions still work together (each ignores
+/// the frames it does not know).
+const WANT: u8 = 2;
 const LINES: u8 = 10;
 const EOF: u8 = 11;
 const HELD: u8 = 12;
 const REFUSED: u8 = 13;
+const NEWS: u8 = 14;
 
 /// A frame larger than this is a protocol error, not an allocation.
 const MAX_FRAME: usize = 16 << 20;
@@ -136,6 +142,11 @@ pub enum TapMsg {
         unit: String,
         generation: u64,
     },
+    /// Lines of a generation whose lines the daemon does not want were written to its log.
+    News {
+        unit: String,
+        generation: u64,
+    },
     /// A copy of the read ends of a generation the keeper holds (for a daemon that connects
     /// after the one that started it).
     Held {
@@ -191,11 +202,28 @@ fn lines_frame(
     seal(p, LINES)
 }
 
-fn eof_frame(unit: &str, generation: u64) -> Vec<u8> {
+/// A frame of a generation and its unit's name (`EOF`, `NEWS`).
+fn unit_frame(kind: u8, unit: &str, generation: u64) -> Vec<u8> {
     let mut p = vec![0; 5];
     p.extend_from_slice(&generation.to_le_bytes());
     p.extend_from_slice(unit.as_bytes());
-    seal(p, EOF)
+    seal(p, kind)
+}
+
+fn want_frame(unit: &str, generation: u64, lines: bool) -> Vec<u8> {
+    let mut p = vec![0; 5];
+    p.extend_from_slice(&generation.to_le_bytes());
+    p.push(lines as u8);
+    p.extend_from_slice(unit.as_bytes());
+    seal(p, WANT)
+}
+
+/// A `WANT` frame's generation, unit and whether lines are wanted.
+fn decode_want(p: &[u8]) -> Option<(u64, String, bool)> {
+    let generation = u64::from_le_bytes(p.get(0..8)?.try_into().ok()?);
+    let lines = *p.get(8)? != 0;
+    let unit = std::str::from_utf8(p.get(9..)?).ok()?.to_string();
+    Some((generation, unit, lines))
 }
 
 /// Fill in the header of a frame built with 5 bytes of room in front.
@@ -249,6 +277,10 @@ fn decode_tap(kind: u8, p: Vec<u8>) -> Option<TapMsg> {
             })
         }
         EOF => Some(TapMsg::Eof {
+            unit: String::from_utf8_lossy(&p[8..]).into_owned(),
+            generation,
+        }),
+        NEWS => Some(TapMsg::News {
             unit: String::from_utf8_lossy(&p[8..]).into_owned(),
             generation,
         }),
@@ -442,9 +474,26 @@ impl KeeperLink {
         Ok(KeeperLink { sock, _path: path })
     }
 
-    /// Hand a generation's output pipes to the keeper. The caller closes its copies afterwards.
-    pub fn attach(&self, attach: &Attach, stdout: &OwnedFd, stderr: &OwnedFd) -> io::Result<()> {
-        send_with_fds(&self.sock, &attach_frame(attach, ATTACH), stdout, stderr)
+    /// Hand a generation's output pipes to the keeper, saying whether its lines are wanted (or
+    /// only news of them). The caller closes its copies afterwards.
+    pub fn attach(
+        &self,
+        attach: &Attach,
+        stdout: &OwnedFd,
+        stderr: &OwnedFd,
+        lines: bool,
+    ) -> io::Result<()> {
+        let mut frames = attach_frame(attach, ATTACH);
+        // Lines are the keeper's default: only the other answer costs bytes (in the same send).
+        if !lines {
+            frames.extend(want_frame(&attach.unit, attach.generation, false));
+        }
+        send_with_fds(&self.sock, &frames, stdout, stderr)
+    }
+
+    /// Say whether a generation's lines are wanted (one the keeper already holds).
+    pub fn want(&self, unit: &str, generation: u64, lines: bool) -> io::Result<()> {
+        (&self.sock).write_all(&want_frame(unit, generation, lines))
     }
 }
 
@@ -496,6 +545,11 @@ enum KeeperMsg {
     Attach(Attach, OwnedFd, OwnedFd),
     /// An `ATTACH` whose descriptors did not arrive.
     Refused(Attach),
+    Want {
+        unit: String,
+        generation: u64,
+        lines: bool,
+    },
     Disconnected(u64),
 }
 
@@ -540,8 +594,9 @@ impl Tap {
     }
 }
 
-/// A generation's pipes as the keeper holds them: what they are, and the read ends.
-type HeldPipes = (Attach, Arc<OwnedFd>, Arc<OwnedFd>);
+/// A generation's pipes as the keeper holds them: what they are, the read ends, and whether the
+/// daemon wants their lines (shared with the pump).
+type HeldPipes = (Attach, Arc<OwnedFd>, Arc<OwnedFd>, Arc<AtomicBool>);
 
 /// A unit's log file; the directories of a `log_file` outside the state dir are made (0700)
 /// when missing.
@@ -635,8 +690,10 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                 Some(KeeperMsg::Connected) => {
                     daemons += 1;
                     used = true;
-                    // The newest daemon is the current one: it gets copies of every pipe.
-                    for (attach, out, err) in held.values() {
+                    // The newest daemon is the current one: it gets copies of every pipe, and
+                    // lines until it says what it wants.
+                    for (attach, out, err, lines) in held.values() {
+                        lines.store(true, Ordering::Relaxed);
                         tap.send_fds(attach_frame(attach, HELD), out.clone(), err.clone());
                     }
                 }
@@ -648,6 +705,11 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                     }
                 }
                 Some(KeeperMsg::Refused(a)) => tap.send_kept(attach_frame(&a, REFUSED)).await,
+                Some(KeeperMsg::Want { unit, generation, lines }) => {
+                    if let Some((.., wanted)) = held.get(&(unit, generation)) {
+                        wanted.store(lines, Ordering::Relaxed);
+                    }
+                }
                 Some(KeeperMsg::Attach(a, out, err)) => {
                     let key = (a.unit.clone(), a.generation);
                     if held.contains_key(&key) {
@@ -655,7 +717,8 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                         continue;
                     }
                     let (out, err) = (Arc::new(out), Arc::new(err));
-                    held.insert(key, (a.clone(), out.clone(), err.clone()));
+                    let wanted = Arc::new(AtomicBool::new(true));
+                    held.insert(key, (a.clone(), out.clone(), err.clone(), wanted.clone()));
                     let file = match files.get_mut(&a.unit) {
                         Some((f, users)) => {
                             *users += 1;
@@ -687,11 +750,17 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                                 if let Some(file) = &file {
                                     file.lock().unwrap_or_else(|e| e.into_inner()).write_lines(now, stream, lines);
                                 }
-                                tap.send(lines_frame(&unit, generation, stream, now, lines));
+                                // The lines are in the file: a daemon that only follows it
+                                // (`logs -f`, no terminal, no pattern) needs just the news.
+                                tap.send(if wanted.load(Ordering::Relaxed) {
+                                    lines_frame(&unit, generation, stream, now, lines)
+                                } else {
+                                    unit_frame(NEWS, &unit, generation)
+                                });
                             }
                         };
                         Pump { sink }.run(out, err).await;
-                        tap.send_kept(eof_frame(&unit, generation)).await;
+                        tap.send_kept(unit_frame(EOF, &unit, generation)).await;
                         (unit, generation)
                     });
                 }
@@ -719,6 +788,16 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
 fn read_daemon(conn: UnixStream, id: u64, tx: tokio::sync::mpsc::UnboundedSender<KeeperMsg>) {
     let mut reader = FrameReader::new(conn);
     while let Ok(Some((kind, payload))) = reader.next() {
+        if kind == WANT {
+            if let Some((generation, unit, lines)) = decode_want(&payload) {
+                let _ = tx.send(KeeperMsg::Want {
+                    unit,
+                    generation,
+                    lines,
+                });
+            }
+            continue;
+        }
         if kind != ATTACH {
             continue;
         }
@@ -762,7 +841,7 @@ mod tests {
         );
         let (a, b) = UnixStream::pair().unwrap();
         (&a).write_all(&f).unwrap();
-        (&a).write_all(&eof_frame("api", 7)).unwrap();
+        (&a).write_all(&unit_frame(EOF, "api", 7)).unwrap();
         drop(a);
         let mut r = FrameReader::new(b);
         let (kind, p) = r.next().unwrap().unwrap();
@@ -817,10 +896,10 @@ mod tests {
             }
             got
         });
-        rt.block_on(tap.send_kept(eof_frame("api", 3)));
+        rt.block_on(tap.send_kept(unit_frame(EOF, "api", 3)));
         let got = reader.join().unwrap();
         assert_eq!(got[0], b"first");
-        assert_eq!(got[1], eof_frame("api", 3));
+        assert_eq!(got[1], unit_frame(EOF, "api", 3));
     }
 
     #[test]
@@ -840,5 +919,128 @@ mod tests {
         }
         assert!(decode_tap(LINES, vec![1, 2, 3]).is_none());
         assert!(Attach::decode(&[0; 5]).is_none());
+    }
+
+    /// A generation whose lines the daemon does not want costs it only news (its file has
+    /// every line); said otherwise later, the lines come again.
+    #[test]
+    fn unwanted_lines_come_as_news_and_are_all_in_the_file() {
+        let state = tempfile::tempdir().unwrap();
+        let log_dir = state.path().join("logs");
+        std::fs::create_dir(&log_dir).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(socket_path(state.path())).unwrap();
+        let keeper = {
+            let log_dir = log_dir.clone();
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(keep(listener, log_dir))
+            })
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let link = KeeperLink::connect(
+            state.path(),
+            || Ok(()),
+            move |m| {
+                let _ = tx.send(m);
+            },
+        )
+        .unwrap();
+        let settings = LogSettings {
+            ring_lines: 0,
+            max_file_bytes: 1 << 20,
+            keep_files: 1,
+        };
+        let mut writers = Vec::new();
+        for (unit, lines) in [("quiet", false), ("loud", true)] {
+            let (out_r, out_w) = nix::unistd::pipe().unwrap();
+            let (err_r, err_w) = nix::unistd::pipe().unwrap();
+            let attach = Attach {
+                unit: unit.into(),
+                generation: 1,
+                settings,
+                path: log_dir.join(format!("{unit}.log")),
+            };
+            link.attach(&attach, &out_r, &err_r, lines).unwrap();
+            writers.push((std::fs::File::from(out_w), err_w));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let next = || {
+            rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                .expect("the keeper went quiet")
+        };
+        // Each line is written once its unit's last frame has come: one frame per line.
+        let mut seen: Vec<(String, &str)> = Vec::new();
+        for (i, (out, _)) in writers.iter_mut().enumerate() {
+            writeln!(out, "first of {i}").unwrap();
+            let frame = next();
+            seen.push(match frame {
+                TapMsg::Lines { unit, lines, .. } => {
+                    assert_eq!(
+                        lines.iter().collect::<Vec<_>>(),
+                        [format!("first of {i}").as_bytes()]
+                    );
+                    (unit, "lines")
+                }
+                TapMsg::News { unit, generation } => {
+                    assert_eq!(generation, 1);
+                    (unit, "news")
+                }
+                other => panic!("unexpected {other:?}"),
+            });
+        }
+        assert_eq!(
+            seen,
+            [("quiet".to_string(), "news"), ("loud".to_string(), "lines")]
+        );
+        // Wanted after all: lines again, once the keeper has heard (until then, news).
+        link.want("quiet", 1, true).unwrap();
+        let quiet = &mut writers[0].0;
+        let mut n = 0;
+        loop {
+            n += 1;
+            writeln!(quiet, "more {n}").unwrap();
+            match next() {
+                TapMsg::Lines { unit, lines, .. } => {
+                    assert_eq!(unit, "quiet");
+                    assert_eq!(
+                        lines.iter().collect::<Vec<_>>(),
+                        [format!("more {n}").as_bytes()]
+                    );
+                    break;
+                }
+                TapMsg::News { .. } => assert!(n < 1000, "the keeper never heard"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // The ends come through whatever was wanted; the quiet unit's file has every line.
+        drop(writers);
+        let mut ends = 0;
+        while ends < 2 {
+            if let TapMsg::Eof { .. } = next() {
+                ends += 1;
+            }
+        }
+        let text = std::fs::read_to_string(log_dir.join("quiet.log")).unwrap();
+        let kept: Vec<&str> = text
+            .lines()
+            .map(|l| l.splitn(3, ' ').nth(2).unwrap())
+            .collect();
+        let expected: Vec<String> = std::iter::once("first of 0".to_string())
+            .chain((1..=n).map(|i| format!("more {i}")))
+            .collect();
+        assert_eq!(kept, expected);
+        // Nothing left to keep and no daemon: the keeper ends by itself.
+        drop(link);
+        while !keeper.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the keeper did not end"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        keeper.join().unwrap().unwrap();
     }
 }

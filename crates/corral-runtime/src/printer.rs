@@ -120,6 +120,11 @@ impl Printer {
     }
 
     /// Show a line of a unit's output, unless the queue is full.
+    /// Whether units' lines are shown (not `quiet`).
+    pub fn shows_lines(&self) -> bool {
+        self.tx.is_some()
+    }
+
     pub fn line(&self, unit: UnitId, stream: Stream, text: &[u8]) {
         if let Some(tx) = &self.tx {
             let msg = Msg::Line {

@@ -76,6 +76,8 @@ enum In {
 #[derive(Clone)]
 pub struct Router {
     tx: UnboundedSender<In>,
+    /// The printer shows every unit's lines.
+    terminal: bool,
 }
 
 struct Owner {
@@ -100,6 +102,7 @@ impl Router {
         found: impl Fn(Found) + Send + 'static,
     ) -> Router {
         let (tx, rx) = unbounded_channel();
+        let terminal = printer.shows_lines();
         let owner = Owner {
             printer,
             lines,
@@ -110,7 +113,7 @@ impl Router {
             waiting: Vec::new(),
         };
         tokio::spawn(owner.run(rx));
-        Router { tx }
+        Router { tx, terminal }
     }
 
     /// What the keeper sends.
@@ -119,13 +122,16 @@ impl Router {
     }
 
     /// A process's pipes are about to go to the keeper: wait for its end of output, and
-    /// watch its lines.
-    pub fn expect(&self, unit: &str, generation: u64, watch: Watch) {
+    /// watch its lines. Returns whether the lines themselves are wanted (for the terminal or a
+    /// pattern), or only news of them (which wakes followers: they read the log file).
+    pub fn expect(&self, unit: &str, generation: u64, watch: Watch) -> bool {
+        let wanted = self.terminal || watch.log_ready.is_some() || watch.readiness.is_some();
         let _ = self.tx.send(In::Expect {
             unit: unit.to_string(),
             generation,
             watch,
         });
+        wanted
     }
 
     /// The units are now these (a reload).
@@ -204,26 +210,18 @@ impl Owner {
                 unit,
                 generation,
                 stream,
-                time,
                 lines,
+                ..
             } => {
                 if let Some(&i) = self.index.get(&unit) {
                     for line in lines.iter() {
                         self.printer.line(UnitId(i), stream, line);
                     }
                 }
-                if self.lines.receiver_count() > 0 {
-                    for line in lines.iter() {
-                        let _ = self.lines.send(Arc::new(LineNotice {
-                            unit: unit.clone(),
-                            time,
-                            stream,
-                            text: String::from_utf8_lossy(line).into_owned(),
-                        }));
-                    }
-                }
+                self.news(&unit);
                 self.check(&unit, generation, &lines);
             }
+            TapMsg::News { unit, .. } => self.news(&unit),
             TapMsg::Eof { unit, generation } => {
                 self.watches.remove(&(unit.clone(), generation));
                 self.draining.remove(&(unit, generation));
@@ -243,6 +241,15 @@ impl Owner {
                 self.draining.clear();
                 (self.found)(Found::KeeperLost);
             }
+        }
+    }
+
+    /// Followers read the log files; they only need waking.
+    fn news(&self, unit: &str) {
+        if self.lines.receiver_count() > 0 {
+            let _ = self.lines.send(Arc::new(LineNotice {
+                unit: unit.to_string(),
+            }));
         }
     }
 

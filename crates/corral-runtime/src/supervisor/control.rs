@@ -189,13 +189,11 @@ pub struct Notice {
     pub message: String,
 }
 
-/// One line of output, for `logs -f`.
+/// News that a unit wrote lines to its log (one per chunk the keeper read), for `logs -f`:
+/// followers read the file.
 #[derive(Clone, Debug)]
 pub struct LineNotice {
     pub unit: String,
-    pub time: SystemTime,
-    pub stream: Stream,
-    pub text: String,
 }
 
 /// A way to ask the supervisor: for clients, and for the owners beside it (instances).

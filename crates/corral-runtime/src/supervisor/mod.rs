@@ -389,8 +389,11 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     };
     // The adopted processes' output flows as soon as the keeper is connected: their patterns
     // must be known first.
+    let mut news_only = Vec::new();
     for (unit, rec) in &adopt {
-        router.expect(&rec.unit, rec.generation, watch_for(&project, *unit));
+        if !router.expect(&rec.unit, rec.generation, watch_for(&project, *unit)) {
+            news_only.push((&rec.unit, rec.generation));
+        }
     }
     let keeper = connect_keeper(
         &project.state_dir,
@@ -400,6 +403,11 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         early_keeper.0.is_some(),
     )?;
     early_keeper.0 = None;
+    for (unit, generation) in news_only {
+        if let Err(e) = keeper.want(unit, generation, false) {
+            eprintln!("corral: cannot tell the log keeper what `{unit}` needs: {e}");
+        }
+    }
     let seed = options.seed.unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

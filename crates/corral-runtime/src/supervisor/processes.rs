@@ -738,10 +738,11 @@ impl Processes {
                 path: project.log_path(def),
             };
             // Before the keeper has the pipes: the router must know the patterns first.
-            self.router
+            let lines = self
+                .router
                 .expect(&def.name, generation, watch_for(project, unit));
             let attached = match &self.keeper {
-                Some(k) => k.attach(&attach, out, err),
+                Some(k) => k.attach(&attach, out, err, lines),
                 None => Err(std::io::Error::other("corral is ending")),
             };
             if let Err(e) = attached {
@@ -1196,7 +1197,8 @@ impl Processes {
             };
             let def = &project.units[i];
             let generation = live.as_ref().map_or(0, |l| l.generation);
-            self.router
+            let lines = self
+                .router
                 .expect(&def.name, generation, watch_for(project, UnitId(i)));
             let attach = Attach {
                 unit: def.name.clone(),
@@ -1204,7 +1206,7 @@ impl Processes {
                 settings: def.log,
                 path: project.log_path(def),
             };
-            match keeper.attach(&attach, out, err) {
+            match keeper.attach(&attach, out, err, lines) {
                 Ok(()) => handed += 1,
                 Err(e) => eprintln!("corral: cannot hand `{}` to the new keeper: {e}", def.name),
             }

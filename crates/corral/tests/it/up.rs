@@ -148,6 +148,42 @@ depends_on = { queue = "log_ready" }
     assert_no_leftovers(c.pid);
 }
 
+/// A detached daemon shows no lines: the keeper sends it only news of a unit's output (its
+/// followers read the log) — but the lines themselves of a unit whose output is watched.
+#[test]
+fn log_ready_gates_a_dependent_of_a_detached_daemon() {
+    let p = Project::new(
+        r#"
+[services.queue]
+command = "echo warming; sleep 0.4; echo queue is READY; exec sleep 30"
+log_ready = "is READY"
+
+[services.consumer]
+command = "echo consuming; exec sleep 30"
+depends_on = { queue = "log_ready" }
+"#,
+    );
+    let (status, out, err) = p.run_client(&["up", "-d"]);
+    assert!(status.success(), "{out}{err}");
+    let daemon = p.daemon_pid();
+    eventually(T, "the consumer running", || {
+        p.run_client(&["ps"])
+            .1
+            .lines()
+            .any(|l| l.starts_with("consumer ") && l.contains(" running "))
+    });
+    let stamp = |log: &str, text: &str| {
+        let log = p.read(&format!(".corral/logs/{log}.log"));
+        let line = log.lines().find(|l| l.ends_with(text)).unwrap().to_string();
+        line.split(' ').next().unwrap().to_string()
+    };
+    // RFC 3339 stamps in UTC compare as text.
+    assert!(stamp("queue", "queue is READY") <= stamp("consumer", "consuming"));
+    let (status, out, err) = p.run_client(&["down"]);
+    assert!(status.success(), "{out}{err}");
+    assert_no_leftovers(daemon);
+}
+
 #[test]
 fn a_missing_command_fails_only_its_service_and_dependents() {
     let p = Project::new(
