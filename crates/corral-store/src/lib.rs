@@ -76,6 +76,46 @@ pub struct Store {
     tx_wanted: std::cell::Cell<bool>,
 }
 
+/// Bring a database of schema `version` (0: new) to [`SCHEMA_VERSION`].
+fn migrate(conn: &Connection, version: i64) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.execute_batch(
+        "BEGIN;
+         CREATE TABLE IF NOT EXISTS held (unit TEXT PRIMARY KEY);
+         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS processes (
+             unit TEXT PRIMARY KEY, generation INTEGER NOT NULL, pid INTEGER NOT NULL,
+             start_time INTEGER NOT NULL, marker TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS ports (unit TEXT PRIMARY KEY, port INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS restarts (unit TEXT PRIMARY KEY, count INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS definitions (unit TEXT PRIMARY KEY, body TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS trees (
+             unit TEXT NOT NULL, generation INTEGER NOT NULL, pid INTEGER NOT NULL,
+             start_time INTEGER NOT NULL, PRIMARY KEY (unit, generation, pid));
+         CREATE TABLE IF NOT EXISTS template_instances (
+             name TEXT PRIMARY KEY, record TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS events (
+             id INTEGER PRIMARY KEY AUTOINCREMENT, time_ms INTEGER NOT NULL,
+             unit TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL,
+             state TEXT NOT NULL DEFAULT '');
+         COMMIT;",
+    )?;
+    if version == 1 {
+        // Schema 1 named process records "instances" (a word now kept for template
+        // instances) and kept no state with an event.
+        conn.execute_batch(
+            "BEGIN;
+             DROP TABLE processes;
+             ALTER TABLE instances RENAME TO processes;
+             ALTER TABLE processes RENAME COLUMN instance TO generation;
+             ALTER TABLE events ADD COLUMN state TEXT NOT NULL DEFAULT '';
+             COMMIT;",
+        )?;
+    }
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(())
+}
+
 impl Store {
     /// Open (or create) `state_dir/state.db`.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
@@ -98,50 +138,17 @@ impl Store {
                 found: version,
             });
         }
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(corrupt)?;
+        // Per connection.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(corrupt)?;
         // Long enough for a slow disk under load; a waiter blocks its owner (and that owner's
         // worker thread) meanwhile, so writers keep their transactions short.
         conn.busy_timeout(Duration::from_secs(5)).map_err(corrupt)?;
-        conn.execute_batch(
-            "BEGIN;
-             CREATE TABLE IF NOT EXISTS held (unit TEXT PRIMARY KEY);
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS processes (
-                 unit TEXT PRIMARY KEY, generation INTEGER NOT NULL, pid INTEGER NOT NULL,
-                 start_time INTEGER NOT NULL, marker TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS ports (unit TEXT PRIMARY KEY, port INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS restarts (unit TEXT PRIMARY KEY, count INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS definitions (unit TEXT PRIMARY KEY, body TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS trees (
-                 unit TEXT NOT NULL, generation INTEGER NOT NULL, pid INTEGER NOT NULL,
-                 start_time INTEGER NOT NULL, PRIMARY KEY (unit, generation, pid));
-             CREATE TABLE IF NOT EXISTS template_instances (
-                 name TEXT PRIMARY KEY, record TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS events (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT, time_ms INTEGER NOT NULL,
-                 unit TEXT NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL,
-                 state TEXT NOT NULL DEFAULT '');
-             COMMIT;",
-        )
-        .map_err(corrupt)?;
-        if version == 1 {
-            // Schema 1 named process records "instances" (a word now kept for template
-            // instances) and kept no state with an event.
-            conn.execute_batch(
-                "BEGIN;
-                 DROP TABLE processes;
-                 ALTER TABLE instances RENAME TO processes;
-                 ALTER TABLE processes RENAME COLUMN instance TO generation;
-                 ALTER TABLE events ADD COLUMN state TEXT NOT NULL DEFAULT '';
-                 COMMIT;",
-            )
-            .map_err(corrupt)?;
+        // A database of this schema is ready as it is (WAL mode is kept in the file): each of
+        // the daemon's owners opens a connection as it starts, and every write is a transaction.
+        if version != SCHEMA_VERSION {
+            migrate(&conn, version).map_err(corrupt)?;
         }
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(corrupt)?;
         Ok(Store {
             conn,
             path,
@@ -583,6 +590,19 @@ mod tests {
         s.commit().unwrap();
         assert!(s.definitions().unwrap().is_empty());
         assert_eq!(s.events(10).unwrap()[0].message, "running");
+    }
+
+    /// Each of the daemon's owners opens the store as it starts: a database already of this
+    /// schema is opened without a write.
+    #[test]
+    fn opening_a_current_database_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap();
+        let wal = dir.path().join("state.db-wal");
+        let before = std::fs::metadata(&wal).unwrap().len();
+        let second = Store::open(dir.path()).unwrap();
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), before);
+        drop((first, second));
     }
 
     /// Owners write through their own connections: a step that read before another owner
