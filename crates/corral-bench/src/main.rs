@@ -78,6 +78,11 @@ fn main() {
         log_capture(&corral_binary(), 200_000);
         return;
     }
+    // `--logs`: only the log queries over 100,000 lines.
+    if args.iter().any(|a| a == "--logs") {
+        log_query(&corral_binary(), 100_000);
+        return;
+    }
     // `--flood`: only the restart-under-flood benchmark.
     if args.iter().any(|a| a == "--flood") {
         restart_under_flood(&corral_binary(), 5);
