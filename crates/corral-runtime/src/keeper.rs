@@ -523,13 +523,20 @@ pub fn main(state_dir: &Path) -> io::Result<()> {
     lock.set_len(0)?;
     write!(lock, "{}", std::process::id())?;
     let path = SocketPath::new(&socket_path(state_dir))?;
-    let _ = std::fs::remove_file(path.as_path());
-    let listener =
-        crate::sockpath::bind_private(|| std::os::unix::net::UnixListener::bind(path.as_path()))?;
-    std::fs::set_permissions(
-        socket_path(state_dir),
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )?;
+    let listener = match inherited_listener() {
+        Some(l) => l,
+        None => {
+            let _ = std::fs::remove_file(path.as_path());
+            let l = crate::sockpath::bind_private(|| {
+                std::os::unix::net::UnixListener::bind(path.as_path())
+            })?;
+            std::fs::set_permissions(
+                socket_path(state_dir),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )?;
+            l
+        }
+    };
     let log_dir = state_dir.join("logs");
     crate::statedir::ensure_dir(&log_dir)?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -538,6 +545,24 @@ pub fn main(state_dir: &Path) -> io::Result<()> {
     let result = rt.block_on(keep(listener, log_dir));
     let _ = std::fs::remove_file(path.as_path());
     result
+}
+
+/// The socket the daemon bound for us and handed over as stdin (see `spawn_keeper`); None when
+/// stdin is anything else (a keeper started another way binds its socket itself).
+fn inherited_listener() -> Option<std::os::unix::net::UnixListener> {
+    use nix::sys::socket::{
+        AddressFamily, SockaddrLike, UnixAddr, getsockname, getsockopt, sockopt,
+    };
+    let stdin = std::io::stdin();
+    let listening = getsockopt(&stdin, sockopt::AcceptConn).ok()?;
+    let unix = getsockname::<UnixAddr>(stdin.as_raw_fd())
+        .is_ok_and(|a| a.family() == Some(AddressFamily::Unix));
+    if !(listening && unix) {
+        return None;
+    }
+    // SAFETY: stdin is a listening Unix socket that nothing else in the keeper uses; the
+    // listener owns descriptor 0 from here on.
+    Some(unsafe { std::os::unix::net::UnixListener::from_raw_fd(0) })
 }
 
 enum KeeperMsg {

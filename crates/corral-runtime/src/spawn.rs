@@ -31,6 +31,8 @@ pub enum Io {
     Piped,
     /// Appended to this file.
     File(File),
+    /// This descriptor itself (a listening socket handed over, as inetd does).
+    Fd(OwnedFd),
 }
 
 impl Io {
@@ -55,6 +57,7 @@ impl Io {
                 }
             }
             Io::File(f) => (f.into(), None),
+            Io::Fd(fd) => (fd, None),
         })
     }
 }

@@ -34,12 +34,19 @@ impl Drop for KeeperGuard {
     }
 }
 
-/// Start `corral __keeper STATE_DIR`; returns its PID.
+/// Start `corral __keeper STATE_DIR`; returns its PID. Its socket is bound here and handed to it
+/// as its stdin: we can connect (and queue the first pipes) at once, while it is still starting,
+/// instead of trying until it has bound the socket itself.
 pub(super) fn spawn_keeper(
     state_dir: &std::path::Path,
     exe: &std::path::Path,
     reaper: &Reaper,
 ) -> std::io::Result<u32> {
+    let path = corral_proto::paths::SocketPath::new(&crate::keeper::socket_path(state_dir))?;
+    // What is there is a dead keeper's: no keeper holds the lock (`keeper::running`).
+    let _ = std::fs::remove_file(path.as_path());
+    let listener =
+        crate::sockpath::bind_private(|| std::os::unix::net::UnixListener::bind(path.as_path()))?;
     let err_path = state_dir.join("keeper.err");
     crate::statedir::write_new(&err_path, b"")?;
     let err = crate::statedir::open_append(&err_path)?;
@@ -59,7 +66,7 @@ pub(super) fn spawn_keeper(
             cwd: state_dir,
             env: &env,
             marker: None,
-            stdin: crate::spawn::Io::Null,
+            stdin: crate::spawn::Io::Fd(listener.into()),
             stdout: crate::spawn::Io::Null,
             stderr: crate::spawn::Io::File(err),
             identity: None,

@@ -736,6 +736,57 @@ command = ["sh", "-c", "i=0; while [ $i -lt 3000 ]; do echo \"line $i: .........
     p.assert_nothing_left();
 }
 
+/// The daemon binds the keeper's socket and hands it over as the keeper's stdin (so it connects
+/// at once); the socket is private, and a keeper started again after one died gets its own.
+#[test]
+fn the_keeper_is_handed_its_socket() {
+    let p =
+        Project::new("[services.talker]\ncommand = \"echo hello from talker; exec sleep 1000\"\n");
+    ok(&p, &["up", "-d"]);
+    wait_state(&p, "talker", "running");
+    let socket_of_stdin = |pid: i32| {
+        let stdin = std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap();
+        stdin.to_string_lossy().starts_with("socket:")
+    };
+    let keeper = p.keeper_pid();
+    assert!(socket_of_stdin(keeper));
+    let mode = std::fs::metadata(p.dir.path().join(".corral/keeper.sock"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    eventually(Duration::from_secs(10), "the talker's line", || {
+        ok(&p, &["logs", "talker"]).contains("hello from talker")
+    });
+    // A new keeper takes over when this one dies, on a socket handed over the same way.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(keeper),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually(Duration::from_secs(10), "a new keeper", || {
+        p.processes()
+            .iter()
+            .any(|(pid, cmd)| cmd.contains("__keeper") && *pid != keeper)
+    });
+    assert!(socket_of_stdin(p.keeper_pid()));
+    ok(&p, &["restart", "talker"]);
+    eventually(
+        Duration::from_secs(10),
+        "the restarted talker's line",
+        || {
+            ok(&p, &["logs", "talker"])
+                .matches("hello from talker")
+                .count()
+                == 2
+        },
+    );
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}
+
 #[test]
 fn foreground_up_serves_the_same_api() {
     let p = Project::new(TWO);
