@@ -520,8 +520,7 @@ pub fn main(state_dir: &Path) -> io::Result<()> {
     let mut lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|_| io::Error::new(io::ErrorKind::AddrInUse, "another keeper runs here"))?;
     // The holder's PID, for people (and the benchmarks) looking for the keeper.
-    lock.set_len(0)?;
-    write!(lock, "{}", std::process::id())?;
+    crate::statedir::write_pid(&mut lock)?;
     let path = SocketPath::new(&socket_path(state_dir))?;
     let listener = match inherited_listener() {
         Some(l) => l,

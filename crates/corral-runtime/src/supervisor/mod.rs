@@ -137,7 +137,7 @@ pub enum StartError {
 pub fn lock_project(
     state_dir: &std::path::Path,
 ) -> Result<nix::fcntl::Flock<std::fs::File>, StartError> {
-    use std::io::{Read, Seek, Write};
+    use std::io::{Read, Seek};
     let path = state_dir.join("corral.lock");
     let file = crate::statedir::open_rw(&path).map_err(|source| StartError::StateDir {
         path: path.display().to_string(),
@@ -150,9 +150,7 @@ pub fn lock_project(
     loop {
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(mut lock) => {
-                let _ = lock.set_len(0);
-                let _ = lock.rewind();
-                let _ = write!(lock, "{}", std::process::id());
+                let _ = crate::statedir::write_pid(&mut lock);
                 return Ok(lock);
             }
             Err((mut held, _)) => {
