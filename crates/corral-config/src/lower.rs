@@ -21,8 +21,9 @@ pub struct Base {
     /// The file's text, to show the lines an error is about.
     source_text: String,
     ctx: Context,
-    /// The file's units, validated (dependencies still by name).
-    drafts: Vec<Draft>,
+    /// What the file's units keep for being resolved again (dependencies by name); their specs
+    /// and definitions are the first units of every project lowered from this base.
+    drafts: Vec<Kept>,
     /// What the file says that corral could not carry out (another format's keys).
     warnings: Vec<crate::diag::Diagnostic>,
     format: crate::formats::Format,
@@ -30,6 +31,25 @@ pub struct Base {
     parts: Vec<(PathBuf, usize)>,
     /// How the files were read (so `reload` reads them the same way).
     options: crate::formats::ReadOptions,
+}
+
+/// Of a unit's [`Draft`], what its spec and definition in a project do not hold: one copy of
+/// every spec was kept here besides the plan's (a third of a KiB a unit).
+#[derive(Clone, Debug)]
+struct Kept {
+    deps: Vec<(String, crate::node::Span, Option<corral_engine::Condition>)>,
+    port_spans: Vec<(u16, crate::node::Span)>,
+    log_span: Option<crate::node::Span>,
+}
+
+impl Kept {
+    fn of(d: &Draft) -> Kept {
+        Kept {
+            deps: d.deps.clone(),
+            port_spans: d.port_spans.clone(),
+            log_span: d.log_span.clone(),
+        }
+    }
 }
 
 /// A service defined at run time (over the API, or rendered from a template): the keys of a
@@ -262,7 +282,7 @@ pub fn parse_project_with(
         file: file.to_path_buf(),
         source_text: combined.clone(),
         ctx,
-        drafts: drafts.clone(),
+        drafts: drafts.iter().map(Kept::of).collect(),
         warnings,
         format,
         parts: parts.clone(),
@@ -357,7 +377,19 @@ impl Project {
             root: &base.ctx.root,
             in_template: false,
         };
-        let mut drafts = base.drafts.clone();
+        // The file's units first, as every project lowered from this base has them.
+        let mut drafts: Vec<Draft> = base
+            .drafts
+            .iter()
+            .zip(self.plan.units.iter().zip(&self.units))
+            .map(|(kept, (spec, def))| Draft {
+                spec: spec.clone(),
+                def: def.clone(),
+                deps: kept.deps.clone(),
+                port_spans: kept.port_spans.clone(),
+                log_span: kept.log_span.clone(),
+            })
+            .collect();
         // Names taken so far, by kind (a search of the list for each definition made adding
         // the 1,000th instance O(N²)).
         let mut taken: std::collections::HashMap<String, Kind> = drafts

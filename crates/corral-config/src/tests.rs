@@ -373,6 +373,33 @@ fn definitions_are_added_without_reading_the_file_again() {
     assert!(std::sync::Arc::ptr_eq(&q.units[1], &r.units[1]));
 }
 
+/// The file's units keep what they were resolved with as definitions are added, however many
+/// times (their dependencies, the ports a definition may not take): the project holds one copy
+/// of each unit's spec, in its plan.
+#[test]
+fn the_files_units_keep_their_dependencies_and_ports_as_definitions_come() {
+    let p = parse(
+        "[services.db]\ncommand = 'x'\nports = [5432]\n[services.web]\ncommand = 'y'\ndepends_on = ['db']\n",
+    )
+    .unwrap();
+    let def = Definition::from_json("api", &serde_json::json!({"command": "z"}), "service `api`");
+    let q = p.with_definitions(std::slice::from_ref(&def)).unwrap();
+    let r = q.with_definitions(&[def]).unwrap();
+    for project in [&q, &r] {
+        let web = project.plan.find("web").unwrap();
+        let db = project.plan.find("db").unwrap();
+        assert_eq!(project.plan.units[web.0].deps.len(), 1);
+        assert_eq!(project.plan.units[web.0].deps[0].unit, db);
+    }
+    let clash = Definition::from_json(
+        "pg",
+        &serde_json::json!({"command": "z", "ports": [5432]}),
+        "service `pg`",
+    );
+    let err = r.with_definitions(&[clash]).unwrap_err().to_string();
+    assert!(err.contains("5432"), "{err}");
+}
+
 #[test]
 fn values_filled_into_shell_strings_are_quoted() {
     let p = parse(
