@@ -37,12 +37,10 @@ pub async fn serve_unix(
     let listener =
         corral_runtime::sockpath::bind_private(|| tokio::net::UnixListener::bind(short.as_path()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let app = router(control, shared);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    // The routes are made on the server's task, beside the supervisor's first steps (their
-    // table takes a while to build); a client that connects meanwhile waits in the backlog.
     let task = tokio::spawn(async move {
         let _keep = short;
-        let app = router(control, shared);
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = stopped.await;

@@ -9,7 +9,9 @@
 //! each generation's stdout/stderr pipes, hands the read ends to the keeper over a Unix socket
 //! (`SCM_RIGHTS`), and closes its own copies. The keeper reads them, timestamps every line,
 //! writes it to `.corral/logs/NAME.log` *first*, and then offers it to the daemon ("the tap") for
-//! the terminal, `logs -f` and `log_ready` patterns.
+//! the terminal and `log_ready` patterns — or, where the daemon needs neither (a detached daemon,
+//! a unit without patterns), only news that lines were written, which wakes `logs -f` followers
+//! (they read the file).
 //!
 //! When the daemon dies, the keeper keeps reading and writing files; services never notice.
 //! A new daemon connects to `keeper.sock`, becomes the tap, and the log file has every line
@@ -24,6 +26,9 @@
 //! where the dead one stopped; only lines it had read but not yet written are lost (it writes
 //! each chunk before it sends it on, so that window is one chunk).
 //!
+//! The daemon binds `keeper.sock` itself and hands the listening socket to the keeper it starts
+//! as its stdin (as inetd does): it connects at once, without waiting for the keeper to start.
+//!
 //! It ends by itself once no pipe is left open and no daemon is connected (or, when started but
 //! never used, after a short grace period). One keeper per state dir, guarded by an flock.
 //!
@@ -33,7 +38,10 @@
 //! descriptors ride along with the frame that uses them; since the kernel delivers them no later
 //! than the first byte of that frame, a FIFO of received descriptors matches them up.
 //! - daemon → keeper `ATTACH`: JSON-free fixed fields (see [`Attach`]) + 2 fds (stdout, stderr).
+//! - daemon → keeper `WANT`: a generation, whether its lines are wanted (`LINES`) or only news of
+//!   them (`NEWS`); lines until said otherwise, and again for each daemon that connects.
 //! - keeper → daemon `LINES`: one chunk's complete lines of one stream of one generation.
+//! - keeper → daemon `NEWS`: a generation whose lines are not wanted wrote some (one per chunk).
 //! - keeper → daemon `EOF`: both pipes of a generation are closed; all its lines were sent.
 //! - keeper → daemon `HELD`: the same fields as `ATTACH` + 2 fds: copies of the read ends it
 //!   holds, one frame per generation, sent to each daemon as it connects.
