@@ -265,8 +265,9 @@ pub struct UnitDef {
     pub log: LogSettings,
     /// Where its log is written, instead of `.corral/logs/NAME.log` (`log_file`, absolute).
     pub log_file: Option<PathBuf>,
-    /// Commands run when it becomes ready, fails, exits, is restarted.
-    pub hooks: Hooks,
+    /// Commands run when it becomes ready, fails, exits, is restarted; none for most units
+    /// (boxed: inline they were a quarter of a unit's definition).
+    pub hooks: Option<Box<Hooks>>,
     /// A task's `schedule`: when it runs while corral runs.
     pub schedule: Option<Box<Schedule>>,
     /// It gets a `NOTIFY_SOCKET` (readiness `notify`, or a `watchdog`).

@@ -574,7 +574,7 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         log_ready: None,
         log: ctx.log,
         log_file: None,
-        hooks: crate::Hooks::default(),
+        hooks: None,
         schedule: None,
         notify: false,
         watch: None,
@@ -940,16 +940,17 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
             .command(v, "`shutdown_command`")
             .map(|c| with_shell(c, shell.as_deref()));
     }
+    let mut hooks = crate::Hooks::default();
     if let Some(v) = get(t, "hook_timeout")
         && let Some(d) = w.duration(v, "`hook_timeout`")
     {
-        def.hooks.timeout = d;
+        hooks.timeout = d;
     }
     for (key, slot) in [
-        ("on_ready", &mut def.hooks.on_ready),
-        ("on_failure", &mut def.hooks.on_failure),
-        ("on_exit", &mut def.hooks.on_exit),
-        ("on_restart", &mut def.hooks.on_restart),
+        ("on_ready", &mut hooks.on_ready),
+        ("on_failure", &mut hooks.on_failure),
+        ("on_exit", &mut hooks.on_exit),
+        ("on_restart", &mut hooks.on_restart),
     ] {
         if let Some(v) = get(t, key) {
             *slot = w
@@ -957,6 +958,7 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
                 .map(|c| with_shell(c, shell.as_deref()));
         }
     }
+    def.hooks = hooks.any().then(|| Box::new(hooks));
     if let Some(v) = get(t, "namespace") {
         def.namespace = w.string(v, "`namespace`");
     }

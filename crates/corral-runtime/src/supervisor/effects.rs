@@ -34,7 +34,9 @@ impl Supervisor {
     ) {
         let after = self.engine.state(unit).clone();
         let def = &self.project.units[unit.0];
-        let hooks = &def.hooks;
+        let Some(hooks) = def.hooks.as_deref() else {
+            return;
+        };
         let ready = |s: &State| matches!(s, State::Running { ready: true, .. });
         let mut due: Vec<(&'static str, &corral_config::Command)> = Vec::new();
         if let Some(c) = &hooks.on_ready
@@ -137,7 +139,7 @@ impl Supervisor {
                 | Event::Timer {
                     unit, generation, ..
                 } if self.engine.unit(*unit).generation == *generation
-                    && self.project.units[unit.0].hooks.any() =>
+                    && self.project.units[unit.0].hooks.is_some() =>
                 {
                     Some((*unit, *generation))
                 }
