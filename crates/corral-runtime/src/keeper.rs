@@ -26,8 +26,9 @@
 //! where the dead one stopped; only lines it had read but not yet written are lost (it writes
 //! each chunk before it sends it on, so that window is one chunk).
 //!
-//! The daemon binds `keeper.sock` itself and hands the listening socket to the keeper it starts
-//! as its stdin (as inetd does): it connects at once, without waiting for the keeper to start.
+//! A daemon that is starting binds `keeper.sock` itself and hands the listening socket to the
+//! keeper it starts as its stdin (as inetd does): it connects at once, without waiting for the
+//! keeper to start. (One started later, for a keeper that died, binds its own.)
 //!
 //! It ends by itself once no pipe is left open and no daemon is connected (or, when started but
 //! never used, after a short grace period). One keeper per state dir, guarded by an flock.

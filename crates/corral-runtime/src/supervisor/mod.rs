@@ -268,7 +268,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     // A keeper starting while the store opens: the two take a few milliseconds each.
     let mut early_keeper = KeeperGuard(None);
     if !crate::keeper::running(&project.state_dir) {
-        early_keeper.0 = spawn_keeper(&project.state_dir, &options.exe, &reaper).ok();
+        early_keeper.0 = spawn_keeper(&project.state_dir, &options.exe, &reaper, true).ok();
     }
     // Created 0600 by us, so SQLite's journal files (which copy its mode) are private too.
     let db = project.state_dir.join("state.db");

@@ -16,7 +16,10 @@ pub(super) fn connect_keeper(
         let (state_dir, exe, reaper) = (state_dir.to_path_buf(), exe.to_path_buf(), reaper.clone());
         move || match started {
             true => Ok(()),
-            false => spawn_keeper(&state_dir, &exe, &reaper).map(drop),
+            // Mid-life (the keeper died): it binds its socket itself, as binding one privately
+            // sets the umask of the whole process for a moment, and other threads of ours may
+            // be making files now.
+            false => spawn_keeper(&state_dir, &exe, &reaper, false).map(drop),
         }
     };
     let router = router.clone();
@@ -34,19 +37,27 @@ impl Drop for KeeperGuard {
     }
 }
 
-/// Start `corral __keeper STATE_DIR`; returns its PID. Its socket is bound here and handed to it
-/// as its stdin: we can connect (and queue the first pipes) at once, while it is still starting,
+/// Start `corral __keeper STATE_DIR`; returns its PID. With `bind_here` (as the daemon starts,
+/// before any thread of ours makes files) its socket is bound here and handed to it as its
+/// stdin: we can connect (and queue the first pipes) at once, while it is still starting,
 /// instead of trying until it has bound the socket itself.
 pub(super) fn spawn_keeper(
     state_dir: &std::path::Path,
     exe: &std::path::Path,
     reaper: &Reaper,
+    bind_here: bool,
 ) -> std::io::Result<u32> {
-    let path = corral_proto::paths::SocketPath::new(&crate::keeper::socket_path(state_dir))?;
-    // What is there is a dead keeper's: no keeper holds the lock (`keeper::running`).
-    let _ = std::fs::remove_file(path.as_path());
-    let listener =
-        crate::sockpath::bind_private(|| std::os::unix::net::UnixListener::bind(path.as_path()))?;
+    let stdin = if bind_here {
+        let path = corral_proto::paths::SocketPath::new(&crate::keeper::socket_path(state_dir))?;
+        // What is there is a dead keeper's: no keeper holds the lock (`keeper::running`).
+        let _ = std::fs::remove_file(path.as_path());
+        let listener = crate::sockpath::bind_private(|| {
+            std::os::unix::net::UnixListener::bind(path.as_path())
+        })?;
+        crate::spawn::Io::Fd(listener.into())
+    } else {
+        crate::spawn::Io::Null
+    };
     let err_path = state_dir.join("keeper.err");
     crate::statedir::write_new(&err_path, b"")?;
     let err = crate::statedir::open_append(&err_path)?;
@@ -66,7 +77,7 @@ pub(super) fn spawn_keeper(
             cwd: state_dir,
             env: &env,
             marker: None,
-            stdin: crate::spawn::Io::Fd(listener.into()),
+            stdin,
             stdout: crate::spawn::Io::Null,
             stderr: crate::spawn::Io::File(err),
             identity: None,
