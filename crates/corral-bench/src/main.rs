@@ -390,6 +390,20 @@ fn log_query(corral: &Path, lines: usize) {
         ms(base_grep),
         ratio(grep, base_grep)
     );
+    // A text in most lines: the last 1,000 of them (a search that rescanned the block for each
+    // match went quadratic here).
+    let common = run(&["logs", "s", "--grep", "99", "-n", "1000"]);
+    let base_common = median_run(10, || {
+        let mut c = Command::new("grep");
+        c.arg("99").arg(&file);
+        c
+    });
+    println!(
+        "  logs --grep common {:>9}   grep (all)  {:>9}   ratio {:.1}x",
+        ms(common),
+        ms(base_common),
+        ratio(common, base_common)
+    );
     corral_cmd(corral, dir.path(), &["down"]);
 }
 

@@ -302,11 +302,7 @@ impl BackwardLines {
                 self.buf.len()
             };
             if let Some(must) = must {
-                // The last place in the block, found forwards: memchr's forward search is
-                // vectorized, its reverse one is not (a third of a grep over 100,000 lines). A
-                // literal holds no newline, so the last match found this way (overlapping
-                // ones skipped) is in the same line as the very last.
-                match must.find_iter(&self.buf[..end]).last() {
+                match last_match(must, &self.buf[..end]) {
                     // Keep up to the end of the line it is in.
                     Some(at) => {
                         let line_end =
@@ -363,6 +359,27 @@ impl BackwardLines {
         self.spare = std::mem::replace(&mut self.buf, block);
         Ok(())
     }
+}
+
+/// Where the needle of `finder` last occurs in `hay`. memchr's reverse search is not vectorized
+/// (it was a third of a grep over 100,000 lines) and its forward one is: the forward one is run
+/// over windows from the end, doubling, so a match near the end (a common text: one in every
+/// line) costs about its distance from the end, not the whole block. A literal holds no newline,
+/// so where matches overlap, the last one found forwards is in the same line as the very last.
+fn last_match(finder: &memchr::memmem::Finder, hay: &[u8]) -> Option<usize> {
+    let reach = finder.needle().len().saturating_sub(1);
+    let (mut end, mut window) = (hay.len(), 256);
+    while end > 0 {
+        let start = end.saturating_sub(window);
+        // Matches that start in `start..end`: those that start later were looked at before.
+        let stop = (end + reach).min(hay.len());
+        if let Some(at) = finder.find_iter(&hay[start..stop]).last() {
+            return Some(start + at);
+        }
+        end = start;
+        window = (window * 2).min(64 * 1024);
+    }
+    None
 }
 
 /// One line of a log file: `<rfc3339 time> <out|err> <text>`.
@@ -793,6 +810,25 @@ mod tests {
         assert_eq!(bulk, collect(None));
         assert_eq!(bulk.len(), 60_000 / 997 + 2);
         assert!(bulk[0].starts_with(b"59999 needle"));
+        // A text in nearly every line (the search from the end stops at the nearest).
+        let frequent = memchr::memmem::Finder::new("9");
+        let mut got = Vec::new();
+        BackwardLines::new(File::open(&path).unwrap())
+            .unwrap()
+            .each(Some(&frequent), |l| {
+                if memchr::memchr(b'9', l).is_some() {
+                    got.push(l.to_vec());
+                }
+                true
+            })
+            .unwrap();
+        let nines: Vec<&[u8]> = text
+            .lines()
+            .rev()
+            .map(str::as_bytes)
+            .filter(|l| l.contains(&b'9'))
+            .collect();
+        assert_eq!(got, nines);
         // Matches that overlap (found forwards, one of them is skipped) are in one line.
         let lines: Vec<Vec<u8>> = text.lines().map(|l| l.as_bytes().to_vec()).collect();
         let overlapping = memchr::memmem::Finder::new("x".repeat(30).as_bytes()).into_owned();
