@@ -38,7 +38,7 @@ impl Project {
     /// The file a unit's log is written to: its `log_file`, or `.corral/logs/NAME.log`. Rotated
     /// files are this path with `.1`, `.2`, … appended.
     pub fn log_path(&self, def: &UnitDef) -> PathBuf {
-        log_path(&self.state_dir, &def.name, def.log_file.as_deref())
+        log_path(&self.state_dir, &def.name, def.log_file())
     }
 
     pub fn template(&self, name: &str) -> Option<&Template> {
@@ -256,15 +256,10 @@ pub struct UnitDef {
     /// `limits.memory` and `limits.cpus`: cgroup limits, where a cgroup with those
     /// controllers is delegated to corral (else not applied, and `why` says so).
     pub cgroup_limits: CgroupLimits,
-    /// Before a start, processes matching one of these are killed with their trees
-    /// (`kill_filters`: a process name exactly, or a regex over the command line).
-    pub kill_filters: Vec<KillFilter>,
     pub readiness: Option<Box<Probe>>,
     pub liveness: Option<Box<Probe>>,
     pub log_ready: Option<Regex>,
     pub log: LogSettings,
-    /// Where its log is written, instead of `.corral/logs/NAME.log` (`log_file`, absolute).
-    pub log_file: Option<PathBuf>,
     /// Commands run when it becomes ready, fails, exits, is restarted; none for most units
     /// (boxed: inline they were a quarter of a unit's definition).
     pub hooks: Option<Box<Hooks>>,
@@ -286,6 +281,19 @@ pub struct UnitDef {
     pub umask: Option<u32>,
     /// Not started by `up` unless named (or needed by a unit that is); `start` starts it.
     pub disabled: bool,
+    /// What few units have, boxed (a unit without any is 150 bytes smaller, which adds up at
+    /// thousands of units); read through [`UnitDef::kill_filters`] and the others below.
+    pub extras: Option<Box<Extras>>,
+}
+
+/// The parts of a unit's definition that few units have (see [`UnitDef::extras`]).
+#[derive(Clone, Debug, Default)]
+pub struct Extras {
+    /// Before a start, processes matching one of these are killed with their trees
+    /// (`kill_filters`: a process name exactly, or a regex over the command line).
+    pub kill_filters: Vec<KillFilter>,
+    /// Where its log is written, instead of `.corral/logs/NAME.log` (`log_file`, absolute).
+    pub log_file: Option<PathBuf>,
     /// Run instead of sending the stop signal; the process still has `stop.timeout` to exit
     /// before SIGKILL.
     pub shutdown_command: Option<Command>,
@@ -294,6 +302,37 @@ pub struct UnitDef {
     pub description: Option<String>,
     /// The container image for `corral export kubernetes` (ignored on one machine).
     pub image: Option<String>,
+}
+
+impl UnitDef {
+    /// Its extras, made when the first one is set (as the definition is read).
+    pub fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Default::default)
+    }
+
+    pub fn kill_filters(&self) -> &[KillFilter] {
+        self.extras.as_ref().map_or(&[], |e| &e.kill_filters)
+    }
+
+    pub fn log_file(&self) -> Option<&Path> {
+        self.extras.as_ref()?.log_file.as_deref()
+    }
+
+    pub fn shutdown_command(&self) -> Option<&Command> {
+        self.extras.as_ref()?.shutdown_command.as_ref()
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        self.extras.as_ref()?.namespace.as_deref()
+    }
+
+    pub fn description(&self) -> Option<&str> {
+        self.extras.as_ref()?.description.as_deref()
+    }
+
+    pub fn image(&self) -> Option<&str> {
+        self.extras.as_ref()?.image.as_deref()
+    }
 }
 
 /// Who a unit's processes run as (`user`, `group`): resolved when the config is read.

@@ -136,7 +136,7 @@ fn find_cycle(edges: &[Vec<(usize, Span)>]) -> Option<Vec<(usize, Span)>> {
 pub fn log_files(diags: &mut Vec<Diagnostic>, drafts: &[Draft], state_dir: &std::path::Path) {
     let mut seen: HashMap<std::path::PathBuf, &str> = HashMap::new();
     for d in drafts {
-        let path = crate::model::log_path(state_dir, &d.def.name, d.def.log_file.as_deref());
+        let path = crate::model::log_path(state_dir, &d.def.name, d.def.log_file());
         match (seen.get(&path), &d.log_span) {
             (Some(other), Some(span)) => diags.push(
                 Diagnostic::new(

@@ -566,14 +566,12 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         env: Vec::new().into(),
         ports: Vec::new(),
         kill_others: false,
-        kill_filters: Vec::new(),
         limits: Vec::new(),
         cgroup_limits: crate::CgroupLimits::default(),
         readiness: None,
         liveness: None,
         log_ready: None,
         log: ctx.log,
-        log_file: None,
         hooks: None,
         schedule: None,
         notify: false,
@@ -583,10 +581,7 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         identity: None,
         umask: None,
         disabled: false,
-        shutdown_command: None,
-        namespace: None,
-        description: None,
-        image: None,
+        extras: None,
     };
     let shell = match get(t, "shell") {
         Some(v) => w.shell(v),
@@ -768,7 +763,9 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
                     if let Some(text) = w.string(item, "a `kill_filters` entry")
                         && let Some(pattern) = w.regex(item, "a `kill_filters` entry")
                     {
-                        def.kill_filters.push(crate::KillFilter { text, pattern });
+                        def.extras_mut()
+                            .kill_filters
+                            .push(crate::KillFilter { text, pattern });
                     }
                 }
             }
@@ -900,8 +897,10 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
     if let Some(v) = get(t, "log") {
         def.log = w.log_settings(v, def.log);
     }
-    if let Some(v) = get(t, "description") {
-        def.description = w.string(v, "`description`");
+    if let Some(v) = get(t, "description")
+        && let Some(s) = w.string(v, "`description`")
+    {
+        def.extras_mut().description = Some(s);
     }
     if let Some(v) = get(t, "watch") {
         def.watch = watch(w, v, get(t, "watch_ignore")).map(Box::new);
@@ -920,8 +919,10 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         def.daemon = w.bool(v, "`daemon`").unwrap_or(false);
     }
     let log_span = get(t, "log_file").map(|v| v.span.clone());
-    if let Some(v) = get(t, "log_file") {
-        def.log_file = log_file(w, v);
+    if let Some(v) = get(t, "log_file")
+        && let Some(path) = log_file(w, v)
+    {
+        def.extras_mut().log_file = Some(path);
     }
     if let Some(v) = get(t, "disabled") {
         def.disabled = w.bool(v, "`disabled`").unwrap_or(false);
@@ -935,10 +936,10 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
             *slot = w.bool(v, &format!("`{key}`")).unwrap_or(false);
         }
     }
-    if let Some(v) = get(t, "shutdown_command") {
-        def.shutdown_command = w
-            .command(v, "`shutdown_command`")
-            .map(|c| with_shell(c, shell.as_deref()));
+    if let Some(v) = get(t, "shutdown_command")
+        && let Some(c) = w.command(v, "`shutdown_command`")
+    {
+        def.extras_mut().shutdown_command = Some(with_shell(c, shell.as_deref()));
     }
     let mut hooks = crate::Hooks::default();
     if let Some(v) = get(t, "hook_timeout")
@@ -959,11 +960,15 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
         }
     }
     def.hooks = hooks.any().then(|| Box::new(hooks));
-    if let Some(v) = get(t, "namespace") {
-        def.namespace = w.string(v, "`namespace`");
+    if let Some(v) = get(t, "namespace")
+        && let Some(s) = w.string(v, "`namespace`")
+    {
+        def.extras_mut().namespace = Some(s);
     }
-    if let Some(v) = get(t, "image") {
-        def.image = w.string(v, "`image`");
+    if let Some(v) = get(t, "image")
+        && let Some(s) = w.string(v, "`image`")
+    {
+        def.extras_mut().image = Some(s);
     }
     def.identity = identity(w, t).map(Box::new);
     if let Some(v) = get(t, "umask") {

@@ -38,10 +38,7 @@ pub fn export(project: &Project, opts: &Options) -> Export {
         notes.extend(auto_port_note(def));
         let port = fixed.first().copied();
         let mut s = Map::new();
-        s.insert(
-            "image".into(),
-            json!(def.image.clone().unwrap_or_else(|| opts.image.clone())),
-        );
+        s.insert("image".into(), json!(def.image().unwrap_or(&opts.image)));
         if let Some(c) = &def.command {
             s.insert("command".into(), json!(argv(c, port)));
         }

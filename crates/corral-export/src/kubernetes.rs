@@ -122,7 +122,7 @@ fn container(
     let port = fixed.first().copied();
     let mut c = json!({
         "name": dns(me),
-        "image": def.image.clone().unwrap_or_else(|| opts.image.clone()),
+        "image": def.image().unwrap_or(&opts.image),
     });
     if let Some(cmd) = &def.command {
         c["command"] = json!(argv(cmd, port));
@@ -179,7 +179,7 @@ fn container(
             "/bin/sh", "-c", format!("kill -{} 1", signal_name(spec.stop_signal).trim_start_matches("SIG"))
         ] } } });
     }
-    if let Some(sh) = &def.shutdown_command {
+    if let Some(sh) = def.shutdown_command() {
         c["lifecycle"] = json!({ "preStop": { "exec": { "command": argv(sh, port) } } });
     }
     if let Some(id) = &def.identity {

@@ -74,7 +74,7 @@ fn task(
             "{i2}lifecycle {{\n{i2}  hook    = \"prestart\"\n{i2}  sidecar = false\n{i2}}}\n"
         ));
     }
-    match &def.image {
+    match def.image() {
         Some(image) => {
             out.push_str(&format!("{i2}driver = \"docker\"\n{i2}config {{\n"));
             out.push_str(&format!("{i2}  image = {}\n", s(image)));

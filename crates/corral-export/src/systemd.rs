@@ -210,10 +210,7 @@ fn target_unit(
 ) -> String {
     let mut lines = vec![
         "[Unit]".to_string(),
-        format!(
-            "Description={}",
-            def.description.clone().unwrap_or(def.name.clone())
-        ),
+        format!("Description={}", def.description().unwrap_or(&def.name)),
     ];
     let mut notes = Vec::new();
     deps(project, spec, opts, &mut lines, &mut notes, &def.name);
@@ -236,9 +233,8 @@ fn service_unit(
         "[Unit]".to_string(),
         format!(
             "Description={}",
-            def.description
-                .clone()
-                .unwrap_or(format!("{me} ({})", opts.prefix))
+            def.description()
+                .map_or_else(|| format!("{me} ({})", opts.prefix), str::to_string)
         ),
     ];
     deps(project, spec, opts, &mut unit, notes, me);
@@ -294,7 +290,7 @@ fn service_unit(
     if let Some(l) = line(&argv) {
         svc.push(format!("ExecStart={l}"));
     }
-    if let Some(c) = &def.shutdown_command
+    if let Some(c) = def.shutdown_command()
         && let Some(l) = line(&c.to_argv(fixed))
     {
         svc.push(format!("ExecStop={l}"));

@@ -535,7 +535,7 @@ impl Supervisor {
                     adopted: self.processes.adopted(id),
                     keep_files: def.log.keep_files,
                     log_path: self.project.log_path(def),
-                    namespace: def.namespace.clone(),
+                    namespace: def.namespace().map(str::to_string),
                     status_text: self.processes.status(id),
                     next_run: def
                         .schedule

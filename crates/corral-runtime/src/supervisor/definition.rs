@@ -15,7 +15,7 @@ pub fn describe(project: &Project, id: UnitId, source: String) -> Definition {
         p.strip_prefix(&project.root)
             .map_or_else(|_| p.display().to_string(), |r| r.display().to_string())
     };
-    f.opt("description", def.description.clone());
+    f.opt("description", def.description().map(str::to_string));
     f.opt("command", def.command.as_ref().map(command));
     if def.workdir != project.root {
         f.add("workdir", shown(&def.workdir));
@@ -70,10 +70,7 @@ pub fn describe(project: &Project, id: UnitId, source: String) -> Definition {
         f.add("restart", restart(spec));
         f.add("stop", stop(spec, def.stop_parent_only));
     }
-    f.opt(
-        "shutdown_command",
-        def.shutdown_command.as_ref().map(command),
-    );
+    f.opt("shutdown_command", def.shutdown_command().map(command));
     if spec.readiness.is_some() {
         f.add(
             "start_timeout",
@@ -87,8 +84,8 @@ pub fn describe(project: &Project, id: UnitId, source: String) -> Definition {
         );
     }
     f.opt("umask", def.umask.map(|m| format!("{m:03o}")));
-    f.opt("namespace", def.namespace.clone());
-    f.opt("image", def.image.clone());
+    f.opt("namespace", def.namespace().map(str::to_string));
+    f.opt("image", def.image().map(str::to_string));
     for (key, on) in [
         ("daemon", def.daemon),
         ("disabled", def.disabled),

@@ -173,7 +173,7 @@ impl Supervisor {
                     } => {
                         // `shutdown_command` is run instead of the stop signal; SIGKILL still
                         // follows the grace period.
-                        if self.project.units[unit.0].shutdown_command.is_some() {
+                        if self.project.units[unit.0].shutdown_command().is_some() {
                             self.processes.run_shutdown_command(
                                 &self.project,
                                 unit,

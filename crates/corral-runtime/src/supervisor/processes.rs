@@ -576,7 +576,7 @@ impl Processes {
             .as_ref()
             .ok_or_else(|| SpawnError::permanent("nothing to run"))?;
         // `kill_filters`: what would clash with it goes first (blocks for at most 3 s).
-        let killed = ports::kill_matching(&def.kill_filters);
+        let killed = ports::kill_matching(def.kill_filters());
         if !killed.is_empty() {
             let who: Vec<String> = killed
                 .iter()
@@ -856,7 +856,7 @@ impl Processes {
         printer: &Printer,
     ) {
         let def = &project.units[unit.0];
-        let Some(command) = &def.shutdown_command else {
+        let Some(command) = def.shutdown_command() else {
             return;
         };
         let grace = project.plan.get(unit).stop_grace;

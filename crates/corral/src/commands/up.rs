@@ -58,15 +58,12 @@ impl UpArgs {
                 project
                     .units
                     .iter()
-                    .filter(|u| u.namespace.as_deref() == Some(ns.as_str()))
+                    .filter(|u| u.namespace() == Some(ns.as_str()))
                     .map(|u| u.name.clone()),
             );
             if names.len() == before {
-                let mut known: Vec<&str> = project
-                    .units
-                    .iter()
-                    .filter_map(|u| u.namespace.as_deref())
-                    .collect();
+                let mut known: Vec<&str> =
+                    project.units.iter().filter_map(|u| u.namespace()).collect();
                 known.sort();
                 known.dedup();
                 return Err(CliError::Run(format!(
