@@ -123,10 +123,8 @@ restart = { backoff_initial = "50ms" }
     assert_no_leftovers(c.pid);
 }
 
-#[test]
-fn log_ready_gates_a_dependent() {
-    let p = Project::new(
-        r#"
+/// A consumer that waits for its queue's line.
+const QUEUE_AND_CONSUMER: &str = r#"
 [services.queue]
 command = "echo warming; sleep 0.4; echo queue is READY; exec sleep 30"
 log_ready = "is READY"
@@ -134,8 +132,11 @@ log_ready = "is READY"
 [services.consumer]
 command = "echo consuming; exec sleep 30"
 depends_on = { queue = "log_ready" }
-"#,
-    );
+"#;
+
+#[test]
+fn log_ready_gates_a_dependent() {
+    let p = Project::new(QUEUE_AND_CONSUMER);
     let mut c = p.start(&["up"]);
     c.wait_for("consumer: started", T);
     c.signal(Signal::SIGINT);
@@ -152,17 +153,7 @@ depends_on = { queue = "log_ready" }
 /// followers read the log) — but the lines themselves of a unit whose output is watched.
 #[test]
 fn log_ready_gates_a_dependent_of_a_detached_daemon() {
-    let p = Project::new(
-        r#"
-[services.queue]
-command = "echo warming; sleep 0.4; echo queue is READY; exec sleep 30"
-log_ready = "is READY"
-
-[services.consumer]
-command = "echo consuming; exec sleep 30"
-depends_on = { queue = "log_ready" }
-"#,
-    );
+    let p = Project::new(QUEUE_AND_CONSUMER);
     let (status, out, err) = p.run_client(&["up", "-d"]);
     assert!(status.success(), "{out}{err}");
     let daemon = p.daemon_pid();
