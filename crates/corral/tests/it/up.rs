@@ -116,6 +116,12 @@ restart = { backoff_initial = "50ms" }
         c.stdout().matches("app: started").count() == 2
     });
     eventually(T, "file recreated", || p.path().join("alive").exists());
+    // The file comes before the line (`touch; echo`): a stop in between would end the run
+    // before it says so.
+    eventually(T, "the second run's line", || {
+        std::fs::read_to_string(p.path().join(".corral/logs/app.log"))
+            .is_ok_and(|l| l.matches("started").count() == 2)
+    });
     c.signal(Signal::SIGINT);
     assert!(c.wait(T).success());
     let log = p.read(".corral/logs/app.log");
