@@ -68,7 +68,7 @@ fn main() {
         let sizes: &[usize] = if quick {
             &[200, 1000, 2000]
         } else {
-            &[200, 1000, 2000, 5000]
+            &[200, 1000, 2000, 5000, 10_000]
         };
         scale::run(&corral_binary(), sizes);
         return;

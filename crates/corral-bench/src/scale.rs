@@ -29,6 +29,25 @@ fn keeper_rss(dir: &Path) -> u64 {
     0
 }
 
+/// Open files that `n` running services take: corral's keeper holds three per unit (two pipes
+/// and a log file), plus its own few. Where this user's hard limit is lower and may be raised
+/// (root, or CAP_SYS_RESOURCE: up to `fs.nr_open`), the bench raises it for itself and so for the
+/// corral it starts, as `ulimit -Hn` would; otherwise says why the size does not fit.
+fn make_room_for(n: usize) -> Result<(), String> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let need = n as u64 * 3 + 256;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| e.to_string())?;
+    if soft >= need {
+        return Ok(());
+    }
+    let hard = hard.max(need);
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(|e| {
+        format!(
+            "needs {need} open files, over this user's limit of {soft} (raise `ulimit -Hn`): {e}"
+        )
+    })
+}
+
 fn per_unit(d: Duration, n: usize) -> String {
     format!("{:.0}µs", d.as_secs_f64() * 1e6 / n as f64)
 }
@@ -36,7 +55,7 @@ fn per_unit(d: Duration, n: usize) -> String {
 pub fn run(corral: &Path, sizes: &[usize]) {
     rows(corral, sizes);
     chain(corral, 1000);
-    if let Some(&largest) = sizes.last() {
+    if let Some(&largest) = sizes.iter().rev().find(|&&n| make_room_for(n).is_ok()) {
         ps_while_starting(corral, largest);
         adopt(corral, largest);
     }
@@ -67,6 +86,10 @@ pub fn rows(corral: &Path, sizes: &[usize]) {
         "idle cpu"
     );
     for &n in sizes {
+        if let Err(why) = make_room_for(n) {
+            println!("{n:>6}  skipped: {why}");
+            continue;
+        }
         let dir = project(&sleep_services(n));
         let (base_start, base_stop) = baseline_start_stop(n);
         let (up, start) = up_until_started(corral, dir.path(), n);
