@@ -318,7 +318,8 @@ impl Walker<'_> {
                     self.error(v.span.clone(), format!("{what} is an empty list"));
                     return None;
                 }
-                let mut argv = Vec::new();
+                // Exactly as long as it is: it is kept for the life of the unit.
+                let mut argv = Vec::with_capacity(items.len());
                 for item in items {
                     argv.push(self.string(item, &format!("each part of {what}"))?);
                 }

@@ -23,10 +23,12 @@
 //! from an older generation is ignored. So at most one process per unit is ever live.
 
 mod engine;
+mod names;
 mod plan;
 mod state;
 
 pub use engine::{Engine, UnitStatus, fmt_duration};
+pub use names::NameIndex;
 pub use plan::{
     Condition, Dependency, Kind, Overlap, Plan, ProbeTiming, RestartMode, RestartPolicy, UnitId,
     UnitSpec,

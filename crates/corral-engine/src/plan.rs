@@ -286,21 +286,17 @@ pub struct Plan {
     pub units: Vec<UnitSpec>,
     /// Unit ids by name: a lookup by name is O(1) however many units there are (a search of
     /// the list made creating the 1,000th instance O(N) in several places).
-    index: std::collections::HashMap<String, usize>,
+    index: crate::NameIndex,
 }
 
 impl Plan {
     pub fn new(units: Vec<UnitSpec>) -> Plan {
-        let index = units
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (u.name.clone(), i))
-            .collect();
+        let index = crate::NameIndex::new(units.len(), |i| &units[i].name);
         Plan { units, index }
     }
 
     pub fn find(&self, name: &str) -> Option<UnitId> {
-        self.index.get(name).copied().map(UnitId)
+        self.index.find(name, |i| &self.units[i].name).map(UnitId)
     }
 
     pub fn get(&self, id: UnitId) -> &UnitSpec {

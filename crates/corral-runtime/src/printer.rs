@@ -34,7 +34,7 @@ enum Msg {
     },
     System(String),
     /// The units changed (a reload): names by unit id from now on.
-    Names(Vec<String>),
+    Names(Arc<[String]>),
 }
 
 #[derive(Clone)]
@@ -49,7 +49,7 @@ pub struct PrinterThread {
 
 impl Printer {
     /// A printer for `names` (indexed by unit id), writing to stdout. `quiet` prints nothing.
-    pub fn start(mut names: Vec<String>, quiet: bool) -> (Printer, Option<PrinterThread>) {
+    pub fn start(mut names: Arc<[String]>, quiet: bool) -> (Printer, Option<PrinterThread>) {
         if quiet {
             return (
                 Printer {
@@ -139,7 +139,7 @@ impl Printer {
     }
 
     /// Name units by these names (indexed by unit id) from now on.
-    pub async fn rename(&self, names: Vec<String>) {
+    pub async fn rename(&self, names: Arc<[String]>) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(Msg::Names(names)).await;
         }

@@ -12,10 +12,11 @@
 //! no line of a process is checked before its patterns are known.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_engine::UnitId;
+use corral_engine::{NameIndex, UnitId};
 use regex::Regex;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::{broadcast, oneshot};
@@ -60,6 +61,12 @@ pub enum Found {
     },
 }
 
+/// A process: its generation and a hash of its unit's name. The set of processes still
+/// draining has an entry per running process, and a copy of each name (a heap block of its
+/// own) cost more than the rest of the entry. (Two names of one 64-bit hash with the same
+/// generation: not a practical concern.)
+type Key = (u64, u64);
+
 enum In {
     Tap(TapMsg),
     Expect {
@@ -67,7 +74,7 @@ enum In {
         generation: u64,
         watch: Watch,
     },
-    Names(Vec<String>),
+    Names(Arc<[String]>),
     Drained(oneshot::Sender<()>),
     Close(oneshot::Sender<()>),
 }
@@ -84,11 +91,15 @@ struct Owner {
     printer: Printer,
     lines: broadcast::Sender<Arc<LineNotice>>,
     found: Box<dyn Fn(Found) + Send>,
-    /// Unit name → its index for the printer (colour and name).
-    index: HashMap<String, usize>,
-    watches: HashMap<(String, u64), Watch>,
+    /// Units by id (shared with the printer), and their ids by name: for the printer (colour
+    /// and name).
+    names: Arc<[String]>,
+    index: NameIndex,
+    watches: HashMap<Key, Watch>,
     /// Processes whose output the keeper has not finished yet.
-    draining: HashSet<(String, u64)>,
+    draining: HashSet<Key>,
+    /// Hashes names into keys.
+    hasher: RandomState,
     waiting: Vec<oneshot::Sender<()>>,
 }
 
@@ -97,7 +108,7 @@ impl Router {
     /// router's task, for what the supervisor must hear.
     pub fn start(
         printer: Printer,
-        names: Vec<String>,
+        names: Arc<[String]>,
         lines: broadcast::Sender<Arc<LineNotice>>,
         found: impl Fn(Found) + Send + 'static,
     ) -> Router {
@@ -107,9 +118,11 @@ impl Router {
             printer,
             lines,
             found: Box::new(found),
-            index: index(&names),
+            index: NameIndex::new(names.len(), |i| &names[i]),
+            names,
             watches: HashMap::new(),
             draining: HashSet::new(),
+            hasher: RandomState::new(),
             waiting: Vec::new(),
         };
         tokio::spawn(owner.run(rx));
@@ -135,7 +148,7 @@ impl Router {
     }
 
     /// The units are now these (a reload).
-    pub fn names(&self, names: Vec<String>) {
+    pub fn names(&self, names: Arc<[String]>) {
         let _ = self.tx.send(In::Names(names));
     }
 
@@ -157,14 +170,6 @@ impl Router {
     }
 }
 
-fn index(names: &[String]) -> HashMap<String, usize> {
-    names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.clone(), i))
-        .collect()
-}
-
 impl Owner {
     async fn run(mut self, mut rx: UnboundedReceiver<In>) {
         let mut closed = None;
@@ -176,13 +181,15 @@ impl Owner {
                     generation,
                     watch,
                 } => {
+                    let key = self.key(&unit, generation);
                     if watch.log_ready.is_some() || watch.readiness.is_some() {
-                        self.watches.insert((unit.clone(), generation), watch);
+                        self.watches.insert(key, watch);
                     }
-                    self.draining.insert((unit, generation));
+                    self.draining.insert(key);
                 }
                 In::Names(names) => {
-                    self.index = index(&names);
+                    self.index = NameIndex::new(names.len(), |i| &names[i]);
+                    self.names = names.clone();
                     self.printer.rename(names).await;
                 }
                 In::Drained(reply) => self.waiting.push(reply),
@@ -213,7 +220,7 @@ impl Owner {
                 lines,
                 ..
             } => {
-                if let Some(&i) = self.index.get(&unit) {
+                if let Some(i) = self.index.find(&unit, |i| &self.names[i]) {
                     for line in lines.iter() {
                         self.printer.line(UnitId(i), stream, line);
                     }
@@ -223,8 +230,9 @@ impl Owner {
             }
             TapMsg::News { unit, .. } => self.news(&unit),
             TapMsg::Eof { unit, generation } => {
-                self.watches.remove(&(unit.clone(), generation));
-                self.draining.remove(&(unit, generation));
+                let key = self.key(&unit, generation);
+                self.watches.remove(&key);
+                self.draining.remove(&key);
             }
             TapMsg::Held {
                 attach,
@@ -253,8 +261,12 @@ impl Owner {
         }
     }
 
+    fn key(&self, unit: &str, generation: u64) -> Key {
+        (generation, self.hasher.hash_one(unit))
+    }
+
     fn check(&mut self, unit: &str, generation: u64, lines: &Lines) {
-        let key = (unit.to_string(), generation);
+        let key = self.key(unit, generation);
         let Some(watch) = self.watches.get_mut(&key) else {
             return;
         };

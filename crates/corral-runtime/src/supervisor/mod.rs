@@ -376,7 +376,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     }
     store.set_cgroups(&cgroups)?;
 
-    let names: Vec<String> = project.units.iter().map(|u| u.name.clone()).collect();
+    let names: Arc<[String]> = project.units.iter().map(|u| u.name.clone()).collect();
     let (printer, printer_thread) = Printer::start(names.clone(), options.quiet);
     let (lines, _) = broadcast::channel(4096);
     let router = {
