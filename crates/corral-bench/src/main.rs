@@ -734,7 +734,7 @@ fn cpu_and_rss(pid: u32) -> (f64, u64) {
     (ticks / hz, status_field(pid, "VmRSS:"))
 }
 
-fn status_field(pid: u32, field: &str) -> u64 {
+pub(crate) fn status_field(pid: u32, field: &str) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()

@@ -69,7 +69,7 @@ pub fn rows(corral: &Path, sizes: &[usize]) {
         "scale: N `sleep` services (one run each; ratios against the baseline in the same run)"
     );
     println!(
-        "{:>6}  {:>9} {:>9} {:>6} {:>7}  {:>9} {:>9} {:>6}  {:>8} {:>8} {:>9} {:>9} {:>9} {:>8}",
+        "{:>6}  {:>9} {:>9} {:>6} {:>7}  {:>9} {:>9} {:>6}  {:>8} {:>8} {:>9} {:>16} {:>9} {:>8}",
         "N",
         "start",
         "fork+exec",
@@ -81,7 +81,7 @@ pub fn rows(corral: &Path, sizes: &[usize]) {
         "ps new",
         "ps",
         "/metrics",
-        "daemon",
+        "daemon (anon)",
         "keeper",
         "idle cpu"
     );
@@ -127,10 +127,14 @@ pub fn rows(corral: &Path, sizes: &[usize]) {
         let window = Duration::from_secs(2);
         std::thread::sleep(window);
         let (cpu1, rss) = cpu_and_rss(pid);
+        // Of the daemon's resident memory, its own (heap, stacks) apart from the pages of its
+        // binary and libraries, which it shares with the keeper and every `corral` command, and
+        // of which a varying number is mapped (±1.5 MiB between runs).
+        let anon = crate::status_field(pid, "RssAnon:");
         let keeper = keeper_rss(dir.path());
         let stop = up.stop();
         println!(
-            "{n:>6}  {:>9} {:>9} {:>5.2}x {:>7}  {:>9} {:>9} {:>5.2}x  {:>8} {:>8} {:>9} {:>6.1}MiB {:>6.1}MiB {:>7.2}%",
+            "{n:>6}  {:>9} {:>9} {:>5.2}x {:>7}  {:>9} {:>9} {:>5.2}x  {:>8} {:>8} {:>9} {:>6.1}MiB ({:>4.1}) {:>6.1}MiB {:>7.2}%",
             ms(start),
             ms(base_start),
             ratio(start, base_start),
@@ -142,6 +146,7 @@ pub fn rows(corral: &Path, sizes: &[usize]) {
             ms(ps),
             ms(scrape),
             rss as f64 / 1024.0,
+            anon as f64 / 1024.0,
             keeper as f64 / 1024.0,
             (cpu1 - cpu0) / window.as_secs_f64() * 100.0,
         );

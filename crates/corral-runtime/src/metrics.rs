@@ -1,6 +1,8 @@
 //! CPU and memory of process trees, measured when somebody asks and never otherwise: one scan
 //! of `/proc` per request, no timer. CPU % is the share of one core used since the previous
-//! request for the same key, by any client (or, the first time, since the process started).
+//! request for the same process, by any client (or, the first time, since the process started).
+//! What is kept between requests is by PID, not by the caller's key (a unit's name): at
+//! thousands of units a copy of every name in two maps was a fifth of a KiB per unit.
 //!
 //! The API's meter shares a sample for a second ([`Meter::sharing`]): the kernel counts CPU in
 //! 10 ms ticks, so a rate over a few milliseconds (two `ps` in a row, or `ps` beside the TUI and
@@ -22,19 +24,23 @@ pub struct Usage {
     pub processes: usize,
 }
 
-/// Remembers the last CPU reading per key, to turn tick counts into a rate.
+/// Remembers the last CPU reading per process, to turn tick counts into a rate.
 #[derive(Clone, Default)]
 pub struct Meter {
-    last: Arc<Mutex<HashMap<String, (u64, Instant)>>>,
+    last: Arc<Mutex<HashMap<u32, Reading>>>,
     /// How long a sample answers later requests (zero: every request scans).
     share_for: Duration,
     sample: Arc<Mutex<Option<Sample>>>,
 }
 
-/// One scan's answers, by key with the root pid it was asked for (`None`: no such process then).
+/// A root process's CPU at a moment: its start time (a PID used again is another process),
+/// its tree's ticks, when.
+type Reading = (u64, u64, Instant);
+
+/// One scan's answers, by the root pid it was asked for (`None`: no such process then).
 struct Sample {
     at: Instant,
-    usage: HashMap<String, (u32, Option<Usage>)>,
+    usage: HashMap<u32, Option<Usage>>,
 }
 
 struct Stat {
@@ -80,13 +86,11 @@ impl Meter {
         // Held across the scan: requests arriving meanwhile wait for it instead of scanning too.
         let mut sample = self.sample.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = sample.as_ref().filter(|s| s.at.elapsed() < self.share_for) {
-            let covered = roots
-                .iter()
-                .all(|(key, pid)| s.usage.get(key).is_some_and(|(p, _)| p == pid));
+            let covered = roots.iter().all(|(_, pid)| s.usage.contains_key(pid));
             if covered {
                 return roots
                     .iter()
-                    .filter_map(|(key, _)| Some((key.clone(), s.usage.get(key)?.1?)))
+                    .filter_map(|(key, pid)| Some((key.clone(), (*s.usage.get(pid)?)?)))
                     .collect();
             }
         }
@@ -94,7 +98,7 @@ impl Meter {
         let out = self.scan(roots);
         let usage = roots
             .iter()
-            .map(|(key, pid)| (key.clone(), (*pid, out.get(key).copied())))
+            .map(|(key, pid)| (*pid, out.get(key).copied()))
             .collect();
         *sample = Some(Sample { at, usage });
         out
@@ -135,8 +139,8 @@ impl Meter {
                 .collect();
             let ticks: u64 = tree.iter().map(|p| stats[p].ticks).sum();
             let rss: u64 = tree.iter().map(|p| stats[p].rss_pages).sum::<u64>() * page;
-            let cpu = match last.get(key) {
-                Some((t0, at)) if ticks >= *t0 && now > *at => {
+            let cpu = match last.get(&(root as u32)) {
+                Some((start, t0, at)) if *start == root_stat.start && ticks >= *t0 && now > *at => {
                     (ticks - t0) as f64 / hz / (now - *at).as_secs_f64() * 100.0
                 }
                 // First look (or a process of the tree ended): the average over its life.
@@ -149,7 +153,7 @@ impl Meter {
                     }
                 }
             };
-            last.insert(key.clone(), (ticks, now));
+            last.insert(root as u32, (root_stat.start, ticks, now));
             out.insert(
                 key.clone(),
                 Usage {
@@ -160,7 +164,7 @@ impl Meter {
             );
         }
         // Forget readings nobody has asked about for an hour (ended processes, mostly).
-        last.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(3600));
+        last.retain(|_, (_, _, at)| now.duration_since(*at) < Duration::from_secs(3600));
         out
     }
 }

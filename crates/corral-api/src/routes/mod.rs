@@ -173,6 +173,14 @@ pub fn router(control: Control, shared: Shared) -> Router {
             shared,
         })
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::map_response(settle_heap))
+}
+
+/// An answer is made: what making it freed (a `ps` of thousands of units, a scan of every
+/// process for their CPU) goes back to the system if it was much (see `heap::settle`).
+async fn settle_heap(resp: axum::response::Response) -> axum::response::Response {
+    corral_runtime::heap::settle();
+    resp
 }
 
 /// The most a request body may be, except a workspace upload (its own limit): axum's default.

@@ -496,7 +496,18 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
 fn project_view(project: &Project) -> crate::instances::ProjectView {
     crate::instances::ProjectView {
         templates: project.templates.clone(),
-        units: project.units.iter().map(|u| u.name.clone()).collect(),
+        units: project
+            .units
+            .iter()
+            .filter(|u| {
+                project.templates.iter().any(|t| {
+                    u.name
+                        .strip_prefix(t.name.as_str())
+                        .is_some_and(|rest| rest.starts_with('-'))
+                })
+            })
+            .map(|u| u.name.clone())
+            .collect(),
     }
 }
 
@@ -581,6 +592,7 @@ impl Supervisor {
         let wanted = std::mem::take(&mut self.wanted);
         self.handle(Event::Up(wanted)).await;
         self.commit();
+        crate::heap::settle();
         self.watch().await;
         self.schedule_memory();
         self.schedule_tasks();
@@ -621,6 +633,9 @@ impl Supervisor {
                         self.dispatch(next).await;
                     }
                     self.commit();
+                    if self.rx.is_empty() && self.deferred.is_empty() {
+                        crate::heap::settle();
+                    }
                 },
                 _ = sigint.recv() => { interrupted = true; self.interrupt().await; }
                 _ = sigterm.recv() => { interrupted = true; self.interrupt_gently().await; }

@@ -15,9 +15,6 @@ struct Live {
     marker: String,
     /// Adopted from an earlier daemon: not our child, watched through a pidfd.
     adopted: Option<proctable::PidFd>,
-    /// An adopted process's cgroup (made by the earlier daemon); the reaper keeps those of our
-    /// own children.
-    cgroup: Option<PathBuf>,
     /// Our copy of its output pipes' read ends (the keeper holds the other): while either of
     /// us lives, a write never meets a closed pipe. Handed to a new keeper if this one dies.
     pipes: Option<(Arc<OwnedFd>, Arc<OwnedFd>)>,
@@ -26,9 +23,38 @@ struct Live {
     /// Its descendants as last seen (pid, start time), also in the store: one that escapes —
     /// a new session, no marker, its parent gone — is still found by these.
     tree: Vec<(u32, u64)>,
+    /// What few processes have, apart: a plain service's entry stays small (there may be
+    /// thousands), and these three were half of it.
+    rare: Option<Box<Rare>>,
+}
+
+#[derive(Default)]
+struct Rare {
+    /// An adopted process's cgroup (made by the earlier daemon), or a daemon's (outliving its
+    /// launcher); the reaper keeps those of our own children.
+    cgroup: Option<PathBuf>,
     /// Its `NOTIFY_SOCKET` (closed with it), and the last `STATUS=` it sent there.
     _notify: Option<crate::sdnotify::Listener>,
     status: Option<String>,
+}
+
+impl Rare {
+    /// None when there is nothing to keep.
+    fn of(cgroup: Option<PathBuf>, notify: Option<crate::sdnotify::Listener>) -> Option<Box<Rare>> {
+        (cgroup.is_some() || notify.is_some()).then(|| {
+            Box::new(Rare {
+                cgroup,
+                _notify: notify,
+                status: None,
+            })
+        })
+    }
+}
+
+impl Live {
+    fn cgroup(&self) -> Option<&std::path::Path> {
+        self.rare.as_ref()?.cgroup.as_deref()
+    }
 }
 
 /// A command run for a unit (`shutdown_command`, `on_ready` …).
@@ -366,12 +392,12 @@ impl Processes {
             .as_mut()
             .filter(|l| l.generation == generation)
         {
-            l.status = Some(text);
+            l.rare.get_or_insert_default().status = Some(text);
         }
     }
 
     pub(super) fn status(&self, unit: UnitId) -> Option<String> {
-        self.live[unit.0].as_ref()?.status.clone()
+        self.live[unit.0].as_ref()?.rare.as_ref()?.status.clone()
     }
 
     pub(super) fn adopted(&self, unit: UnitId) -> bool {
@@ -433,17 +459,18 @@ impl Processes {
             pid: rec.pid,
             marker: rec.marker.clone(),
             adopted: Some(check_fd),
-            cgroup: crate::cgroup::of_process(&rec.pid.to_string())
-                .filter(|c| c.parent().is_some_and(crate::cgroup::is_daemon_cgroup)),
             // Copies come from the keeper once it sees us (`hold`).
             pipes: None,
             read_here: false,
             tree: store.tree(&rec.unit, rec.generation).unwrap_or_default(),
-            // Its NOTIFY_SOCKET names the same path: bound again, it is heard again.
-            _notify: notify
-                .and_then(|other| self.listen(unit, rec.generation, &rec.unit, other).ok())
-                .map(|(_, l)| l),
-            status: None,
+            rare: Rare::of(
+                crate::cgroup::of_process(&rec.pid.to_string())
+                    .filter(|c| c.parent().is_some_and(crate::cgroup::is_daemon_cgroup)),
+                // Its NOTIFY_SOCKET names the same path: bound again, it is heard again.
+                notify
+                    .and_then(|other| self.listen(unit, rec.generation, &rec.unit, other).ok())
+                    .map(|(_, l)| l),
+            ),
         });
         if fixed.is_some() {
             self.ports[unit.0] = fixed;
@@ -491,13 +518,13 @@ impl Processes {
         if let Err(e) = store.remove_process(name, live.generation) {
             eprintln!("corral: {e}");
         }
-        if live.adopted.is_some() && live.cgroup.is_none() {
+        if live.adopted.is_some() && live.cgroup().is_none() {
             // Its orphans went to init, not to us: find them by marker (in a cgroup, the
             // cgroup's kill reaches them; a scan of every process's environment per exit made
             // stopping 5,000 adopted services take minutes).
             proctable::signal_all(&proctable::with_marker(&live.marker), Signal::SIGKILL);
         }
-        if let Some(dir) = live.cgroup {
+        if let Some(dir) = live.rare.and_then(|r| r.cgroup) {
             self.reaper.retire(dir);
         }
         // Nothing it started outlives it, escaped or not.
@@ -791,13 +818,11 @@ impl Processes {
             pid,
             marker,
             adopted: None,
-            // A daemon's cgroup outlives its launcher: ours to retire when the unit ends.
-            cgroup,
             pipes,
             read_here: false,
             tree: Vec::new(),
-            _notify: notify,
-            status: None,
+            // A daemon's cgroup outlives its launcher: ours to retire when the unit ends.
+            rare: Rare::of(cgroup, notify),
         });
         // Daemonizing children appear in the first moments: look then.
         self.schedule_census();
@@ -1017,7 +1042,7 @@ impl Processes {
         let markers: HashSet<&str> = signals
             .iter()
             .filter_map(|(unit, _)| self.live[unit.0].as_ref())
-            .filter(|l| l.adopted.is_some() && l.cgroup.is_none())
+            .filter(|l| l.adopted.is_some() && l.cgroup().is_none())
             .map(|l| l.marker.as_str())
             .collect();
         let marked = proctable::with_markers(&markers);
@@ -1033,7 +1058,7 @@ impl Processes {
                     // Its descendants, wherever they went (not our children: found in /proc).
                     proctable::signal_all(&table.descendants_of(live.pid as i32), *sig);
                 }
-                match &live.cgroup {
+                match live.cgroup() {
                     Some(dir) => proctable::signal_all(&crate::cgroup::pids(dir), *sig),
                     None => proctable::signal_all(
                         marked.get(&live.marker).map_or(&[][..], Vec::as_slice),
