@@ -33,6 +33,22 @@ fn daemon_identity(state_dir: &Path) -> Option<(u32, u64)> {
 /// What a daemon that died mid-way left running: the processes of its records (still the same
 /// process: PID and start time) with everything carrying their markers, and the keeper. Ended
 /// here — TERM, then KILL after 5 s — so `down` finishes the job. Returns what was ended.
+/// The first few of a list for a message, and how many more: a stack of thousands of services
+/// is not one line of thousands of names.
+fn some_of(items: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut text = items
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > SHOWN {
+        text.push_str(&format!(" and {} more", items.len() - SHOWN));
+    }
+    text
+}
+
 fn end_leftovers(state_dir: &Path) -> Vec<String> {
     use nix::sys::signal::Signal;
     let mut ended = Vec::new();
@@ -255,7 +271,7 @@ pub fn down(file: Option<&Path>) -> Result<ExitCode, CliError> {
             } else {
                 println!(
                     "corral: no daemon was running; ended what one left: {}",
-                    ended.join(", ")
+                    some_of(&ended)
                 );
             }
             return Ok(ExitCode::SUCCESS);
@@ -284,7 +300,7 @@ pub fn down(file: Option<&Path>) -> Result<ExitCode, CliError> {
     } else {
         println!(
             "corral: stopped; the daemon ended before the stack did, so these were ended here: {}",
-            ended.join(", ")
+            some_of(&ended)
         );
     }
     Ok(ExitCode::SUCCESS)

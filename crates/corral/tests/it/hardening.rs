@@ -428,6 +428,30 @@ command = ["sleep", "1000"]
     p.assert_nothing_left();
 }
 
+/// `down` with no daemon, after a stack of many services: the message names a few and counts
+/// the rest (it was one line of every unit's name and PID: 2,000 of them at scale).
+#[test]
+fn down_after_a_lost_daemon_names_a_few_and_counts_the_rest() {
+    let services: String = (0..12)
+        .map(|i| format!("[services.s{i:02}]\ncommand = [\"sleep\", \"1000\"]\n"))
+        .collect();
+    let p = Project::new(&services);
+    ok(&p, &["up", "-d"]);
+    eventually(Duration::from_secs(15), "all twelve up", || {
+        (0..12).all(|i| is_up(&json(&p, "GET", &format!("/v1/services/s{i:02}"), "").1))
+    });
+    p.kill_daemon();
+    let out = ok(&p, &["down"]);
+    assert!(out.contains("ended what one left: "), "{out}");
+    // Twelve services (and the keeper, if it had not ended by itself): ten named.
+    assert_eq!(out.matches("(pid ").count(), 10, "{out}");
+    assert!(
+        out.trim_end().ends_with(" and 2 more") || out.trim_end().ends_with(" and 3 more"),
+        "{out}"
+    );
+    p.assert_nothing_left();
+}
+
 /// 18: in the foreground, SIGUSR1/SIGUSR2 do not end corral (they used to, leaving the stack),
 /// and SIGQUIT kills the stack at once.
 #[test]
