@@ -13,6 +13,14 @@ use serde::de::DeserializeOwned;
 
 use crate::{paths, wire};
 
+/// What a request for an event stream got.
+pub enum Streamed {
+    /// Events, each handed over as it came.
+    Events,
+    /// An answer that is no event stream: its body.
+    Plain(Bytes),
+}
+
 #[derive(Debug)]
 pub enum ClientError {
     /// Nothing listens: no corral runs for this project.
@@ -167,9 +175,32 @@ impl Client {
     pub async fn stream(
         &self,
         path: &str,
-        mut each: impl FnMut(&str, &str) -> bool,
+        each: impl FnMut(&str, &str) -> bool,
     ) -> Result<(), ClientError> {
-        let resp = self.send(Method::GET, path, Vec::new()).await?;
+        self.stream_with(Method::GET, path, Vec::new(), each)
+            .await
+            .map(|_| ())
+    }
+
+    /// A request with a JSON body whose answer is a server-sent event stream (see `stream`).
+    /// An answer that is no event stream (a daemon of an earlier version, which does not know
+    /// to stream this request) comes back whole, for the caller to read.
+    pub async fn stream_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        mut each: impl FnMut(&str, &str) -> bool,
+    ) -> Result<Streamed, ClientError> {
+        let resp = self.send(method, path, body).await?;
+        let events = resp
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !events {
+            return Ok(Streamed::Plain(read_body(resp).await?));
+        }
         let mut body = resp.into_body();
         let mut buf = String::new();
         while let Some(frame) = body.frame().await {
@@ -193,11 +224,11 @@ impl Client {
                     }
                 }
                 if !data.is_empty() && !each(event, &data) {
-                    return Ok(());
+                    return Ok(Streamed::Events);
                 }
             }
         }
-        Ok(())
+        Ok(Streamed::Events)
     }
 }
 

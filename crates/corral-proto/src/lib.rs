@@ -19,7 +19,7 @@ pub mod client;
 pub mod paths;
 pub mod wire;
 
-pub use client::{Client, ClientError, Method};
+pub use client::{Client, ClientError, Method, Streamed};
 
 /// `1.5s`, `500ms`, `2m 3s`: short, for people. (The engine words its own messages with the
 /// same rule; kept here too so that clients link no engine.)

@@ -12,7 +12,7 @@ use corral_runtime::adhoc::{AdhocCommand, AdhocError, ProcSpec};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::{ApiError, ApiResult};
-use crate::query::{params, requested_signal, sse_json};
+use crate::query::{flag, params, requested_signal, sse_json};
 use crate::routes::App;
 use corral_proto::wire;
 
@@ -110,8 +110,23 @@ pub fn spec(body: &[u8]) -> ApiResult<ProcSpec> {
     Ok(spec)
 }
 
-pub(crate) async fn start(State(app): State<App>, body: axum::body::Bytes) -> ApiResult<Response> {
+/// Start a process. With `?follow=true` the answer is its output's event stream (as
+/// `…/output`), led by a `proc` event with its record: a client that runs a command and waits
+/// for it (`corral exec`) makes one request, not two.
+pub(crate) async fn start(
+    State(app): State<App>,
+    RawQuery(q): RawQuery,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let follow = flag(&params(q.as_deref(), &["follow"])?, "follow")?;
     let spec = spec(&body)?;
+    if follow {
+        // Subscribed before the start: no chunk of its output can pass unseen.
+        let feed = app.control.adhoc.output();
+        let (view, _) = app.control.adhoc.spawn(spec).await?;
+        let lead = sse_json("proc", &convert::proc(&view));
+        return stream_output(&app, feed, view.id, Some(lead)).await;
+    }
     let (view, created) = app.control.adhoc.spawn(spec).await?;
     let status = if created {
         StatusCode::CREATED
@@ -221,10 +236,21 @@ pub(crate) async fn output(
 ) -> ApiResult<Response> {
     // Subscribe first, then read the record: a chunk is either in the record or in the feed.
     let feed = app.control.adhoc.output();
+    stream_output(&app, feed, id, None).await
+}
+
+/// The output of process `id` as events, from what its record holds on (`feed` subscribed
+/// before the record is read), after `lead` if given.
+async fn stream_output(
+    app: &App,
+    feed: tokio::sync::broadcast::Receiver<std::sync::Arc<corral_runtime::adhoc::ProcChunk>>,
+    id: String,
+    lead: Option<SseEvent>,
+) -> ApiResult<Response> {
     let done = app.control.adhoc.watch(&id).await?;
     let view = app.control.adhoc.get(&id).await?;
     let mut lines = Lines::default();
-    let mut first = Vec::new();
+    let mut first: Vec<SseEvent> = lead.into_iter().collect();
     match &view.output.runs {
         // Whole: by stream, in order.
         Some(runs) => {

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use corral_proto::client::{Method, encode};
+use corral_proto::client::{Method, Streamed, encode};
 use corral_proto::wire;
 
 use super::ctl::{call, cli_error, client};
@@ -38,46 +38,64 @@ pub fn run(file: Option<&Path>, args: ExecArgs) -> Result<ExitCode, CliError> {
     let body = serde_json::to_vec(&req).unwrap_or_default();
     let c = client(file)?;
     let rt = runtime()?;
-    let proc: wire::Proc = rt
-        .block_on(c.call_with(Method::POST, "/v1/procs", body))
-        .map_err(cli_error)?;
     if args.detach {
+        let proc: wire::Proc = rt
+            .block_on(c.call_with(Method::POST, "/v1/procs", body))
+            .map_err(cli_error)?;
         println!("{}", proc.id);
         return Ok(ExitCode::SUCCESS);
     }
+    // One request: the process starts and its output streams back, led by its record.
+    let mut id: Option<String> = None;
     let mut last: Option<wire::Proc> = None;
-    rt.block_on(c.stream(
-        &format!("/v1/procs/{}/output", proc.id),
-        |event, data| match event {
-            "line" => {
-                if let Ok(line) = serde_json::from_str::<wire::Chunk>(data) {
-                    if line.stream == "err" {
-                        let _ = writeln!(std::io::stderr(), "{}", line.text);
-                    } else {
-                        let mut out = std::io::stdout();
-                        let _ = writeln!(out, "{}", line.text);
-                        let _ = out.flush();
-                    }
+    let mut each = |event: &str, data: &str| match event {
+        "proc" => {
+            id = serde_json::from_str::<wire::Proc>(data).ok().map(|p| p.id);
+            true
+        }
+        "line" => {
+            if let Ok(line) = serde_json::from_str::<wire::Chunk>(data) {
+                if line.stream == "err" {
+                    let _ = writeln!(std::io::stderr(), "{}", line.text);
+                } else {
+                    let mut out = std::io::stdout();
+                    let _ = writeln!(out, "{}", line.text);
+                    let _ = out.flush();
                 }
-                true
             }
-            "omitted" => {
-                eprintln!("corral: [… part of the output was not kept: {data} …]");
-                true
-            }
-            "exit" => {
-                last = serde_json::from_str(data).ok();
-                false
-            }
-            _ => true,
-        },
-    ))
-    .map_err(cli_error)?;
+            true
+        }
+        "omitted" => {
+            eprintln!("corral: [… part of the output was not kept: {data} …]");
+            true
+        }
+        "exit" => {
+            last = serde_json::from_str(data).ok();
+            false
+        }
+        _ => true,
+    };
+    let answer = rt
+        .block_on(c.stream_with(Method::POST, "/v1/procs?follow=true", body, &mut each))
+        .map_err(cli_error)?;
+    if let Streamed::Plain(record) = answer {
+        // A daemon of an earlier version started it and answered with its record: its output
+        // is a second request.
+        let proc: wire::Proc = serde_json::from_slice(&record)
+            .map_err(|e| CliError::Run(format!("bad answer from the daemon: {e}")))?;
+        rt.block_on(c.stream(&format!("/v1/procs/{}/output", proc.id), &mut each))
+            .map_err(cli_error)?;
+        id = Some(proc.id);
+    }
     let Some(end) = last else {
-        return Err(CliError::Run(format!(
-            "lost the output stream of {}; `corral proc show {}` has its record",
-            proc.id, proc.id
-        )));
+        return Err(CliError::Run(match id {
+            Some(id) => {
+                format!("lost the output stream of {id}; `corral proc show {id}` has its record")
+            }
+            None => "lost the answer to starting the process; `corral proc ls` lists what \
+                     runs"
+                .to_string(),
+        }));
     };
     // Like a shell: the exit code, or 128 + the signal that ended it.
     let code = end.exit_code.or(end.signal.map(|s| 128 + s)).unwrap_or(1);

@@ -327,16 +327,8 @@ fn the_event_stream_carries_unit_and_process_events() {
     down(&p);
 }
 
-#[test]
-fn the_output_stream_has_one_event_per_line_then_the_exit() {
-    let p = Project::new(ONE);
-    up(&p);
-    let body = r#"{"command": "printf 'a\nb\n'; echo e1 >&2; sleep 0.2; printf 'c'"}"#;
-    let (_, v) = json(&p, "POST", "/v1/procs", body);
-    let id = v["id"].as_str().unwrap().to_string();
-    // The stream ends after the `exit` event, so reading to the end is bounded by the process.
-    let (status, text) = p.http("GET", &format!("/v1/procs/{id}/output"));
-    assert_eq!(status, 200, "{text}");
+/// (event, data) of a server-sent event stream read to its end.
+fn sse_events(text: &str) -> Vec<(String, serde_json::Value)> {
     let mut events = Vec::new();
     let mut kind = String::new();
     for line in text.lines() {
@@ -347,6 +339,12 @@ fn the_output_stream_has_one_event_per_line_then_the_exit() {
             events.push((kind.clone(), v));
         }
     }
+    events
+}
+
+/// The output lines of a stream's events and its exit record, checked against what the
+/// command below writes.
+fn assert_output_then_exit(events: &[(String, serde_json::Value)], text: &str) {
     let lines: Vec<(String, String)> = events
         .iter()
         .filter(|(k, _)| k == "line")
@@ -367,5 +365,108 @@ fn the_output_stream_has_one_event_per_line_then_the_exit() {
     let (last, exit) = events.last().unwrap();
     assert_eq!(last, "exit");
     assert_eq!(exit["exit_code"], 0);
+}
+
+#[test]
+fn the_output_stream_has_one_event_per_line_then_the_exit() {
+    let p = Project::new(ONE);
+    up(&p);
+    let body = r#"{"command": "printf 'a\nb\n'; echo e1 >&2; sleep 0.2; printf 'c'"}"#;
+    let (_, v) = json(&p, "POST", "/v1/procs", body);
+    let id = v["id"].as_str().unwrap().to_string();
+    // The stream ends after the `exit` event, so reading to the end is bounded by the process.
+    let (status, text) = p.http("GET", &format!("/v1/procs/{id}/output"));
+    assert_eq!(status, 200, "{text}");
+    assert_output_then_exit(&sse_events(&text), &text);
+
+    // Started and followed in one request: the record first, then the same stream.
+    let (status, text) = p.http_body("POST", "/v1/procs?follow=true", body);
+    assert_eq!(status, 200, "{text}");
+    let events = sse_events(&text);
+    let (first, record) = &events[0];
+    assert_eq!(first, "proc", "{text}");
+    let id = record["id"].as_str().unwrap();
+    assert_eq!(events.last().unwrap().1["id"], id, "{text}");
+    assert_output_then_exit(&events, &text);
+    let (status, v) = json(&p, "POST", "/v1/procs?follow=maybe", body);
+    assert_eq!(status, 400, "{v}");
     down(&p);
+}
+
+/// `corral exec` newer than the daemon it talks to: a daemon of an earlier version answers the
+/// start with the record (it does not know `follow`), and exec asks for the output in a second
+/// request instead of losing it. The daemon here is a stand-in on the project's socket that
+/// answers those two requests as such a daemon did.
+#[test]
+fn exec_asks_for_the_output_when_the_daemon_answers_the_start_with_a_record() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let p = Project::new(ONE);
+    let state = p.path().join(".corral");
+    std::fs::create_dir_all(&state).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(state.join("api.sock")).unwrap();
+    let record = |state: &str, exit_code: Option<i32>| {
+        serde_json::json!({
+            "id": "p1", "key": null, "command": "echo hi", "pid": 1, "state": state,
+            "exit_code": exit_code, "signal": null, "timed_out": false, "started_ms": 0,
+            "ended_ms": null,
+            "output": {"head": "", "tail": "", "original_bytes": 0, "retained_bytes": 0,
+                       "omitted_bytes": 0}
+        })
+        .to_string()
+    };
+    let answers = [
+        ("201 Created", "application/json", record("running", None)),
+        (
+            "200 OK",
+            "text/event-stream",
+            format!(
+                "event: line\ndata: {{\"stream\":\"out\",\"text\":\"hi\"}}\n\nevent: exit\ndata: {}\n\n",
+                record("exited", Some(3))
+            ),
+        ),
+    ];
+    let server = std::thread::spawn(move || {
+        let mut asked = Vec::new();
+        for (status, kind, body) in answers {
+            let (stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut first = String::new();
+            reader.read_line(&mut first).unwrap();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+            }
+            let mut sent = vec![0; length];
+            reader.read_exact(&mut sent).unwrap();
+            write!(
+                reader.get_mut(),
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            asked.push(first.trim_end().to_string());
+        }
+        asked
+    });
+    let (status, out, err) = p.run_client(&["exec", "--", "echo", "hi"]);
+    assert_eq!(status.code(), Some(3), "{out}{err}");
+    assert_eq!(out, "hi\n", "{err}");
+    let asked = server.join().unwrap();
+    assert_eq!(
+        asked,
+        [
+            "POST /v1/procs?follow=true HTTP/1.1",
+            "GET /v1/procs/p1/output HTTP/1.1"
+        ]
+    );
 }
