@@ -212,6 +212,8 @@ pub struct Supervisor {
     /// Messages taken off `rx` in the middle of a long step (see [`Supervisor::answer_queries`])
     /// that were not queries: handled, in order, before anything newer.
     deferred: VecDeque<Msg>,
+    /// When the store's log was last looked at ([`Supervisor::quiet_moment`]).
+    log_checked: Option<Instant>,
     /// The services defined at run time as last read from the store (which owns them): read
     /// again only after a change, not for every instance created or definition shown.
     added_cache: std::sync::Mutex<Option<Vec<corral_config::Definition>>>,
@@ -466,6 +468,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         tx,
         rx,
         deferred: VecDeque::new(),
+        log_checked: None,
         added_cache: std::sync::Mutex::new(None),
         store,
         notices,
@@ -592,7 +595,7 @@ impl Supervisor {
         let wanted = std::mem::take(&mut self.wanted);
         self.handle(Event::Up(wanted)).await;
         self.commit();
-        crate::heap::settle();
+        self.quiet_moment();
         self.watch().await;
         self.schedule_memory();
         self.schedule_tasks();
@@ -634,7 +637,7 @@ impl Supervisor {
                     }
                     self.commit();
                     if self.rx.is_empty() && self.deferred.is_empty() {
-                        crate::heap::settle();
+                        self.quiet_moment();
                     }
                 },
                 _ = sigint.recv() => { interrupted = true; self.interrupt().await; }
@@ -692,6 +695,23 @@ impl Supervisor {
             t.finish();
         }
         Ok(outcome)
+    }
+
+    /// Nothing waits: what bursts left behind is put away — the heap's free pages, and the
+    /// store's log if it grew long (checked at most every 10 s, and not while stopping: its
+    /// syncs are for a moment nobody waits on).
+    fn quiet_moment(&mut self) {
+        crate::heap::settle();
+        if !self.engine.is_shutting_down()
+            && self
+                .log_checked
+                .is_none_or(|at| at.elapsed() >= Duration::from_secs(10))
+        {
+            self.log_checked = Some(Instant::now());
+            if let Err(e) = self.store.shorten_log() {
+                eprintln!("corral: {e}");
+            }
+        }
     }
 
     fn begin(&self) {
