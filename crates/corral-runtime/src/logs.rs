@@ -603,11 +603,30 @@ impl<F: FnMut(Stream, &[&[u8]])> Pump<F> {
         // 64 KiB at a time, an idle one holds no buffer.
         let mut out_split = LineSplitter::new(Stream::Stdout);
         let mut err_split = LineSplitter::new(Stream::Stderr);
+        // Polled by hand, not through two read futures under `select!`: each of those held a
+        // readiness waiter, and this task lives as long as its process — at thousands of
+        // processes the keeper's largest part. The stream looked at first alternates, so a
+        // flooding one does not keep the other waiting.
+        let mut err_first = false;
         while out.is_some() || err.is_some() {
-            let (n, which) = tokio::select! {
-                r = read_some(&mut out, &mut out_split), if out.is_some() => (r, Stream::Stdout),
-                r = read_some(&mut err, &mut err_split), if err.is_some() => (r, Stream::Stderr),
-            };
+            err_first = !err_first;
+            let (n, which) = std::future::poll_fn(|cx| {
+                for which in if err_first {
+                    [Stream::Stderr, Stream::Stdout]
+                } else {
+                    [Stream::Stdout, Stream::Stderr]
+                } {
+                    let (pipe, split) = match which {
+                        Stream::Stdout => (&mut out, &mut out_split),
+                        Stream::Stderr => (&mut err, &mut err_split),
+                    };
+                    if let std::task::Poll::Ready(n) = poll_read(pipe, split, cx) {
+                        return std::task::Poll::Ready((n, which));
+                    }
+                }
+                std::task::Poll::Pending
+            })
+            .await;
             let (splitter, pipe) = match which {
                 Stream::Stdout => (&mut out_split, &mut out),
                 Stream::Stderr => (&mut err_split, &mut err),
@@ -637,15 +656,23 @@ impl<F: FnMut(Stream, &[&[u8]])> Pump<F> {
     }
 }
 
-/// Read from a pipe onto the end of the splitter's text; an error counts as end of stream.
-/// Room is made only once there is something to read: a quiet service holds no buffer.
-async fn read_some(pipe: &mut Option<AsyncFd<SharedFd>>, split: &mut LineSplitter) -> usize {
+/// Read from a pipe onto the end of the splitter's text, once it is readable; an error counts
+/// as end of stream. Room is made only once there is something to read: a quiet service holds
+/// no buffer. A closed pipe (None) is never ready.
+fn poll_read(
+    pipe: &mut Option<AsyncFd<SharedFd>>,
+    split: &mut LineSplitter,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<usize> {
+    use std::task::Poll;
     let Some(p) = pipe else {
-        return std::future::pending().await;
+        return Poll::Pending;
     };
     loop {
-        let Ok(mut ready) = p.readable().await else {
-            return 0;
+        let mut ready = match p.poll_read_ready(cx) {
+            Poll::Ready(Ok(ready)) => ready,
+            Poll::Ready(Err(_)) => return Poll::Ready(0),
+            Poll::Pending => return Poll::Pending,
         };
         // Into the spare room behind the unfinished line (at least `read_size`).
         split.text.reserve(split.read_size);
@@ -664,11 +691,11 @@ async fn read_some(pipe: &mut Option<AsyncFd<SharedFd>>, split: &mut LineSplitte
             Ok(Ok(n)) => {
                 // SAFETY: the kernel initialized `n` bytes after the old end.
                 unsafe { split.text.set_len(split.text.len() + n) };
-                return n;
+                return Poll::Ready(n);
             }
             Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Ok(Err(_)) => return 0,
-            // Not readable after all: wait again.
+            Ok(Err(_)) => return Poll::Ready(0),
+            // Not readable after all: its readiness is cleared; poll again (registers the waker).
             Err(_) => continue,
         }
     }
