@@ -926,4 +926,61 @@ mod tests {
         fs::create_dir_all(&d).unwrap();
         d
     }
+
+    /// A stream that floods does not keep the other's lines waiting: read by the same task,
+    /// they are looked at in turn (a reader that always tried stdout first never came to
+    /// stderr while stdout had data).
+    #[tokio::test]
+    async fn a_flooding_stream_does_not_keep_the_other_waiting() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (out_r, out_w) = nix::unistd::pipe().unwrap();
+        let (err_r, err_w) = nix::unistd::pipe().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flood = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut out = File::from(out_w);
+                let line = [[b'x'; 99].as_slice(), b"\n"].concat();
+                while !stop.load(Ordering::Relaxed) {
+                    if out.write_all(&line).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        // The flood is under way before the one line comes.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        File::from(err_w).write_all(b"the one\n").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pump = Pump {
+            // A slow reader of stdout: its pipe is full again at every look.
+            sink: move |stream: Stream, lines: &[&[u8]]| match stream {
+                Stream::Stderr => {
+                    for l in lines {
+                        let _ = tx.send(l.to_vec());
+                    }
+                }
+                Stream::Stdout => std::thread::sleep(std::time::Duration::from_millis(1)),
+            },
+        };
+        let task = tokio::spawn(pump.run(Some(Arc::new(out_r)), Some(Arc::new(err_r))));
+        let got = tokio::task::spawn_blocking(move || {
+            rx.recv_timeout(std::time::Duration::from_secs(10))
+        })
+        .await
+        .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        // Joined off this thread: the pump must go on reading for the writer to see `stop`.
+        tokio::task::spawn_blocking(move || flood.join().unwrap())
+            .await
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), task)
+            .await
+            .expect("the pump ends once both pipes are closed")
+            .unwrap();
+        assert_eq!(
+            got.expect("the stderr line, while stdout floods"),
+            b"the one"
+        );
+    }
 }
