@@ -771,11 +771,15 @@ fn logs_follow_never_skips_a_line() {
     let p = Project::new(
         r#"
 [services.burst]
-command = ["python3", "-c", "import sys, time\ntime.sleep(0.3)\nsys.stdout.write(''.join(f'n{i}\\n' for i in range(200000)))\nsys.stdout.flush()\ntime.sleep(1000)"]
+command = ["python3", "-c", "import os, sys, time\nprint('waiting', flush=True)\nwhile not os.path.exists('go'): time.sleep(0.01)\nsys.stdout.write(''.join(f'n{i}\\n' for i in range(200000)))\nsys.stdout.flush()\ntime.sleep(1000)"]
 "#,
     );
     up_and_wait(&p, "burst");
     let mut follower = p.start(&["logs", "-f", "burst"]);
+    // The burst comes once the follower is following (it was 0.3 s after the start, which a
+    // loaded machine missed: the follower then read it all as its backlog of 100).
+    follower.wait_for("waiting", Duration::from_secs(30));
+    std::fs::write(p.path().join("go"), "").unwrap();
     follower.wait_for("n199999", Duration::from_secs(60));
     follower.signal(nix::sys::signal::Signal::SIGTERM);
     follower.wait(Duration::from_secs(10));
