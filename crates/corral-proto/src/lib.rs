@@ -40,9 +40,36 @@ pub fn fmt_duration(d: std::time::Duration) -> String {
     }
 }
 
+/// The first ten of a list, joined with commas, and how many more: a message about a stack of
+/// thousands of units is not one line of thousands of names.
+pub fn some_of<S: AsRef<str>>(items: &[S]) -> String {
+    const SHOWN: usize = 10;
+    let mut text = items
+        .iter()
+        .take(SHOWN)
+        .map(AsRef::as_ref)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > SHOWN {
+        text.push_str(&format!(" and {} more", items.len() - SHOWN));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::wire;
+
+    #[test]
+    fn a_long_list_is_cut_to_ten_and_counted() {
+        assert_eq!(super::some_of(&["a", "b"]), "a, b");
+        let many: Vec<String> = (0..12).map(|i| format!("s{i}")).collect();
+        assert_eq!(
+            super::some_of(&many),
+            "s0, s1, s2, s3, s4, s5, s6, s7, s8, s9 and 2 more"
+        );
+        assert_eq!(super::some_of::<&str>(&[]), "");
+    }
 
     /// Clients link only this crate: it must not grow a dependency on the server side.
     #[test]

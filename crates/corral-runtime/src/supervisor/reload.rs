@@ -178,7 +178,7 @@ impl Supervisor {
             if v.is_empty() {
                 "none".to_string()
             } else {
-                v.join(", ")
+                corral_proto::some_of(v)
             }
         };
         let summary = format!(

@@ -33,22 +33,6 @@ fn daemon_identity(state_dir: &Path) -> Option<(u32, u64)> {
 /// What a daemon that died mid-way left running: the processes of its records (still the same
 /// process: PID and start time) with everything carrying their markers, and the keeper. Ended
 /// here — TERM, then KILL after 5 s — so `down` finishes the job. Returns what was ended.
-/// The first few of a list for a message, and how many more: a stack of thousands of services
-/// is not one line of thousands of names.
-fn some_of(items: &[String]) -> String {
-    const SHOWN: usize = 10;
-    let mut text = items
-        .iter()
-        .take(SHOWN)
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(", ");
-    if items.len() > SHOWN {
-        text.push_str(&format!(" and {} more", items.len() - SHOWN));
-    }
-    text
-}
-
 fn end_leftovers(state_dir: &Path) -> Vec<String> {
     use nix::sys::signal::Signal;
     let mut ended = Vec::new();
@@ -271,7 +255,7 @@ pub fn down(file: Option<&Path>) -> Result<ExitCode, CliError> {
             } else {
                 println!(
                     "corral: no daemon was running; ended what one left: {}",
-                    some_of(&ended)
+                    corral_proto::some_of(&ended)
                 );
             }
             return Ok(ExitCode::SUCCESS);
@@ -300,7 +284,7 @@ pub fn down(file: Option<&Path>) -> Result<ExitCode, CliError> {
     } else {
         println!(
             "corral: stopped; the daemon ended before the stack did, so these were ended here: {}",
-            some_of(&ended)
+            corral_proto::some_of(&ended)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -125,7 +125,10 @@ pub fn run(file: Option<&Path>, args: &UpArgs) -> Result<ExitCode, CliError> {
     if outcome.interrupted || failed.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("corral: ended with failures: {}", failed.join(", "));
+        eprintln!(
+            "corral: ended with failures: {}",
+            corral_proto::some_of(&failed)
+        );
         Ok(ExitCode::from(1))
     }
 }
