@@ -61,8 +61,11 @@ depends_on = ["api"]
     let db = &p.plan.units[0];
     assert_eq!(db.stop_signal, 2);
     assert_eq!(db.stop_grace, Duration::from_secs(3));
-    assert_eq!(db.readiness.unwrap().interval, Duration::from_millis(200));
-    assert_eq!(db.readiness.unwrap().failure_threshold, 5);
+    assert_eq!(
+        db.readiness.as_ref().unwrap().interval,
+        Duration::from_millis(200)
+    );
+    assert_eq!(db.readiness.as_ref().unwrap().failure_threshold, 5);
     let api = &p.plan.units[1];
     assert_eq!(api.restart.mode, RestartMode::Always);
     assert_eq!(api.restart.max_restarts, 4);

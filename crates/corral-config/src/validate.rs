@@ -855,8 +855,8 @@ pub fn unit(w: &mut Walker<'_>, raw: &RawUnit, ctx: &Context) -> Draft {
             .readiness
             .as_ref()
             .is_some_and(|p| matches!(p.check, Check::Notify));
-    spec.readiness = def.readiness.as_ref().map(|p| p.timing);
-    spec.liveness = def.liveness.as_ref().map(|p| p.timing);
+    spec.readiness = def.readiness.as_ref().map(|p| Box::new(p.timing));
+    spec.liveness = def.liveness.as_ref().map(|p| Box::new(p.timing));
     if let Some(v) = get(t, "log_ready") {
         def.log_ready = w.regex(v, "`log_ready`");
     }

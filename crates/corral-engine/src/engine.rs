@@ -594,8 +594,8 @@ impl Engine {
     fn spawned(&mut self, id: UnitId, pid: u32, now: Instant) {
         let spec = &self.plan.units[id.0];
         let (readiness, liveness, start_timeout) = (
-            spec.readiness,
-            spec.liveness,
+            spec.readiness.as_deref().copied(),
+            spec.liveness.as_deref().copied(),
             spec.effective_start_timeout(),
         );
         let u = &mut self.units[id.0];
@@ -818,8 +818,8 @@ impl Engine {
         };
         let spec = &self.plan.units[id.0];
         let Some(timing) = (match probe {
-            ProbeKind::Readiness => spec.readiness,
-            ProbeKind::Liveness => spec.liveness,
+            ProbeKind::Readiness => spec.readiness.as_deref().copied(),
+            ProbeKind::Liveness => spec.liveness.as_deref().copied(),
         }) else {
             return;
         };

@@ -293,13 +293,13 @@ fn dep(plan_names: &[&str], name: &str, condition: Condition) -> Dependency {
     }
 }
 
-fn probe(interval_ms: u64, failure_threshold: u32) -> ProbeTiming {
-    ProbeTiming {
+fn probe(interval_ms: u64, failure_threshold: u32) -> Box<ProbeTiming> {
+    Box::new(ProbeTiming {
         interval: MS * interval_ms as u32,
         timeout: MS * 100,
         failure_threshold,
         ..ProbeTiming::default()
-    }
+    })
 }
 
 #[test]

@@ -497,13 +497,14 @@ impl Supervisor {
                 let spec = self.project.plan.get(id);
                 let def = &self.project.units[id.0];
                 let running = matches!(u.state, State::Running { .. } | State::Stopping { .. });
-                let health = spec
-                    .readiness
-                    .map(|_| match (&u.state, &u.last_probe_error) {
-                        (State::Running { ready: true, .. }, _) => "ready".to_string(),
-                        (_, Some(e)) => format!("not ready: {e}"),
-                        _ => "not ready".to_string(),
-                    });
+                let health =
+                    spec.readiness
+                        .as_ref()
+                        .map(|_| match (&u.state, &u.last_probe_error) {
+                            (State::Running { ready: true, .. }, _) => "ready".to_string(),
+                            (_, Some(e)) => format!("not ready: {e}"),
+                            _ => "not ready".to_string(),
+                        });
                 UnitView {
                     name: spec.name.clone(),
                     kind: spec.kind,
