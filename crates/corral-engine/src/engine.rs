@@ -28,12 +28,7 @@ pub struct UnitStatus {
     pub last_exit: Option<ExitStatus>,
     /// The `log_ready` pattern matched a line of the current generation.
     pub log_ready: bool,
-    /// The last probe failure, for people.
-    pub last_probe_error: Option<String>,
     startup_failures: u32,
-    /// Why the last start of this unit failed for want of a resource (descriptors, processes,
-    /// memory), for the reason it gives if it gives up.
-    spawn_error: Option<String>,
     ever_ready: bool,
     restart_after_stop: bool,
     /// The user asked for this unit to go down (stop, or the first half of a restart).
@@ -45,6 +40,18 @@ pub struct UnitStatus {
     pub held: bool,
     readiness: Streak,
     liveness: Streak,
+    /// What few units come to need, apart: a unit's status stays small (there may be
+    /// thousands), and these were two fifths of it. Made on first use, kept.
+    rare: Option<Box<Rare>>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Rare {
+    /// The last probe failure, for people.
+    last_probe_error: Option<String>,
+    /// Why the last start of this unit failed for want of a resource (descriptors, processes,
+    /// memory), for the reason it gives if it gives up.
+    spawn_error: Option<String>,
     /// The latest watched change (its number, and the file), waiting for the debounce.
     watch: Option<(u64, String)>,
     /// By when the next `WATCHDOG=1` must come (one timer is armed at a time).
@@ -73,9 +80,7 @@ impl UnitStatus {
             restarts: 0,
             last_exit: None,
             log_ready: false,
-            last_probe_error: None,
             startup_failures: 0,
-            spawn_error: None,
             ever_ready: false,
             restart_after_stop: false,
             down_requested: false,
@@ -83,10 +88,23 @@ impl UnitStatus {
             held: false,
             readiness: Streak::default(),
             liveness: Streak::default(),
-            watch: None,
-            watchdog_due: None,
-            memory_over: 0,
-            queued_run: false,
+            rare: None,
+        }
+    }
+
+    /// The last probe failure, for people.
+    pub fn last_probe_error(&self) -> Option<&str> {
+        self.rare.as_ref()?.last_probe_error.as_deref()
+    }
+
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_default()
+    }
+
+    /// Memory samples over `max_memory` start counting again (without making the rare part).
+    fn memory_under(&mut self) {
+        if let Some(r) = &mut self.rare {
+            r.memory_over = 0;
         }
     }
 }
@@ -305,7 +323,7 @@ impl Engine {
                     u.pid = None;
                     u.ended_at = Some(now);
                     u.last_exit = Some(ExitStatus::NotStarted);
-                    u.spawn_error = Some(error.clone());
+                    u.rare().spawn_error = Some(error.clone());
                     self.changed(unit, Some(format!("could not start: {error}")));
                     self.after_exit(unit, ExitStatus::NotStarted, true, now);
                 } else if self.is_current(unit, generation) {
@@ -329,8 +347,9 @@ impl Engine {
                 if self.is_current(unit, generation) {
                     self.exited(unit, status, now);
                     let u = &mut self.units[unit.0];
-                    if u.queued_run && !u.state.is_live() && !self.shutting_down {
-                        u.queued_run = false;
+                    let queued = u.rare.as_ref().is_some_and(|r| r.queued_run);
+                    if queued && !u.state.is_live() && !self.shutting_down {
+                        u.rare().queued_run = false;
                         self.changed(unit, Some("the queued scheduled run starts".into()));
                         self.start(vec![unit]);
                     }
@@ -370,7 +389,7 @@ impl Engine {
                 if self.is_current(unit, generation)
                     && let Some(every) = self.plan.units[unit.0].watchdog
                 {
-                    self.units[unit.0].watchdog_due = Some(now + every);
+                    self.units[unit.0].rare().watchdog_due = Some(now + every);
                 }
             }
             Event::Memory {
@@ -403,7 +422,7 @@ impl Engine {
         let note = match overlap {
             crate::Overlap::Skip => "the last run is still going: this scheduled run is skipped",
             crate::Overlap::Queue => {
-                u.queued_run = true;
+                u.rare().queued_run = true;
                 "the last run is still going: this scheduled run waits for it"
             }
             crate::Overlap::Kill => {
@@ -430,12 +449,13 @@ impl Engine {
         }
         let u = &mut self.units[unit.0];
         if rss <= max {
-            u.memory_over = 0;
+            u.memory_under();
             return;
         }
-        u.memory_over += 1;
-        if u.memory_over >= Self::MEMORY_SAMPLES {
-            u.memory_over = 0;
+        let r = u.rare();
+        r.memory_over += 1;
+        if r.memory_over >= Self::MEMORY_SAMPLES {
+            r.memory_over = 0;
             let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
             let note = format!(
                 "memory {:.1} MiB over max_memory {:.1} MiB; restarting",
@@ -460,7 +480,7 @@ impl Engine {
         // plan change renumbered never matches.
         let seq = self.next_generation;
         self.next_generation += 1;
-        self.units[unit.0].watch = Some((seq, path));
+        self.units[unit.0].rare().watch = Some((seq, path));
         self.out.push(Effect::WatchTimer { unit, seq, after });
     }
 
@@ -469,7 +489,11 @@ impl Engine {
         let Some(u) = self.units.get_mut(unit.0) else {
             return;
         };
-        let Some((_, path)) = u.watch.take_if(|(s, _)| *s == seq) else {
+        let Some((_, path)) = u
+            .rare
+            .as_mut()
+            .and_then(|r| r.watch.take_if(|(s, _)| *s == seq))
+        else {
             return;
         };
         if !u.wanted || u.held {
@@ -605,7 +629,7 @@ impl Engine {
         u.restart_after_stop = false;
         u.readiness = Streak::default();
         u.liveness = Streak::default();
-        u.memory_over = 0;
+        u.memory_under();
         let ready = readiness.is_none();
         u.ever_ready = ready;
         self.set(
@@ -623,7 +647,7 @@ impl Engine {
             self.arm(id, TimerKind::Probe(ProbeKind::Liveness), p.start_period);
         }
         if let Some(every) = self.plan.units[id.0].watchdog {
-            self.units[id.0].watchdog_due = Some(now + every);
+            self.units[id.0].rare().watchdog_due = Some(now + every);
             self.arm(id, TimerKind::Watchdog, every);
         }
     }
@@ -681,7 +705,10 @@ impl Engine {
         // A start that failed for want of a resource is tried again by the restart budget
         // alone (it is not a crash of the program), and giving up says what was missing.
         let spawn_error = match status {
-            ExitStatus::NotStarted => self.units[id.0].spawn_error.take(),
+            ExitStatus::NotStarted => self.units[id.0]
+                .rare
+                .as_mut()
+                .and_then(|r| r.spawn_error.take()),
             _ => None,
         };
         if !restart {
@@ -796,7 +823,7 @@ impl Engine {
                 self.touched.push(id);
             }
             (TimerKind::Watchdog, State::Running { .. }) if !self.shutting_down => {
-                let Some(due) = self.units[id.0].watchdog_due else {
+                let Some(due) = self.units[id.0].rare.as_ref().and_then(|r| r.watchdog_due) else {
                     return;
                 };
                 if now < due {
@@ -837,7 +864,7 @@ impl Engine {
         }
         let streak = *streak;
         if !ok {
-            u.last_probe_error = Some(detail.clone());
+            u.rare().last_probe_error = Some(detail.clone());
         }
         match probe {
             ProbeKind::Readiness => {

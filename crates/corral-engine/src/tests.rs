@@ -435,7 +435,7 @@ fn liveness_failure_restarts_through_policy() {
     assert_eq!(w.signals.len(), 1);
     assert_eq!(w.spawn_count("web"), 2);
     assert_eq!(w.eng.unit(id).restarts, 1);
-    assert!(w.eng.unit(id).last_probe_error.as_deref() == Some("connection refused"));
+    assert!(w.eng.unit(id).last_probe_error() == Some("connection refused"));
 }
 
 #[test]

@@ -500,7 +500,7 @@ impl Supervisor {
                 let health =
                     spec.readiness
                         .as_ref()
-                        .map(|_| match (&u.state, &u.last_probe_error) {
+                        .map(|_| match (&u.state, u.last_probe_error()) {
                             (State::Running { ready: true, .. }, _) => "ready".to_string(),
                             (_, Some(e)) => format!("not ready: {e}"),
                             _ => "not ready".to_string(),
