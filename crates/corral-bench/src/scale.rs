@@ -122,7 +122,9 @@ pub fn rows(corral: &Path, sizes: &[usize]) {
         let scrape = t.elapsed();
         assert!(body.contains("corral_"), "{}", &body[..body.len().min(200)]);
         let pid = up.child.id();
-        std::thread::sleep(Duration::from_millis(500));
+        // Idle from here: the daemon's last look at its heap comes a second after the last
+        // request (heap::settle), and belongs to that request.
+        std::thread::sleep(Duration::from_millis(1500));
         let (cpu0, _) = cpu_and_rss(pid);
         let window = Duration::from_secs(2);
         std::thread::sleep(window);
