@@ -144,7 +144,7 @@ pub enum Source {
 #[derive(Clone, Debug, Default)]
 pub struct ProjectView {
     pub templates: Vec<Template>,
-    /// The names a new instance's must not take: only those of the form `TEMPLATE-…` (a
+    /// The names a new instance must not take: only those of the form `TEMPLATE-…` (a
     /// project of thousands of plain services gives an empty set, not a copy of every name).
     pub units: HashSet<String>,
 }

@@ -499,8 +499,8 @@ impl Supervisor {
                 let running = matches!(u.state, State::Running { .. } | State::Stopping { .. });
                 let health =
                     spec.readiness
-                        .as_ref()
-                        .map(|_| match (&u.state, u.last_probe_error()) {
+                        .is_some()
+                        .then(|| match (&u.state, u.last_probe_error()) {
                             (State::Running { ready: true, .. }, _) => "ready".to_string(),
                             (_, Some(e)) => format!("not ready: {e}"),
                             _ => "not ready".to_string(),

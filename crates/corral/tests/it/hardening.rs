@@ -432,13 +432,10 @@ command = ["sleep", "1000"]
 /// the rest (it was one line of every unit's name and PID: 2,000 of them at scale).
 #[test]
 fn down_after_a_lost_daemon_names_a_few_and_counts_the_rest() {
-    let services: String = (0..12)
-        .map(|i| format!("[services.s{i:02}]\ncommand = [\"sleep\", \"1000\"]\n"))
-        .collect();
-    let p = Project::new(&services);
+    let p = Project::new(&sleep_services(12));
     ok(&p, &["up", "-d"]);
     eventually(Duration::from_secs(15), "all twelve up", || {
-        (0..12).all(|i| is_up(&json(&p, "GET", &format!("/v1/services/s{i:02}"), "").1))
+        (0..12).all(|i| is_up(&json(&p, "GET", &format!("/v1/services/s{i}"), "").1))
     });
     p.kill_daemon();
     let out = ok(&p, &["down"]);

@@ -498,6 +498,13 @@ pub fn position(lines: &[String], needle: &str) -> usize {
 }
 
 /// A unit (as the API shows it) is up: running, and its readiness probe passed (or it has none).
+/// A project of `n` services `s0`…, each a `sleep 1000`.
+pub fn sleep_services(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("[services.s{i}]\ncommand = [\"sleep\", \"1000\"]\n"))
+        .collect()
+}
+
 pub fn is_up(s: &serde_json::Value) -> bool {
     s["state"] == "running" && s["ready"] == true
 }

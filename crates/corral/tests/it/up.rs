@@ -666,10 +666,7 @@ fn the_open_files_limit_is_raised_to_the_hard_limit() {
 #[test]
 fn two_thousand_services_start_and_stop_leaving_nothing() {
     let n = 2000;
-    let config: String = (0..n)
-        .map(|i| format!("[services.s{i}]\ncommand = [\"sleep\", \"1000\"]\n"))
-        .collect();
-    let p = Project::new(&config);
+    let p = Project::new(&sleep_services(n));
     let (status, out, err) = p.run_client(&["up", "-d"]);
     assert!(status.success(), "{out}{err}");
     let mut counts = Vec::new();
@@ -696,10 +693,7 @@ fn two_thousand_services_start_and_stop_leaving_nothing() {
 #[test]
 fn out_of_descriptors_is_said_plainly_and_nothing_breaks() {
     let n = 40;
-    let config: String = (0..n)
-        .map(|i| format!("[services.s{i}]\ncommand = [\"sleep\", \"1000\"]\n"))
-        .collect();
-    let p = Project::new(&config);
+    let p = Project::new(&sleep_services(n));
     let mut c = p.start_limited(&["up"], Some(48));
     let out = c.wait_for("corral has used up its open-file limit (48;", T);
     assert!(
@@ -727,10 +721,7 @@ fn out_of_descriptors_is_said_plainly_and_nothing_breaks() {
 /// the person who ran it, not only the daemon's log.
 #[test]
 fn up_detached_shows_what_the_daemon_said_as_it_started() {
-    let config: String = (0..20)
-        .map(|i| format!("[services.s{i}]\ncommand = [\"sleep\", \"1000\"]\n"))
-        .collect();
-    let p = Project::new(&config);
+    let p = Project::new(&sleep_services(20));
     let mut c = p.start_limited(&["up", "-d"], Some(100));
     assert!(c.wait(T).success(), "{}", c.stderr());
     let err = c.stderr();
