@@ -173,11 +173,11 @@ pub struct Service {
 
 impl Service {
     /// The state as people read it: `running (not ready)` where readiness is still pending.
-    pub fn state_text(&self) -> String {
+    pub fn state_text(&self) -> &'static str {
         if self.state == UnitState::Running && !self.ready {
-            "running (not ready)".into()
+            "running (not ready)"
         } else {
-            self.state.to_string()
+            self.state.as_str()
         }
     }
 }

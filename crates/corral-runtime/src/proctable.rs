@@ -80,17 +80,24 @@ pub fn start_time(pid: i32) -> Option<u64> {
 
 /// How long ago a process with this start time started.
 pub fn age(start_time: u64) -> Option<std::time::Duration> {
-    let uptime: f64 = fs::read_to_string("/proc/uptime")
+    Some(age_at(start_time, uptime()?))
+}
+
+/// Seconds since the machine booted (the clock of a process's start time).
+pub fn uptime() -> Option<f64> {
+    fs::read_to_string("/proc/uptime")
         .ok()?
         .split(' ')
         .next()?
         .parse()
-        .ok()?;
+        .ok()
+}
+
+/// [`age`] against an uptime read once, for many processes.
+pub fn age_at(start_time: u64, uptime: f64) -> std::time::Duration {
     // SAFETY: sysconf only reads a configuration value.
     let ticks = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }.max(1) as f64;
-    Some(std::time::Duration::from_secs_f64(
-        (uptime - start_time as f64 / ticks).max(0.0),
-    ))
+    std::time::Duration::from_secs_f64((uptime - start_time as f64 / ticks).max(0.0))
 }
 
 /// Live processes anywhere on the machine (that we may read) carrying `marker`, with their

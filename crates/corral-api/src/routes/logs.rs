@@ -112,11 +112,12 @@ fn read_logs(
     for name in names {
         let unit = find(snap, name)?;
         let end = ends.iter().find(|(n, _)| n == name).map(|(_, e)| *e);
-        let lines = query_until(&unit.log_path, unit.keep_files, q, end).map_err(|e| ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "log_read",
-            message: format!("cannot read the log of `{name}`: {e}"),
-        })?;
+        let lines =
+            query_until(&snap.log_path(unit), unit.keep_files, q, end).map_err(|e| ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                code: "log_read",
+                message: format!("cannot read the log of `{name}`: {e}"),
+            })?;
         all.extend(lines.into_iter().map(|l| wire::Line {
             unit: name.clone(),
             time_ms: wire::millis(l.time),
@@ -169,7 +170,7 @@ pub(crate) async fn serve_logs(app: App, mut p: LogParams) -> ApiResult<Response
     let tails: Vec<Tail> = if p.follow {
         p.services
             .iter()
-            .map(|n| find(&snap, n).map(|u| Tail::at_end(&u.log_path)))
+            .map(|n| find(&snap, n).map(|u| Tail::at_end(&snap.log_path(u))))
             .collect::<ApiResult<_>>()?
     } else {
         Vec::new()

@@ -12,21 +12,24 @@ pub(crate) async fn metrics(State(app): State<App>) -> ApiResult<Response> {
     use std::fmt::Write;
     let snap = app.control.snapshot().await?;
     let procs = app.control.adhoc.list().await.unwrap_or_default();
-    let mut roots: Vec<(String, u32)> = snap
+    let (mut keys, mut roots): (Vec<String>, Vec<Option<u32>>) = snap
         .units
         .iter()
-        .filter_map(|u| Some((u.name.clone(), u.pid?)))
-        .collect();
-    roots.extend(
-        procs
-            .iter()
-            .filter(|p| p.state == "running")
-            .map(|p| (format!("proc:{}", p.id), p.pid)),
-    );
+        .filter_map(|u| Some((u.name.clone(), Some(u.pid?))))
+        .unzip();
+    for p in procs.iter().filter(|p| p.state == "running") {
+        keys.push(format!("proc:{}", p.id));
+        roots.push(Some(p.pid));
+    }
     let meter = app.meter.clone();
-    let usage = tokio::task::spawn_blocking(move || meter.measure(&roots))
+    let measured = tokio::task::spawn_blocking(move || meter.measure(&roots))
         .await
         .unwrap_or_default();
+    let usage: Vec<(String, corral_runtime::metrics::Usage)> = keys
+        .into_iter()
+        .zip(measured)
+        .filter_map(|(k, u)| Some((k, u?)))
+        .collect();
     let mut out = String::new();
     let mut family = |name: &str, help: &str, kind: &str, rows: Vec<(String, String)>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

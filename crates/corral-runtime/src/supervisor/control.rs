@@ -128,8 +128,8 @@ pub struct UnitView {
     pub wanted: bool,
     pub adopted: bool,
     pub keep_files: u32,
-    /// Its log file (rotated ones are this with `.1` … appended).
-    pub log_path: PathBuf,
+    /// Its own `log_file`, if it names one (see [`Snapshot::log_path`]).
+    pub log_file: Option<PathBuf>,
     pub namespace: Option<String>,
     /// What it last said with `STATUS=` on its NOTIFY_SOCKET.
     pub status_text: Option<String>,
@@ -148,6 +148,13 @@ pub struct Snapshot {
     pub started: SystemTime,
     pub file: PathBuf,
     pub state_dir: PathBuf,
+}
+
+impl Snapshot {
+    /// A unit's log file (rotated ones are this with `.1` … appended).
+    pub fn log_path(&self, u: &UnitView) -> PathBuf {
+        corral_config::log_path(&self.state_dir, &u.name, u.log_file.as_deref())
+    }
 }
 
 /// What kind of thing a [`Notice`] tells.
@@ -535,7 +542,9 @@ impl Supervisor {
                     wanted: u.wanted,
                     adopted: self.processes.adopted(id),
                     keep_files: def.log.keep_files,
-                    log_path: self.project.log_path(def),
+                    // Not its path: joining one for each of thousands of units was a tenth
+                    // of a snapshot, and only `logs` asks, for a few.
+                    log_file: def.log_file().map(Path::to_path_buf),
                     namespace: def.namespace().map(str::to_string),
                     status_text: self.processes.status(id),
                     next_run: def

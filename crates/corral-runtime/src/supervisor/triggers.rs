@@ -64,14 +64,10 @@ impl Supervisor {
             .filter(|id| self.project.plan.get(*id).max_memory.is_some())
             .filter_map(|id| Some((id, self.processes.pid(id)?)))
             .collect();
-        let roots: Vec<(String, u32)> = ids
-            .iter()
-            .map(|(id, pid)| (self.project.units[id.0].name.clone(), *pid))
-            .collect();
+        let roots: Vec<Option<u32>> = ids.iter().map(|(_, pid)| Some(*pid)).collect();
         let usage = self.meter.measure(&roots);
-        for (id, _) in ids {
-            let name = &self.project.units[id.0].name;
-            if let Some(u) = usage.get(name) {
+        for ((id, _), u) in ids.into_iter().zip(usage) {
+            if let Some(u) = u {
                 let generation = self.engine.unit(id).generation;
                 self.handle(Event::Memory {
                     unit: id,

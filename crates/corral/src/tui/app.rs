@@ -242,7 +242,7 @@ impl App {
                     .units
                     .iter()
                     .find(|x| x.name == d.name)
-                    .map_or("unknown".to_string(), |x| x.state_text());
+                    .map_or("unknown", |x| x.state_text());
                 out.push(format!(
                     "{}└ {} ({}): {state}",
                     "  ".repeat(depth),

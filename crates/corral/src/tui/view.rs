@@ -282,7 +282,7 @@ pub fn draw(f: &mut Frame, app: &App) {
             .iter()
             .enumerate()
             .map(|(i, u)| {
-                let mut state = u.state_text();
+                let mut state = u.state_text().to_string();
                 if !u.waiting_on.is_empty() {
                     let w: Vec<String> = u.waiting_on.iter().map(|d| d.name.clone()).collect();
                     state = format!("{state} ({})", w.join(","));
