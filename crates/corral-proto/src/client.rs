@@ -167,7 +167,12 @@ impl Client {
         body: Vec<u8>,
     ) -> Result<T, ClientError> {
         let body = read_body(self.send(method, path, body).await?).await?;
-        serde_json::from_slice(&body).map_err(|e| ClientError::Io(format!("bad answer: {e}")))
+        decode(&body)
+    }
+
+    /// A request whose answer's body is wanted as it came (to read in place with [`decode`]).
+    pub async fn fetch(&self, method: Method, path: &str) -> Result<Bytes, ClientError> {
+        read_body(self.send(method, path, Vec::new()).await?).await
     }
 
     /// A server-sent event stream: calls `each(event, data)` until the stream ends or `each`
@@ -254,6 +259,11 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
             message: format!("the daemon answered {status}"),
         },
     }
+}
+
+/// An answer's JSON as `T`, which may borrow from it.
+pub fn decode<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(body).map_err(|e| ClientError::Io(format!("bad answer: {e}")))
 }
 
 /// Percent-encode a query value.

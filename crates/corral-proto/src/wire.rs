@@ -45,6 +45,16 @@ impl UnitState {
             UnitState::Skipped => "skipped",
         }
     }
+
+    /// The state as people read it, given whether the unit is ready: `running (not ready)`
+    /// where readiness is still pending.
+    pub fn shown(self, ready: bool) -> &'static str {
+        if self == UnitState::Running && !ready {
+            "running (not ready)"
+        } else {
+            self.as_str()
+        }
+    }
 }
 
 impl std::fmt::Display for UnitState {
@@ -174,11 +184,7 @@ pub struct Service {
 impl Service {
     /// The state as people read it: `running (not ready)` where readiness is still pending.
     pub fn state_text(&self) -> &'static str {
-        if self.state == UnitState::Running && !self.ready {
-            "running (not ready)"
-        } else {
-            self.state.as_str()
-        }
+        self.state.shown(self.ready)
     }
 }
 
