@@ -57,7 +57,9 @@ impl Kept {
 #[derive(Clone, Debug)]
 pub struct Definition {
     pub name: String,
-    pub body: Node,
+    /// Shared: every change to the services added at run time lowers all of them again, and a
+    /// copy of each tree for each change made creating the 1,000th instance cost 4× the first.
+    pub body: Arc<Node>,
 }
 
 impl Definition {
@@ -66,7 +68,7 @@ impl Definition {
     pub fn from_json(name: &str, json: &serde_json::Value, owner: &str) -> Definition {
         Definition {
             name: name.to_string(),
-            body: Node::from_json(json, &Arc::from(owner)),
+            body: Arc::new(Node::from_json(json, &Arc::from(owner))),
         }
     }
 
@@ -328,7 +330,7 @@ fn lower(
     base: Arc<Base>,
     drafts: Vec<Draft>,
     templates: Vec<Template>,
-    added: Arc<Vec<(Definition, Draft)>>,
+    added: Arc<Vec<(Definition, Arc<Draft>)>>,
 ) -> Project {
     let root = base.ctx.root.clone();
     let (units, defs) = drafts.into_iter().map(|d| (d.spec, d.def)).unzip();
@@ -396,7 +398,7 @@ impl Project {
             .iter()
             .map(|x| (x.spec.name.clone(), x.spec.kind))
             .collect();
-        let before: std::collections::HashMap<&str, &(Definition, Draft)> = self
+        let before: std::collections::HashMap<&str, &(Definition, Arc<Draft>)> = self
             .added
             .iter()
             .map(|entry| (entry.0.name.as_str(), entry))
@@ -433,8 +435,12 @@ impl Project {
                 continue;
             };
             taken.insert(d.name.clone(), Kind::Service);
-            let draft = match before.get(d.name.as_str()) {
-                Some((old, draft)) if old.body == d.body => draft.clone(),
+            // A definition lowered before is not lowered again. It is the same tree, as a rule
+            // (the caller's list is the one it was given last time, plus or minus one).
+            let (draft, kept) = match before.get(d.name.as_str()) {
+                Some((old, kept)) if Arc::ptr_eq(&old.body, &d.body) || old.body == d.body => {
+                    (Draft::clone(kept), kept.clone())
+                }
                 _ => {
                     let raw = RawUnit {
                         kind: Kind::Service,
@@ -443,10 +449,11 @@ impl Project {
                         body: body.clone(),
                         span,
                     };
-                    validate::unit(&mut w, &raw, &base.ctx)
+                    let draft = validate::unit(&mut w, &raw, &base.ctx);
+                    (draft.clone(), Arc::new(draft))
                 }
             };
-            validated.push((d.clone(), draft.clone()));
+            validated.push((d.clone(), kept));
             drafts.push(draft);
         }
         share_envs(&mut drafts);

@@ -27,7 +27,12 @@ pub struct Project {
     /// The run-time definitions this project was made with, each as validated (before its
     /// dependencies were resolved): the next `with_definitions` validates only what is new or
     /// changed, so adding the 1,000th instance does not validate the 999 before it again.
-    pub(crate) added: std::sync::Arc<Vec<(crate::lower::Definition, crate::validate::Draft)>>,
+    pub(crate) added: std::sync::Arc<
+        Vec<(
+            crate::lower::Definition,
+            std::sync::Arc<crate::validate::Draft>,
+        )>,
+    >,
 }
 
 impl Project {

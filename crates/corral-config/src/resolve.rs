@@ -134,6 +134,11 @@ fn find_cycle(edges: &[Vec<(usize, Span)>]) -> Option<Vec<(usize, Span)>> {
 
 /// Two units writing one log file would interleave and rotate each other's lines.
 pub fn log_files(diags: &mut Vec<Diagnostic>, drafts: &[Draft], state_dir: &std::path::Path) {
+    // Without a `log_file` of its own each unit's log is named by its name, and names are
+    // unique: nothing to compare (and no path to make for each unit, on every change).
+    if drafts.iter().all(|d| d.def.log_file().is_none()) {
+        return;
+    }
     let mut seen: HashMap<std::path::PathBuf, &str> = HashMap::new();
     for d in drafts {
         let path = crate::model::log_path(state_dir, &d.def.name, d.def.log_file());

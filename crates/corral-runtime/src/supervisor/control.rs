@@ -267,6 +267,11 @@ impl Supervisor {
         Ok(added)
     }
 
+    /// The stored definitions are now `added`.
+    pub(super) fn set_added(&self, added: Vec<corral_config::Definition>) {
+        *self.added_cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(added);
+    }
+
     /// The stored definitions changed: [`Supervisor::added`] reads them again.
     pub(super) fn added_changed(&self) {
         *self.added_cache.lock().unwrap_or_else(|e| e.into_inner()) = None;

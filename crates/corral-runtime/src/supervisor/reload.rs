@@ -134,7 +134,13 @@ impl Supervisor {
             Change::Forget(name) => self.store.forget(name),
             Change::ReadFile | Change::Scale(..) => Ok(()),
         };
-        self.added_changed();
+        // What is stored now is `added`: kept as the cache, not read again. (Dropping the
+        // cache made the next instance read and parse every stored definition: creating the
+        // 500th took twice as long as the first.) A failed write leaves the store to say.
+        match &stored {
+            Ok(()) => self.set_added(added.clone()),
+            Err(_) => self.added_changed(),
+        }
         stored.map_err(|e| invalid(&e))?;
         // A definition added or forgotten changes that unit alone: the others are lowered from
         // the same text, and a dependency is compared by name. Comparing only it keeps creating
@@ -285,14 +291,18 @@ impl Supervisor {
                 self.moved.insert(generation, *new);
             }
         }
+        let mut forgot = false;
         for name in &p.replaced {
-            if p.project.plan.find(name).is_none()
-                && let Err(e) = self.store.forget(name)
-            {
-                eprintln!("corral: {e}");
+            if p.project.plan.find(name).is_none() {
+                forgot = true;
+                if let Err(e) = self.store.forget(name) {
+                    eprintln!("corral: {e}");
+                }
             }
         }
-        self.added_changed();
+        if forgot {
+            self.added_changed();
+        }
         // A new unit's auto port is the one it had before, if it had one.
         let store = &self.store;
         self.processes.renumber(&carry, |i| {
