@@ -272,6 +272,13 @@ impl Supervisor {
         *self.added_cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(added);
     }
 
+    /// `name`'s stored definition, if it had one, is gone.
+    pub(super) fn forget_added(&self, name: &str) {
+        if let Some(added) = &mut *self.added_cache.lock().unwrap_or_else(|e| e.into_inner()) {
+            added.retain(|d| d.name != name);
+        }
+    }
+
     /// The stored definitions changed: [`Supervisor::added`] reads them again.
     pub(super) fn added_changed(&self) {
         *self.added_cache.lock().unwrap_or_else(|e| e.into_inner()) = None;

@@ -134,9 +134,9 @@ impl Supervisor {
             Change::Forget(name) => self.store.forget(name),
             Change::ReadFile | Change::Scale(..) => Ok(()),
         };
-        // What is stored now is `added`: kept as the cache, not read again. (Dropping the
-        // cache made the next instance read and parse every stored definition: creating the
-        // 500th took twice as long as the first.) A failed write leaves the store to say.
+        // What is stored now is `added`: kept as the cache, not read again (dropping it made
+        // the next change read and parse every stored definition, work that grew with each
+        // instance). After a failed write the store says what is stored.
         match &stored {
             Ok(()) => self.set_added(added.clone()),
             Err(_) => self.added_changed(),
@@ -291,17 +291,16 @@ impl Supervisor {
                 self.moved.insert(generation, *new);
             }
         }
-        let mut forgot = false;
         for name in &p.replaced {
             if p.project.plan.find(name).is_none() {
-                forgot = true;
-                if let Err(e) = self.store.forget(name) {
-                    eprintln!("corral: {e}");
+                match self.store.forget(name) {
+                    Ok(()) => self.forget_added(name),
+                    Err(e) => {
+                        eprintln!("corral: {e}");
+                        self.added_changed();
+                    }
                 }
             }
-        }
-        if forgot {
-            self.added_changed();
         }
         // A new unit's auto port is the one it had before, if it had one.
         let store = &self.store;

@@ -623,6 +623,14 @@ fn services_added_at_run_time_are_kept_updated_and_removed() {
         let l = services(&p);
         is_up(service(&l, "extra")) && pid_of(&l, "extra") != Some(first)
     });
+    // The change after a removal starts from what is stored: the removed one stays gone.
+    assert!(
+        services(&p)
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["name"] != "mid-edit")
+    );
     // Kept across a daemon restart.
     ok(&p, &["down"]);
     p.assert_nothing_left();
