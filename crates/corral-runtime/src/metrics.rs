@@ -104,19 +104,34 @@ fn read_all() -> Vec<Stat> {
         .map_or(1, |n| n.get())
         .min(pids.len() / 128)
         .clamp(1, 8);
+    fn read_part(part: &[i32]) -> Vec<Stat> {
+        part.iter().filter_map(|&p| read(p)).collect()
+    }
     if threads == 1 {
-        return pids.into_iter().filter_map(read).collect();
+        return read_part(&pids);
     }
     let per = pids.len().div_ceil(threads);
     std::thread::scope(|scope| {
-        let parts: Vec<_> = pids
-            .chunks(per)
-            .map(|part| scope.spawn(move || part.iter().filter_map(|&p| read(p)).collect()))
+        let mut parts = pids.chunks(per);
+        let here = parts.next().unwrap_or_default();
+        // The other parts on threads of their own. Where the system has no thread to give (its
+        // process limit reached — the moment someone asks what runs), a part is read here: a
+        // `spawn` that panics would take the supervisor's memory watch down with it.
+        let others: Vec<Result<_, &[i32]>> = parts
+            .map(|part| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || read_part(part))
+                    .map_err(|_| part)
+            })
             .collect();
-        parts
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|_| Vec::<Stat>::new()))
-            .collect()
+        let mut all = read_part(here);
+        for other in others {
+            match other {
+                Ok(thread) => all.extend(thread.join().unwrap_or_default()),
+                Err(part) => all.extend(read_part(part)),
+            }
+        }
+        all
     })
 }
 
