@@ -315,6 +315,22 @@ impl FrameReader {
         }
     }
 
+    /// Whether lines of `unit`'s `generation` are wanted, if the frame already read after its
+    /// `ATTACH` says so (a daemon sends the two together: taken with the attach, the answer
+    /// holds from the first line, instead of racing the pump the attach starts).
+    fn take_want_for(&mut self, unit: &str, generation: u64) -> Option<bool> {
+        let len = u32::from_le_bytes(self.buf.get(..4)?.try_into().ok()?) as usize;
+        if *self.buf.get(4)? != WANT || self.buf.len() < 4 + len || len == 0 {
+            return None;
+        }
+        let (g, u, lines) = decode_want(&self.buf[5..4 + len])?;
+        if g != generation || u != unit {
+            return None;
+        }
+        self.buf.drain(..4 + len);
+        Some(lines)
+    }
+
     /// The next frame, or None at end of stream.
     fn next(&mut self) -> io::Result<Option<(u8, Vec<u8>)>> {
         loop {
@@ -575,7 +591,8 @@ fn inherited_listener() -> Option<std::os::unix::net::UnixListener> {
 
 enum KeeperMsg {
     Connected,
-    Attach(Attach, OwnedFd, OwnedFd),
+    /// With whether its lines are wanted from the start.
+    Attach(Attach, OwnedFd, OwnedFd, bool),
     /// An `ATTACH` whose descriptors did not arrive.
     Refused(Attach),
     Want {
@@ -743,14 +760,14 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                         wanted.store(lines, Ordering::Relaxed);
                     }
                 }
-                Some(KeeperMsg::Attach(a, out, err)) => {
+                Some(KeeperMsg::Attach(a, out, err, lines)) => {
                     let key = (a.unit.clone(), a.generation);
                     if held.contains_key(&key) {
                         // Already pumped (a daemon re-attaching what it holds): one reader.
                         continue;
                     }
                     let (out, err) = (Arc::new(out), Arc::new(err));
-                    let wanted = Arc::new(AtomicBool::new(true));
+                    let wanted = Arc::new(AtomicBool::new(lines));
                     held.insert(key, (a.clone(), out.clone(), err.clone(), wanted.clone()));
                     let file = match files.get_mut(&a.unit) {
                         Some((f, users)) => {
@@ -843,7 +860,8 @@ fn read_daemon(conn: UnixStream, id: u64, tx: tokio::sync::mpsc::UnboundedSender
         };
         match fds {
             (Some(out), Some(err)) => {
-                let _ = tx.send(KeeperMsg::Attach(a, out, err));
+                let lines = reader.take_want_for(&a.unit, a.generation).unwrap_or(true);
+                let _ = tx.send(KeeperMsg::Attach(a, out, err, lines));
             }
             _ => {
                 eprintln!(
