@@ -682,6 +682,19 @@ fn two_thousand_services_start_and_stop_leaving_nothing() {
         counts.iter().any(|&c| c > 0),
         "no answer came in the middle of the start: {counts:?}"
     );
+    // `ps` over all of them: each row with its process's memory (the sample reads thousands of
+    // processes, on threads).
+    let (status, out, err) = p.run_client(&["ps"]);
+    assert!(status.success(), "{err}");
+    let measured = out
+        .lines()
+        .filter(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells.get(2) == Some(&"running")
+                && cells.get(5).is_some_and(|m| m.ends_with(['K', 'M']))
+        })
+        .count();
+    assert_eq!(measured, n, "{}", &out[..out.len().min(2000)]);
     let (status, out, err) = p.run_client(&["down"]);
     assert!(status.success(), "{out}{err}");
     p.assert_nothing_left();
