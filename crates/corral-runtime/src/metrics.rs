@@ -53,32 +53,20 @@ struct Stat {
 }
 
 /// The fields of `/proc/PID/stat` a measure needs; none for a zombie (it only waits to be
-/// reaped) or a process gone meanwhile. Parsed in place from one read into a buffer on the
-/// stack: no allocation per process on the machine.
+/// reaped) or a process gone meanwhile. Parsed in place: no allocation per process on the
+/// machine.
 fn read(pid: i32) -> Option<Stat> {
-    use std::io::Read;
-    let mut path = [0u8; 32];
-    let mut w = &mut path[..];
-    std::io::Write::write_fmt(&mut w, format_args!("/proc/{pid}/stat")).ok()?;
-    let len = 32 - w.len();
-    let path = std::str::from_utf8(&path[..len]).ok()?;
-    // The longest stat line: a 16-byte name and 52 fields of at most 20 digits.
-    let mut buf = [0u8; 1280];
-    let n = std::fs::File::open(path).ok()?.read(&mut buf).ok()?;
-    let text = &buf[..n];
-    // The command name may hold spaces and parentheses: fields are counted from the last `)`.
-    let rest = &text[text.iter().rposition(|&b| b == b')')? + 2..];
-    let mut f = rest.split(|&b| b == b' ');
-    let num = |f: Option<&[u8]>| -> Option<u64> { std::str::from_utf8(f?).ok()?.parse().ok() };
+    let mut buf = [0u8; proctable::STAT_MAX];
+    let mut f = proctable::stat_fields(pid, &mut buf)?.split(' ');
     // Fields counted from `state` (field 3 of stat) at index 0.
-    if f.next()? == b"Z" {
+    if f.next()? == "Z" {
         return None;
     }
-    let ppid = num(f.next())? as i32;
+    let ppid = f.next()?.parse().ok()?;
     let mut f = f.skip(9);
-    let ticks = num(f.next())? + num(f.next())?;
-    let start = num(f.nth(6))?;
-    let rss_pages = num(f.nth(1))?;
+    let ticks = f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?;
+    let start = f.nth(6)?.parse().ok()?;
+    let rss_pages = f.nth(1)?.parse().ok()?;
     Some(Stat {
         pid,
         ppid,

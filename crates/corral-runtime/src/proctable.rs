@@ -35,27 +35,33 @@ pub struct ProcInfo {
     pub zombie: bool,
 }
 
-/// The text of `/proc/PID/stat`, in one read. `fs::read_to_string` asks the file's size (0 for
+/// The longest `/proc/PID/stat` line: a 16-byte name and 52 fields of at most 20 digits.
+pub const STAT_MAX: usize = 1280;
+
+/// The fields of `/proc/PID/stat` after the command name (`state` first, space-separated), in
+/// one read into `buf`, with no allocation. `fs::read_to_string` asks the file's size (0 for
 /// `/proc`) and grows its buffer from 32 bytes: eight system calls per process, most of a `ps`
-/// sample's time at 5,000 processes; this is three. A command name that is not UTF-8 is read
-/// lossily instead of making the process invisible.
-pub fn stat_text(pid: i32) -> Option<String> {
-    use std::io::Read;
-    // The longest stat line: a 16-byte name and 52 fields of at most 20 digits.
-    let mut buf = [0u8; 1280];
-    let n = fs::File::open(format!("/proc/{pid}/stat"))
-        .ok()?
-        .read(&mut buf)
-        .ok()?;
-    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+/// sample's time at 5,000 processes; this is three. The name may hold spaces, parentheses and
+/// bytes that are not UTF-8, so the fields are found after the last `)`.
+pub fn stat_fields(pid: i32, buf: &mut [u8; STAT_MAX]) -> Option<&str> {
+    use std::io::{Read, Write};
+    let mut path = [0u8; 32];
+    let free = {
+        let mut w = &mut path[..];
+        write!(w, "/proc/{pid}/stat").ok()?;
+        w.len()
+    };
+    let path = std::str::from_utf8(&path[..32 - free]).ok()?;
+    let n = fs::File::open(path).ok()?.read(buf).ok()?;
+    let text = &buf[..n];
+    let rest = text.get(text.iter().rposition(|&b| b == b')')? + 2..)?;
+    std::str::from_utf8(rest).ok()
 }
 
-/// Parse `/proc/PID/stat`. The command name may hold spaces and parentheses, so fields are
-/// counted from the last `)`.
+/// Parse `/proc/PID/stat`.
 pub fn read_stat(pid: i32) -> Option<ProcInfo> {
-    let text = stat_text(pid)?;
-    let rest = &text[text.rfind(')')? + 2..];
-    let mut f = rest.split(' ');
+    let mut buf = [0u8; STAT_MAX];
+    let mut f = stat_fields(pid, &mut buf)?.split(' ');
     let state = f.next()?;
     let ppid = f.next()?.parse().ok()?;
     let pgid = f.next()?.parse().ok()?;
@@ -70,8 +76,8 @@ pub fn read_stat(pid: i32) -> Option<ProcInfo> {
 /// When the process started, in clock ticks since boot (field 22 of `stat`). With the PID it
 /// names one process for good: a reused PID has a later start time.
 pub fn start_time(pid: i32) -> Option<u64> {
-    let text = stat_text(pid)?;
-    let rest = &text[text.rfind(')')? + 2..];
+    let mut buf = [0u8; STAT_MAX];
+    let rest = stat_fields(pid, &mut buf)?;
     if rest.starts_with('Z') {
         return None;
     }
