@@ -55,7 +55,7 @@ use std::io::{self, IoSlice, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -609,35 +609,78 @@ enum Out {
     WithFds(Vec<u8>, Arc<OwnedFd>, Arc<OwnedFd>),
 }
 
-/// Where pumps send frames for the daemon: a bounded queue to one writer thread. When the
-/// daemon is away or slow, line frames are dropped here — they are already in the log file.
+impl Out {
+    fn len(&self) -> usize {
+        match self {
+            Out::Frame(f) | Out::WithFds(f, ..) => f.len(),
+        }
+    }
+}
+
+/// The most bytes of frames waiting for the daemon. The queue also has a bound in frames, but
+/// a frame of lines may be 5 MiB (a `MAX_READ` of empty lines): 16,384 of those would be more
+/// memory than the machine has.
+const MAX_QUEUED: usize = 64 << 20;
+const _: () = assert!(5 * crate::logs::MAX_READ + 64 * 1024 <= MAX_FRAME);
+
+/// Where pumps send frames for the daemon: a queue to one writer thread, bounded in frames and
+/// in bytes (`queued`, which the writer takes back). When the daemon is away or slow, line
+/// frames are dropped here — they are already in the log file.
 #[derive(Clone)]
 struct Tap {
     tx: SyncSender<Out>,
     dropped: Arc<AtomicU64>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl Tap {
+    fn new(tx: SyncSender<Out>) -> Tap {
+        Tap {
+            tx,
+            dropped: Arc::default(),
+            queued: Arc::default(),
+        }
+    }
+
     fn send(&self, frame: Vec<u8>) {
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(Out::Frame(frame)) {
+        let len = frame.len();
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > MAX_QUEUED
+            || self.tx.try_send(Out::Frame(frame)).is_err()
+        {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Descriptors are never dropped: this one waits for room.
     fn send_fds(&self, frame: Vec<u8>, stdout: Arc<OwnedFd>, stderr: Arc<OwnedFd>) {
-        let _ = self.tx.send(Out::WithFds(frame, stdout, stderr));
+        let len = frame.len();
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        if self.tx.send(Out::WithFds(frame, stdout, stderr)).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+        }
+    }
+
+    /// The writer took a frame off the queue.
+    fn sent(&self, out: &Out) {
+        self.queued.fetch_sub(out.len(), Ordering::Relaxed);
     }
 
     /// An end of output is never dropped either (the daemon waits for it before it ends), nor
     /// a refusal (the daemon must read those pipes): these wait for room without holding up
     /// the other pumps on this thread.
     async fn send_kept(&self, frame: Vec<u8>) {
+        let len = frame.len();
+        self.queued.fetch_add(len, Ordering::Relaxed);
         let mut out = Out::Frame(frame);
         loop {
             match self.tx.try_send(out) {
                 Err(TrySendError::Full(back)) => out = back,
-                _ => return,
+                Err(TrySendError::Disconnected(_)) => {
+                    self.queued.fetch_sub(len, Ordering::Relaxed);
+                    return;
+                }
+                Ok(()) => return,
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -694,16 +737,15 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
 
     // Write frames to whichever daemon is connected.
     let (frame_tx, frame_rx) = sync_channel::<Out>(16 * 1024);
-    let tap = Tap {
-        tx: frame_tx,
-        dropped: Arc::default(),
-    };
+    let tap = Tap::new(frame_tx);
     {
         let current = current.clone();
+        let tap = tap.clone();
         std::thread::Builder::new()
             .name("keeper-writer".into())
             .spawn(move || {
                 for out in frame_rx {
+                    tap.sent(&out);
                     let mut cur = current.lock().unwrap_or_else(|e| e.into_inner());
                     if let Some((_, sock)) = cur.as_mut() {
                         let written = match &out {
@@ -924,10 +966,7 @@ mod tests {
     #[test]
     fn an_end_of_output_waits_for_room_where_lines_are_dropped() {
         let (tx, rx) = sync_channel::<Out>(1);
-        let tap = Tap {
-            tx,
-            dropped: Arc::default(),
-        };
+        let tap = Tap::new(tx);
         tap.send(b"first".to_vec());
         tap.send(b"dropped: no room".to_vec());
         assert_eq!(tap.dropped.load(Ordering::Relaxed), 1);
@@ -951,6 +990,32 @@ mod tests {
         let got = reader.join().unwrap();
         assert_eq!(got[0], b"first");
         assert_eq!(got[1], unit_frame(EOF, "api", 3));
+    }
+
+    /// Frames of lines wait for the daemon up to `MAX_QUEUED` bytes, whatever their number;
+    /// what the writer takes off makes room again.
+    #[test]
+    fn frames_for_a_slow_daemon_are_bounded_in_bytes() {
+        let (tx, rx) = sync_channel::<Out>(16);
+        let tap = Tap::new(tx);
+        let big = || vec![7u8; MAX_QUEUED / 2 - 10];
+        tap.send(big());
+        tap.send(big());
+        assert_eq!(tap.dropped.load(Ordering::Relaxed), 0);
+        tap.send(big());
+        assert_eq!(
+            tap.dropped.load(Ordering::Relaxed),
+            1,
+            "over the bytes bound"
+        );
+        let out = rx.try_recv().unwrap();
+        tap.sent(&out);
+        tap.send(big());
+        assert_eq!(tap.dropped.load(Ordering::Relaxed), 1, "room again");
+        assert_eq!(
+            tap.queued.load(Ordering::Relaxed),
+            2 * (MAX_QUEUED / 2 - 10)
+        );
     }
 
     #[test]
