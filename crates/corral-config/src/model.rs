@@ -61,11 +61,19 @@ pub enum Command {
 }
 
 impl Command {
-    /// The argv to execute, with `{port}` replaced.
+    /// The argv to execute, with `{port}` replaced. A string that is only words (no quotes,
+    /// variables, globs, operators or redirections; see [`plain_words`]) is executed directly,
+    /// split at its spaces, as `sh -c` would have run it: without a shell in between that waits
+    /// for it. That is a process less per service and per exec probe, the unit's PID is the
+    /// program's own, and a program that is not there fails to start with that said, instead of
+    /// a shell exiting 127.
     pub fn to_argv(&self, port: Option<u16>) -> Vec<String> {
         match self {
             Command::Argv(v) => v.iter().map(|a| fill_port(a, port)).collect(),
-            Command::Shell(s) => vec!["sh".into(), "-c".into(), fill_port(s, port)],
+            Command::Shell(s) => {
+                let s = fill_port(s, port);
+                plain_words(&s).unwrap_or_else(|| vec!["sh".into(), "-c".into(), s])
+            }
         }
     }
 
@@ -75,6 +83,37 @@ impl Command {
             Command::Shell(s) => s.clone(),
         }
     }
+}
+
+/// A shell command line's words, when the shell would do nothing with it but split it at
+/// blanks and run the first word as a program: every byte is a letter, digit, blank or one of
+/// `-_./:,+@%=`, and the first word is neither an assignment (`A=1 cmd`) nor one of the
+/// shell's own words (`cd`, `exec`, `if`, `.`, …), which have no program of their name or
+/// mean something else to it. None otherwise: the line is for `sh -c`.
+pub fn plain_words(line: &str) -> Option<Vec<String>> {
+    // The shell's keywords and built-in commands (POSIX, and dash's and bash's common ones).
+    const SHELL_WORDS: &[&str] = &[
+        ".", ":", "alias", "bg", "break", "builtin", "case", "cd", "chdir", "command", "continue",
+        "do", "done", "echo", "elif", "else", "esac", "eval", "exec", "exit", "export", "false",
+        "fc", "fg", "fi", "for", "function", "getopts", "hash", "if", "in", "jobs", "kill", "let",
+        "local", "printf", "pwd", "read", "readonly", "return", "select", "set", "shift", "source",
+        "test", "then", "time", "times", "trap", "true", "type", "typeset", "ulimit", "umask",
+        "unalias", "unset", "until", "wait", "while",
+    ];
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b" \t-_./:,+@%=".contains(&b);
+    if !line.bytes().all(plain) {
+        return None;
+    }
+    let words: Vec<String> = line
+        .split([' ', '\t'])
+        .filter(|w| !w.is_empty())
+        .map(String::from)
+        .collect();
+    let first = words.first()?;
+    if first.contains('=') || SHELL_WORDS.contains(&first.as_str()) {
+        return None;
+    }
+    Some(words)
 }
 
 /// `on_ready`, `on_failure`, `on_exit`, `on_restart`: each run with the unit's name, state and

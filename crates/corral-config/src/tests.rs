@@ -26,6 +26,69 @@ fn errors(text: &str) -> String {
     err.to_string().replace(&dir, "<dir>")
 }
 
+/// Which command strings run as words without a shell, and which need `sh -c`.
+#[test]
+fn plain_command_lines_are_split_and_the_rest_go_to_the_shell() {
+    let words = |s: &str| crate::model::plain_words(s);
+    for (line, argv) in [
+        ("sleep 1000", &["sleep", "1000"][..]),
+        ("  npm\trun  dev ", &["npm", "run", "dev"]),
+        (
+            "bin/server --port=8080 -v",
+            &["bin/server", "--port=8080", "-v"],
+        ),
+        (
+            "python3 -m http.server 4000",
+            &["python3", "-m", "http.server", "4000"],
+        ),
+        (
+            "ls a,b user@host:/x 50% +1",
+            &["ls", "a,b", "user@host:/x", "50%", "+1"],
+        ),
+    ] {
+        assert_eq!(words(line).expect(line), argv, "{line}");
+    }
+    for line in [
+        "",
+        "   ",
+        "echo $HOME",
+        "cd web && npm start",
+        "a; b",
+        "a | b",
+        "a > out",
+        "ls *.rs",
+        "say 'hi there'",
+        "say \"hi\"",
+        "run ~/x",
+        "sleep 1 # note",
+        "first\nsecond",
+        "PORT=1 server",
+        "exec server",
+        "cd dir",
+        ". ./env",
+        "if true",
+        "echo hi",
+        "true",
+        "kill 1",
+        "wait",
+        "(sub)",
+        "a\\ b",
+        "`cmd`",
+        "café",
+    ] {
+        assert_eq!(words(line), None, "{line:?}");
+    }
+    // As `to_argv` gives them, `{port}` filled in first.
+    assert_eq!(
+        Command::Shell("server --port {port}".into()).to_argv(Some(4000)),
+        ["server", "--port", "4000"]
+    );
+    assert_eq!(
+        Command::Shell("server > log".into()).to_argv(None),
+        ["sh", "-c", "server > log"]
+    );
+}
+
 #[test]
 fn a_full_config_loads() {
     let p = parse(

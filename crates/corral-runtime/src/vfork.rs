@@ -42,6 +42,9 @@ pub(crate) struct Plan {
     program: CString,
     /// NUL-terminated pointer arrays into `argv_own` / `env_own`.
     argv: Vec<*const libc::c_char>,
+    /// `/bin/sh PROGRAM ARGS…`: what runs a program the kernel cannot (ENOEXEC: a script
+    /// without a `#!` line), as `execvp` and a shell do.
+    sh_argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     _argv_own: Vec<CString>,
     _env_own: Vec<CString>,
@@ -80,9 +83,15 @@ impl Plan {
                 .chain(std::iter::once(std::ptr::null()))
                 .collect::<Vec<_>>()
         };
+        let sh_argv = [c"/bin/sh".as_ptr(), program.as_ptr()]
+            .into_iter()
+            .chain(argv.iter().skip(1).map(|a| a.as_ptr()))
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
         Plan {
             program,
             argv: ptrs(&argv),
+            sh_argv,
             envp: ptrs(&env),
             _argv_own: argv,
             _env_own: env,
@@ -425,6 +434,14 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
             plan.argv.as_ptr(),
             plan.envp.as_ptr(),
         );
+        if *libc::__errno_location() == libc::ENOEXEC {
+            libc::execve(
+                c"/bin/sh".as_ptr(),
+                plan.sh_argv.as_ptr(),
+                plan.envp.as_ptr(),
+            );
+            *libc::__errno_location() = libc::ENOEXEC;
+        }
         fail(plan)
     }
 }

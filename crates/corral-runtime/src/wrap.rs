@@ -64,28 +64,12 @@ impl RunAs {
     }
 }
 
-/// The wrapper: returns the exit code for the process (or ends by the command's signal).
-pub fn main(status: &Path, argv: &[String], run_as: &RunAs) -> i32 {
-    let Some((program, args)) = argv.split_first() else {
-        eprintln!("corral __wrap: nothing to run");
-        return 127;
-    };
-    let handler = SigAction::new(
-        SigHandler::Handler(caught),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for sig in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-    ] {
-        // SAFETY: the handler does nothing, which is async-signal-safe.
-        let _ = unsafe { sigaction(sig, &handler) };
-    }
+/// Run `program` with `args` as `run_as` says, and wait for it.
+fn spawn_and_wait(
+    program: &str,
+    args: &[String],
+    run_as: &RunAs,
+) -> std::io::Result<std::process::ExitStatus> {
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
     if run_as.uid.is_some() || run_as.gid.is_some() || run_as.umask.is_some() {
@@ -112,7 +96,42 @@ pub fn main(status: &Path, argv: &[String], run_as: &RunAs) -> i32 {
             });
         }
     }
-    let ended = cmd.spawn().and_then(|mut child| child.wait());
+    cmd.spawn().and_then(|mut child| child.wait())
+}
+
+/// The wrapper: returns the exit code for the process (or ends by the command's signal).
+pub fn main(status: &Path, argv: &[String], run_as: &RunAs) -> i32 {
+    let Some((program, args)) = argv.split_first() else {
+        eprintln!("corral __wrap: nothing to run");
+        return 127;
+    };
+    let handler = SigAction::new(
+        SigHandler::Handler(caught),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        // SAFETY: the handler does nothing, which is async-signal-safe.
+        let _ = unsafe { sigaction(sig, &handler) };
+    }
+    let ended = spawn_and_wait(program, args, run_as).or_else(|e| {
+        // A script without a `#!` line: the shell runs it, as `execvp` and a shell would.
+        if e.raw_os_error() == Some(nix::libc::ENOEXEC) {
+            let with_sh: Vec<String> = std::iter::once(program.clone())
+                .chain(args.iter().cloned())
+                .collect();
+            spawn_and_wait("/bin/sh", &with_sh, run_as)
+        } else {
+            Err(e)
+        }
+    });
     let ended = match ended {
         Ok(s) => s,
         Err(e) => {

@@ -212,6 +212,73 @@ command = ["sleep", "30"]
     assert_no_leftovers(c.pid);
 }
 
+/// A string command that is only words runs with no shell in between: the unit's PID is the
+/// program's. One with shell syntax still runs under `sh -c`; a script without a `#!` line,
+/// named as a plain string, is still run by the shell (as a service and as a task); a program
+/// that is not there fails to start, saying so, as it does in an argv.
+#[test]
+fn plain_string_commands_run_without_a_shell() {
+    let p = Project::new(
+        r#"
+[services.plain]
+command = "sleep 30"
+
+[services.shelled]
+command = "sleep 30; true"
+
+[services.script]
+command = "./no-shebang.sh"
+
+[services.ghost]
+command = "no-such-program-corral-test --flag"
+
+[tasks.script-task]
+command = "./no-shebang.sh task"
+"#,
+    );
+    let script = p.path().join("no-shebang.sh");
+    std::fs::write(
+        &script,
+        "echo \"ran as ${1:-service}\"\n[ -n \"$1\" ] || exec sleep 30\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut c = p.start(&["up"]);
+    let out = c.wait_for("script-task: exited (exit code 0)", T);
+    let out = [out, c.wait_for("shelled: started", T)].concat();
+    let out = [out, c.wait_for("plain: started", T)].concat();
+    let comm_of = |name: &str| {
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!("{name}: started (pid ")))
+            .unwrap_or_else(|| panic!("{name} started: {out}"));
+        let pid: String = line
+            .split("(pid ")
+            .nth(1)
+            .unwrap()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default()
+    };
+    assert_eq!(comm_of("plain").trim(), "sleep");
+    assert_eq!(comm_of("shelled").trim(), "sh");
+    assert!(
+        out.contains("ghost: failed: command `no-such-program-corral-test` not found"),
+        "{out}"
+    );
+    eventually(T, "the script's line in its log", || {
+        p.read(".corral/logs/script.log").contains("ran as service")
+    });
+    assert!(
+        p.read(".corral/logs/script-task.log")
+            .contains("ran as task")
+    );
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success());
+    assert_no_leftovers(c.pid);
+}
+
 #[test]
 fn up_with_names_starts_only_those_and_their_dependencies() {
     let p = Project::new(
