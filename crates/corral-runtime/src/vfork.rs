@@ -56,6 +56,8 @@ pub(crate) struct Plan {
     pub cgroup: Option<(RawFd, RawFd)>,
     /// The child was born in its cgroup: it need not write itself in.
     born_in_cgroup: bool,
+    /// The kernel reset the child's signal handlers as it made it (`CLONE_CLEAR_SIGHAND`).
+    born_without_handlers: bool,
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
     pub umask: Option<libc::mode_t>,
     /// Supplementary groups, group, user.
@@ -99,6 +101,7 @@ impl Plan {
             stdio,
             cgroup: None,
             born_in_cgroup: false,
+            born_without_handlers: false,
             rlimits: Vec::new(),
             umask: None,
             ids: None,
@@ -213,7 +216,8 @@ fn spawn_with(plan: &mut Plan) -> io::Result<u32> {
         Some(_) => libc::CLONE_FILES,
         None => 0,
     };
-    let mut stack = vec![0u8; STACK];
+    // Only ever written by the child (no need to zero it first).
+    let mut stack: Vec<u8> = Vec::with_capacity(STACK);
     // The stack grows down on every architecture Linux runs corral on; 16-byte aligned.
     let top = ((stack.as_mut_ptr() as usize + STACK) & !15) as *mut c_void;
     // SAFETY: signals are blocked in this thread for the clone, so no handler of the daemon's
@@ -226,13 +230,23 @@ fn spawn_with(plan: &mut Plan) -> io::Result<u32> {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         let mut pid = -1;
+        // clone3 born in the unit's cgroup, else clone3 without it (the child joins by
+        // itself below), both with the daemon's handlers reset by the kernel; else plain clone.
+        // Too old a kernel, a sandbox that refuses clone3, a cgroup that cannot take the child
+        // each fall to the next.
         #[cfg(target_arch = "x86_64")]
-        if let Some((dir, _)) = plan.cgroup {
-            plan.born_in_cgroup = true;
-            pid = clone3_into(plan, dir, files as u64, &mut stack) as c_int;
-            // Too old a kernel, a sandbox that refuses clone3, a cgroup that cannot take the
-            // child: the child joins by itself below, as everywhere else.
-            plan.born_in_cgroup = pid > 0;
+        {
+            let cgroup = plan.cgroup.map(|(dir, _)| dir);
+            let tries = [cgroup, None];
+            for &into in &tries[usize::from(cgroup.is_none())..] {
+                (plan.born_in_cgroup, plan.born_without_handlers) = (into.is_some(), true);
+                plan.error = 0;
+                pid = clone3_child(plan, into, files as u64, stack.spare_capacity_mut()) as c_int;
+                if pid > 0 {
+                    break;
+                }
+                (plan.born_in_cgroup, plan.born_without_handlers) = (false, false);
+            }
         }
         if pid <= 0 {
             plan.error = 0;
@@ -260,16 +274,16 @@ fn spawn_with(plan: &mut Plan) -> io::Result<u32> {
     }
 }
 
-/// `clone3(CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP)` running [`child`] on `stack`: the PID,
-/// or a negative errno. glibc has no wrapper that takes a stack for clone3, so the child's first
+/// `clone3(CLONE_VM | CLONE_VFORK | CLONE_CLEAR_SIGHAND)`, with `CLONE_INTO_CGROUP` when given a
+/// cgroup, running [`child`] on `stack`: the PID, or a negative errno. glibc has no wrapper that takes a stack for clone3, so the child's first
 /// instructions are here: the kernel starts it at the instruction after `syscall`, on the new
 /// stack, with the registers it had — `r12` and `r13` carry the plan and the function.
 #[cfg(target_arch = "x86_64")]
-unsafe fn clone3_into(
+unsafe fn clone3_child(
     plan: &mut Plan,
-    cgroup_dir: RawFd,
+    cgroup_dir: Option<RawFd>,
     extra_flags: u64,
-    stack: &mut [u8],
+    stack: &mut [std::mem::MaybeUninit<u8>],
 ) -> libc::c_long {
     /// `struct clone_args` of `linux/sched.h`, up to `cgroup` (CLONE_ARGS_SIZE_VER2).
     #[repr(C)]
@@ -286,12 +300,21 @@ unsafe fn clone3_into(
         set_tid_size: u64,
         cgroup: u64,
     }
+    const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
     const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let into = match cgroup_dir {
+        Some(_) => CLONE_INTO_CGROUP,
+        None => 0,
+    };
     let base = stack.as_mut_ptr() as u64;
     // The kernel starts the child at `stack + stack_size`, which must be 16-byte aligned.
     let size = ((base + stack.len() as u64) & !15) - base;
     let mut args = CloneArgs {
-        flags: libc::CLONE_VM as u64 | libc::CLONE_VFORK as u64 | CLONE_INTO_CGROUP | extra_flags,
+        flags: libc::CLONE_VM as u64
+            | libc::CLONE_VFORK as u64
+            | CLONE_CLEAR_SIGHAND
+            | into
+            | extra_flags,
         pidfd: 0,
         child_tid: 0,
         parent_tid: 0,
@@ -301,7 +324,7 @@ unsafe fn clone3_into(
         tls: 0,
         set_tid: 0,
         set_tid_size: 0,
-        cgroup: cgroup_dir as u64,
+        cgroup: cgroup_dir.unwrap_or(0) as u64,
     };
     let entry: extern "C" fn(*mut c_void) -> c_int = child;
     let ret: libc::c_long;
@@ -365,7 +388,17 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
         }
         // The daemon's signal handlers must not run here, nor after exec: back to the
         // defaults (SIGPIPE, which Rust ignores, too); what is ignored otherwise stays ignored.
+        // Born by clone3, the kernel has done it but for SIGPIPE: one call instead of 64 (each
+        // asks what a signal's handler is) while the daemon's spawning thread waits.
+        if plan.born_without_handlers {
+            let mut dfl: libc::sigaction = std::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(libc::SIGPIPE, &dfl, std::ptr::null_mut());
+        }
         for sig in 1..=libc::SIGRTMAX() {
+            if plan.born_without_handlers {
+                break;
+            }
             if sig == libc::SIGKILL || sig == libc::SIGSTOP {
                 continue;
             }
@@ -525,6 +558,53 @@ mod tests {
             .filter_map(|l| l.split_once(" -> ")?.0.split_whitespace().last())
             .collect();
         assert_eq!(fds, ["0", "1", "2", "3"], "{out}");
+    }
+
+    /// A program starts with what the daemon ignores still ignored, but SIGPIPE (which Rust
+    /// ignores for itself) back to its default; the kernel resets the handlers (clone3 with
+    /// `CLONE_CLEAR_SIGHAND`, which this machine has) and the child SIGPIPE.
+    #[test]
+    fn a_child_keeps_ignored_signals_but_gets_sigpipe_back() {
+        let ignore = |sig: libc::c_int, how: libc::sighandler_t| {
+            // SAFETY: sets a disposition of this test process, nothing else.
+            unsafe {
+                let mut act: libc::sigaction = std::mem::zeroed();
+                act.sa_sigaction = how;
+                libc::sigaction(sig, &act, std::ptr::null_mut());
+            }
+        };
+        ignore(libc::SIGPIPE, libc::SIG_IGN);
+        ignore(libc::SIGUSR2, libc::SIG_IGN);
+        let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        let c = |s: &str| CString::new(s).unwrap();
+        let mut plan = Plan::new(
+            c("/bin/cat"),
+            vec![c("cat"), c("/proc/self/status")],
+            vec![],
+            c("/"),
+            [devnull.as_raw_fd(), out_w.as_raw_fd(), out_w.as_raw_fd()],
+        );
+        let pid = spawn(&mut plan).expect("spawned");
+        ignore(libc::SIGUSR2, libc::SIG_DFL);
+        assert!(plan.born_without_handlers, "clone3 made the child");
+        drop(out_w);
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(out_r), &mut out).unwrap();
+        let mut status = 0;
+        // SAFETY: waits for the child this test started.
+        unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+        let ignored = out
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .expect(&out);
+        let bit = |sig: libc::c_int| ignored & (1 << (sig - 1)) != 0;
+        assert!(bit(libc::SIGUSR2), "still ignored: {ignored:x}");
+        assert!(
+            !bit(libc::SIGPIPE),
+            "SIGPIPE back to its default: {ignored:x}"
+        );
     }
 
     #[test]
