@@ -661,11 +661,6 @@ impl Tap {
         }
     }
 
-    /// The writer took a frame off the queue.
-    fn sent(&self, out: &Out) {
-        self.queued.fetch_sub(out.len(), Ordering::Relaxed);
-    }
-
     /// An end of output is never dropped either (the daemon waits for it before it ends), nor
     /// a refusal (the daemon must read those pipes): these wait for room without holding up
     /// the other pumps on this thread.
@@ -740,12 +735,13 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
     let tap = Tap::new(frame_tx);
     {
         let current = current.clone();
-        let tap = tap.clone();
+        // Not a `Tap`: its sender would keep the queue open after the last pump's.
+        let queued = tap.queued.clone();
         std::thread::Builder::new()
             .name("keeper-writer".into())
             .spawn(move || {
                 for out in frame_rx {
-                    tap.sent(&out);
+                    queued.fetch_sub(out.len(), Ordering::Relaxed);
                     let mut cur = current.lock().unwrap_or_else(|e| e.into_inner());
                     if let Some((_, sock)) = cur.as_mut() {
                         let written = match &out {
@@ -1009,7 +1005,7 @@ mod tests {
             "over the bytes bound"
         );
         let out = rx.try_recv().unwrap();
-        tap.sent(&out);
+        tap.queued.fetch_sub(out.len(), Ordering::Relaxed);
         tap.send(big());
         assert_eq!(tap.dropped.load(Ordering::Relaxed), 1, "room again");
         assert_eq!(
