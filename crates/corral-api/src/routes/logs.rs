@@ -14,7 +14,7 @@ use corral_proto::wire;
 use corral_runtime::Snapshot;
 use corral_runtime::logs::{Query, Tail, query_until};
 
-use crate::routes::units::find;
+use crate::routes::units::position;
 use regex::{Regex, RegexBuilder};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -102,36 +102,83 @@ fn compile_grep(v: &str) -> ApiResult<Regex> {
         .map_err(|e| ApiError::bad(format!("`grep` is not a valid pattern: {e}")))
 }
 
+/// A unit's last write can be stamped a little before the lines in it (file times are taken
+/// from the kernel's coarse clock, a line's stamp from the fine one): a log last written this
+/// long before the oldest line a tail keeps still has nothing newer than that line.
+const MTIME_SLACK: Duration = Duration::from_secs(1);
+
+/// The lines of the units at `units` (positions in the snapshot), interleaved by time. Each
+/// file is read only up to its `ends` entry, when it has one (where a follow starts).
+///
+/// A tail over many units reads their logs newest first (by the time each was last written)
+/// and stops at the first one last written before the oldest line it keeps: with thousands of
+/// services and a few that write, a tail reads a few files, not all of them.
 fn read_logs(
     snap: &Snapshot,
-    names: &[String],
+    units: &[usize],
     q: &Query,
-    ends: &[(String, u64)],
+    ends: &[Option<u64>],
 ) -> ApiResult<Vec<wire::Line>> {
-    let mut all = Vec::new();
-    for name in names {
-        let unit = find(snap, name)?;
-        let end = ends.iter().find(|(n, _)| n == name).map(|(_, e)| *e);
+    // (position in `units`, line): ties in time keep the order of `units`.
+    let mut all: Vec<(usize, wire::Line)> = Vec::new();
+    let mut order: Vec<(usize, Option<SystemTime>)> = (0..units.len()).map(|i| (i, None)).collect();
+    let tail = q.tail.filter(|_| units.len() > 1);
+    if tail.is_some() {
+        for (i, written) in &mut order {
+            *written = std::fs::metadata(snap.log_path(&snap.units[units[*i]]))
+                .and_then(|m| m.modified())
+                .ok();
+        }
+        // Newest first; a unit whose file could not be looked at (none yet, or rotated away)
+        // last, and always read.
+        order.sort_by_key(|u| std::cmp::Reverse(u.1));
+    }
+    let mut oldest_kept: Option<SystemTime> = None;
+    for (i, written) in order {
+        if let (Some(w), Some(oldest)) = (written, oldest_kept)
+            && w + MTIME_SLACK < oldest
+        {
+            continue;
+        }
+        let unit = &snap.units[units[i]];
         let lines =
-            query_until(&snap.log_path(unit), unit.keep_files, q, end).map_err(|e| ApiError {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                code: "log_read",
-                message: format!("cannot read the log of `{name}`: {e}"),
+            query_until(&snap.log_path(unit), unit.keep_files, q, ends[i]).map_err(|e| {
+                ApiError {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    code: "log_read",
+                    message: format!("cannot read the log of `{}`: {e}", unit.name),
+                }
             })?;
-        all.extend(lines.into_iter().map(|l| wire::Line {
-            unit: name.clone(),
-            time_ms: wire::millis(l.time),
-            stream: l.stream.tag().to_string(),
-            text: l.text,
+        all.extend(lines.into_iter().map(|l| {
+            (
+                i,
+                wire::Line {
+                    unit: unit.name.clone(),
+                    time_ms: wire::millis(l.time),
+                    stream: l.stream.tag().to_string(),
+                    text: l.text,
+                },
+            )
         }));
+        // Keep the newest `tail` (each unit's lines come sorted, and the sort finds the runs).
+        if let Some(n) = tail
+            && all.len() >= n
+        {
+            newest(&mut all, n);
+            oldest_kept = all
+                .first()
+                .map(|(_, l)| SystemTime::UNIX_EPOCH + Duration::from_millis(l.time_ms));
+        }
     }
-    // Several services: interleave by time (stable, so each service keeps its own order).
-    all.sort_by_key(|l| l.time_ms);
-    if let Some(n) = q.tail {
-        let extra = all.len().saturating_sub(n);
-        all.drain(..extra);
-    }
-    Ok(all)
+    newest(&mut all, q.tail.unwrap_or(usize::MAX));
+    Ok(all.into_iter().map(|(_, l)| l).collect())
+}
+
+/// Sort by time (ties: by unit, then as read) and keep the last `n`.
+fn newest(all: &mut Vec<(usize, wire::Line)>, n: usize) {
+    all.sort_by_key(|(i, l)| (l.time_ms, *i));
+    let extra = all.len().saturating_sub(n);
+    all.drain(..extra);
 }
 
 pub(crate) async fn service_logs(
@@ -160,28 +207,46 @@ pub(crate) async fn logs(State(app): State<App>, RawQuery(q): RawQuery) -> ApiRe
 
 pub(crate) async fn serve_logs(app: App, mut p: LogParams) -> ApiResult<Response> {
     let snap = app.control.snapshot().await?;
-    if p.services.is_empty() {
+    // The units asked for, as positions in the snapshot: found once (a search of the list for
+    // each name made a log of all 5,000 services quadratic).
+    let units: Vec<usize> = if p.services.is_empty() {
         p.services = snap.units.iter().map(|u| u.name.clone()).collect();
-    }
+        (0..snap.units.len()).collect()
+    } else {
+        let at: HashMap<&str, usize> = snap
+            .units
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.name.as_str(), i))
+            .collect();
+        p.services
+            .iter()
+            .map(|n| match at.get(n.as_str()) {
+                Some(&i) => Ok(i),
+                // Not there: the search says so, as for one unit.
+                None => position(&snap, n),
+            })
+            .collect::<ApiResult<_>>()?
+    };
     // Where each followed file ends now: the backlog is read up to there, the follow reads on
     // from there — no line in both, none in neither. Subscribed first, so a line written after
     // this moment wakes the follower.
     let rx = p.follow.then(|| app.control.lines());
     let tails: Vec<Tail> = if p.follow {
-        p.services
+        units
             .iter()
-            .map(|n| find(&snap, n).map(|u| Tail::at_end(&snap.log_path(u))))
-            .collect::<ApiResult<_>>()?
+            .map(|&i| Tail::at_end(&snap.log_path(&snap.units[i])))
+            .collect()
     } else {
         Vec::new()
     };
-    let ends: Vec<(String, u64)> = tails
-        .iter()
-        .zip(&p.services)
-        .map(|(t, n)| (n.clone(), t.position()))
-        .collect();
-    let (snap2, names, q) = (snap.clone(), p.services.clone(), p.query.clone());
-    let lines = tokio::task::spawn_blocking(move || read_logs(&snap2, &names, &q, &ends))
+    let ends: Vec<Option<u64>> = if p.follow {
+        tails.iter().map(|t| Some(t.position())).collect()
+    } else {
+        vec![None; units.len()]
+    };
+    let (snap2, q) = (snap.clone(), p.query.clone());
+    let lines = tokio::task::spawn_blocking(move || read_logs(&snap2, &units, &q, &ends))
         .await
         .map_err(|_| ApiError::bad("log read failed"))??;
     let Some(rx) = rx else {

@@ -70,7 +70,7 @@ pub(crate) fn find<'a>(snap: &'a Snapshot, name: &str) -> ApiResult<&'a corral_r
     Ok(&snap.units[position(snap, name)?])
 }
 
-fn position(snap: &Snapshot, name: &str) -> ApiResult<usize> {
+pub(crate) fn position(snap: &Snapshot, name: &str) -> ApiResult<usize> {
     snap.units
         .iter()
         .position(|u| u.name == name)

@@ -214,3 +214,72 @@ fn logs_filter_by_stream_and_time_and_print_raw() {
     assert!(status.success());
     p.assert_nothing_left();
 }
+
+/// A tail over several units reads their logs newest first and leaves out a log last written
+/// before the oldest line it keeps (none of its lines can be newer than its last write). Shown
+/// with a file whose lines claim to be newer than its last write: left out while its write
+/// time is old, read once that is when its lines say.
+#[test]
+fn a_tail_over_many_units_leaves_out_logs_last_written_before_its_oldest_line() {
+    let p = Project::new(
+        r#"
+[services.a]
+command = ["sleep", "30"]
+disabled = true
+
+[services.b]
+command = ["sleep", "30"]
+disabled = true
+
+[services.c]
+command = ["sleep", "30"]
+disabled = true
+"#,
+    );
+    let (status, out, err) = p.run_client(&["up", "-d"]);
+    assert!(status.success(), "{out}{err}");
+    let now = std::time::SystemTime::now();
+    let logs = p.path().join(".corral/logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    // Ten lines a unit, stamped from `at` on, the file last written at `written`.
+    let write = |unit: &str, at: std::time::SystemTime, written: std::time::SystemTime| {
+        let text: String = (0..10)
+            .map(|i| {
+                let t = at + Duration::from_millis(i);
+                format!("{} out {unit}{i}\n", humantime::format_rfc3339_millis(t))
+            })
+            .collect();
+        let path = logs.join(format!("{unit}.log"));
+        std::fs::write(&path, text).unwrap();
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(written).unwrap();
+    };
+    let ago = |s: u64| now - Duration::from_secs(s);
+    write("a", ago(200), ago(200));
+    write("c", now, now + Duration::from_millis(10));
+    write("b", now + Duration::from_secs(5), ago(100));
+    let tail = |p: &Project| {
+        let (code, body) = p.http("GET", "/v1/logs?tail=3");
+        assert_eq!(code, 200, "{body}");
+        let lines: serde_json::Value = serde_json::from_str(&body).unwrap();
+        lines
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["text"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tail(&p), ["c7", "c8", "c9"]);
+    write(
+        "b",
+        now + Duration::from_secs(5),
+        now + Duration::from_secs(6),
+    );
+    assert_eq!(tail(&p), ["b7", "b8", "b9"]);
+    // One unit: its file is read whatever its time.
+    let (_, body) = p.http("GET", "/v1/services/a/logs?tail=2");
+    assert!(body.contains("a8") && body.contains("a9"), "{body}");
+    let (status, _, _) = p.run_client(&["down"]);
+    assert!(status.success());
+    p.assert_nothing_left();
+}
