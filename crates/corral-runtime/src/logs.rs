@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use corral_config::LogSettings;
 use regex::Regex;
@@ -182,6 +182,71 @@ pub fn query_until(
     }
     out.reverse();
     Ok(out)
+}
+
+/// One unit's log for [`query_units`]: its file, how many rotated files it keeps, and where
+/// to stop reading the current one (where a follow starts), if anywhere.
+pub struct UnitLog {
+    pub path: PathBuf,
+    pub keep_files: u32,
+    pub end: Option<u64>,
+}
+
+/// A unit's last write can be stamped a little before the lines in it (file times come from
+/// the kernel's coarse clock, a line's stamp from the fine one): a log last written this long
+/// before the oldest line a tail keeps has nothing newer than that line.
+const MTIME_SLACK: Duration = Duration::from_secs(1);
+
+/// The lines `query` selects from several units' logs, interleaved by time (ties in the order
+/// of `units`), each with its unit's position in `units`. On an error, the unit it is about.
+///
+/// A tail over several units reads their logs newest first (by when each was last written)
+/// and leaves out those last written before the oldest line it keeps: with thousands of
+/// services of which a few write, a tail reads a few files, not all of them.
+pub fn query_units(
+    units: &[UnitLog],
+    query: &Query,
+) -> Result<Vec<(usize, LogLine)>, (usize, io::Error)> {
+    let mut order: Vec<(usize, Option<SystemTime>)> = (0..units.len()).map(|i| (i, None)).collect();
+    let tail = query.tail.filter(|_| units.len() > 1);
+    if tail.is_some() {
+        for (i, written) in &mut order {
+            *written = fs::metadata(&units[*i].path)
+                .and_then(|m| m.modified())
+                .ok();
+        }
+        // Newest first; one whose file could not be looked at (none yet, or rotated away)
+        // last, and always read.
+        order.sort_by_key(|u| std::cmp::Reverse(u.1));
+    }
+    let mut all: Vec<(usize, LogLine)> = Vec::new();
+    let mut oldest_kept: Option<SystemTime> = None;
+    for (i, written) in order {
+        if let (Some(w), Some(oldest)) = (written, oldest_kept)
+            && w + MTIME_SLACK < oldest
+        {
+            continue;
+        }
+        let u = &units[i];
+        let lines = query_until(&u.path, u.keep_files, query, u.end).map_err(|e| (i, e))?;
+        all.extend(lines.into_iter().map(|l| (i, l)));
+        // Keep the newest `tail` (each unit's lines come sorted: the sort finds the runs).
+        if let Some(n) = tail
+            && all.len() >= n
+        {
+            newest(&mut all, n);
+            oldest_kept = all.first().map(|(_, l)| l.time);
+        }
+    }
+    newest(&mut all, query.tail.unwrap_or(usize::MAX));
+    Ok(all)
+}
+
+/// Sort by time (ties: by unit, then as read) and keep the last `n`.
+fn newest(all: &mut Vec<(usize, LogLine)>, n: usize) {
+    all.sort_by_key(|(i, l)| (l.time, *i));
+    let extra = all.len().saturating_sub(n);
+    all.drain(..extra);
 }
 
 /// The text every match of `pattern` contains, when the pattern is plain text (between

@@ -12,7 +12,7 @@ use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
 use corral_proto::wire;
 use corral_runtime::Snapshot;
-use corral_runtime::logs::{Query, Tail, query_until};
+use corral_runtime::logs::{Query, Tail, UnitLog, query_units};
 
 use crate::routes::units::position;
 use regex::{Regex, RegexBuilder};
@@ -102,83 +102,38 @@ fn compile_grep(v: &str) -> ApiResult<Regex> {
         .map_err(|e| ApiError::bad(format!("`grep` is not a valid pattern: {e}")))
 }
 
-/// A unit's last write can be stamped a little before the lines in it (file times are taken
-/// from the kernel's coarse clock, a line's stamp from the fine one): a log last written this
-/// long before the oldest line a tail keeps still has nothing newer than that line.
-const MTIME_SLACK: Duration = Duration::from_secs(1);
-
 /// The lines of the units at `units` (positions in the snapshot), interleaved by time. Each
 /// file is read only up to its `ends` entry, when it has one (where a follow starts).
-///
-/// A tail over many units reads their logs newest first (by the time each was last written)
-/// and stops at the first one last written before the oldest line it keeps: with thousands of
-/// services and a few that write, a tail reads a few files, not all of them.
 fn read_logs(
     snap: &Snapshot,
     units: &[usize],
     q: &Query,
     ends: &[Option<u64>],
 ) -> ApiResult<Vec<wire::Line>> {
-    // (position in `units`, line): ties in time keep the order of `units`.
-    let mut all: Vec<(usize, wire::Line)> = Vec::new();
-    let mut order: Vec<(usize, Option<SystemTime>)> = (0..units.len()).map(|i| (i, None)).collect();
-    let tail = q.tail.filter(|_| units.len() > 1);
-    if tail.is_some() {
-        for (i, written) in &mut order {
-            *written = std::fs::metadata(snap.log_path(&snap.units[units[*i]]))
-                .and_then(|m| m.modified())
-                .ok();
-        }
-        // Newest first; a unit whose file could not be looked at (none yet, or rotated away)
-        // last, and always read.
-        order.sort_by_key(|u| std::cmp::Reverse(u.1));
-    }
-    let mut oldest_kept: Option<SystemTime> = None;
-    for (i, written) in order {
-        if let (Some(w), Some(oldest)) = (written, oldest_kept)
-            && w + MTIME_SLACK < oldest
-        {
-            continue;
-        }
-        let unit = &snap.units[units[i]];
-        let lines =
-            query_until(&snap.log_path(unit), unit.keep_files, q, ends[i]).map_err(|e| {
-                ApiError {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    code: "log_read",
-                    message: format!("cannot read the log of `{}`: {e}", unit.name),
-                }
-            })?;
-        all.extend(lines.into_iter().map(|l| {
-            (
-                i,
-                wire::Line {
-                    unit: unit.name.clone(),
-                    time_ms: wire::millis(l.time),
-                    stream: l.stream.tag().to_string(),
-                    text: l.text,
-                },
-            )
-        }));
-        // Keep the newest `tail` (each unit's lines come sorted, and the sort finds the runs).
-        if let Some(n) = tail
-            && all.len() >= n
-        {
-            newest(&mut all, n);
-            oldest_kept = all
-                .first()
-                .map(|(_, l)| SystemTime::UNIX_EPOCH + Duration::from_millis(l.time_ms));
-        }
-    }
-    newest(&mut all, q.tail.unwrap_or(usize::MAX));
-    Ok(all.into_iter().map(|(_, l)| l).collect())
-}
-
-/// Sort by time (ties: by unit, then as read) and keep the last `n`.
-fn newest(all: &mut Vec<(usize, wire::Line)>, n: usize) {
-    all.sort_by_key(|(i, l)| (l.time_ms, *i));
-    let extra = all.len().saturating_sub(n);
-    all.drain(..extra);
+    let logs: Vec<UnitLog> = units
+        .iter()
+        .zip(ends)
+        .map(|(&i, &end)| UnitLog {
+            path: snap.log_path(&snap.units[i]),
+            keep_files: snap.units[i].keep_files,
+            end,
+        })
+        .collect();
+    let name = |i: usize| &snap.units[units[i]].name;
+    let lines = query_units(&logs, q).map_err(|(i, e)| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        code: "log_read",
+        message: format!("cannot read the log of `{}`: {e}", name(i)),
+    })?;
+    Ok(lines
+        .into_iter()
+        .map(|(i, l)| wire::Line {
+            unit: name(i).clone(),
+            time_ms: wire::millis(l.time),
+            stream: l.stream.tag().to_string(),
+            text: l.text,
+        })
+        .collect())
 }
 
 pub(crate) async fn service_logs(

@@ -392,7 +392,7 @@ pub fn logs(file: Option<&Path>, args: LogArgs) -> Result<ExitCode, CliError> {
 /// `logs` with no corral running: the same query over the project's log files (each unit's
 /// `log_file` or `.corral/logs/NAME.log`, with its rotated files), several units by time.
 fn logs_from_files(file: Option<&Path>, args: &LogArgs) -> Result<Vec<wire::Line>, CliError> {
-    use corral_runtime::logs::{Query, query};
+    use corral_runtime::logs::{Query, UnitLog, query_units};
     let project = super::load_project_with(file, &Default::default())?;
     let when = |flag: &str, v: &Option<String>| {
         let Some(v) = v else { return Ok(None) };
@@ -418,27 +418,35 @@ fn logs_from_files(file: Option<&Path>, args: &LogArgs) -> Result<Vec<wire::Line
         until,
         stream: args.stream.and_then(corral_runtime::logs::Stream::from_tag),
     };
-    let mut all = Vec::new();
-    for def in &project.units {
-        if !args.names.is_empty() && !args.names.contains(&def.name) {
-            continue;
-        }
-        let lines = query(&project.log_path(def), def.log.keep_files, &q)
-            .map_err(|e| CliError::Run(format!("cannot read the log of `{}`: {e}", def.name)))?;
-        all.extend(lines.into_iter().map(|l| wire::Line {
-            unit: def.name.clone(),
-            time_ms: wire::millis(l.time),
-            stream: l.stream.tag().to_string(),
-            text: l.text,
-        }));
-    }
     if let Some(unknown) = args.names.iter().find(|n| project.unit(n).is_none()) {
         return Err(CliError::Run(format!("no unit named `{unknown}`")));
     }
-    all.sort_by_key(|l| l.time_ms);
-    let extra = all.len().saturating_sub(args.tail);
-    all.drain(..extra);
-    Ok(all)
+    let defs: Vec<&corral_config::UnitDef> = project
+        .units
+        .iter()
+        .map(|d| &**d)
+        .filter(|d| args.names.is_empty() || args.names.contains(&d.name))
+        .collect();
+    let logs: Vec<UnitLog> = defs
+        .iter()
+        .map(|d| UnitLog {
+            path: project.log_path(d),
+            keep_files: d.log.keep_files,
+            end: None,
+        })
+        .collect();
+    let lines = query_units(&logs, &q).map_err(|(i, e)| {
+        CliError::Run(format!("cannot read the log of `{}`: {e}", defs[i].name))
+    })?;
+    Ok(lines
+        .into_iter()
+        .map(|(i, l)| wire::Line {
+            unit: defs[i].name.clone(),
+            time_ms: wire::millis(l.time),
+            stream: l.stream.tag().to_string(),
+            text: l.text,
+        })
+        .collect())
 }
 
 /// What `start`, `stop` and `restart` take.
