@@ -761,6 +761,47 @@ fn concurrent_up_d_has_one_winner() {
     p.assert_nothing_left();
 }
 
+/// A follower of every unit gets the lines of each that writes, once each and in order: it
+/// looks at the units that have news (and at all of them on a tick while lines come), not at
+/// every one at each line.
+#[test]
+fn a_follower_of_every_unit_gets_each_writers_lines_once() {
+    let writer = |name: &str| {
+        format!(
+            "[services.{name}]\ncommand = \"echo waiting; while [ ! -e go ]; do sleep 0.01; done; \
+             i=0; while [ $i -lt 200 ]; do echo {name}$i; i=$((i+1)); done; exec sleep 30\"\n"
+        )
+    };
+    let idle: String = (0..30)
+        .map(|i| format!("[services.idle{i}]\ncommand = [\"sleep\", \"30\"]\n"))
+        .collect();
+    let p = Project::new(&format!("{}{}{idle}", writer("a"), writer("b")));
+    up_and_wait(&p, "b");
+    eventually(Duration::from_secs(15), "a up", || {
+        is_up(&json(&p, "GET", "/v1/services/a", "").1)
+    });
+    let mut follower = p.start(&["logs", "-f"]);
+    // Both `waiting` lines are in its backlog: it follows from there, without a gap.
+    eventually(Duration::from_secs(30), "both in the backlog", || {
+        follower.stdout().matches("| waiting").count() == 2
+    });
+    std::fs::write(p.path().join("go"), "").unwrap();
+    follower.wait_for("a199", Duration::from_secs(30));
+    follower.wait_for("b199", Duration::from_secs(30));
+    follower.signal(nix::sys::signal::Signal::SIGTERM);
+    follower.wait(Duration::from_secs(10));
+    let out = follower.stdout();
+    for name in ["a", "b"] {
+        let seen: Vec<u32> = out
+            .lines()
+            .filter_map(|l| l.rsplit(' ').next()?.strip_prefix(name)?.parse().ok())
+            .collect();
+        assert_eq!(seen, (0..200).collect::<Vec<u32>>(), "{name}: {out}");
+    }
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}
+
 /// 17: a follower gets every line of a 200,000-line burst, in order, once — it reads the files
 /// when it falls behind the live tap, never skipping.
 #[test]
