@@ -65,6 +65,11 @@ fn main() {
             scale::rows(&corral_binary(), &sizes);
             return;
         }
+        // `--scale --logs`: only `logs` over 1,000 services.
+        if args.iter().any(|a| a == "--logs") {
+            scale::logs(&corral_binary(), 1000);
+            return;
+        }
         let sizes: &[usize] = if quick {
             &[200, 1000, 2000]
         } else {

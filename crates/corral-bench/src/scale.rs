@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::{
-    baseline_start_stop, corral_cmd, cpu_and_rss, daemon_pid, http, median, ms, project, ratio,
-    sleep_services, up_until_started, wait_running,
+    baseline_start_stop, corral_cmd, cpu_and_rss, daemon_pid, http, median, median_run, ms,
+    project, ratio, sleep_services, up_until_started, wait_running,
 };
 
 /// Resident memory (KiB) of the keeper of the project in `dir`, found by its command line.
@@ -61,6 +61,7 @@ pub fn run(corral: &Path, sizes: &[usize]) {
     }
     instances(corral, 1000);
     adhoc(corral, 10_000, 100);
+    logs(corral, 1000);
 }
 
 /// The table: one row per size.
@@ -323,6 +324,56 @@ fn adhoc(corral: &Path, n: usize, batch: usize) {
         per_unit(base, n),
         ratio(took, base),
         rss as f64 / 1024.0
+    );
+}
+
+/// `corral logs` over `n` idle services and one that writes 100 lines a second: a tail of all
+/// of them (against `tail` of the one log that has lines), and the daemon's CPU while a
+/// `logs -f` follows all of them, against the same while none does.
+pub fn logs(corral: &Path, n: usize) {
+    let chatty = "[services.chatty]\ncommand = [\"sh\", \"-c\", \"while true; do echo tick; sleep 0.01; done\"]\n";
+    let dir = project(&format!("{chatty}{}", sleep_services(n)));
+    corral_cmd(corral, dir.path(), &["up", "-d"]);
+    wait_running(corral, dir.path(), n + 1, false);
+    // The idle logs are older than the tail's lines (a service's start writes nothing here).
+    std::thread::sleep(Duration::from_millis(1500));
+    let tail = median_run(11, || {
+        let mut c = Command::new(corral);
+        c.args(["logs", "-n", "100"]).current_dir(dir.path());
+        c
+    });
+    let log = dir.path().join(".corral/logs/chatty.log");
+    let base = median_run(11, || {
+        let mut c = Command::new("tail");
+        c.args(["-n", "100"]).arg(&log);
+        c
+    });
+    let pid = daemon_pid(dir.path());
+    let window = Duration::from_secs(3);
+    let cpu_over = |window: Duration| {
+        let (c0, _) = cpu_and_rss(pid);
+        std::thread::sleep(window);
+        (cpu_and_rss(pid).0 - c0) * 1000.0 / window.as_secs_f64()
+    };
+    let alone = cpu_over(window);
+    let mut follower = Command::new(corral)
+        .args(["logs", "-f"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let following = cpu_over(window);
+    let _ = follower.kill();
+    let _ = follower.wait();
+    corral_cmd(corral, dir.path(), &["down"]);
+    println!(
+        "  logs over {n} idle services and one writing 100 lines/s: `logs -n 100` {} (`tail -n 100` of its log {}, ratio {:.1}x); daemon CPU {:.0} ms/s with a `logs -f` of all, {:.0} ms/s without",
+        ms(tail),
+        ms(base),
+        ratio(tail, base),
+        following,
+        alone
     );
 }
 

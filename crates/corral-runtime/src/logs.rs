@@ -210,13 +210,31 @@ pub fn query_units(
     let mut order: Vec<(usize, Option<SystemTime>)> = (0..units.len()).map(|i| (i, None)).collect();
     let tail = query.tail.filter(|_| units.len() > 1);
     if tail.is_some() {
-        for (i, written) in &mut order {
-            *written = fs::metadata(&units[*i].path)
-                .and_then(|m| m.modified())
-                .ok();
-        }
-        // Newest first; one whose file could not be looked at (none yet, or rotated away)
-        // last, and always read.
+        // When each log was last written: its file's time, or its first rotated file's when
+        // it is empty or gone just now (rotated, nothing written since). Neither: the unit
+        // never wrote a line (the keeper makes every unit's file as it starts; rotation keeps
+        // `.1` while there is a `.2`), and is left out.
+        let written = |path: &Path| {
+            let rotated = || match fs::metadata(format!("{}.1", path.display())) {
+                Ok(m) => Some(m.modified().ok()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(_) => Some(None),
+            };
+            match fs::metadata(path) {
+                Ok(m) if m.len() > 0 => Some(m.modified().ok()),
+                Ok(_) => rotated(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => rotated(),
+                Err(_) => Some(None),
+            }
+        };
+        order.retain_mut(|(i, at)| match written(&units[*i].path) {
+            Some(w) => {
+                *at = w;
+                true
+            }
+            None => false,
+        });
+        // Newest first; one whose time could not be read last, and always read.
         order.sort_by_key(|u| std::cmp::Reverse(u.1));
     }
     let mut all: Vec<(usize, LogLine)> = Vec::new();
