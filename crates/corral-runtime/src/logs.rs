@@ -11,6 +11,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use corral_config::LogSettings;
@@ -30,9 +31,15 @@ const PIPE_SIZE: usize = 64 * 1024;
 /// can blocks every 64 KiB until the pump has read, and the pump pays a wake-up, a read, a file
 /// write and a note to the daemon for each; 200,000 lines of 100 bytes were captured in 26–32 ms
 /// with 64 KiB, 15–20 ms with 1 MiB (`corral-bench --capture`, alternating runs). Quiet pipes
-/// stay small: a grown pipe is charged to its user, and over `fs.pipe-user-pages-soft` (64 MiB
-/// by default) the kernel refuses to grow more — those keep 64 KiB.
+/// stay small, and few are grown at once ([`MAX_GROWN`]).
 pub const MAX_READ: usize = 1 << 20;
+
+/// How many pipes this process keeps grown at once: 16 MiB of pipe at most, a quarter of what
+/// an unprivileged user may have (`fs.pipe-user-pages-soft`, 64 MiB). Past that the kernel
+/// makes every new pipe of the user 8 KiB — of each service started then, and of any program
+/// of that user — so growing stays well under it, and a pipe that quiets is shrunk back.
+const MAX_GROWN: usize = 16;
+static GROWN: AtomicUsize = AtomicUsize::new(0);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {
@@ -614,8 +621,16 @@ struct LineSplitter {
     /// How much one read may add: grows while a stream keeps filling it, shrinks when it
     /// stops (an idle stream reserves little for its next line).
     read_size: usize,
-    /// The pipe was asked to grow past `PIPE_SIZE` (once: it stays grown).
+    /// The pipe is grown to `MAX_READ` (and holds one of the `MAX_GROWN`).
     grown: bool,
+}
+
+impl Drop for LineSplitter {
+    fn drop(&mut self) {
+        if self.grown {
+            GROWN.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl LineSplitter {
@@ -637,18 +652,26 @@ impl LineSplitter {
     /// pump writes, and reads may grow to `MAX_READ`. Nearly: a writer of short lines leaves
     /// the end of each page of the pipe unused (a write that does not fit in a page's rest
     /// starts the next), so a full pipe of 100-byte lines holds 64,000 bytes, not 65,536.
+    /// Once its reads are back under 64 KiB, a grown pipe is shrunk back.
     fn next_read_size(&mut self, n: usize, pipe: Option<&AsyncFd<SharedFd>>) {
+        let fd = pipe.map(|p| &*p.get_ref().0);
         if n >= self.read_size - self.read_size / 4 {
-            if self.read_size == PIPE_SIZE && !self.grown {
-                self.grown = true;
-                if let Some(p) = pipe {
-                    grow_pipe(&p.get_ref().0);
-                }
+            if self.read_size == PIPE_SIZE
+                && !self.grown
+                && let Some(fd) = fd
+            {
+                self.grown = grow_pipe(fd);
             }
             let limit = if self.grown { MAX_READ } else { PIPE_SIZE };
             self.read_size = (self.read_size * 2).min(limit);
         } else if n < self.read_size / 4 {
             self.read_size = (self.read_size / 2).max(4096);
+            if self.grown
+                && self.read_size < PIPE_SIZE
+                && let Some(fd) = fd
+            {
+                self.grown = !shrink_pipe(fd);
+            }
         }
     }
 
@@ -719,11 +742,27 @@ impl LineSplitter {
     }
 }
 
-/// Grow a pipe to `MAX_READ`. Its pages are taken only while it holds data, so a grown pipe
-/// that goes quiet costs the kernel a slot table. A refusal (over the user's share, or
+/// Grow a pipe to `MAX_READ`, if fewer than `MAX_GROWN` are: whether it was. Its pages are
+/// taken only while it holds data. A refusal (no room left here, over the user's share, or
 /// `fs.pipe-max-size` set lower) leaves it as it was: it only reads slower.
-fn grow_pipe(fd: &OwnedFd) {
-    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(MAX_READ as _));
+fn grow_pipe(fd: &OwnedFd) -> bool {
+    if GROWN.fetch_add(1, Ordering::Relaxed) >= MAX_GROWN
+        || nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(MAX_READ as _)).is_err()
+    {
+        GROWN.fetch_sub(1, Ordering::Relaxed);
+        return false;
+    }
+    true
+}
+
+/// Shrink a grown pipe back to `PIPE_SIZE`: whether it was (the kernel refuses while it holds
+/// more than that; the next quiet read tries again).
+fn shrink_pipe(fd: &OwnedFd) -> bool {
+    let shrunk = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as _)).is_ok();
+    if shrunk {
+        GROWN.fetch_sub(1, Ordering::Relaxed);
+    }
+    shrunk
 }
 
 /// Watch a pipe's read end for reading (made non-blocking: the descriptor is shared with the
@@ -1158,13 +1197,17 @@ mod tests {
         let capacity =
             |fd: &OwnedFd| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap();
         let (seen, biggest) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(0)));
+        let widest = Arc::new(Mutex::new(0));
         let pump = Pump {
             sink: {
                 let (r, seen, biggest) = (r.clone(), seen.clone(), biggest.clone());
+                let widest = widest.clone();
                 move |_: Stream, lines: &[&[u8]]| {
                     let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
                     let mut b = biggest.lock().unwrap();
                     *b = (*b).max(bytes);
+                    let mut w = widest.lock().unwrap();
+                    *w = (*w).max(capacity(&r) as usize);
                     seen.lock()
                         .unwrap()
                         .extend(lines.iter().map(|l| l[..8].to_vec()));
@@ -1187,7 +1230,7 @@ mod tests {
         .await
         .expect("the pump ends once the pipe is closed");
         writer.join().unwrap();
-        assert_eq!(capacity(&r) as usize, MAX_READ, "the pipe was grown");
+        assert_eq!(*widest.lock().unwrap(), MAX_READ, "the pipe was grown");
         assert!(*biggest.lock().unwrap() > PIPE_SIZE, "reads past 64 KiB");
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), total);
@@ -1227,5 +1270,51 @@ mod tests {
                 .all(|(i, l)| l.text.starts_with(&format!("{i:06} ")))
         );
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// At most `MAX_GROWN` pipes are grown at once; one whose reads come back small is shrunk
+    /// back, and its room goes to the next that fills its pipe.
+    #[tokio::test]
+    async fn few_pipes_are_grown_and_a_quiet_one_gives_its_room_back() {
+        let capacity = |s: &(LineSplitter, Option<AsyncFd<SharedFd>>, OwnedFd)| {
+            let fd = &s.1.as_ref().unwrap().get_ref().0;
+            nix::fcntl::fcntl(&**fd, nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap() as usize
+        };
+        let mut pipes: Vec<_> = (0..=MAX_GROWN)
+            .map(|_| {
+                let (r, w) = nix::unistd::pipe().unwrap();
+                let mut split = LineSplitter::new(Stream::Stdout);
+                split.read_size = PIPE_SIZE;
+                (split, watch_pipe(Some(Arc::new(r))), w)
+            })
+            .collect();
+        // A full 64 KiB read on each: the first ones grow (as many as there is room for: all
+        // but the last when this test is alone in its process, as under nextest).
+        for (split, pipe, _) in &mut pipes {
+            split.next_read_size(PIPE_SIZE, pipe.as_ref());
+        }
+        let grown = pipes.iter().filter(|p| p.0.grown).count();
+        assert!((1..=MAX_GROWN).contains(&grown), "{grown}");
+        for p in &pipes {
+            assert_eq!(capacity(p), if p.0.grown { MAX_READ } else { PIPE_SIZE });
+        }
+        let refused = pipes
+            .iter()
+            .position(|p| !p.0.grown)
+            .expect("one was refused");
+        // The first grows quiet: its reads shrink, and below 64 KiB so does its pipe.
+        let first = pipes.iter().position(|p| p.0.grown).unwrap();
+        let (split, pipe, _) = &mut pipes[first];
+        split.read_size = MAX_READ;
+        while split.grown {
+            assert!(split.read_size > 4096, "shrunk by now");
+            split.next_read_size(10, pipe.as_ref());
+        }
+        assert_eq!(capacity(&pipes[first]), PIPE_SIZE);
+        // Its room goes to the one that was refused.
+        let (split, pipe, _) = &mut pipes[refused];
+        split.next_read_size(PIPE_SIZE, pipe.as_ref());
+        assert!(split.grown);
+        assert_eq!(capacity(&pipes[refused]), MAX_READ);
     }
 }
