@@ -86,6 +86,18 @@ pub struct LogLine {
     pub text: String,
 }
 
+impl LogLine {
+    /// The line as the API carries it, of `unit`.
+    pub fn into_wire(self, unit: String) -> corral_proto::wire::Line {
+        corral_proto::wire::Line {
+            unit,
+            time_ms: corral_proto::wire::millis(self.time),
+            stream: self.stream.tag().to_string(),
+            text: self.text,
+        }
+    }
+}
+
 /// Which lines of a log to return.
 #[derive(Clone, Debug, Default)]
 pub struct Query {

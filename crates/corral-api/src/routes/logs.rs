@@ -127,12 +127,7 @@ fn read_logs(
     })?;
     Ok(lines
         .into_iter()
-        .map(|(i, l)| wire::Line {
-            unit: name(i).clone(),
-            time_ms: wire::millis(l.time),
-            stream: l.stream.tag().to_string(),
-            text: l.text,
-        })
+        .map(|(i, l)| l.into_wire(name(i).clone()))
         .collect())
 }
 
@@ -319,12 +314,7 @@ impl Follow {
                     .into_iter()
                     .filter(|l| self.grep.as_ref().is_none_or(|g| g.is_match(&l.text)))
                     .filter(|l| self.stream.is_none_or(|s| s == l.stream))
-                    .map(|l| wire::Line {
-                        unit: name.clone(),
-                        time_ms: wire::millis(l.time),
-                        stream: l.stream.tag().to_string(),
-                        text: l.text,
-                    }),
+                    .map(|l| l.into_wire(name.clone())),
             );
         }
         self.busy = !new.is_empty();

@@ -440,12 +440,7 @@ fn logs_from_files(file: Option<&Path>, args: &LogArgs) -> Result<Vec<wire::Line
     })?;
     Ok(lines
         .into_iter()
-        .map(|(i, l)| wire::Line {
-            unit: defs[i].name.clone(),
-            time_ms: wire::millis(l.time),
-            stream: l.stream.tag().to_string(),
-            text: l.text,
-        })
+        .map(|(i, l)| l.into_wire(defs[i].name.clone()))
         .collect())
 }
 
