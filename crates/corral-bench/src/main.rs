@@ -151,6 +151,16 @@ fn http(dir: &Path, method: &str, path: &str, body: &str) -> String {
 /// How long the API's CPU/memory sample answers later requests (see `corral_runtime::metrics`).
 const SAMPLE_SHARED: Duration = Duration::from_secs(1);
 
+/// The medians of the first and the last tenth of `each` (times of requests in order): whether
+/// a request gets dearer as what it adds grows in number.
+fn first_and_last_tenth(each: &[Duration]) -> (Duration, Duration) {
+    let tenth = (each.len() / 10).max(1);
+    (
+        median(each[..tenth].to_vec()),
+        median(each[each.len() - tenth..].to_vec()),
+    )
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -317,19 +327,26 @@ fn instances(corral: &Path, n: usize) {
     let created = t0.elapsed();
     let t0 = Instant::now();
     let mut deletes = Vec::new();
-    for name in &names {
+    // The newest first: the first deletions are among all of them, the last among few.
+    for name in names.iter().rev() {
         let t = Instant::now();
         let body = http(dir.path(), "DELETE", &format!("/v1/instances/{name}"), "");
         assert!(body.contains("message"), "{body}");
         deletes.push(t.elapsed());
     }
     let deleted = t0.elapsed();
+    let (create_first, create_last) = first_and_last_tenth(&each);
+    let (delete_many, delete_few) = first_and_last_tenth(&deletes);
     println!(
-        "  create+start {:>9} total, {:>9} median each   delete {:>9} total, {:>9} median each",
+        "  create+start {:>9} total, {:>9} median each ({} first tenth, {} last)   delete {:>9} total, {:>9} median each ({} first tenth, {} last)",
         ms(created),
         ms(median(each)),
+        ms(create_first),
+        ms(create_last),
         ms(deleted),
-        ms(median(deletes))
+        ms(median(deletes)),
+        ms(delete_many),
+        ms(delete_few),
     );
     corral_cmd(corral, dir.path(), &["down"]);
 }

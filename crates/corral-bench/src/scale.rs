@@ -247,12 +247,19 @@ fn instances(corral: &Path, n: usize) {
     let dir = project("[templates.t]\ncommand = [\"sleep\", \"1000\"]\n");
     corral_cmd(corral, dir.path(), &["up", "-d"]);
     let t0 = Instant::now();
+    // Each request timed: the first tenth against the last says whether an instance gets
+    // dearer as they grow in number.
+    let mut each = Vec::with_capacity(n);
     let names: Vec<String> = (0..n)
         .map(|_| {
+            let t = Instant::now();
             let body = http(dir.path(), "POST", "/v1/instances", r#"{"template": "t"}"#);
+            each.push(t.elapsed());
             field(&body, "name").to_string()
         })
         .collect();
+    let tenth = (n / 10).max(1);
+    let (create_first, create_last) = crate::first_and_last_tenth(&each);
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let body = http(dir.path(), "GET", "/v1/services", "");
@@ -268,20 +275,29 @@ fn instances(corral: &Path, n: usize) {
     let ps = t.elapsed();
     let (_, rss) = cpu_and_rss(daemon_pid(dir.path()));
     let t0 = Instant::now();
-    for name in &names {
+    let mut each = Vec::with_capacity(n);
+    // The newest first: the first deletions are among all of them, the last among few.
+    for name in names.iter().rev() {
+        let t = Instant::now();
         let body = http(dir.path(), "DELETE", &format!("/v1/instances/{name}"), "");
+        each.push(t.elapsed());
         assert!(body.contains("message"), "{body}");
     }
     let deleted = t0.elapsed();
+    let (delete_many, delete_few) = crate::first_and_last_tenth(&each);
     corral_cmd(corral, dir.path(), &["down"]);
     println!(
-        "  {n} instances: created until all run {} ({} per instance), ps {}, daemon {:.1}MiB, deleted {} ({} per instance)",
+        "  {n} instances: created until all run {} ({} per instance; a create: {} among the first {tenth}, {} among the last), ps {}, daemon {:.1}MiB, deleted {} ({} per instance; a delete: {} among the first {tenth}, {} among the last)",
         ms(created),
         per_unit(created, n),
+        ms(create_first),
+        ms(create_last),
         ms(ps),
         rss as f64 / 1024.0,
         ms(deleted),
-        per_unit(deleted, n)
+        per_unit(deleted, n),
+        ms(delete_many),
+        ms(delete_few),
     );
 }
 

@@ -42,28 +42,9 @@ pub fn dependencies(diags: &mut Vec<Diagnostic>, drafts: &mut [Draft]) {
                 continue;
             }
             let dep_kind = drafts[j].spec.kind;
-            // A list entry means `started`, except on a task, where it means "ran and passed".
-            let condition = cond.unwrap_or(if dep_kind == Kind::Task {
-                Condition::CompletedSuccessfully
-            } else {
-                Condition::Started
-            });
-            match condition {
-                Condition::Completed | Condition::CompletedSuccessfully
-                    if dep_kind == Kind::Target =>
-                {
-                    diags.push(Diagnostic::new(
-                        span.clone(),
-                        format!("target `{dn}` has no process, so it never completes"),
-                    ));
-                }
-                Condition::LogReady if drafts[j].def.log_ready.is_none() => {
-                    diags.push(
-                        Diagnostic::new(span.clone(), format!("`{dn}` has no `log_ready` pattern"))
-                            .with_help(format!("add `log_ready = \"regex\"` to `{dn}`")),
-                    );
-                }
-                _ => {}
+            let condition = cond.unwrap_or(default_condition(dep_kind));
+            if let Some(d) = never_met(dn, span, condition, dep_kind, &drafts[j].def) {
+                diags.push(d);
             }
             edges[i].push((j, span.clone()));
             drafts[i].spec.deps.push(Dependency {
@@ -84,6 +65,40 @@ pub fn dependencies(diags: &mut Vec<Diagnostic>, drafts: &mut [Draft]) {
             )
             .with_help("remove one of these dependencies"),
         );
+    }
+}
+
+/// What a dependency written without a condition waits for: a list entry means `started`,
+/// except on a task, where it means "ran and passed".
+pub(crate) fn default_condition(dep_kind: Kind) -> Condition {
+    if dep_kind == Kind::Task {
+        Condition::CompletedSuccessfully
+    } else {
+        Condition::Started
+    }
+}
+
+/// Why a dependency on `dn` (a `dep_kind` defined as `dep`) with `condition` could never be
+/// met, if it could not.
+pub(crate) fn never_met(
+    dn: &str,
+    span: &Span,
+    condition: Condition,
+    dep_kind: Kind,
+    dep: &crate::model::UnitDef,
+) -> Option<Diagnostic> {
+    match condition {
+        Condition::Completed | Condition::CompletedSuccessfully if dep_kind == Kind::Target => {
+            Some(Diagnostic::new(
+                span.clone(),
+                format!("target `{dn}` has no process, so it never completes"),
+            ))
+        }
+        Condition::LogReady if dep.log_ready.is_none() => Some(
+            Diagnostic::new(span.clone(), format!("`{dn}` has no `log_ready` pattern"))
+                .with_help(format!("add `log_ready = \"regex\"` to `{dn}`")),
+        ),
+        _ => None,
     }
 }
 

@@ -466,6 +466,118 @@ fn the_files_units_keep_their_dependencies_and_ports_as_definitions_come() {
     assert!(err.contains("5432"), "{err}");
 }
 
+/// A definition added at the end or taken out is made into the project by the short way
+/// (`changed_by_one`); what it makes, and what it refuses with which words, is what lowering
+/// every unit again makes and says.
+#[test]
+fn one_definition_more_or_fewer_makes_what_lowering_all_again_makes() {
+    let p = parse(
+        "[services.db]\ncommand = 'x'\nports = [5432]\nlog_ready = 'up'\n\
+         [services.web]\ncommand = 'y'\ndepends_on = ['db']\n\
+         [tasks.migrate]\ncommand = 'z'\n[targets.all]\ndepends_on = ['web']\n",
+    )
+    .unwrap();
+    let def = |name: &str, json: serde_json::Value| Definition::from_json(name, &json, name);
+    // What decides a project: every unit's definition and spec, and the definitions it keeps.
+    let shape = |p: &Project| {
+        format!(
+            "{:?}|{:?}|{:?}",
+            p.units,
+            p.plan.units,
+            p.added.iter().map(|(d, _)| &d.name).collect::<Vec<_>>()
+        )
+    };
+    let same = |quick: &Result<Project, ConfigError>, defs: &[Definition]| {
+        let whole = p.lowered_with(defs);
+        match (quick, &whole) {
+            (Ok(q), Ok(w)) => assert_eq!(shape(q), shape(w)),
+            (Err(q), Err(w)) => assert_eq!(q.to_string(), w.to_string()),
+            _ => panic!(
+                "the short way and the whole way differ: {:?} / {:?}",
+                quick.as_ref().err().map(ToString::to_string),
+                whole.as_ref().err().map(ToString::to_string)
+            ),
+        }
+    };
+    let mut defs = vec![
+        def(
+            "a",
+            serde_json::json!({"command": "run a", "depends_on": ["db", "migrate"]}),
+        ),
+        def(
+            "b",
+            serde_json::json!({"command": "run b", "ports": [7001], "log_file": "b.txt"}),
+        ),
+        def(
+            "c",
+            serde_json::json!({"command": "run c", "depends_on": {"a": "healthy", "db": "log_ready"}}),
+        ),
+        def(
+            "d",
+            serde_json::json!({"command": "run d", "env": {"X": "1"}, "depends_on": ["c"]}),
+        ),
+    ];
+    let mut now = p.clone();
+    for i in 0..defs.len() {
+        let next = now.with_definitions(&defs[..=i]);
+        same(&next, &defs[..=i]);
+        now = next.unwrap();
+        assert!(
+            std::sync::Arc::ptr_eq(&now.units[0], &p.units[0]),
+            "the file's units are shared"
+        );
+    }
+    // Refused, and said as the whole way says it: a port or a log file taken, a name taken,
+    // a dependency unknown, on itself, or on what never completes or logs.
+    for bad in [
+        def("e", serde_json::json!({"command": "x", "ports": [5432]})),
+        def("e", serde_json::json!({"command": "x", "ports": [7001]})),
+        def(
+            "e",
+            serde_json::json!({"command": "x", "log_file": "b.txt"}),
+        ),
+        def("web", serde_json::json!({"command": "x"})),
+        def(
+            "e",
+            serde_json::json!({"command": "x", "depends_on": ["nope"]}),
+        ),
+        def(
+            "e",
+            serde_json::json!({"command": "x", "depends_on": ["e"]}),
+        ),
+        def(
+            "e",
+            serde_json::json!({"command": "x", "depends_on": {"all": "completed"}}),
+        ),
+        def(
+            "e",
+            serde_json::json!({"command": "x", "depends_on": {"a": "log_ready"}}),
+        ),
+        def("e", serde_json::json!({"comand": "x"})),
+    ] {
+        let mut with = defs.clone();
+        with.push(bad);
+        let quick = now.with_definitions(&with);
+        assert!(quick.is_err(), "{with:?}");
+        same(&quick, &with);
+    }
+    // Taken out: one that another depends on is refused; from the middle, the units after it
+    // move down and their dependencies with them; the last one; all of them.
+    let without = |defs: &[Definition], name: &str| -> Vec<Definition> {
+        defs.iter().filter(|d| d.name != name).cloned().collect()
+    };
+    let quick = now.with_definitions(&without(&defs, "a"));
+    assert!(quick.is_err());
+    same(&quick, &without(&defs, "a"));
+    for name in ["b", "d", "c", "a"] {
+        defs = without(&defs, name);
+        let next = now.with_definitions(&defs);
+        same(&next, &defs);
+        now = next.unwrap();
+    }
+    assert_eq!(shape(&now), shape(&p));
+}
+
 #[test]
 fn values_filled_into_shell_strings_are_quoted() {
     let p = parse(

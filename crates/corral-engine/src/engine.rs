@@ -204,9 +204,11 @@ impl Engine {
                 dependents[d.unit.0].push(UnitId(i));
             }
         }
+        // Moved, not copied: each unit is carried once.
+        let mut before = std::mem::take(&mut self.units);
         self.units = (0..plan.units.len())
             .map(|i| match carry.get(i).copied().flatten() {
-                Some(old) => self.units[old.0].clone(),
+                Some(old) => std::mem::replace(&mut before[old.0], UnitStatus::new()),
                 None => UnitStatus::new(),
             })
             .collect();

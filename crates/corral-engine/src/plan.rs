@@ -2,6 +2,7 @@
 //! nothing here knows about commands, files or ports — only names, edges, and timings.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Index of a unit in [`Plan::units`]. Stable for the life of an engine.
@@ -284,8 +285,9 @@ impl UnitSpec {
 /// edges. Validation (unknown names, cycles) happens in `corral-config`.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
-    /// Read-only once made (the index below is built from it).
-    pub units: Vec<UnitSpec>,
+    /// Read-only once made (the index below is built from it). Each shared: a plan with a unit
+    /// more or less (an instance created or deleted) copies pointers, not every spec.
+    pub units: Vec<Arc<UnitSpec>>,
     /// Unit ids by name: a lookup by name is O(1) however many units there are (a search of
     /// the list made creating the 1,000th instance O(N) in several places).
     index: crate::NameIndex,
@@ -293,6 +295,10 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(units: Vec<UnitSpec>) -> Plan {
+        Plan::of(units.into_iter().map(Arc::new).collect())
+    }
+
+    fn of(units: Vec<Arc<UnitSpec>>) -> Plan {
         let index = crate::NameIndex::new(units.len(), |i| &units[i].name);
         Plan { units, index }
     }
@@ -307,5 +313,44 @@ impl Plan {
 
     pub fn ids(&self) -> impl Iterator<Item = UnitId> + '_ {
         (0..self.units.len()).map(UnitId)
+    }
+
+    /// This plan with `spec` added last: the ids of the others stay, and their index is
+    /// extended, not made again. None if a unit of that name is in it.
+    pub fn with_unit(&self, spec: UnitSpec) -> Option<Plan> {
+        if self.find(&spec.name).is_some() {
+            return None;
+        }
+        let mut units = self.units.clone();
+        let mut index = self.index.clone();
+        units.push(Arc::new(spec));
+        index.insert(units.len() - 1, |i| &units[i].name);
+        Some(Plan { units, index })
+    }
+
+    /// This plan without `gone`: the units after it move down by one, and dependencies on them
+    /// follow. None if another unit depends on `gone`.
+    pub fn without_unit(&self, gone: UnitId) -> Option<Plan> {
+        let mut units = Vec::with_capacity(self.units.len().saturating_sub(1));
+        for (i, u) in self.units.iter().enumerate() {
+            if i == gone.0 {
+                continue;
+            }
+            if u.deps.iter().any(|d| d.unit == gone) {
+                return None;
+            }
+            if u.deps.iter().any(|d| d.unit.0 > gone.0) {
+                let mut u = UnitSpec::clone(u);
+                for d in &mut u.deps {
+                    if d.unit.0 > gone.0 {
+                        d.unit.0 -= 1;
+                    }
+                }
+                units.push(Arc::new(u));
+            } else {
+                units.push(u.clone());
+            }
+        }
+        Some(Plan::of(units))
     }
 }

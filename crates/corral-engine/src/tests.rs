@@ -931,6 +931,7 @@ fn simulate(seed: u64) {
                 let mut new = w.eng.plan().clone();
                 for u in &mut new.units {
                     if rng.bool() {
+                        let u = std::sync::Arc::make_mut(u);
                         u.restart = random_policy(&mut rng, u.kind);
                         u.stop_grace = MS * rng.u32(10..500);
                     }

@@ -37,6 +37,10 @@ pub struct Meter {
 /// its tree's ticks, when.
 type Reading = (u64, u64, Instant);
 
+/// At most this many roots new since a shared sample are measured on their own; more make a
+/// new scan.
+const FEW_NEW: usize = 16;
+
 /// One scan's answers, by the root pid it was asked for (`None`: no such process then).
 struct Sample {
     at: Instant,
@@ -144,9 +148,23 @@ impl Meter {
         }
         // Held across the scan: requests arriving meanwhile wait for it instead of scanning too.
         let mut sample = self.sample.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = sample.as_ref().filter(|s| s.at.elapsed() < self.share_for) {
-            let covered = roots.iter().flatten().all(|pid| s.usage.contains_key(pid));
-            if covered {
+        if let Some(s) = sample.as_mut().filter(|s| s.at.elapsed() < self.share_for) {
+            let missing: Vec<u32> = roots
+                .iter()
+                .flatten()
+                .filter(|pid| !s.usage.contains_key(pid))
+                .copied()
+                .collect();
+            // A few processes new since the sample (units just started): their trees alone are
+            // measured and join it. A whole scan for each made polling a new instance among
+            // thousands read every process on the machine each time.
+            let added = match missing.len() {
+                0 => Some(Vec::new()),
+                n if n <= FEW_NEW => self.scan_trees(&missing),
+                _ => None,
+            };
+            if let Some(added) = added {
+                s.usage.extend(missing.into_iter().zip(added));
                 return roots
                     .iter()
                     .map(|pid| *s.usage.get(pid.as_ref()?)?)
@@ -171,6 +189,40 @@ impl Meter {
         for (pid, s) in &stats {
             children.entry(s.ppid).or_default().push(*pid);
         }
+        self.usage_of(roots, &stats, &children)
+    }
+
+    /// The trees of `roots` alone, found through the kernel's lists of each process's children
+    /// (a read or two per process in them); None where the kernel keeps no such lists.
+    fn scan_trees(&self, roots: &[u32]) -> Option<Vec<Option<Usage>>> {
+        if !proctable::children_listed() {
+            return None;
+        }
+        let mut stats: HashMap<i32, Stat> = HashMap::new();
+        let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+        let mut queue: Vec<i32> = roots.iter().map(|&p| p as i32).collect();
+        while let Some(pid) = queue.pop() {
+            if stats.contains_key(&pid) {
+                continue;
+            }
+            let Some(stat) = read(pid) else { continue };
+            stats.insert(pid, stat);
+            // Gone meanwhile: no children to follow.
+            let kids = proctable::children_of(pid).unwrap_or_default();
+            queue.extend(&kids);
+            children.insert(pid, kids);
+        }
+        let roots: Vec<Option<u32>> = roots.iter().map(|&p| Some(p)).collect();
+        Some(self.usage_of(&roots, &stats, &children))
+    }
+
+    /// Each root's tree's usage, from the stats of its processes and their children.
+    fn usage_of(
+        &self,
+        roots: &[Option<u32>],
+        stats: &HashMap<i32, Stat>,
+        children: &HashMap<i32, Vec<i32>>,
+    ) -> Vec<Option<Usage>> {
         // SAFETY: sysconf only reads configuration values.
         let (hz, page) = unsafe {
             (
@@ -187,7 +239,7 @@ impl Meter {
             .map(|root| {
                 let root = (*root)? as i32;
                 let root_stat = stats.get(&root)?;
-                let tree: Vec<&Stat> = proctable::tree(&children, root)
+                let tree: Vec<&Stat> = proctable::tree(children, root)
                     .iter()
                     .filter_map(|p| stats.get(p))
                     .collect();
@@ -256,7 +308,7 @@ mod tests {
         let again = meter.measure(&[Some(me)]);
         assert_eq!(first[0], again[0], "the sample answers within its time");
         assert!(first[1].is_none());
-        // A pid the sample lacks (a restart, a new unit) makes a new scan.
+        // A pid the sample lacks (a restart, a new unit) is measured.
         let moved = meter.measure(&[Some(parent)]);
         let (moved, first) = (moved[0].unwrap(), first[0].unwrap());
         assert!(moved.processes > first.processes, "{moved:?} {first:?}");
@@ -269,6 +321,46 @@ mod tests {
             after > before + (32 << 20),
             "{before} → {after} ({})",
             grown.len()
+        );
+    }
+
+    #[test]
+    fn a_tree_new_since_the_sample_is_measured_alone_and_joins_it() {
+        use std::os::unix::process::CommandExt;
+        let me = std::process::id();
+        let meter = Meter::sharing(Duration::from_secs(3600));
+        meter.measure(&[Some(me)]);
+        let taken = |m: &Meter| m.sample.lock().unwrap().as_ref().unwrap().at;
+        let at = taken(&meter);
+        // A tree of three started after the sample (in a group of its own, to end it at once).
+        let mut sh = std::process::Command::new("sh")
+            .args(["-c", "sleep 1000 & sleep 1000 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = sh.id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while proctable::children_of(pid as i32).unwrap_or_default().len() < 2 {
+            assert!(Instant::now() < deadline, "the sleeps never started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let alone = meter.measure(&[Some(me), Some(pid)])[1];
+        let again = meter.measure(&[Some(pid)])[0];
+        let whole = Meter::default().measure(&[Some(pid)])[0];
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = sh.wait();
+        assert_eq!(taken(&meter), at, "measured without a new scan");
+        let (alone, whole) = (alone.unwrap(), whole.unwrap());
+        assert_eq!(alone.processes, 3, "{alone:?}");
+        assert_eq!(alone.processes, whole.processes);
+        assert!(alone.rss_bytes > 0);
+        assert_eq!(
+            again,
+            Some(alone),
+            "and the sample answers for it from then on"
         );
     }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use anstyle::{AnsiColor, Style};
-use corral_engine::UnitId;
+use corral_engine::{Plan, UnitId};
 use tokio::sync::mpsc;
 
 use crate::logs::Stream;
@@ -34,7 +34,7 @@ enum Msg {
     },
     System(String),
     /// The units changed (a reload): names by unit id from now on.
-    Names(Arc<[String]>),
+    Names(Arc<Plan>),
 }
 
 #[derive(Clone)]
@@ -48,8 +48,9 @@ pub struct PrinterThread {
 }
 
 impl Printer {
-    /// A printer for `names` (indexed by unit id), writing to stdout. `quiet` prints nothing.
-    pub fn start(mut names: Arc<[String]>, quiet: bool) -> (Printer, Option<PrinterThread>) {
+    /// A printer for the units of `plan` (named by unit id), writing to stdout. `quiet` prints
+    /// nothing.
+    pub fn start(mut plan: Arc<Plan>, quiet: bool) -> (Printer, Option<PrinterThread>) {
         if quiet {
             return (
                 Printer {
@@ -62,9 +63,10 @@ impl Printer {
         let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let dropped2 = dropped.clone();
-        let width = names
+        let width = plan
+            .units
             .iter()
-            .map(String::len)
+            .map(|u| u.name.len())
             .max()
             .unwrap_or(0)
             .max("corral".len());
@@ -92,14 +94,14 @@ impl Printer {
                         Msg::Line { unit, stream, text } => {
                             let style = Style::new().fg_color(Some(PALETTE[unit.0 % PALETTE.len()].into()));
                             let bar = if stream == Stream::Stderr { "!" } else { "|" };
-                            let name = names.get(unit.0).map_or("?", String::as_str);
+                            let name = plan.units.get(unit.0).map_or("?", |u| u.name.as_str());
                             write!(out, "{style}{name:width$} {bar}{style:#} ")
                                 .and_then(|_| out.write_all(&text))
                                 .and_then(|_| out.write_all(b"\n"))
                         }
                         Msg::System(text) => writeln!(out, "{sys}{:width$} |{sys:#} {text}", "corral"),
                         Msg::Names(new) => {
-                            names = new;
+                            plan = new;
                             Ok(())
                         }
                     };
@@ -138,10 +140,10 @@ impl Printer {
         }
     }
 
-    /// Name units by these names (indexed by unit id) from now on.
-    pub async fn rename(&self, names: Arc<[String]>) {
+    /// Name units as `plan` names them from now on.
+    pub async fn rename(&self, plan: Arc<Plan>) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Msg::Names(names)).await;
+            let _ = tx.send(Msg::Names(plan)).await;
         }
     }
 

@@ -207,30 +207,48 @@ pub fn tree(children: &HashMap<i32, Vec<i32>>, root: i32) -> Vec<i32> {
     out
 }
 
+/// Whether the kernel lists each thread's children (`CONFIG_PROC_CHILDREN`).
+pub fn children_listed() -> bool {
+    static LISTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *LISTED.get_or_init(|| {
+        let me = std::process::id();
+        fs::metadata(format!("/proc/{me}/task/{me}/children")).is_ok()
+    })
+}
+
+/// The children of `pid` (of each of its threads): one small read per thread, not a look at
+/// every process. None if `pid` is gone.
+pub fn children_of(pid: i32) -> Option<Vec<i32>> {
+    let mut out = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(task) = task else { continue };
+        let mut path = task.path();
+        path.push("children");
+        // Gone meanwhile, or an exiting thread: nothing to add.
+        let Ok(text) = fs::read_to_string(path) else {
+            continue;
+        };
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    Some(out)
+}
+
+/// corral's own children (zombies too), if the kernel lists children (`CONFIG_PROC_CHILDREN`).
+pub fn own_children() -> Option<Vec<i32>> {
+    if !children_listed() {
+        return None;
+    }
+    children_of(std::process::id() as i32)
+}
+
 /// Live descendants of corral, found through the kernel's lists of each thread's children
 /// (`/proc/<pid>/task/<tid>/children`): a few reads for a small tree, where a scan reads a file
 /// per process on the machine. None where the kernel keeps no such lists.
 pub fn own_descendants() -> Option<Vec<i32>> {
-    fn children_of(pid: i32) -> Option<Vec<i32>> {
-        let mut out = Vec::new();
-        for task in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-            let Ok(task) = task else { continue };
-            let mut path = task.path();
-            path.push("children");
-            // Gone meanwhile, or an exiting thread: nothing to add.
-            let Ok(text) = fs::read_to_string(path) else {
-                continue;
-            };
-            out.extend(
-                text.split_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok()),
-            );
-        }
-        Some(out)
-    }
-    let me = std::process::id() as i32;
-    fs::metadata(format!("/proc/{me}/task/{me}/children")).ok()?;
-    let mut found = children_of(me)?;
+    let mut found = own_children()?;
     let mut i = 0;
     while i < found.len() {
         let more = children_of(found[i]).unwrap_or_default();

@@ -16,7 +16,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_engine::{NameIndex, UnitId};
+use corral_engine::Plan;
 use regex::Regex;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::{broadcast, oneshot};
@@ -74,7 +74,7 @@ enum In {
         generation: u64,
         watch: Watch,
     },
-    Names(Arc<[String]>),
+    Plan(Arc<Plan>),
     Drained(oneshot::Sender<()>),
     Close(oneshot::Sender<()>),
 }
@@ -91,10 +91,10 @@ struct Owner {
     printer: Printer,
     lines: broadcast::Sender<Arc<LineNotice>>,
     found: Box<dyn Fn(Found) + Send>,
-    /// Units by id (shared with the printer), and their ids by name: for the printer (colour
-    /// and name).
-    names: Arc<[String]>,
-    index: NameIndex,
+    /// Units by id and their ids by name (the plan, shared with the supervisor and the
+    /// printer): for the printer (colour and name). Sharing it, not a list of names and an index
+    /// of its own, keeps an instance created among thousands from copying and hashing them all.
+    plan: Arc<Plan>,
     watches: HashMap<Key, Watch>,
     /// Processes whose output the keeper has not finished yet.
     draining: HashSet<Key>,
@@ -104,11 +104,11 @@ struct Owner {
 }
 
 impl Router {
-    /// Start the router for units named `names` (by index). `found` is called, on the
+    /// Start the router for the units of `plan`. `found` is called, on the
     /// router's task, for what the supervisor must hear.
     pub fn start(
         printer: Printer,
-        names: Arc<[String]>,
+        plan: Arc<Plan>,
         lines: broadcast::Sender<Arc<LineNotice>>,
         found: impl Fn(Found) + Send + 'static,
     ) -> Router {
@@ -118,8 +118,7 @@ impl Router {
             printer,
             lines,
             found: Box::new(found),
-            index: NameIndex::new(names.len(), |i| &names[i]),
-            names,
+            plan,
             watches: HashMap::new(),
             draining: HashSet::new(),
             hasher: RandomState::new(),
@@ -147,9 +146,9 @@ impl Router {
         wanted
     }
 
-    /// The units are now these (a reload).
-    pub fn names(&self, names: Arc<[String]>) {
-        let _ = self.tx.send(In::Names(names));
+    /// The units are now `plan`'s (a reload).
+    pub fn plan(&self, plan: Arc<Plan>) {
+        let _ = self.tx.send(In::Plan(plan));
     }
 
     /// End the router (corral is ending): it lets go of the printer, whose thread can then
@@ -187,10 +186,9 @@ impl Owner {
                     }
                     self.draining.insert(key);
                 }
-                In::Names(names) => {
-                    self.index = NameIndex::new(names.len(), |i| &names[i]);
-                    self.names = names.clone();
-                    self.printer.rename(names).await;
+                In::Plan(plan) => {
+                    self.plan = plan.clone();
+                    self.printer.rename(plan).await;
                 }
                 In::Drained(reply) => self.waiting.push(reply),
                 In::Close(reply) => {
@@ -220,9 +218,9 @@ impl Owner {
                 lines,
                 ..
             } => {
-                if let Some(i) = self.index.find(&unit, |i| &self.names[i]) {
+                if let Some(id) = self.plan.find(&unit) {
                     for line in lines.iter() {
-                        self.printer.line(UnitId(i), stream, line);
+                        self.printer.line(id, stream, line);
                     }
                 }
                 self.news(&unit);

@@ -144,9 +144,9 @@ pub enum Source {
 #[derive(Clone, Debug, Default)]
 pub struct ProjectView {
     pub templates: Vec<Template>,
-    /// The names a new instance must not take: only those of the form `TEMPLATE-…` (a
-    /// project of thousands of plain services gives an empty set, not a copy of every name).
-    pub units: HashSet<String>,
+    /// The units, whose names a new instance must not take: the plan itself, shared (a set of
+    /// names made at each change grew with every instance created).
+    pub plan: std::sync::Arc<corral_engine::Plan>,
 }
 
 enum Msg {
@@ -466,7 +466,7 @@ impl Owner {
         let id = loop {
             let id = format!("{:06x}", fastrand::u32(..0x100_0000));
             let name = format!("{template}-{id}");
-            if !self.project.units.contains(&name) && !self.records.contains_key(&name) {
+            if self.project.plan.find(&name).is_none() && !self.records.contains_key(&name) {
                 break id;
             }
         };
@@ -674,18 +674,14 @@ impl Owner {
     /// Delete what an instance leaves on disk: workspace, setup log, logs, record.
     fn delete_files(&mut self, name: &str) {
         let _ = std::fs::remove_dir_all(self.home(name));
-        let logs = self.state_dir.join("logs");
-        if let Ok(dir) = std::fs::read_dir(&logs) {
-            let prefix = format!("{name}.log");
-            for e in dir.flatten() {
-                let f = e.file_name();
-                let f = f.to_string_lossy();
-                if f == prefix
-                    || f.strip_prefix(&prefix)
-                        .is_some_and(|rest| rest.starts_with('.'))
-                {
-                    let _ = std::fs::remove_file(e.path());
-                }
+        // Its log and the rotated ones, `NAME.log.1`, `.2`, …: rotation renames each up by one,
+        // so they follow without a gap (listing the directory, which holds every unit's logs,
+        // made each deletion dearer than the one before).
+        let log = self.state_dir.join("logs").join(format!("{name}.log"));
+        let _ = std::fs::remove_file(&log);
+        for n in 1.. {
+            if std::fs::remove_file(format!("{}.{n}", log.display())).is_err() {
+                break;
             }
         }
         if let Some(store) = &self.store

@@ -378,14 +378,18 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     }
     store.set_cgroups(&cgroups)?;
 
-    let names: Arc<[String]> = project.units.iter().map(|u| u.name.clone()).collect();
-    let (printer, printer_thread) = Printer::start(names.clone(), options.quiet);
+    let (printer, printer_thread) = Printer::start(project.plan.clone(), options.quiet);
     let (lines, _) = broadcast::channel(4096);
     let router = {
         let tx = tx.clone();
-        Router::start(printer.clone(), names, lines.clone(), move |f| {
-            let _ = tx.send(Msg::Found(f));
-        })
+        Router::start(
+            printer.clone(),
+            project.plan.clone(),
+            lines.clone(),
+            move |f| {
+                let _ = tx.send(Msg::Found(f));
+            },
+        )
     };
     // The adopted processes' output flows as soon as the keeper is connected: their patterns
     // must be known first.
@@ -499,18 +503,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
 fn project_view(project: &Project) -> crate::instances::ProjectView {
     crate::instances::ProjectView {
         templates: project.templates.clone(),
-        units: project
-            .units
-            .iter()
-            .filter(|u| {
-                project.templates.iter().any(|t| {
-                    u.name
-                        .strip_prefix(t.name.as_str())
-                        .is_some_and(|rest| rest.starts_with('-'))
-                })
-            })
-            .map(|u| u.name.clone())
-            .collect(),
+        plan: project.plan.clone(),
     }
 }
 

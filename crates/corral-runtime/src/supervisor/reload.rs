@@ -70,7 +70,7 @@ pub(super) fn fingerprints(
         .zip(&project.plan.units)
         .filter(|(def, _)| only.is_none_or(|name| def.name == name))
         .map(|(def, spec)| {
-            let mut spec = spec.clone();
+            let mut spec = corral_engine::UnitSpec::clone(spec);
             let deps: Vec<(String, String)> = spec
                 .deps
                 .drain(..)
@@ -126,6 +126,7 @@ impl Supervisor {
             _ => self.project.with_definitions(&added),
         }
         .map_err(|e| invalid(&e))?;
+
         // The definition is kept only once it is known to be valid.
         let stored = match &change {
             Change::Define(def) => self
@@ -142,6 +143,7 @@ impl Supervisor {
             Err(_) => self.added_changed(),
         }
         stored.map_err(|e| invalid(&e))?;
+
         // A definition added or forgotten changes that unit alone: the others are lowered from
         // the same text, and a dependency is compared by name. Comparing only it keeps creating
         // the 1,000th instance as cheap as the first (all of them were compared each time).
@@ -171,15 +173,24 @@ impl Supervisor {
                 .map(|u| u.name.clone())
                 .collect(),
         };
-        let added_units: Vec<String> = new
-            .units
-            .iter()
-            .filter(|u| self.project.plan.find(&u.name).is_none())
-            .map(|u| u.name.clone())
-            .collect();
+        let is_new = |name: &str| self.project.plan.find(name).is_none();
+        let added_units: Vec<String> = match only {
+            Some(name) => [name]
+                .into_iter()
+                .filter(|n| is_new(n) && new.plan.find(n).is_some())
+                .map(str::to_string)
+                .collect(),
+            None => new
+                .units
+                .iter()
+                .filter(|u| is_new(&u.name))
+                .map(|u| u.name.clone())
+                .collect(),
+        };
         if changed.is_empty() && removed.is_empty() && added_units.is_empty() {
             return Ok(Reply::Done("nothing changed".into()));
         }
+
         let list = |v: &[String]| {
             if v.is_empty() {
                 "none".to_string()
@@ -249,21 +260,28 @@ impl Supervisor {
             .project
             .units
             .iter()
-            .map(|u| {
-                (!p.replaced.contains(&u.name))
-                    .then(|| self.project.plan.find(&u.name))
-                    .flatten()
+            .enumerate()
+            .map(|(i, u)| {
+                if p.replaced.contains(&u.name) {
+                    return None;
+                }
+                // Most units keep their place (all before one added or removed): found without
+                // a lookup.
+                match self.project.units.get(i) {
+                    Some(old) if old.name == u.name => Some(UnitId(i)),
+                    _ => self.project.plan.find(&u.name),
+                }
             })
             .collect();
         // Everything indexed by unit moves with its unit.
-        let mut held = Vec::new();
-        let mut restarts = Vec::new();
-        let mut old_to_new = std::collections::HashMap::new();
+        let mut held = Vec::with_capacity(carry.len());
+        let mut restarts = Vec::with_capacity(carry.len());
+        let mut old_to_new: Vec<Option<UnitId>> = vec![None; self.project.units.len()];
         for (i, c) in carry.iter().enumerate() {
             let def = &p.project.units[i];
             match c {
                 Some(old) => {
-                    old_to_new.insert(*old, UnitId(i));
+                    old_to_new[old.0] = Some(UnitId(i));
                     held.push(self.held[old.0]);
                     restarts.push(self.restarts[old.0]);
                 }
@@ -278,17 +296,19 @@ impl Supervisor {
                 }
             }
         }
-        self.moved.retain(|_, id| match old_to_new.get(id) {
-            Some(new) => {
-                *id = *new;
-                true
-            }
-            None => false,
-        });
-        for (old, new) in &old_to_new {
-            let generation = self.engine.unit(*old).generation;
-            if old != new && generation != 0 {
-                self.moved.insert(generation, *new);
+        self.moved
+            .retain(|_, id| match old_to_new.get(id.0).copied().flatten() {
+                Some(new) => {
+                    *id = new;
+                    true
+                }
+                None => false,
+            });
+        for (old, new) in old_to_new.iter().enumerate() {
+            let Some(new) = *new else { continue };
+            let generation = self.engine.unit(UnitId(old)).generation;
+            if old != new.0 && generation != 0 {
+                self.moved.insert(generation, new);
             }
         }
         for name in &p.replaced {
@@ -312,16 +332,17 @@ impl Supervisor {
                 .flatten()
         });
         self.engine.replace_plan(p.project.plan.clone(), &carry);
+
         self.project = p.project;
         self.held = held;
         self.restarts = restarts;
-        self.processes
-            .router()
-            .names(self.project.units.iter().map(|u| u.name.clone()).collect());
+        self.processes.router().plan(self.project.plan.clone());
         self.instances.project(project_view(&self.project));
+
         self.watch().await;
         self.schedule_memory();
         self.schedule_tasks();
+
         self.printer.system(p.summary.clone()).await;
         let ids = |names: &[String]| -> Vec<UnitId> {
             names
@@ -333,6 +354,7 @@ impl Supervisor {
         // A disabled unit starts only when named, as at `up`.
         added.retain(|id| !self.project.units[id.0].disabled);
         self.handle(Event::Up(added)).await;
+
         for unit in restart {
             self.handle(Event::Start {
                 unit,

@@ -261,12 +261,18 @@ fn devbox_instances_from_empty_zip_and_git_workspaces() {
         "installed python\n"
     );
 
-    // Deleting removes the process, the workspace, the logs and the record.
+    // Deleting removes the process, the workspace, the logs (rotated ones too) and the record.
+    let log = |name: &str, suffix: &str| p.path().join(format!(".corral/logs/{name}.log{suffix}"));
+    for suffix in [".1", ".2"] {
+        std::fs::write(log(&names[0], suffix), "rotated\n").unwrap();
+    }
     for name in &names {
         let (status, v) = json(&p, "DELETE", &format!("/v1/instances/{name}"), "");
         assert_eq!(status, 200, "{v}");
         assert!(!p.path().join(".corral/instances").join(name).exists());
-        assert!(!p.path().join(format!(".corral/logs/{name}.log")).exists());
+        for suffix in ["", ".1", ".2"] {
+            assert!(!log(name, suffix).exists(), "{name}.log{suffix}");
+        }
         assert_eq!(p.http("GET", &format!("/v1/instances/{name}")).0, 404);
         assert_eq!(p.http("GET", &format!("/v1/services/{name}")).0, 404);
     }

@@ -49,7 +49,18 @@ stop = { timeout = "1s" }
 
 #[test]
 fn a_leader_that_exits_takes_its_whole_tree_with_it() {
-    let p = Project::new(
+    leader_exits_and_its_tree_goes(false);
+}
+
+/// The same without cgroups (the fallback): the group is signalled, and the setsid escapee is
+/// found by its marker.
+#[test]
+fn without_cgroups_a_leader_that_exits_takes_its_whole_tree_with_it() {
+    leader_exits_and_its_tree_goes(true);
+}
+
+fn leader_exits_and_its_tree_goes(without_cgroups: bool) {
+    let mut p = Project::new(
         r#"
 [services.tree]
 command = ["python3", "tree.py", "pids", "0.2"]
@@ -59,6 +70,9 @@ restart = "never"
 command = ["sleep", "30"]
 "#,
     );
+    if without_cgroups {
+        p = p.with_env("CORRAL_CGROUP", "off");
+    }
     let mut c = p.start(&["up"]);
     c.wait_for("tree: exited (exit code 0)", T);
     let pids = pids(&p);
