@@ -65,6 +65,15 @@ fn main() {
             scale::rows(&corral_binary(), &sizes);
             return;
         }
+        // `--scale --adopt N`: only crash-and-adopt of N services.
+        if let Some(n) = args
+            .iter()
+            .position(|a| a == "--adopt")
+            .and_then(|i| args.get(i + 1)?.parse().ok())
+        {
+            scale::adopt(&corral_binary(), n);
+            return;
+        }
         // `--scale --logs`: only `logs` over 1,000 services.
         if args.iter().any(|a| a == "--logs") {
             scale::logs(&corral_binary(), 1000);

@@ -205,7 +205,7 @@ fn ps_while_starting(corral: &Path, n: usize) {
 
 /// `kill -9` of the daemon with `n` services running, then a new daemon until it has adopted
 /// them all; against the cold start of the same stack.
-fn adopt(corral: &Path, n: usize) {
+pub fn adopt(corral: &Path, n: usize) {
     let dir = project(&sleep_services(n));
     let t0 = Instant::now();
     corral_cmd(corral, dir.path(), &["up", "-d"]);

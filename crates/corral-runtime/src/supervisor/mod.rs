@@ -360,18 +360,17 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     }
     // The same, exactly, where the earlier daemons had cgroups: all that is in them goes, but
     // the processes adopted now (and whatever they started).
-    let kept: Vec<PathBuf> = adopt
+    // Kept: the adopted processes' cgroups and every cgroup above them, looked up by path (a
+    // search of every adopted cgroup for each old one was O(N²): a second of 5,000 adopted).
+    let kept: std::collections::HashSet<PathBuf> = adopt
         .iter()
         .filter_map(|(_, r)| crate::cgroup::of_process(&r.pid.to_string()))
+        .flat_map(|k| k.ancestors().map(Path::to_path_buf).collect::<Vec<_>>())
         .collect();
     let mut cgroups: Vec<String> = store
         .previous_cgroups()?
         .into_iter()
-        .filter(|old| {
-            !crate::cgroup::end_daemon_cgroup(Path::new(old), |c| {
-                kept.iter().any(|k| k.starts_with(c))
-            })
-        })
+        .filter(|old| !crate::cgroup::end_daemon_cgroup(Path::new(old), |c| kept.contains(c)))
         .collect();
     if let Some(mine) = reaper.cgroups() {
         cgroups.push(mine.base().display().to_string());

@@ -64,11 +64,13 @@ pub(super) fn fingerprints(
     project: &Project,
     only: Option<&str>,
 ) -> std::collections::HashMap<String, String> {
-    project
-        .units
-        .iter()
-        .zip(&project.plan.units)
-        .filter(|(def, _)| only.is_none_or(|name| def.name == name))
+    // With `only`, found by name: not a comparison with every unit's.
+    let ids: Vec<UnitId> = match only {
+        Some(name) => project.plan.find(name).into_iter().collect(),
+        None => project.plan.ids().collect(),
+    };
+    ids.into_iter()
+        .map(|id| (&project.units[id.0], &project.plan.units[id.0]))
         .map(|(def, spec)| {
             let mut spec = corral_engine::UnitSpec::clone(spec);
             let deps: Vec<(String, String)> = spec
