@@ -515,3 +515,84 @@ setup = ["echo about to fail; exit 4"]
     assert!(status.success());
     p.assert_nothing_left();
 }
+
+/// Instances created and deleted in any order (each a unit more or fewer in the running
+/// project): the others keep their processes and stay reachable by name — a restart of one whose
+/// place moved down reaches it — and nothing is left at the end.
+#[test]
+fn instances_deleted_from_the_middle_leave_the_others_as_they_were() {
+    let p = Project::new(
+        "[services.base]\ncommand = [\"sleep\", \"1000\"]\n[templates.t]\ncommand = [\"sleep\", \"1000\"]\n",
+    );
+    let (status, out, err) = p.run_client(&["up", "-d"]);
+    assert!(status.success(), "{out}{err}");
+    let create = || {
+        let (status, v) = json(&p, "POST", "/v1/instances", r#"{"template": "t"}"#);
+        assert_eq!(status, 201, "{v}");
+        v["name"].as_str().unwrap().to_string()
+    };
+    let pid_of = |name: &str| -> Option<u64> {
+        let s = service_state(&p, name);
+        (s["state"] == "running")
+            .then(|| s["pid"].as_u64())
+            .flatten()
+    };
+    let running = |names: &[String]| -> Vec<u64> {
+        let mut pids = Vec::new();
+        eventually(Duration::from_secs(20), "the instances to run", || {
+            pids = names.iter().filter_map(|n| pid_of(n)).collect();
+            pids.len() == names.len()
+        });
+        pids
+    };
+    let names: Vec<String> = (0..12).map(|_| create()).collect();
+    let pids = running(&names);
+    // Every third deleted, from the first on: each deletion moves the ones after it down.
+    let (gone, kept): (Vec<_>, Vec<_>) = names
+        .iter()
+        .zip(&pids)
+        .enumerate()
+        .partition(|(i, _)| i % 3 == 0);
+    for (_, (name, _)) in &gone {
+        let (status, v) = json(&p, "DELETE", &format!("/v1/instances/{name}"), "");
+        assert_eq!(status, 200, "{v}");
+    }
+    for (_, (name, pid)) in &gone {
+        assert_eq!(p.http("GET", &format!("/v1/services/{name}")).0, 404);
+        eventually(
+            Duration::from_secs(5),
+            "a deleted instance's process to end",
+            || is_dead(**pid as i32),
+        );
+    }
+    // The others: the same processes, under their names.
+    for (_, (name, pid)) in &kept {
+        assert_eq!(pid_of(name), Some(**pid), "{name} kept its process");
+    }
+    // A restart reaches the one named (its place moved down by three), and only it.
+    let (last, last_pid) = kept.last().map(|(_, (n, p))| ((*n).clone(), **p)).unwrap();
+    let (status, v) = json(
+        &p,
+        "POST",
+        &format!("/v1/services/{last}/restart?wait=true"),
+        "",
+    );
+    assert_eq!(status, 200, "{v}");
+    let new_pid = pid_of(&last).unwrap();
+    assert_ne!(new_pid, last_pid);
+    assert!(is_dead(last_pid as i32));
+    for (_, (name, pid)) in &kept[..kept.len() - 1] {
+        assert_eq!(
+            pid_of(name),
+            Some(**pid),
+            "{name} untouched by another's restart"
+        );
+    }
+    // More come after the deletions, and run beside them.
+    let more: Vec<String> = (0..3).map(|_| create()).collect();
+    running(&more);
+    assert!(pid_of("base").is_some());
+    let (status, out, err) = p.run_client(&["down"]);
+    assert!(status.success(), "{out}{err}");
+    p.assert_nothing_left();
+}
