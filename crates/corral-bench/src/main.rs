@@ -74,6 +74,24 @@ fn main() {
             scale::adopt(&corral_binary(), n);
             return;
         }
+        // `--scale --chain N`: only the start and stop of a chain of N.
+        if let Some(n) = args
+            .iter()
+            .position(|a| a == "--chain")
+            .and_then(|i| args.get(i + 1)?.parse().ok())
+        {
+            scale::chain(&corral_binary(), n);
+            return;
+        }
+        // `--scale --pipeline N`: only N tasks run one at a time.
+        if let Some(n) = args
+            .iter()
+            .position(|a| a == "--pipeline")
+            .and_then(|i| args.get(i + 1)?.parse().ok())
+        {
+            scale::pipeline(&corral_binary(), n);
+            return;
+        }
         // `--scale --logs`: only `logs` over 1,000 services.
         if args.iter().any(|a| a == "--logs") {
             scale::logs(&corral_binary(), 1000);

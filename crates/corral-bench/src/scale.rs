@@ -55,6 +55,7 @@ fn per_unit(d: Duration, n: usize) -> String {
 pub fn run(corral: &Path, sizes: &[usize]) {
     rows(corral, sizes);
     chain(corral, 1000);
+    pipeline(corral, 1000);
     if let Some(&largest) = sizes.iter().rev().find(|&&n| make_room_for(n).is_ok()) {
         ps_while_starting(corral, largest);
         adopt(corral, largest);
@@ -394,7 +395,7 @@ pub fn logs(corral: &Path, n: usize) {
 }
 
 /// A chain: s1 needs s0, s2 needs s1, …: start and stop go one unit at a time.
-fn chain(corral: &Path, n: usize) {
+pub fn chain(corral: &Path, n: usize) {
     let config: String = (0..n)
         .map(|i| {
             let dep = if i == 0 {
@@ -414,5 +415,36 @@ fn chain(corral: &Path, n: usize) {
         per_unit(start, n),
         ms(stop),
         per_unit(stop, n)
+    );
+}
+
+/// `corral run --sequential` of `n` tasks running `true`, one at a time (each through the
+/// wrapper that records a task's end), against fork+exec+wait of `true` `n` times in turn.
+pub fn pipeline(corral: &Path, n: usize) {
+    let config: String = (0..n)
+        .map(|i| format!("[tasks.t{i}]\ncommand = [\"true\"]\n"))
+        .collect();
+    let dir = project(&config);
+    let t = Instant::now();
+    let st = Command::new(corral)
+        .args(["run", "--sequential", "-q"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    let took = t.elapsed();
+    assert!(st.success(), "corral run failed");
+    let t = Instant::now();
+    for _ in 0..n {
+        assert!(Command::new("true").status().unwrap().success());
+    }
+    let base = t.elapsed();
+    println!(
+        "  {n} tasks one at a time (`run --sequential`): {} ({} per task), fork+exec+wait {} ({} each), ratio {:.2}x",
+        ms(took),
+        per_unit(took, n),
+        ms(base),
+        per_unit(base, n),
+        ratio(took, base)
     );
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::Dependency;
 use crate::plan::{Condition, Kind, Plan, RestartMode, UnitId};
 use crate::state::{
     Effect, Event, ExitStatus, FailReason, Never, ProbeKind, SkipReason, State, TimerKind, Waiting,
@@ -139,6 +140,10 @@ pub struct Engine {
     /// The shutdown has had its pass over every unit; from then on only units that may act
     /// differently are looked at (see [`Engine::shutdown_pass`]).
     shutdown_pass_done: bool,
+    /// Reused by each unit's look at its dependencies in a start pass.
+    not_yet: Vec<Dependency>,
+    /// Tasks with a process, counted in a start pass when a task limit asks.
+    live_tasks: Option<usize>,
 }
 
 impl Engine {
@@ -164,6 +169,8 @@ impl Engine {
             out: Vec::new(),
             touched: Vec::new(),
             shutdown_pass_done: false,
+            not_yet: Vec::new(),
+            live_tasks: None,
         }
     }
 
@@ -987,7 +994,7 @@ impl Engine {
         }
     }
 
-    fn live_tasks(&self) -> usize {
+    fn count_live_tasks(&self) -> usize {
         self.plan
             .ids()
             .filter(|id| self.plan.get(*id).kind == Kind::Task && self.units[id.0].state.is_live())
@@ -1008,6 +1015,9 @@ impl Engine {
         // that repeats starts at least one unit, so this ends.
         loop {
             let mut started_any = false;
+            // Counted once a pass (not for each task that might start), and kept up as it
+            // starts them.
+            self.live_tasks = None;
             for i in 0..self.units.len() {
                 let id = UnitId(i);
                 if self.start_if_possible(id) {
@@ -1018,6 +1028,7 @@ impl Engine {
                 break;
             }
         }
+        self.live_tasks = None;
         // A unit whose end ends the stack may have been skipped just now.
         if self.shutting_down {
             self.shutdown_pass();
@@ -1061,15 +1072,17 @@ impl Engine {
             return false;
         }
         let spec = &self.plan.units[id.0];
-        let mut waiting = Vec::new();
+        // What it still waits for, by unit: names are copied only when that changes. Every unit
+        // is looked at after every event, and one far down a chain waits on the same thing for
+        // the whole start (a copy of its names each time made a 1,000-chain's start quadratic).
+        let mut not_yet = std::mem::take(&mut self.not_yet);
+        not_yet.clear();
         for dep in &spec.deps {
             match self.holds(dep.unit, dep.condition) {
                 Holds::Yes => {}
-                Holds::NotYet => waiting.push(Waiting {
-                    name: self.plan.units[dep.unit.0].name.clone(),
-                    condition: dep.condition,
-                }),
+                Holds::NotYet => not_yet.push(*dep),
                 Holds::Never(never) => {
+                    self.not_yet = not_yet;
                     let reason = SkipReason::Dependency {
                         unit: self.plan.units[dep.unit.0].name.clone(),
                         condition: dep.condition,
@@ -1080,26 +1093,44 @@ impl Engine {
                 }
             }
         }
+        self.not_yet = not_yet;
         let kind = spec.kind;
         if kind == Kind::Task && self.fail_fast && self.a_task_failed {
             let reason = SkipReason::EarlierTaskFailed;
             self.set(id, State::Skipped { reason }, None);
             return true;
         }
-        let no_slot = kind == Kind::Task && self.task_limit.is_some_and(|l| self.live_tasks() >= l);
-        if !waiting.is_empty() || no_slot {
-            if self.units[id.0].state
-                != (State::Blocked {
-                    waiting_on: waiting.clone(),
-                })
-            {
-                self.set(
-                    id,
-                    State::Blocked {
-                        waiting_on: waiting,
-                    },
-                    None,
-                );
+        let no_slot = kind == Kind::Task
+            && self.task_limit.is_some_and(|limit| {
+                let live = match self.live_tasks {
+                    Some(n) => n,
+                    None => self.count_live_tasks(),
+                };
+                self.live_tasks = Some(live);
+                live >= limit
+            });
+        if !self.not_yet.is_empty() || no_slot {
+            let name = |d: &Dependency| &self.plan.units[d.unit.0].name;
+            let same = match &self.units[id.0].state {
+                State::Blocked { waiting_on } => {
+                    waiting_on.len() == self.not_yet.len()
+                        && waiting_on
+                            .iter()
+                            .zip(&self.not_yet)
+                            .all(|(w, d)| w.condition == d.condition && w.name == *name(d))
+                }
+                _ => false,
+            };
+            if !same {
+                let waiting_on = self
+                    .not_yet
+                    .iter()
+                    .map(|d| Waiting {
+                        name: name(d).clone(),
+                        condition: d.condition,
+                    })
+                    .collect();
+                self.set(id, State::Blocked { waiting_on }, None);
             }
             return false;
         }
@@ -1118,6 +1149,11 @@ impl Engine {
         self.next_generation += 1;
         let u = &mut self.units[id.0];
         u.generation = generation;
+        if kind == Kind::Task
+            && let Some(live) = &mut self.live_tasks
+        {
+            *live += 1;
+        }
         self.set(id, State::Starting, None);
         self.out.push(Effect::Spawn {
             unit: id,

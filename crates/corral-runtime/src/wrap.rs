@@ -64,6 +64,52 @@ impl RunAs {
     }
 }
 
+/// The arguments of `corral __wrap` (after it): `STATUS`, what [`RunAs::args`] writes, `--`,
+/// the command. Read by hand, before the CLI's parser is built: the wrapper starts for every
+/// task, and building the parser of every command was a fifth of its start.
+pub fn parse_args(args: &[String]) -> Result<(PathBuf, RunAs, Vec<String>), String> {
+    let (status, mut rest) = args
+        .split_first()
+        .ok_or("usage: corral __wrap STATUS [--uid N] [--gid N] [--groups N,…] [--umask OCTAL] -- COMMAND…")?;
+    let mut run_as = RunAs::default();
+    loop {
+        let Some((flag, after)) = rest.split_first() else {
+            return Err("no `--` before the command".into());
+        };
+        if flag == "--" {
+            rest = after;
+            break;
+        }
+        if !["--uid", "--gid", "--umask", "--groups"].contains(&flag.as_str()) {
+            return Err(format!("unknown argument `{flag}`"));
+        }
+        let (value, after) = after
+            .split_first()
+            .ok_or_else(|| format!("`{flag}` needs a value"))?;
+        let number = |radix: u32| {
+            u32::from_str_radix(value, radix).map_err(|e| format!("`{flag} {value}`: {e}"))
+        };
+        match flag.as_str() {
+            "--uid" => run_as.uid = Some(number(10)?),
+            "--gid" => run_as.gid = Some(number(10)?),
+            "--umask" => run_as.umask = Some(number(8)?),
+            _ => {
+                // `--groups`
+                run_as.groups = value
+                    .split(',')
+                    .filter(|g| !g.is_empty())
+                    .map(|g| g.parse().map_err(|e| format!("`--groups {value}`: {e}")))
+                    .collect::<Result<_, _>>()?;
+            }
+        }
+        rest = after;
+    }
+    if rest.is_empty() {
+        return Err("no command after `--`".into());
+    }
+    Ok((PathBuf::from(status), run_as, rest.to_vec()))
+}
+
 /// Run `program` with `args` as `run_as` says, and wait for it.
 fn spawn_and_wait(
     program: &str,
@@ -154,4 +200,70 @@ pub fn main(status: &Path, argv: &[String], run_as: &RunAs) -> i32 {
         let _ = nix::sys::signal::raise(sig);
     }
     ended.code().unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// What the supervisor writes for a task is what the wrapper reads.
+    #[test]
+    fn the_wrappers_arguments_read_back_as_written() {
+        let identity = corral_config::Identity {
+            user: "svc".into(),
+            uid: 1001,
+            gid: 1002,
+            groups: vec![5, 27],
+            home: "/home/svc".into(),
+        };
+        let mut args = strings(&["/s/exit/t.1"]);
+        args.extend(RunAs::args(Some(&identity), Some(0o027)));
+        args.extend(strings(&["--", "sh", "-c", "echo --uid 1"]));
+        let (status, run_as, command) = parse_args(&args).unwrap();
+        assert_eq!(status, PathBuf::from("/s/exit/t.1"));
+        assert_eq!(
+            (run_as.uid, run_as.gid, run_as.groups, run_as.umask),
+            (Some(1001), Some(1002), vec![5, 27], Some(0o027))
+        );
+        assert_eq!(command, strings(&["sh", "-c", "echo --uid 1"]));
+        // Nothing but the command.
+        let (_, run_as, command) = parse_args(&strings(&["st", "--", "true"])).unwrap();
+        assert_eq!(
+            (run_as.uid, run_as.umask, command),
+            (None, None, strings(&["true"]))
+        );
+        // An identity without supplementary groups.
+        let lone = corral_config::Identity {
+            groups: Vec::new(),
+            ..identity
+        };
+        let mut args = strings(&["st"]);
+        args.extend(RunAs::args(Some(&lone), None));
+        args.extend(strings(&["--", "true"]));
+        assert_eq!(parse_args(&args).unwrap().1.groups, Vec::<u32>::new());
+    }
+
+    #[test]
+    fn bad_wrapper_arguments_are_refused_with_a_reason() {
+        for (args, says) in [
+            (&[][..], "usage"),
+            (&["st"][..], "no `--`"),
+            (&["st", "true"][..], "unknown argument `true`"),
+            (&["st", "--"][..], "no command"),
+            (&["st", "--uid"][..], "needs a value"),
+            (&["st", "--uid", "x", "--", "true"][..], "--uid x"),
+            (&["st", "--umask", "9", "--", "true"][..], "--umask 9"),
+            (
+                &["st", "--nice", "1", "--", "true"][..],
+                "unknown argument `--nice`",
+            ),
+        ] {
+            let e = parse_args(&strings(args)).unwrap_err();
+            assert!(e.contains(says), "{args:?}: {e}");
+        }
+    }
 }

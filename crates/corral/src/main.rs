@@ -167,24 +167,6 @@ enum Command {
         #[command(subcommand)]
         action: InstanceAction,
     },
-    /// Internal: the log keeper of a state dir.
-    #[command(name = "__keeper", hide = true)]
-    Keeper { state_dir: PathBuf },
-    /// Internal: run a task's command and record how it ended.
-    #[command(name = "__wrap", hide = true)]
-    Wrap {
-        status: PathBuf,
-        #[arg(long)]
-        uid: Option<u32>,
-        #[arg(long)]
-        gid: Option<u32>,
-        #[arg(long, value_delimiter = ',')]
-        groups: Vec<u32>,
-        #[arg(long, value_parser = |s: &str| u32::from_str_radix(s, 8))]
-        umask: Option<u32>,
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
-    },
     /// Run tasks (and what they depend on) to completion, then print a summary. Exits 0 only if
     /// every required task passed.
     Run {
@@ -331,9 +313,58 @@ enum ProcAction {
     Clear,
 }
 
+/// The commands corral runs itself (`__wrap` for every task, `__keeper` once a daemon), read
+/// without building the CLI's parser: building it is a quarter of a command's start. None for
+/// the others. They keep SIGPIPE ignored, as supervisors do.
+fn internal_command() -> Option<ExitCode> {
+    let which = std::env::args_os().nth(1)?;
+    if which != "__wrap" && which != "__keeper" {
+        return None;
+    }
+    let args: Result<Vec<String>, _> = std::env::args_os()
+        .skip(2)
+        .map(std::ffi::OsString::into_string)
+        .collect();
+    let Ok(args) = args else {
+        eprintln!(
+            "corral {}: an argument is not UTF-8",
+            which.to_string_lossy()
+        );
+        return Some(ExitCode::from(2));
+    };
+    if which == "__wrap" {
+        return Some(match corral_runtime::wrap::parse_args(&args) {
+            Ok((status, run_as, command)) => {
+                ExitCode::from(corral_runtime::wrap::main(&status, &command, &run_as) as u8)
+            }
+            Err(e) => {
+                eprintln!("corral __wrap: {e}");
+                ExitCode::from(127)
+            }
+        });
+    }
+    let [state_dir] = args.as_slice() else {
+        eprintln!("corral __keeper: usage: corral __keeper STATE_DIR");
+        return Some(ExitCode::from(2));
+    };
+    corral_runtime::spawn::raise_open_files_limit();
+    Some(
+        match corral_runtime::keeper::main(std::path::Path::new(state_dir)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("corral: keeper: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    )
+}
+
 fn main() -> ExitCode {
     // Before any thread: how this process uses the heap (a daemon lives long).
     corral_runtime::heap::tune();
+    if let Some(code) = internal_command() {
+        return code;
+    }
     // A shell asking for completions (`COMPLETE=bash corral -- …`) is answered here, and exits.
     clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command)
         .var(commands::completions::VAR)
@@ -352,16 +383,10 @@ fn main() -> ExitCode {
         overrides: cli.file.iter().skip(1).cloned().collect(),
         ..Default::default()
     };
-    if matches!(
-        cli.command,
-        Command::Up { .. } | Command::Run { .. } | Command::Keeper { .. }
-    ) {
+    if matches!(cli.command, Command::Up { .. } | Command::Run { .. }) {
         corral_runtime::spawn::raise_open_files_limit();
     }
-    if !matches!(
-        cli.command,
-        Command::Up { .. } | Command::Run { .. } | Command::Keeper { .. } | Command::Wrap { .. }
-    ) {
+    if !matches!(cli.command, Command::Up { .. } | Command::Run { .. }) {
         // A client printing into a closed pipe (`corral logs | head`) ends quietly, like other
         // Unix tools, instead of failing on the write. Supervisors keep SIGPIPE ignored: a
         // closed terminal must not take the stack down with it.
@@ -499,26 +524,6 @@ fn main() -> ExitCode {
                 InstanceAction::Rm { name } => i::remove(f, &name),
             }
         }
-        Command::Wrap {
-            status,
-            uid,
-            gid,
-            groups,
-            umask,
-            command,
-        } => {
-            let run_as = corral_runtime::wrap::RunAs {
-                uid,
-                gid,
-                groups,
-                umask,
-            };
-            return ExitCode::from(corral_runtime::wrap::main(&status, &command, &run_as) as u8);
-        }
-        Command::Keeper { state_dir } => match corral_runtime::keeper::main(&state_dir) {
-            Ok(()) => Ok(ExitCode::SUCCESS),
-            Err(e) => Err(commands::CliError::Run(format!("keeper: {e}"))),
-        },
         Command::Run {
             tasks,
             sequential,

@@ -625,9 +625,19 @@ impl Processes {
                     Some(p) if ports::is_free(p) => p,
                     _ => {
                         self.ports[unit.0] = None;
-                        ports::allocate().map_err(|e| {
-                            SpawnError(format!("cannot find a free port: {e}"), true)
-                        })?
+                        // Not one another unit has: a port is free until its service binds it,
+                        // and the kernel may hand it out again meanwhile (two replicas started
+                        // together were seen with one port).
+                        let mut tries = 0;
+                        loop {
+                            let p = ports::allocate().map_err(|e| {
+                                SpawnError(format!("cannot find a free port: {e}"), true)
+                            })?;
+                            tries += 1;
+                            if !self.ports.contains(&Some(p)) || tries == 32 {
+                                break p;
+                            }
+                        }
                     }
                 },
             };
