@@ -340,18 +340,25 @@ mod tests {
             .unwrap();
         let pid = sh.id();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while proctable::children_of(pid as i32).unwrap_or_default().len() < 2 {
-            assert!(Instant::now() < deadline, "the sleeps never started");
+        let started = loop {
+            if proctable::children_of(pid as i32).unwrap_or_default().len() == 2 {
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
             std::thread::sleep(Duration::from_millis(5));
-        }
+        };
         let alone = meter.measure(&[Some(me), Some(pid)])[1];
         let again = meter.measure(&[Some(pid)])[0];
         let whole = Meter::default().measure(&[Some(pid)])[0];
+        // Ended before anything is asserted: a failed assertion leaves nothing running.
         let _ = nix::sys::signal::killpg(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGKILL,
         );
         let _ = sh.wait();
+        assert!(started, "the sleeps never started");
         assert_eq!(taken(&meter), at, "measured without a new scan");
         let (alone, whole) = (alone.unwrap(), whole.unwrap());
         assert_eq!(alone.processes, 3, "{alone:?}");
