@@ -635,6 +635,9 @@ struct LineSplitter {
     read_size: usize,
     /// The pipe is grown to `MAX_READ` (and holds one of the `MAX_GROWN`).
     grown: bool,
+    /// The pipe's size as it was made, and shrunk back to: the kernel's 64 KiB, or less for
+    /// the units of a large stack (`spawn::quiet_pipe_size`).
+    quiet: usize,
 }
 
 impl Drop for LineSplitter {
@@ -655,6 +658,7 @@ impl LineSplitter {
             cut: false,
             read_size: 4096,
             grown: false,
+            quiet: PIPE_SIZE,
         }
     }
 
@@ -668,21 +672,21 @@ impl LineSplitter {
     fn next_read_size(&mut self, n: usize, pipe: Option<&AsyncFd<SharedFd>>) {
         let fd = pipe.map(|p| &*p.get_ref().0);
         if n >= self.read_size - self.read_size / 4 {
-            if self.read_size == PIPE_SIZE
+            if self.read_size >= self.quiet
                 && !self.grown
                 && let Some(fd) = fd
             {
                 self.grown = grow_pipe(fd);
             }
-            let limit = if self.grown { MAX_READ } else { PIPE_SIZE };
+            let limit = if self.grown { MAX_READ } else { self.quiet };
             self.read_size = (self.read_size * 2).min(limit);
         } else if n < self.read_size / 4 {
             self.read_size = (self.read_size / 2).max(4096);
             if self.grown
-                && self.read_size < PIPE_SIZE
+                && self.read_size < self.quiet
                 && let Some(fd) = fd
             {
-                self.grown = !shrink_pipe(fd);
+                self.grown = !shrink_pipe(fd, self.quiet);
             }
         }
     }
@@ -767,14 +771,21 @@ fn grow_pipe(fd: &OwnedFd) -> bool {
     true
 }
 
-/// Shrink a grown pipe back to `PIPE_SIZE`: whether it was (the kernel refuses while it holds
-/// more than that; the next quiet read tries again).
-fn shrink_pipe(fd: &OwnedFd) -> bool {
-    let shrunk = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as _)).is_ok();
+/// Shrink a grown pipe back to `size`, its size as made: whether it was (the kernel refuses
+/// while it holds more than that; the next quiet read tries again).
+fn shrink_pipe(fd: &OwnedFd, size: usize) -> bool {
+    let shrunk = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size as _)).is_ok();
     if shrunk {
         GROWN.fetch_sub(1, Ordering::Relaxed);
     }
     shrunk
+}
+
+/// A pipe's size as the pump finds it (at most the kernel's 64 KiB: one grown before, by a
+/// keeper that is gone, counts as made at that).
+fn quiet_size(pipe: Option<&AsyncFd<SharedFd>>) -> usize {
+    pipe.and_then(|p| nix::fcntl::fcntl(&*p.get_ref().0, nix::fcntl::FcntlArg::F_GETPIPE_SZ).ok())
+        .map_or(PIPE_SIZE, |n| (n as usize).clamp(4096, PIPE_SIZE))
 }
 
 /// Watch a pipe's read end for reading (made non-blocking: the descriptor is shared with the
@@ -799,6 +810,8 @@ impl<F: FnMut(Stream, &[&[u8]])> Pump<F> {
         // up to `MAX_READ` at a time, an idle one holds no buffer.
         let mut out_split = LineSplitter::new(Stream::Stdout);
         let mut err_split = LineSplitter::new(Stream::Stderr);
+        out_split.quiet = quiet_size(out.as_ref());
+        err_split.quiet = quiet_size(err.as_ref());
         // Polled by hand, not through two read futures under `select!`: each of those held a
         // readiness waiter, and this task lives as long as its process — at thousands of
         // processes the keeper's largest part. The stream looked at first alternates, so a
@@ -1328,5 +1341,36 @@ mod tests {
         split.next_read_size(PIPE_SIZE, pipe.as_ref());
         assert!(split.grown);
         assert_eq!(capacity(&pipes[refused]), MAX_READ);
+    }
+
+    /// A pipe made small (a unit of a large stack) is read at its size, grown like any other
+    /// when a read fills it, and shrunk back to its own size, not the kernel's, once it quiets.
+    #[tokio::test]
+    async fn a_small_pipe_grows_when_full_and_shrinks_back_to_its_size() {
+        const SMALL: usize = 16 << 10;
+        let (r, w) = nix::unistd::pipe().unwrap();
+        nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETPIPE_SZ(SMALL as _)).unwrap();
+        let pipe = watch_pipe(Some(Arc::new(r)));
+        let capacity = || {
+            let fd = &pipe.as_ref().unwrap().get_ref().0;
+            nix::fcntl::fcntl(&**fd, nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap() as usize
+        };
+        let mut split = LineSplitter::new(Stream::Stdout);
+        split.quiet = quiet_size(pipe.as_ref());
+        assert_eq!(split.quiet, SMALL);
+        // Reads that fill their room double, up to the pipe's size; a full one there grows it.
+        while !split.grown {
+            assert!(split.read_size <= SMALL, "{}", split.read_size);
+            split.next_read_size(split.read_size, pipe.as_ref());
+        }
+        assert_eq!(capacity(), MAX_READ);
+        // Quiet again: its reads shrink, and so does the pipe, to 16 KiB.
+        split.read_size = MAX_READ;
+        while split.grown {
+            assert!(split.read_size > 4096, "shrunk by now");
+            split.next_read_size(10, pipe.as_ref());
+        }
+        assert_eq!(capacity(), SMALL);
+        drop(w);
     }
 }

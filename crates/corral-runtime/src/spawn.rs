@@ -50,6 +50,11 @@ impl Io {
             ),
             Io::Piped => {
                 let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+                let quiet = QUIET_PIPE.load(std::sync::atomic::Ordering::Relaxed);
+                if !input && quiet != 0 {
+                    // Best effort: a pipe left at the kernel's size only costs its user more.
+                    let _ = nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETPIPE_SZ(quiet as _));
+                }
                 if input {
                     (r, Some(File::from(w)))
                 } else {
@@ -59,6 +64,65 @@ impl Io {
             Io::File(f) => (f.into(), None),
             Io::Fd(fd) => (fd, None),
         })
+    }
+}
+
+/// The size output pipes are made with from now on; 0: as the kernel makes them (64 KiB).
+static QUIET_PIPE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Make the output pipes of what starts from now on fit `units` units (see
+/// [`quiet_pipe_size`]): called as a stack starts and whenever its units change.
+pub fn size_pipes_for(units: usize) {
+    // Read once: (the user's share in pages, 0 if not charged; the page size).
+    static SHARE: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+    let (soft, page) = *SHARE.get_or_init(|| {
+        let soft = std::fs::read_to_string("/proc/sys/fs/pipe-user-pages-soft")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        // SAFETY: sysconf only reads a configuration value.
+        let page = unsafe { nix::libc::sysconf(nix::libc::_SC_PAGESIZE) }.max(4096) as usize;
+        (if pipes_are_charged() { soft } else { 0 }, page)
+    });
+    QUIET_PIPE.store(
+        quiet_pipe_size(units, soft, page),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// Whether the kernel charges this process's pipes to its user: unless it holds
+/// `CAP_SYS_RESOURCE` or `CAP_SYS_ADMIN` (as root mostly does).
+fn pipes_are_charged() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let effective = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .unwrap_or(0);
+    effective & (1 << CAP_SYS_ADMIN | 1 << CAP_SYS_RESOURCE) == 0
+}
+
+/// The size of a unit's output pipe with `units` units, for a user whose pipes may take
+/// `soft_pages` pages before the kernel makes every new pipe of that user — of any program
+/// of theirs — 8 KiB (`fs.pipe-user-pages-soft`, 16,384 pages: two 64 KiB pipes a unit reach
+/// it at 512 units). The pipes of all units keep within half of it (the rest: pipes grown for
+/// a flooding stream, and the user's other programs), in powers of two of pages as the
+/// kernel sizes them, at least a page; 0 where the kernel's 64 KiB fit (or there is no limit).
+/// A stream that fills its small pipe still has it grown (`logs`).
+pub fn quiet_pipe_size(units: usize, soft_pages: usize, page: usize) -> usize {
+    const KERNEL_PAGES: usize = 16;
+    if soft_pages == 0 {
+        return 0;
+    }
+    let pages = (soft_pages / 2 / (2 * units.max(1))).clamp(1, KERNEL_PAGES);
+    let pages = 1 << pages.ilog2();
+    if pages == KERNEL_PAGES {
+        0
+    } else {
+        pages * page
     }
 }
 
@@ -338,5 +402,36 @@ fn describe(program: &str, cwd: &Path, e: std::io::Error) -> String {
             format!("`{program}` is not executable (permission denied)")
         }
         _ => format!("cannot start `{program}`: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quiet_pipe_size;
+
+    /// With the kernel's default share (16,384 pages of 4 KiB), pipes keep the kernel's size up
+    /// to 256 units, and shrink by powers of two as units grow: two a unit stay within half
+    /// the share while they can.
+    #[test]
+    fn output_pipes_shrink_as_units_grow_within_the_users_share() {
+        let soft = 16_384;
+        for (units, size) in [
+            (1, 0),
+            (256, 0),
+            (257, 32 << 10),
+            (600, 16 << 10),
+            (1000, 16 << 10),
+            (2000, 8 << 10),
+            (5000, 4 << 10),
+            (20_000, 4 << 10),
+        ] {
+            assert_eq!(quiet_pipe_size(units, soft, 4096), size, "{units} units");
+        }
+        for units in [257, 600, 1000, 2000] {
+            let pages = quiet_pipe_size(units, soft, 4096) / 4096;
+            assert!(2 * units * pages <= soft / 2, "{units} units");
+        }
+        // No limit (or not charged): as the kernel makes them.
+        assert_eq!(quiet_pipe_size(5000, 0, 4096), 0);
     }
 }

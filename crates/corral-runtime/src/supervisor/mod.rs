@@ -266,6 +266,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     let lock = lock_project(&project.state_dir)?;
     crate::vfork::reserve_low_slots();
     warn_if_too_many_for_open_files(project.units.len());
+    crate::spawn::size_pipes_for(project.units.len());
     let reaper = Reaper::start(crate::cgroup::Cgroups::create()).map_err(StartError::Setup)?;
     // A keeper starting while the store opens: the two take a few milliseconds each.
     let mut early_keeper = KeeperGuard(None);

@@ -340,6 +340,7 @@ impl Supervisor {
         self.restarts = restarts;
         self.processes.router().plan(self.project.plan.clone());
         self.instances.project(project_view(&self.project));
+        crate::spawn::size_pipes_for(self.project.units.len());
 
         self.watch().await;
         self.schedule_memory();

@@ -965,3 +965,80 @@ max_memory = "48MiB"
     assert!(status.success());
     p.assert_nothing_left();
 }
+
+/// The kernel charges a user's pipes to that user, and past `fs.pipe-user-pages-soft` makes
+/// every new pipe of theirs 8 KiB — any program's. A stack of 600 services with the kernel's
+/// 64 KiB pipes passes it; corral makes its units' pipes smaller instead, so the user's other
+/// programs keep theirs (a flooding unit's pipe still grows). Run as `nobody` when the tests
+/// run as root, whose pipes are not charged.
+#[test]
+fn a_large_stack_leaves_its_users_other_programs_their_pipes() {
+    use std::os::unix::fs::PermissionsExt;
+    let n = 600;
+    let probe = "[services.probe]\ncommand = [\"/usr/bin/python3\", \"-c\", \"import fcntl, time\\nprint('pipes', fcntl.fcntl(1, 1032), fcntl.fcntl(2, 1032), flush=True)\\ntime.sleep(1000)\"]\n";
+    let p = Project::new(&format!("{}{probe}", sleep_services(n)));
+    // As root: the same as an ordinary user, through a copy of corral anyone may run.
+    let root = nix::unistd::geteuid().is_root();
+    let bin_dir = tempfile::tempdir().unwrap();
+    let bin = bin_dir.path().join("corral");
+    std::fs::copy(BIN, &bin).unwrap();
+    for (path, mode) in [
+        (bin_dir.path(), 0o755),
+        (bin.as_path(), 0o755),
+        (p.path(), 0o777),
+    ] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    for entry in std::fs::read_dir(p.path()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let as_user = |program: &std::path::Path, args: &[&str]| {
+        let mut c = if root {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(program);
+            c
+        } else {
+            std::process::Command::new(program)
+        };
+        let out = c.args(args).current_dir(p.path()).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = as_user(&bin, &["up", "-d"]);
+    assert!(ok, "{out}");
+    let mut pipes = String::new();
+    eventually(
+        Duration::from_secs(60),
+        "the probe to say its pipes",
+        || {
+            pipes = as_user(&bin, &["logs", "-n", "1", "probe"]).1;
+            pipes.contains("pipes ")
+        },
+    );
+    // Another program of the same user, while the stack runs.
+    let (_, other) = as_user(
+        std::path::Path::new("/usr/bin/python3"),
+        &[
+            "-c",
+            "import os, fcntl\nr, w = os.pipe()\nprint(fcntl.fcntl(w, 1032))",
+        ],
+    );
+    let (ok, out) = as_user(&bin, &["down"]);
+    assert!(ok, "{out}");
+    p.assert_nothing_left();
+    assert_eq!(
+        other.trim(),
+        "65536",
+        "another program's pipe; the probe said {pipes}"
+    );
+    // The kernel's share by default: 16,384 pages, so 601 units get 16 KiB pipes.
+    let soft = std::fs::read_to_string("/proc/sys/fs/pipe-user-pages-soft").unwrap();
+    if soft.trim() == "16384" {
+        assert!(pipes.trim_end().ends_with("pipes 16384 16384"), "{pipes}");
+    }
+}
