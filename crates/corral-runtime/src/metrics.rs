@@ -37,8 +37,8 @@ pub struct Meter {
 /// its tree's ticks, when.
 type Reading = (u64, u64, Instant);
 
-/// At most this many roots new since a shared sample are measured on their own; more make a
-/// new scan.
+/// At most this many roots (asked for, or new since a shared sample) are measured on their
+/// own; more make a scan of every process.
 const FEW_NEW: usize = 16;
 
 /// One scan's answers, by the root pid it was asked for (`None`: no such process then).
@@ -172,7 +172,22 @@ impl Meter {
             }
         }
         let at = Instant::now();
-        let out = self.scan(roots);
+        // A few roots (one unit asked about): their trees alone, not every process on the
+        // machine; the sample then covers them only, and a request for more scans.
+        let pids: Vec<u32> = roots.iter().flatten().copied().collect();
+        let alone = (pids.len() <= FEW_NEW)
+            .then(|| self.scan_trees(&pids))
+            .flatten();
+        let out = match alone {
+            Some(found) => {
+                let mut found = found.into_iter();
+                roots
+                    .iter()
+                    .map(|r| r.and_then(|_| found.next().flatten()))
+                    .collect()
+            }
+            None => self.scan(roots),
+        };
         let usage = roots
             .iter()
             .zip(&out)
@@ -352,6 +367,8 @@ mod tests {
         let alone = meter.measure(&[Some(me), Some(pid)])[1];
         let again = meter.measure(&[Some(pid)])[0];
         let whole = Meter::default().measure(&[Some(pid)])[0];
+        // Asked about alone, with no sample yet: its tree alone is read too.
+        let first = Meter::sharing(Duration::from_secs(3600)).measure(&[Some(pid)])[0];
         // Ended before anything is asserted: a failed assertion leaves nothing running.
         let _ = nix::sys::signal::killpg(
             nix::unistd::Pid::from_raw(pid as i32),
@@ -363,6 +380,7 @@ mod tests {
         let (alone, whole) = (alone.unwrap(), whole.unwrap());
         assert_eq!(alone.processes, 3, "{alone:?}");
         assert_eq!(alone.processes, whole.processes);
+        assert_eq!(first.map(|u| u.processes), Some(3));
         assert!(alone.rss_bytes > 0);
         assert_eq!(
             again,

@@ -85,9 +85,10 @@ pub(crate) async fn service(
     State(app): State<App>,
     UrlPath(name): UrlPath<String>,
 ) -> ApiResult<Json<wire::Service>> {
-    let s = app.control.snapshot().await?;
+    // Its view alone: a copy of every unit's was most of the answer in a stack of thousands.
+    // Its usage joins the shared sample (or comes from it).
+    let s = app.control.snapshot_of(&name).await?;
     let at = position(&s, &name)?;
-    // All of them: the sample, shared for a second, then answers a `ps` too.
     let usage = measure_services(&app, &s).await;
     let mut units = s.units;
     let mut svc = convert::service(units.swap_remove(at));
@@ -146,7 +147,7 @@ pub(crate) async fn user_action(
     match tokio::time::timeout(timeout, act(app, command(name.clone(), dependents, true))).await {
         Ok(result) => result,
         Err(_) => {
-            let s = app.control.snapshot().await?;
+            let s = app.control.snapshot_of(&name).await?;
             let now = find(&s, &name).map(|u| convert::service(u.clone()).state_text());
             Err(ApiError {
                 status: StatusCode::REQUEST_TIMEOUT,

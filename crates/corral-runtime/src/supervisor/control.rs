@@ -30,7 +30,8 @@ pub enum Command {
     },
     /// Stop everything in reverse order, then end.
     Shutdown,
-    Snapshot,
+    /// Every unit's view, or (with a name) that unit's alone.
+    Snapshot(Option<String>),
     /// The last N events of the stored history.
     History(usize),
     /// A unit's definition, for people.
@@ -239,7 +240,17 @@ impl Control {
     }
 
     pub async fn snapshot(&self) -> Result<Snapshot, CommandError> {
-        match self.ask(Command::Snapshot).await? {
+        self.snapshot_with(None).await
+    }
+
+    /// A snapshot with the unit named `name` alone (none if there is no such unit): asking for
+    /// one unit among thousands does not copy them all.
+    pub async fn snapshot_of(&self, name: &str) -> Result<Snapshot, CommandError> {
+        self.snapshot_with(Some(name.to_string())).await
+    }
+
+    async fn snapshot_with(&self, only: Option<String>) -> Result<Snapshot, CommandError> {
+        match self.ask(Command::Snapshot(only)).await? {
             Reply::Snapshot(s) => Ok(s),
             _ => Err(CommandError::Invalid("unexpected reply".into())),
         }
@@ -337,7 +348,7 @@ impl Supervisor {
     pub(super) async fn request(&mut self, command: Command) -> Result<Reply, CommandError> {
         let busy = self.engine.is_shutting_down();
         match command {
-            Command::Snapshot => Ok(Reply::Snapshot(self.snapshot())),
+            Command::Snapshot(only) => Ok(Reply::Snapshot(self.snapshot(only.as_deref()))),
             Command::Definition(name) => self.definition(&name),
             Command::Reload
             | Command::Define { .. }
@@ -504,13 +515,16 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn snapshot(&self) -> Snapshot {
+    /// The view of every unit, or of the one named `only` (none if there is no such unit).
+    pub(super) fn snapshot(&self, only: Option<&str>) -> Snapshot {
         let now = Instant::now();
         let wall_now = SystemTime::now();
-        let units = self
-            .project
-            .plan
-            .ids()
+        let ids: Vec<UnitId> = match only {
+            Some(name) => self.project.plan.find(name).into_iter().collect(),
+            None => self.project.plan.ids().collect(),
+        };
+        let units = ids
+            .into_iter()
             .map(|id| {
                 let u = self.engine.unit(id);
                 let spec = self.project.plan.get(id);

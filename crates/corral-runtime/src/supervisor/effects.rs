@@ -234,11 +234,14 @@ impl Supervisor {
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
                 Msg::Request(r)
-                    if matches!(r.command, Command::Snapshot | Command::Definition(_)) =>
+                    if matches!(r.command, Command::Snapshot(_) | Command::Definition(_)) =>
                 {
                     let reply = match &r.command {
                         Command::Definition(name) => self.definition(name),
-                        _ => Ok(Reply::Snapshot(self.snapshot())),
+                        Command::Snapshot(only) => {
+                            Ok(Reply::Snapshot(self.snapshot(only.as_deref())))
+                        }
+                        _ => Err(CommandError::Invalid("not a query".into())),
                     };
                     let _ = r.reply.send(reply);
                 }
