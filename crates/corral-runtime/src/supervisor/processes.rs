@@ -626,8 +626,8 @@ impl Processes {
                     _ => {
                         self.ports[unit.0] = None;
                         // Not one another unit has: a port is free until its service binds it,
-                        // and the kernel may hand it out again meanwhile (two replicas started
-                        // together were seen with one port).
+                        // and the kernel may hand it out again meanwhile (replicas start
+                        // together).
                         let mut tries = 0;
                         loop {
                             let p = ports::allocate().map_err(|e| {

@@ -128,7 +128,6 @@ impl Supervisor {
             _ => self.project.with_definitions(&added),
         }
         .map_err(|e| invalid(&e))?;
-
         // The definition is kept only once it is known to be valid.
         let stored = match &change {
             Change::Define(def) => self
@@ -145,7 +144,6 @@ impl Supervisor {
             Err(_) => self.added_changed(),
         }
         stored.map_err(|e| invalid(&e))?;
-
         // A definition added or forgotten changes that unit alone: the others are lowered from
         // the same text, and a dependency is compared by name. Comparing only it keeps creating
         // the 1,000th instance as cheap as the first (all of them were compared each time).
@@ -192,7 +190,6 @@ impl Supervisor {
         if changed.is_empty() && removed.is_empty() && added_units.is_empty() {
             return Ok(Reply::Done("nothing changed".into()));
         }
-
         let list = |v: &[String]| {
             if v.is_empty() {
                 "none".to_string()
@@ -334,18 +331,15 @@ impl Supervisor {
                 .flatten()
         });
         self.engine.replace_plan(p.project.plan.clone(), &carry);
-
         self.project = p.project;
         self.held = held;
         self.restarts = restarts;
         self.processes.router().plan(self.project.plan.clone());
         self.instances.project(project_view(&self.project));
         crate::spawn::size_pipes_for(self.project.units.len());
-
         self.watch().await;
         self.schedule_memory();
         self.schedule_tasks();
-
         self.printer.system(p.summary.clone()).await;
         let ids = |names: &[String]| -> Vec<UnitId> {
             names
@@ -357,7 +351,6 @@ impl Supervisor {
         // A disabled unit starts only when named, as at `up`.
         added.retain(|id| !self.project.units[id.0].disabled);
         self.handle(Event::Up(added)).await;
-
         for unit in restart {
             self.handle(Event::Start {
                 unit,
