@@ -175,8 +175,8 @@ enum Msg {
     Event(Event),
     /// Look for processes left behind by instances that have exited.
     Sweep,
-    /// Record what the live processes have started.
-    Census,
+    /// Record what the live processes have started, from this scan of the process table.
+    Census(proctable::Table),
     /// Time to sample the memory of units with `max_memory`.
     MemoryTick,
     /// A unit said something on its NOTIFY_SOCKET.
@@ -751,7 +751,7 @@ impl Supervisor {
                 }
             }
             Msg::Sweep => self.processes.sweep(),
-            Msg::Census => self.processes.census(&self.project, &self.store),
+            Msg::Census(table) => self.processes.census(&self.project, &self.store, table),
             Msg::Notify {
                 unit,
                 generation,

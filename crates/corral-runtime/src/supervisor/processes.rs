@@ -533,24 +533,32 @@ impl Processes {
         self.schedule_sweep();
     }
 
-    /// Look again shortly at what each live process has started (debounced).
+    /// Look again shortly at what each live process has started (debounced). The `/proc` scan
+    /// is made off the supervisor's loop (at thousands of processes it took 30–75 ms, and every
+    /// request waited behind it), and its table comes back to be recorded.
     fn schedule_census(&mut self) {
         if self.census_pending {
             return;
         }
         self.census_pending = true;
         let tx = self.tx.clone();
+        let reaper = self.reaper.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let _ = tx.send(Msg::Census);
+            let table =
+                tokio::task::spawn_blocking(move || proctable::Table::read(&reaper.registered()))
+                    .await;
+            if let Ok(table) = table {
+                let _ = tx.send(Msg::Census(table));
+            }
         });
     }
 
-    /// Record every live process's descendants (one `/proc` scan), in memory and in the store:
-    /// the tree of each leader, what left its group, and what was seen before and still runs.
-    pub(super) fn census(&mut self, project: &Project, store: &Store) {
+    /// Record every live process's descendants (from `table`, one `/proc` scan made a moment
+    /// ago), in memory and in the store: the tree of each leader, what left its group, and what
+    /// was seen before and still runs. A process started since is looked at by the next census.
+    pub(super) fn census(&mut self, project: &Project, store: &Store, table: proctable::Table) {
         self.census_pending = false;
-        let table = proctable::Table::read(&self.reaper.registered());
         for (i, live) in self.live.iter_mut().enumerate() {
             let Some(live) = live else { continue };
             let mut pids: HashSet<i32> =
