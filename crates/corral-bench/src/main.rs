@@ -19,13 +19,15 @@ mod tui;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    // `--instances N`: only the instance benchmark, with N instances.
     let args: Vec<String> = std::env::args().collect();
-    if let Some(n) = args
-        .iter()
-        .position(|a| a == "--instances")
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-    {
+    // The number given after `flag`, if it was.
+    let number_after = |flag: &str| -> Option<usize> {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1)?.parse().ok())
+    };
+    // `--instances N`: only the instance benchmark, with N instances.
+    if let Some(n) = number_after("--instances") {
         instances(&corral_binary(), n);
         return;
     }
@@ -65,32 +67,18 @@ fn main() {
             scale::rows(&corral_binary(), &sizes);
             return;
         }
-        // `--scale --adopt N`: only crash-and-adopt of N services.
-        if let Some(n) = args
-            .iter()
-            .position(|a| a == "--adopt")
-            .and_then(|i| args.get(i + 1)?.parse().ok())
-        {
-            scale::adopt(&corral_binary(), n);
-            return;
-        }
-        // `--scale --chain N`: only the start and stop of a chain of N.
-        if let Some(n) = args
-            .iter()
-            .position(|a| a == "--chain")
-            .and_then(|i| args.get(i + 1)?.parse().ok())
-        {
-            scale::chain(&corral_binary(), n);
-            return;
-        }
-        // `--scale --pipeline N`: only N tasks run one at a time.
-        if let Some(n) = args
-            .iter()
-            .position(|a| a == "--pipeline")
-            .and_then(|i| args.get(i + 1)?.parse().ok())
-        {
-            scale::pipeline(&corral_binary(), n);
-            return;
+        // `--scale --adopt N` (crash-and-adopt of N services), `--chain N` (the start and stop
+        // of a chain of N), `--pipeline N` (N tasks run one at a time): only that, at N.
+        let alone = [
+            ("--adopt", scale::adopt as fn(&Path, usize)),
+            ("--chain", scale::chain),
+            ("--pipeline", scale::pipeline),
+        ];
+        for (flag, measure) in alone {
+            if let Some(n) = number_after(flag) {
+                measure(&corral_binary(), n);
+                return;
+            }
         }
         // `--scale --logs`: only `logs` over 1,000 services.
         if args.iter().any(|a| a == "--logs") {

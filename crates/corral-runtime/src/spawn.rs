@@ -112,7 +112,7 @@ fn pipes_are_charged() -> bool {
 /// a flooding stream, and the user's other programs), in powers of two of pages as the
 /// kernel sizes them, at least a page; 0 where the kernel's 64 KiB fit (or there is no limit).
 /// A stream that fills its small pipe still has it grown (`logs`).
-pub fn quiet_pipe_size(units: usize, soft_pages: usize, page: usize) -> usize {
+fn quiet_pipe_size(units: usize, soft_pages: usize, page: usize) -> usize {
     const KERNEL_PAGES: usize = 16;
     if soft_pages == 0 {
         return 0;

@@ -80,28 +80,30 @@ pub fn parse_args(args: &[String]) -> Result<(PathBuf, RunAs, Vec<String>), Stri
             rest = after;
             break;
         }
-        if !["--uid", "--gid", "--umask", "--groups"].contains(&flag.as_str()) {
-            return Err(format!("unknown argument `{flag}`"));
-        }
-        let (value, after) = after
-            .split_first()
-            .ok_or_else(|| format!("`{flag}` needs a value"))?;
+        let value = || {
+            after
+                .first()
+                .ok_or_else(|| format!("`{flag}` needs a value"))
+        };
         let number = |radix: u32| {
+            let value = value()?;
             u32::from_str_radix(value, radix).map_err(|e| format!("`{flag} {value}`: {e}"))
         };
         match flag.as_str() {
             "--uid" => run_as.uid = Some(number(10)?),
             "--gid" => run_as.gid = Some(number(10)?),
             "--umask" => run_as.umask = Some(number(8)?),
-            _ => {
-                // `--groups`
+            "--groups" => {
+                let value = value()?;
                 run_as.groups = value
                     .split(',')
                     .filter(|g| !g.is_empty())
                     .map(|g| g.parse().map_err(|e| format!("`--groups {value}`: {e}")))
                     .collect::<Result<_, _>>()?;
             }
+            _ => return Err(format!("unknown argument `{flag}`")),
         }
+        let after = &after[1..];
         rest = after;
     }
     if rest.is_empty() {
