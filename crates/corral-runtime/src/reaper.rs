@@ -52,6 +52,10 @@ struct Waiting {
     by_pid: HashMap<i32, Registered>,
     /// Cgroups killed whose processes had not all died yet: removed at a later reap.
     retired: Vec<PathBuf>,
+    /// Processes being started now (see [`Reaper::spawn`]): no reaping meanwhile.
+    starting: usize,
+    /// A reap was asked for while processes were being started: the last start does it.
+    reap_deferred: bool,
 }
 
 impl Reaper {
@@ -92,35 +96,46 @@ impl Reaper {
     }
 
     /// Start a process with `start` (which returns its PID) and register it (with its cgroup,
-    /// which the child joins before `exec`); `on_exit` gets its exit status. The lock is held
-    /// across the start so that the reaper cannot collect a very short-lived child before it is
-    /// registered.
+    /// which the child joins before `exec`); `on_exit` gets its exit status. Several threads
+    /// may be starting processes at once ([`crate::spawn::launch_all`]): while any is, nothing
+    /// is reaped (a very short-lived child must not be collected before it is registered, and
+    /// a child that failed before `exec` is collected by `start` itself); the last to finish
+    /// reaps what exited meanwhile.
     pub fn spawn(
         &self,
         start: impl FnOnce() -> io::Result<u32>,
-        cgroup: Option<PathBuf>,
+        mut cgroup: Option<PathBuf>,
         daemon: bool,
         on_exit: OnExit,
     ) -> io::Result<u32> {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        let pid = match start() {
-            Ok(pid) => pid,
-            Err(e) => {
-                if let Some(dir) = cgroup {
-                    crate::cgroup::remove(&dir);
-                }
-                return Err(e);
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .starting += 1;
+        let started = start();
+        let reap_now = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            waiting.starting -= 1;
+            if let Ok(pid) = started {
+                waiting.by_pid.insert(
+                    pid as i32,
+                    Registered {
+                        exit: on_exit,
+                        cgroup: cgroup.take(),
+                        daemon,
+                    },
+                );
             }
+            waiting.starting == 0 && std::mem::take(&mut waiting.reap_deferred)
         };
-        waiting.by_pid.insert(
-            pid as i32,
-            Registered {
-                exit: on_exit,
-                cgroup,
-                daemon,
-            },
-        );
-        Ok(pid)
+        if let Some(dir) = cgroup {
+            // Not started: its cgroup is nobody's.
+            crate::cgroup::remove(&dir);
+        }
+        if reap_now {
+            self.reap();
+        }
+        started
     }
 
     /// Send `sig` to the process group led by `pid`, if `pid` is still one of ours and not yet
@@ -192,6 +207,10 @@ impl Reaper {
         let mut ended = Vec::new();
         let mut retired = {
             let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            if waiting.starting > 0 {
+                waiting.reap_deferred = true;
+                return;
+            }
             loop {
                 let (pid, status) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                     Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus::Code(code)),
@@ -206,7 +225,8 @@ impl Reaper {
                     if !launched {
                         // The leader is gone: whatever it left in its group goes too, now,
                         // while the group id cannot have been reused (its members keep it
-                        // alive, and no spawn can take the PID while we hold the lock).
+                        // alive, and no spawn can take the PID while we hold the lock: a spawn
+                        // counts itself in `starting` under it before it clones).
                         let _ = killpg(pid, Signal::SIGKILL);
                     }
                     ended.push((r, status, launched));

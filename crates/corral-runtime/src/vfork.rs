@@ -74,6 +74,11 @@ pub(crate) struct Plan {
     unshare_failed: bool,
 }
 
+// SAFETY: the raw pointers point into the C strings the plan owns (heap buffers that stay
+// where they are when the plan moves) or into static strings; nothing else is shared. A batch
+// of plans is launched from several threads (`spawn::launch_all`).
+unsafe impl Send for Plan {}
+
 impl Plan {
     pub fn new(
         program: CString,
@@ -116,19 +121,29 @@ impl Plan {
     }
 }
 
-/// Four descriptors taken low in the daemon's table as it starts ([`reserve_low_slots`], or
-/// at the first spawn) and held for good, on `/dev/null` between spawns: a spawn puts the
-/// child's standard streams and its `cgroup.procs` there, so the child, sharing the table, can
-/// copy just the part below them. Held so that nothing else gets those numbers; one spawn at a
-/// time uses them (the reaper already spawns one at a time; the lock makes it this module's
-/// own rule).
+/// Sets of four descriptors taken low in the daemon's table as it starts
+/// ([`reserve_low_slots`], or at the first spawn) and held for good, on `/dev/null` between
+/// spawns: a spawn puts the child's standard streams and its `cgroup.procs` in a set, so the
+/// child, sharing the table, can copy just the part below them. Held so that nothing else gets
+/// those numbers. One spawn at a time uses a set; there are [`SLOT_SETS`] so that as many
+/// spawns can run side by side (a batch of units that start together is launched from several
+/// threads, see `spawn::launch_all`). A child also copies the other sets, as they are at that
+/// moment: all close-on-exec, they close at its `exec`.
 struct LowSlots {
-    fds: [RawFd; 4],
+    sets: Vec<SlotSet>,
     /// One past the highest: what the child keeps.
     below: c_uint,
     devnull: RawFd,
+}
+
+struct SlotSet {
+    fds: [RawFd; 4],
     lock: Mutex<()>,
 }
+
+/// How many spawns can use the low slots at once: more than the threads that launch a batch
+/// (see `spawn::launch_all`), so a probe or an ad-hoc process started meanwhile need not wait.
+pub(crate) const SLOT_SETS: usize = 4;
 
 /// `None`: they could not be opened; spawns copy the whole table as before.
 static LOW_SLOTS: OnceLock<Option<LowSlots>> = OnceLock::new();
@@ -145,12 +160,17 @@ fn low_slots() -> Option<&'static LowSlots> {
                     unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
                 (fd >= 0).then_some(fd)
             };
-            let fds = [open()?, open()?, open()?, open()?];
+            let mut sets = Vec::with_capacity(SLOT_SETS);
+            for _ in 0..SLOT_SETS {
+                sets.push(SlotSet {
+                    fds: [open()?, open()?, open()?, open()?],
+                    lock: Mutex::new(()),
+                });
+            }
             Some(LowSlots {
-                below: *fds.iter().max()? as c_uint + 1,
-                fds,
+                below: *sets.iter().flat_map(|s| &s.fds).max()? as c_uint + 1,
+                sets,
                 devnull: open()?,
-                lock: Mutex::new(()),
             })
         })
         .as_ref()
@@ -172,7 +192,19 @@ pub(crate) fn spawn(plan: &mut Plan) -> io::Result<u32> {
     let Some(low) = low_slots().filter(|_| UNSHARE_WORKS.load(Ordering::Relaxed)) else {
         return spawn_with(plan);
     };
-    let _one_at_a_time = low.lock.lock().unwrap_or_else(|e| e.into_inner());
+    // A free set, else wait for the first.
+    let (set, _held) = low
+        .sets
+        .iter()
+        .find_map(|set| match set.lock.try_lock() {
+            Ok(held) => Some((set, held)),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some((set, e.into_inner())),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        })
+        .unwrap_or_else(|| {
+            let set = &low.sets[0];
+            (set, set.lock.lock().unwrap_or_else(|e| e.into_inner()))
+        });
     let (stdio, cgroup) = (plan.stdio, plan.cgroup);
     let dup_to = |fd: RawFd, slot: RawFd| {
         // SAFETY: `slot` is ours (held since `low_slots`), `fd` the caller's, open.
@@ -182,10 +214,10 @@ pub(crate) fn spawn(plan: &mut Plan) -> io::Result<u32> {
     };
     let placed = (|| -> io::Result<()> {
         for (i, &fd) in stdio.iter().enumerate() {
-            plan.stdio[i] = dup_to(fd, low.fds[i])?;
+            plan.stdio[i] = dup_to(fd, set.fds[i])?;
         }
         if let Some((dir, procs)) = cgroup {
-            plan.cgroup = Some((dir, dup_to(procs, low.fds[3])?));
+            plan.cgroup = Some((dir, dup_to(procs, set.fds[3])?));
         }
         Ok(())
     })();
@@ -198,7 +230,7 @@ pub(crate) fn spawn(plan: &mut Plan) -> io::Result<u32> {
     };
     // Back on /dev/null: a pipe's write end left in a slot would keep its reader from ever
     // seeing the end of the output.
-    for slot in low.fds {
+    for slot in set.fds {
         // SAFETY: both descriptors are ours.
         unsafe { libc::dup3(low.devnull, slot, libc::O_CLOEXEC) };
     }
@@ -441,6 +473,12 @@ extern "C" fn child(arg: *mut c_void) -> c_int {
             } else if libc::dup2(fd, target) < 0 {
                 return fail(plan);
             }
+        }
+        if plan.keep_below.is_some() {
+            // The low end of the daemon's table came along: the slots (this spawn's, now
+            // copied to 0-2, and the other sets') and whatever else is down there. Nothing of
+            // it is the program's.
+            libc::syscall(libc::SYS_close_range, 3 as c_uint, c_uint::MAX, 0 as c_uint);
         }
         if libc::chdir(plan.cwd.as_ptr()) != 0 {
             return fail(plan);

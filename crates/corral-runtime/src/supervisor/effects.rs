@@ -100,6 +100,7 @@ impl Supervisor {
     pub(super) async fn handle(&mut self, first: Event) {
         let mut queue = VecDeque::from([first]);
         let mut signals: Vec<(UnitId, Signal)> = Vec::new();
+        let mut spawns: Vec<(UnitId, u64)> = Vec::new();
         let mut answered = Instant::now();
         while let Some(event) = queue.pop_front() {
             if let Event::Exited {
@@ -157,15 +158,7 @@ impl Supervisor {
             }
             for effect in effects {
                 match effect {
-                    Effect::Spawn { unit, generation } => {
-                        queue.push_back(self.spawn(unit, generation));
-                        // A step can be long (10,000 units to start): clients asking how
-                        // things stand are answered along the way rather than after it.
-                        if answered.elapsed() > QUERY_INTERVAL {
-                            self.answer_queries();
-                            answered = Instant::now();
-                        }
-                    }
+                    Effect::Spawn { unit, generation } => spawns.push((unit, generation)),
                     Effect::Signal {
                         unit,
                         generation,
@@ -223,6 +216,9 @@ impl Supervisor {
                     Effect::Changed { unit, note } => self.report(unit, note).await,
                 }
             }
+            // Their events go on the queue in the order the engine asked for them, as each
+            // would have had it been started where it was asked for.
+            self.spawn_all(std::mem::take(&mut spawns), &mut queue, &mut answered);
         }
         self.processes.signal_batch(&signals);
     }
@@ -299,22 +295,65 @@ impl Supervisor {
     }
 
     /// Start a unit's process. Returns `Spawned` or `SpawnFailed` for the engine.
-    fn spawn(&mut self, unit: UnitId, generation: u64) -> Event {
-        let spawned =
-            self.processes
-                .spawn(&self.project, &self.store, &self.printer, unit, generation);
-        match spawned {
-            Ok(pid) => Event::Spawned {
-                unit,
-                generation,
-                pid,
-            },
-            Err(crate::spawn::SpawnError(error, retryable)) => Event::SpawnFailed {
-                unit,
-                generation,
-                error,
-                retryable,
-            },
+    /// Start the processes of `units`, a chunk at a time: each prepared here, launched side by
+    /// side (`spawn::launch_all`: a launch mostly waits for its child to reach `exec`), then
+    /// taken on here in order. Their `Spawned` or `SpawnFailed` events go on `queue` in order.
+    fn spawn_all(
+        &mut self,
+        units: Vec<(UnitId, u64)>,
+        queue: &mut VecDeque<Event>,
+        answered: &mut Instant,
+    ) {
+        // Small enough that a chunk's descriptors (six a process until launched) stay few and
+        // clients asking how things stand wait little; large enough to keep the cores busy.
+        const CHUNK: usize = 32;
+        for chunk in units.chunks(CHUNK) {
+            let mut starting: Vec<_> = chunk
+                .iter()
+                .map(|&(unit, generation)| {
+                    let prepared = self.processes.prepare(
+                        &self.project,
+                        &self.store,
+                        &self.printer,
+                        unit,
+                        generation,
+                    );
+                    (unit, generation, prepared)
+                })
+                .collect();
+            let ready = starting
+                .iter_mut()
+                .filter_map(|(_, _, s)| s.as_mut().ok()?.ready.take())
+                .collect();
+            let mut launched = crate::spawn::launch_all(ready).into_iter();
+            for (unit, generation, prepared) in starting {
+                let spawned = prepared.and_then(|s| {
+                    let launched = launched.next().unwrap_or_else(|| {
+                        Err(crate::spawn::SpawnError("it was not started".into(), true))
+                    });
+                    self.processes
+                        .finish(&self.project, &self.store, s, launched)
+                });
+                queue.push_back(match spawned {
+                    Ok(pid) => Event::Spawned {
+                        unit,
+                        generation,
+                        pid,
+                    },
+                    Err(crate::spawn::SpawnError(error, retryable)) => Event::SpawnFailed {
+                        unit,
+                        generation,
+                        error,
+                        retryable,
+                    },
+                });
+            }
+            // A step can be long (10,000 units to start): clients asking how things stand
+            // are answered along the way rather than after it.
+            if answered.elapsed() > QUERY_INTERVAL {
+                self.answer_queries();
+                *answered = Instant::now();
+            }
         }
     }
 }

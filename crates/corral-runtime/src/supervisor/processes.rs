@@ -255,6 +255,17 @@ fn size(bytes: u64) -> String {
     }
 }
 
+/// A unit's process between [`Processes::prepare`] and [`Processes::finish`]: `ready` is
+/// taken out to be launched.
+pub(super) struct Starting {
+    unit: UnitId,
+    generation: u64,
+    marker: String,
+    notify: Option<crate::sdnotify::Listener>,
+    launcher_rx: Option<tokio::sync::oneshot::Receiver<ExitStatus>>,
+    pub(super) ready: Option<crate::spawn::Ready>,
+}
+
 impl Processes {
     /// A unit's limits, each with how it applies (for `why` and the API): cgroup limits
     /// only where corral's cgroup has the controller, else said to be not applied and why.
@@ -593,17 +604,18 @@ impl Processes {
         }
     }
 
-    /// Start the process of `unit` (generation `generation`): its ports first (a fixed one
-    /// must be free, or freed with `kill_others`; an auto port is chosen once and kept), then
-    /// the one spawn path, the pipes to the keeper, the process record, the exit watcher.
-    pub(super) fn spawn(
+    /// Make the process of `unit` (generation `generation`) ready to start: its ports first (a
+    /// fixed one must be free, or freed with `kill_others`; an auto port is chosen once and
+    /// kept), then what the one spawn path needs. Launched (with the others of the step, see
+    /// `Supervisor::spawn_all`), it is taken on by [`Processes::finish`].
+    pub(super) fn prepare(
         &mut self,
         project: &Project,
         store: &Store,
         printer: &Printer,
         unit: UnitId,
         generation: u64,
-    ) -> Result<u32, crate::spawn::SpawnError> {
+    ) -> Result<Starting, crate::spawn::SpawnError> {
         use crate::spawn::SpawnError;
         let def = &project.units[unit.0];
         let command = def
@@ -742,12 +754,7 @@ impl Processes {
                 }
             }
         };
-        let crate::spawn::Spawned {
-            mut pipes,
-            cgroup,
-            pid,
-            ..
-        } = crate::spawn::spawn_then(
+        let ready = crate::spawn::prepare(
             &self.reaper,
             crate::spawn::Spec {
                 argv: &argv,
@@ -772,6 +779,40 @@ impl Processes {
             },
             on_exit,
         )?;
+        Ok(Starting {
+            unit,
+            generation,
+            marker,
+            notify,
+            launcher_rx,
+            ready: Some(ready),
+        })
+    }
+
+    /// Take on a process [`Processes::prepare`]d and launched: its pipes to the keeper, its
+    /// record, its exit watcher (a daemon's launcher), its place in `live`.
+    pub(super) fn finish(
+        &mut self,
+        project: &Project,
+        store: &Store,
+        starting: Starting,
+        launched: Result<crate::spawn::Spawned<()>, crate::spawn::SpawnError>,
+    ) -> Result<u32, crate::spawn::SpawnError> {
+        let Starting {
+            unit,
+            generation,
+            marker,
+            notify,
+            launcher_rx,
+            ..
+        } = starting;
+        let def = &project.units[unit.0];
+        let crate::spawn::Spawned {
+            mut pipes,
+            cgroup,
+            pid,
+            ..
+        } = launched?;
         // The output pipes go to the keeper, which outlives us; we keep no copy.
         let out: Option<std::os::fd::OwnedFd> = pipes.stdout.take().map(Into::into);
         let err: Option<std::os::fd::OwnedFd> = pipes.stderr.take().map(Into::into);

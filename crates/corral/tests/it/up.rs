@@ -1042,3 +1042,77 @@ fn a_large_stack_leaves_its_users_other_programs_their_pipes() {
         assert!(pipes.trim_end().ends_with("pipes 16384 16384"), "{pipes}");
     }
 }
+
+/// Units that start together are launched side by side, from more than one thread: each still
+/// gets its own output pipes and its own exit status, and a command that is not there fails
+/// only its own unit. 40 services that write their name and stay, 20 that exit at once with a
+/// code of their own (reaped while others are being started), and 4 missing programs among
+/// them, all in one step.
+#[test]
+fn units_started_together_each_get_their_own_output_exit_and_error() {
+    let mut config = String::new();
+    for i in 0..64 {
+        let command = match i % 16 {
+            5 => "[\"no-such-program-corral-test\"]".to_string(),
+            1 | 3 | 9 | 11 | 13 => format!("[\"sh\", \"-c\", \"exit {}\"]", 10 + i),
+            _ => format!("[\"sh\", \"-c\", \"echo out-u{i}; echo err-u{i} >&2; exec sleep 1000\"]"),
+        };
+        config.push_str(&format!(
+            "[services.u{i}]\ncommand = {command}\nrestart = {{ mode = \"no\" }}\n"
+        ));
+    }
+    let p = Project::new(&config);
+    let mut c = p.start(&["up"]);
+    let log = |i: usize| {
+        std::fs::read_to_string(p.path().join(format!(".corral/logs/u{i}.log"))).unwrap_or_default()
+    };
+    eventually(T, "every unit to have written, exited or failed", || {
+        let out = c.stdout();
+        (0..64).all(|i| match i % 16 {
+            5 => out.contains(&format!("u{i}: failed")),
+            1 | 3 | 9 | 11 | 13 => out.contains(&format!("u{i}: exited")),
+            _ => log(i).lines().count() == 2,
+        })
+    });
+    let out = c.stdout();
+    for i in 0..64 {
+        match i % 16 {
+            5 => assert!(
+                out.contains(&format!(
+                    "u{i}: failed: command `no-such-program-corral-test` not found"
+                )),
+                "u{i}: {out}"
+            ),
+            1 | 3 | 9 | 11 | 13 => assert!(
+                out.contains(&format!("u{i}: exited (exit code {})", 10 + i)),
+                "u{i}: {out}"
+            ),
+            // Its own lines, from both streams, and nobody else's.
+            _ => {
+                let log = log(i);
+                let mut words: Vec<&str> = log
+                    .lines()
+                    .filter_map(|l| l.split_whitespace().last())
+                    .collect();
+                words.sort();
+                assert_eq!(
+                    words,
+                    [format!("err-u{i}"), format!("out-u{i}")],
+                    "u{i}: {log}"
+                );
+            }
+        }
+    }
+    let staying = (0..64)
+        .filter(|i| !matches!(i % 16, 1 | 3 | 5 | 9 | 11 | 13))
+        .count();
+    assert_eq!(
+        out.matches(": started (pid ").count(),
+        staying + 20,
+        "{out}"
+    );
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success());
+    assert_no_leftovers(c.pid);
+    p.assert_nothing_left();
+}
