@@ -142,23 +142,38 @@ impl Reaper {
     /// reaped, and to whatever left that group but not its cgroup. Returns false if it was
     /// already gone.
     pub fn signal_group(&self, pid: u32, sig: Signal) -> bool {
-        // The group is signalled under the lock (its id cannot be reused while the leader is
-        // registered); the cgroup's file work after it, so the reaper is not kept waiting.
-        let (sent, cgroup) = {
+        self.signal_groups(&[(pid, sig)])[0]
+    }
+
+    /// [`Reaper::signal_group`] for each of `targets`: every group first, then what left the
+    /// groups but not their cgroups. Stopping thousands, the signals all land at once and the
+    /// processes die (and are reaped) while the cgroups are read, a file each; one at a time,
+    /// the last group was signalled only after every cgroup before it had been read.
+    pub fn signal_groups(&self, targets: &[(u32, Signal)]) -> Vec<bool> {
+        // The groups are signalled under the lock (a group's id cannot be reused while its
+        // leader is registered); the cgroups' file work after it, so the reaper is not kept
+        // waiting.
+        let mut cgroups = Vec::new();
+        let sent = {
             let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(Registered { cgroup, .. }) = waiting.by_pid.get(&(pid as i32)) else {
-                return false;
-            };
-            (
-                killpg(Pid::from_raw(pid as i32), sig).is_ok(),
-                cgroup.clone(),
-            )
+            targets
+                .iter()
+                .map(|&(pid, sig)| {
+                    let Some(Registered { cgroup, .. }) = waiting.by_pid.get(&(pid as i32)) else {
+                        return false;
+                    };
+                    if let Some(dir) = cgroup {
+                        cgroups.push((dir.clone(), sig));
+                    }
+                    killpg(Pid::from_raw(pid as i32), sig).is_ok()
+                })
+                .collect()
         };
-        if let Some(dir) = &cgroup {
-            if sig == Signal::SIGKILL {
+        for (dir, sig) in &cgroups {
+            if *sig == Signal::SIGKILL {
                 crate::cgroup::kill(dir);
             } else {
-                crate::proctable::signal_all(&crate::cgroup::pids(dir), sig);
+                crate::proctable::signal_all(&crate::cgroup::pids(dir), *sig);
             }
         }
         sent

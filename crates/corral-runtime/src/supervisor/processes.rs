@@ -1105,6 +1105,15 @@ impl Processes {
             .map(|l| l.marker.as_str())
             .collect();
         let marked = proctable::with_markers(&markers);
+        // Our own children's groups (and cgroups), all at once.
+        let groups: Vec<(u32, Signal)> = signals
+            .iter()
+            .filter_map(|(unit, sig)| {
+                let live = self.live[unit.0].as_ref()?;
+                live.adopted.is_none().then_some((live.pid, *sig))
+            })
+            .collect();
+        let mut leaders_alive = self.reaper.signal_groups(&groups).into_iter();
         for (unit, sig) in signals {
             let Some(live) = &self.live[unit.0] else {
                 continue;
@@ -1127,8 +1136,10 @@ impl Processes {
                 proctable::signal_all(&still_alive(&live.tree), *sig);
                 continue;
             }
-            let leader_alive = self.reaper.signal_group(live.pid, *sig);
-            let leader = leader_alive.then_some(live.pid as i32);
+            let leader = leaders_alive
+                .next()
+                .unwrap_or(false)
+                .then_some(live.pid as i32);
             proctable::signal_all(&table.strays(leader, &live.marker), *sig);
             proctable::signal_all(&still_alive(&live.tree), *sig);
         }
