@@ -270,3 +270,58 @@ impl Reaper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A child that exits while it is still being started (before it is registered) is not
+    /// collected by a reap meanwhile (its status would be lost), and its exit is not left
+    /// waiting for a SIGCHLD that already came: the start, as it ends, reaps it and hands its
+    /// status on.
+    #[test]
+    fn an_exit_during_its_start_reaches_its_owner_as_the_start_ends() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let reaper = Reaper::start(None).unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let pid = reaper
+                .spawn(
+                    || {
+                        let child = std::process::Command::new("sh")
+                            .args(["-c", "exit 3"])
+                            .spawn()?;
+                        let pid = child.id();
+                        // Not waited for by `child`: the reaper is the one to collect it.
+                        drop(child);
+                        let deadline = Instant::now() + Duration::from_secs(10);
+                        while !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                            s.rsplit(')').next().is_some_and(|r| r.starts_with(" Z"))
+                        }) {
+                            assert!(Instant::now() < deadline, "the child did not exit");
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        // Its SIGCHLD, handled while the start is still going on.
+                        reaper.reap();
+                        assert!(
+                            std::fs::metadata(format!("/proc/{pid}")).is_ok(),
+                            "reaped before it was registered"
+                        );
+                        Ok(pid)
+                    },
+                    None,
+                    false,
+                    Box::new(move |status| {
+                        let _ = tx.send(status);
+                    }),
+                )
+                .unwrap();
+            assert_eq!(rx.try_recv(), Ok(ExitStatus::Code(3)), "pid {pid}");
+            assert!(std::fs::metadata(format!("/proc/{pid}")).is_err());
+        });
+    }
+}
