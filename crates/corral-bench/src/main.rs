@@ -68,11 +68,13 @@ fn main() {
             return;
         }
         // `--scale --adopt N` (crash-and-adopt of N services), `--chain N` (the start and stop
-        // of a chain of N), `--pipeline N` (N tasks run one at a time): only that, at N.
+        // of a chain of N), `--pipeline N` (N tasks run one at a time), `--during N` (`ps`
+        // while N start): only that, at N.
         let alone = [
             ("--adopt", scale::adopt as fn(&Path, usize)),
             ("--chain", scale::chain),
             ("--pipeline", scale::pipeline),
+            ("--during", scale::ps_while_starting),
         ];
         for (flag, measure) in alone {
             if let Some(n) = number_after(flag) {

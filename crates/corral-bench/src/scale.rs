@@ -159,7 +159,7 @@ pub fn rows(corral: &Path, sizes: &[usize]) {
 
 /// `corral ps` over and over while `n` services start (a run of its own: the asking takes
 /// CPU from the start): does the API keep answering?
-fn ps_while_starting(corral: &Path, n: usize) {
+pub fn ps_while_starting(corral: &Path, n: usize) {
     let dir = project(&sleep_services(n));
     let stop_asking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let asker = {

@@ -305,8 +305,10 @@ impl Supervisor {
         answered: &mut Instant,
     ) {
         // Small enough that a chunk's descriptors (six a process until launched) stay few and
-        // clients asking how things stand wait little; large enough to keep the cores busy.
-        const CHUNK: usize = 32;
+        // clients asking how things stand wait little (`ps` while 5,000 start, median: 32 a
+        // chunk 63-67 ms, 16 55-58 ms; one at a time, with a core left free, 45 ms); large
+        // enough to keep the cores busy.
+        const CHUNK: usize = 16;
         for chunk in units.chunks(CHUNK) {
             let mut starting: Vec<_> = chunk
                 .iter()
