@@ -128,7 +128,7 @@ impl Plan {
 /// those numbers. One spawn at a time uses a set; there are [`SLOT_SETS`] so that as many
 /// spawns can run side by side (a batch of units that start together is launched from several
 /// threads, see `spawn::launch_all`). A child also copies the other sets, as they are at that
-/// moment: all close-on-exec, they close at its `exec`.
+/// moment, and closes them with everything else above its standard streams before `exec`.
 struct LowSlots {
     sets: Vec<SlotSet>,
     /// One past the highest: what the child keeps.
@@ -141,8 +141,9 @@ struct SlotSet {
     lock: Mutex<()>,
 }
 
-/// How many spawns can use the low slots at once: more than the threads that launch a batch
-/// (see `spawn::launch_all`), so a probe or an ad-hoc process started meanwhile need not wait.
+/// How many spawns can use the low slots at once: one more than the threads that launch a
+/// batch may be (see `spawn::launch_all`), so a probe or an ad-hoc process started meanwhile
+/// need not wait.
 pub(crate) const SLOT_SETS: usize = 4;
 
 /// `None`: they could not be opened; spawns copy the whole table as before.

@@ -294,7 +294,6 @@ impl Supervisor {
         }
     }
 
-    /// Start a unit's process. Returns `Spawned` or `SpawnFailed` for the engine.
     /// Start the processes of `units`, a chunk at a time: each prepared here, launched side by
     /// side (`spawn::launch_all`: a launch mostly waits for its child to reach `exec`), then
     /// taken on here in order. Their `Spawned` or `SpawnFailed` events go on `queue` in order.
