@@ -33,178 +33,116 @@ enum ColorWhen {
     Never,
 }
 
+/// A command's arguments, added to its parser only when that command is the one given (or its
+/// help, completions or man page are asked for): clap's derive builds every command's arguments
+/// up front, and building all of them was a tenth of a short command's run, in allocations and
+/// the page faults of touching their code (`corral ps` with 200 services, `perf stat -r 200`:
+/// 2.57-2.66 ms, deferred 2.42-2.48 ms, with no parser at all 2.41-2.49 ms; `exec -- true`
+/// 3.04-3.10 → 2.79-2.83 ms). clap's `Command::defer` does it; its derive has no attribute for
+/// it yet.
+#[derive(Debug)]
+struct Deferred<T>(T);
+
+impl<T: clap::FromArgMatches> clap::FromArgMatches for Deferred<T> {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches(matches).map(Deferred)
+    }
+    fn from_arg_matches_mut(matches: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches_mut(matches).map(Deferred)
+    }
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(matches)
+    }
+    fn update_from_arg_matches_mut(
+        &mut self,
+        matches: &mut clap::ArgMatches,
+    ) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches_mut(matches)
+    }
+}
+
+impl<T: clap::Args> clap::Args for Deferred<T> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.defer(keeping_about::<T>)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        cmd.defer(keeping_about::<T>)
+    }
+    fn group_id() -> Option<clap::Id> {
+        T::group_id()
+    }
+}
+
+/// `T`'s arguments added to `cmd`, whose description stays the command's: an arguments
+/// struct's doc comment would replace it (added up front, the command's came after).
+fn keeping_about<T: clap::Args>(cmd: clap::Command) -> clap::Command {
+    let (about, long_about) = (cmd.get_about().cloned(), cmd.get_long_about().cloned());
+    let cmd = T::augment_args(cmd);
+    let cmd = match about {
+        Some(about) => cmd.about(about),
+        None => cmd,
+    };
+    match long_about {
+        Some(long_about) => cmd.long_about(long_about),
+        None => cmd,
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Start services in dependency order and supervise them in the foreground. Ctrl-C stops
     /// everything in reverse order; a second Ctrl-C kills at once.
-    Up(commands::up::UpArgs),
+    Up(Deferred<commands::up::UpArgs>),
     /// Stop the stack in reverse dependency order, then the daemon.
     Down,
     /// List services: state, PID, uptime, restarts, health, ports.
-    Ps {
-        #[arg(long)]
-        json: bool,
-    },
+    Ps(Deferred<PsArgs>),
     /// Show logs: the last lines of one or more services, interleaved by time.
-    Logs {
-        /// Services. Default: all.
-        #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::units))]
-        names: Vec<String>,
-        /// Keep following new lines.
-        #[arg(short, long)]
-        follow: bool,
-        /// How many lines (of all shown services together).
-        #[arg(short = 'n', long = "tail", value_name = "N", default_value_t = 100)]
-        tail: usize,
-        /// Only lines since a time (RFC 3339) or a duration ago (`10m`).
-        #[arg(long)]
-        since: Option<String>,
-        /// Only lines matching this regular expression.
-        #[arg(long)]
-        grep: Option<String>,
-        /// Only lines before a time (RFC 3339) or a duration ago (`5m`).
-        #[arg(long, conflicts_with = "follow")]
-        until: Option<String>,
-        /// Only what the services wrote to stdout.
-        #[arg(long, conflicts_with = "stderr")]
-        stdout: bool,
-        /// Only what the services wrote to stderr.
-        #[arg(long)]
-        stderr: bool,
-        /// The lines' text only: no time, name or stream mark.
-        #[arg(long, conflicts_with = "json")]
-        raw: bool,
-        #[arg(long)]
-        json: bool,
-    },
+    Logs(Deferred<LogsArgs>),
     /// Start a service (and what it needs). It stays up across daemon restarts.
-    Start(commands::ctl::ActArgs),
+    Start(Deferred<commands::ctl::ActArgs>),
     /// Stop a service. It stays stopped (across daemon restarts too) until started.
-    Stop(commands::ctl::ActArgs),
+    Stop(Deferred<commands::ctl::ActArgs>),
     /// Stop and start a service at once (no backoff).
-    Restart(commands::ctl::ActArgs),
+    Restart(Deferred<commands::ctl::ActArgs>),
     /// Send a signal to a service's process group.
-    Kill {
-        #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::units))]
-        name: String,
-        /// TERM, HUP, INT, KILL, USR1, ... or a number.
-        #[arg(short, long, default_value = "TERM")]
-        signal: String,
-    },
+    Kill(Deferred<KillArgs>),
     /// Say why a service is in its state: what it waits on, why it failed.
-    Why {
-        #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::units))]
-        name: String,
-        /// The unit as the API gives it (`GET /v1/services/NAME`).
-        #[arg(long)]
-        json: bool,
-    },
+    Why(Deferred<WhyArgs>),
     /// Show the dependency tree with states.
-    Tree {
-        /// Every unit with what it depends on, as the API gives them.
-        #[arg(long)]
-        json: bool,
-    },
+    Tree(Deferred<TreeArgs>),
     /// `ps` with CPU and memory, refreshed until Ctrl-C.
-    Top {
-        /// Stop after this many refreshes.
-        #[arg(short = 'n', long)]
-        iterations: Option<u64>,
-        #[arg(long, default_value = "2s")]
-        interval: String,
-        /// Each refresh as one line of JSON (`ps --json`'s objects, with CPU and memory).
-        #[arg(long)]
-        json: bool,
-    },
+    Top(Deferred<TopArgs>),
     /// Read corral.toml again: restart only what changed, start what is new, stop what is gone.
     Reload,
     /// Run N replicas of a service or task (`NAME-0` … `NAME-(N-1)`; a Procfile's `NAME.1` …;
     /// 0: none). Lasts until the daemon stops; `replicas` in the file is the lasting way.
-    Scale {
-        #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::units))]
-        name: String,
-        #[arg(value_parser = clap::value_parser!(u16).range(0..=1000))]
-        replicas: u16,
-    },
+    Scale(Deferred<ScaleArgs>),
     /// Print events (state changes, health results) as they happen.
-    Events {
-        /// First print this many past events.
-        #[arg(short = 'n', long = "history", default_value_t = 0)]
-        history: usize,
-        /// One JSON object a line, as the API streams them.
-        #[arg(long)]
-        json: bool,
-    },
+    Events(Deferred<EventsArgs>),
     /// Run a command through corral (an ad-hoc process): its output streams here and corral
     /// exits with its exit code; with `--detach`, print its id and leave it running.
-    Exec {
-        /// Print the process id and return at once.
-        #[arg(short, long)]
-        detach: bool,
-        /// Terminate it after this long (`30s`, `5m`).
-        #[arg(long)]
-        timeout: Option<String>,
-        /// An idempotency key: the same key gives the same process.
-        #[arg(long)]
-        key: Option<String>,
-        /// Working directory, relative to the project root.
-        #[arg(long)]
-        cwd: Option<String>,
-        /// Extra environment, `NAME=VALUE` (repeatable).
-        #[arg(short, long = "env", value_name = "NAME=VALUE")]
-        env: Vec<String>,
-        /// The command and its arguments (after `--`).
-        #[arg(required = true, last = true)]
-        command: Vec<String>,
-    },
+    Exec(Deferred<ExecArgs>),
     /// Ad-hoc processes: list, show, wait, input, kill, remove.
-    Proc {
-        #[command(subcommand)]
-        action: ProcAction,
-    },
+    Proc(Deferred<ProcArgs>),
     /// Instances of templates: create, list, show, delete.
-    Instance {
-        #[command(subcommand)]
-        action: InstanceAction,
-    },
+    Instance(Deferred<InstanceArgs>),
     /// Run tasks (and what they depend on) to completion, then print a summary. Exits 0 only if
     /// every required task passed.
-    Run {
-        /// Tasks to run. Default: every task.
-        tasks: Vec<String>,
-        /// One task at a time, stopping at the first failure.
-        #[arg(long)]
-        sequential: bool,
-        /// Don't show the output of the processes.
-        #[arg(short, long)]
-        quiet: bool,
-        /// The summary as JSON (the API's run: `tasks` with `name`, `verdict`, `detail`,
-        /// `duration_secs`; `elapsed_secs`), and no process output on stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Run(Deferred<RunArgs>),
     /// Check the config and report every error at once.
-    Validate {
-        /// `{"ok": true, "file", "format", "services", "tasks", "targets", "templates",
-        /// "warnings"}`, or `{"ok": false, "file", "errors": [{"file", "line", "column",
-        /// "message", "help"}]}` (exit 2).
-        #[arg(long)]
-        json: bool,
-    },
+    Validate(Deferred<ValidateArgs>),
     /// Convert a process-compose file or a Procfile into a corral.toml.
-    Import(commands::import::ImportArgs),
+    Import(Deferred<commands::import::ImportArgs>),
     /// Write the project out for another engine (systemd units).
-    Export {
-        #[command(subcommand)]
-        target: commands::export::ExportTarget,
-    },
+    Export(Deferred<ExportArgs>),
     /// The terminal UI of the running corral: units, logs, actions (`?` lists the keys).
     Tui,
     /// Print the script that gives SHELL completion of corral's commands, flags and the names
     /// of units, templates, instances and processes (asked of the running corral).
     /// Bash: `source <(corral completions bash)` in ~/.bashrc; fish: `corral completions fish
     /// | source`; zsh: `source <(corral completions zsh)`.
-    Completions { shell: commands::completions::Shell },
+    Completions(Deferred<CompletionsArgs>),
     /// A Model Context Protocol server on stdin/stdout for AI assistants: tools to list units,
     /// start/stop/restart them, read logs, run commands and manage instances of the running
     /// corral.
@@ -213,17 +151,192 @@ enum Command {
     /// on corral.toml's first line (taplo, Even Better TOML).
     Schema,
     /// Print the man page of corral, or of one of its commands (`corral man stop | man -l -`).
-    Man { command: Vec<String> },
+    Man(Deferred<ManArgs>),
     /// Print the link that signs a browser in to the web dashboard (and open it where there
     /// is a desktop). The running corral starts listening on a loopback port if it does not yet.
-    Dashboard {
-        /// Only print the link.
-        #[arg(long)]
-        no_open: bool,
-        /// A link for a session that may only look.
-        #[arg(long)]
-        read_only: bool,
-    },
+    Dashboard(Deferred<DashboardArgs>),
+}
+
+// The arguments of each command, in the order of `Command` (each built only when used: see
+// `Deferred`).
+
+#[derive(clap::Args, Debug)]
+struct PsArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct LogsArgs {
+    /// Services. Default: all.
+    #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::units))]
+    names: Vec<String>,
+    /// Keep following new lines.
+    #[arg(short, long)]
+    follow: bool,
+    /// How many lines (of all shown services together).
+    #[arg(short = 'n', long = "tail", value_name = "N", default_value_t = 100)]
+    tail: usize,
+    /// Only lines since a time (RFC 3339) or a duration ago (`10m`).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only lines matching this regular expression.
+    #[arg(long)]
+    grep: Option<String>,
+    /// Only lines before a time (RFC 3339) or a duration ago (`5m`).
+    #[arg(long, conflicts_with = "follow")]
+    until: Option<String>,
+    /// Only what the services wrote to stdout.
+    #[arg(long, conflicts_with = "stderr")]
+    stdout: bool,
+    /// Only what the services wrote to stderr.
+    #[arg(long)]
+    stderr: bool,
+    /// The lines' text only: no time, name or stream mark.
+    #[arg(long, conflicts_with = "json")]
+    raw: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct KillArgs {
+    #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::units))]
+    name: String,
+    /// TERM, HUP, INT, KILL, USR1, ... or a number.
+    #[arg(short, long, default_value = "TERM")]
+    signal: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct WhyArgs {
+    #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::units))]
+    name: String,
+    /// The unit as the API gives it (`GET /v1/services/NAME`).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct TreeArgs {
+    /// Every unit with what it depends on, as the API gives them.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct TopArgs {
+    /// Stop after this many refreshes.
+    #[arg(short = 'n', long)]
+    iterations: Option<u64>,
+    #[arg(long, default_value = "2s")]
+    interval: String,
+    /// Each refresh as one line of JSON (`ps --json`'s objects, with CPU and memory).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct ScaleArgs {
+    #[arg(add = clap_complete::ArgValueCompleter::new(commands::completions::units))]
+    name: String,
+    #[arg(value_parser = clap::value_parser!(u16).range(0..=1000))]
+    replicas: u16,
+}
+
+#[derive(clap::Args, Debug)]
+struct EventsArgs {
+    /// First print this many past events.
+    #[arg(short = 'n', long = "history", default_value_t = 0)]
+    history: usize,
+    /// One JSON object a line, as the API streams them.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct ExecArgs {
+    /// Print the process id and return at once.
+    #[arg(short, long)]
+    detach: bool,
+    /// Terminate it after this long (`30s`, `5m`).
+    #[arg(long)]
+    timeout: Option<String>,
+    /// An idempotency key: the same key gives the same process.
+    #[arg(long)]
+    key: Option<String>,
+    /// Working directory, relative to the project root.
+    #[arg(long)]
+    cwd: Option<String>,
+    /// Extra environment, `NAME=VALUE` (repeatable).
+    #[arg(short, long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// The command and its arguments (after `--`).
+    #[arg(required = true, last = true)]
+    command: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ProcArgs {
+    #[command(subcommand)]
+    action: ProcAction,
+}
+
+#[derive(clap::Args, Debug)]
+struct InstanceArgs {
+    #[command(subcommand)]
+    action: InstanceAction,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Tasks to run. Default: every task.
+    tasks: Vec<String>,
+    /// One task at a time, stopping at the first failure.
+    #[arg(long)]
+    sequential: bool,
+    /// Don't show the output of the processes.
+    #[arg(short, long)]
+    quiet: bool,
+    /// The summary as JSON (the API's run: `tasks` with `name`, `verdict`, `detail`,
+    /// `duration_secs`; `elapsed_secs`), and no process output on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct ValidateArgs {
+    /// `{"ok": true, "file", "format", "services", "tasks", "targets", "templates",
+    /// "warnings"}`, or `{"ok": false, "file", "errors": [{"file", "line", "column",
+    /// "message", "help"}]}` (exit 2).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct ExportArgs {
+    #[command(subcommand)]
+    target: commands::export::ExportTarget,
+}
+
+#[derive(clap::Args, Debug)]
+struct CompletionsArgs {
+    shell: commands::completions::Shell,
+}
+
+#[derive(clap::Args, Debug)]
+struct ManArgs {
+    command: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct DashboardArgs {
+    /// Only print the link.
+    #[arg(long)]
+    no_open: bool,
+    /// A link for a session that may only look.
+    #[arg(long)]
+    read_only: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -399,21 +512,27 @@ fn main() -> ExitCode {
         };
     }
     let result = match cli.command {
-        Command::Validate { json } => commands::validate::run(file.as_deref(), &read, json),
-        Command::Completions { shell } => commands::completions::print(shell),
+        Command::Validate(Deferred(ValidateArgs { json })) => {
+            commands::validate::run(file.as_deref(), &read, json)
+        }
+        Command::Completions(Deferred(CompletionsArgs { shell })) => {
+            commands::completions::print(shell)
+        }
         Command::Mcp => commands::mcp::run(file.as_deref()),
         Command::Schema => {
             commands::ctl::print_json(&corral_config::schema::json_schema());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Man { command } => commands::completions::man::<Cli>(&command),
-        Command::Import(args) => commands::import::run(&args),
+        Command::Man(Deferred(ManArgs { command })) => commands::completions::man::<Cli>(&command),
+        Command::Import(Deferred(args)) => commands::import::run(&args),
         Command::Tui => tui::run(file.as_deref()),
-        Command::Export { target } => commands::export::run(file.as_deref(), &read, &target),
-        Command::Dashboard { no_open, read_only } => {
+        Command::Export(Deferred(ExportArgs { target })) => {
+            commands::export::run(file.as_deref(), &read, &target)
+        }
+        Command::Dashboard(Deferred(DashboardArgs { no_open, read_only })) => {
             commands::dashboard::run(file.as_deref(), no_open, read_only)
         }
-        Command::Up(mut args) => {
+        Command::Up(Deferred(mut args)) => {
             args.overrides = read.overrides.clone();
             if args.detach {
                 commands::daemon::start(file.as_deref(), &args)
@@ -422,8 +541,8 @@ fn main() -> ExitCode {
             }
         }
         Command::Down => commands::daemon::down(file.as_deref()),
-        Command::Ps { json } => commands::ctl::ps(file.as_deref(), json),
-        Command::Logs {
+        Command::Ps(Deferred(PsArgs { json })) => commands::ctl::ps(file.as_deref(), json),
+        Command::Logs(Deferred(LogsArgs {
             names,
             follow,
             tail,
@@ -434,7 +553,7 @@ fn main() -> ExitCode {
             stderr,
             raw,
             json,
-        } => commands::ctl::logs(
+        })) => commands::ctl::logs(
             file.as_deref(),
             commands::ctl::LogArgs {
                 names,
@@ -454,28 +573,36 @@ fn main() -> ExitCode {
                 json,
             },
         ),
-        Command::Start(args) => commands::ctl::act(file.as_deref(), "start", &args),
-        Command::Stop(args) => commands::ctl::act(file.as_deref(), "stop", &args),
-        Command::Restart(args) => commands::ctl::act(file.as_deref(), "restart", &args),
-        Command::Kill { name, signal } => commands::ctl::kill(file.as_deref(), &name, &signal),
-        Command::Why { name, json } => commands::ctl::why(file.as_deref(), &name, json),
-        Command::Tree { json } => commands::ctl::tree(file.as_deref(), json),
-        Command::Top {
+        Command::Start(Deferred(args)) => commands::ctl::act(file.as_deref(), "start", &args),
+        Command::Stop(Deferred(args)) => commands::ctl::act(file.as_deref(), "stop", &args),
+        Command::Restart(Deferred(args)) => commands::ctl::act(file.as_deref(), "restart", &args),
+        Command::Kill(Deferred(KillArgs { name, signal })) => {
+            commands::ctl::kill(file.as_deref(), &name, &signal)
+        }
+        Command::Why(Deferred(WhyArgs { name, json })) => {
+            commands::ctl::why(file.as_deref(), &name, json)
+        }
+        Command::Tree(Deferred(TreeArgs { json })) => commands::ctl::tree(file.as_deref(), json),
+        Command::Top(Deferred(TopArgs {
             iterations,
             interval,
             json,
-        } => commands::ctl::top(file.as_deref(), iterations, &interval, json),
+        })) => commands::ctl::top(file.as_deref(), iterations, &interval, json),
         Command::Reload => commands::ctl::reload(file.as_deref()),
-        Command::Scale { name, replicas } => commands::ctl::scale(file.as_deref(), &name, replicas),
-        Command::Events { history, json } => commands::ctl::events(file.as_deref(), history, json),
-        Command::Exec {
+        Command::Scale(Deferred(ScaleArgs { name, replicas })) => {
+            commands::ctl::scale(file.as_deref(), &name, replicas)
+        }
+        Command::Events(Deferred(EventsArgs { history, json })) => {
+            commands::ctl::events(file.as_deref(), history, json)
+        }
+        Command::Exec(Deferred(ExecArgs {
             detach,
             timeout,
             key,
             cwd,
             env,
             command,
-        } => commands::exec::run(
+        })) => commands::exec::run(
             file.as_deref(),
             commands::exec::ExecArgs {
                 detach,
@@ -486,7 +613,7 @@ fn main() -> ExitCode {
                 command,
             },
         ),
-        Command::Proc { action } => {
+        Command::Proc(Deferred(ProcArgs { action })) => {
             use commands::exec as e;
             let f = file.as_deref();
             match action {
@@ -499,7 +626,7 @@ fn main() -> ExitCode {
                 ProcAction::Clear => e::clear(f),
             }
         }
-        Command::Instance { action } => {
+        Command::Instance(Deferred(InstanceArgs { action })) => {
             use commands::instance as i;
             let f = file.as_deref();
             match action {
@@ -524,12 +651,12 @@ fn main() -> ExitCode {
                 InstanceAction::Rm { name } => i::remove(f, &name),
             }
         }
-        Command::Run {
+        Command::Run(Deferred(RunArgs {
             tasks,
             sequential,
             quiet,
             json,
-        } => commands::run::run(file.as_deref(), &read, tasks, sequential, quiet, json),
+        })) => commands::run::run(file.as_deref(), &read, tasks, sequential, quiet, json),
     };
     match result {
         Ok(code) => code,
