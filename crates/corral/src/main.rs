@@ -66,18 +66,26 @@ impl<T: clap::Args> clap::Args for Deferred<T> {
         cmd.defer(keeping_about::<T>)
     }
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
-        cmd.defer(keeping_about::<T>)
+        cmd.defer(keeping_about_for_update::<T>)
     }
     fn group_id() -> Option<clap::Id> {
         T::group_id()
     }
 }
 
-/// `T`'s arguments added to `cmd`, whose description stays the command's: an arguments
-/// struct's doc comment would replace it (added up front, the command's came after).
 fn keeping_about<T: clap::Args>(cmd: clap::Command) -> clap::Command {
+    with_about_kept(cmd, T::augment_args)
+}
+
+fn keeping_about_for_update<T: clap::Args>(cmd: clap::Command) -> clap::Command {
+    with_about_kept(cmd, T::augment_args_for_update)
+}
+
+/// `add`'s arguments added to `cmd`, whose description stays the command's: an arguments
+/// struct's doc comment would replace it (added up front, the command's came after).
+fn with_about_kept(cmd: clap::Command, add: fn(clap::Command) -> clap::Command) -> clap::Command {
     let (about, long_about) = (cmd.get_about().cloned(), cmd.get_long_about().cloned());
-    let cmd = T::augment_args(cmd);
+    let cmd = add(cmd);
     let cmd = match about {
         Some(about) => cmd.about(about),
         None => cmd,
