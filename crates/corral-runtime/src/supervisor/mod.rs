@@ -56,7 +56,7 @@ pub use control::{
     Asker, Command, CommandError, Control, LineNotice, Notice, NoticeKind, Reply, Request,
     Snapshot, UnitView,
 };
-use output::{KeeperGuard, connect_keeper, spawn_keeper};
+use output::{KeeperExit, KeeperGuard, connect_keeper, spawn_keeper};
 use processes::{Processes, end_marked, watch_for};
 use reload::{Change, PendingReload, owner, stored_definitions};
 use runs::Run;
@@ -270,8 +270,16 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     let reaper = Reaper::start(crate::cgroup::Cgroups::create()).map_err(StartError::Setup)?;
     // A keeper starting while the store opens: the two take a few milliseconds each.
     let mut early_keeper = KeeperGuard(None);
+    let keeper_exit = KeeperExit::default();
     if !crate::keeper::running(&project.state_dir) {
-        early_keeper.0 = spawn_keeper(&project.state_dir, &options.exe, &reaper, true).ok();
+        early_keeper.0 = spawn_keeper(
+            &project.state_dir,
+            &options.exe,
+            &reaper,
+            true,
+            &keeper_exit,
+        )
+        .ok();
     }
     // Created 0600 by us, so SQLite's journal files (which copy its mode) are private too.
     let db = project.state_dir.join("state.db");
@@ -405,6 +413,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         &reaper,
         &router,
         early_keeper.0.is_some(),
+        &keeper_exit,
     )?;
     early_keeper.0 = None;
     for (unit, generation) in news_only {
@@ -455,7 +464,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     };
     let processes = Processes::new(
         reaper,
-        keeper,
+        (keeper, keeper_exit),
         router,
         ports,
         tx.clone(),
@@ -670,6 +679,7 @@ impl Supervisor {
         // Without a daemon connected and with no pipe left, the keeper ends by itself.
         self.processes.close_output().await;
         self.processes.end_escaped(&self.store);
+        self.processes.keeper_ended(Duration::from_secs(1)).await;
         if self.processes.final_sweep().await {
             // Nothing carries this daemon's marker, or an earlier one's (their strays were
             // ended at the start, what was adopted is stopped): the next start need not look.

@@ -11,15 +11,17 @@ pub(super) fn connect_keeper(
     reaper: &Reaper,
     router: &Router,
     started: bool,
+    exit: &KeeperExit,
 ) -> Result<KeeperLink, StartError> {
     let start = {
         let (state_dir, exe, reaper) = (state_dir.to_path_buf(), exe.to_path_buf(), reaper.clone());
+        let exit = exit.clone();
         move || match started {
             true => Ok(()),
             // Mid-life (the keeper died): it binds its socket itself, as binding one privately
             // sets the umask of the whole process for a moment, and other threads of ours may
             // be making files now.
-            false => spawn_keeper(&state_dir, &exe, &reaper, false).map(drop),
+            false => spawn_keeper(&state_dir, &exe, &reaper, false, &exit).map(drop),
         }
     };
     let router = router.clone();
@@ -37,6 +39,30 @@ impl Drop for KeeperGuard {
     }
 }
 
+/// The end of the keeper this daemon started, if it started one (a keeper left by an earlier
+/// daemon is not our child). Awaited as the daemon ends, once the keeper has been let go:
+/// without it the last look for what we leave behind could find the keeper still on its way
+/// out, kill it, and wait a timer tick to look again (1–3 ms of a stop).
+#[derive(Clone, Default)]
+pub(super) struct KeeperExit(Arc<std::sync::Mutex<Option<oneshot::Receiver<ExitStatus>>>>);
+
+impl KeeperExit {
+    fn set(&self, exit: oneshot::Receiver<ExitStatus>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(exit);
+    }
+
+    /// Wait until our keeper has ended and been reaped, for at most `limit` (it ends by itself
+    /// once no daemon is connected and no pipe is open; a pipe still held by a process that
+    /// escaped us keeps it going, and the final sweep deals with both). False if it has not.
+    pub(super) async fn ended(&self, limit: Duration) -> bool {
+        let exit = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match exit {
+            Some(exit) => tokio::time::timeout(limit, exit).await.is_ok(),
+            None => true,
+        }
+    }
+}
+
 /// Start `corral __keeper STATE_DIR`; returns its PID. With `bind_here` (as the daemon starts,
 /// before any thread of ours makes files) its socket is bound here and handed to it as its
 /// stdin: we can connect (and queue the first pipes) at once, while it is still starting,
@@ -46,6 +72,7 @@ pub(super) fn spawn_keeper(
     exe: &std::path::Path,
     reaper: &Reaper,
     bind_here: bool,
+    exit: &KeeperExit,
 ) -> std::io::Result<u32> {
     let stdin = if bind_here {
         let path = corral_proto::paths::SocketPath::new(&crate::keeper::socket_path(state_dir))?;
@@ -87,7 +114,10 @@ pub(super) fn spawn_keeper(
             daemon: false,
         },
     )
-    .map(|s| s.pid)
+    .map(|s| {
+        exit.set(s.exit);
+        s.pid
+    })
     .map_err(|e| std::io::Error::other(e.0))
 }
 

@@ -168,6 +168,8 @@ pub(super) struct Processes {
     reaper: Reaper,
     /// None only while corral ends (dropping it lets the keeper go).
     keeper: Option<KeeperLink>,
+    /// The end of the keeper we started (if we did), awaited as corral ends.
+    keeper_exit: KeeperExit,
     /// Output after the keeper: terminal, followers, patterns (a task of its own).
     router: Router,
     live: Vec<Option<Live>>,
@@ -310,7 +312,8 @@ impl Processes {
 
     pub(super) fn new(
         reaper: Reaper,
-        keeper: KeeperLink,
+        // The link to the keeper, and the keeper's end if we started it.
+        (keeper, keeper_exit): (KeeperLink, KeeperExit),
         router: Router,
         ports: Vec<Option<u16>>,
         tx: UnboundedSender<Msg>,
@@ -320,6 +323,7 @@ impl Processes {
         Processes {
             reaper,
             keeper: Some(keeper),
+            keeper_exit,
             router,
             live: ports.iter().map(|_| None).collect(),
             ports,
@@ -1279,14 +1283,20 @@ impl Processes {
     /// The keeper is gone: start a new one and hand it every pipe we hold, so the services'
     /// output flows on into the same log files.
     pub(super) fn reconnect_keeper(&mut self, project: &Project, exe: &std::path::Path) {
-        let keeper =
-            match connect_keeper(&project.state_dir, exe, &self.reaper, &self.router, false) {
-                Ok(k) => k,
-                Err(e) => {
-                    eprintln!("corral: the log keeper died and cannot be restarted: {e}");
-                    return;
-                }
-            };
+        let keeper = match connect_keeper(
+            &project.state_dir,
+            exe,
+            &self.reaper,
+            &self.router,
+            false,
+            &self.keeper_exit,
+        ) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("corral: the log keeper died and cannot be restarted: {e}");
+                return;
+            }
+        };
         let mut handed = 0;
         for (i, live) in self.live.iter().enumerate() {
             // What we read ourselves stays ours: one reader per pipe.
@@ -1322,5 +1332,10 @@ impl Processes {
     pub(super) async fn close_output(&mut self) {
         self.keeper = None;
         self.router.close().await;
+    }
+
+    /// Wait (at most `limit`) for the keeper we started to end, once it has been let go.
+    pub(super) async fn keeper_ended(&self, limit: Duration) {
+        self.keeper_exit.ended(limit).await;
     }
 }
