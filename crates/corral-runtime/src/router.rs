@@ -160,12 +160,12 @@ impl Router {
         }
     }
 
-    /// Wait (at most `limit`) until every expected process's output has been seen to its end.
-    pub async fn drained(&self, limit: Duration) {
+    /// Wait (at most `limit`) until every expected process's output has been seen to its end;
+    /// false if some has not.
+    pub async fn drained(&self, limit: Duration) -> bool {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(In::Drained(tx)).is_ok() {
-            let _ = tokio::time::timeout(limit, rx).await;
-        }
+        self.tx.send(In::Drained(tx)).is_ok()
+            && matches!(tokio::time::timeout(limit, rx).await, Ok(Ok(())))
     }
 }
 

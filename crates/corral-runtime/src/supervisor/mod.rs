@@ -665,21 +665,24 @@ impl Supervisor {
         let router = self.processes.router().clone();
         let drained = router.drained(Duration::from_secs(3));
         tokio::pin!(drained);
-        loop {
+        let drained = loop {
             tokio::select! {
-                _ = &mut drained => break,
+                drained = &mut drained => break drained,
                 Some(msg) = self.rx.recv() => {
                     if let Msg::Request(r) = msg {
                         let _ = r.reply.send(Err(CommandError::ShuttingDown));
                     }
                 }
             }
-        }
+        };
         self.processes.hooks_done().await;
         // Without a daemon connected and with no pipe left, the keeper ends by itself.
         self.processes.close_output().await;
         self.processes.end_escaped(&self.store);
-        self.processes.keeper_ended(Duration::from_secs(1)).await;
+        if drained {
+            // No pipe is left open: the keeper we started is on its way out.
+            self.processes.keeper_ended(Duration::from_secs(1)).await;
+        }
         if self.processes.final_sweep().await {
             // Nothing carries this daemon's marker, or an earlier one's (their strays were
             // ended at the start, what was adopted is stopped): the next start need not look.
