@@ -440,6 +440,28 @@ pub fn signal_all(pids: &[i32], sig: nix::sys::signal::Signal) {
     }
 }
 
+/// Send `sig` to each of `pids` that has not had it yet: not one already in `signalled` (which
+/// records it), and not one in process `group` (signalled as a whole just before). Found
+/// several ways (a cgroup, a recorded tree, a scan), a process would otherwise get a stop
+/// signal twice — and many programs take a second SIGTERM or SIGINT as "stop now" (a second
+/// Ctrl-C forcing the exit), cutting their graceful stop short.
+pub fn signal_rest(
+    pids: impl IntoIterator<Item = i32>,
+    group: Option<i32>,
+    sig: nix::sys::signal::Signal,
+    signalled: &mut std::collections::HashSet<i32>,
+) {
+    use nix::unistd::{Pid, getpgid};
+    for pid in pids {
+        if group.is_some_and(|g| getpgid(Some(Pid::from_raw(pid))).is_ok_and(|p| p.as_raw() == g))
+            || !signalled.insert(pid)
+        {
+            continue;
+        }
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+    }
+}
+
 /// Find `program` the way `execvp` would, on the `PATH` the child will have. Resolving it here
 /// (instead of letting exec search) gives a clear "not found" error, and leaves the child (see
 /// `vfork.rs`) one `execve` of a known path: nothing to search with the parent's memory.

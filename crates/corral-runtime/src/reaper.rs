@@ -11,7 +11,7 @@
 //! the group, and when the leader is reaped everything left in its cgroup is killed and the
 //! cgroup removed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::{Arc, Mutex};
 
@@ -142,14 +142,19 @@ impl Reaper {
     /// reaped, and to whatever left that group but not its cgroup. Returns false if it was
     /// already gone.
     pub fn signal_group(&self, pid: u32, sig: Signal) -> bool {
-        self.signal_groups(&[(pid, sig)])[0]
+        self.signal_groups(&[(pid, sig)], &mut HashSet::new())[0]
     }
 
     /// [`Reaper::signal_group`] for each of `targets`: every group first, then what left the
-    /// groups but not their cgroups. Stopping thousands, the signals all land at once and the
-    /// processes die (and are reaped) while the cgroups are read, a file each; one at a time,
-    /// the last group was signalled only after every cgroup before it had been read.
-    pub fn signal_groups(&self, targets: &[(u32, Signal)]) -> Vec<bool> {
+    /// groups but not their cgroups (each once: recorded in `signalled`, for the caller's own
+    /// passes). Stopping thousands, the signals all land at once and the processes die (and
+    /// are reaped) while the cgroups are read, a file each; one at a time, the last group was
+    /// signalled only after every cgroup before it had been read.
+    pub fn signal_groups(
+        &self,
+        targets: &[(u32, Signal)],
+        signalled: &mut HashSet<i32>,
+    ) -> Vec<bool> {
         // The groups are signalled under the lock (a group's id cannot be reused while its
         // leader is registered); the cgroups' file work after it, so the reaper is not kept
         // waiting.
@@ -163,17 +168,18 @@ impl Reaper {
                         return false;
                     };
                     if let Some(dir) = cgroup {
-                        cgroups.push((dir.clone(), sig));
+                        cgroups.push((dir.clone(), pid as i32, sig));
                     }
                     killpg(Pid::from_raw(pid as i32), sig).is_ok()
                 })
                 .collect()
         };
-        for (dir, sig) in &cgroups {
+        for (dir, group, sig) in &cgroups {
             if *sig == Signal::SIGKILL {
                 crate::cgroup::kill(dir);
             } else {
-                crate::proctable::signal_all(&crate::cgroup::pids(dir), *sig);
+                let pids = crate::cgroup::pids(dir);
+                crate::proctable::signal_rest(pids, Some(*group), *sig, signalled);
             }
         }
         sent

@@ -1117,35 +1117,40 @@ impl Processes {
                 live.adopted.is_none().then_some((live.pid, *sig))
             })
             .collect();
-        let mut leaders_alive = self.reaper.signal_groups(&groups).into_iter();
+        // Each process gets the signal once, however many of the ways below find it.
+        let mut signalled = HashSet::new();
+        let mut leaders_alive = self
+            .reaper
+            .signal_groups(&groups, &mut signalled)
+            .into_iter();
         for (unit, sig) in signals {
             let Some(live) = &self.live[unit.0] else {
                 continue;
             };
             if let Some(pidfd) = &live.adopted {
                 // Not our child: the pidfd says whether the PID is still this process.
-                if !pidfd.exited() {
-                    let _ =
-                        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(live.pid as i32), *sig);
+                let group = (!pidfd.exited()).then_some(live.pid as i32);
+                if let Some(group) = group {
+                    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), *sig);
                     // Its descendants, wherever they went (not our children: found in /proc).
-                    proctable::signal_all(&table.descendants_of(live.pid as i32), *sig);
+                    let descendants = table.descendants_of(group);
+                    proctable::signal_rest(descendants, Some(group), *sig, &mut signalled);
                 }
-                match live.cgroup() {
-                    Some(dir) => proctable::signal_all(&crate::cgroup::pids(dir), *sig),
-                    None => proctable::signal_all(
-                        marked.get(&live.marker).map_or(&[][..], Vec::as_slice),
-                        *sig,
-                    ),
-                }
-                proctable::signal_all(&still_alive(&live.tree), *sig);
+                let found = match live.cgroup() {
+                    Some(dir) => crate::cgroup::pids(dir),
+                    None => marked.get(&live.marker).cloned().unwrap_or_default(),
+                };
+                proctable::signal_rest(found, group, *sig, &mut signalled);
+                proctable::signal_rest(still_alive(&live.tree), group, *sig, &mut signalled);
                 continue;
             }
             let leader = leaders_alive
                 .next()
                 .unwrap_or(false)
                 .then_some(live.pid as i32);
-            proctable::signal_all(&table.strays(leader, &live.marker), *sig);
-            proctable::signal_all(&still_alive(&live.tree), *sig);
+            let strays = table.strays(leader, &live.marker);
+            proctable::signal_rest(strays, leader, *sig, &mut signalled);
+            proctable::signal_rest(still_alive(&live.tree), leader, *sig, &mut signalled);
         }
     }
 

@@ -63,6 +63,23 @@ while True:
     c.close()
 "#,
     ),
+    (
+        "terms.py",
+        r#"
+# Counts the SIGTERMs it gets; a moment after the first, prints how many and exits.
+import signal, time
+n = 0
+def count(*_):
+    global n
+    n += 1
+signal.signal(signal.SIGTERM, count)
+print("ready", flush=True)
+while n == 0:
+    time.sleep(0.01)
+time.sleep(0.3)
+print("terms", n, flush=True)
+"#,
+    ),
 ];
 
 /// A temp project directory with a `corral.toml` and the helper programs.

@@ -47,6 +47,39 @@ stop = { timeout = "1s" }
     assert_no_leftovers(c.pid);
 }
 
+/// A stop signal reaches each process once, however many ways corral finds it (its process
+/// group, its cgroup, the tree recorded of it): many programs take a second SIGTERM as "stop
+/// now". Forty units: half a counter that is its unit's leader, half one that its leader (a
+/// shell ignoring SIGTERM) started in the same group; each counts the SIGTERMs it gets. (With
+/// the cgroup read after the group was signalled, 6–19 of 60 leaders got two.)
+#[test]
+fn a_stop_signal_reaches_each_process_once() {
+    let config: String = (0..40)
+        .map(|i| {
+            let command = match i % 2 {
+                0 => "exec python3 terms.py",
+                _ => "trap '' TERM; python3 terms.py & wait",
+            };
+            format!("[services.u{i}]\ncommand = \"{command}\"\n")
+        })
+        .collect();
+    let p = Project::new(&config);
+    let mut c = p.start(&["up"]);
+    eventually(T, "every counter ready", || {
+        c.stdout().matches("| ready").count() == 40
+    });
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success());
+    let out = c.stdout();
+    let counts: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split("| terms ").nth(1))
+        .collect();
+    assert_eq!(counts.len(), 40, "{out}");
+    assert!(counts.iter().all(|n| *n == "1"), "{out}");
+    assert_no_leftovers(c.pid);
+}
+
 #[test]
 fn a_leader_that_exits_takes_its_whole_tree_with_it() {
     leader_exits_and_its_tree_goes(false);
