@@ -688,28 +688,38 @@ impl Up {
 fn start_stop(corral: &Path, sizes: &[usize]) {
     println!("start N `sleep` services to running, then stop them all (median of 3)");
     println!(
-        "{:>6}  {:>12} {:>12} {:>7}  {:>12} {:>12} {:>7}",
-        "N", "corral start", "fork+exec", "ratio", "corral stop", "kill+wait", "ratio"
+        "{:>6}  {:>12} {:>12} {:>7}  {:>12} {:>12} {:>7}  {:>12} {:>7}",
+        "N",
+        "corral start",
+        "fork+exec",
+        "ratio",
+        "corral stop",
+        "kill+wait",
+        "ratio",
+        "in cgroups",
+        "ratio"
     );
     for &n in sizes {
         let dir = project(&sleep_services(n));
         let mut runs = Vec::new();
         for _ in 0..3 {
             let (base_start, base_stop) = baseline_start_stop(n);
+            let cg_stop = baseline_stop_in_cgroups(n);
             let (up, start) = up_until_started(corral, dir.path(), n);
             let stop = up.stop();
-            runs.push((start, stop, base_start, base_stop));
+            runs.push((start, stop, base_start, base_stop, cg_stop));
         }
         runs.sort_by_key(|r| r.0);
-        let (start, stop, bstart, bstop) = runs[1];
+        let (start, stop, bstart, bstop, cg_stop) = runs[1];
         println!(
-            "{n:>6}  {:>12} {:>12} {:>6.2}x  {:>12} {:>12} {:>6.2}x",
+            "{n:>6}  {:>12} {:>12} {:>6.2}x  {:>12} {:>12} {:>6.2}x  {}",
             ms(start),
             ms(bstart),
             ratio(start, bstart),
             ms(stop),
             ms(bstop),
-            ratio(stop, bstop)
+            ratio(stop, bstop),
+            against_cgroups(stop, cg_stop, 12)
         );
     }
 }
@@ -736,6 +746,86 @@ fn baseline_start_stop(n: usize) -> (Duration, Duration) {
         c.wait().unwrap();
     }
     (start, t1.elapsed())
+}
+
+/// What the kernel itself takes to stop `n` processes that each live in a cgroup of their own,
+/// as corral's do: SIGTERM each, wait for each, close their pipes, remove each cgroup (corral
+/// must leave none behind). None where this user has no cgroup v2 to make them in (corral then uses none).
+/// The processes join their cgroups by writing `cgroup.procs` before exec: slower to start than
+/// corral's `CLONE_INTO_CGROUP`, but only the stop is timed.
+fn baseline_stop_in_cgroups(n: usize) -> Option<Duration> {
+    use std::os::unix::process::CommandExt;
+    let base = own_cgroup()?.join(format!("corral-bench-{}", std::process::id()));
+    fs::create_dir(&base).ok()?;
+    let mut dirs = Vec::with_capacity(n);
+    let mut children = Vec::with_capacity(n);
+    for i in 0..n {
+        let dir = base.join(format!("s{i}"));
+        let made = fs::create_dir(&dir).and_then(|()| {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("cgroup.procs"))
+        });
+        let Ok(procs) = made else {
+            break;
+        };
+        dirs.push(dir);
+        let mut cmd = Command::new("sleep");
+        cmd.arg("1000")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: between fork and exec the child only writes to a descriptor it inherited
+        // (async-signal-safe).
+        unsafe {
+            cmd.pre_exec(move || {
+                use std::io::Write;
+                (&procs).write_all(b"0")
+            });
+        }
+        match cmd.spawn() {
+            Ok(c) => children.push(c),
+            Err(_) => break,
+        }
+    }
+    let complete = children.len() == n;
+    let t0 = Instant::now();
+    for c in &children {
+        let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+    }
+    for c in &mut children {
+        let _ = c.wait();
+    }
+    // Their pipes closed, as a supervisor must (the plain kill+wait closes them untimed).
+    drop(children);
+    for d in &dirs {
+        let _ = fs::remove_dir(d);
+    }
+    let took = t0.elapsed();
+    let _ = fs::remove_dir(&base);
+    complete.then_some(took)
+}
+
+/// A stop beside the same processes' stop in cgroups of their own: that time and the ratio,
+/// or "-" (no cgroup v2 here; corral then makes none either).
+fn against_cgroups(stop: Duration, in_cgroups: Option<Duration>, width: usize) -> String {
+    match in_cgroups {
+        Some(cg) => format!("{:>width$} {:>6.2}x", ms(cg), ratio(stop, cg)),
+        None => format!("{:>width$} {:>7}", "-", "-"),
+    }
+}
+
+/// This process's cgroup in the cgroup v2 hierarchy, if that is mounted (`/proc/self/cgroup`'s
+/// `0::` line, under the mount point `/proc/self/mountinfo` gives for `cgroup2`).
+fn own_cgroup() -> Option<PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mounts.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let mut f = left.split_whitespace();
+        (right.starts_with("cgroup2 ") && f.nth(3)? == "/").then(|| f.next().map(PathBuf::from))?
+    })?;
+    let own = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(mount.join(rel.trim_start_matches('/')))
 }
 
 fn idle(corral: &Path, n: usize, window: Duration) {

@@ -71,7 +71,7 @@ pub fn rows(corral: &Path, sizes: &[usize]) {
         "scale: N `sleep` services (one run each; ratios against the baseline in the same run)"
     );
     println!(
-        "{:>6}  {:>9} {:>9} {:>6} {:>7}  {:>9} {:>9} {:>6}  {:>8} {:>8} {:>9} {:>16} {:>9} {:>8}",
+        "{:>6}  {:>9} {:>9} {:>6} {:>7}  {:>9} {:>9} {:>6} {:>10} {:>7}  {:>8} {:>8} {:>9} {:>16} {:>9} {:>8}",
         "N",
         "start",
         "fork+exec",
@@ -79,6 +79,8 @@ pub fn rows(corral: &Path, sizes: &[usize]) {
         "/unit",
         "stop",
         "kill+wait",
+        "ratio",
+        "in cgroups",
         "ratio",
         "ps new",
         "ps",
@@ -94,6 +96,7 @@ pub fn rows(corral: &Path, sizes: &[usize]) {
         }
         let dir = project(&sleep_services(n));
         let (base_start, base_stop) = baseline_start_stop(n);
+        let cg_stop = crate::baseline_stop_in_cgroups(n);
         let (up, start) = up_until_started(corral, dir.path(), n);
         // With the stack up: `ps` with a new CPU/memory sample (three times, a second apart:
         // median), then four in a row that share the last sample (median), one /metrics scrape
@@ -138,7 +141,7 @@ pub fn rows(corral: &Path, sizes: &[usize]) {
         let keeper = keeper_rss(dir.path());
         let stop = up.stop();
         println!(
-            "{n:>6}  {:>9} {:>9} {:>5.2}x {:>7}  {:>9} {:>9} {:>5.2}x  {:>8} {:>8} {:>9} {:>6.1}MiB ({:>4.1}) {:>6.1}MiB {:>7.2}%",
+            "{n:>6}  {:>9} {:>9} {:>5.2}x {:>7}  {:>9} {:>9} {:>5.2}x {}  {:>8} {:>8} {:>9} {:>6.1}MiB ({:>4.1}) {:>6.1}MiB {:>7.2}%",
             ms(start),
             ms(base_start),
             ratio(start, base_start),
@@ -146,6 +149,7 @@ pub fn rows(corral: &Path, sizes: &[usize]) {
             ms(stop),
             ms(base_stop),
             ratio(stop, base_stop),
+            crate::against_cgroups(stop, cg_stop, 10),
             ms(ps_new),
             ms(ps),
             ms(scrape),
