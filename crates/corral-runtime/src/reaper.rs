@@ -14,6 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use std::path::PathBuf;
 
@@ -31,6 +32,8 @@ pub struct Reaper {
     waiting: Arc<Mutex<Waiting>>,
     /// Where each marked process gets a cgroup; none when the system gives us none.
     cgroups: Option<Arc<crate::cgroup::Cgroups>>,
+    /// The runtime, for the watch of a lingering cgroup (reaps run on other threads too).
+    runtime: tokio::runtime::Handle,
 }
 
 /// What is done with a process's exit status when it is reaped (on the reaper's task, without
@@ -45,6 +48,22 @@ struct Registered {
     /// A daemon's launcher: when it exits 0, what it started is left alone (the supervisor
     /// watches and ends it).
     daemon: bool,
+    /// Its unit is being stopped (the stop signal was sent): at its exit, what it leaves in
+    /// its cgroup is not killed at once but finishes its own stop (see [`Lingering`]).
+    stopping: bool,
+}
+
+/// A process that exited during its unit's stop, leaving others in its cgroup (children still
+/// finishing their own stop: a worker draining, a server closing connections). They get the
+/// rest of the stop's grace, as the whole group got the stop signal: the exit is handed on
+/// when the cgroup is empty, and the supervisor's SIGKILL at the end of the grace reaches the
+/// cgroup. Killing them at the leader's exit cut their stop short. Only with a cgroup: without
+/// one, nothing pins down what the leader left (its group id can be taken by another process
+/// once the leader is reaped), and it is killed at once as before.
+struct Lingering {
+    exit: OnExit,
+    status: ExitStatus,
+    cgroup: PathBuf,
 }
 
 #[derive(Default)]
@@ -52,6 +71,8 @@ struct Waiting {
     by_pid: HashMap<i32, Registered>,
     /// Cgroups killed whose processes had not all died yet: removed at a later reap.
     retired: Vec<PathBuf>,
+    /// By the PID of the process that exited.
+    lingering: HashMap<i32, Lingering>,
     /// Processes being started now (see [`Reaper::spawn`]): no reaping meanwhile.
     starting: usize,
     /// A reap was asked for while processes were being started: the last start does it.
@@ -67,6 +88,7 @@ impl Reaper {
         let reaper = Reaper {
             waiting: Arc::default(),
             cgroups: cgroups.map(Arc::new),
+            runtime: tokio::runtime::Handle::current(),
         };
         let r = reaper.clone();
         tokio::spawn(async move {
@@ -123,6 +145,7 @@ impl Reaper {
                         exit: on_exit,
                         cgroup: cgroup.take(),
                         daemon,
+                        stopping: false,
                     },
                 );
             }
@@ -142,7 +165,7 @@ impl Reaper {
     /// reaped, and to whatever left that group but not its cgroup. Returns false if it was
     /// already gone.
     pub fn signal_group(&self, pid: u32, sig: Signal) -> bool {
-        self.signal_groups(&[(pid, sig)], &mut HashSet::new())[0]
+        self.signal_groups(&[(pid, sig, None)], &mut HashSet::new())[0]
     }
 
     /// [`Reaper::signal_group`] for each of `targets`: every group first, then what left the
@@ -150,9 +173,14 @@ impl Reaper {
     /// passes). Stopping thousands, the signals all land at once and the processes die (and
     /// are reaped) while the cgroups are read, a file each; one at a time, the last group was
     /// signalled only after every cgroup before it had been read.
+    ///
+    /// A target's marker, where given, must be the one its process was started with (its
+    /// cgroup is named after it): a PID is not taken for another unit's process meanwhile. A
+    /// target whose process has exited but whose cgroup is [`Lingering`] has that cgroup
+    /// signalled (false: the process itself is gone).
     pub fn signal_groups(
         &self,
-        targets: &[(u32, Signal)],
+        targets: &[(u32, Signal, Option<&str>)],
         signalled: &mut HashSet<i32>,
     ) -> Vec<bool> {
         // The groups are signalled under the lock (a group's id cannot be reused while its
@@ -163,15 +191,24 @@ impl Reaper {
             let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
             targets
                 .iter()
-                .map(|&(pid, sig)| {
-                    let Some(Registered { cgroup, .. }) = waiting.by_pid.get(&(pid as i32)) else {
-                        return false;
-                    };
-                    if let Some(dir) = cgroup {
-                        cgroups.push((dir.clone(), pid as i32, sig));
-                    }
-                    killpg(Pid::from_raw(pid as i32), sig).is_ok()
-                })
+                .map(
+                    |&(pid, sig, marker)| match waiting.by_pid.get(&(pid as i32)) {
+                        Some(r) if started_as(r.cgroup.as_deref(), marker) => {
+                            if let Some(dir) = &r.cgroup {
+                                cgroups.push((dir.clone(), Some(pid as i32), sig));
+                            }
+                            killpg(Pid::from_raw(pid as i32), sig).is_ok()
+                        }
+                        _ => {
+                            if let Some(l) = waiting.lingering.get(&(pid as i32))
+                                && started_as(Some(&l.cgroup), marker)
+                            {
+                                cgroups.push((l.cgroup.clone(), None, sig));
+                            }
+                            false
+                        }
+                    },
+                )
                 .collect()
         };
         for (dir, group, sig) in &cgroups {
@@ -179,10 +216,19 @@ impl Reaper {
                 crate::cgroup::kill(dir);
             } else {
                 let pids = crate::cgroup::pids(dir);
-                crate::proctable::signal_rest(pids, Some(*group), *sig, signalled);
+                crate::proctable::signal_rest(pids, *group, *sig, signalled);
             }
         }
         sent
+    }
+
+    /// The stop signal is being sent to `pid`'s unit: what it leaves at its exit lingers
+    /// (see [`Lingering`]).
+    pub fn stopping(&self, pid: u32) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = waiting.by_pid.get_mut(&(pid as i32)) {
+            r.stopping = true;
+        }
     }
 
     /// Send `sig` to `pid` alone, if it is still one of ours and not yet reaped (a stop with
@@ -243,29 +289,55 @@ impl Reaper {
                 if let Some(r) = waiting.by_pid.remove(&pid.as_raw()) {
                     // A daemon's launcher that succeeded leaves the daemon it started.
                     let launched = r.daemon && status == ExitStatus::Code(0);
-                    if !launched {
+                    // Stopped, in a cgroup: what it leaves there finishes its own stop.
+                    let lingers = r.stopping && r.cgroup.is_some();
+                    if !launched && !lingers {
                         // The leader is gone: whatever it left in its group goes too, now,
                         // while the group id cannot have been reused (its members keep it
                         // alive, and no spawn can take the PID while we hold the lock: a spawn
                         // counts itself in `starting` under it before it clones).
                         let _ = killpg(pid, Signal::SIGKILL);
                     }
-                    ended.push((r, status, launched));
+                    ended.push((pid.as_raw(), r, status, launched, lingers));
                 }
             }
             std::mem::take(&mut waiting.retired)
         };
-        for (r, status, launched) in ended {
+        let mut lingering = Vec::new();
+        for (pid, r, status, launched, lingers) in ended {
             // And whatever it left in its cgroup, wherever it went; most leave nothing, and
             // an empty cgroup is simply removed.
             if !launched
                 && let Some(dir) = r.cgroup
                 && !crate::cgroup::remove(&dir)
             {
+                if lingers {
+                    let (exit, cgroup) = (r.exit, dir);
+                    lingering.push((
+                        pid,
+                        Lingering {
+                            exit,
+                            status,
+                            cgroup,
+                        },
+                    ));
+                    continue;
+                }
                 crate::cgroup::kill(&dir);
                 retired.push(dir);
             }
             (r.exit)(status);
+        }
+        if !lingering.is_empty() {
+            let pids: Vec<i32> = lingering.iter().map(|(pid, _)| *pid).collect();
+            self.waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .lingering
+                .extend(lingering);
+            for pid in pids {
+                self.watch_lingering(pid);
+            }
         }
         // The processes of a killed cgroup die a moment later (and are reaped here, being our
         // descendants): it is removed once it is empty.
@@ -274,6 +346,52 @@ impl Reaper {
             let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
             waiting.retired.append(&mut retired);
         }
+    }
+}
+
+impl Reaper {
+    /// Hand on a lingering process's exit once its cgroup is empty: looked at a few
+    /// milliseconds apart, then at most every 50 ms (a stop's grace is seconds; what lingers
+    /// is rare, and nothing is polled while nothing does).
+    fn watch_lingering(&self, pid: i32) {
+        let reaper = self.clone();
+        self.runtime.spawn(async move {
+            let mut pause = Duration::from_millis(2);
+            loop {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+                let ended = {
+                    let mut waiting = reaper.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                    match waiting.lingering.get(&pid) {
+                        Some(l) if crate::cgroup::populated(&l.cgroup) => continue,
+                        _ => waiting.lingering.remove(&pid),
+                    }
+                };
+                if let Some(l) = ended {
+                    if !crate::cgroup::remove(&l.cgroup) {
+                        reaper.retire(l.cgroup);
+                    }
+                    (l.exit)(l.status);
+                }
+                break;
+            }
+        });
+    }
+}
+
+/// Whether a process registered with `cgroup` is the one started as `marker` (its cgroup is
+/// named after its marker); without either there is nothing to tell them apart by.
+fn started_as(cgroup: Option<&std::path::Path>, marker: Option<&str>) -> bool {
+    match (cgroup.and_then(|d| d.file_name()), marker) {
+        (Some(name), Some(marker)) => {
+            let name = name.as_encoded_bytes();
+            name.len() == marker.len()
+                && name
+                    .iter()
+                    .zip(marker.bytes())
+                    .all(|(&a, b)| a == if b == b'/' { b'@' } else { b })
+        }
+        _ => true,
     }
 }
 

@@ -166,6 +166,7 @@ impl Supervisor {
                     } => {
                         // `shutdown_command` is run instead of the stop signal; SIGKILL still
                         // follows the grace period.
+                        self.processes.stopping(unit);
                         if self.project.units[unit.0].shutdown_command().is_some() {
                             self.processes.run_shutdown_command(
                                 &self.project,

@@ -1063,6 +1063,16 @@ impl Processes {
     }
 
     /// Send a stop signal to a unit's main process only (`stop.parent_only`).
+    /// `unit` is being stopped: what its process leaves in its cgroup as it exits finishes
+    /// its own stop (within the grace) instead of being killed at once.
+    pub(super) fn stopping(&self, unit: UnitId) {
+        if let Some(live) = &self.live[unit.0]
+            && live.adopted.is_none()
+        {
+            self.reaper.stopping(live.pid);
+        }
+    }
+
     pub(super) fn signal_main(&self, unit: UnitId, sig: Signal) {
         let Some(live) = &self.live[unit.0] else {
             return;
@@ -1110,11 +1120,12 @@ impl Processes {
             .collect();
         let marked = proctable::with_markers(&markers);
         // Our own children's groups (and cgroups), all at once.
-        let groups: Vec<(u32, Signal)> = signals
+        let groups: Vec<(u32, Signal, Option<&str>)> = signals
             .iter()
             .filter_map(|(unit, sig)| {
                 let live = self.live[unit.0].as_ref()?;
-                live.adopted.is_none().then_some((live.pid, *sig))
+                let target = (live.pid, *sig, Some(live.marker.as_str()));
+                live.adopted.is_none().then_some(target)
             })
             .collect();
         // Each process gets the signal once, however many of the ways below find it.

@@ -1003,21 +1003,6 @@ fn running_in(dir: &std::path::Path, cmdline: &[u8]) -> Option<i32> {
         })
 }
 
-/// Where the cgroup v2 hierarchy is mounted and writable by this user, if it is.
-fn writable_cgroup2() -> Option<std::path::PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mount = info.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        (right.split_whitespace().next()? == "cgroup2").then(|| left.split_whitespace().nth(4))?
-    })?;
-    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let dir = std::path::Path::new(mount).join(rel.trim_start_matches('/'));
-    nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK)
-        .is_ok()
-        .then_some(dir)
-}
-
 /// 5, exactly: where cgroups can be made, a service's process is in a cgroup of its own, and
 /// what escapes it while no daemon runs — so no census ever saw it: a new session, every fd
 /// closed, no marker, re-parented to init — is still ended by the next daemon's `down`.

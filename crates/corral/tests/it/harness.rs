@@ -80,6 +80,21 @@ time.sleep(0.3)
 print("terms", n, flush=True)
 "#,
     ),
+    (
+        "drain.py",
+        r#"
+# On SIGTERM takes argv[1] seconds to finish (a worker draining), then says so and exits.
+import signal, sys, time
+def stop(*_):
+    time.sleep(float(sys.argv[1]))
+    print("drained", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"#,
+    ),
 ];
 
 /// A temp project directory with a `corral.toml` and the helper programs.
@@ -566,4 +581,19 @@ pub fn numbers(p: &Project) -> Vec<u64> {
         .lines()
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .collect()
+}
+
+/// Where the cgroup v2 hierarchy is mounted and writable by this user, if it is.
+pub fn writable_cgroup2() -> Option<std::path::PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = info.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (right.split_whitespace().next()? == "cgroup2").then(|| left.split_whitespace().nth(4))?
+    })?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = std::path::Path::new(mount).join(rel.trim_start_matches('/'));
+    nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK)
+        .is_ok()
+        .then_some(dir)
 }

@@ -80,6 +80,77 @@ fn a_stop_signal_reaches_each_process_once() {
     assert_no_leftovers(c.pid);
 }
 
+/// Stopped, a leader that exits at once leaves its child (same group, the stop signal
+/// received too) to finish its own stop within the grace: it is not killed at the leader's
+/// exit, and the unit is stopped when the child is done. (Where cgroups can be made: without
+/// one, what the leader leaves is killed at its exit.)
+#[test]
+fn what_a_stopped_leader_leaves_finishes_its_own_stop() {
+    if writable_cgroup2().is_none() {
+        eprintln!("skipped: no writable cgroup v2 hierarchy here");
+        return;
+    }
+    let p = Project::new(
+        r#"
+[services.app]
+command = "python3 drain.py 0.5 & wait"
+stop = { timeout = "20s" }
+"#,
+    );
+    let mut c = p.start(&["up"]);
+    c.wait_for("| ready", T);
+    let stop = Instant::now();
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success());
+    let took = stop.elapsed();
+    let out = c.stdout();
+    let lines = corral_lines(&out);
+    let drained = out
+        .find("| drained")
+        .unwrap_or_else(|| panic!("the child was cut off: {out}"));
+    let stopped = out.find("app: stopped").expect("app stopped");
+    assert!(
+        drained < stopped,
+        "stopped before its child was done: {out}"
+    );
+    assert!(took >= Duration::from_millis(500), "{took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "waited for the grace: {took:?}\n{lines:?}"
+    );
+    assert_no_leftovers(c.pid);
+}
+
+/// What a stopped leader leaves and does not end by itself is killed at the end of the grace.
+#[test]
+fn what_a_stopped_leader_leaves_is_killed_when_the_grace_ends() {
+    if writable_cgroup2().is_none() {
+        eprintln!("skipped: no writable cgroup v2 hierarchy here");
+        return;
+    }
+    let p = Project::new(
+        r#"
+[services.app]
+command = "(trap '' TERM; echo ready; exec sleep 4244) & wait"
+stop = { timeout = "1s" }
+"#,
+    );
+    let mut c = p.start(&["up"]);
+    c.wait_for("| ready", T);
+    let stop = Instant::now();
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success());
+    let took = stop.elapsed();
+    let out = c.stdout();
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        out.contains("still running 1s after the stop signal; killed"),
+        "{out}"
+    );
+    assert_no_leftovers(c.pid);
+}
+
 #[test]
 fn a_leader_that_exits_takes_its_whole_tree_with_it() {
     leader_exits_and_its_tree_goes(false);
