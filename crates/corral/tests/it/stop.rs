@@ -121,6 +121,40 @@ stop = { timeout = "20s" }
     assert_no_leftovers(c.pid);
 }
 
+/// A restart waits the same way: the new process starts once the old one's child has finished.
+#[test]
+fn a_restart_starts_anew_once_what_the_old_leader_left_has_finished() {
+    if writable_cgroup2().is_none() {
+        eprintln!("skipped: no writable cgroup v2 hierarchy here");
+        return;
+    }
+    let p = Project::new(
+        r#"
+[services.app]
+command = "python3 drain.py 0.5 & wait"
+stop = { timeout = "20s" }
+"#,
+    );
+    let mut c = p.start(&["up"]);
+    c.wait_for("| ready", T);
+    let (status, _, err) = p.run_client(&["restart", "app", "--wait"]);
+    assert!(status.success(), "{err}");
+    // `--wait` answers once it runs; the terminal's line may come a moment later.
+    eventually(T, "the second start shown", || {
+        c.stdout().matches("app: started").count() == 2
+    });
+    let out = c.stdout();
+    let drained = out.find("| drained").expect("the old child finished");
+    let restarted = out.rfind("app: started").unwrap();
+    assert!(
+        drained < restarted,
+        "started before the old child was done: {out}"
+    );
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success());
+    assert_no_leftovers(c.pid);
+}
+
 /// What a stopped leader leaves and does not end by itself is killed at the end of the grace.
 #[test]
 fn what_a_stopped_leader_leaves_is_killed_when_the_grace_ends() {
