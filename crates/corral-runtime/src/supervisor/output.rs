@@ -53,12 +53,11 @@ impl KeeperExit {
 
     /// Wait until our keeper has ended and been reaped, for at most `limit` (it ends by itself
     /// once no daemon is connected and no pipe is open; a pipe still held by a process that
-    /// escaped us keeps it going, and the final sweep deals with both). False if it has not.
-    pub(super) async fn ended(&self, limit: Duration) -> bool {
+    /// escaped us keeps it going, and the final sweep deals with both).
+    pub(super) async fn ended(&self, limit: Duration) {
         let exit = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match exit {
-            Some(exit) => tokio::time::timeout(limit, exit).await.is_ok(),
-            None => true,
+        if let Some(exit) = exit {
+            let _ = tokio::time::timeout(limit, exit).await;
         }
     }
 }

@@ -1062,7 +1062,6 @@ impl Processes {
         }
     }
 
-    /// Send a stop signal to a unit's main process only (`stop.parent_only`).
     /// `unit` is being stopped: what its process leaves in its cgroup as it exits finishes
     /// its own stop (within the grace) instead of being killed at once.
     pub(super) fn stopping(&self, unit: UnitId) {
@@ -1073,6 +1072,7 @@ impl Processes {
         }
     }
 
+    /// Send a stop signal to a unit's main process only (`stop.parent_only`).
     pub(super) fn signal_main(&self, unit: UnitId, sig: Signal) {
         let Some(live) = &self.live[unit.0] else {
             return;

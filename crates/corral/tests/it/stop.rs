@@ -80,31 +80,36 @@ fn a_stop_signal_reaches_each_process_once() {
     assert_no_leftovers(c.pid);
 }
 
+/// `up` of one service `app` running `command` whose child prints `ready`, once it has; None
+/// (the test skipped) where no cgroup v2 is writable: without a cgroup, what a stopped leader
+/// leaves is killed at its exit.
+fn up_with_a_child(command: &str, timeout: &str) -> Option<(Project, Corral)> {
+    if writable_cgroup2().is_none() {
+        eprintln!("skipped: no writable cgroup v2 hierarchy here");
+        return None;
+    }
+    let p = Project::new(&format!(
+        "[services.app]\ncommand = \"{command}\"\nstop = {{ timeout = \"{timeout}\" }}\n"
+    ));
+    let c = p.start(&["up"]);
+    c.wait_for("| ready", T);
+    Some((p, c))
+}
+
 /// Stopped, a leader that exits at once leaves its child (same group, the stop signal
 /// received too) to finish its own stop within the grace: it is not killed at the leader's
 /// exit, and the unit is stopped when the child is done. (Where cgroups can be made: without
 /// one, what the leader leaves is killed at its exit.)
 #[test]
 fn what_a_stopped_leader_leaves_finishes_its_own_stop() {
-    if writable_cgroup2().is_none() {
-        eprintln!("skipped: no writable cgroup v2 hierarchy here");
+    let Some((_p, mut c)) = up_with_a_child("python3 drain.py 0.5 & wait", "20s") else {
         return;
-    }
-    let p = Project::new(
-        r#"
-[services.app]
-command = "python3 drain.py 0.5 & wait"
-stop = { timeout = "20s" }
-"#,
-    );
-    let mut c = p.start(&["up"]);
-    c.wait_for("| ready", T);
+    };
     let stop = Instant::now();
     c.signal(Signal::SIGINT);
     assert!(c.wait(T).success());
     let took = stop.elapsed();
     let out = c.stdout();
-    let lines = corral_lines(&out);
     let drained = out
         .find("| drained")
         .unwrap_or_else(|| panic!("the child was cut off: {out}"));
@@ -116,7 +121,7 @@ stop = { timeout = "20s" }
     assert!(took >= Duration::from_millis(500), "{took:?}");
     assert!(
         took < Duration::from_secs(10),
-        "waited for the grace: {took:?}\n{lines:?}"
+        "waited for the grace: {took:?}\n{out}"
     );
     assert_no_leftovers(c.pid);
 }
@@ -124,19 +129,9 @@ stop = { timeout = "20s" }
 /// A restart waits the same way: the new process starts once the old one's child has finished.
 #[test]
 fn a_restart_starts_anew_once_what_the_old_leader_left_has_finished() {
-    if writable_cgroup2().is_none() {
-        eprintln!("skipped: no writable cgroup v2 hierarchy here");
+    let Some((p, mut c)) = up_with_a_child("python3 drain.py 0.5 & wait", "20s") else {
         return;
-    }
-    let p = Project::new(
-        r#"
-[services.app]
-command = "python3 drain.py 0.5 & wait"
-stop = { timeout = "20s" }
-"#,
-    );
-    let mut c = p.start(&["up"]);
-    c.wait_for("| ready", T);
+    };
     let (status, _, err) = p.run_client(&["restart", "app", "--wait"]);
     assert!(status.success(), "{err}");
     // `--wait` answers once it runs; the terminal's line may come a moment later.
@@ -158,19 +153,10 @@ stop = { timeout = "20s" }
 /// What a stopped leader leaves and does not end by itself is killed at the end of the grace.
 #[test]
 fn what_a_stopped_leader_leaves_is_killed_when_the_grace_ends() {
-    if writable_cgroup2().is_none() {
-        eprintln!("skipped: no writable cgroup v2 hierarchy here");
+    let command = "(trap '' TERM; echo ready; exec sleep 4244) & wait";
+    let Some((_p, mut c)) = up_with_a_child(command, "1s") else {
         return;
-    }
-    let p = Project::new(
-        r#"
-[services.app]
-command = "(trap '' TERM; echo ready; exec sleep 4244) & wait"
-stop = { timeout = "1s" }
-"#,
-    );
-    let mut c = p.start(&["up"]);
-    c.wait_for("| ready", T);
+    };
     let stop = Instant::now();
     c.signal(Signal::SIGINT);
     assert!(c.wait(T).success());
