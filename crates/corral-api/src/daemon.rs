@@ -59,7 +59,7 @@ pub async fn run(project: Project, options: Options, serve: Serve) -> Result<Out
             .await
             .map_err(|source| DaemonError::Listen { addr, source })?;
         *shared.tcp.lock().await = Some(bound);
-        eprintln!(
+        corral_runtime::say!(
             "corral: API on http://{bound} (token in {})",
             corral_proto::paths::token_file(&state_dir).display()
         );
@@ -84,7 +84,7 @@ pub fn write_pid_file(state_dir: &Path) {
     if let Err(e) =
         corral_runtime::statedir::write_new(&path, format!("{pid} {start}\n").as_bytes())
     {
-        eprintln!("corral: cannot write the PID file: {e}");
+        corral_runtime::say!("corral: cannot write the PID file: {e}");
     }
 }
 

@@ -131,7 +131,7 @@ impl Cgroups {
         if !limits.is_empty()
             && let Err(e) = write_limits(&dir, limits, &self.controllers)
         {
-            eprintln!("corral: cgroup limits of {marker} not applied: {e}");
+            crate::say!("corral: cgroup limits of {marker} not applied: {e}");
         }
         Ok(Slot { dir })
     }

@@ -77,6 +77,8 @@ const EOF: u8 = 11;
 const HELD: u8 = 12;
 const REFUSED: u8 = 13;
 const NEWS: u8 = 14;
+/// A generation's log file stopped (or started again) being written: what to tell the user.
+const TROUBLE: u8 = 15;
 
 /// A frame larger than this is a protocol error, not an allocation.
 const MAX_FRAME: usize = 16 << 20;
@@ -167,6 +169,12 @@ pub enum TapMsg {
     Refused {
         attach: Attach,
     },
+    /// A generation's log file could not be written, or is written again (a full disk).
+    Trouble {
+        unit: String,
+        generation: u64,
+        text: String,
+    },
     /// The connection to the keeper is gone (it died, or the daemon is ending).
     Lost,
 }
@@ -217,6 +225,15 @@ fn unit_frame(kind: u8, unit: &str, generation: u64) -> Vec<u8> {
     p.extend_from_slice(&generation.to_le_bytes());
     p.extend_from_slice(unit.as_bytes());
     seal(p, kind)
+}
+
+fn trouble_frame(unit: &str, generation: u64, text: &str) -> Vec<u8> {
+    let mut p = vec![0; 5];
+    p.extend_from_slice(&generation.to_le_bytes());
+    p.extend_from_slice(&(unit.len() as u16).to_le_bytes());
+    p.extend_from_slice(unit.as_bytes());
+    p.extend_from_slice(text.as_bytes());
+    seal(p, TROUBLE)
 }
 
 fn want_frame(unit: &str, generation: u64, lines: bool) -> Vec<u8> {
@@ -293,6 +310,16 @@ fn decode_tap(kind: u8, p: Vec<u8>) -> Option<TapMsg> {
             unit: String::from_utf8_lossy(&p[8..]).into_owned(),
             generation,
         }),
+        TROUBLE => {
+            let name_len = u16::from_le_bytes(p.get(8..10)?.try_into().ok()?) as usize;
+            let unit = String::from_utf8_lossy(p.get(10..10 + name_len)?).into_owned();
+            let text = String::from_utf8_lossy(&p[10 + name_len..]).into_owned();
+            Some(TapMsg::Trouble {
+                unit,
+                generation,
+                text,
+            })
+        }
         _ => None,
     }
 }
@@ -821,7 +848,11 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                             // The pipes are still read (the service must not block or get
                             // EPIPE); the lines go to the daemon only.
                             Err(e) => {
-                                eprintln!("keeper: cannot open the log of `{}`: {e}", a.unit);
+                                let text = format!(
+                                    "cannot open its log file `{}`: {e}; its lines are not kept",
+                                    a.path.display()
+                                );
+                                tap.send(trouble_frame(&a.unit, a.generation, &text));
                                 None
                             }
                         },
@@ -835,8 +866,13 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                             let tap = tap.clone();
                             move |stream: Stream, lines: &[&[u8]]| {
                                 let now = SystemTime::now();
-                                if let Some(file) = &file {
-                                    file.lock().unwrap_or_else(|e| e.into_inner()).write_lines(now, stream, lines);
+                                let trouble = file.as_ref().and_then(|file| {
+                                    file.lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .write_lines(now, stream, lines)
+                                });
+                                if let Some(trouble) = trouble {
+                                    tap.send(trouble_frame(&unit, generation, &trouble.describe()));
                                 }
                                 // The lines are in the file: a daemon that only follows it
                                 // (`logs -f`, no terminal, no pattern) needs just the news.
@@ -902,7 +938,7 @@ fn read_daemon(conn: UnixStream, id: u64, tx: tokio::sync::mpsc::UnboundedSender
                 let _ = tx.send(KeeperMsg::Attach(a, out, err, lines));
             }
             _ => {
-                eprintln!(
+                crate::say!(
                     "keeper: the pipes of `{}` did not arrive (out of open files?): the daemon \
                      reads them itself",
                     a.unit

@@ -42,10 +42,26 @@
 //! How a stop works: the engine asks for the stop signal; the supervisor sends it to the unit's
 //! process group and to every stray (descendants outside the group, orphans carrying the unit's
 //! marker). After the grace period the engine asks for SIGKILL, sent the same way. When the
-//! group leader is reaped, the rest of its group is SIGKILLed at once, and a sweep shortly after
-//! kills orphans of exited generations. Before corral exits, every remaining descendant is killed
+//! group leader is reaped, the rest of its group is SIGKILLed at once — but for a leader that
+//! was being stopped in a cgroup, whose leftovers may finish their own stop within the grace
+//! ([`reaper`]'s lingering cgroups) — and a sweep shortly after kills orphans of exited
+//! generations. Before corral exits, every remaining descendant is killed
 //! and reaped. Where corral can make cgroups ([`cgroup`]), each process has one and all of this
 //! is exact (`cgroup.kill`); the rest stays as the fallback.
+
+/// A line on stderr for whoever runs corral. Unlike `eprintln!` it never panics: std's panics
+/// when the write fails, and the daemon's and the keeper's stderr is a file in `.corral/` (a
+/// full disk: ENOSPC) or a terminal that may have gone (EIO) — neither may take them down, with
+/// every service's output behind them. One `write` per line (O_APPEND keeps lines whole).
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let mut line = ::std::format!($($arg)*);
+        line.push('\n');
+        let _ = ::std::io::stderr().write_all(line.as_bytes());
+    }};
+}
 
 pub mod adhoc;
 pub mod cgroup;

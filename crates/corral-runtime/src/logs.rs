@@ -528,9 +528,50 @@ pub struct LogFile {
     /// A chunk's lines, formatted, so a chunk is one `write` (or one per `WRITE_BATCH` of a
     /// large one). Empty (no allocation) until the unit writes.
     buf: Vec<u8>,
+    /// Lines in `buf`.
+    buffered: u64,
+    /// The file's size with `buf` written: what rotation goes by.
     size: u64,
+    /// The file's size as last written whole: a write that fails part-way is cut back to it,
+    /// so the file never holds half a line.
+    written: u64,
     settings: LogSettings,
-    broken: bool,
+    trouble: Option<Trouble>,
+}
+
+/// The file cannot be written (a full disk, most often): the lines that come meanwhile are
+/// counted, not kept — the pipes are still read, as a service must never block on its output —
+/// and writing is tried again a second later, with a line saying what is missing.
+struct Trouble {
+    since: SystemTime,
+    missing: u64,
+    retry_at: std::time::Instant,
+}
+
+/// How long a log file that could not be written is left alone before the next try.
+const RETRY_WRITE: Duration = Duration::from_secs(1);
+
+/// What changed in whether a log file can be written, for whoever runs corral.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LogTrouble {
+    /// Writing it failed: why.
+    Failing(String),
+    /// Written again, after this many lines could not be.
+    Recovered { missing: u64 },
+}
+
+impl LogTrouble {
+    /// Said of the unit whose log it is (`NAME: …`).
+    pub fn describe(&self) -> String {
+        match self {
+            LogTrouble::Failing(why) => {
+                format!("{why}; its lines are not kept until that works again (tried each second)")
+            }
+            LogTrouble::Recovered { missing } => {
+                format!("its log file is written again; {missing} lines are missing from it")
+            }
+        }
+    }
 }
 
 impl LogFile {
@@ -541,58 +582,121 @@ impl LogFile {
             path,
             file,
             buf: Vec::new(),
+            buffered: 0,
             size,
+            written: size,
             settings,
-            broken: false,
+            trouble: None,
         })
     }
 
     /// Lines go out as `<time> <out|err> <text>`. Writes are plain blocking writes to the page
-    /// cache: cheaper than a hop to a blocking thread for every chunk.
-    pub fn write_lines(&mut self, time: SystemTime, stream: Stream, lines: &[&[u8]]) {
-        if self.broken {
-            return;
+    /// cache: cheaper than a hop to a blocking thread for every chunk. Says when the file
+    /// stops (or starts again) being written.
+    pub fn write_lines(
+        &mut self,
+        time: SystemTime,
+        stream: Stream,
+        lines: &[&[u8]],
+    ) -> Option<LogTrouble> {
+        if let Some(t) = &mut self.trouble
+            && std::time::Instant::now() < t.retry_at
+        {
+            t.missing += lines.len() as u64;
+            return None;
         }
+        let recovering = self.trouble.take();
         let stamp = humantime::format_rfc3339_millis(time).to_string();
-        for line in lines {
-            let before = self.buf.len();
-            self.buf.extend_from_slice(stamp.as_bytes());
-            self.buf.push(b' ');
-            self.buf.extend_from_slice(stream.tag().as_bytes());
-            self.buf.push(b' ');
-            self.buf.extend_from_slice(line);
-            self.buf.push(b'\n');
-            self.size += (self.buf.len() - before) as u64;
-            if self.size > self.settings.max_file_bytes
-                && let Err(e) = self.write_out().and_then(|_| self.rotate())
-            {
-                self.fail(e);
-                return;
+        if let Some(t) = &recovering {
+            // What the failed write left of a line is cut off (where that fails, the note
+            // starts on a line of its own), and the file opened again by its name (a rotation
+            // that failed half-way may have renamed it).
+            let cut = self.file.set_len(self.written).is_ok();
+            let reopened =
+                crate::statedir::open_append(&self.path).and_then(|f| Ok((f.metadata()?.len(), f)));
+            match reopened {
+                Ok((len, file)) => {
+                    self.file = file;
+                    (self.size, self.written) = (len, len);
+                }
+                Err(e) => return self.fail(e, lines.len() as u64, recovering),
             }
-            if self.buf.len() >= WRITE_BATCH
-                && let Err(e) = self.write_out()
-            {
-                self.fail(e);
-                return;
+            if !cut {
+                self.buf.push(b'\n');
+                self.size += 1;
+            }
+            self.note_missing(&stamp, t);
+        }
+        for (i, line) in lines.iter().enumerate() {
+            self.push(&stamp, stream, line);
+            let done = if self.size > self.settings.max_file_bytes {
+                self.write_out().and_then(|_| self.rotate())
+            } else if self.buf.len() >= WRITE_BATCH {
+                self.write_out()
+            } else {
+                Ok(())
+            };
+            if let Err(e) = done {
+                return self.fail(e, (lines.len() - i - 1) as u64, recovering);
             }
         }
         if let Err(e) = self.write_out() {
-            self.fail(e);
+            return self.fail(e, 0, recovering);
         }
+        recovering.map(|t| LogTrouble::Recovered { missing: t.missing })
     }
 
+    fn push(&mut self, stamp: &str, stream: Stream, line: &[u8]) {
+        let before = self.buf.len();
+        self.buf.extend_from_slice(stamp.as_bytes());
+        self.buf.push(b' ');
+        self.buf.extend_from_slice(stream.tag().as_bytes());
+        self.buf.push(b' ');
+        self.buf.extend_from_slice(line);
+        self.buf.push(b'\n');
+        self.size += (self.buf.len() - before) as u64;
+        self.buffered += 1;
+    }
+
+    /// On failure the buffer is left as it is, for [`LogFile::fail`] to count.
     fn write_out(&mut self) -> io::Result<()> {
-        let res = self.file.write_all(&self.buf);
+        self.file.write_all(&self.buf)?;
+        self.written += self.buf.len() as u64;
         self.buf.clear();
-        res
+        self.buffered = 0;
+        Ok(())
     }
 
-    fn fail(&mut self, e: io::Error) {
-        eprintln!(
-            "corral: cannot write `{}`: {e}; logging to it stops",
-            self.path.display()
+    /// A write failed: the lines not written (those in the buffer and `unsent` more) are
+    /// counted as missing, and the file is left alone for `RETRY_WRITE`. Said once, as it
+    /// starts (not at each failed try).
+    fn fail(&mut self, e: io::Error, unsent: u64, before: Option<Trouble>) -> Option<LogTrouble> {
+        // A write that failed part-way may have left half a line: cut back to whole ones.
+        let _ = self.file.set_len(self.written);
+        let lost = self.buffered + unsent;
+        self.buf.clear();
+        self.buffered = 0;
+        self.size = self.written;
+        let said = before.is_some();
+        let (since, missing) = before.map_or((SystemTime::now(), 0), |t| (t.since, t.missing));
+        self.trouble = Some(Trouble {
+            since,
+            missing: missing + lost,
+            retry_at: std::time::Instant::now() + RETRY_WRITE,
+        });
+        (!said).then(|| LogTrouble::Failing(format!("cannot write `{}`: {e}", self.path.display())))
+    }
+
+    /// The line saying what is missing, in front of the next lines written.
+    fn note_missing(&mut self, stamp: &str, t: &Trouble) {
+        let note = format!(
+            "corral: {} lines from {} on are missing here: this file could not be written",
+            t.missing,
+            humantime::format_rfc3339_seconds(t.since)
         );
-        self.broken = true;
+        self.push(stamp, Stream::Stderr, note.as_bytes());
+        // Not one of the unit's lines: a failure now counts only theirs as missing.
+        self.buffered = 0;
     }
 
     fn rotate(&mut self) -> io::Result<()> {
@@ -607,8 +711,23 @@ impl LogFile {
             fs::rename(&self.path, numbered(1))?;
         }
         self.file = crate::statedir::open_append(&self.path)?;
-        self.size = 0;
+        (self.size, self.written) = (0, 0);
         Ok(())
+    }
+}
+
+impl Drop for LogFile {
+    /// The last generation of its unit has ended while the file could not be written: one try
+    /// to say what is missing (the next writer of the file would not know).
+    fn drop(&mut self) {
+        if let Some(t) = self.trouble.take() {
+            let _ = self.file.set_len(self.written);
+            let stamp = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+            self.note_missing(&stamp, &t);
+            if let Ok(mut file) = crate::statedir::open_append(&self.path) {
+                let _ = file.write_all(&self.buf);
+            }
+        }
     }
 }
 
@@ -1078,6 +1197,112 @@ mod tests {
             .collect();
         let kept: Vec<&Vec<u8>> = got.iter().filter(|l| l.ends_with(&[b'x'; 30])).collect();
         assert_eq!(kept, wanted);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A file that cannot be written (here `/dev/full`: every write is ENOSPC, as on a full
+    /// disk) is said once, counted meanwhile, tried again after a pause, and what is missing is
+    /// said in the file when it works again; never half a line.
+    #[test]
+    fn a_file_that_cannot_be_written_is_tried_again_and_says_what_is_missing() {
+        let dir = tempfile_dir();
+        let path = dir.join("svc.log");
+        let settings = LogSettings {
+            ring_lines: 3,
+            max_file_bytes: 1 << 20,
+            keep_files: 1,
+        };
+        let mut log = LogFile::open(path.clone(), settings).unwrap();
+        let t = SystemTime::now();
+        assert_eq!(log.write_lines(t, Stream::Stdout, &[b"one"]), None);
+        // The disk fills up.
+        log.file = fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let Some(LogTrouble::Failing(why)) =
+            log.write_lines(t, Stream::Stdout, &[b"two", b"three"])
+        else {
+            panic!("a failed write is said")
+        };
+        assert!(
+            why.contains("svc.log") && why.contains("No space left"),
+            "{why}"
+        );
+        // Said once; until the pause is over, lines are only counted (no write is tried).
+        assert_eq!(log.write_lines(t, Stream::Stderr, &[b"four"]), None);
+        assert_eq!(log.trouble.as_ref().map(|t| t.missing), Some(3));
+        // The pause is over, the disk still full: still one message only.
+        log.trouble.as_mut().unwrap().retry_at = std::time::Instant::now();
+        log.file = fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        // (The try opens the file again by its name: here that works, so keep it full by
+        // making the name's file unwritable for this one try.)
+        let saved = fs::read(&path).unwrap();
+        fs::remove_file(&path).unwrap();
+        fs::create_dir(&path).unwrap();
+        assert_eq!(log.write_lines(t, Stream::Stdout, &[b"five"]), None);
+        assert_eq!(log.trouble.as_ref().map(|t| t.missing), Some(4));
+        fs::remove_dir(&path).unwrap();
+        fs::write(&path, &saved).unwrap();
+        // Space again.
+        log.trouble.as_mut().unwrap().retry_at = std::time::Instant::now();
+        assert_eq!(
+            log.write_lines(t, Stream::Stdout, &[b"six"]),
+            Some(LogTrouble::Recovered { missing: 4 })
+        );
+        assert_eq!(log.write_lines(t, Stream::Stdout, &[b"seven"]), None);
+        let texts: Vec<String> = query(&path, 1, &Query::default())
+            .unwrap()
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
+        assert_eq!(texts.len(), 4, "{texts:?}");
+        assert_eq!(texts[0], "one");
+        assert!(
+            texts[1].starts_with("corral: 4 lines from ")
+                && texts[1].ends_with("are missing here: this file could not be written"),
+            "{texts:?}"
+        );
+        assert_eq!(&texts[2..], ["six", "seven"]);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// What a write that failed part-way left of a line is cut off before the file is
+    /// written again.
+    #[test]
+    fn a_failed_write_leaves_no_half_line() {
+        let dir = tempfile_dir();
+        let path = dir.join("svc.log");
+        let mut log = LogFile::open(path.clone(), LogSettings::default()).unwrap();
+        let t = SystemTime::now();
+        log.write_lines(t, Stream::Stdout, &[b"whole"]);
+        // As a disk filling up mid-write leaves it: part of a line landed, then the write
+        // failed (the failure itself is the test above).
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"2026-11-25T00:00:00.000Z out ha")
+            .unwrap();
+        log.trouble = Some(Trouble {
+            since: t,
+            missing: 1,
+            retry_at: std::time::Instant::now(),
+        });
+        assert_eq!(
+            log.write_lines(t, Stream::Stdout, &[b"after"]),
+            Some(LogTrouble::Recovered { missing: 1 })
+        );
+        let text = fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].ends_with(" out whole"), "{text}");
+        assert!(lines[1].contains(" err corral: 1 lines from "), "{text}");
+        assert!(lines[2].ends_with(" out after"), "{text}");
+        assert!(!text.contains(" ha"), "{text}");
         let _ = fs::remove_dir_all(&dir);
     }
 

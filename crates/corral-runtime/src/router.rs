@@ -49,6 +49,11 @@ pub enum Found {
     },
     /// The keeper connection is gone.
     KeeperLost,
+    /// A unit's log file could not be written, or is written again: for the user.
+    LogTrouble {
+        unit: String,
+        text: String,
+    },
     /// The keeper's copy of a generation's read ends: the supervisor holds it too.
     Held {
         attach: crate::keeper::Attach,
@@ -242,6 +247,7 @@ impl Owner {
                 stderr,
             }),
             TapMsg::Refused { attach } => (self.found)(Found::Refused { attach }),
+            TapMsg::Trouble { unit, text, .. } => (self.found)(Found::LogTrouble { unit, text }),
             TapMsg::Lost => {
                 // What the dead keeper held will not finish.
                 self.draining.clear();

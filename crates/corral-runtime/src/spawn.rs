@@ -462,7 +462,7 @@ pub fn raise_open_files_limit() -> u64 {
     match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
         Ok(()) => hard,
         Err(e) => {
-            eprintln!("corral: cannot raise the open-files limit from {soft} to {hard}: {e}");
+            crate::say!("corral: cannot raise the open-files limit from {soft} to {hard}: {e}");
             soft
         }
     }

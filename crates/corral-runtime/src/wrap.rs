@@ -150,7 +150,7 @@ fn spawn_and_wait(
 /// The wrapper: returns the exit code for the process (or ends by the command's signal).
 pub fn main(status: &Path, argv: &[String], run_as: &RunAs) -> i32 {
     let Some((program, args)) = argv.split_first() else {
-        eprintln!("corral __wrap: nothing to run");
+        crate::say!("corral __wrap: nothing to run");
         return 127;
     };
     let handler = SigAction::new(
@@ -183,7 +183,7 @@ pub fn main(status: &Path, argv: &[String], run_as: &RunAs) -> i32 {
     let ended = match ended {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("corral __wrap: cannot run `{program}`: {e}");
+            crate::say!("corral __wrap: cannot run `{program}`: {e}");
             let _ = crate::statedir::write_new(status, b"code 127\n");
             return 127;
         }

@@ -215,7 +215,7 @@ impl Instances {
     ) -> Instances {
         let (tx, rx) = unbounded_channel();
         let store = corral_store::Store::open(&state_dir)
-            .map_err(|e| eprintln!("corral: instances: {e}"))
+            .map_err(|e| crate::say!("corral: instances: {e}"))
             .ok();
         let mut records = BTreeMap::new();
         for (name, record) in store
@@ -224,7 +224,7 @@ impl Instances {
             .unwrap_or_default()
         {
             let Ok(mut inst) = serde_json::from_str::<Instance>(&record) else {
-                eprintln!("corral: the record of instance `{name}` is unreadable; ignoring it");
+                crate::say!("corral: the record of instance `{name}` is unreadable; ignoring it");
                 continue;
             };
             if inst.state == InstanceState::Preparing {
@@ -367,10 +367,10 @@ impl Owner {
         match (&self.store, serde_json::to_string(&inst)) {
             (Some(store), Ok(json)) => {
                 if let Err(e) = store.put_template_instance(&inst.name, &json) {
-                    eprintln!("corral: {e}");
+                    crate::say!("corral: {e}");
                 }
             }
-            (_, Err(e)) => eprintln!("corral: cannot record instance `{}`: {e}", inst.name),
+            (_, Err(e)) => crate::say!("corral: cannot record instance `{}`: {e}", inst.name),
             (None, _) => {}
         }
         let note = format!(
@@ -687,7 +687,7 @@ impl Owner {
         if let Some(store) = &self.store
             && let Err(e) = store.remove_template_instance(name)
         {
-            eprintln!("corral: {e}");
+            crate::say!("corral: {e}");
         }
         self.records.remove(name);
         self.notify(name, "deleted", format!("instance {name}: deleted"));

@@ -418,7 +418,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
     early_keeper.0 = None;
     for (unit, generation) in news_only {
         if let Err(e) = keeper.want(unit, generation, false) {
-            eprintln!("corral: cannot tell the log keeper what `{unit}` needs: {e}");
+            crate::say!("corral: cannot tell the log keeper what `{unit}` needs: {e}");
         }
     }
     let seed = options.seed.unwrap_or_else(|| {
@@ -520,7 +520,7 @@ fn project_view(project: &Project) -> crate::instances::ProjectView {
 /// running unit: two pipes and a log file; the daemon two), that is said before anything starts.
 fn warn_if_too_many_for_open_files(units: usize) {
     if let Some(warning) = too_many_for(units, crate::spawn::raise_open_files_limit()) {
-        eprintln!("corral: {warning}");
+        crate::say!("corral: {warning}");
     }
 }
 
@@ -687,7 +687,7 @@ impl Supervisor {
             // Nothing carries this daemon's marker, or an earlier one's (their strays were
             // ended at the start, what was adopted is stopped): the next start need not look.
             if let Err(e) = self.store.forget_daemons() {
-                eprintln!("corral: {e}");
+                crate::say!("corral: {e}");
             }
         }
         let outcome = self.outcome(interrupted, started.elapsed());
@@ -715,14 +715,14 @@ impl Supervisor {
         {
             self.log_checked = Some(Instant::now());
             if let Err(e) = self.store.shorten_log() {
-                eprintln!("corral: {e}");
+                crate::say!("corral: {e}");
             }
         }
     }
 
     fn begin(&self) {
         if let Err(e) = self.store.begin() {
-            eprintln!("corral: {e}");
+            crate::say!("corral: {e}");
         }
     }
 
@@ -751,7 +751,7 @@ impl Supervisor {
             }
         }
         if let Err(e) = result.and(self.store.commit()) {
-            eprintln!("corral: {e}");
+            crate::say!("corral: {e}");
         }
     }
 

@@ -148,6 +148,17 @@ impl Supervisor {
                 }
             }
             Found::KeeperLost => return self.keeper_lost(),
+            // Where it is seen: the terminal of `up`, or the daemon's log (`up -d` prints
+            // nothing else there).
+            Found::LogTrouble { unit, text } => {
+                let text = format!("{unit}: {text}");
+                if self.printer.shows_lines() {
+                    self.printer.system(text).await;
+                } else {
+                    crate::say!("corral: {text}");
+                }
+                return;
+            }
             Found::Refused { attach } => {
                 if let Some(unit) = self.project.plan.find(&attach.unit) {
                     self.processes.read_here(unit, attach);

@@ -378,7 +378,7 @@ impl Processes {
             marker: live.marker.clone(),
         };
         if let Err(e) = store.put_process(&rec) {
-            eprintln!("corral: {e}");
+            crate::say!("corral: {e}");
         }
         true
     }
@@ -531,7 +531,7 @@ impl Processes {
                 std::fs::remove_file(crate::wrap::status_path(&self.state_dir, name, generation));
         }
         if let Err(e) = store.remove_process(name, live.generation) {
-            eprintln!("corral: {e}");
+            crate::say!("corral: {e}");
         }
         if live.adopted.is_some() && live.cgroup().is_none() {
             // Its orphans went to init, not to us: find them by marker (in a cgroup, the
@@ -588,7 +588,7 @@ impl Processes {
             if tree != live.tree {
                 let name = &project.units[i].name;
                 if let Err(e) = store.set_tree(name, live.generation, &tree) {
-                    eprintln!("corral: {e}");
+                    crate::say!("corral: {e}");
                 }
                 live.tree = tree;
             }
@@ -604,7 +604,7 @@ impl Processes {
             .into_iter()
             .collect();
         if let Err(e) = store.set_tree(PROJECT, 0, &unmarked) {
-            eprintln!("corral: {e}");
+            crate::say!("corral: {e}");
         }
     }
 
@@ -686,7 +686,7 @@ impl Processes {
                 if *decl == PortDecl::Auto
                     && let Err(e) = store.set_port(&def.name, port)
                 {
-                    eprintln!("corral: {e}");
+                    crate::say!("corral: {e}");
                 }
             }
         }
@@ -836,7 +836,7 @@ impl Processes {
                 None => Err(std::io::Error::other("corral is ending")),
             };
             if let Err(e) = attached {
-                eprintln!(
+                crate::say!(
                     "corral: cannot hand the output of `{}` to the log keeper: {e}",
                     def.name
                 );
@@ -858,7 +858,7 @@ impl Processes {
                 marker: marker.clone(),
             };
             if let Err(e) = store.put_process(&rec) {
-                eprintln!("corral: {e}");
+                crate::say!("corral: {e}");
             }
         }
         if let Some(exit) = launcher_rx {
@@ -1231,7 +1231,7 @@ impl Processes {
                 .unwrap_or_else(|| proctable::Table::read(&self.reaper.registered()).descendants());
             if left.is_empty() || Instant::now() > deadline {
                 if !left.is_empty() {
-                    eprintln!("corral: could not end processes {left:?}");
+                    crate::say!("corral: could not end processes {left:?}");
                 }
                 break left.is_empty();
             }
@@ -1275,15 +1275,22 @@ impl Processes {
             let mut file = match crate::keeper::open_log(&log_dir, &attach) {
                 Ok(f) => Some(f),
                 Err(e) => {
-                    eprintln!("corral: cannot open the log of `{}`: {e}", attach.unit);
+                    crate::say!("corral: cannot open the log of `{}`: {e}", attach.unit);
                     None
                 }
             };
             let (unit, generation) = (attach.unit, attach.generation);
             let sink = |stream: Stream, lines: &[&[u8]]| {
                 let now = SystemTime::now();
-                if let Some(f) = &mut file {
-                    f.write_lines(now, stream, lines);
+                if let Some(trouble) = file
+                    .as_mut()
+                    .and_then(|f| f.write_lines(now, stream, lines))
+                {
+                    router.tap(crate::keeper::TapMsg::Trouble {
+                        unit: unit.clone(),
+                        generation,
+                        text: trouble.describe(),
+                    });
                 }
                 if let Some(msg) =
                     crate::keeper::TapMsg::lines(&unit, generation, stream, now, lines)
@@ -1309,7 +1316,7 @@ impl Processes {
         ) {
             Ok(k) => k,
             Err(e) => {
-                eprintln!("corral: the log keeper died and cannot be restarted: {e}");
+                crate::say!("corral: the log keeper died and cannot be restarted: {e}");
                 return;
             }
         };
@@ -1336,10 +1343,10 @@ impl Processes {
             };
             match keeper.attach(&attach, out, err, lines) {
                 Ok(()) => handed += 1,
-                Err(e) => eprintln!("corral: cannot hand `{}` to the new keeper: {e}", def.name),
+                Err(e) => crate::say!("corral: cannot hand `{}` to the new keeper: {e}", def.name),
             }
         }
-        eprintln!("corral: the log keeper died; a new one took over {handed} processes' output");
+        crate::say!("corral: the log keeper died; a new one took over {handed} processes' output");
         self.keeper = Some(keeper);
     }
 

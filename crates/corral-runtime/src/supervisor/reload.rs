@@ -37,7 +37,7 @@ pub(super) fn stored_definitions(
                 Err(_) => Definition::from_legacy_toml(&name, &body, &owner(&name)),
             };
             if def.is_none() {
-                eprintln!("corral: the stored definition of `{name}` is unreadable; skipping it");
+                crate::say!("corral: the stored definition of `{name}` is unreadable; skipping it");
             }
             def
         })
@@ -288,7 +288,7 @@ impl Supervisor {
                     // Stopping it for the reload marked it held in the store; it starts from a
                     // clean slate (held again below if the user had stopped it).
                     if let Err(e) = self.store.set_held(&def.name, false) {
-                        eprintln!("corral: {e}");
+                        crate::say!("corral: {e}");
                     }
                     held.push(false);
                     restarts.push(0);
@@ -315,7 +315,7 @@ impl Supervisor {
                 match self.store.forget(name) {
                     Ok(()) => self.forget_added(name),
                     Err(e) => {
-                        eprintln!("corral: {e}");
+                        crate::say!("corral: {e}");
                         self.added_changed();
                     }
                 }

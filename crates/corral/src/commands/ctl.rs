@@ -37,6 +37,8 @@ fn services(file: Option<&Path>) -> Result<Vec<wire::Service>, CliError> {
 fn uptime(secs: Option<f64>) -> String {
     match secs {
         None => "-".into(),
+        // Whole seconds (the column stays narrow): under one it was `0ms`.
+        Some(s) if s < 1.0 => "0s".into(),
         Some(s) => corral_proto::fmt_duration(std::time::Duration::from_secs(s as u64)),
     }
 }

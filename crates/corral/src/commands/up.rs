@@ -125,7 +125,7 @@ pub fn run(file: Option<&Path>, args: &UpArgs) -> Result<ExitCode, CliError> {
     if outcome.interrupted || failed.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!(
+        corral_runtime::say!(
             "corral: ended with failures: {}",
             corral_proto::some_of(&failed)
         );
@@ -175,7 +175,7 @@ fn tui_beside(
     Ok((
         outcome,
         ui.err().map(|e| {
-            eprintln!("{e}");
+            corral_runtime::say!("{e}");
             ExitCode::from(1)
         }),
     ))

@@ -313,12 +313,15 @@ fn the_state_dir_trusts_nothing_it_finds() {
     eventually(Duration::from_secs(10), "web running", || {
         is_up(&json(&p, "GET", "/v1/services/web", "").1)
     });
-    // The log link was refused (the keeper says so once web's output arrives), not written
-    // through.
+    // The log link was refused (the keeper tells the daemon, which says so in its log), not
+    // written through.
     eventually(
         Duration::from_secs(10),
         "the keeper to refuse the link",
-        || p.read(".corral/keeper.err").contains("symbolic link"),
+        || {
+            let log = p.read(".corral/daemon.log");
+            log.contains("web: cannot open its log file") && log.contains("symbolic link")
+        },
     );
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), "untouched\n");
     ok(&p, &["down"]);
@@ -1136,4 +1139,112 @@ setup = ["id -un > made-by-setup.txt", "echo more >> given.txt"]
     );
     ok(&p, &["down"]);
     p.assert_nothing_left();
+}
+
+/// A small filesystem mounted over a directory for one test (tmpfs, `size` bytes), unmounted
+/// (lazily: processes of a failed test may still hold files on it) when dropped. None where
+/// this user may not mount (not root, no CAP_SYS_ADMIN): the caller skips.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: u64) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).ok()?;
+        let options = format!("size={size},mode=0700");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| SmallDisk(dir.to_path_buf()))
+    }
+
+    /// Write zeros to a file on it until the disk is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// 21: a full disk (`.corral/` on a filesystem with no room left) took the stack down. The
+/// keeper's report of the log write that failed was an `eprintln!` to its own stderr — a file
+/// on the same disk — which panicked: the task reading that service's pipes died, and the
+/// service blocked on its next write, for good (also once there was room again). The daemon's
+/// report of a state database write that failed panicked the same way at the next state change,
+/// and the stack went with it. Now: the service is never blocked, the daemon goes on, the lines
+/// that could not be written are counted and the file says so once it can be written again.
+#[test]
+fn a_full_disk_blocks_no_service_and_takes_nothing_down() {
+    // Its progress goes to a file outside the full disk: the log cannot show it meanwhile.
+    const TALKER: &str = r#"
+[services.talker]
+command = ["python3", "-u", "-c", "import itertools, time\nfor i in itertools.count():\n    print(f'line {i}', flush=True)\n    if i % 50 == 0:\n        open('progress.tmp', 'w').write(str(i))\n        __import__('os').replace('progress.tmp', 'progress')\n    time.sleep(0.001)"]
+"#;
+    let p = Project::new(TALKER);
+    let Some(disk) = SmallDisk::mount(&p.path().join(".corral"), 1 << 20) else {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        return;
+    };
+    ok(&p, &["up", "-d"]);
+    eventually(Duration::from_secs(10), "talker up", || {
+        is_up(&json(&p, "GET", "/v1/services/talker", "").1)
+    });
+    let progress = || p.read("progress").trim().parse::<u64>().unwrap_or(0);
+    let goes_on = |what: &str| {
+        let before = progress();
+        eventually(Duration::from_secs(10), what, || progress() > before + 300);
+    };
+    goes_on("output");
+
+    let filler = disk.fill();
+    goes_on("output with the disk full");
+    // A state change writes to the state database, and reports that it cannot.
+    ok(&p, &["restart", "talker", "--wait", "--timeout", "20s"]);
+    goes_on("output of the new process with the disk full");
+    let daemon = p.daemon_pid();
+    assert!(!is_dead(daemon), "the daemon died");
+    ok(&p, &["ps"]);
+
+    std::fs::remove_file(filler).unwrap();
+    // Written again within a second or so, after a line saying what is missing.
+    eventually(Duration::from_secs(10), "the log written again", || {
+        let log = p.read(".corral/logs/talker.log");
+        log.lines()
+            .skip_while(|l| !l.contains(" err corral: ") || !l.contains("are missing here"))
+            .filter(|l| l.contains(" out line "))
+            .count()
+            > 100
+    });
+    let log = p.read(".corral/logs/talker.log");
+    assert!(
+        log.lines()
+            .all(|l| l.is_empty() || l.contains(" out line ") || l.contains(" err corral: ")),
+        "a line cut in half, or one not the service's:\n{}",
+        log.lines()
+            .filter(|l| !l.contains(" out line "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The daemon said so where it could: the failure went unsaid (its own log is on the full
+    // disk), the recovery not.
+    eventually(Duration::from_secs(5), "said in the daemon's log", || {
+        p.read(".corral/daemon.log")
+            .contains("talker: its log file is written again")
+    });
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+    drop(disk);
 }
