@@ -568,6 +568,14 @@ pub fn main(state_dir: &Path) -> io::Result<()> {
         // SAFETY: setting a signal to SIG_IGN installs no handler code.
         unsafe { signal(sig, SigHandler::SigIgn) }.map_err(io::Error::from)?;
     }
+    // A panic anywhere ends the keeper. Caught with its task, it would leave that task's pipes
+    // held and unread — the service blocks once one is full; ended, it is a keeper death the
+    // daemon recovers from (a new keeper gets every pipe).
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
     let lock_file = crate::statedir::open_rw(&state_dir.join("keeper.lock"))?;
     let mut lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|_| io::Error::new(io::ErrorKind::AddrInUse, "another keeper runs here"))?;
