@@ -537,7 +537,15 @@ pub struct LogFile {
     written: u64,
     settings: LogSettings,
     trouble: Option<Trouble>,
+    /// The file's device and inode, and when its name was last looked up: a file removed (to
+    /// clear a log) or moved away (by logrotate) is replaced by a new one within a second,
+    /// instead of written on unseen (filling the disk with what nobody can read).
+    identity: (u64, u64),
+    looked_at: std::time::Instant,
 }
+
+/// How often a written log file's name is checked to still name it.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// The file cannot be written (a full disk, most often): the lines that come meanwhile are
 /// counted, not kept — the pipes are still read, as a service must never block on its output —
@@ -577,17 +585,37 @@ impl LogTrouble {
 impl LogFile {
     pub fn open(path: PathBuf, settings: LogSettings) -> io::Result<LogFile> {
         let file = crate::statedir::open_append(&path)?;
-        let size = file.metadata()?.len();
+        let meta = file.metadata()?;
         Ok(LogFile {
             path,
             file,
             buf: Vec::new(),
             buffered: 0,
-            size,
-            written: size,
+            size: meta.len(),
+            written: meta.len(),
             settings,
             trouble: None,
+            identity: identity(&meta),
+            looked_at: std::time::Instant::now(),
         })
+    }
+
+    /// Open the file by its name again (a new one if it is gone).
+    fn reopen(&mut self) -> io::Result<()> {
+        let file = crate::statedir::open_append(&self.path)?;
+        let meta = file.metadata()?;
+        self.file = file;
+        (self.size, self.written) = (meta.len(), meta.len());
+        self.identity = identity(&meta);
+        Ok(())
+    }
+
+    /// Whether the file's name names another file now, or none.
+    fn moved_away(&self) -> bool {
+        match fs::symlink_metadata(&self.path) {
+            Ok(meta) => identity(&meta) != self.identity,
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        }
     }
 
     /// Lines go out as `<time> <out|err> <text>`. Writes are plain blocking writes to the page
@@ -607,19 +635,21 @@ impl LogFile {
         }
         let recovering = self.trouble.take();
         let stamp = humantime::format_rfc3339_millis(time).to_string();
+        if recovering.is_none() && self.looked_at.elapsed() >= LOOK_EVERY {
+            self.looked_at = std::time::Instant::now();
+            if self.moved_away()
+                && let Err(e) = self.reopen()
+            {
+                return self.fail(e, lines.len() as u64, None);
+            }
+        }
         if let Some(t) = &recovering {
             // What the failed write left of a line is cut off (where that fails, the note
             // starts on a line of its own), and the file opened again by its name (a rotation
             // that failed half-way may have renamed it).
             let cut = self.file.set_len(self.written).is_ok();
-            let reopened =
-                crate::statedir::open_append(&self.path).and_then(|f| Ok((f.metadata()?.len(), f)));
-            match reopened {
-                Ok((len, file)) => {
-                    self.file = file;
-                    (self.size, self.written) = (len, len);
-                }
-                Err(e) => return self.fail(e, lines.len() as u64, recovering),
+            if let Err(e) = self.reopen() {
+                return self.fail(e, lines.len() as u64, recovering);
             }
             if !cut {
                 self.buf.push(b'\n');
@@ -710,10 +740,13 @@ impl LogFile {
             }
             fs::rename(&self.path, numbered(1))?;
         }
-        self.file = crate::statedir::open_append(&self.path)?;
-        (self.size, self.written) = (0, 0);
-        Ok(())
+        self.reopen()
     }
+}
+
+fn identity(meta: &fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
 }
 
 impl Drop for LogFile {
@@ -1303,6 +1336,46 @@ mod tests {
         assert!(lines[1].contains(" err corral: 1 lines from "), "{text}");
         assert!(lines[2].ends_with(" out after"), "{text}");
         assert!(!text.contains(" ha"), "{text}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A log file removed (to clear it) or moved away (logrotate) is followed by a new one,
+    /// not written on unseen.
+    #[test]
+    fn a_log_file_removed_or_moved_away_is_started_anew() {
+        let dir = tempfile_dir();
+        let path = dir.join("svc.log");
+        let mut log = LogFile::open(path.clone(), LogSettings::default()).unwrap();
+        let t = SystemTime::now();
+        let a_second_on = |log: &mut LogFile| {
+            log.looked_at = std::time::Instant::now() - LOOK_EVERY;
+        };
+        let texts = |path: &Path| -> Vec<String> {
+            fs::read_to_string(path)
+                .unwrap()
+                .lines()
+                .map(|l| l.rsplit(' ').next().unwrap().to_string())
+                .collect()
+        };
+        log.write_lines(t, Stream::Stdout, &[b"one"]);
+        fs::remove_file(&path).unwrap();
+        // Within the second, nothing is looked up (the file is written as it was).
+        log.write_lines(t, Stream::Stdout, &[b"unseen"]);
+        assert!(!path.exists());
+        a_second_on(&mut log);
+        assert_eq!(log.write_lines(t, Stream::Stdout, &[b"two"]), None);
+        assert_eq!(texts(&path), ["two"]);
+        // Moved away: the moved file keeps what it had, the name gets a new one.
+        let moved = dir.join("svc.log.old");
+        fs::rename(&path, &moved).unwrap();
+        a_second_on(&mut log);
+        log.write_lines(t, Stream::Stdout, &[b"three"]);
+        assert_eq!(texts(&moved), ["two"]);
+        assert_eq!(texts(&path), ["three"]);
+        // Left alone, it is written on.
+        a_second_on(&mut log);
+        log.write_lines(t, Stream::Stdout, &[b"four"]);
+        assert_eq!(texts(&path), ["three", "four"]);
         let _ = fs::remove_dir_all(&dir);
     }
 

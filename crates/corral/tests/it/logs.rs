@@ -283,3 +283,25 @@ disabled = true
     assert!(status.success());
     p.assert_nothing_left();
 }
+
+/// A log file removed to clear it (or moved away, as logrotate does) is followed by a new one
+/// within a second or so; before, the keeper wrote on into the removed file, where nobody could
+/// read it, and `corral logs` showed nothing more until the service restarted.
+#[test]
+fn a_removed_log_file_is_started_anew() {
+    let p = Project::new(COUNTER);
+    let (status, out, err) = p.run_client(&["up", "-d"]);
+    assert!(status.success(), "{out}{err}");
+    eventually(Duration::from_secs(10), "lines in the log", || {
+        numbers(&p).len() > 100
+    });
+    std::fs::remove_file(p.path().join(".corral/logs/counter.log")).unwrap();
+    eventually(Duration::from_secs(10), "a new log file", || {
+        numbers(&p).len() > 100
+    });
+    let (status, out, err) = p.run_client(&["logs", "-n", "1", "counter"]);
+    assert!(status.success() && out.contains("counter | "), "{out}{err}");
+    let (status, out, err) = p.run_client(&["down"]);
+    assert!(status.success(), "{out}{err}");
+    p.assert_nothing_left();
+}
