@@ -733,7 +733,14 @@ pub(crate) fn open_log(log_dir: &Path, a: &Attach) -> io::Result<LogFile> {
             .mode(0o700)
             .create(parent)?;
     }
-    LogFile::open(a.path.clone(), a.settings)
+    match LogFile::open(a.path.clone(), a.settings) {
+        // The log dir, made as the keeper started, was removed since (to clear the logs).
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            crate::statedir::ensure_dir(log_dir)?;
+            LogFile::open(a.path.clone(), a.settings)
+        }
+        opened => opened,
+    }
 }
 
 async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> io::Result<()> {

@@ -600,9 +600,22 @@ impl LogFile {
         })
     }
 
-    /// Open the file by its name again (a new one if it is gone).
+    /// Open the file by its name again (a new one if it is gone, in a new directory if that is
+    /// gone too: `rm -rf .corral/logs` to clear the logs).
     fn reopen(&mut self) -> io::Result<()> {
-        let file = crate::statedir::open_append(&self.path)?;
+        use std::os::unix::fs::DirBuilderExt;
+        let file = match crate::statedir::open_append(&self.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(dir) = self.path.parent() {
+                    fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(dir)?;
+                }
+                crate::statedir::open_append(&self.path)?
+            }
+            opened => opened?,
+        };
         let meta = file.metadata()?;
         self.file = file;
         (self.size, self.written) = (meta.len(), meta.len());
@@ -1376,6 +1389,16 @@ mod tests {
         a_second_on(&mut log);
         log.write_lines(t, Stream::Stdout, &[b"four"]);
         assert_eq!(texts(&path), ["three", "four"]);
+        // Its directory removed with it: both made again (the directory private).
+        fs::remove_dir_all(&dir).unwrap();
+        a_second_on(&mut log);
+        assert_eq!(log.write_lines(t, Stream::Stdout, &[b"five"]), None);
+        assert_eq!(texts(&path), ["five"]);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 

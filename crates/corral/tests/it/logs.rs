@@ -301,6 +301,18 @@ fn a_removed_log_file_is_started_anew() {
     });
     let (status, out, err) = p.run_client(&["logs", "-n", "1", "counter"]);
     assert!(status.success() && out.contains("counter | "), "{out}{err}");
+    // The whole log directory, for the process running and for the one a restart starts.
+    let logs = p.path().join(".corral/logs");
+    std::fs::remove_dir_all(&logs).unwrap();
+    eventually(Duration::from_secs(10), "a new log directory", || {
+        numbers(&p).len() > 100
+    });
+    std::fs::remove_dir_all(&logs).unwrap();
+    let (status, out, err) = p.run_client(&["restart", "counter", "--wait"]);
+    assert!(status.success(), "{out}{err}");
+    eventually(Duration::from_secs(10), "the new process's log", || {
+        numbers(&p).len() > 100
+    });
     let (status, out, err) = p.run_client(&["down"]);
     assert!(status.success(), "{out}{err}");
     p.assert_nothing_left();
