@@ -36,6 +36,7 @@
 //!   safely, or `git clone`) and setup steps; a client of the supervisor, which it asks to
 //!   define (and remove) each instance's service.
 //! - [`metrics`]: CPU and memory of process trees, measured when asked.
+//! - [`holder`]: who runs a project, known even when its `.corral/` was removed.
 //! - [`sockpath`]: sockets born 0600; [`statedir`]: `.corral/` 0700 and its files 0600,
 //!   no symlink followed, nothing loose trusted.
 //!
@@ -66,6 +67,7 @@ macro_rules! say {
 pub mod adhoc;
 pub mod cgroup;
 pub mod heap;
+pub mod holder;
 pub mod instances;
 pub mod keeper;
 pub mod logs;

@@ -123,6 +123,10 @@ pub enum StartError {
         if pid.is_empty() { "just starting".to_string() } else { format!("pid {pid}") }
     )]
     Busy { pid: String },
+    #[error(
+        "another corral (pid {pid}) runs this project, but its `.corral/` was removed while it ran (by `git clean -x`?), so it cannot be reached; its services run on\n  help: `corral down` stops it and them; then `corral up` starts afresh"
+    )]
+    Unreachable { pid: u32 },
     #[error("{0}")]
     Store(#[from] corral_store::StoreError),
     #[error("cannot start the log keeper: {0}")]
@@ -134,9 +138,33 @@ pub enum StartError {
 /// Holds `.corral/corral.lock` while corral runs a project, so that two corrals never
 /// supervise (and write the logs of) the same project at once. The lock is an `flock`, so it
 /// goes away with the process however it dies; the file keeps the holder's PID for the message.
-pub fn lock_project(
-    state_dir: &std::path::Path,
-) -> Result<nix::fcntl::Flock<std::fs::File>, StartError> {
+/// The project, held: the lock file (`.corral/corral.lock`, with our PID), and the project's
+/// name that no removal of `.corral/` can take ([`crate::holder`]).
+pub struct ProjectLock {
+    _file: nix::fcntl::Flock<std::fs::File>,
+    _name: Option<std::os::unix::net::UnixDatagram>,
+}
+
+pub fn lock_project(state_dir: &std::path::Path) -> Result<ProjectLock, StartError> {
+    let file = lock_file(state_dir)?;
+    // A daemon that let go of the lock file is ending, or lost the file: one that is ending
+    // closes the name a moment later (its descriptors close one by one).
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match crate::holder::hold(state_dir) {
+            Ok(name) => {
+                return Ok(ProjectLock {
+                    _file: file,
+                    _name: name,
+                });
+            }
+            Err(pid) if Instant::now() > deadline => return Err(StartError::Unreachable { pid }),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+fn lock_file(state_dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, StartError> {
     use std::io::{Read, Seek};
     let path = state_dir.join("corral.lock");
     let file = crate::statedir::open_rw(&path).map_err(|source| StartError::StateDir {
@@ -250,7 +278,7 @@ pub struct Supervisor {
     /// started before it (exit watchers, timers, probes) are re-addressed through this.
     moved: std::collections::HashMap<u64, UnitId>,
     started: SystemTime,
-    _lock: nix::fcntl::Flock<std::fs::File>,
+    _lock: ProjectLock,
 }
 
 /// Set up everything the supervisor needs (state dir, lock, store, keeper, reaper) and decide

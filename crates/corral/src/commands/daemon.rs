@@ -238,6 +238,27 @@ pub fn start(file: Option<&Path>, args: &super::up::UpArgs) -> Result<ExitCode, 
     Ok(ExitCode::SUCCESS)
 }
 
+/// `down` for a daemon found only by its name ([`corral_runtime::holder`]).
+fn stop_unreachable(pid: u32) -> Result<ExitCode, CliError> {
+    let start = proctable::start_time(pid as i32);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .map_err(|e| CliError::Run(format!("cannot signal the daemon (pid {pid}): {e}")))?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while start.is_some() && proctable::start_time(pid as i32) == start {
+        if Instant::now() > deadline {
+            return Err(CliError::Run(format!(
+                "the daemon (pid {pid}) is still stopping after 10 minutes"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("corral: stopped (pid {pid}, whose `.corral/` had been removed)");
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn down(file: Option<&Path>) -> Result<ExitCode, CliError> {
     let state_dir = super::state_dir(file)?;
     let client = Client::new(&state_dir);
@@ -249,6 +270,11 @@ pub fn down(file: Option<&Path>) -> Result<ExitCode, CliError> {
     match asked {
         Ok(_) => {}
         Err(ClientError::NoDaemon) => {
+            // Its `.corral/` removed under it, a daemon runs on unreached: it is told to stop
+            // (SIGTERM: the stack stops as at `down`), and waited for.
+            if let Some(pid) = corral_runtime::holder::holder(&state_dir) {
+                return stop_unreachable(pid);
+            }
             let ended = end_leftovers(&state_dir);
             if ended.is_empty() {
                 return Err(CliError::NoDaemon);

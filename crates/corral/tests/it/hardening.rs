@@ -1248,3 +1248,36 @@ command = ["python3", "-u", "-c", "import itertools, time\nfor i in itertools.co
     p.assert_nothing_left();
     drop(disk);
 }
+
+/// 22: `.corral/` removed while a stack ran (`git clean -fdx`, `rm -rf .corral`) took the lock
+/// file with it: a second `corral up` started every service again beside the first daemon's,
+/// which nothing could reach any more. Now the second is refused, naming the first, and
+/// `corral down` stops the first and its services.
+#[test]
+fn a_removed_state_dir_starts_no_second_stack() {
+    let p = Project::new("[services.web]\ncommand = [\"sleep\", \"1000\"]\n");
+    up_and_wait(&p, "web");
+    let daemon = p.daemon_pid();
+    let sleeps = || {
+        p.processes()
+            .into_iter()
+            .filter(|(_, cmd)| cmd.starts_with("sleep"))
+            .count()
+    };
+    assert_eq!(sleeps(), 1);
+    std::fs::remove_dir_all(p.path().join(".corral")).unwrap();
+
+    let (status, out, err) = p.run_client(&["up", "-d"]);
+    assert!(!status.success(), "{out}{err}");
+    assert!(
+        err.contains(&format!("another corral (pid {daemon})")) && err.contains("`corral down`"),
+        "{err}"
+    );
+    assert_eq!(sleeps(), 1, "a second web was started");
+    assert!(!is_dead(daemon));
+
+    let out = ok(&p, &["down"]);
+    assert!(out.contains(&format!("stopped (pid {daemon}")), "{out}");
+    assert!(is_dead(daemon));
+    p.assert_nothing_left();
+}
