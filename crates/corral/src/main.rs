@@ -669,7 +669,17 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            let text = err.to_string();
+            let mut text = err.to_string();
+            // No API socket, yet a daemon holds the project: its `.corral/` was removed.
+            if matches!(err, commands::CliError::NoDaemon)
+                && let Some(pid) = commands::state_dir(file.as_deref())
+                    .ok()
+                    .and_then(|dir| corral_runtime::holder::holder(&dir))
+            {
+                text = format!(
+                    "error: a corral (pid {pid}) runs this project, but its `.corral/` was removed while it ran, so it cannot be reached\n  help: `corral down` stops it and its services; then `corral up` starts afresh"
+                );
+            }
             let red = anstyle::Style::new()
                 .bold()
                 .fg_color(Some(anstyle::AnsiColor::Red.into()));

@@ -1275,6 +1275,13 @@ fn a_removed_state_dir_starts_no_second_stack() {
     );
     assert_eq!(sleeps(), 1, "a second web was started");
     assert!(!is_dead(daemon));
+    // A client says what is wrong, not that nothing runs.
+    let (status, _, err) = p.run_client(&["ps"]);
+    assert_eq!(status.code(), Some(3));
+    assert!(
+        err.contains(&format!("a corral (pid {daemon}) runs this project")),
+        "{err}"
+    );
 
     let out = ok(&p, &["down"]);
     assert!(out.contains(&format!("stopped (pid {daemon}")), "{out}");
