@@ -506,7 +506,7 @@ impl Supervisor {
                 let Some(pid) = self.processes.pid(unit) else {
                     return Err(CommandError::NotRunning(name));
                 };
-                self.processes.signal_batch(&[(unit, sig)]);
+                self.processes.signal_batch(&[(unit, sig)], false);
                 Ok(Reply::Done(format!(
                     "sent {} to {name} (pid {pid})",
                     sig.as_str()

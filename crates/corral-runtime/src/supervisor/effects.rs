@@ -221,7 +221,7 @@ impl Supervisor {
             // would have had it been started where it was asked for.
             self.spawn_all(std::mem::take(&mut spawns), &mut queue, &mut answered);
         }
-        self.processes.signal_batch(&signals);
+        self.processes.signal_batch(&signals, true);
     }
 
     /// Answer the queries (snapshots, definitions) waiting on the channel now, in the middle of

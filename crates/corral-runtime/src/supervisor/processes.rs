@@ -149,6 +149,16 @@ async fn daemon_lives(
 /// The trees table's name for what belongs to the project but no unit (marker dropped).
 const PROJECT: &str = "";
 
+/// After a stop signal, SIGCONT to the same group, as systemd does: a service paused
+/// (`corral kill -s STOP`, a debugger's stop) would otherwise hold the signal until SIGKILL ends
+/// it at the end of the grace, never having had its graceful stop. To a running process it is
+/// nothing (no handler: the kernel drops it at once).
+fn continue_stopped(group: i32, sig: Signal) {
+    if !matches!(sig, Signal::SIGKILL | Signal::SIGCONT | Signal::SIGSTOP) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), Signal::SIGCONT);
+    }
+}
+
 /// Those of `tree` that are still the processes recorded (same start time).
 fn still_alive(tree: &[(u32, u64)]) -> Vec<i32> {
     tree.iter()
@@ -1072,7 +1082,7 @@ impl Processes {
         }
     }
 
-    /// Send a stop signal to a unit's main process only (`stop.parent_only`).
+    /// Send a stop signal to a unit's main process only (`stop.parent_only`), and SIGCONT.
     pub(super) fn signal_main(&self, unit: UnitId, sig: Signal) {
         let Some(live) = &self.live[unit.0] else {
             return;
@@ -1081,19 +1091,23 @@ impl Processes {
             // Not our child: the pidfd says whether the PID is still this process.
             Some(pidfd) => {
                 if !pidfd.exited() {
-                    let _ =
-                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(live.pid as i32), sig);
+                    let pid = nix::unistd::Pid::from_raw(live.pid as i32);
+                    let _ = nix::sys::signal::kill(pid, sig);
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGCONT);
                 }
             }
             None => {
                 self.reaper.signal_one(live.pid, sig);
+                self.reaper.signal_one(live.pid, Signal::SIGCONT);
             }
         }
     }
 
-    /// Send stop signals or SIGKILL: to each unit's process group, and to the strays that left
-    /// the group (setsid) or lost their parent. One `/proc` scan serves the whole batch.
-    pub(super) fn signal_batch(&self, signals: &[(UnitId, Signal)]) {
+    /// Send stop signals or SIGKILL (`stop`; followed by SIGCONT to the group, see
+    /// [`continue_stopped`]) or a signal asked for (`corral kill`): to each unit's process
+    /// group, and to the strays that left the group (setsid) or lost their parent. One `/proc`
+    /// scan serves the whole batch.
+    pub(super) fn signal_batch(&self, signals: &[(UnitId, Signal)], stop: bool) {
         if signals.is_empty() {
             return;
         }
@@ -1143,6 +1157,9 @@ impl Processes {
                 let group = (!pidfd.exited()).then_some(live.pid as i32);
                 if let Some(group) = group {
                     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), *sig);
+                    if stop {
+                        continue_stopped(group, *sig);
+                    }
                     // Its descendants, wherever they went (not our children: found in /proc).
                     let descendants = table.descendants_of(group);
                     proctable::signal_rest(descendants, Some(group), *sig, &mut signalled);
@@ -1159,6 +1176,9 @@ impl Processes {
                 .next()
                 .unwrap_or(false)
                 .then_some(live.pid as i32);
+            if let Some(group) = leader.filter(|_| stop) {
+                continue_stopped(group, *sig);
+            }
             let strays = table.strays(leader, &live.marker);
             proctable::signal_rest(strays, leader, *sig, &mut signalled);
             proctable::signal_rest(still_alive(&live.tree), leader, *sig, &mut signalled);

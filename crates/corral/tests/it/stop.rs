@@ -261,3 +261,35 @@ fn sigterm_and_sighup_stop_gracefully() {
         assert_no_leftovers(c.pid);
     }
 }
+
+/// A service paused (`corral kill -s STOP`, a debugger) gets SIGCONT after its stop signal, as
+/// systemd sends it: it stops gracefully at once, instead of holding the signal until SIGKILL
+/// at the end of the grace.
+#[test]
+fn a_paused_service_stops_gracefully_and_at_once() {
+    let p = Project::new(
+        "[services.app]\ncommand = \"exec python3 terms.py\"\nstop = { timeout = \"60s\" }\n",
+    );
+    let mut c = p.start(&["up"]);
+    c.wait_for("| ready", T);
+    let (status, out, err) = p.run_client(&["kill", "-s", "STOP", "app"]);
+    assert!(status.success(), "{out}{err}");
+    let pid = p
+        .processes()
+        .into_iter()
+        .find(|(_, cmd)| cmd.contains("terms.py"))
+        .map(|(pid, _)| pid)
+        .expect("the service");
+    eventually(T, "the service paused", || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit(") ").next().is_some_and(|r| r.starts_with('T')))
+    });
+    let asked = Instant::now();
+    c.signal(Signal::SIGINT);
+    assert!(c.wait(T).success());
+    let took = asked.elapsed();
+    let out = c.stdout();
+    assert!(out.contains("| terms 1"), "no graceful stop:\n{out}");
+    assert!(took < Duration::from_secs(10), "took {took:?}:\n{out}");
+    assert_no_leftovers(c.pid);
+}
