@@ -36,6 +36,10 @@ struct Rare {
     /// Its `NOTIFY_SOCKET` (closed with it), and the last `STATUS=` it sent there.
     _notify: Option<crate::sdnotify::Listener>,
     status: Option<String>,
+    /// Set as an adopted process is stopped: what it leaves in its cgroup as it exits
+    /// finishes its own stop within the grace (as the reaper's lingering cgroups do for our
+    /// own children) before its exit is reported.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Rare {
@@ -46,6 +50,7 @@ impl Rare {
                 cgroup,
                 _notify: notify,
                 status: None,
+                stopping: Arc::default(),
             })
         })
     }
@@ -504,8 +509,23 @@ impl Processes {
         let generation = rec.generation;
         // Not our child: a task's wrapper recorded how it ended; a service's end is unknown.
         let recorded = crate::wrap::status_path(&self.state_dir, &rec.unit, generation);
+        let lingering = self.live[unit.0]
+            .as_ref()
+            .and_then(|l| l.rare.as_ref())
+            .and_then(|r| Some((r.cgroup.clone()?, r.stopping.clone())));
         tokio::spawn(async move {
             watch_fd.wait().await;
+            if let Some((cgroup, stopping)) = lingering
+                && stopping.load(std::sync::atomic::Ordering::Relaxed)
+            {
+                // Ends when what it left has finished, or is killed at the end of the grace
+                // (the SIGKILL reaches its cgroup: `signal_batch`).
+                let mut pause = Duration::from_millis(2);
+                while crate::cgroup::populated(&cgroup) {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+            }
             let status = crate::wrap::read_status(&recorded).unwrap_or(ExitStatus::Unknown);
             let _ = std::fs::remove_file(&recorded);
             let _ = tx.send(Msg::Event(Event::Exited {
@@ -1075,10 +1095,15 @@ impl Processes {
     /// `unit` is being stopped: what its process leaves in its cgroup as it exits finishes
     /// its own stop (within the grace) instead of being killed at once.
     pub(super) fn stopping(&self, unit: UnitId) {
-        if let Some(live) = &self.live[unit.0]
-            && live.adopted.is_none()
-        {
-            self.reaper.stopping(live.pid);
+        let Some(live) = &self.live[unit.0] else {
+            return;
+        };
+        match (&live.adopted, &live.rare) {
+            (None, _) => self.reaper.stopping(live.pid),
+            (Some(_), Some(rare)) => rare
+                .stopping
+                .store(true, std::sync::atomic::Ordering::Relaxed),
+            (Some(_), None) => {}
         }
     }
 

@@ -293,3 +293,44 @@ fn a_paused_service_stops_gracefully_and_at_once() {
     assert!(took < Duration::from_secs(10), "took {took:?}:\n{out}");
     assert_no_leftovers(c.pid);
 }
+
+/// The same for a process adopted from an earlier daemon (not our child, watched through a
+/// pidfd): stopped, what its leader leaves in its cgroup finishes its own stop within the grace
+/// before the unit is stopped — it used to be killed at the leader's exit.
+#[test]
+fn what_an_adopted_leader_leaves_finishes_its_own_stop() {
+    if writable_cgroup2().is_none() {
+        eprintln!("skipped: no writable cgroup v2 hierarchy here");
+        return;
+    }
+    let p = Project::new(
+        "[services.app]\ncommand = \"python3 drain.py 0.5 & wait\"\nstop = { timeout = \"20s\" }\n",
+    );
+    let ok = |args: &[&str]| {
+        let (status, out, err) = p.run_client(args);
+        assert!(status.success(), "corral {args:?}: {out}{err}");
+    };
+    let app = || {
+        let (_, body) = p.http("GET", "/v1/services/app");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default()
+    };
+    ok(&["up", "-d"]);
+    eventually(T, "app ready", || {
+        p.read(".corral/logs/app.log").contains("ready")
+    });
+    p.kill_daemon();
+    ok(&["up", "-d"]);
+    eventually(T, "app adopted", || app()["adopted"] == true);
+    let asked = Instant::now();
+    ok(&["stop", "app", "--wait"]);
+    assert!(
+        asked.elapsed() >= Duration::from_millis(450),
+        "stopped in {:?}, before its child had drained",
+        asked.elapsed()
+    );
+    eventually(T, "drained", || {
+        p.read(".corral/logs/app.log").contains("drained")
+    });
+    ok(&["down"]);
+    p.assert_nothing_left();
+}
