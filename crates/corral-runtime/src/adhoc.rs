@@ -754,6 +754,7 @@ impl Owner {
                 rlimits: &[],
                 cgroup_limits: Default::default(),
                 daemon: false,
+                own_binary: false,
             },
         )
         .map_err(|e| AdhocError::Invalid(e.0))?;

@@ -296,6 +296,7 @@ async fn exec(
             rlimits: &[],
             cgroup_limits: Default::default(),
             daemon: false,
+            own_binary: false,
         },
     )
     .map_err(|e| e.0)?;

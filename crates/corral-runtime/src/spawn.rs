@@ -16,7 +16,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use corral_engine::ExitStatus;
 use tokio::sync::oneshot;
@@ -159,6 +159,10 @@ pub struct Spec<'a> {
     /// It starts a daemon and exits (`daemon = true`): when it exits 0, what it leaves in its
     /// group and cgroup lives on (see [`Spawned::cgroup`]).
     pub daemon: bool,
+    /// `argv[0]` is corral itself (`__keeper`, a task's `__wrap`): run through
+    /// `/proc/self/exe`, the very binary this daemon runs, also once the file at its path was
+    /// removed (`cargo clean`, an uninstall) or replaced by another version (an upgrade).
+    pub own_binary: bool,
 }
 
 impl<'a> Spec<'a> {
@@ -177,6 +181,7 @@ impl<'a> Spec<'a> {
             rlimits: &[],
             cgroup_limits: corral_config::CgroupLimits::default(),
             daemon: false,
+            own_binary: false,
         }
     }
 }
@@ -271,8 +276,11 @@ pub fn prepare(
             "nothing to run (the command is empty)",
         ));
     };
-    let program = proctable::resolve_program(program0, spec.env, spec.cwd)
-        .ok_or_else(|| SpawnError::permanent(not_found_or_no_dir(program0, spec.cwd)))?;
+    let program = match spec.own_binary && runs_as(program0) {
+        true => PathBuf::from("/proc/self/exe"),
+        false => proctable::resolve_program(program0, spec.env, spec.cwd)
+            .ok_or_else(|| SpawnError::permanent(not_found_or_no_dir(program0, spec.cwd)))?,
+    };
     let nul = |what: &str| SpawnError::permanent(format!("{what} contains a NUL byte"));
     let argv = spec
         .argv
@@ -466,6 +474,16 @@ pub fn raise_open_files_limit() -> u64 {
             soft
         }
     }
+}
+
+/// Whether this process runs the binary at `path` (or did, before the file was removed or
+/// replaced: the kernel then names it `PATH (deleted)`). Not so where corral's runtime runs
+/// inside another program (the tests' in-process daemon) and starts the corral binary.
+fn runs_as(path: &str) -> bool {
+    std::fs::read_link("/proc/self/exe").is_ok_and(|own| {
+        let own = own.as_os_str().as_encoded_bytes();
+        own.strip_suffix(b" (deleted)").unwrap_or(own) == path.as_bytes()
+    })
 }
 
 pub(crate) fn not_found_or_no_dir(program: &str, cwd: &Path) -> String {

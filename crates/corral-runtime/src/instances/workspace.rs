@@ -135,6 +135,7 @@ pub async fn run_step(reaper: &Reaper, step: SetupCommand<'_>) -> Result<(), Str
             rlimits: &[],
             cgroup_limits: Default::default(),
             daemon: false,
+            own_binary: false,
         },
     )
     .map_err(|e| e.0)?;

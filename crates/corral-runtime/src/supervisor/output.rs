@@ -111,6 +111,7 @@ pub(super) fn spawn_keeper(
             rlimits: &[],
             cgroup_limits: Default::default(),
             daemon: false,
+            own_binary: true,
         },
     )
     .map(|s| {

@@ -810,6 +810,8 @@ impl Processes {
                 // The cgroup holds a task's wrapper and its command alike.
                 cgroup_limits: def.cgroup_limits,
                 daemon,
+                // A task runs under our own `__wrap`.
+                own_binary: is_task,
             },
             on_exit,
         )?;
@@ -1035,6 +1037,7 @@ impl Processes {
                     rlimits: &[],
                     cgroup_limits: Default::default(),
                     daemon: false,
+                    own_binary: false,
                 },
             );
             let mut spawned = match spawned {

@@ -1288,3 +1288,42 @@ fn a_removed_state_dir_starts_no_second_stack() {
     assert!(is_dead(daemon));
     p.assert_nothing_left();
 }
+
+/// 23: the corral binary removed while its daemon ran (`cargo clean`, an uninstall; or
+/// replaced, by an upgrade): every task failed ("command `…/corral` not found", its `__wrap`
+/// is corral itself) and a keeper that died could not be started again. Now both run through
+/// `/proc/self/exe`: the daemon's own binary, whatever became of its file.
+#[test]
+fn a_removed_corral_binary_still_runs_tasks_and_keepers() {
+    let p = Project::new(
+        "[services.web]\ncommand = \"echo web-line; exec sleep 1000\"\n\n[tasks.hello]\ncommand = \"echo hello-from-task\"\n",
+    );
+    let copy = p.path().join("corral-copy");
+    std::fs::copy(BIN, &copy).unwrap();
+    let started = std::process::Command::new(&copy)
+        .args(["up", "-d", "web"])
+        .current_dir(p.path())
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{started:?}");
+    eventually(Duration::from_secs(10), "web up", || {
+        is_up(&json(&p, "GET", "/v1/services/web", "").1)
+    });
+    std::fs::remove_file(&copy).unwrap();
+
+    let (status, out, err) = p.run_client(&["run", "hello"]);
+    assert!(status.success(), "{out}{err}");
+    let out = ok(&p, &["logs", "hello"]);
+    assert!(out.contains("hello-from-task"), "{out}");
+
+    let keeper = p.keeper_pid();
+    kill9(keeper);
+    eventually(Duration::from_secs(10), "a new keeper", || {
+        std::fs::read_to_string(p.path().join(".corral/keeper.lock"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .is_some_and(|pid| pid != keeper && !is_dead(pid))
+    });
+    ok(&p, &["down"]);
+    p.assert_nothing_left();
+}
