@@ -135,9 +135,6 @@ pub enum StartError {
     Config(String),
 }
 
-/// Holds `.corral/corral.lock` while corral runs a project, so that two corrals never
-/// supervise (and write the logs of) the same project at once. The lock is an `flock`, so it
-/// goes away with the process however it dies; the file keeps the holder's PID for the message.
 /// The project, held: the lock file (`.corral/corral.lock`, with our PID), and the project's
 /// name that no removal of `.corral/` can take ([`crate::holder`]).
 pub struct ProjectLock {
@@ -145,6 +142,8 @@ pub struct ProjectLock {
     _name: Option<std::os::unix::net::UnixDatagram>,
 }
 
+/// Hold the project while corral runs it, so that two corrals never supervise (and write the
+/// logs of) the same project at once — also when the first one's `.corral/` was removed.
 pub fn lock_project(state_dir: &std::path::Path) -> Result<ProjectLock, StartError> {
     let file = lock_file(state_dir)?;
     // A daemon that let go of the lock file is ending, or lost the file: one that is ending
@@ -164,6 +163,8 @@ pub fn lock_project(state_dir: &std::path::Path) -> Result<ProjectLock, StartErr
     }
 }
 
+/// `.corral/corral.lock`: an `flock`, so it goes away with the process however it dies; the
+/// file keeps the holder's PID for the message.
 fn lock_file(state_dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>, StartError> {
     use std::io::{Read, Seek};
     let path = state_dir.join("corral.lock");
