@@ -103,6 +103,7 @@ pub fn service(u: corral_runtime::UnitView) -> wire::Service {
         adopted: u.adopted,
         namespace: u.namespace,
         status_text: u.status_text,
+        log_trouble: u.log_trouble,
         next_run_ms: u.next_run.map(millis),
         limits: u.limits,
         usage: None,

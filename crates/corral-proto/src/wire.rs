@@ -169,6 +169,9 @@ pub struct Service {
     /// What it last said with `STATUS=` on its NOTIFY_SOCKET (sd_notify).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_text: Option<String>,
+    /// Why its log file cannot be written now (a full disk, say), while that lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_trouble: Option<String>,
     /// A scheduled task's next run (milliseconds since the Unix epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run_ms: Option<u64>,

@@ -173,7 +173,7 @@ pub enum TapMsg {
     Trouble {
         unit: String,
         generation: u64,
-        text: String,
+        trouble: crate::logs::LogTrouble,
     },
     /// The connection to the keeper is gone (it died, or the daemon is ending).
     Lost,
@@ -227,12 +227,21 @@ fn unit_frame(kind: u8, unit: &str, generation: u64) -> Vec<u8> {
     seal(p, kind)
 }
 
-fn trouble_frame(unit: &str, generation: u64, text: &str) -> Vec<u8> {
+/// `TROUBLE`: the generation, whether writing fails (1) or works again (0), the lines missing,
+/// the unit's name (length first), and why it fails.
+fn trouble_frame(unit: &str, generation: u64, trouble: &crate::logs::LogTrouble) -> Vec<u8> {
+    use crate::logs::LogTrouble;
+    let (failing, missing, why) = match trouble {
+        LogTrouble::Failing(why) => (1u8, 0u64, why.as_str()),
+        LogTrouble::Recovered { missing } => (0, *missing, ""),
+    };
     let mut p = vec![0; 5];
     p.extend_from_slice(&generation.to_le_bytes());
+    p.push(failing);
+    p.extend_from_slice(&missing.to_le_bytes());
     p.extend_from_slice(&(unit.len() as u16).to_le_bytes());
     p.extend_from_slice(unit.as_bytes());
-    p.extend_from_slice(text.as_bytes());
+    p.extend_from_slice(why.as_bytes());
     seal(p, TROUBLE)
 }
 
@@ -311,13 +320,18 @@ fn decode_tap(kind: u8, p: Vec<u8>) -> Option<TapMsg> {
             generation,
         }),
         TROUBLE => {
-            let name_len = u16::from_le_bytes(p.get(8..10)?.try_into().ok()?) as usize;
-            let unit = String::from_utf8_lossy(p.get(10..10 + name_len)?).into_owned();
-            let text = String::from_utf8_lossy(&p[10 + name_len..]).into_owned();
+            let failing = *p.get(8)? == 1;
+            let missing = u64::from_le_bytes(p.get(9..17)?.try_into().ok()?);
+            let name_len = u16::from_le_bytes(p.get(17..19)?.try_into().ok()?) as usize;
+            let unit = String::from_utf8_lossy(p.get(19..19 + name_len)?).into_owned();
+            let why = String::from_utf8_lossy(&p[19 + name_len..]).into_owned();
             Some(TapMsg::Trouble {
                 unit,
                 generation,
-                text,
+                trouble: match failing {
+                    true => crate::logs::LogTrouble::Failing(why),
+                    false => crate::logs::LogTrouble::Recovered { missing },
+                },
             })
         }
         _ => None,
@@ -863,11 +877,8 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                             // The pipes are still read (the service must not block or get
                             // EPIPE); the lines go to the daemon only.
                             Err(e) => {
-                                let text = format!(
-                                    "cannot open its log file `{}`: {e}; its lines are not kept",
-                                    a.path.display()
-                                );
-                                tap.send(trouble_frame(&a.unit, a.generation, &text));
+                                let trouble = crate::logs::LogTrouble::Failing(e.to_string());
+                                tap.send(trouble_frame(&a.unit, a.generation, &trouble));
                                 None
                             }
                         },
@@ -887,7 +898,7 @@ async fn keep(listener: std::os::unix::net::UnixListener, log_dir: PathBuf) -> i
                                         .write_lines(now, stream, lines)
                                 });
                                 if let Some(trouble) = trouble {
-                                    tap.send(trouble_frame(&unit, generation, &trouble.describe()));
+                                    tap.send(trouble_frame(&unit, generation, &trouble));
                                 }
                                 // The lines are in the file: a daemon that only follows it
                                 // (`logs -f`, no terminal, no pattern) needs just the news.

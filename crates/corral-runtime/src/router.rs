@@ -52,7 +52,7 @@ pub enum Found {
     /// A unit's log file could not be written, or is written again: for the user.
     LogTrouble {
         unit: String,
-        text: String,
+        trouble: crate::logs::LogTrouble,
     },
     /// The keeper's copy of a generation's read ends: the supervisor holds it too.
     Held {
@@ -247,7 +247,9 @@ impl Owner {
                 stderr,
             }),
             TapMsg::Refused { attach } => (self.found)(Found::Refused { attach }),
-            TapMsg::Trouble { unit, text, .. } => (self.found)(Found::LogTrouble { unit, text }),
+            TapMsg::Trouble { unit, trouble, .. } => {
+                (self.found)(Found::LogTrouble { unit, trouble })
+            }
             TapMsg::Lost => {
                 // What the dead keeper held will not finish.
                 self.draining.clear();

@@ -134,6 +134,8 @@ pub struct UnitView {
     pub namespace: Option<String>,
     /// What it last said with `STATUS=` on its NOTIFY_SOCKET.
     pub status_text: Option<String>,
+    /// Why its log file cannot be written now (a full disk), while that lasts.
+    pub log_trouble: Option<String>,
     /// A scheduled task's next run.
     pub next_run: Option<SystemTime>,
     /// Its limits, each saying how it applies (cgroup, rlimit, RSS watch) or why it does not.
@@ -573,6 +575,7 @@ impl Supervisor {
                     log_file: def.log_file().map(Path::to_path_buf),
                     namespace: def.namespace().map(str::to_string),
                     status_text: self.processes.status(id),
+                    log_trouble: self.log_trouble.get(&def.name).cloned(),
                     next_run: def
                         .schedule
                         .as_ref()

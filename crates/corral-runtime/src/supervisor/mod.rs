@@ -21,7 +21,7 @@
 //! `tickets` (waiting for outcomes), `output` (the keeper link), `triggers` (schedules, the
 //! file watcher, memory samples, sd_notify messages), `definition` (a unit's settings for people).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -280,6 +280,8 @@ pub struct Supervisor {
     moved: std::collections::HashMap<u64, UnitId>,
     started: SystemTime,
     _lock: ProjectLock,
+    /// Units whose log file cannot be written now (a full disk), and why.
+    log_trouble: HashMap<String, String>,
 }
 
 /// Set up everything the supervisor needs (state dir, lock, store, keeper, reaper) and decide
@@ -533,6 +535,7 @@ pub fn prepare(project: Project, options: Options) -> Result<(Supervisor, Contro
         moved: std::collections::HashMap::new(),
         started: SystemTime::now(),
         _lock: lock,
+        log_trouble: HashMap::new(),
     };
     Ok((sup, control))
 }

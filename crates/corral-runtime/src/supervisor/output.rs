@@ -151,8 +151,17 @@ impl Supervisor {
             Found::KeeperLost => return self.keeper_lost(),
             // Where it is seen: the terminal of `up`, or the daemon's log (`up -d` prints
             // nothing else there).
-            Found::LogTrouble { unit, text } => {
-                let text = format!("{unit}: {text}");
+            Found::LogTrouble { unit, trouble } => {
+                let Some(id) = self.project.plan.find(&unit) else {
+                    return;
+                };
+                let path = self.project.log_path(&self.project.units[id.0]);
+                let text = format!("{unit}: {}", trouble.describe(&path));
+                // Shown by `ps` (and the API) while it lasts: `up -d`'s log is on the same disk.
+                match trouble {
+                    crate::logs::LogTrouble::Failing(why) => self.log_trouble.insert(unit, why),
+                    crate::logs::LogTrouble::Recovered { .. } => self.log_trouble.remove(&unit),
+                };
                 if self.printer.shows_lines() {
                     self.printer.system(text).await;
                 } else {

@@ -1337,7 +1337,7 @@ impl Processes {
                     router.tap(crate::keeper::TapMsg::Trouble {
                         unit: unit.clone(),
                         generation,
-                        text: trouble.describe(),
+                        trouble,
                     });
                 }
                 if let Some(msg) =

@@ -82,6 +82,8 @@ struct Row<'a> {
     #[serde(default)]
     status_text: Option<String>,
     #[serde(default)]
+    log_trouble: Option<String>,
+    #[serde(default)]
     next_run_ms: Option<u64>,
     #[serde(default)]
     usage: Option<wire::Usage>,
@@ -121,8 +123,14 @@ fn print_table(list: &[Row]) {
                     .map_or(Cow::Borrowed("-"), |u| bytes(u.rss_bytes).into()),
                 uptime(s.uptime_secs).into(),
                 s.restarts.to_string().into(),
-                // What it says of itself (sd_notify's STATUS=) after what its probe says.
+                // What it says of itself (sd_notify's STATUS=) after what its probe says; a
+                // log file that cannot be written (a full disk) before both.
                 match (&s.health, &s.status_text, s.next_run_ms) {
+                    _ if s.log_trouble.is_some() => format!(
+                        "log not written: {}",
+                        s.log_trouble.as_deref().unwrap_or_default()
+                    )
+                    .into(),
                     (Some(h), Some(t), _) => format!("{h}; {t}").into(),
                     (Some(h), None, _) => Cow::Borrowed(h.as_str()),
                     (None, Some(t), _) => Cow::Borrowed(t.as_str()),
@@ -592,6 +600,11 @@ pub fn why(file: Option<&Path>, name: &str, json: bool) -> Result<ExitCode, CliE
     }
     if let Some(t) = &s.status_text {
         lines.push(format!("  status: {t}"));
+    }
+    if let Some(t) = &s.log_trouble {
+        lines.push(format!(
+            "  its log file cannot be written: {t} (its lines are not kept meanwhile)"
+        ));
     }
     if let Some(next) = s.next_run_ms {
         let now = wire::millis(std::time::SystemTime::now());

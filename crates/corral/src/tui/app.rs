@@ -681,6 +681,7 @@ mod tests {
             adopted: false,
             namespace: None,
             status_text: None,
+            log_trouble: None,
             next_run_ms: None,
             limits: Vec::new(),
             usage: None,

@@ -320,7 +320,7 @@ fn the_state_dir_trusts_nothing_it_finds() {
         "the keeper to refuse the link",
         || {
             let log = p.read(".corral/daemon.log");
-            log.contains("web: cannot open its log file") && log.contains("symbolic link")
+            log.contains("web: cannot write its log file") && log.contains("symbolic link")
         },
     );
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), "untouched\n");
@@ -1211,6 +1211,17 @@ command = ["python3", "-u", "-c", "import itertools, time\nfor i in itertools.co
 
     let filler = disk.fill();
     goes_on("output with the disk full");
+    // Said where a `-d` user looks (its log is on the same full disk): `ps`, the API.
+    let trouble = || {
+        json(&p, "GET", "/v1/services/talker", "").1["log_trouble"]
+            .as_str()
+            .map(str::to_string)
+    };
+    eventually(Duration::from_secs(10), "the trouble in the API", || {
+        trouble().is_some_and(|t| t.contains("No space left"))
+    });
+    let out = ok(&p, &["ps"]);
+    assert!(out.contains("log not written: No space left"), "{out}");
     // A state change writes to the state database, and reports that it cannot.
     ok(&p, &["restart", "talker", "--wait", "--timeout", "20s"]);
     goes_on("output of the new process with the disk full");
@@ -1238,6 +1249,9 @@ command = ["python3", "-u", "-c", "import itertools, time\nfor i in itertools.co
             .collect::<Vec<_>>()
             .join("\n")
     );
+    eventually(Duration::from_secs(5), "the trouble over", || {
+        trouble().is_none()
+    });
     // The daemon said so where it could: the failure went unsaid (its own log is on the full
     // disk), the recovery not.
     eventually(Duration::from_secs(5), "said in the daemon's log", || {
