@@ -1222,6 +1222,8 @@ command = ["python3", "-u", "-c", "import itertools, time\nfor i in itertools.co
     });
     let out = ok(&p, &["ps"]);
     assert!(out.contains("log not written: No space left"), "{out}");
+    let out = ok(&p, &["why", "talker"]);
+    assert!(out.contains("its log file cannot be written"), "{out}");
     // A state change writes to the state database, and reports that it cannot.
     ok(&p, &["restart", "talker", "--wait", "--timeout", "20s"]);
     goes_on("output of the new process with the disk full");
