@@ -218,6 +218,17 @@ pub fn populated(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Until nothing is in the cgroup at `dir`: looked at a few milliseconds apart, then at most
+/// every 50 ms (what waits here — a stopped unit's leftovers finishing their own stop within
+/// the grace — is rare, and nothing is polled while nothing waits).
+pub async fn emptied(dir: &Path) {
+    let mut pause = std::time::Duration::from_millis(2);
+    while populated(dir) {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Remove the (empty) cgroup at `dir` and the empty ones below it. False if something is still
 /// in one (the kernel refuses: EBUSY), so the caller tries again later.
 pub fn remove(dir: &Path) -> bool {

@@ -14,7 +14,6 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use std::path::PathBuf;
 
@@ -350,30 +349,29 @@ impl Reaper {
 }
 
 impl Reaper {
-    /// Hand on a lingering process's exit once its cgroup is empty: looked at a few
-    /// milliseconds apart, then at most every 50 ms (a stop's grace is seconds; what lingers
-    /// is rare, and nothing is polled while nothing does).
+    /// Hand on a lingering process's exit once its cgroup is empty.
     fn watch_lingering(&self, pid: i32) {
+        let cgroup = {
+            let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            waiting.lingering.get(&pid).map(|l| l.cgroup.clone())
+        };
+        let Some(cgroup) = cgroup else {
+            return;
+        };
         let reaper = self.clone();
         self.runtime.spawn(async move {
-            let mut pause = Duration::from_millis(2);
-            loop {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(50));
-                let ended = {
-                    let mut waiting = reaper.waiting.lock().unwrap_or_else(|e| e.into_inner());
-                    match waiting.lingering.get(&pid) {
-                        Some(l) if crate::cgroup::populated(&l.cgroup) => continue,
-                        _ => waiting.lingering.remove(&pid),
-                    }
-                };
-                if let Some(l) = ended {
-                    if !crate::cgroup::remove(&l.cgroup) {
-                        reaper.retire(l.cgroup);
-                    }
-                    (l.exit)(l.status);
+            crate::cgroup::emptied(&cgroup).await;
+            let ended = reaper
+                .waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .lingering
+                .remove(&pid);
+            if let Some(l) = ended {
+                if !crate::cgroup::remove(&l.cgroup) {
+                    reaper.retire(l.cgroup);
                 }
-                break;
+                (l.exit)(l.status);
             }
         });
     }

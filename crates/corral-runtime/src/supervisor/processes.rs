@@ -520,11 +520,7 @@ impl Processes {
             {
                 // Ends when what it left has finished, or is killed at the end of the grace
                 // (the SIGKILL reaches its cgroup: `signal_batch`).
-                let mut pause = Duration::from_millis(2);
-                while crate::cgroup::populated(&cgroup) {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(50));
-                }
+                crate::cgroup::emptied(&cgroup).await;
             }
             let status = crate::wrap::read_status(&recorded).unwrap_or(ExitStatus::Unknown);
             let _ = std::fs::remove_file(&recorded);
